@@ -1,0 +1,35 @@
+# speechrq: the two set-up commands of the README are `make demo` and `make test`.
+# Torch is installed first, pinned to the CPU wheel this machine provides, so that
+# nothing later pulls another torch build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+DEMO   ?= exp/demo
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+# The main job on the embedded corpus. Every step reuses what an earlier run finished.
+demo: $(STAMP)
+	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	$(BIN)/speechrq features stats $(DEMO)/corpus
+	$(BIN)/speechrq data summary $(DEMO)/corpus
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_synth.py
+
+clean:
+	rm -rf $(VENV) exp

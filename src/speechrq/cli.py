@@ -1,0 +1,145 @@
+"""``speechrq``: one command, a sub-command per job, ``--help`` everywhere.
+
+Heavy imports (torch, lhotse) happen inside the sub-commands, so ``--help`` and
+argument errors answer at once. User mistakes surface as one line,
+``speechrq: error: ...``, with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import SpeechrqError
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def cmd_synth(args) -> None:
+    from .data.corpus import format_summary
+    from .data.synth import SynthConfig, synthesize_corpus
+
+    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed)
+    config.validate()
+    out = Path(args.out_dir)
+    if (out / "summary.json").exists():
+        print(f"{out}: corpus already complete, reusing it")
+    summary = synthesize_corpus(out, config, workers=args.workers, progress=not args.quiet)
+    print(format_summary(summary, title=f"corpus {out} (seed {args.seed})"))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cmd_data_import(args) -> None:
+    from .data.corpus import format_summary
+    from .data.recipes import import_corpus
+
+    summary, report = import_corpus(args.kind, args.src, args.out, workers=args.workers, progress=not args.quiet)
+    print(format_summary(summary, title=f"{args.kind} corpus {args.out}"))
+    print(report.format())
+
+
+def cmd_data_summary(args) -> None:
+    from .data.corpus import format_summary, summarize
+
+    print(format_summary(summarize(args.corpus_dir), title=f"corpus {args.corpus_dir}"))
+
+
+# --------------------------------------------------------------------------- features
+
+
+def cmd_features_stats(args) -> None:
+    from .data.corpus import load_cuts
+    from .features import FeatureStats, compute_stats
+
+    out = Path(args.out) if args.out else Path(args.corpus_dir) / "feature_stats.json"
+    if out.exists() and not args.force:
+        stats = FeatureStats.load(out)
+        print(f"{out}: exists ({stats.utterances} utterances, {stats.frames} frames), reusing it (--force to recompute)")
+        return
+    cuts = load_cuts(args.corpus_dir, args.split)
+    stats = compute_stats(cuts, max_utterances=args.max_utterances, seed=args.seed, progress=not args.quiet)
+    stats.save(out)
+    print(f"{out}: global log-Mel mean/std from {stats.utterances} utterances, {stats.frames} frames")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="speechrq", description="Random-quantization speech pre-training and discrete speech units.")
+    p.add_argument("--version", action="version", version=f"speechrq {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="synthesize the embedded labelled English corpus with espeak-ng",
+                       description="Synthesize the embedded corpus: speakers, transcripts, commands with intents, "
+                       "four emotion styles and phone alignments, as lhotse manifests. Resumable: a second run "
+                       "reuses finished shards or the finished corpus.")
+    s.add_argument("out_dir", metavar="OUT_DIR")
+    s.add_argument("--hours", type=float, default=1.0, help="approximate total audio (default: 1.0)")
+    s.add_argument("--speakers", type=int, default=32, help="number of speakers (default: 32)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; one seed gives byte-identical output (default: 0)")
+    s.add_argument("--workers", type=int, default=_cpu_count(), help="parallel processes (default: all cores)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_synth)
+
+    d = sub.add_parser("data", help="import and inspect corpora", description="Import and inspect corpora.")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    from .data.recipes import RECIPES
+
+    i = dsub.add_parser("import", help="import a real corpus into a speechrq corpus directory",
+                        description="Import a corpus from its released layout. Every audio file is decoded and checked; "
+                        "bad files are skipped and reported, never fatal.")
+    i.add_argument("kind", metavar="KIND", choices=sorted(RECIPES), help=f"one of: {', '.join(RECIPES)}")
+    i.add_argument("src", metavar="SRC", help="the corpus as released")
+    i.add_argument("out", metavar="OUT", help="corpus directory to write")
+    i.add_argument("--workers", type=int, default=_cpu_count(), help="parallel audio checks (default: all cores)")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.set_defaults(func=cmd_data_import)
+    sm = dsub.add_parser("summary", help="print a corpus directory's counts", description="Print a corpus directory's counts.")
+    sm.add_argument("corpus_dir", metavar="CORPUS_DIR")
+    sm.set_defaults(func=cmd_data_summary)
+
+    f = sub.add_parser("features", help="log-Mel feature utilities", description="Log-Mel feature utilities.")
+    fsub = f.add_subparsers(dest="features_command", required=True, metavar="SUBCOMMAND")
+    st = fsub.add_parser("stats", help="global log-Mel mean/std of a corpus split (for normalisation)",
+                         description="Compute global per-bin log-Mel mean and std over a seeded sample of a split.")
+    st.add_argument("corpus_dir", metavar="CORPUS_DIR")
+    st.add_argument("--split", default="train", help="split to sample (default: train)")
+    st.add_argument("--max-utterances", type=int, default=2000, help="sample size (default: 2000)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--out", help="output JSON (default: CORPUS_DIR/feature_stats.json)")
+    st.add_argument("--force", action="store_true", help="recompute even if the output exists")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=cmd_features_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="speechrq: %(levelname)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except SpeechrqError as e:
+        print(f"speechrq: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("speechrq: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Duration-bucketed dynamic batches of padded audio, with lengths carried through.
+
+lhotse's :class:`~lhotse.dataset.DynamicBucketingSampler` groups cuts of similar
+duration into batches of at most ``max_duration`` seconds of audio;
+:class:`AudioBatches` turns such a CutSet into a padded tensor batch. Features
+are not computed here: the training loop computes log-Mel for the whole batch on
+its device (:class:`speechrq.features.LogMel`).
+
+A cut whose audio cannot be loaded is dropped from its batch with a warning that
+names the file and the problem; the run goes on, and the count is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .audio import TARGET_RATE
+
+log = logging.getLogger(__name__)
+
+
+class AudioBatches(torch.utils.data.Dataset):
+    """Maps a CutSet (one sampler batch) to a dict of tensors.
+
+    Returns ``{"audio": [B, S] float32, "audio_lens": [B] int64, "cuts": CutSet}``
+    where ``cuts`` are the cuts actually loaded, in batch order, with every label.
+    Several channels are averaged to mono; other sample rates were already
+    resampled by the manifest (see :func:`speechrq.data.recipes.import_corpus`).
+    """
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def load(self, cut) -> np.ndarray | None:
+        src = cut.recording.sources[0].source if cut.has_recording else cut.id
+        try:
+            audio = cut.load_audio()
+        except Exception as e:  # any decoder error: report the file, keep the run going
+            self.skipped += 1
+            log.warning("skipping %s: unreadable audio (%s)", src, str(e).splitlines()[0][:200])
+            return None
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 2:
+            audio = audio.mean(axis=0)
+        problem = "zero-length audio" if audio.size == 0 else None if np.isfinite(audio).all() else "non-finite samples"
+        if problem:
+            self.skipped += 1
+            log.warning("skipping %s: %s", src, problem)
+            return None
+        return audio
+
+    def __getitem__(self, cuts) -> dict:
+        from lhotse import CutSet
+
+        kept, audios = [], []
+        for cut in cuts:
+            if cut.sampling_rate != TARGET_RATE:
+                cut = cut.resample(TARGET_RATE)
+            audio = self.load(cut)
+            if audio is not None:
+                kept.append(cut)
+                audios.append(audio)
+        lens = torch.tensor([len(a) for a in audios], dtype=torch.long)
+        batch = torch.zeros(len(audios), int(lens.max()) if len(audios) else 0)
+        for i, a in enumerate(audios):
+            batch[i, : len(a)] = torch.from_numpy(a)
+        return {"audio": batch, "audio_lens": lens, "cuts": CutSet.from_cuts(kept)}
+
+
+def make_sampler(cuts, max_duration: float, shuffle: bool = True, seed: int = 0, num_buckets: int = 10, world_size: int | None = None, rank: int | None = None, drop_last: bool = False):
+    """A lhotse DynamicBucketingSampler: batches of at most ``max_duration`` seconds.
+
+    A CutSet smaller than ``num_buckets`` gets fewer buckets (lhotse needs at least
+    one cut per bucket), or none at all below two cuts.
+    """
+    import warnings
+
+    from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
+
+    num_buckets = min(num_buckets, len(cuts))
+    if num_buckets < 2:
+        return DynamicCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size, rank=rank, drop_last=drop_last)
+
+    with warnings.catch_warnings():
+        # lhotse advises lazy manifests for memory; eager ones are fine here.
+        warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+        return DynamicBucketingSampler(
+            cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, num_buckets=num_buckets,
+            world_size=world_size, rank=rank, drop_last=drop_last,
+        )
+
+
+def make_loader(cuts, max_duration: float, shuffle: bool = True, seed: int = 0, num_workers: int = 0, sampler=None, **sampler_kwargs):
+    """A DataLoader over dynamic batches; ``batch_size=None`` since the sampler batches."""
+    sampler = sampler or make_sampler(cuts, max_duration, shuffle=shuffle, seed=seed, **sampler_kwargs)
+    return torch.utils.data.DataLoader(AudioBatches(), sampler=sampler, batch_size=None, num_workers=num_workers)

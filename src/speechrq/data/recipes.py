@@ -1,0 +1,269 @@
+"""``speechrq data import KIND SRC OUT``: real corpora as speechrq corpus directories.
+
+Every recipe is one function of the same shape, ``recipe(src) -> list[Entry]``: it
+reads the corpus's own layout and label files and says, per utterance, which
+split it belongs to, where its audio is and what its labels are. It never opens
+audio. :func:`import_corpus` then checks every file (:mod:`speechrq.data.audio`),
+keeps the good ones, and writes lhotse manifests (``cuts_{split}.jsonl.gz``), an
+``import_report.json`` and a ``summary.json``.
+
+Why not call lhotse's own recipes (``prepare_librispeech``, ``prepare_timit``,
+``prepare_slu``)? They stop at the first unreadable file, and a single bad file
+must never stop an import. The label parsing here follows them (TIMIT's split
+speakers come from lhotse itself); SID's VoxCeleb1 identification split and
+IEMOCAP have no lhotse recipe for what SUPERB needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SpeechrqError
+from ..io import atomic_path, atomic_write_json
+from .audio import AUDIO_EXTENSIONS, TARGET_RATE, inspect_many
+
+
+@dataclass
+class Entry:
+    """One utterance as a recipe sees it: where its audio is and what it is labelled."""
+
+    split: str
+    audio: Path
+    id: str
+    text: str | None = None
+    speaker: str | None = None
+    custom: dict = field(default_factory=dict)
+    alignment: dict | None = None  # {"phone": [(symbol, start_s, duration_s), ...], ...}
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise SpeechrqError(f"{path}: not found ({what})")
+    return path
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def librispeech(src: Path) -> list[Entry]:
+    """LibriSpeech: ``SRC/{part}/{speaker}/{chapter}/{speaker}-{chapter}.trans.txt`` and
+    ``...-{utt}.flac``; every part (train-clean-100, dev-clean, ...) becomes a split."""
+    entries = []
+    parts = sorted(p for p in src.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
+    if not parts:
+        raise SpeechrqError(f"{src}: no LibriSpeech part found (expected PART/SPEAKER/CHAPTER/*.trans.txt)")
+    for part in parts:
+        for trans in sorted(part.glob("*/*/*.trans.txt")):
+            for lineno, line in enumerate(trans.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                utt, _, text = line.strip().partition(" ")
+                if not text:
+                    raise SpeechrqError(f"{trans}:{lineno}: expected 'UTTERANCE-ID TRANSCRIPT', got {line!r}")
+                entries.append(Entry(part.name, trans.parent / f"{utt}.flac", utt, text=text, speaker=utt.split("-")[0]))
+    return entries
+
+
+def _timit_items(path: Path, rate: int, kind: str) -> list[tuple[str, float, float]]:
+    items = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise SpeechrqError(f"{path}:{lineno}: expected 'START END {kind.upper()}', got {line!r}")
+        start, end = int(fields[0]), int(fields[1])
+        items.append((fields[2], start / rate, (end - start) / rate))
+    return items
+
+
+def timit(src: Path) -> list[Entry]:
+    """TIMIT: ``SRC/[data/]{TRAIN,TEST}/DR*/SPEAKER/*.WAV`` with ``.PHN``, ``.WRD``, ``.TXT``.
+
+    Splits as lhotse's recipe: train = TRAIN; dev and test = the TEST speakers of
+    the standard development and core test sets. Phones keep TIMIT's 61 symbols.
+    """
+    from lhotse.recipes.timit import get_speakers
+
+    root = src / "data" if (src / "data").is_dir() else src
+    dev_spks, test_spks = (set(s.lower() for s in group) for group in get_speakers())
+    entries = []
+    for part in ("TRAIN", "TEST"):
+        part_dir = next((p for p in root.iterdir() if p.name.upper() == part), None) if root.is_dir() else None
+        if part_dir is None:
+            raise SpeechrqError(f"{root}: no {part} directory (expected [data/]{part}/DR*/SPEAKER/*.WAV)")
+        for wav in sorted(p for p in part_dir.glob("*/*/*") if p.suffix.upper() == ".WAV"):
+            speaker = wav.parent.name
+            split = "train" if part == "TRAIN" else "dev" if speaker.lower() in dev_spks else "test" if speaker.lower() in test_spks else None
+            if split is None:
+                continue
+            txt, phn, wrd = (wav.with_suffix(s if wav.suffix == ".WAV" else s.lower()) for s in (".TXT", ".PHN", ".WRD"))
+            for f in (txt, phn, wrd):
+                _require(f, f"label file of {wav.name}")
+            text = " ".join(txt.read_text().split()[2:])
+            alignment = {"phone": _timit_items(phn, 16000, "phone"), "word": _timit_items(wrd, 16000, "word")}
+            entries.append(Entry(split, wav, f"{speaker}-{wav.stem}", text=text, speaker=speaker, alignment=alignment))
+    return entries
+
+
+def voxceleb1(src: Path) -> list[Entry]:
+    """VoxCeleb1 identification (SUPERB SID): ``SRC/wav/idXXXXX/VIDEO/NNNNN.wav`` and
+    ``SRC/iden_split.txt`` (``1|2|3 idXXXXX/VIDEO/NNNNN.wav`` = train|dev|test)."""
+    split_file = _require(src / "iden_split.txt", "VoxCeleb1 identification split")
+    names = {"1": "train", "2": "dev", "3": "test"}
+    entries = []
+    for lineno, line in enumerate(split_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or fields[0] not in names:
+            raise SpeechrqError(f"{split_file}:{lineno}: expected '1|2|3 SPEAKER/VIDEO/FILE.wav', got {line!r}")
+        rel = fields[1]
+        speaker = rel.split("/")[0]
+        entries.append(Entry(names[fields[0]], src / "wav" / rel, rel.rsplit(".", 1)[0].replace("/", "-"), speaker=speaker))
+    return entries
+
+
+def fsc(src: Path) -> list[Entry]:
+    """Fluent Speech Commands: ``SRC/data/{train,valid,test}_data.csv`` (columns path,
+    speakerId, transcription, action, object, location); valid becomes dev."""
+    entries = []
+    for name, split in (("train", "train"), ("valid", "dev"), ("test", "test")):
+        table = _require(src / "data" / f"{name}_data.csv", "Fluent Speech Commands split table")
+        with open(table, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"path", "speakerId", "transcription", "action", "object", "location"} - set(reader.fieldnames or [])
+            if missing:
+                raise SpeechrqError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
+            for row in reader:
+                intent = {k: row[k] for k in ("action", "object", "location")}
+                intent["intent"] = f"{row['action']}|{row['object']}|{row['location']}"
+                rid = Path(row["path"]).stem
+                entries.append(Entry(split, src / row["path"], rid, text=row["transcription"], speaker=row["speakerId"], custom=intent))
+    return entries
+
+
+IEMOCAP_EMOTIONS = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
+_IEMOCAP_LINE = re.compile(r"^\[[\d.]+ - [\d.]+\]\s+(Ses\w+)\s+(\w+)\s+\[")
+
+
+def iemocap(src: Path) -> list[Entry]:
+    """IEMOCAP, the 4-class setting of SUPERB ER: neutral, happy (with excited merged
+    in), angry, sad; other labels are left out. Each session is a split
+    (``session1`` .. ``session5``) for leave-one-session-out folds.
+
+    Layout: ``SRC/SessionN/sentences/wav/DIALOG/UTT.wav``, labels in
+    ``SRC/SessionN/dialog/EmoEvaluation/DIALOG.txt``, transcripts in
+    ``SRC/SessionN/dialog/transcriptions/DIALOG.txt``.
+    """
+    sessions = sorted(p for p in src.glob("Session*") if p.is_dir())
+    if not sessions:
+        raise SpeechrqError(f"{src}: no Session1..Session5 directory (expected an IEMOCAP release)")
+    entries = []
+    for session in sessions:
+        split = session.name.lower()
+        texts = {}
+        for tr in sorted((session / "dialog" / "transcriptions").glob("*.txt")):
+            for line in tr.read_text(errors="replace").splitlines():
+                m = re.match(r"^(Ses\w+) \[[\d.\-]+\]:\s*(.*)$", line)
+                if m:
+                    texts[m.group(1)] = m.group(2).strip()
+        evals = sorted((_require(session / "dialog" / "EmoEvaluation", "IEMOCAP labels")).glob("*.txt"))
+        for ev in evals:
+            for line in ev.read_text(errors="replace").splitlines():
+                m = _IEMOCAP_LINE.match(line)
+                if not m or m.group(2) not in IEMOCAP_EMOTIONS:
+                    continue
+                utt = m.group(1)
+                dialog = utt.rsplit("_", 1)[0]
+                # Ses01F_impro01_F000: the speaker's gender is the letter of the last field
+                speaker = f"{utt[:5]}{utt.rsplit('_', 1)[1][0]}"
+                wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
+                custom = {"emotion": IEMOCAP_EMOTIONS[m.group(2)], "emotion_raw": m.group(2), "session": session.name}
+                entries.append(Entry(split, wav, utt, text=texts.get(utt), speaker=speaker, custom=custom))
+    return entries
+
+
+def folder(src: Path) -> list[Entry]:
+    """Any tree of audio files, unlabelled (pre-training data): one split, ``train``."""
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise SpeechrqError(f"{src}: holds no audio file ({', '.join(AUDIO_EXTENSIONS)})")
+    return [Entry("train", p, str(p.relative_to(src).with_suffix("")).replace("/", "__")) for p in files]
+
+
+RECIPES: dict[str, Callable[[Path], list[Entry]]] = {
+    "librispeech": librispeech,
+    "timit": timit,
+    "voxceleb1": voxceleb1,
+    "fsc": fsc,
+    "iemocap": iemocap,
+    "folder": folder,
+}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4, progress: bool = True):
+    """Import corpus ``kind`` from ``src`` into the corpus directory ``out``.
+
+    Returns ``(summary, report)``: the corpus summary (with the audio report under
+    ``"audio"``) and the :class:`~speechrq.data.audio.InspectionReport`.
+    """
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+    from lhotse.supervision import AlignmentItem, SupervisionSegment
+
+    from .corpus import summarize
+
+    if kind not in RECIPES:
+        raise SpeechrqError(f"data import: unknown KIND {kind!r} (choose from {', '.join(RECIPES)})")
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise SpeechrqError(f"{src}: no such directory")
+    entries = RECIPES[kind](src)
+    if not entries:
+        raise SpeechrqError(f"{src}: the {kind} recipe found no utterance")
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SpeechrqError(f"{src}: utterance id {dup!r} occurs more than once")
+
+    recordings, report = inspect_many(((e.audio, e.id) for e in entries), workers=workers, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in sorted({e.split for e in entries}):
+        recs, sups = [], []
+        for e in entries:
+            if e.split != split or e.id not in recordings:
+                continue
+            rec = recordings[e.id]
+            alignment = None
+            if e.alignment:
+                alignment = {
+                    k: [AlignmentItem(s, round(st, 5), round(min(du, rec.duration - st), 5)) for s, st, du in items if st < rec.duration]
+                    for k, items in e.alignment.items()
+                }
+            channel = rec.channel_ids[0] if len(rec.channel_ids) == 1 else rec.channel_ids
+            recs.append(rec)
+            sups.append(SupervisionSegment(
+                id=e.id, recording_id=e.id, start=0.0, duration=rec.duration, channel=channel,
+                text=e.text, speaker=e.speaker, custom=e.custom or None, alignment=alignment,
+            ))
+        if not recs:
+            continue
+        cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups))
+        # Other sample rates are resampled lazily, when a cut's audio is loaded.
+        cuts = CutSet.from_cuts(c.resample(TARGET_RATE) if c.sampling_rate != TARGET_RATE else c for c in cuts)
+        with atomic_path(out / f"cuts_{split}.jsonl.gz") as tmp:
+            cuts.to_file(tmp)
+    atomic_write_json(out / "import_report.json", {"kind": kind, "source": str(src.resolve()), **report.to_dict()})
+    if report.kept == 0:
+        raise SpeechrqError(f"{src}: no usable audio among {len(entries)} files (see {out / 'import_report.json'})")
+    summary = summarize(out)
+    summary["audio"] = report.to_dict()
+    atomic_write_json(out / "summary.json", summary)
+    return summary, report

@@ -1,0 +1,432 @@
+"""``speechrq synth``: the embedded English corpus, spoken offline by espeak-ng.
+
+The corpus carries every label the rest of speechrq needs: speakers (SID),
+transcripts (ASR), command intents with slots (IC), four prosody styles (ER) and
+phone/word alignments from espeak's own events (target analyses).
+
+How it is made, in three steps:
+
+1. **Plan** (pure Python, seeded): speakers, then every utterance's speaker, style,
+   text, labels and split. Nothing here depends on the number of workers.
+2. **Synthesize** in fixed shards. espeak-ng's output depends on every call made
+   since the library was loaded, so each shard runs in a freshly forked process
+   that loads the library, speaks its utterances in plan order and exits. A shard
+   is therefore a pure function of the plan: byte-identical for a seed, whatever
+   the worker count, and resumable shard by shard (finished shards are kept).
+3. **Assemble** lhotse manifests per split. Audio paths are relative to the corpus
+   directory, so two corpora made with one seed are byte-identical and a corpus
+   can be moved; :func:`speechrq.data.corpus.load_cuts` resolves them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import multiprocessing
+import multiprocessing.connection
+import random
+import time
+import wave
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpeechrqError
+from ..io import atomic_write_json, atomic_write_text
+from . import grammar
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "dev", "test")
+
+# Accents are espeak-ng English voices; variants are voices/!v files (case-sensitive).
+ACCENTS = ("en", "en-us", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+# Voice variants set the timbre (formants, breath, tone), which is what tells speakers
+# apart; accents change pronunciation. These are the human-sounding variants that
+# run on espeak's fast formant synthesizer (the klatt ones are 2x slower).
+VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+    "Andrea", "Annie", "Jacky", "Nguyen", "anika", "aunty", "belinda", "ed", "grandma", "linda",
+    "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob",
+    "robert", "steph", "victor", "zac",
+)
+PITCH_BANDS = {"low": 28, "mid": 45, "high": 62}
+RATES = {"slow": 150, "medium": 172, "fast": 195}
+MAX_SPEAKERS = len(ACCENTS) * len(VARIANTS) * len(PITCH_BANDS) * len(RATES)
+
+# The four emotion labels, as offsets from the speaker's own prosody.
+STYLES = {
+    # name: (pitch offset, range offset, rate factor, volume)
+    "neutral": (0, 0, 1.00, 100),
+    "happy": (14, 30, 1.10, 115),
+    "sad": (-12, -30, 0.82, 75),
+    "angry": (4, 15, 1.18, 150),
+}
+COMMAND_SHARE = 0.3  # share of utterances that are spoken commands (IC), the rest read sentences
+SHARD_SIZE = 256  # utterances per forked process: amortises the fork and library start-up
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    hours: float = 1.0
+    speakers: int = 32
+    seed: int = 0
+    shard_size: int = SHARD_SIZE
+
+    def validate(self) -> None:
+        if not (self.hours > 0):
+            raise SpeechrqError(f"--hours: must be > 0, got {self.hours}")
+        if not (2 <= self.speakers <= MAX_SPEAKERS):
+            raise SpeechrqError(f"--speakers: must be between 2 and {MAX_SPEAKERS}, got {self.speakers}")
+        if self.shard_size < 1:
+            raise SpeechrqError(f"shard_size: must be >= 1, got {self.shard_size}")
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str
+    accent: str
+    variant: str
+    pitch_band: str
+    rate_band: str
+
+    @property
+    def voice(self) -> str:
+        return f"{self.accent}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    speaker: str
+    split: str
+    kind: str  # "sentence" or "command"
+    style: str
+    text: str
+    intent: dict | None = None
+    pitch_jitter: int = 0
+
+
+@dataclass
+class Plan:
+    config: SynthConfig
+    speakers: list[Speaker]
+    utterances: list[Utterance] = field(default_factory=list)
+
+    def shards(self) -> list[list[Utterance]]:
+        """Fixed groups of utterances, each spoken by one process in this order.
+
+        Inside a shard utterances are grouped by speaker, so the voice is loaded
+        once per speaker rather than once per utterance.
+        """
+        n = self.config.shard_size
+        groups = [self.utterances[i : i + n] for i in range(0, len(self.utterances), n)]
+        return [sorted(g, key=lambda u: (u.speaker, u.id)) for g in groups]
+
+
+def _estimated_seconds(text: str, rate_wpm: float) -> float:
+    # Measured on espeak-ng's English voices: ~0.72 of a word per rate_wpm-minute
+    # (short words dominate the grammar) plus ~0.3 s of edge silence.
+    return 0.72 * len(text.split()) * 60.0 / rate_wpm + 0.3
+
+
+def plan_corpus(config: SynthConfig) -> Plan:
+    """Decide every speaker and utterance of the corpus from the seed alone."""
+    config.validate()
+    rng = random.Random(config.seed)
+    speakers, taken = [], set()
+    variants = rng.sample(VARIANTS, len(VARIANTS))
+    for i in range(config.speakers):
+        # Every speaker has a variant of its own while they last (37); accents rotate.
+        accent = ACCENTS[i % len(ACCENTS)]
+        variant = variants[i % len(variants)]
+        while True:
+            band, rate = rng.choice(sorted(PITCH_BANDS)), rng.choice(sorted(RATES))
+            if (accent, variant, band, rate) not in taken:
+                break
+        taken.add((accent, variant, band, rate))
+        speakers.append(Speaker(f"spk{i:03d}", accent, variant, band, rate))
+
+    target = config.hours * 3600.0
+    total, utterances = 0.0, []
+    while total < target:
+        i = len(utterances)
+        spk = speakers[i % len(speakers)]
+        # This speaker's k-th utterance: 8 of 10 go to train, 1 to dev, 1 to test, and
+        # a speaker with 3 utterances is already in every split (SID needs that).
+        k = i // len(speakers)
+        split = "dev" if k % 10 == 1 else "test" if k % 10 == 2 else "train"
+        style = rng.choice(sorted(STYLES))
+        if rng.random() < COMMAND_SHARE:
+            text, intent = grammar.command(rng)
+            kind, intent_d = "command", {"intent": intent.label, "action": intent.action, "object": intent.object, "location": intent.location}
+        else:
+            text, kind, intent_d = grammar.sentence(rng), "sentence", None
+        utt = Utterance(f"{spk.id}-{i:06d}", spk.id, split, kind, style, text, intent_d, rng.randint(-3, 3))
+        utterances.append(utt)
+        total += _estimated_seconds(text, RATES[spk.rate_band] * STYLES[style][2])
+
+    # Read sentences of dev and test must be unseen in training.
+    train_texts = {u.text for u in utterances if u.split == "train" and u.kind == "sentence"}
+    for i, u in enumerate(utterances):
+        if u.split != "train" and u.kind == "sentence":
+            text = u.text
+            while text in train_texts:
+                text = grammar.sentence(rng)
+            if text != u.text:
+                utterances[i] = Utterance(u.id, u.speaker, u.split, u.kind, u.style, text, u.intent, u.pitch_jitter)
+    return Plan(config, speakers, utterances)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def _prosody(spk: Speaker, utt: Utterance):
+    from .espeak import Prosody
+
+    dp, dr, fr, vol = STYLES[utt.style]
+    clamp = lambda v: max(0, min(100, v))
+    return Prosody(
+        rate=int(round(RATES[spk.rate_band] * fr)),
+        pitch=clamp(PITCH_BANDS[spk.pitch_band] + dp + utt.pitch_jitter),
+        range=clamp(50 + dr),
+        volume=vol,
+    )
+
+
+def _phone_symbol(mnemonic: str) -> str:
+    # espeak marks stress inside the mnemonic ('oU, ,a); pauses are _ , _: , _!
+    if mnemonic.startswith("_"):
+        return "sil"
+    return mnemonic.replace("'", "").replace(",", "") or "sil"
+
+
+def _alignments(syn, text: str, rate_in: int) -> dict:
+    """Phone and word alignments in seconds from espeak's phoneme and word events."""
+    n = len(syn.samples)
+    phones = []
+    for j, (name, start) in enumerate(syn.phones):
+        end = syn.phones[j + 1][1] if j + 1 < len(syn.phones) else n
+        if end > start:
+            phones.append([_phone_symbol(name), round(start / rate_in, 5), round((end - start) / rate_in, 5)])
+    # espeak sends no word event for clitics it speaks with a neighbour ("on the"),
+    # so a word item covers the text up to the next event: its symbol may hold two words.
+    pauses = [s for name, s in syn.phones if name.startswith("_")]
+    words = []
+    for j, (pos, length, start) in enumerate(syn.words):
+        end = syn.words[j + 1][2] if j + 1 < len(syn.words) else n
+        end = min([p for p in pauses if start < p < end] + [end])
+        text_end = syn.words[j + 1][0] - 1 if j + 1 < len(syn.words) else len(text)
+        word = text[pos - 1 : text_end].strip()
+        if end > start and word:
+            words.append([word, round(start / rate_in, 5), round((end - start) / rate_in, 5)])
+    return {"phone": phones, "word": words}
+
+
+def _write_wav(path: Path, pcm: np.ndarray) -> None:
+    # The stdlib writer: a 16-bit mono RIFF file costs one write, where libsndfile's
+    # open/flush/close costs more than the resampling of a short utterance.
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+@functools.lru_cache(maxsize=2)
+def _resampler(rate_in: int) -> tuple[int, int, np.ndarray]:
+    """Polyphase factors and the anti-aliasing filter, designed once per process.
+
+    The filter is scipy's default design for resample_poly (Kaiser window, beta 5)
+    at 8 rather than 10 zero crossings a side and in float32: resampling is a third
+    of the synthesis time, and this keeps the stop band below -50 dB. Designing it
+    anew for every utterance would cost as much as the resampling itself.
+    """
+    from scipy.signal import firwin
+
+    g = math.gcd(SAMPLE_RATE, rate_in)
+    up, down = SAMPLE_RATE // g, rate_in // g
+    max_rate = max(up, down)
+    return up, down, firwin(16 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+
+
+def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker]) -> None:
+    """Body of a shard's process: synthesize, then write the shard's rows atomically."""
+    shard_dir = Path(out_dir) / "shards"
+    try:
+        rows = _synthesize_shard(out_dir, shard_index, utterances, speakers)
+        atomic_write_text(shard_dir / f"{shard_index:04d}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    except BaseException as e:  # reported by the parent, which names the shard
+        atomic_write_text(shard_dir / f"{shard_index:04d}.error", f"{type(e).__name__}: {e}\n")
+        raise SystemExit(1)
+
+
+def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker]) -> list[dict]:
+    """Runs in a fresh process: the library's hidden state starts from its initial value."""
+    from scipy.signal import resample_poly
+
+    from .espeak import Espeak
+
+    engine = Espeak()
+    up, down, fir = _resampler(engine.sample_rate)
+    rel_dir = Path("audio") / f"{shard_index:04d}"
+    (Path(out_dir) / rel_dir).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for utt in utterances:
+        spk = speakers[utt.speaker]
+        syn = engine.synthesize(utt.text, spk.voice, _prosody(spk, utt))
+        if len(syn.samples) == 0:
+            raise RuntimeError(f"espeak-ng produced no audio for {utt.id}: {utt.text!r}")
+        audio = resample_poly(syn.samples.astype(np.float32), up, down, window=fir)
+        pcm = np.clip(np.round(audio), -32768, 32767).astype(np.int16)
+        rel = rel_dir / f"{utt.id}.wav"
+        _write_wav(Path(out_dir) / rel, pcm)
+        num_samples = len(pcm)
+        duration = num_samples / SAMPLE_RATE
+        ali = _alignments(syn, utt.text, engine.sample_rate)
+        # Alignment ends must not pass the (resampled) recording's end.
+        for items in ali.values():
+            for it in items:
+                it[2] = round(max(0.0, min(it[2], duration - it[1])), 5)
+        recording = {
+            "id": utt.id,
+            "sources": [{"type": "file", "channels": [0], "source": str(rel)}],
+            "sampling_rate": SAMPLE_RATE,
+            "num_samples": num_samples,
+            "duration": duration,
+            "channel_ids": [0],
+        }
+        custom = {"kind": utt.kind, "emotion": utt.style, "accent": spk.accent}
+        if utt.intent:
+            custom.update(utt.intent)
+        supervision = {
+            "id": utt.id,
+            "recording_id": utt.id,
+            "start": 0.0,
+            "duration": duration,
+            "channel": 0,
+            "text": utt.text,
+            "language": "English",
+            "speaker": spk.id,
+            "custom": custom,
+            "alignment": {
+                kind: [[s, st, du] for s, st, du in items]
+                for kind, items in ali.items()
+            },
+        }
+        rows.append({"split": utt.split, "recording": recording, "supervision": supervision})
+    return rows
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _plan_record(plan: Plan) -> dict:
+    return {"config": asdict(plan.config), "speakers": [asdict(s) | {"voice": s.voice} for s in plan.speakers], "num_utterances": len(plan.utterances)}
+
+
+def synthesize_corpus(
+    out_dir: str | Path, config: SynthConfig, workers: int = 1, progress: bool = True, timings: dict | None = None
+) -> dict:
+    """Make (or finish) the corpus in ``out_dir``; returns its summary.
+
+    Finished shards of an interrupted run are reused; a finished corpus is
+    returned as it is. A directory holding a corpus of another config is refused.
+    """
+    from tqdm import tqdm
+
+    timings = {} if timings is None else timings
+    out = Path(out_dir)
+    plan = plan_corpus(config)
+    record = _plan_record(plan)
+    plan_file = out / "plan.json"
+    if plan_file.exists():
+        old = json.loads(plan_file.read_text())
+        if old.get("config") != record["config"]:
+            raise SpeechrqError(
+                f"{out}: holds a corpus made with {old.get('config')}, not {record['config']}; "
+                "use another directory or delete this one"
+            )
+    summary_file = out / "summary.json"
+    if summary_file.exists():
+        return json.loads(summary_file.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan_file, record)
+
+    shard_dir = out / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    shards = plan.shards()
+    todo = [i for i in range(len(shards)) if not (shard_dir / f"{i:04d}.jsonl").exists()]
+    speakers = {s.id: s for s in plan.speakers}
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="synth", unit="shard", disable=not progress)
+
+    # Load what the workers use once, here, so that forked workers inherit it. The
+    # library is only dlopen()ed, never initialised, so its state stays pristine.
+    import ctypes
+
+    import espeakng_loader
+    import scipy.signal  # noqa: F401
+
+    ctypes.CDLL(espeakng_loader.get_library_path())
+    t0 = time.perf_counter()
+
+    # One forked process per shard (the parent never loads libespeak-ng), so every
+    # shard's library starts from its initial state. Processes are managed by hand
+    # rather than by multiprocessing.Pool(maxtasksperchild=1), whose worker
+    # handler polls every 0.1 s and would idle the cores between shards.
+    ctx = multiprocessing.get_context("fork")
+    running: dict[int, multiprocessing.Process] = {}
+    pending = list(todo)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                i = pending.pop(0)
+                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers), daemon=True)
+                proc.start()
+                running[i] = proc
+            ready = multiprocessing.connection.wait([p.sentinel for p in running.values()])
+            for i, proc in list(running.items()):
+                if proc.sentinel in ready:
+                    proc.join()
+                    del running[i]
+                    if proc.exitcode != 0:
+                        err = shard_dir / f"{i:04d}.error"
+                        why = err.read_text().strip() if err.exists() else f"exit code {proc.exitcode}"
+                        raise SpeechrqError(f"{out}: synthesis of shard {i} failed: {why}")
+                    bar.update(1)
+    finally:
+        for proc in running.values():
+            proc.kill()
+    bar.close()
+    timings["synthesis_seconds"] = time.perf_counter() - t0
+    return _assemble(out, len(shards))
+
+
+def _assemble(out: Path, num_shards: int) -> dict:
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+    from lhotse.supervision import SupervisionSegment
+    from lhotse.audio import Recording
+
+    by_split: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
+    for i in range(num_shards):
+        for line in (out / "shards" / f"{i:04d}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            recs, sups = by_split[row["split"]]
+            recs.append(Recording.from_dict(row["recording"]))
+            sups.append(SupervisionSegment.from_dict(row["supervision"]))
+    for split, (recs, sups) in by_split.items():
+        if not recs:
+            continue
+        cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups))
+        # Plain JSONL, not gzip: gzip headers hold a timestamp, and the corpus is byte-identical per seed.
+        cuts = cuts.sort_by_recording_id()
+        from ..io import atomic_path
+
+        with atomic_path(out / f"cuts_{split}.jsonl") as tmp:
+            cuts.to_file(tmp)
+    from .corpus import summarize
+
+    summary = summarize(out)
+    atomic_write_json(out / "summary.json", summary)
+    return summary

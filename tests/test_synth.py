@@ -1,0 +1,166 @@
+"""The embedded corpus: labels, speaker separability, determinism, resumption."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechrq.data.corpus import load_cuts, summarize
+from speechrq.data.synth import STYLES, SynthConfig, plan_corpus, synthesize_corpus
+from speechrq.errors import SpeechrqError
+
+
+def _all_cuts(corpus):
+    return {split: list(load_cuts(corpus, split)) for split in ("train", "dev", "test")}
+
+
+def test_corpus_carries_every_label(tiny_corpus):
+    s = summarize(tiny_corpus)
+    assert s["speakers"] >= 24
+    assert set(s["splits"]) == {"train", "dev", "test"}
+    assert all(v["speakers"] == 24 for v in s["splits"].values()), "every speaker in every split (SID)"
+    assert set(s["emotions"]) == set(STYLES) == {"neutral", "happy", "sad", "angry"}
+    assert s["kinds"]["command"] > 0 and s["kinds"]["sentence"] > 0
+    assert s["phone_aligned"] == s["utterances"]
+    cuts = _all_cuts(tiny_corpus)
+    for split_cuts in cuts.values():
+        for cut in split_cuts:
+            sup = cut.supervisions[0]
+            assert sup.text and sup.speaker
+            assert cut.sampling_rate == 16000
+            phones = sup.alignment["phone"]
+            assert phones and all(p.duration > 0 for p in phones)
+            assert phones[-1].start + phones[-1].duration <= cut.duration + 1e-4
+            assert phones == sorted(phones, key=lambda p: p.start)
+            assert " ".join(w.symbol for w in sup.alignment["word"]) == sup.text
+            if sup.custom["kind"] == "command":
+                a, o, l = (sup.custom[k] for k in ("action", "object", "location"))
+                assert sup.custom["intent"] == f"{a}|{o}|{l}"
+    train_text = {c.supervisions[0].text for c in cuts["train"] if c.supervisions[0].custom["kind"] == "sentence"}
+    for split in ("dev", "test"):
+        held = [c.supervisions[0].text for c in cuts[split] if c.supervisions[0].custom["kind"] == "sentence"]
+        assert held and not (set(held) & train_text), "test sentences must be unseen in training"
+
+
+def test_audio_matches_manifest(tiny_corpus):
+    import soundfile as sf
+
+    cut = next(iter(load_cuts(tiny_corpus, "dev")))
+    audio = cut.load_audio()
+    info = sf.info(cut.recording.sources[0].source)
+    assert info.samplerate == 16000 and info.channels == 1
+    assert audio.shape == (1, cut.recording.num_samples)
+    assert np.abs(audio).max() > 0.05  # speech, not silence
+
+
+def test_speakers_are_separable_by_nearest_centroid(tiny_corpus):
+    """Issue 2: a nearest-centroid classifier on per-utterance MFCC means >= 85%."""
+    from speechrq.data.batching import make_loader
+    from speechrq.features import LogMel, lengths_to_padding_mask
+
+    logmel = LogMel()
+    n_mfcc = 20
+    k = torch.arange(80, dtype=torch.float64)
+    dct = torch.cos(torch.pi / 80 * (k[None, :] + 0.5) * torch.arange(n_mfcc, dtype=torch.float64)[:, None])
+
+    def embed(split):
+        xs, ys = [], []
+        for batch in make_loader(load_cuts(tiny_corpus, split), max_duration=120, shuffle=False):
+            feats, lens = logmel(batch["audio"], batch["audio_lens"])
+            valid = (~lengths_to_padding_mask(lens, feats.shape[1])).unsqueeze(-1)
+            mfcc = feats.double() @ dct.T
+            mean = (mfcc * valid).sum(1) / lens[:, None]
+            xs.append(mean[:, 1:])  # c0 is loudness, which the emotion styles change
+            ys += [c.supervisions[0].speaker for c in batch["cuts"]]
+        return torch.cat(xs), ys
+
+    xtr, ytr = embed("train")
+    xte, yte = embed("test")
+    mu, sd = xtr.mean(0), xtr.std(0)
+    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    speakers = sorted(set(ytr))
+    centroids = torch.stack([xtr[[y == s for y in ytr]].mean(0) for s in speakers])
+    pred = torch.cdist(xte, centroids).argmin(1)
+    acc = np.mean([speakers[p] == y for p, y in zip(pred.tolist(), yte)])
+    assert len(speakers) >= 24
+    print(f"nearest-centroid speaker accuracy: {acc:.3f} over {len(yte)} test utterances, {len(speakers)} speakers")
+    assert acc >= 0.85, f"nearest-centroid speaker accuracy {acc:.3f}"
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_is_byte_identical_whatever_the_workers(tmp_path):
+    config = SynthConfig(hours=0.02, speakers=6, seed=3, shard_size=10)
+    synthesize_corpus(tmp_path / "a", config, workers=1, progress=False)
+    synthesize_corpus(tmp_path / "b", config, workers=2, progress=False)
+    a, b = _tree_digest(tmp_path / "a"), _tree_digest(tmp_path / "b")
+    assert len([k for k in a if k.endswith(".wav")]) > 10
+    assert a == b
+    synthesize_corpus(tmp_path / "c", SynthConfig(hours=0.02, speakers=6, seed=4, shard_size=10), workers=2, progress=False)
+    assert _tree_digest(tmp_path / "c")["cuts_train.jsonl"] != a["cuts_train.jsonl"]
+
+
+def test_interrupted_synthesis_resumes_to_the_same_corpus(tmp_path):
+    config = SynthConfig(hours=0.02, speakers=6, seed=3, shard_size=10)
+    out = tmp_path / "a"
+    synthesize_corpus(out, config, workers=2, progress=False)
+    before = _tree_digest(out)
+    # as if killed: the manifests and two shards (rows and audio) never got written
+    for name in ("summary.json", "cuts_train.jsonl", "cuts_dev.jsonl", "cuts_test.jsonl", "shards/0000.jsonl", "shards/0002.jsonl"):
+        (out / name).unlink()
+    shutil.rmtree(out / "audio" / "0000")
+    kept = (out / "shards" / "0001.jsonl").stat().st_mtime_ns
+    synthesize_corpus(out, config, workers=2, progress=False)
+    assert (out / "shards" / "0001.jsonl").stat().st_mtime_ns == kept, "finished shards are reused"
+    assert _tree_digest(out) == before
+
+
+def test_a_directory_of_another_config_is_refused(tmp_path):
+    synthesize_corpus(tmp_path, SynthConfig(hours=0.005, speakers=3, seed=1), workers=1, progress=False)
+    with pytest.raises(SpeechrqError, match="seed"):
+        synthesize_corpus(tmp_path, SynthConfig(hours=0.005, speakers=3, seed=2), workers=1, progress=False)
+
+
+def test_plan_is_deterministic_and_balanced():
+    a, b = plan_corpus(SynthConfig(hours=0.3, speakers=30, seed=5)), plan_corpus(SynthConfig(hours=0.3, speakers=30, seed=5))
+    assert a.utterances == b.utterances and a.speakers == b.speakers
+    assert len({s.variant for s in a.speakers}) == 30, "a variant of its own per speaker"
+    assert len({s.accent for s in a.speakers}) >= 6
+
+
+def test_bad_config_is_a_one_line_error():
+    with pytest.raises(SpeechrqError, match="--speakers"):
+        SynthConfig(speakers=1).validate()
+    with pytest.raises(SpeechrqError, match="--hours"):
+        SynthConfig(hours=0).validate()
+
+
+def test_espeak_refuses_a_voice_it_would_silently_replace():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:  # libespeak-ng is per process: keep it out of the test process
+        assert pool.apply(_voice_identifier, ("en-us+m3",)) == "gmw/en-US+m3"
+        msg = pool.apply(_voice_identifier, ("en-us+M3",))
+    assert "not available" in msg and "en-us+M3" in msg
+
+
+def _voice_identifier(name):
+    from speechrq.data.espeak import Espeak
+
+    try:
+        return Espeak().set_voice(name)
+    except SpeechrqError as e:
+        return str(e)
