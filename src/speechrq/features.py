@@ -13,6 +13,7 @@ buffers so that every model that uses them saves them in its own state dict.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ SAMPLE_RATE = 16000
 FRAME_SHIFT = 0.010
 FRAME_LENGTH = 0.025
 NUM_MEL_BINS = 80
+INT16_SCALE = 32768.0
+LOG_INT16_POWER = 2.0 * math.log(INT16_SCALE)  # subtracted back: features of [-1, 1] audio
 
 
 def num_frames(num_samples: torch.Tensor | int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor | int:
@@ -70,7 +73,9 @@ class LogMel(nn.Module):
             raise ValueError(f"LogMel expects [batch, samples], got {tuple(wav.shape)}")
         if wav_lens is None:
             wav_lens = torch.full((wav.shape[0],), wav.shape[1], device=wav.device, dtype=torch.long)
-        feats = self.fbank(wav.float())
+        # Kaldi's convention: samples on the int16 scale, so that the log floor
+        # (float epsilon) sits where Kaldi's does, ~-37 rather than ~-16 in our units.
+        feats = self.fbank(wav.float() * INT16_SCALE) - LOG_INT16_POWER
         lens = num_frames(wav_lens.long(), self.sample_rate).clamp(max=feats.shape[1])
         feats = feats.masked_fill(lengths_to_padding_mask(lens, feats.shape[1])[..., None], 0.0)
         return feats, lens

@@ -64,6 +64,7 @@ STYLES = {
     "angry": (4, 15, 1.18, 150),
 }
 COMMAND_SHARE = 0.3  # share of utterances that are spoken commands (IC), the rest read sentences
+NOISE_FLOOR = 10.0  # standard deviation, int16 units
 SHARD_SIZE = 256  # utterances per forked process: amortises the fork and library start-up
 
 
@@ -251,18 +252,22 @@ def _resampler(rate_in: int) -> tuple[int, int, np.ndarray]:
     return up, down, firwin(16 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
 
 
-def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker]) -> None:
+def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int) -> None:
     """Body of a shard's process: synthesize, then write the shard's rows atomically."""
     shard_dir = Path(out_dir) / "shards"
     try:
-        rows = _synthesize_shard(out_dir, shard_index, utterances, speakers)
+        rows = _synthesize_shard(out_dir, shard_index, utterances, speakers, seed)
         atomic_write_text(shard_dir / f"{shard_index:04d}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     except BaseException as e:  # reported by the parent, which names the shard
         atomic_write_text(shard_dir / f"{shard_index:04d}.error", f"{type(e).__name__}: {e}\n")
         raise SystemExit(1)
 
 
-def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker]) -> list[dict]:
+def _utt_number(utt_id: str) -> int:
+    return int(utt_id.rsplit("-", 1)[1])
+
+
+def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int) -> list[dict]:
     """Runs in a fresh process: the library's hidden state starts from its initial value."""
     from scipy.signal import resample_poly
 
@@ -279,7 +284,11 @@ def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance
         if len(syn.samples) == 0:
             raise RuntimeError(f"espeak-ng produced no audio for {utt.id}: {utt.text!r}")
         audio = resample_poly(syn.samples.astype(np.float32), up, down, window=fir)
-        pcm = np.clip(np.round(audio), -32768, 32767).astype(np.int16)
+        # A faint noise floor (about -70 dBFS), seeded per utterance: espeak's pauses
+        # are digital zeros, which no microphone records and which drive log-Mel
+        # energies to the floor of the log.
+        noise = np.random.default_rng([seed, _utt_number(utt.id)]).normal(0.0, NOISE_FLOOR, len(audio))
+        pcm = np.clip(np.round(audio + noise), -32768, 32767).astype(np.int16)
         rel = rel_dir / f"{utt.id}.wav"
         _write_wav(Path(out_dir) / rel, pcm)
         num_samples = len(pcm)
@@ -382,7 +391,7 @@ def synthesize_corpus(
         while pending or running:
             while pending and len(running) < max(1, workers):
                 i = pending.pop(0)
-                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers), daemon=True)
+                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers, config.seed), daemon=True)
                 proc.start()
                 running[i] = proc
             ready = multiprocessing.connection.wait([p.sentinel for p in running.values()])
