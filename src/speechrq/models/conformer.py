@@ -1,0 +1,215 @@
+"""The Conformer speech encoder of BEST-RQ and Latent-RQ.
+
+A model is a composition of small modules handed in by a factory, as in
+torchaudio's wav2vec2 models: :func:`speech_encoder` builds
+``SpeechEncoder(frontend=ConvSubsampling, encoder=ConformerEncoder)``.
+
+Frame rates: log-Mel frames come every 10 ms; the front end's two stride-2
+convolutions make one encoder frame per 4 input frames (40 ms). The input is cut
+to a whole number of 4-frame groups, so encoder frame ``t`` is exactly input
+frames ``4t .. 4t+3``: the masking grid and the quantizer's frame stacking rely on
+that.
+
+Hidden-state indexing follows the Latent-RQ paper: ``-1`` is the front end's
+output, ``0 .. L-1`` are the Conformer blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..features import lengths_to_padding_mask
+
+SUBSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shape of a speech encoder. ``presets``: ``tiny``, ``small``, ``paper``."""
+
+    input_dim: int = 80
+    frontend_channels: int = 256
+    dim: int = 512
+    num_layers: int = 17
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    conv_kernel: int = 31
+    dropout: float = 0.1
+
+
+PRESETS: dict[str, EncoderConfig] = {
+    # Latent-RQ's encoder (section 3): 17 Conformer layers, d=512, FFN 2048, 8 heads.
+    "paper": EncoderConfig(frontend_channels=256, dim=512, num_layers=17, num_heads=8, ffn_dim=2048),
+    "small": EncoderConfig(frontend_channels=64, dim=256, num_layers=8, num_heads=4, ffn_dim=1024, conv_kernel=15),
+    "tiny": EncoderConfig(frontend_channels=32, dim=96, num_layers=4, num_heads=4, ffn_dim=256, conv_kernel=15, dropout=0.0),
+}
+
+
+class ConvSubsampling(nn.Module):
+    """Two 3x3 stride-2 convolutions over (time, frequency): ``[B, 4T, F] -> [B, T, dim]``."""
+
+    def __init__(self, input_dim: int, channels: int, dim: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU(),
+        )
+        freq = (input_dim + 1) // 2
+        freq = (freq + 1) // 2
+        self.proj = nn.Linear(channels * freq, dim)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feats [B, T_in, F]``, ``lengths [B]`` -> ``[B, T_in // 4, dim]``, ``lengths // 4``."""
+        t = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
+        feats = feats[:, :t]
+        # zero the padding so that it cannot leak into valid frames through the kernels
+        feats = feats.masked_fill(lengths_to_padding_mask(lengths, t)[..., None], 0.0)
+        x = self.conv(feats.unsqueeze(1))  # [B, C, T/4, F/4]
+        x = self.proj(x.transpose(1, 2).flatten(2))
+        return x, torch.div(lengths, SUBSAMPLING, rounding_mode="floor")
+
+
+def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class RotarySelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions, through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        if dim % num_heads or (dim // num_heads) % 2:
+            raise ValueError(f"dim {dim} must split into {num_heads} heads of even size")
+        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
+        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+        q, k = _rotary(q, cos, sin), _rotary(k, cos, sin)
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+
+class ConvModule(nn.Module):
+    """Pointwise conv + GLU, depthwise conv, LayerNorm, SiLU, pointwise conv.
+
+    LayerNorm instead of the original BatchNorm: batch statistics would mix
+    padding into valid frames and differ between single- and multi-GPU runs.
+    """
+
+    def __init__(self, dim: int, kernel: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.pointwise_in = nn.Linear(dim, 2 * dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.depth_norm = nn.LayerNorm(dim)
+        self.pointwise_out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
+        if pad_mask is not None:
+            y = y.masked_fill(pad_mask[..., None], 0.0)
+        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        y = self.pointwise_out(F.silu(self.depth_norm(y)))
+        return self.dropout(y)
+
+
+class ConformerBlock(nn.Module):
+    """Macaron feed-forward halves around self-attention and convolution, then LayerNorm."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, conv_kernel: int, dropout: float):
+        super().__init__()
+        self.ffn1 = FeedForward(dim, ffn_dim, dropout)
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = RotarySelfAttention(dim, num_heads, dropout)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.conv = ConvModule(dim, conv_kernel, dropout)
+        self.ffn2 = FeedForward(dim, ffn_dim, dropout)
+        self.final_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + 0.5 * self.ffn1(x)
+        x = x + self.attn_dropout(self.attn(self.attn_norm(x), pad_mask))
+        x = x + self.conv(x, pad_mask)
+        x = x + 0.5 * self.ffn2(x)
+        return self.final_norm(x)
+
+
+class ConformerEncoder(nn.Module):
+    def __init__(self, blocks: list[ConformerBlock]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, num_layers: int | None = None) -> list[torch.Tensor]:
+        """``x [B, T, D]`` -> the outputs of the first ``num_layers`` blocks (all by default)."""
+        pad_mask = lengths_to_padding_mask(lengths, x.shape[1])
+        outs = []
+        for block in self.blocks[: len(self.blocks) if num_layers is None else num_layers]:
+            x = block(x, pad_mask)
+            outs.append(x)
+        return outs
+
+
+class SpeechEncoder(nn.Module):
+    """Front end + Conformer blocks. Optional ``mask_embedding`` replaces masked input frames."""
+
+    def __init__(self, frontend: ConvSubsampling, encoder: ConformerEncoder, config: EncoderConfig):
+        super().__init__()
+        self.frontend, self.encoder, self.config = frontend, encoder, config
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.encoder.blocks)
+
+    def extract_features(self, feats: torch.Tensor, lengths: torch.Tensor, num_layers: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every hidden state, stopping after ``num_layers`` blocks.
+
+        Args:
+            feats: ``[B, T_in, F]`` normalised log-Mel (``T_in`` frames of 10 ms).
+            lengths: ``[B]`` valid input frames.
+            num_layers: run only the first ``num_layers`` blocks (``None``: all).
+        Returns:
+            ``([front end, block 0, ..., block num_layers-1], lengths)``, each state
+            ``[B, T_in // 4, dim]``, and ``lengths [B]`` in encoder frames.
+        """
+        x, out_lens = self.frontend(feats, lengths)
+        return [x] + self.encoder(x, out_lens, num_layers), out_lens
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, T_in, F]`` -> last hidden state ``[B, T_in // 4, dim]`` and its lengths."""
+        states, out_lens = self.extract_features(feats, lengths)
+        return states[-1], out_lens
+
+
+def speech_encoder(preset: str | EncoderConfig = "tiny", **overrides) -> SpeechEncoder:
+    """Build a :class:`SpeechEncoder` from a preset name or config, with field overrides."""
+    from dataclasses import replace
+
+    from ..errors import SpeechrqError
+
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise SpeechrqError(f"encoder preset {preset!r}: unknown (choose from {', '.join(PRESETS)})")
+        preset = PRESETS[preset]
+    cfg = replace(preset, **overrides)
+    frontend = ConvSubsampling(cfg.input_dim, cfg.frontend_channels, cfg.dim)
+    blocks = [ConformerBlock(cfg.dim, cfg.num_heads, cfg.ffn_dim, cfg.conv_kernel, cfg.dropout) for _ in range(cfg.num_layers)]
+    return SpeechEncoder(frontend, ConformerEncoder(blocks), cfg)

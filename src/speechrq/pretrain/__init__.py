@@ -1,0 +1,1 @@
+"""Pre-training: masking, objective, stages and the trainer."""

@@ -1,0 +1,63 @@
+"""BEST-RQ's random-projection quantizer (Latent-RQ eq. 1).
+
+Each of N codebooks has its own fixed projection ``A_n`` (Xavier-uniform,
+``[input_dim, D]``) and its own fixed random codebook ``C_n`` (``[V, D]``).
+Projected vectors and codewords are l2-normalised, so the nearest codeword by
+Euclidean distance is the one of largest dot product, and all codebooks are
+searched by one batched matmul ``[N, frames, D] x [N, D, V]``. Nothing of shape
+``B x V x T x D`` is ever built; the ``[N, frames, V]`` scores are computed in
+chunks of frames so their size stays bounded whatever the batch.
+
+Projections, codebooks and the seed that made them are buffers: they are saved
+in every checkpoint, identical on every rank (made from the seed alone, on the
+CPU), never trained, and never seen by the encoder's input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def stack_frames(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, T, F] -> [B, T // k, k * F]``: k consecutive frames side by side (trailing frames dropped)."""
+    b, t, f = feats.shape
+    t = t // k * k
+    return feats[:, :t].reshape(b, t // k, k * f)
+
+
+class RandomProjectionQuantizer(nn.Module):
+    """``x [B, T, input_dim] -> targets [B, T, N]`` (int64 codeword indices)."""
+
+    def __init__(self, input_dim: int, num_codebooks: int = 18, codebook_size: int = 4096, codebook_dim: int = 16, seed: int = 0, max_scores: int = 2**24):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        bound = (6.0 / (input_dim + codebook_dim)) ** 0.5  # Xavier uniform
+        proj = (torch.rand(num_codebooks, input_dim, codebook_dim, generator=g) * 2 - 1) * bound
+        codebooks = F.normalize(torch.randn(num_codebooks, codebook_size, codebook_dim, generator=g), dim=-1)
+        self.register_buffer("projection", proj)
+        self.register_buffer("codebooks", codebooks)
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
+        self.max_scores = max_scores  # elements of one [N, chunk, V] score block
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.codebooks.shape[0]
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebooks.shape[1]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, f = x.shape
+        n, v, _ = self.codebooks.shape
+        flat = x.reshape(b * t, f).to(self.projection.dtype)
+        z = F.normalize(torch.einsum("mf,nfd->nmd", flat, self.projection), dim=-1)  # [N, BT, D]
+        chunk = max(1, self.max_scores // (n * v))
+        out = torch.empty(n, b * t, dtype=torch.long, device=x.device)
+        cb_t = self.codebooks.transpose(1, 2)  # [N, D, V]
+        for s in range(0, b * t, chunk):
+            out[:, s : s + chunk] = torch.bmm(z[:, s : s + chunk], cb_t).argmax(-1)
+        return out.T.reshape(b, t, n)

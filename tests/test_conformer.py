@@ -1,0 +1,50 @@
+"""The Conformer encoder: presets, early exit, padding, frame grid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechrq.errors import SpeechrqError
+from speechrq.models import speech_encoder
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_paper_preset_is_150m_with_its_softmax_heads():
+    m = speech_encoder("paper")
+    heads = 18 * 4096 * (512 + 1)  # 18 linear softmax heads of 4096 (issue 3)
+    total = _params(m) + heads
+    assert 0.9 * 150e6 <= total <= 1.1 * 150e6, total
+    assert m.num_layers == 17 and m.config.dim == 512 and m.config.ffn_dim == 2048
+
+
+def test_extract_features_shapes_and_early_exit():
+    torch.manual_seed(0)
+    m = speech_encoder("tiny").eval()
+    feats, lens = torch.randn(2, 103, 80), torch.tensor([103, 61])
+    states, out_lens = m.extract_features(feats, lens)
+    assert len(states) == m.num_layers + 1  # front end (-1) and every block
+    assert all(s.shape == (2, 25, m.config.dim) for s in states)
+    assert out_lens.tolist() == [25, 15]
+    early, _ = m.extract_features(feats, lens, num_layers=2)
+    assert len(early) == 3
+    for a, b in zip(early, states[:3]):
+        torch.testing.assert_close(a, b)
+
+
+def test_padding_does_not_change_valid_frames():
+    torch.manual_seed(0)
+    m = speech_encoder("tiny").eval()
+    feats = torch.randn(2, 120, 80)
+    states, lens = m.extract_features(feats, torch.tensor([120, 64]))
+    alone, _ = m.extract_features(feats[1:, :64], torch.tensor([64]))
+    for s, a in zip(states, alone):
+        torch.testing.assert_close(s[1, : int(lens[1])], a[0], atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_preset_is_a_one_line_error():
+    with pytest.raises(SpeechrqError, match="unknown"):
+        speech_encoder("huge")
