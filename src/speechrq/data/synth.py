@@ -65,6 +65,7 @@ STYLES = {
 }
 COMMAND_SHARE = 0.3  # share of utterances that are spoken commands (IC), the rest read sentences
 NOISE_FLOOR = 10.0  # standard deviation, int16 units
+NOISE_TABLE = 1 << 20  # samples of the seeded noise table (65 s at 16 kHz)
 SHARD_SIZE = 256  # utterances per forked process: amortises the fork and library start-up
 
 
@@ -263,6 +264,25 @@ def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], 
         raise SystemExit(1)
 
 
+@functools.lru_cache(maxsize=2)
+def _noise_table(seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, 0x5EED]).standard_normal(NOISE_TABLE, dtype=np.float32) * np.float32(NOISE_FLOOR)
+
+
+def _noise_floor(seed: int, utt_number: int, n: int) -> np.ndarray:
+    """A faint noise floor (about -70 dBFS) for one utterance, from the seed alone.
+
+    espeak's pauses are digital zeros, which no microphone records and which drive
+    log-Mel energies to the floor of the log. Drawing fresh noise per utterance
+    costs a third of the synthesis, so each utterance takes its own window of one
+    seeded table (a window longer than the table wraps around).
+    """
+    table = _noise_table(seed)
+    start = (utt_number * 104729) % len(table)
+    idx = (start + np.arange(n)) % len(table) if start + n > len(table) else slice(start, start + n)
+    return table[idx]
+
+
 def _utt_number(utt_id: str) -> int:
     return int(utt_id.rsplit("-", 1)[1])
 
@@ -284,11 +304,7 @@ def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance
         if len(syn.samples) == 0:
             raise RuntimeError(f"espeak-ng produced no audio for {utt.id}: {utt.text!r}")
         audio = resample_poly(syn.samples.astype(np.float32), up, down, window=fir)
-        # A faint noise floor (about -70 dBFS), seeded per utterance: espeak's pauses
-        # are digital zeros, which no microphone records and which drive log-Mel
-        # energies to the floor of the log.
-        noise = np.random.default_rng([seed, _utt_number(utt.id)]).normal(0.0, NOISE_FLOOR, len(audio))
-        pcm = np.clip(np.round(audio + noise), -32768, 32767).astype(np.int16)
+        pcm = np.clip(np.round(audio + _noise_floor(seed, _utt_number(utt.id), len(audio))), -32768, 32767).astype(np.int16)
         rel = rel_dir / f"{utt.id}.wav"
         _write_wav(Path(out_dir) / rel, pcm)
         num_samples = len(pcm)
