@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from speechrq.data.batching import make_loader, make_sampler
 from speechrq.data.corpus import load_cuts

@@ -30,9 +30,10 @@ def cmd_synth(args) -> None:
     config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed)
     config.validate()
     out = Path(args.out_dir)
-    if (out / "summary.json").exists():
-        print(f"{out}: corpus already complete, reusing it")
+    complete = (out / "summary.json").exists()
     summary = synthesize_corpus(out, config, workers=args.workers, progress=not args.quiet)
+    if complete:
+        print(f"{out}: corpus already complete, reusing it")
     print(format_summary(summary, title=f"corpus {out} (seed {args.seed})"))
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpeechrqError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_path, atomic_write_json, atomic_write_text
 from . import grammar
 
 SAMPLE_RATE = 16000
@@ -256,6 +256,7 @@ def _resampler(rate_in: int) -> tuple[int, int, np.ndarray]:
 def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int) -> None:
     """Body of a shard's process: synthesize, then write the shard's rows atomically."""
     shard_dir = Path(out_dir) / "shards"
+    (shard_dir / f"{shard_index:04d}.error").unlink(missing_ok=True)  # from an earlier failed run
     try:
         rows = _synthesize_shard(out_dir, shard_index, utterances, speakers, seed)
         atomic_write_text(shard_dir / f"{shard_index:04d}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
@@ -446,8 +447,6 @@ def _assemble(out: Path, num_shards: int) -> dict:
         cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups))
         # Plain JSONL, not gzip: gzip headers hold a timestamp, and the corpus is byte-identical per seed.
         cuts = cuts.sort_by_recording_id()
-        from ..io import atomic_path
-
         with atomic_path(out / f"cuts_{split}.jsonl") as tmp:
             cuts.to_file(tmp)
     from .corpus import summarize

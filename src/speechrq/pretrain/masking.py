@@ -15,7 +15,6 @@ Two meanings of "mask probability" are in use, and the config names one:
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
