@@ -169,7 +169,7 @@ class ConformerEncoder(nn.Module):
 
 
 class SpeechEncoder(nn.Module):
-    """Front end + Conformer blocks. Optional ``mask_embedding`` replaces masked input frames."""
+    """Front end + Conformer blocks: normalised log-Mel in, hidden states of every layer out."""
 
     def __init__(self, frontend: ConvSubsampling, encoder: ConformerEncoder, config: EncoderConfig):
         super().__init__()
