@@ -27,9 +27,13 @@ demo: $(STAMP)
 	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
 	$(BIN)/speechrq features stats $(DEMO)/corpus
 	$(BIN)/speechrq data summary $(DEMO)/corpus
+	$(BIN)/speechrq pretrain configs/pretrain/tiny.yaml --resume \
+	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage0
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/speechrq bench pretrain --preset tiny
+	$(BIN)/speechrq bench pretrain --preset small --steps 5
 
 clean:
 	rm -rf $(VENV) exp

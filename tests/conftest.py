@@ -13,3 +13,34 @@ def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus") / "tiny"
     synthesize_corpus(out, SynthConfig(hours=0.15, speakers=24, seed=7, shard_size=96), workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def pretrain_corpus(tiny_corpus):
+    """The tiny corpus with its global log-Mel statistics, as pre-training needs it."""
+    from speechrq.data.corpus import load_cuts
+    from speechrq.features import compute_stats
+
+    stats = tiny_corpus / "feature_stats.json"
+    if not stats.exists():
+        compute_stats(load_cuts(tiny_corpus, "train"), max_utterances=200, progress=False).save(stats)
+    return tiny_corpus
+
+
+def tiny_pretrain_config(corpus, out_dir, **sections) -> dict:
+    """A pre-training config small enough for a test: tiny encoder, 4 x 256 codebooks, 8 s batches."""
+    cfg = {
+        "out_dir": str(out_dir),
+        "data": {"corpus": str(corpus), "max_duration": 8.0, "max_utterance_duration": 8.0, "num_buckets": 4},
+        "model": {"preset": "tiny"},
+        "quantizer": {"num_codebooks": 4, "codebook_size": 256, "codebook_dim": 16, "seed": 3},
+        "masking": {"prob": 0.4, "span": 5},
+        "optim": {"lr": 2e-3, "warmup_steps": 2, "max_steps": 8},
+        "train": {"seed": 0, "device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 4, "keep_last": 2},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            cfg[section].update(values)
+        else:
+            cfg[section] = values
+    return cfg

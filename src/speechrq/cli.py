@@ -73,6 +73,36 @@ def cmd_features_stats(args) -> None:
     print(f"{out}: global log-Mel mean/std from {stats.utterances} utterances, {stats.frames} frames")
 
 
+# --------------------------------------------------------------------------- pretrain
+
+
+def cmd_pretrain(args) -> None:
+    from .config import load_config
+    from .pretrain.config import PretrainConfig
+    from .pretrain.trainer import train
+
+    from . import distributed
+
+    cfg = load_config(PretrainConfig, args.config, args.set or [])
+    try:
+        last = train(cfg, resume=args.resume, progress=not args.quiet)
+    finally:
+        distributed.shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{cfg.out_dir}: trained to step {cfg.optim.max_steps}; last checkpoint {last}")
+
+
+def cmd_bench_pretrain(args) -> None:
+    import json
+
+    from .pretrain.bench import bench_pretrain, format_bench
+
+    result = bench_pretrain(args.preset, steps=args.steps, warmup=args.warmup, batch_seconds=args.batch_seconds,
+                            device=args.device, precision=args.precision, num_codebooks=args.num_codebooks,
+                            codebook_size=args.codebook_size)
+    print(json.dumps(result, indent=1) if args.json else format_bench(result))
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -124,6 +154,31 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--force", action="store_true", help="recompute even if the output exists")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.set_defaults(func=cmd_features_stats)
+
+    pt = sub.add_parser("pretrain", help="BEST-RQ masked-prediction pre-training (one process, or many with torchrun)",
+                        description="Pre-train an encoder as the YAML config says (see configs/pretrain/). "
+                        "For several GPUs or nodes: torchrun --nproc-per-node G -m speechrq pretrain CONFIG.")
+    pt.add_argument("config", metavar="CONFIG", help="YAML config")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
+    pt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.set_defaults(func=cmd_pretrain)
+
+    b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
+    bsub = b.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
+    bp = bsub.add_parser("pretrain", help="seconds per step, audio seconds per second and MFU of pre-training",
+                         description="Time optimizer steps of a preset on synthetic batches; MFU is measured against "
+                         "this device's matmul peak, measured in the same run.")
+    bp.add_argument("--preset", default="tiny", help="encoder preset (default: tiny)")
+    bp.add_argument("--steps", type=int, default=10, help="timed steps (default: 10)")
+    bp.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    bp.add_argument("--batch-seconds", type=float, default=None, help="audio seconds per step (default: by preset)")
+    bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    bp.add_argument("--num-codebooks", type=int, default=18)
+    bp.add_argument("--codebook-size", type=int, default=4096)
+    bp.add_argument("--json", action="store_true", help="print JSON")
+    bp.set_defaults(func=cmd_bench_pretrain)
     return p
 
 

@@ -81,12 +81,11 @@ def make_sampler(cuts, max_duration: float, shuffle: bool = True, seed: int = 0,
     from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
     num_buckets = min(num_buckets, len(cuts))
-    if num_buckets < 2:
-        return DynamicCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size, rank=rank, drop_last=drop_last)
-
     with warnings.catch_warnings():
         # lhotse advises lazy manifests for memory; eager ones are fine here.
         warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+        if num_buckets < 2:
+            return DynamicCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size, rank=rank, drop_last=drop_last)
         return DynamicBucketingSampler(
             cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, num_buckets=num_buckets,
             world_size=world_size, rank=rank, drop_last=drop_last,

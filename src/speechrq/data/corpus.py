@@ -29,10 +29,12 @@ def cut_files(corpus_dir: str | Path) -> dict[str, Path]:
     return files
 
 
-def load_cuts(corpus_dir: str | Path, split: str):
-    """The CutSet of one split, with relative audio paths resolved against ``corpus_dir``."""
+def load_cuts(corpus_dir: str | Path, split: str | list[str]):
+    """The CutSet of one split (or several, concatenated), audio paths resolved against ``corpus_dir``."""
     from lhotse import CutSet
 
+    if not isinstance(split, str):
+        return CutSet.from_cuts([c for s in split for c in load_cuts(corpus_dir, s)])
     files = cut_files(corpus_dir)
     if split not in files:
         raise SpeechrqError(f"{corpus_dir}: has no split {split!r} (it has {', '.join(files)})")

@@ -1,0 +1,134 @@
+"""The one way speechrq writes checkpoints.
+
+A checkpoint is a directory, ``RUN/checkpoints/step_00001000/``, holding
+
+- ``model.safetensors``: every parameter and buffer of the model, including the
+  feature statistics and the quantizer's projections, codebooks and seed;
+- ``trainer.pt``: optimizer state and RNG states, readable with
+  ``torch.load(weights_only=True)`` (no code is executed on load);
+- ``meta.json``: the step, the full config, the data position of each rank and
+  whatever else the job needs to continue.
+
+It is written into a hidden temporary directory and renamed into place, so a
+killed job leaves either the whole checkpoint or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import SpeechrqError
+from .io import default_file_mode
+
+MODEL_FILE, TRAINER_FILE, META_FILE = "model.safetensors", "trainer.pt", "meta.json"
+_STEP_DIR = re.compile(r"^step_(\d{8,})$")
+
+
+def step_dir(root: str | Path, step: int) -> Path:
+    return Path(root) / f"step_{step:08d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write a checkpoint directory atomically; an existing one at ``path`` is replaced."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
+    save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    torch.save(trainer_state, tmp / TRAINER_FILE)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    for name in (MODEL_FILE, TRAINER_FILE, META_FILE):
+        os.chmod(tmp / name, default_file_mode())  # safetensors creates its file 0600
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if path.exists():  # re-saving a step (a resumed run): swap, then drop the old one
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root``, oldest first, as ``(step, path)``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and (p / META_FILE).exists():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    ckpts = list_checkpoints(root)
+    return ckpts[-1][1] if ckpts else None
+
+
+def prune_checkpoints(root: str | Path, keep_last: int, keep: set[int] = frozenset()) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (and any step in ``keep``), and stale temporaries."""
+    root = Path(root)
+    ckpts = list_checkpoints(root)
+    for step, p in ckpts[:-keep_last] if keep_last > 0 else ckpts:
+        if step not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".step_*"):  # left by a job killed while writing
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads((path / META_FILE).read_text())
+    except FileNotFoundError:
+        raise SpeechrqError(f"{path}: not a speechrq checkpoint (no {META_FILE})") from None
+    except json.JSONDecodeError as e:
+        raise SpeechrqError(f"{path / META_FILE}: corrupt ({e})") from None
+
+
+def load_model_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    f = Path(path) / MODEL_FILE
+    if not f.exists():
+        raise SpeechrqError(f"{path}: not a speechrq checkpoint (no {MODEL_FILE})")
+    try:
+        return load_file(str(f), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise SpeechrqError(f"{f}: cannot read ({e})") from None
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    f = Path(path) / TRAINER_FILE
+    if not f.exists():
+        raise SpeechrqError(f"{path}: no {TRAINER_FILE}; this checkpoint holds weights only and cannot resume a run")
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of a damaged file
+        raise SpeechrqError(f"{f}: cannot read ({str(e).splitlines()[0]})") from None

@@ -1,0 +1,93 @@
+"""The masked-prediction model: what one pre-training step computes.
+
+``MaskedPredictionModel(normalizer, encoder, targets, heads, masking)``:
+
+1. log-Mel ``[B, T_in, 80]`` is normalised with the global statistics the model
+   holds (saved with it);
+2. the target provider maps the *clean* normalised features to ``[B, T, N]``
+   codeword indices (stage 0: stacked Mel frames through the random quantizer);
+   targets are computed before masking, under ``no_grad``, and the encoder never
+   sees them;
+3. a span mask is drawn per utterance on the encoder grid; the masked input
+   frames are replaced by a learned mask embedding;
+4. the encoder runs on the corrupted input, the heads run on the masked frames
+   only, and the loss is their cross-entropy against the targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..features import FeatureNormalizer
+from ..models.conformer import SUBSAMPLING, SpeechEncoder
+from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
+from .masking import expand_to_input, span_mask
+from .objective import PredictionHeads, PredictionResult, masked_prediction_loss
+
+
+@dataclass(frozen=True)
+class Masking:
+    prob: float = 0.4
+    span: int = 10
+    mode: str = "fraction"
+
+
+class MelTargets(nn.Module):
+    """Stage-0 (BEST-RQ) targets: ``k`` normalised log-Mel frames stacked, then quantized.
+
+    ``feats [B, T_in, F]`` -> ``[B, T_in // k, N]``; with ``k = 4`` one target per
+    encoder frame, from exactly the input frames that encoder frame covers.
+    """
+
+    def __init__(self, quantizer: RandomProjectionQuantizer, stack: int = SUBSAMPLING):
+        super().__init__()
+        self.quantizer, self.stack = quantizer, stack
+
+    @torch.no_grad()
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(stack_frames(feats.float(), self.stack))
+
+
+@dataclass
+class StepOutput:
+    """What a forward pass reports: the objective plus what the meters need."""
+
+    result: PredictionResult
+    targets: torch.Tensor  # [B, T, N] codeword indices
+    frame_lens: torch.Tensor  # [B] valid encoder frames
+    mask: torch.Tensor  # [B, T] True = masked
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self.result.loss
+
+
+class MaskedPredictionModel(nn.Module):
+    def __init__(self, normalizer: FeatureNormalizer, encoder: SpeechEncoder, targets: nn.Module, heads: PredictionHeads, masking: Masking):
+        super().__init__()
+        self.normalizer, self.encoder, self.targets, self.heads = normalizer, encoder, targets, heads
+        self.masking = masking
+        # the learned vector that stands in for every masked input frame
+        self.mask_embedding = nn.Parameter(torch.randn(encoder.config.input_dim) * 0.1)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> StepOutput:
+        """``feats [B, T_in, 80]`` raw log-Mel, ``lengths [B]`` -> :class:`StepOutput`.
+
+        ``generator`` (a CPU generator) draws the masks, so that a run can give each
+        batch its own reproducible mask whatever the rank or accumulation layout.
+        """
+        t_in = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
+        feats = self.normalizer(feats[:, :t_in], lengths.clamp(max=t_in))
+        frame_lens = torch.div(lengths.clamp(max=t_in), SUBSAMPLING, rounding_mode="floor")
+        t = t_in // SUBSAMPLING
+        targets = self.targets(feats, lengths)[:, :t]  # [B, T, N]
+        m = self.masking
+        mask = span_mask(frame_lens, t, m.prob, m.span, m.mode, generator=generator)
+        input_mask = expand_to_input(mask, SUBSAMPLING, t_in)
+        corrupted = torch.where(input_mask[..., None], self.mask_embedding.to(feats.dtype), feats)
+        hidden, _ = self.encoder(corrupted, lengths.clamp(max=t_in))
+        logits = self.heads(hidden[mask])
+        return StepOutput(masked_prediction_loss(logits, targets[mask]), targets, frame_lens, mask)

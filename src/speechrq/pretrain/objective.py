@@ -1,0 +1,96 @@
+"""Masked prediction of N codebooks' targets (Latent-RQ eq. 2), and the codebook-usage meter.
+
+The N softmax heads are one ``Linear(dim, N * V)`` applied to the masked
+frames only, so unmasked frames cost nothing and no ``[B, T, N, V]`` tensor is
+built. The loss is the cross-entropy over masked frames, averaged over frames
+and codebooks.
+
+Codebook collapse must be visible: :class:`CodebookUsage` counts how often each
+codeword is a target, over a window of steps (and over ranks), and reports per
+codebook the share of codewords used and the entropy of their distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PredictionHeads(nn.Module):
+    """``[M, dim] -> [M, N, V]`` logits: one linear softmax head per codebook."""
+
+    def __init__(self, dim: int, num_codebooks: int, codebook_size: int):
+        super().__init__()
+        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
+        self.proj = nn.Linear(dim, num_codebooks * codebook_size)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Fresh heads (Latent-RQ re-initialises them at each target refresh)."""
+        bound = 1.0 / math.sqrt(self.proj.in_features)  # nn.Linear's default init
+        with torch.no_grad():
+            for p in (self.proj.weight, self.proj.bias):
+                p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).view(x.shape[0], self.num_codebooks, self.codebook_size)
+
+
+@dataclass
+class PredictionResult:
+    """One micro-batch's objective. ``correct [N]`` counts masked frames predicted right per codebook."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    num_masked: int
+
+
+def masked_prediction_loss(logits: torch.Tensor, targets: torch.Tensor) -> PredictionResult:
+    """``logits [M, N, V]``, ``targets [M, N]`` -> mean cross-entropy over frames and codebooks.
+
+    Computed in float32 whatever the autocast dtype of the logits.
+    """
+    m, n, v = logits.shape
+    if m == 0:  # nothing masked: a zero loss that still touches the graph
+        return PredictionResult(logits.sum() * 0.0, torch.zeros(n, dtype=torch.long, device=logits.device), 0)
+    loss = F.cross_entropy(logits.float().reshape(m * n, v), targets.reshape(m * n))
+    correct = (logits.detach().argmax(-1) == targets).sum(0)
+    return PredictionResult(loss, correct, m)
+
+
+class CodebookUsage:
+    """Running histogram of target codewords, ``[N, V]`` counts."""
+
+    def __init__(self, num_codebooks: int, codebook_size: int, device: torch.device | str = "cpu"):
+        self.counts = torch.zeros(num_codebooks, codebook_size, dtype=torch.long, device=device)
+
+    def update(self, targets: torch.Tensor) -> None:
+        """``targets [..., N]`` (valid frames only)."""
+        n, v = self.counts.shape
+        flat = (targets.reshape(-1, n) + torch.arange(n, device=targets.device) * v).reshape(-1)
+        # integer counts do not depend on summation order, so CUDA's bincount is safe
+        # even where a run asked for deterministic algorithms
+        strict = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(False)
+        try:
+            self.counts.view(-1).add_(torch.bincount(flat, minlength=n * v))
+        finally:
+            torch.use_deterministic_algorithms(strict)
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    def summary(self) -> dict[str, list[float]]:
+        """Per codebook: ``used`` share of codewords seen, ``entropy_bits``, ``perplexity``."""
+        counts = self.counts.double()
+        total = counts.sum(1, keepdim=True).clamp_min(1)
+        p = counts / total
+        entropy = -(p * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(1)
+        return {
+            "used": (counts > 0).double().mean(1).tolist(),
+            "entropy_bits": entropy.tolist(),
+            "perplexity": entropy.exp2().tolist(),
+        }

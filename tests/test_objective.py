@@ -1,0 +1,57 @@
+"""Masked-prediction loss, accuracy and the codebook-usage meter against plain references."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from speechrq.pretrain.objective import CodebookUsage, PredictionHeads, masked_prediction_loss
+
+
+def test_loss_is_mean_cross_entropy_over_frames_and_codebooks():
+    g = torch.Generator().manual_seed(0)
+    heads = PredictionHeads(dim=8, num_codebooks=3, codebook_size=5)
+    x = torch.randn(7, 8, generator=g)
+    targets = torch.randint(0, 5, (7, 3), generator=g)
+    logits = heads(x)
+    assert logits.shape == (7, 3, 5)
+    res = masked_prediction_loss(logits, targets)
+    # reference: per frame, per codebook -log softmax
+    ref, correct = 0.0, [0, 0, 0]
+    for m in range(7):
+        for n in range(3):
+            row = logits[m, n].detach().double()
+            ref += -(row[targets[m, n]] - torch.logsumexp(row, 0)).item()
+            correct[n] += int(row.argmax() == targets[m, n])
+    assert math.isclose(res.loss.item(), ref / 21, rel_tol=1e-5)
+    assert res.correct.tolist() == correct and res.num_masked == 7
+
+
+def test_no_masked_frames_gives_zero_loss_with_a_graph():
+    heads = PredictionHeads(4, 2, 3)
+    res = masked_prediction_loss(heads(torch.zeros(0, 4)), torch.zeros(0, 2, dtype=torch.long))
+    res.loss.backward()
+    assert res.loss.item() == 0.0 and res.num_masked == 0 and heads.proj.weight.grad is not None
+
+
+def test_reset_parameters_is_seeded_and_changes_the_heads():
+    heads = PredictionHeads(4, 2, 3)
+    before = heads.proj.weight.clone()
+    heads.reset_parameters(torch.Generator().manual_seed(1))
+    w1 = heads.proj.weight.clone()
+    heads.reset_parameters(torch.Generator().manual_seed(1))
+    assert not torch.equal(before, w1) and torch.equal(w1, heads.proj.weight)
+
+
+def test_usage_share_and_entropy():
+    usage = CodebookUsage(num_codebooks=2, codebook_size=4)
+    # codebook 0 uses codewords 0 and 1 equally; codebook 1 uses only codeword 3
+    usage.update(torch.tensor([[0, 3], [1, 3], [0, 3], [1, 3]]))
+    s = usage.summary()
+    assert s["used"] == [0.5, 0.25]
+    assert math.isclose(s["entropy_bits"][0], 1.0) and s["entropy_bits"][1] == 0.0
+    assert math.isclose(s["perplexity"][0], 2.0)
+    assert usage.counts.tolist() == [[2, 2, 0, 0], [0, 0, 0, 4]]
+    usage.reset()
+    assert usage.counts.sum() == 0

@@ -1,0 +1,206 @@
+"""The pre-training loop: it learns, it checkpoints, it resumes exactly, it scales with DDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_pretrain_config
+from speechrq.checkpoint import list_checkpoints, load_model_state, load_trainer_state, read_meta
+from speechrq.config import config_from_dict
+from speechrq.errors import SpeechrqError
+from speechrq.pretrain.config import PretrainConfig
+from speechrq.pretrain.trainer import build_model, read_metrics, train
+
+
+def write_config(path, cfg: dict):
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args, env_threads: int = 1):
+    env = dict(os.environ, OMP_NUM_THREADS=str(env_threads))
+    return subprocess.run([sys.executable, "-m", "speechrq", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["losses"][-1] for r in read_metrics(run_dir)}
+
+
+def reference_targets(x: torch.Tensor, projection: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Latent-RQ eq. 1 frame by frame in float64: argmin_v || norm(A_n x) - c_v ||."""
+    b, t, _ = x.shape
+    out = torch.empty(b, t, projection.shape[0], dtype=torch.long)
+    for i in range(b):
+        for j in range(t):
+            for n in range(projection.shape[0]):
+                z = x[i, j].double() @ projection[n].double()
+                z = z / z.norm()
+                out[i, j, n] = (codebooks[n].double() - z).norm(dim=1).argmin()
+    return out
+
+
+def test_training_learns_logs_and_keeps_targets_fixed(pretrain_corpus, tmp_path):
+    cfg_dict = tiny_pretrain_config(pretrain_corpus, tmp_path / "run", optim={"max_steps": 24, "warmup_steps": 2}, train={"checkpoint_every": 12})
+    cfg = config_from_dict(PretrainConfig, cfg_dict)
+    from speechrq.data.batching import make_loader
+    from speechrq.data.corpus import load_cuts
+    from speechrq.features import FeatureStats, LogMel
+
+    batch = next(iter(make_loader(load_cuts(pretrain_corpus, "dev").subset(first=2), 30.0, shuffle=False, num_buckets=1)))
+    feats, lens = LogMel()(batch["audio"], batch["audio_lens"])
+    fresh = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
+    before = fresh.targets(fresh.normalizer(feats, lens), lens)
+
+    last = train(cfg, progress=False)
+
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == list(range(1, 25))
+    first, last6 = records[:3], records[-6:]
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
+    assert mean(last6, "loss") < mean(first, "loss") - 0.3  # it learns
+    assert mean(last6, "acc") > 5 / 256  # five times chance after 24 small steps
+    r = records[-1]
+    assert len(r["acc_per_codebook"]) == 4 and len(r["usage.used"]) == 4 and 0 < r["usage.used_min"] <= 1
+    assert 0.2 < r["masked_fraction"] < 0.5 and r["audio_s_per_s"] > 0
+    assert (tmp_path / "run" / "tensorboard").is_dir() and (tmp_path / "run" / "config.yaml").exists()
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [12, 24]
+
+    # the trained model's quantizer is the untouched one: same buffers, same targets,
+    # and those targets are eq. 1 computed frame by frame
+    trained = build_model(cfg)
+    trained.load_state_dict(load_model_state(last))
+    for name in ("targets.quantizer.projection", "targets.quantizer.codebooks", "targets.quantizer.seed"):
+        assert torch.equal(trained.state_dict()[name], fresh.state_dict()[name]), name
+    assert not torch.equal(trained.encoder.frontend.proj.weight, fresh.encoder.frontend.proj.weight)
+    after = trained.targets(trained.normalizer(feats, lens), lens)
+    assert torch.equal(before, after)
+    from speechrq.targets.random_projection import stack_frames
+
+    q = trained.targets.quantizer
+    stacked = stack_frames(trained.normalizer(feats, lens), 4)[:, :30]
+    assert torch.equal(after[:, :30], reference_targets(stacked, q.projection, q.codebooks))
+    assert int(q.seed) == 3
+
+
+def test_kill_and_resume_reproduces_the_run_exactly(pretrain_corpus, tmp_path):
+    steps = 40
+    ref_cfg = write_config(tmp_path / "ref.yaml", tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "ref", optim={"max_steps": steps}, train={"checkpoint_every": 5, "deterministic": True}))
+    res = cli("pretrain", str(ref_cfg), "--quiet")
+    assert res.returncode == 0, res.stderr
+
+    cfg = write_config(tmp_path / "run.yaml", tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "run", optim={"max_steps": steps}, train={"checkpoint_every": 5, "deterministic": True}))
+    proc = subprocess.Popen([sys.executable, "-m", "speechrq", "pretrain", str(cfg), "--quiet"], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 300
+    while not list_checkpoints(ckpts) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = list_checkpoints(ckpts)
+    assert saved and saved[-1][0] < steps, "the run ended before it could be killed"
+    killed_at = saved[-1][0]
+
+    res = cli("pretrain", str(cfg), "--resume", "--quiet")
+    assert res.returncode == 0, res.stderr
+    ref, run = losses(tmp_path / "ref"), losses(tmp_path / "run")
+    assert sorted(run) == list(range(1, steps + 1))  # records past the checkpoint were replaced, not duplicated
+    after = [s for s in range(killed_at + 1, steps + 1)]
+    assert [run[s] for s in after] == [ref[s] for s in after]  # bit for bit
+    a = load_model_state(tmp_path / "ref" / "checkpoints" / f"step_{steps:08d}")
+    b = load_model_state(tmp_path / "run" / "checkpoints" / f"step_{steps:08d}")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_ddp_processes_follow_the_single_process_curve(pretrain_corpus, tmp_path):
+    steps = 6
+    single = write_config(tmp_path / "single.yaml", tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "single", optim={"max_steps": steps, "accum_steps": 2}, train={"checkpoint_every": steps}))
+    res = cli("pretrain", str(single), "--quiet")
+    assert res.returncode == 0, res.stderr
+    ddp = write_config(tmp_path / "ddp.yaml", tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "ddp", optim={"max_steps": steps, "accum_steps": 1}, train={"checkpoint_every": steps}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "speechrq", "pretrain", str(ddp), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-6000:]
+    a, b = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=1e-4, abs=1e-5), (s, a[s], b[s])
+    assert a[steps] < a[1]
+    meta = read_meta(tmp_path / "ddp" / "checkpoints" / f"step_{steps:08d}")
+    assert meta["world_size"] == 2 and len(meta["data"]) == 2 and len(load_trainer_state(tmp_path / "ddp" / "checkpoints" / f"step_{steps:08d}")["rng"]) == 2
+    assert meta["data"][0]["total"] == meta["data"][1]["total"] == steps
+    # the same model, trained two ways
+    wa = load_model_state(tmp_path / "single" / "checkpoints" / f"step_{steps:08d}")
+    wb = load_model_state(tmp_path / "ddp" / "checkpoints" / f"step_{steps:08d}")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-3
+
+
+def test_nonfinite_losses_skip_then_stop_with_a_checkpoint(pretrain_corpus, tmp_path, monkeypatch):
+    import speechrq.pretrain.trainer as trainer_mod
+    from speechrq.features import LogMel
+
+    class BrokenLogMel(LogMel):  # a corrupt input pipeline: every feature is NaN
+        def forward(self, wav, wav_lens=None):
+            feats, lens = super().forward(wav, wav_lens)
+            return feats * float("nan"), lens
+
+    monkeypatch.setattr(trainer_mod, "LogMel", BrokenLogMel)
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run", train={"max_nonfinite": 3}))
+    with pytest.raises(SpeechrqError, match="non-finite for 3 steps in a row") as e:
+        train(cfg, progress=False)
+    assert "\n" not in str(e.value)
+    path = tmp_path / "run" / "checkpoints" / "step_00000003"
+    assert read_meta(path)["reason"] == "non-finite"
+    # no update was applied: the weights are the initial ones, and finite
+    init = build_model(cfg).state_dict()
+    saved = load_model_state(path)
+    assert all(torch.equal(saved[k], init[k]) for k in init if not k.startswith("normalizer"))
+    assert [r["skipped_steps"] for r in read_metrics(tmp_path / "run")] == [1, 1, 1]
+
+
+def test_cli_refuses_bad_configs_and_unsafe_restarts(pretrain_corpus, tmp_path):
+    bad = write_config(tmp_path / "bad.yaml", tiny_pretrain_config(pretrain_corpus, tmp_path / "run", optim={"lr": "fast"}))
+    res = cli("pretrain", str(bad))
+    assert res.returncode == 2 and res.stderr.strip() == f"speechrq: error: {bad}: optim.lr: expected a number, got 'fast'"
+
+    good = write_config(tmp_path / "good.yaml", tiny_pretrain_config(pretrain_corpus, tmp_path / "run", optim={"max_steps": 2}))
+    assert cli("pretrain", str(good), "--quiet").returncode == 0
+    res = cli("pretrain", str(good), "--quiet")
+    assert res.returncode == 2 and "already holds checkpoints; pass --resume" in res.stderr
+    res = cli("pretrain", str(good), "--resume", "--set", "optim.lr=1e-2", "--quiet")
+    assert res.returncode == 2 and "differs from the run's in optim.lr" in res.stderr
+    res = cli("pretrain", str(good), "--resume", "--set", "optim.max_steps=3", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert sorted(losses(tmp_path / "run")) == [1, 2, 3]
+
+
+def test_paper_preset_size_and_one_cpu_step():
+    cfg = config_from_dict(PretrainConfig, {"out_dir": "x", "data": {"corpus": "c"}, "model": {"preset": "paper"}, "train": {"device": "cpu"}})
+    model = build_model(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert 135e6 <= n <= 165e6, n  # 150M +- 10% with 18 heads of 4096
+    from speechrq.pretrain.optim import make_optimizer
+
+    opt = make_optimizer(model, cfg.optim)
+    g = torch.Generator().manual_seed(0)
+    feats, lens = torch.randn(2, 300, 80, generator=g), torch.tensor([300, 240])
+    before = model.encoder.encoder.blocks[-1].ffn2[1].weight.clone()
+    out = model(feats, lens, generator=g)
+    out.loss.backward()
+    opt.step()
+    assert torch.isfinite(out.loss) and out.targets.shape == (2, 75, 18)
+    assert not torch.equal(before, model.encoder.encoder.blocks[-1].ffn2[1].weight)
