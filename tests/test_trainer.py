@@ -69,6 +69,8 @@ def test_training_learns_logs_and_keeps_targets_fixed(pretrain_corpus, tmp_path)
     assert mean(last6, "acc") > 5 / 256  # five times chance after 24 small steps
     r = records[-1]
     assert len(r["acc_per_codebook"]) == 4 and len(r["usage.used"]) == 4 and 0 < r["usage.used_min"] <= 1
+    run_used = [x["usage_run.used_min"] for x in records]  # the run's share only grows, and covers every window
+    assert run_used == sorted(run_used) and run_used[-1] >= max(x["usage.used_min"] for x in records)
     assert 0.2 < r["masked_fraction"] < 0.5 and r["audio_s_per_s"] > 0
     assert (tmp_path / "run" / "tensorboard").is_dir() and (tmp_path / "run" / "config.yaml").exists()
     assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [12, 24]

@@ -317,7 +317,8 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     metrics = MetricsLog(out, step, ctx.is_main)
     q = cfg.quantizer
-    usage = CodebookUsage(q.num_codebooks, q.codebook_size, ctx.device)
+    usage = CodebookUsage(q.num_codebooks, q.codebook_size, ctx.device)  # this log window, all ranks
+    run_usage = CodebookUsage(q.num_codebooks, q.codebook_size, ctx.device)  # since this process started
     window = _Window(q.num_codebooks, ctx.device)
 
     def checkpoint(reason: str = "") -> Path:
@@ -378,11 +379,15 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
 
         if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps or nonfinite_run >= cfg.train.max_nonfinite:
             dist.all_reduce_sum(usage.counts, ctx)  # the window's targets of all ranks
+            run_usage.counts += usage.counts
             elapsed = time.perf_counter() - t_window
             record = window.record(step, lr, ctx, elapsed) | {f"usage.{k}": v for k, v in usage.summary().items()}
             record["usage.used_min"] = min(record["usage.used"])
+            # over a window of a few steps most codewords cannot occur yet; the run's share is the collapse meter
+            record["usage_run.used"] = run_usage.summary()["used"]
+            record["usage_run.used_min"] = min(record["usage_run.used"])
             metrics.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.3f}", used=f"{record['usage.used_min']:.2f}",
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.3f}", used=f"{record['usage_run.used_min']:.2f}",
                             audio_s_per_s=f"{record['audio_s_per_s']:.0f}")
             usage.reset()
             window.reset()
