@@ -29,11 +29,14 @@ demo: $(STAMP)
 	$(BIN)/speechrq data summary $(DEMO)/corpus
 	$(BIN)/speechrq pretrain configs/pretrain/tiny.yaml --resume \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage0
+	$(BIN)/speechrq pretrain configs/pretrain/tiny_latent.yaml --resume \
+	    --init-from $(DEMO)/stage0/checkpoints/step_00000200 \
+	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage1
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py
-	$(BIN)/speechrq bench pretrain --preset tiny
-	$(BIN)/speechrq bench pretrain --preset small --steps 5
+	$(BIN)/speechrq bench pretrain --preset tiny --latent
+	$(BIN)/speechrq bench pretrain --preset small --latent --steps 5
 
 clean:
 	rm -rf $(VENV) exp

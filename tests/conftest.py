@@ -40,7 +40,7 @@ def tiny_pretrain_config(corpus, out_dir, **sections) -> dict:
     }
     for section, values in sections.items():
         if isinstance(values, dict):
-            cfg[section].update(values)
+            cfg.setdefault(section, {}).update(values)
         else:
             cfg[section] = values
     return cfg

@@ -48,3 +48,18 @@ def test_padding_does_not_change_valid_frames():
 def test_unknown_preset_is_a_one_line_error():
     with pytest.raises(SpeechrqError, match="unknown"):
         speech_encoder("huge")
+
+
+def test_an_utterance_encodes_the_same_alone_and_batched():
+    from speechrq.models import speech_encoder
+
+    torch.manual_seed(0)
+    enc = speech_encoder("tiny").eval()
+    short, long = torch.randn(1, 103, 80), torch.randn(1, 160, 80)
+    batch = torch.zeros(2, 160, 80)
+    batch[0, :103], batch[1] = short[0], long[0]
+    with torch.no_grad():
+        alone, n = enc(short, torch.tensor([103]))
+        together, lens = enc(batch, torch.tensor([103, 160]))
+    assert int(n) == int(lens[0]) == 25
+    assert torch.allclose(alone[0], together[0, :25], atol=1e-5)

@@ -79,14 +79,14 @@ def test_training_learns_logs_and_keeps_targets_fixed(pretrain_corpus, tmp_path)
     # and those targets are eq. 1 computed frame by frame
     trained = build_model(cfg)
     trained.load_state_dict(load_model_state(last))
-    for name in ("targets.quantizer.projection", "targets.quantizer.codebooks", "targets.quantizer.seed"):
+    for name in ("targets.mel.quantizer.projection", "targets.mel.quantizer.codebooks", "targets.mel.quantizer.seed"):
         assert torch.equal(trained.state_dict()[name], fresh.state_dict()[name]), name
     assert not torch.equal(trained.encoder.frontend.proj.weight, fresh.encoder.frontend.proj.weight)
     after = trained.targets(trained.normalizer(feats, lens), lens)
     assert torch.equal(before, after)
     from speechrq.targets.random_projection import stack_frames
 
-    q = trained.targets.quantizer
+    q = trained.targets.mel.quantizer
     stacked = stack_frames(trained.normalizer(feats, lens), 4)[:, :30]
     assert torch.equal(after[:, :30], reference_targets(stacked, q.projection, q.codebooks))
     assert int(q.seed) == 3

@@ -83,12 +83,18 @@ def cmd_pretrain(args) -> None:
 
     from . import distributed
 
-    cfg = load_config(PretrainConfig, args.config, args.set or [])
+    overrides = list(args.set or [])
+    if args.init_from:
+        overrides.append(f"targets.init_from={args.init_from}")
+    cfg = load_config(PretrainConfig, args.config, overrides)
     try:
         last = train(cfg, resume=args.resume, progress=not args.quiet)
     finally:
         distributed.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
+        from .pretrain.trainer import format_run_summary
+
+        print(format_run_summary(cfg))
         print(f"{cfg.out_dir}: trained to step {cfg.optim.max_steps}; last checkpoint {last}")
 
 
@@ -99,7 +105,8 @@ def cmd_bench_pretrain(args) -> None:
 
     result = bench_pretrain(args.preset, steps=args.steps, warmup=args.warmup, batch_seconds=args.batch_seconds,
                             device=args.device, precision=args.precision, num_codebooks=args.num_codebooks,
-                            codebook_size=args.codebook_size)
+                            codebook_size=args.codebook_size, latent=args.latent,
+                            layers=[int(x) for x in args.layers.split(",")] if args.layers else None)
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
 
 
@@ -161,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("config", metavar="CONFIG", help="YAML config")
     pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
     pt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    pt.add_argument("--init-from", metavar="CHECKPOINT", help="branch a Latent-RQ stage from another run's checkpoint "
+                    "(RUN/checkpoints/step_N): the student starts from it, the target encoder is its encoder, "
+                    "steps continue from N (same as --set targets.init_from=CHECKPOINT)")
     pt.add_argument("--quiet", action="store_true", help="no progress bar")
     pt.set_defaults(func=cmd_pretrain)
 
@@ -177,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     bp.add_argument("--num-codebooks", type=int, default=18)
     bp.add_argument("--codebook-size", type=int, default=4096)
+    bp.add_argument("--latent", action="store_true", help="also time Latent-RQ without and with a warm target cache, "
+                    "interleaved with BEST-RQ on the same batch, and print the ratios and the compute floor")
+    bp.add_argument("--layers", help="Latent-RQ target layers, e.g. 5,6,7,8,9,10 (default: the preset's)")
     bp.add_argument("--json", action="store_true", help="print JSON")
     bp.set_defaults(func=cmd_bench_pretrain)
     return p

@@ -76,6 +76,13 @@ def all_reduce_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     return t
 
 
+def broadcast_tensor(t: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Rank 0's ``t`` on every rank (in place)."""
+    if ctx.distributed:
+        dist.broadcast(t, src=0)
+    return t
+
+
 def gather_objects(obj, ctx: Context) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
     if not ctx.distributed:

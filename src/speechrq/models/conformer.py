@@ -66,8 +66,10 @@ class ConvSubsampling(nn.Module):
         """``feats [B, T_in, F]``, ``lengths [B]`` -> ``[B, T_in // 4, dim]``, ``lengths // 4``."""
         t = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
         feats = feats[:, :t]
-        # zero the padding so that it cannot leak into valid frames through the kernels
-        feats = feats.masked_fill(lengths_to_padding_mask(lengths, t)[..., None], 0.0)
+        # zero the padding, and each utterance's frames past its last whole 4-frame group,
+        # so an utterance's output does not depend on what it is batched with
+        whole = torch.div(lengths, SUBSAMPLING, rounding_mode="floor") * SUBSAMPLING
+        feats = feats.masked_fill(lengths_to_padding_mask(whole, t)[..., None], 0.0)
         x = self.conv(feats.unsqueeze(1))  # [B, C, T/4, F/4]
         x = self.proj(x.transpose(1, 2).flatten(2))
         return x, torch.div(lengths, SUBSAMPLING, rounding_mode="floor")

@@ -5,16 +5,24 @@ on one real step (forward and backward of the same batch), so MFU is
 ``flops_per_step / s_per_step / peak``. The peak is *measured* in the same run
 as the best of several large matmuls in the step's compute dtype, so the ratio
 is honest on a noisy or throttled machine.
+
+With ``latent=True`` three variants run on the same preset and batch:
+BEST-RQ (Mel targets), Latent-RQ computing its targets with θ, and Latent-RQ
+reading them from a warm cache. Their steps are interleaved round by round and
+the median is kept, so machine noise hits all three alike. The compute floor of
+Latent-RQ without cache is ``1 + F(θ forward) / F(student step)``.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
 
 from ..config import config_from_dict
 from ..features import SAMPLE_RATE, FeatureStats, LogMel
+from ..targets.cache import TargetCache
 from .config import PretrainConfig
 from .optim import make_optimizer
 
@@ -55,60 +63,113 @@ def synthetic_batch(batch_seconds: float, device: torch.device, seed: int = 0, u
     return audio.to(device), lens.to(device)
 
 
-def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch_seconds: float | None = None, device: str = "auto",
-                   precision: str = "auto", num_codebooks: int = 18, codebook_size: int = 4096) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
+class _Variant:
+    """One way of taking a training step on the benchmark batch."""
 
-    from .trainer import autocast, build_model, compute_dtype
+    def __init__(self, name: str, cfg: PretrainConfig, stats: FeatureStats, dev: torch.device, feats, lens, cache: TargetCache | None = None):
+        from .trainer import autocast, build_model
+
+        self.name, self.cfg, self.dev, self.feats, self.lens, self.cache = name, cfg, dev, feats, lens, cache
+        self.model = build_model(cfg, stats).to(dev)
+        self.optimizer = make_optimizer(self.model, cfg.optim)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.autocast = lambda: autocast(cfg, dev)
+        self.ids = [f"utt{i}" for i in range(len(lens))]
+        self.times: list[float] = []
+
+    def make_latent(self) -> None:
+        """Stage 1 with θ = the student, statistics fit on the batch."""
+        latent = self.model.targets.latent
+        latent.encoder.load_state_dict(self.model.encoder.state_dict())
+        t_in = self.feats.shape[1] // 4 * 4
+        with torch.no_grad():
+            latent.fit_normalizers([(self.model.normalizer(self.feats[:, :t_in], self.lens), self.lens)])
+        self.model.targets.stage.fill_(1)
+        if self.cache is not None:
+            self.cache.set_stage(1)
+
+    def step(self, i: int) -> None:
+        targets = None
+        if self.cache is not None:
+            t_in = self.feats.shape[1] // 4 * 4
+            targets = self.cache.lookup(self.ids, self.lens.clamp(max=t_in) // 4, t_in // 4, self.dev)
+        with self.autocast():
+            out = self.model(self.feats, self.lens, generator=torch.Generator().manual_seed(i), targets=targets)
+        out.loss.backward()
+        if self.cache is not None and targets is None:
+            self.cache.store(self.ids, out.targets, out.frame_lens)
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def timed_step(self, i: int) -> None:
+        _sync(self.dev)
+        t0 = time.perf_counter()
+        self.step(i)
+        _sync(self.dev)
+        self.times.append(time.perf_counter() - t0)
+
+    def flops(self, i: int) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self.step(i)
+        return counter.get_total_flops()
+
+    def target_flops(self) -> int:
+        """FLOPs of computing this variant's targets (θ up to its deepest target layer, and the quantizers)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        t_in = self.feats.shape[1] // 4 * 4
+        feats = self.model.normalizer(self.feats[:, :t_in], self.lens)
+        with FlopCounterMode(display=False) as counter, self.autocast():
+            self.model.targets(feats, self.lens)
+        return counter.get_total_flops()
+
+
+def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch_seconds: float | None = None, device: str = "auto",
+                   precision: str = "auto", num_codebooks: int = 18, codebook_size: int = 4096, latent: bool = False,
+                   layers: list[int] | None = None) -> dict:
+    from .trainer import compute_dtype
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     batch_seconds = batch_seconds or DEFAULT_BATCH_SECONDS.get(preset, 60.0)
-    cfg = config_from_dict(PretrainConfig, {
+    base = {
         "out_dir": "-", "data": {"corpus": "-"}, "model": {"preset": preset},
         "quantizer": {"num_codebooks": num_codebooks, "codebook_size": codebook_size},
         "train": {"device": dev.type, "precision": precision},
-    }, source="bench")
+    }
+    cfg = config_from_dict(PretrainConfig, base, source="bench")
     audio, audio_lens = synthetic_batch(batch_seconds, dev)
-    logmel = LogMel().to(dev)
-    feats, lens = logmel(audio, audio_lens)
+    feats, lens = LogMel().to(dev)(audio, audio_lens)
     valid = feats[torch.arange(feats.shape[1], device=dev)[None] < lens[:, None]]
     stats = FeatureStats(valid.mean(0).tolist(), valid.std(0).tolist(), int(valid.shape[0]), len(lens))
-    model = build_model(cfg, stats).to(dev)
-    optimizer = make_optimizer(model, cfg.optim)
-    params = [p for p in model.parameters() if p.requires_grad]
 
-    def step(i: int) -> float:
-        feats, lens = logmel(audio, audio_lens)
-        with autocast(cfg, dev):
-            out = model(feats, lens, generator=torch.Generator().manual_seed(i))
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return out.loss.detach()
-
-    for i in range(warmup):
-        step(i)
-    _sync(dev)
-    with FlopCounterMode(display=False) as counter:
-        step(warmup)
-    flops = counter.get_total_flops()
-    _sync(dev)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        loss = step(warmup + 1 + i)
-    float(loss)
-    _sync(dev)
-    s_per_step = (time.perf_counter() - t0) / steps
+    variants = [_Variant("best-rq", cfg, stats, dev, feats, lens)]
+    if latent:
+        lat = config_from_dict(PretrainConfig, {**base, "targets": {"refresh_at": [1], "layers": layers}}, source="bench")
+        variants.append(_Variant("latent-rq", lat, stats, dev, feats, lens))
+        variants.append(_Variant("latent-rq+cache", lat, stats, dev, feats, lens, cache=TargetCache("memory")))
+        for v in variants[1:]:
+            v.make_latent()
+    for v in variants:  # warm-up (and a warm cache)
+        for i in range(warmup):
+            v.step(i)
+    flops = variants[0].flops(warmup)
+    for i in range(steps):  # interleaved rounds: noise hits every variant alike
+        for v in variants:
+            v.timed_step(warmup + 1 + i)
     dtype = compute_dtype(cfg, dev)
     peak = measure_matmul_peak(dev, dtype)
     audio_seconds = float(audio_lens.sum()) / SAMPLE_RATE
-    return {
+    s_per_step = statistics.median(variants[0].times)
+    params = variants[0].params
+    result = {
         "preset": preset,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": str(dtype).replace("torch.", ""),
         "params_m": sum(p.numel() for p in params) / 1e6,
-        "encoder_params_m": sum(p.numel() for p in model.encoder.parameters()) / 1e6,
+        "encoder_params_m": sum(p.numel() for p in variants[0].model.encoder.parameters()) / 1e6,
         "codebooks": f"{num_codebooks}x{codebook_size}",
         "batch_audio_s": audio_seconds,
         "utterances": len(audio_lens),
@@ -119,12 +180,31 @@ def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch
         "peak_tflops": peak / 1e12,
         "mfu": flops / s_per_step / peak,
     }
+    if latent:
+        theta = variants[1].target_flops()
+        lat_s, cache_s = statistics.median(variants[1].times), statistics.median(variants[2].times)
+        result |= {
+            "target_layers": variants[1].model.targets.latent.layers,
+            "latent_s_per_step": lat_s,
+            "latent_cached_s_per_step": cache_s,
+            "ratio_latent": lat_s / s_per_step,
+            "ratio_latent_cached": cache_s / s_per_step,
+            "compute_floor": 1 + theta / flops,
+            "theta_flops": theta,
+            "cache_hits": variants[2].cache.hits,
+        }
+    return result
 
 
 def format_bench(r: dict) -> str:
-    return (f"bench pretrain [{r['preset']}, {r['device']}, {r['dtype']}] params {r['params_m']:.1f}M (encoder {r['encoder_params_m']:.1f}M), "
+    text = (f"bench pretrain [{r['preset']}, {r['device']}, {r['dtype']}] params {r['params_m']:.1f}M (encoder {r['encoder_params_m']:.1f}M), "
             f"heads {r['codebooks']}\n"
             f"  batch {r['batch_audio_s']:.0f} s of audio ({r['utterances']} utterances)\n"
-            f"  {r['s_per_step']:.3f} s/step, {r['audio_s_per_s']:.0f} audio s/s, "
-            f"{r['flops_per_step'] / 1e12:.2f} TFLOP/step -> {r['achieved_tflops']:.3f} TFLOP/s of a measured "
+            f"  BEST-RQ: {r['s_per_step']:.3f} s/step, {r['audio_s_per_s']:.0f} audio s/s, "
+            f"{r['flops_per_step'] / 1e12:.3f} TFLOP/step -> {r['achieved_tflops']:.3f} TFLOP/s of a measured "
             f"{r['peak_tflops']:.3f} TFLOP/s matmul peak: MFU {100 * r['mfu']:.1f}%")
+    if "ratio_latent" in r:
+        text += (f"\n  Latent-RQ (layers {r['target_layers']}): {r['latent_s_per_step']:.3f} s/step = "
+                 f"{r['ratio_latent']:.3f}x BEST-RQ (compute floor {r['compute_floor']:.3f}x)"
+                 f"\n  Latent-RQ, warm target cache: {r['latent_cached_s_per_step']:.3f} s/step = {r['ratio_latent_cached']:.3f}x BEST-RQ")
+    return text

@@ -79,6 +79,43 @@ class MaskingConfig:
             raise ConfigError(f"span: must be >= 1, got {self.span}")
 
 
+# Default target layers per preset: the paper's 5..10 of 17 blocks, scaled to the depth.
+DEFAULT_TARGET_LAYERS = {"paper": [5, 6, 7, 8, 9, 10], "small": [2, 3, 4], "tiny": [1, 2]}
+
+
+@dataclass
+class TargetsConfig:
+    """Latent-RQ: targets from a frozen target encoder θ after stage 0 (Mel).
+
+    ``refresh_at``: steps at which θ becomes a copy of the student (paper: 100k,
+    250k, 400k); ``init_from``: a checkpoint to branch from (Figure 2: φ starts
+    from it, θ is its encoder, steps continue from its step); ``encoder``: a
+    checkpoint whose encoder is θ from step 0 (no Mel stage).
+    """
+
+    layers: list[int] | None = None  # paper indexing: -1 front end, 0..L-1 blocks; None: the preset's default
+    refresh_at: list[int] = field(default_factory=list)
+    init_from: str | None = None
+    encoder: str | None = None
+    stats_utterances: int = 64  # utterances whose θ features set each layer's mean/std
+    cache: Literal["off", "memory", "disk"] = "off"
+    cache_max_gb: float = 2.0
+
+    @property
+    def latent(self) -> bool:
+        return bool(self.refresh_at or self.init_from or self.encoder)
+
+    def validate(self) -> None:
+        if self.init_from and self.encoder:
+            raise ConfigError("init_from and encoder: give one (init_from branches a run; encoder fixes θ)")
+        if list(self.refresh_at) != sorted(set(self.refresh_at)) or any(s < 1 for s in self.refresh_at):
+            raise ConfigError(f"refresh_at: must be increasing positive steps, got {self.refresh_at}")
+        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
+            raise ConfigError(f"layers: must be distinct layer indices, got {self.layers}")
+        if self.stats_utterances < 1 or self.cache_max_gb <= 0:
+            raise ConfigError("stats_utterances must be >= 1 and cache_max_gb > 0")
+
+
 @dataclass
 class OptimConfig:
     lr: float = 8e-4
@@ -129,16 +166,50 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def target_layers(self) -> list[int]:
+        return list(self.targets.layers) if self.targets.layers is not None else DEFAULT_TARGET_LAYERS[self.model.preset]
+
     def validate(self) -> None:
+        from ..models.conformer import PRESETS
+
         if not self.out_dir:
             raise ConfigError("out_dir: required (the run directory)")
+        t = self.targets
+        pretrained = False
+        if t.encoder:
+            from pathlib import Path
+
+            from ..targets.pretrained import is_pretrained_folder, pretrained_config
+
+            if not (Path(t.encoder) / "config.json").exists() and not (Path(t.encoder) / "meta.json").exists():
+                raise ConfigError(f"targets.encoder: {t.encoder} is neither a speechrq checkpoint nor a Hugging Face model folder")
+            pretrained = is_pretrained_folder(t.encoder)
+            if pretrained:
+                depth = int(pretrained_config(t.encoder)["num_hidden_layers"])
+                if any(not -1 <= k < depth for k in self.target_layers()):
+                    raise ConfigError(f"targets.layers: {self.target_layers()} outside -1..{depth - 1} (the layers of {t.encoder})")
+                if t.refresh_at:
+                    raise ConfigError("targets.refresh_at: a Hugging Face target encoder cannot take the student's weights; "
+                                      "leave refresh_at empty (or branch later stages with init_from)")
+        if t.latent:
+            layers, depth = self.target_layers(), PRESETS[self.model.preset].num_layers
+            if not pretrained and any(not -1 <= k < depth for k in layers):
+                raise ConfigError(f"targets.layers: {layers} outside -1..{depth - 1} (the {self.model.preset} preset has {depth} blocks)")
+            if self.quantizer.num_codebooks % len(layers):
+                raise ConfigError(f"targets.layers: {self.quantizer.num_codebooks} codebooks do not split evenly over "
+                                  f"{len(layers)} layers {layers}")
+            if t.refresh_at and t.refresh_at[-1] >= self.optim.max_steps:
+                raise ConfigError(f"targets.refresh_at: {t.refresh_at[-1]} is not before optim.max_steps={self.optim.max_steps}")
+        if t.cache != "off" and self.quantizer.codebook_size > 2**16:
+            raise ConfigError(f"targets.cache: stores uint16 codeword indices; codebook_size {self.quantizer.codebook_size} > 65536")
 
 
 # Keys a resumed run may change: they do not alter the trajectory.
 RESUMABLE_CHANGES = frozenset({
     "train.log_every", "train.checkpoint_every", "train.keep_last", "train.max_nonfinite",
-    "data.num_workers", "optim.max_steps",
+    "data.num_workers", "optim.max_steps", "out_dir",  # a run directory may be moved
 })

@@ -5,7 +5,8 @@
 1. log-Mel ``[B, T_in, 80]`` is normalised with the global statistics the model
    holds (saved with it);
 2. the target provider maps the *clean* normalised features to ``[B, T, N]``
-   codeword indices (stage 0: stacked Mel frames through the random quantizer);
+   codeword indices (:mod:`speechrq.targets.latent`: stacked Mel frames in
+   stage 0, a frozen target encoder's layers later);
    targets are computed before masking, under ``no_grad``, and the encoder never
    sees them;
 3. a span mask is drawn per utterance on the encoder grid; the masked input
@@ -23,7 +24,6 @@ from torch import nn
 
 from ..features import FeatureNormalizer
 from ..models.conformer import SUBSAMPLING, SpeechEncoder
-from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
 from .masking import expand_to_input, span_mask
 from .objective import PredictionHeads, PredictionResult, masked_prediction_loss
 
@@ -33,22 +33,6 @@ class Masking:
     prob: float = 0.4
     span: int = 10
     mode: str = "fraction"
-
-
-class MelTargets(nn.Module):
-    """Stage-0 (BEST-RQ) targets: ``k`` normalised log-Mel frames stacked, then quantized.
-
-    ``feats [B, T_in, F]`` -> ``[B, T_in // k, N]``; with ``k = 4`` one target per
-    encoder frame, from exactly the input frames that encoder frame covers.
-    """
-
-    def __init__(self, quantizer: RandomProjectionQuantizer, stack: int = SUBSAMPLING):
-        super().__init__()
-        self.quantizer, self.stack = quantizer, stack
-
-    @torch.no_grad()
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(stack_frames(feats.float(), self.stack))
 
 
 @dataclass
@@ -73,17 +57,23 @@ class MaskedPredictionModel(nn.Module):
         # the learned vector that stands in for every masked input frame
         self.mask_embedding = nn.Parameter(torch.randn(encoder.config.input_dim) * 0.1)
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> StepOutput:
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
+                targets: torch.Tensor | None = None, audio: torch.Tensor | None = None, audio_lens: torch.Tensor | None = None) -> StepOutput:
         """``feats [B, T_in, 80]`` raw log-Mel, ``lengths [B]`` -> :class:`StepOutput`.
 
         ``generator`` (a CPU generator) draws the masks, so that a run can give each
         batch its own reproducible mask whatever the rank or accumulation layout.
+        ``targets [B, T_in // 4, N]``, when given (a target cache hit), are used
+        instead of computing them. ``audio [B, S]``, ``audio_lens``: the waveforms, for
+        a target encoder that reads them (a Hugging Face model).
         """
         t_in = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
         feats = self.normalizer(feats[:, :t_in], lengths.clamp(max=t_in))
         frame_lens = torch.div(lengths.clamp(max=t_in), SUBSAMPLING, rounding_mode="floor")
         t = t_in // SUBSAMPLING
-        targets = self.targets(feats, lengths)[:, :t]  # [B, T, N]
+        if targets is None:
+            targets = self.targets(feats, lengths, audio, audio_lens)
+        targets = targets[:, :t]  # [B, T, N]
         m = self.masking
         mask = span_mask(frame_lens, t, m.prob, m.span, m.mode, generator=generator)
         input_mask = expand_to_input(mask, SUBSAMPLING, t_in)

@@ -27,17 +27,19 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
 
 
-def lr_factor(step: int, cfg: OptimConfig) -> float:
-    """Multiplier of ``cfg.lr`` for optimizer step ``step`` (0-based) of a stage.
+def lr_factor(step: int, cfg: OptimConfig, stage_start: int = 0) -> float:
+    """Multiplier of ``cfg.lr`` for optimizer step ``step`` (0-based, cumulative).
 
-    Linear warm-up over ``warmup_steps``, then ``cosine``/``linear`` decay to
-    ``final_lr_ratio`` at ``max_steps``, or ``constant``.
+    Each stage starts its own schedule at ``stage_start`` (Latent-RQ resets it at
+    every target refresh): linear warm-up over ``warmup_steps``, then
+    ``cosine``/``linear`` decay to ``final_lr_ratio`` at ``max_steps``, or ``constant``.
     """
+    step -= stage_start
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    span = max(1, cfg.max_steps - stage_start - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
     return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * shape

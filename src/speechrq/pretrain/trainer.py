@@ -29,14 +29,16 @@ from torch import nn
 from .. import distributed as dist
 from ..checkpoint import (latest_checkpoint, list_checkpoints, load_model_state, load_trainer_state, prune_checkpoints,
                           read_meta, save_checkpoint, step_dir)
-from ..config import config_to_dict, diff_configs, dump_yaml
+from ..config import config_from_dict, config_to_dict, diff_configs, dump_yaml
 from ..errors import SpeechrqError
 from ..features import FeatureNormalizer, FeatureStats, LogMel, SAMPLE_RATE
 from ..io import atomic_write_text
 from ..models.conformer import speech_encoder
+from ..targets.cache import TargetCache
+from ..targets.latent import LatentTargets, MelTargets, StagedTargets
 from ..targets.random_projection import RandomProjectionQuantizer
 from .config import RESUMABLE_CHANGES, PretrainConfig
-from .model import Masking, MaskedPredictionModel, MelTargets
+from .model import Masking, MaskedPredictionModel
 from .objective import CodebookUsage, PredictionHeads
 from .optim import lr_factor, make_optimizer, set_lr
 
@@ -48,7 +50,13 @@ MASK_SEED_STRIDE = 1_000_003  # separates the per-batch mask streams of differen
 
 
 def build_model(cfg: PretrainConfig, stats: FeatureStats | None = None) -> MaskedPredictionModel:
-    """The model of ``cfg``, initialised from ``train.seed`` (same on every rank)."""
+    """The model of ``cfg``, initialised from ``train.seed`` (same on every rank).
+
+    With Latent-RQ targets the model also holds θ (its weights are set at the
+    first refresh or from ``targets.init_from``/``targets.encoder``) and the
+    per-layer projections and codebooks, made from ``quantizer.seed``. θ is built
+    under a forked RNG, so stage 0 starts exactly as a plain BEST-RQ run would.
+    """
     torch.manual_seed(cfg.train.seed)
     overrides = {} if cfg.model.dropout is None else {"dropout": cfg.model.dropout}
     encoder = speech_encoder(cfg.model.preset, **overrides)
@@ -56,8 +64,88 @@ def build_model(cfg: PretrainConfig, stats: FeatureStats | None = None) -> Maske
     quantizer = RandomProjectionQuantizer(encoder.config.input_dim * 4, q.num_codebooks, q.codebook_size, q.codebook_dim, seed=q.seed)
     normalizer = FeatureNormalizer.from_stats(stats) if stats is not None else FeatureNormalizer(encoder.config.input_dim)
     heads = PredictionHeads(encoder.config.dim, q.num_codebooks, q.codebook_size)
+    latent = None
+    if cfg.targets.latent:
+        from ..targets.pretrained import PretrainedTargetEncoder, is_pretrained_folder
+
+        if cfg.targets.encoder and is_pretrained_folder(cfg.targets.encoder):
+            theta = PretrainedTargetEncoder(cfg.targets.encoder, depth=max(cfg.target_layers()) + 1)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                theta = speech_encoder(cfg.model.preset, **overrides)
+        latent = LatentTargets(theta, cfg.target_layers(), q.num_codebooks, q.codebook_size, q.codebook_dim, seed=q.seed)
     m = cfg.masking
-    return MaskedPredictionModel(normalizer, encoder, MelTargets(quantizer), heads, Masking(m.prob, m.span, m.mode))
+    return MaskedPredictionModel(normalizer, encoder, StagedTargets(MelTargets(quantizer), latent), heads, Masking(m.prob, m.span, m.mode))
+
+
+def encoder_state(checkpoint: str | Path, preset: str) -> dict[str, torch.Tensor]:
+    """The student encoder's weights in a speechrq checkpoint (checked to be of ``preset``)."""
+    meta = read_meta(checkpoint)
+    theirs = meta.get("config", {}).get("model", {}).get("preset")
+    if theirs != preset:
+        raise SpeechrqError(f"{checkpoint}: holds a {theirs!r} encoder, this run's is {preset!r}")
+    state = load_model_state(checkpoint)
+    return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def stats_batches(cuts, cfg: PretrainConfig, logmel: LogMel, model: MaskedPredictionModel, device: torch.device):
+    """The fixed utterance sample whose θ features set the target layers' statistics.
+
+    The same on every rank and at every refresh: ``targets.stats_utterances``
+    utterances drawn with ``train.seed``, in order.
+    """
+    from ..data.batching import make_loader
+
+    sample = cuts.shuffle(rng=random.Random(cfg.train.seed)).subset(first=min(cfg.targets.stats_utterances, len(cuts)))
+    for batch in make_loader(sample, cfg.data.max_duration, shuffle=False, num_buckets=1):
+        audio, audio_lens = batch["audio"].to(device), batch["audio_lens"].to(device)
+        feats, lens = logmel(audio, audio_lens)
+        t_in = feats.shape[1] // 4 * 4
+        yield model.normalizer(feats[:, :t_in], lens.clamp(max=t_in)), lens.clamp(max=t_in), audio, audio_lens
+
+
+HEADS_SEED = 7919  # offsets the generator that re-initialises the heads at each stage
+
+
+def set_target_encoder(model: MaskedPredictionModel, encoder_weights: dict | None, stage: int, cuts, cfg: PretrainConfig, logmel: LogMel,
+                       ctx: dist.Context) -> None:
+    """Start stage ``stage``: θ takes ``encoder_weights``, its layer statistics are refit,
+    the heads are re-initialised (seeded by the stage); projections and codebooks stay."""
+    latent = model.targets.latent
+    if encoder_weights is not None:  # None: θ keeps its own weights (a pretrained folder)
+        latent.encoder.load_state_dict(encoder_weights)
+    latent.freeze()
+    with torch.no_grad():
+        latent.fit_normalizers(stats_batches(cuts, cfg, logmel, model, ctx.device))
+    for buf in latent.normalizers.buffers():  # identical on every rank even where kernels are not bitwise reproducible
+        dist.broadcast_tensor(buf, ctx)
+    model.targets.stage.fill_(stage)
+    model.heads.reset_parameters(torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + HEADS_SEED + stage))
+
+
+def branch_from(checkpoint: str, model: MaskedPredictionModel, cfg: PretrainConfig) -> tuple[int, list]:
+    """Load a stage-k checkpoint into the student for stage k+1; returns its step and the new history.
+
+    Everything but the heads, θ and θ's statistics is taken from the checkpoint,
+    so the quantizers are exactly the parent run's.
+    """
+    meta = read_meta(checkpoint)
+    parent = meta.get("config", {})
+    if parent.get("model", {}).get("preset") != cfg.model.preset:
+        raise SpeechrqError(f"{checkpoint}: a {parent.get('model', {}).get('preset')!r} model; this run's preset is {cfg.model.preset!r}")
+    if parent.get("quantizer") != config_to_dict(cfg)["quantizer"]:
+        raise SpeechrqError(f"{checkpoint}: quantizer settings {parent.get('quantizer')} differ from this run's; "
+                            "a branch must keep the parent's projections and codebooks")
+    own = model.state_dict()
+    skip = ("heads.", "targets.latent.encoder.", "targets.latent.normalizers.", "targets.stage")
+    state = {k: v for k, v in load_model_state(checkpoint).items() if k in own and not k.startswith(skip)}
+    model.load_state_dict(state, strict=False)
+    history = meta.get("history") or [{"stage": 0, "start": 0, "targets": "mel"}]
+    stage = int(meta.get("stage", 0)) + 1
+    step = int(meta["step"])
+    if step >= cfg.optim.max_steps:
+        raise SpeechrqError(f"{checkpoint}: is at step {step}, not before this run's optim.max_steps={cfg.optim.max_steps}")
+    return step, [*history, {"stage": stage, "start": step, "targets": f"branched from {checkpoint}"}]
 
 
 def load_feature_stats(cfg: PretrainConfig, ctx: dist.Context) -> FeatureStats:
@@ -236,6 +324,25 @@ class MetricsLog:
             self.tb.close()
 
 
+def format_run_summary(cfg: PretrainConfig) -> str:
+    """The last logged numbers: masked accuracy and codeword usage, per target layer in latent stages."""
+    records = read_metrics(cfg.out_dir)
+    if not records:
+        return f"{cfg.out_dir}: no metrics yet"
+    r = records[-1]
+    used = r.get("usage_run.used", r["usage.used"])
+    acc = r["acc_per_codebook"]
+    lines = [f"{cfg.out_dir}: step {r['step']}, stage {r.get('stage', 0)}: loss {r['loss']:.3f}, masked accuracy {r['acc']:.4f} "
+             f"(chance {1 / cfg.quantizer.codebook_size:.5f}), codewords used {min(used):.2f}-{max(used):.2f} of each codebook"]
+    if r.get("stage", 0) > 0:
+        layers = cfg.target_layers()
+        per = len(acc) // len(layers)
+        for i, layer in enumerate(layers):
+            sl = slice(i * per, (i + 1) * per)
+            lines.append(f"  target layer {layer:>2}: accuracy {sum(acc[sl]) / per:.4f}, codewords used {sum(used[sl]) / per:.2f}")
+    return "\n".join(lines)
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     import json
 
@@ -270,7 +377,9 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         raise SpeechrqError(f"{out}: already holds checkpoints; pass --resume to continue that run, or choose another out_dir")
     if resume_from is not None:
         meta = read_meta(resume_from)
-        changed = diff_configs(meta["config"], config_to_dict(cfg))
+        # the saved config through today's dataclasses: keys added since then take their defaults
+        saved = config_to_dict(config_from_dict(PretrainConfig, meta["config"], source=str(resume_from)))
+        changed = diff_configs(saved, config_to_dict(cfg))
         if set(changed) - RESUMABLE_CHANGES:
             raise SpeechrqError(f"{resume_from}: the config differs from the run's in {', '.join(sorted(set(changed) - RESUMABLE_CHANGES))}; "
                                 "a resumed run must keep them (start a new out_dir instead)")
@@ -293,11 +402,12 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     model = build_model(cfg, stats).to(ctx.device)
     optimizer = make_optimizer(model, cfg.optim)
     step, nonfinite_run = 0, 0
+    stage_start, history = 0, [{"stage": 0, "start": 0, "targets": "mel"}]
     if resume_from is not None:
         model.load_state_dict(load_model_state(resume_from, ctx.device))
         trainer_state = load_trainer_state(resume_from)
         optimizer.load_state_dict(trainer_state["optimizer"])
-        step = meta["step"]
+        step, stage_start, history = meta["step"], meta.get("stage_start", 0), meta.get("history", history)
         if meta["world_size"] == ctx.world_size:
             stream.restore(meta["data"][ctx.rank])
             _set_rng_state(trainer_state["rng"][ctx.rank], ctx.device)
@@ -305,6 +415,17 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             log.warning("resuming on %d ranks a run saved on %d: data order and RNG streams restart", ctx.world_size, meta["world_size"])
             torch.manual_seed(cfg.train.seed + step + ctx.rank)
     else:
+        if cfg.targets.init_from:  # Figure 2: branch stage k+1 from a checkpoint of stage k
+            step, history = branch_from(cfg.targets.init_from, model, cfg)
+            stage_start = step
+            set_target_encoder(model, model.encoder.state_dict(), history[-1]["stage"], cuts, cfg, logmel, ctx)
+        elif cfg.targets.encoder:  # θ fixed from another run, from step 0
+            history = [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}"}]
+            from ..targets.pretrained import is_pretrained_folder
+
+            weights = None if is_pretrained_folder(cfg.targets.encoder) else encoder_state(cfg.targets.encoder, cfg.model.preset)
+            set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
+        optimizer = make_optimizer(model, cfg.optim)
         torch.manual_seed(cfg.train.seed + 1000 * (ctx.rank + 1))  # dropout differs per rank, reproducibly
         random.seed(cfg.train.seed + ctx.rank)
     check_buffers_agree(model, ctx)
@@ -320,6 +441,10 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     usage = CodebookUsage(q.num_codebooks, q.codebook_size, ctx.device)  # this log window, all ranks
     run_usage = CodebookUsage(q.num_codebooks, q.codebook_size, ctx.device)  # since this process started
     window = _Window(q.num_codebooks, ctx.device)
+    cache = None
+    if cfg.targets.cache != "off":
+        cache = TargetCache(cfg.targets.cache, int(cfg.targets.cache_max_gb * 2**30), out / "target_cache" / f"rank{ctx.rank}")
+        cache.set_stage(int(model.targets.stage))
 
     def checkpoint(reason: str = "") -> Path:
         rng = dist.gather_objects(_rng_state(ctx.device), ctx)
@@ -329,6 +454,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             save_checkpoint(path, model.state_dict(), {"optimizer": optimizer.state_dict(), "rng": rng}, {
                 "kind": "speechrq-pretrain", "step": step, "world_size": ctx.world_size, "data": data,
                 "config": config_to_dict(cfg), "reason": reason,
+                "stage": int(model.targets.stage), "stage_start": stage_start, "history": history,
             })
             prune_checkpoints(ckpt_root, cfg.train.keep_last)
         dist.barrier(ctx)
@@ -340,7 +466,19 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     last = resume_from
     t_window = time.perf_counter()
     while step < cfg.optim.max_steps:
-        lr = cfg.optim.lr * lr_factor(step, cfg.optim)
+        if step in cfg.targets.refresh_at and step > stage_start:
+            # a new stage: θ <- φ, fresh heads, optimizer and schedule; quantizers untouched
+            stage = int(model.targets.stage) + 1
+            set_target_encoder(model, model.encoder.state_dict(), stage, cuts, cfg, logmel, ctx)
+            optimizer = make_optimizer(model, cfg.optim)
+            stage_start = step
+            history.append({"stage": stage, "start": step, "targets": f"student at step {step}"})
+            if cache is not None:
+                cache.set_stage(stage)
+            run_usage.reset()  # usage is per target source
+            if ctx.is_main:
+                bar.write(f"step {step}: stage {stage} begins; target encoder refreshed from the student")
+        lr = cfg.optim.lr * lr_factor(step, cfg.optim, stage_start)
         set_lr(optimizer, lr)
         ddp.train()
 
@@ -352,10 +490,17 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             feats, lens = logmel(audio, audio_lens)
             last_micro = micro == cfg.optim.accum_steps - 1
             sync = contextlib.nullcontext() if last_micro or not ctx.distributed else ddp.no_sync()
+            cached = None
+            if cache is not None and model.targets.uses_latent:
+                ids = [c.id for c in batch["cuts"]]
+                t_in = feats.shape[1] // 4 * 4
+                cached = cache.lookup(ids, lens.clamp(max=t_in) // 4, t_in // 4, ctx.device)
             with sync:
                 with autocast(cfg, ctx.device):
-                    outp = ddp(feats, lens, generator=gen)
+                    outp = ddp(feats, lens, generator=gen, targets=cached, audio=audio, audio_lens=audio_lens)
                 (outp.loss / cfg.optim.accum_steps).backward()
+            if cache is not None and model.targets.uses_latent and cached is None:
+                cache.store(ids, outp.targets, outp.frame_lens)
             valid = ~_pad(outp.frame_lens, outp.targets.shape[1])
             usage.update(outp.targets[valid])
             window.add_micro(outp, valid, float(audio_lens.sum()) / SAMPLE_RATE)
@@ -382,6 +527,9 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             run_usage.counts += usage.counts
             elapsed = time.perf_counter() - t_window
             record = window.record(step, lr, ctx, elapsed) | {f"usage.{k}": v for k, v in usage.summary().items()}
+            record["stage"] = int(model.targets.stage)
+            if cache is not None:
+                record["cache_hit_rate"] = cache.hits / max(1, cache.hits + cache.misses)
             record["usage.used_min"] = min(record["usage.used"])
             # over a window of a few steps most codewords cannot occur yet; the run's share is the collapse meter
             record["usage_run.used"] = run_usage.summary()["used"]

@@ -1,0 +1,148 @@
+"""Where targets come from: Mel frames (BEST-RQ) or a frozen target encoder's layers (Latent-RQ).
+
+:class:`MelTargets` quantizes ``k`` stacked normalised log-Mel frames (stage 0).
+
+:class:`LatentTargets` (Latent-RQ eq. 3) runs a frozen target encoder θ up to
+its deepest target layer and quantizes each of ``K`` chosen hidden states with
+its own ``N / K`` codebooks, each with a layer-specific projection from that
+layer's width. Layer indices follow the paper: ``-1`` is the front end's
+output, ``0 .. L-1`` the Conformer blocks. Same architecture, same frame rate:
+nothing is stacked.
+
+Each layer's features are **standardised per dimension with global statistics**
+(mean and std over the frames of a fixed sample of training utterances, computed
+by θ whenever θ changes, and kept as buffers so they are saved and identical on
+every rank). Why: a random projection weighs every input dimension by its scale,
+and hidden-state dimensions differ in scale by orders of magnitude, so without it
+a few loud dimensions would decide every codeword; per-utterance normalisation
+would remove the speaker information the targets should carry; and the Mel
+targets are normalised the same way, so both stages treat their input alike.
+
+:class:`StagedTargets` holds both and a ``stage`` buffer: stage 0 uses Mel,
+later stages use θ. All projections and codebooks are made from
+``quantizer.seed`` alone when the model is built, so a refresh never touches them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..features import FeatureNormalizer, lengths_to_padding_mask
+from ..models.conformer import SUBSAMPLING, SpeechEncoder
+from .random_projection import RandomProjectionQuantizer, stack_frames
+
+LAYER_SEED_STRIDE = 1000  # layer k's quantizer seed: seed * 1000 + 1 + k-th position
+
+
+class MelTargets(nn.Module):
+    """Stage-0 (BEST-RQ) targets: ``k`` normalised log-Mel frames stacked, then quantized.
+
+    ``feats [B, T_in, F]`` -> ``[B, T_in // k, N]``; with ``k = 4`` one target per
+    encoder frame, from exactly the input frames that encoder frame covers.
+    """
+
+    def __init__(self, quantizer: RandomProjectionQuantizer, stack: int = SUBSAMPLING):
+        super().__init__()
+        self.quantizer, self.stack = quantizer, stack
+
+    @torch.no_grad()
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(stack_frames(feats.float(), self.stack))
+
+
+class LatentTargets(nn.Module):
+    """θ's hidden states at ``layers`` -> ``[B, T, N]`` codeword indices (layer by layer along N)."""
+
+    def __init__(self, encoder: SpeechEncoder, layers: list[int], num_codebooks: int, codebook_size: int, codebook_dim: int, seed: int):
+        super().__init__()
+        if num_codebooks % len(layers):
+            raise ValueError(f"{num_codebooks} codebooks do not split evenly over {len(layers)} target layers")
+        self.encoder = encoder  # a SpeechEncoder, or a PretrainedTargetEncoder (reads audio)
+        self.layers = list(layers)
+        per_layer = num_codebooks // len(layers)
+        dim = encoder.dim if getattr(encoder, "needs_audio", False) else encoder.config.dim
+        self.normalizers = nn.ModuleList(FeatureNormalizer(dim) for _ in layers)
+        self.quantizers = nn.ModuleList(
+            RandomProjectionQuantizer(dim, per_layer, codebook_size, codebook_dim, seed=seed * LAYER_SEED_STRIDE + 1 + i)
+            for i in range(len(layers)))
+        self.freeze()
+
+    def freeze(self) -> None:
+        self.encoder.eval()
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # θ is frozen: never dropout
+        return self
+
+    @property
+    def depth(self) -> int:
+        """Blocks θ must run: up to the deepest target layer (early exit)."""
+        return max(self.layers) + 1
+
+    def hidden_states(self, feats: torch.Tensor, lengths: torch.Tensor, audio: torch.Tensor | None = None,
+                      audio_lens: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The target layers' states ``[B, T, dim]`` each (not yet normalised), and frame lengths.
+
+        ``feats [B, T_in, 80]`` normalised log-Mel and ``lengths``; ``audio [B, S]``
+        and ``audio_lens`` are needed by a target encoder that reads waveforms.
+        """
+        if getattr(self.encoder, "needs_audio", False):
+            if audio is None:
+                raise ValueError("this target encoder reads the waveform: pass audio and audio_lens")
+            out_lens = torch.div(lengths, SUBSAMPLING, rounding_mode="floor")
+            states = self.encoder.hidden_states(audio, audio_lens, feats.shape[1] // SUBSAMPLING)
+        else:
+            states, out_lens = self.encoder.extract_features(feats, lengths, num_layers=self.depth)
+        return [states[k + 1] for k in self.layers], out_lens
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, audio: torch.Tensor | None = None,
+                audio_lens: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.inference_mode():
+            states, out_lens = self.hidden_states(feats, lengths, audio, audio_lens)
+            targets = torch.cat([q(norm(h.float(), out_lens)) for h, norm, q in zip(states, self.normalizers, self.quantizers)], dim=-1)
+        return targets.clone()  # a normal tensor: inference tensors cannot be saved for backward
+
+    @torch.no_grad()
+    def fit_normalizers(self, batches) -> int:
+        """Set every layer's mean/std from ``batches`` of ``(feats, lengths[, audio, audio_lens])``; returns frames used."""
+        sums = sq = None
+        frames = 0
+        for batch in batches:
+            states, out_lens = self.hidden_states(*batch)
+            valid = ~lengths_to_padding_mask(out_lens, states[0].shape[1])
+            xs = [h[valid].double() for h in states]
+            if sums is None:
+                sums = [torch.zeros(x.shape[1], dtype=torch.float64, device=x.device) for x in xs]
+                sq = [torch.zeros_like(s) for s in sums]
+            for i, x in enumerate(xs):
+                sums[i] += x.sum(0)
+                sq[i] += (x * x).sum(0)
+            frames += int(valid.sum())
+        if not frames:
+            raise ValueError("no frames to compute target-layer statistics from")
+        for norm, s, q in zip(self.normalizers, sums, sq):
+            mean = s / frames
+            norm.mean.copy_(mean)
+            norm.std.copy_((q / frames - mean * mean).clamp_min(1e-10).sqrt())
+        return frames
+
+
+class StagedTargets(nn.Module):
+    """Mel targets in stage 0, θ's latent targets afterwards; ``stage`` is a saved buffer."""
+
+    def __init__(self, mel: MelTargets, latent: LatentTargets | None = None):
+        super().__init__()
+        self.mel, self.latent = mel, latent
+        self.register_buffer("stage", torch.tensor(0, dtype=torch.int64))
+
+    @property
+    def uses_latent(self) -> bool:
+        return self.latent is not None and int(self.stage) > 0
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, audio: torch.Tensor | None = None,
+                audio_lens: torch.Tensor | None = None) -> torch.Tensor:
+        return self.latent(feats, lengths, audio, audio_lens) if self.uses_latent else self.mel(feats, lengths)

@@ -1,0 +1,98 @@
+"""A Hugging Face WavLM / HuBERT / wav2vec2 encoder, from a local folder, as the target encoder θ.
+
+Beyond the paper: any such encoder can supply Latent-RQ targets. It reads the
+waveform (not log-Mel), so the model hands it the batch's audio. Its 20 ms frames
+are averaged in pairs to the student's 40 ms and then cut or padded (repeating
+the last frame) to the student's frame count, so target ``t`` covers the same
+audio as student frame ``t``. Only the transformer layers up to the deepest
+target layer are kept (early exit). Layer indexing is the paper's: ``-1`` is the
+transformer's input (after the convolutional feature encoder and the positional
+convolution), ``k`` is layer ``k``'s output.
+
+Nothing is downloaded: the folder must hold ``config.json`` and the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SpeechrqError
+from ..features import SAMPLE_RATE
+from ..models.conformer import SUBSAMPLING
+
+SUPPORTED = ("wavlm", "hubert", "wav2vec2")
+STUDENT_HOP = SUBSAMPLING * SAMPLE_RATE // 100  # 640 samples: 40 ms
+
+
+def is_pretrained_folder(path: str | Path) -> bool:
+    """A Hugging Face model folder (``config.json``) rather than a speechrq checkpoint (``meta.json``)."""
+    p = Path(path)
+    return (p / "config.json").exists() and not (p / "meta.json").exists()
+
+
+def pretrained_config(path: str | Path) -> dict:
+    f = Path(path) / "config.json"
+    try:
+        cfg = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpeechrqError(f"{f}: cannot read ({e})") from None
+    if cfg.get("model_type") not in SUPPORTED:
+        raise SpeechrqError(f"{f}: model_type {cfg.get('model_type')!r}; supported target encoders are {', '.join(SUPPORTED)}")
+    return cfg
+
+
+class PretrainedTargetEncoder(nn.Module):
+    """``audio [B, S]`` -> hidden states ``[B, T, hidden]`` on the student's 40 ms grid."""
+
+    needs_audio = True
+
+    def __init__(self, path: str | Path, depth: int):
+        super().__init__()
+        from transformers import AutoModel
+
+        cfg = pretrained_config(path)
+        self.num_layers = int(cfg["num_hidden_layers"])
+        if depth > self.num_layers:
+            raise SpeechrqError(f"{path}: has {self.num_layers} layers; target layer {depth - 1} does not exist")
+        try:
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise SpeechrqError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
+        model.encoder.layers = model.encoder.layers[:depth]  # early exit: later layers are never run
+        self.model = model
+        self.dim = int(cfg["hidden_size"])
+        hop = 1
+        for s in cfg.get("conv_stride", [5, 2, 2, 2, 2, 2, 2]):
+            hop *= int(s)
+        if STUDENT_HOP % hop:
+            raise SpeechrqError(f"{path}: frame hop {hop} samples does not divide the student's {STUDENT_HOP}")
+        self.pool = STUDENT_HOP // hop
+        # models with a group-normalised feature encoder were trained without attention masks
+        self.use_mask = cfg.get("feat_extract_norm") == "layer"
+        prep = Path(path) / "preprocessor_config.json"
+        self.normalize = bool(json.loads(prep.read_text()).get("do_normalize", False)) if prep.exists() else False
+
+    def hidden_states(self, audio: torch.Tensor, audio_lens: torch.Tensor, frames: int) -> list[torch.Tensor]:
+        """Every kept state, ``[input, layer 0, ...]``, each ``[B, frames, dim]``."""
+        valid = torch.arange(audio.shape[1], device=audio.device)[None] < audio_lens[:, None]
+        x = audio.float()
+        if self.normalize:  # per-utterance zero mean, unit variance over the valid samples
+            n = audio_lens[:, None].clamp_min(1).float()
+            mean = (x * valid).sum(1, keepdim=True) / n
+            var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
+            x = ((x - mean) / (var + 1e-7).sqrt()) * valid
+        out = self.model(x, attention_mask=valid.long() if self.use_mask else None, output_hidden_states=True)
+        states = []
+        for h in out.hidden_states:
+            b, t, d = h.shape
+            t = t // self.pool * self.pool
+            h = h[:, :t].reshape(b, t // self.pool, self.pool, d).mean(2)  # 20 ms pairs -> 40 ms
+            if h.shape[1] < frames:
+                h = F.pad(h.transpose(1, 2), (0, frames - h.shape[1]), mode="replicate").transpose(1, 2)
+            states.append(h[:, :frames])
+        return states

@@ -1,0 +1,140 @@
+"""Latent-RQ stages: target refresh in a run, resume across it, and branching from a checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_pretrain_config
+from speechrq.checkpoint import list_checkpoints, load_model_state, load_trainer_state, read_meta, step_dir
+from speechrq.config import config_from_dict, config_to_dict
+from speechrq.errors import SpeechrqError
+from speechrq.pretrain.config import PretrainConfig
+from speechrq.pretrain.trainer import HEADS_SEED, MASK_SEED_STRIDE, build_model, read_metrics, train
+
+QUANTIZER_KEYS = ("targets.mel.quantizer.", "targets.latent.quantizers.")
+
+
+def latent_config(corpus, out, steps=6, refresh=(3,), **targets):
+    return config_from_dict(PretrainConfig, tiny_pretrain_config(
+        corpus, out, optim={"max_steps": steps, "warmup_steps": 2},
+        targets={"layers": [1, 2], "refresh_at": list(refresh), "stats_utterances": 8, **targets},
+        train={"checkpoint_every": 1, "keep_last": 20}))
+
+
+@pytest.fixture(scope="module")
+def refreshed_run(pretrain_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stages") / "run"
+    cfg = latent_config(pretrain_corpus, out)
+    train(cfg, progress=False)
+    return cfg, out
+
+
+def ckpt(out, step):
+    return step_dir(out / "checkpoints", step)
+
+
+def test_refresh_copies_the_student_and_resets_the_rest(refreshed_run):
+    cfg, out = refreshed_run
+    before, after = load_model_state(ckpt(out, 3)), load_model_state(ckpt(out, 4))
+    assert read_meta(ckpt(out, 3))["stage"] == 0 and read_meta(ckpt(out, 4))["stage"] == 1
+    assert [h["start"] for h in read_meta(ckpt(out, 4))["history"]] == [0, 3]
+    # θ is exactly the student of step 3
+    theta = {k[len("targets.latent.encoder."):]: v for k, v in after.items() if k.startswith("targets.latent.encoder.")}
+    student = {k[len("encoder."):]: v for k, v in before.items() if k.startswith("encoder.")}
+    assert theta.keys() == student.keys() and all(torch.equal(theta[k], student[k]) for k in student)
+    # projections and codebooks are bit-identical before, after, and as the seed makes them
+    fresh = build_model(cfg).state_dict()
+    for k in fresh:
+        if k.startswith(QUANTIZER_KEYS):
+            assert torch.equal(before[k], after[k]) and torch.equal(after[k], fresh[k]), k
+    # the optimizer was reset: one AdamW step since the refresh, not four
+    state = load_trainer_state(ckpt(out, 4))["optimizer"]["state"]
+    assert {int(s["step"]) for s in state.values()} == {1}
+    assert {int(s["step"]) for s in load_trainer_state(ckpt(out, 3))["optimizer"]["state"].values()} == {3}
+    # the schedule restarted: step 4 is the first warm-up step again
+    lrs = {r["step"]: r["lr"] for r in read_metrics(out)}
+    assert lrs[4] == lrs[1] == cfg.optim.lr / cfg.optim.warmup_steps
+    # the heads were re-initialised (seeded by the stage), then moved one AdamW step (|update| <= ~lr)
+    model = build_model(cfg)
+    model.heads.reset_parameters(torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + HEADS_SEED + 1))
+    w = after["heads.proj.weight"]
+    assert (w - model.heads.proj.weight).abs().max() <= 1.1 * lrs[4]
+    assert (before["heads.proj.weight"] - model.heads.proj.weight).abs().max() > 10 * lrs[4]
+    assert [r["stage"] for r in read_metrics(out)] == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("resume_at", [3, 4])  # just before the refresh, just after it
+def test_resume_across_a_refresh_reproduces_targets_and_losses(refreshed_run, tmp_path, resume_at):
+    cfg, out = refreshed_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    for step, path in list_checkpoints(copy / "checkpoints"):
+        if step > resume_at:
+            shutil.rmtree(path)
+    resumed = config_from_dict(PretrainConfig, {**config_to_dict(cfg), "out_dir": str(copy)})
+    train(resumed, resume=True, progress=False)
+    a, b = load_model_state(ckpt(out, 6)), load_model_state(ckpt(copy, 6))
+    theta_keys = [k for k in a if k.startswith("targets.latent.")]
+    assert theta_keys and all(torch.equal(a[k], b[k]) for k in theta_keys)  # θ, its statistics, projections, codebooks
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["losses"] for r in read_metrics(out)] == [r["losses"] for r in read_metrics(copy)]
+
+
+def test_branch_from_a_checkpoint(refreshed_run, pretrain_corpus, tmp_path):
+    cfg, out = refreshed_run
+    parent = ckpt(out, 2)  # stage 0, step 2
+    child = config_from_dict(PretrainConfig, tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "child", optim={"max_steps": 5, "warmup_steps": 2},
+        targets={"layers": [1, 2], "init_from": str(parent), "stats_utterances": 8}, train={"checkpoint_every": 1, "keep_last": 10}))
+    train(child, progress=False)
+    records = read_metrics(tmp_path / "child")
+    assert [r["step"] for r in records] == [3, 4, 5] and {r["stage"] for r in records} == {1}  # steps continue from 2
+    first = load_model_state(ckpt(tmp_path / "child", 3))
+    p = load_model_state(parent)
+    for k, v in p.items():
+        if k.startswith("encoder."):
+            assert torch.equal(first["targets.latent.encoder." + k[len("encoder."):]], v)  # θ = the parent's student
+        if k.startswith(QUANTIZER_KEYS):
+            assert torch.equal(first[k], v)
+    hist = read_meta(ckpt(tmp_path / "child", 5))["history"]
+    assert [(h["stage"], h["start"]) for h in hist] == [(0, 0), (1, 2)] and str(parent) in hist[1]["targets"]
+
+    other = config_from_dict(PretrainConfig, tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "bad", quantizer={"seed": 99},
+        targets={"layers": [1, 2], "init_from": str(parent)}))
+    with pytest.raises(SpeechrqError, match="quantizer settings .* differ"):
+        train(other, progress=False)
+
+
+def test_latent_configs_are_checked_before_work(pretrain_corpus, tmp_path):
+    from speechrq.config import ConfigError
+
+    with pytest.raises(ConfigError, match="4 codebooks do not split evenly over 3 layers"):
+        latent_config(pretrain_corpus, tmp_path, layers=[0, 1, 2])
+    with pytest.raises(ConfigError, match=r"outside -1..3"):
+        latent_config(pretrain_corpus, tmp_path, layers=[1, 4])
+    with pytest.raises(ConfigError, match="is not before optim.max_steps"):
+        latent_config(pretrain_corpus, tmp_path, refresh=(6,))
+
+
+def test_a_warm_cache_serves_later_epochs(refreshed_run, pretrain_corpus, tmp_path):
+    _, out = refreshed_run
+    runs = {}
+    for cache in ("off", "memory"):
+        cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(
+            pretrain_corpus, tmp_path / cache, data={"max_duration": 30.0}, optim={"max_steps": 36, "warmup_steps": 2},
+            targets={"layers": [1, 2], "encoder": str(ckpt(out, 3)), "stats_utterances": 8, "cache": cache},
+            train={"checkpoint_every": 36}))
+        train(cfg, progress=False)
+        runs[cache] = read_metrics(tmp_path / cache)
+    hit = [r["cache_hit_rate"] for r in runs["memory"]]
+    assert hit[0] == 0 and hit[-1] > 0.4  # epoch 2 onwards: every batch from the cache
+    assert {r["stage"] for r in runs["memory"]} == {1}
+    a = [r["losses"][0] for r in runs["off"]]
+    b = [r["losses"][0] for r in runs["memory"]]
+    # the cached targets are the ones θ computed in epoch 1; recomputing them in another batch
+    # layout differs only by float rounding, so the two runs agree to rounding
+    assert b == pytest.approx(a, rel=1e-3)
