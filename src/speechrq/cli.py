@@ -110,6 +110,27 @@ def cmd_bench_pretrain(args) -> None:
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate.featurizer import FrozenEncoder
+    from .evaluate.run import evaluate, model_name
+
+    encoders = {}
+    for ckpt in args.checkpoints:
+        encoders[model_name(ckpt)] = FrozenEncoder.from_checkpoint(ckpt)
+    if args.random_baseline:
+        encoders["random-init"] = FrozenEncoder.random_like(args.checkpoints[0])
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    lrs = [float(x) for x in args.lrs.split(",")]
+    results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet)
+    from .evaluate.run import format_table
+
+    print(format_table(results), end="")
+    print(f"{args.out}: results.json, results.md, layer_weights.png")
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -173,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "steps continue from N (same as --set targets.init_from=CHECKPOINT)")
     pt.add_argument("--quiet", action="store_true", help="no progress bar")
     pt.set_defaults(func=cmd_pretrain)
+
+    ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER) of frozen encoders",
+                        description="Probe each checkpoint's frozen encoder on a corpus: hidden states are computed once "
+                        "and cached (float16), probes train with an lr sweep and dev-set selection.")
+    ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N)")
+    ev.add_argument("--corpus", required=True, help="a corpus directory with train/dev/test")
+    ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated (default: asr,sid,ic,er)")
+    ev.add_argument("--out", required=True, help="output directory")
+    ev.add_argument("--random-baseline", action="store_true", help="also probe a randomly initialised encoder of the same shape")
+    ev.add_argument("--lrs", default="1e-3,3e-3", help="probe learning rates to sweep (default: 1e-3,3e-3)")
+    ev.add_argument("--epochs", type=int, default=10, help="probe epochs (default: 10)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")

@@ -55,6 +55,16 @@ class FrozenEncoder(nn.Module):
                 h.update(block)
         return cls(model.normalizer, model.encoder, h.hexdigest()[:16])
 
+    @classmethod
+    def random_like(cls, path: str | Path, seed: int = 0) -> "FrozenEncoder":
+        """A randomly initialised encoder of the checkpoint's shape (with its feature statistics): the baseline."""
+        trained = cls.from_checkpoint(path)
+        torch.manual_seed(seed)
+        from ..models.conformer import speech_encoder
+
+        encoder = speech_encoder(trained.encoder.config)
+        return cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}")
+
     @property
     def num_states(self) -> int:
         return self.encoder.num_layers + 1

@@ -1,0 +1,216 @@
+"""SUPERB-style probes on a frozen encoder's cached hidden states: ASR, SID, IC, ER.
+
+Downstream models are shaped like SUPERB's, scaled down for CPU:
+
+- **ASR**: weighted sum -> linear -> 2-layer BiLSTM -> characters, CTC; greedy
+  decoding; WER by jiwer.
+- **SID**, **ER**: weighted sum -> linear -> mean pool -> linear; accuracy.
+- **IC**: the same with one classifier per slot (action, object, location);
+  an utterance is right when every slot is.
+
+Each task trains one probe per learning rate in ``lrs``, keeps the epoch with the
+best dev score, and reports that model's test score (SUPERB results depend on
+the learning rate, so a small sweep is part of the protocol). The layer weights
+of the selected probe are returned with the scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..features import lengths_to_padding_mask
+from .featurizer import WeightedSum
+
+TASKS = ("asr", "sid", "ic", "er")
+SLOTS = ("action", "object", "location")
+CHARS = " abcdefghijklmnopqrstuvwxyz'"
+
+
+def label_of(task: str, cut):
+    """The cut's label for ``task``, or None when the cut has none."""
+    sup = cut.supervisions[0]
+    custom = sup.custom or {}
+    if task == "asr":
+        text = " ".join("".join(ch for ch in (sup.text or "").lower() if ch in CHARS).split())
+        return text or None
+    if task == "sid":
+        return sup.speaker
+    if task == "er":
+        return custom.get("emotion")
+    if task == "ic":
+        slots = tuple(custom.get(s) for s in SLOTS)
+        return slots if all(slots) else None
+    raise ValueError(f"task {task!r}: choose from {', '.join(TASKS)}")
+
+
+@dataclass
+class ProbeResult:
+    task: str
+    metric: str  # "wer" (lower is better) or "accuracy"
+    test: float
+    dev: float
+    lr: float
+    epoch: int
+    layer_weights: list[float]
+    sweep: dict[str, float] = field(default_factory=dict)  # lr -> best dev score
+
+
+class UtteranceProbe(nn.Module):
+    def __init__(self, num_states: int, dim: int, hidden: int, num_classes: list[int]):
+        super().__init__()
+        self.featurizer = WeightedSum(num_states)
+        self.proj = nn.Linear(dim, hidden)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n) for n in num_classes)
+
+    def forward(self, states: torch.Tensor, lens: torch.Tensor) -> list[torch.Tensor]:
+        x = self.proj(self.featurizer(states, lens))
+        valid = (~lengths_to_padding_mask(lens, x.shape[1])).float()[..., None]
+        pooled = (x * valid).sum(1) / valid.sum(1).clamp_min(1)
+        return [head(pooled) for head in self.heads]
+
+
+class CTCProbe(nn.Module):
+    def __init__(self, num_states: int, dim: int, hidden: int):
+        super().__init__()
+        self.featurizer = WeightedSum(num_states)
+        self.proj = nn.Linear(dim, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, len(CHARS) + 1)  # + blank (index 0)
+
+    def forward(self, states: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.featurizer(states, lens))
+        packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
+        y, _ = self.lstm(packed)
+        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        return self.out(y).log_softmax(-1)  # [B, T, V]
+
+
+def _greedy(logp: torch.Tensor, lens: torch.Tensor) -> list[str]:
+    best = logp.argmax(-1)
+    out = []
+    for row, n in zip(best.tolist(), lens.tolist()):
+        chars, prev = [], 0
+        for k in row[:n]:
+            if k != prev and k != 0:
+                chars.append(CHARS[k - 1])
+            prev = k
+        out.append(" ".join("".join(chars).split()))
+    return out
+
+
+class StateStore:
+    """Cached hidden states held in memory (float16) for fast probe epochs."""
+
+    def __init__(self, cache, ids: list[str]):
+        self.states = {}
+        for i in ids:
+            a = cache.get(i)
+            if a is None:
+                raise KeyError(f"hidden states of {i} are not cached")
+            self.states[i] = torch.from_numpy(a)
+
+    def batch(self, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        arrays = [self.states[i] for i in ids]
+        lens = torch.tensor([a.shape[1] for a in arrays])
+        out = torch.zeros(len(arrays), arrays[0].shape[0], int(lens.max()), arrays[0].shape[2])
+        for k, a in enumerate(arrays):
+            out[k, :, : a.shape[1]] = a.float()
+        return out, lens
+
+
+def _batches(items: list, size: int, rng: random.Random | None):
+    items = list(items)
+    if rng is not None:
+        rng.shuffle(items)
+    for s in range(0, len(items), size):
+        yield items[s : s + size]
+
+
+def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, object]]], lrs: list[float], epochs: int,
+              hidden: int = 128, batch_size: int = 32, seed: int = 0) -> ProbeResult:
+    """Train ``task``'s probe for each lr on ``data["train"]``, select on dev, score test."""
+    import jiwer
+
+    first = next(iter(store.states.values()))
+    num_states, dim = first.shape[0], first.shape[2]
+    if task == "asr":
+        vocab = None
+    else:
+        columns = list(zip(*[lab if task == "ic" else (lab,) for _, lab in data["train"]]))
+        vocab = [sorted(set(col)) for col in columns]
+        index = [{v: k for k, v in enumerate(col)} for col in vocab]
+
+    def encode(labels):
+        if task == "ic":
+            return [torch.tensor([index[s].get(lab[s], -100) for lab in labels]) for s in range(len(SLOTS))]
+        return [torch.tensor([index[0].get(lab, -100) for lab in labels])]
+
+    def score(model, split) -> float:
+        model.eval()
+        hyps, refs, right, total = [], [], 0, 0
+        with torch.no_grad():
+            for chunk in _batches(data[split], 64, None):
+                ids, labels = zip(*chunk)
+                states, lens = store.batch(list(ids))
+                if task == "asr":
+                    hyps += _greedy(model(states, lens), lens)
+                    refs += list(labels)
+                else:
+                    preds = [o.argmax(-1) for o in model(states, lens)]
+                    gold = encode(labels)
+                    ok = torch.stack([p == g for p, g in zip(preds, gold)]).all(0)
+                    right += int(ok.sum())
+                    total += len(ids)
+        if task == "asr":
+            return 100.0 * jiwer.wer(refs, [h if h else "<empty>" for h in hyps])
+        return 100.0 * right / max(total, 1)
+
+    better = (lambda a, b: a < b) if task == "asr" else (lambda a, b: a > b)
+    best = None
+    sweep = {}
+    for lr in lrs:
+        torch.manual_seed(seed)
+        model = CTCProbe(num_states, dim, hidden) if task == "asr" else UtteranceProbe(num_states, dim, hidden, [len(v) for v in vocab])
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        rng = random.Random(seed)
+        lr_best = None
+        for epoch in range(epochs):
+            model.train()
+            for chunk in _batches(data["train"], batch_size, rng):
+                ids, labels = zip(*chunk)
+                states, lens = store.batch(list(ids))
+                if task == "asr":
+                    logp = model(states, lens)
+                    targets = [torch.tensor([CHARS.index(c) + 1 for c in lab]) for lab in labels]
+                    loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets), lens, torch.tensor([len(t) for t in targets]),
+                                      blank=0, zero_infinity=True)
+                else:
+                    outs = model(states, lens)
+                    loss = sum(F.cross_entropy(o, g, ignore_index=-100) for o, g in zip(outs, encode(labels))) / len(outs)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+            dev = score(model, "dev")
+            if lr_best is None or better(dev, lr_best):
+                lr_best = dev
+            if best is None or better(dev, best[0]):
+                best = (dev, lr, epoch, copy.deepcopy(model.state_dict()), model)
+        sweep[f"{lr:g}"] = lr_best
+    dev, lr, epoch, state, model = best
+    model.load_state_dict(state)
+    return ProbeResult(task, "wer" if task == "asr" else "accuracy", score(model, "test"), dev, lr, epoch + 1,
+                       model.featurizer.layer_weights().detach().tolist(), sweep)
+
+
+def superb_average(results: dict[str, ProbeResult]) -> float | None:
+    """The paper's Avg: 100 - WER for ASR, then the mean with the accuracies (all four tasks needed)."""
+    if not all(t in results for t in TASKS):
+        return None
+    return (100.0 - results["asr"].test + results["sid"].test + results["ic"].test + results["er"].test) / 4
