@@ -124,16 +124,22 @@ def cache_hidden_states(encoder: FrozenEncoder, cuts, cache: HiddenStateCache, m
     return done
 
 
+def pad_states(arrays: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance ``[L + 1, T_i, dim]`` states (numpy or torch, any float) -> ``[B, L + 1, T, dim]`` float32, lengths ``[B]``."""
+    arrays = [torch.as_tensor(a) for a in arrays]
+    lens = torch.tensor([a.shape[1] for a in arrays])
+    out = torch.zeros(len(arrays), arrays[0].shape[0], int(lens.max()), arrays[0].shape[2])
+    for i, a in enumerate(arrays):
+        out[i, :, : a.shape[1]] = a.float()
+    return out, lens
+
+
 def load_batch(cache: HiddenStateCache, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached states of ``ids``, padded: ``[B, L + 1, T, dim]`` float32 and lengths ``[B]``."""
     arrays = [cache.get(i) for i in ids]
     if any(a is None for a in arrays):
         raise KeyError(f"hidden states not cached: {[i for i, a in zip(ids, arrays) if a is None][:3]}")
-    lens = torch.tensor([a.shape[1] for a in arrays])
-    out = torch.zeros(len(arrays), arrays[0].shape[0], int(lens.max()), arrays[0].shape[2])
-    for i, a in enumerate(arrays):
-        out[i, :, : a.shape[1]] = torch.from_numpy(a.astype(np.float32))
-    return out, lens
+    return pad_states(arrays)
 
 
 class WeightedSum(nn.Module):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..features import lengths_to_padding_mask
-from .featurizer import WeightedSum
+from .featurizer import WeightedSum, pad_states
 
 TASKS = ("asr", "sid", "ic", "er")
 SLOTS = ("action", "object", "location")
@@ -116,12 +116,7 @@ class StateStore:
             self.states[i] = torch.from_numpy(a)
 
     def batch(self, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        arrays = [self.states[i] for i in ids]
-        lens = torch.tensor([a.shape[1] for a in arrays])
-        out = torch.zeros(len(arrays), arrays[0].shape[0], int(lens.max()), arrays[0].shape[2])
-        for k, a in enumerate(arrays):
-            out[k, :, : a.shape[1]] = a.float()
-        return out, lens
+        return pad_states([self.states[i] for i in ids])
 
 
 def _batches(items: list, size: int, rng: random.Random | None):

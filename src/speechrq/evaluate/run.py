@@ -7,6 +7,7 @@ sweep), ``results.md`` (the paper's Table 1 layout with Avg) and
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import SpeechrqError
@@ -37,22 +38,19 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     for name, enc in encoders.items():
         cache = HiddenStateCache(cache_root, enc.fingerprint)
         computed = sum(cache_hidden_states(enc, cuts[s], cache, progress=progress) for s in cuts)
-        data = {t: {s: [(c.id, label_of(t, c)) for c in cuts[s] if label_of(t, c) is not None] for s in cuts} for t in tasks}
+        labelled = {t: {s: [(c.id, label_of(t, c)) for c in cuts[s]] for s in cuts} for t in tasks}
+        data = {t: {s: [(i, lab) for i, lab in labelled[t][s] if lab is not None] for s in cuts} for t in tasks}
         needed = sorted({i for t in tasks for s in cuts for i, _ in data[t][s]})
         store = StateStore(cache, needed)
-        entry = {"fingerprint": enc.fingerprint, "utterances_encoded": computed, "tasks": {}}
+        probed = {}
         for t in tasks:
             if not all(data[t][s] for s in cuts):
                 raise SpeechrqError(f"{corpus}: task {t} needs labels in train, dev and test")
-            r = run_probe(t, store, data[t], lrs, epochs)
-            entry["tasks"][t] = r.__dict__
+            r = probed[t] = run_probe(t, store, data[t], lrs, epochs)
             if progress:
                 print(f"{name}: {t} {r.metric} {r.test:.2f} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
-        from .probes import ProbeResult
-
-        avg = superb_average({t: ProbeResult(**v) for t, v in entry["tasks"].items()})
-        entry["avg"] = avg
-        results["models"][name] = entry
+        results["models"][name] = {"fingerprint": enc.fingerprint, "utterances_encoded": computed,
+                                   "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", format_table(results))
     plot_layer_weights(results, out / "layer_weights.png")

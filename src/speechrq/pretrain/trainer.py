@@ -31,7 +31,7 @@ from ..checkpoint import (latest_checkpoint, list_checkpoints, load_model_state,
                           read_meta, save_checkpoint, step_dir)
 from ..config import config_from_dict, config_to_dict, diff_configs, dump_yaml
 from ..errors import SpeechrqError
-from ..features import FeatureNormalizer, FeatureStats, LogMel, SAMPLE_RATE
+from ..features import SAMPLE_RATE, FeatureNormalizer, FeatureStats, LogMel, lengths_to_padding_mask
 from ..io import atomic_write_text
 from ..models.conformer import speech_encoder
 from ..targets.cache import TargetCache
@@ -501,9 +501,9 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
                 (outp.loss / cfg.optim.accum_steps).backward()
             if cache is not None and model.targets.uses_latent and cached is None:
                 cache.store(ids, outp.targets, outp.frame_lens)
-            valid = ~_pad(outp.frame_lens, outp.targets.shape[1])
+            valid = ~lengths_to_padding_mask(outp.frame_lens, outp.targets.shape[1])
             usage.update(outp.targets[valid])
-            window.add_micro(outp, valid, float(audio_lens.sum()) / SAMPLE_RATE)
+            window.add_micro(outp, valid, int(batch["audio_lens"].sum()) / SAMPLE_RATE)  # host lengths: no device sync
 
         # ---- agree on the step across ranks, then update (or skip a non-finite one)
         loss = window.step_loss(cfg.optim.accum_steps, ctx)
@@ -555,12 +555,6 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     return last
 
 
-def _pad(lengths: torch.Tensor, t: int) -> torch.Tensor:
-    from ..features import lengths_to_padding_mask
-
-    return lengths_to_padding_mask(lengths, t)
-
-
 class _Window:
     """Sums over a logging window; reduced over ranks where the numbers are reported."""
 
@@ -580,7 +574,9 @@ class _Window:
     def add_micro(self, outp, valid: torch.Tensor, audio_seconds: float) -> None:
         self.micro_loss += outp.loss.detach().double()
         self.correct += outp.result.correct.double()
-        self.counts += torch.tensor([outp.result.num_masked, float(valid.sum()), audio_seconds], dtype=torch.float64, device=self.device)
+        self.counts[0] += outp.result.num_masked
+        self.counts[1] += valid.sum()
+        self.counts[2] += audio_seconds
 
     def step_loss(self, accum: int, ctx: dist.Context) -> float:
         """This step's loss: the mean over micro-batches and ranks."""

@@ -55,10 +55,13 @@ class TargetCache:
             self.bytes = sum(p.stat().st_size for p in d.glob("*.npy"))
         self.stage = stage
 
+    def _path(self, key: str) -> Path:
+        return self._dir() / f"{key.replace('/', '__')}.npy"  # utterance ids may hold slashes
+
     def _get(self, key: str) -> np.ndarray | None:
         if self.kind == "memory":
             return self._mem.get(key)
-        path = self._dir() / f"{key}.npy"
+        path = self._path(key)
         try:
             return np.load(path)
         except (FileNotFoundError, ValueError, OSError):
@@ -91,7 +94,7 @@ class TargetCache:
                     self._mem[key] = entry
                     self.bytes += entry.nbytes
             else:
-                path = self._dir() / f"{key}.npy"
+                path = self._path(key)
                 if not path.exists():
                     from ..io import atomic_path
 
