@@ -12,7 +12,7 @@ from speechrq.evaluate.probes import CHARS, _greedy, label_of
 
 def test_evaluate_writes_results_and_reuses_hidden_states(pretrain_corpus, tmp_path, capsys):
     ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
-    args = ["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid,er", "--out", str(tmp_path / "ev"),
+    args = ["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid,er", "--out", str(tmp_path / "ev"), "--no-target-analysis",
             "--epochs", "2", "--lrs", "3e-3", "--quiet"]
     assert main(args) == 0
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
@@ -44,3 +44,72 @@ def test_labels_and_greedy_ctc(pretrain_corpus):
     for t, k in enumerate([2, 2, 0, 2, 1]):
         logp[0, t, k] = 0.0
     assert _greedy(logp, torch.tensor([5])) == ["aa"]
+
+
+def test_run_directories_every_n_curves_and_saved_probes(pretrain_corpus, tmp_path, capsys):
+    from conftest import tiny_pretrain_config
+
+    from speechrq.config import config_from_dict
+    from speechrq.pretrain.config import PretrainConfig
+    from speechrq.pretrain.trainer import train
+
+    train(config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "stage0")), progress=False)
+    out = tmp_path / "ev"
+    args = ["evaluate", str(tmp_path / "stage0"), "--every", "4", "--random-baseline", "--corpus", str(pretrain_corpus),
+            "--tasks", "sid", "--out", str(out), "--epochs", "1", "--lrs", "3e-3", "--no-target-analysis", "--quiet"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {m: v["step"] for m, v in res["models"].items()} == {"stage0@4": 4, "stage0@8": 8, "random-init": None}
+    assert (out / "curves.png").stat().st_size > 5000 and not (out / "target_tsne_phones.png").exists()
+    # the saved probes are reused: nothing is trained or encoded again, the numbers are the same
+    saved = {p: p.stat().st_mtime_ns for p in (out / "probes").rglob("*.json")}
+    assert len(saved) == 3
+    assert main(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert {p: p.stat().st_mtime_ns for p in (out / "probes").rglob("*.json")} == saved
+    assert again["models"] == {k: {**v, "utterances_encoded": 0} for k, v in res["models"].items()}
+    # other settings train anew
+    two_epochs = list(args)
+    two_epochs[two_epochs.index("--epochs") + 1] = "2"
+    assert main(two_epochs) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "probes").rglob("*.json")} != saved
+    # without --every, a run directory means its newest checkpoint
+    assert main(["evaluate", str(tmp_path / "stage0"), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out",
+                 str(tmp_path / "ev2"), "--epochs", "1", "--no-target-analysis", "--quiet"]) == 0
+    assert list(json.loads((tmp_path / "ev2" / "results.json").read_text())["models"]) == ["stage0@8"]
+
+
+def test_evaluate_errors_are_one_line(pretrain_corpus, tmp_path, capsys):
+    base = ["--corpus", str(pretrain_corpus), "--out", str(tmp_path / "ev"), "--quiet"]
+    assert main(["evaluate", str(tmp_path), *base]) == 2
+    assert "neither a checkpoint" in capsys.readouterr().err
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    assert main(["evaluate", str(ckpt), "--tasks", "sid,xx", *base]) == 2
+    assert "'xx' is not one of" in capsys.readouterr().err
+    assert main(["evaluate", str(ckpt), "--lrs", "fast", *base]) == 2
+    assert "--lrs: 'fast'" in capsys.readouterr().err
+
+
+def test_a_hugging_face_folder_is_a_baseline(pretrain_corpus, tmp_path):
+    import torch
+    from transformers import WavLMConfig, WavLMModel
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    WavLMModel(WavLMConfig(**shape)).save_pretrained(tmp_path / "wavlm")
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(tmp_path / "wavlm"), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(out),
+                 "--epochs", "1", "--quiet"]) == 0
+    m = json.loads((out / "results.json").read_text())["models"]["wavlm"]
+    assert m["fingerprint"].startswith("hf-") and m["utterances_encoded"] > 0
+    assert len(m["tasks"]["sid"]["layer_weights"]) == 4  # transformer input + 3 layers
+    # cached states are on the 40 ms grid of speechrq encoders
+    import numpy as np
+
+    from speechrq.data.corpus import load_cuts
+    from speechrq.features import num_frames
+
+    cut = next(iter(load_cuts(pretrain_corpus, "dev")))
+    states = np.load(out / "hidden_states" / m["fingerprint"] / f"{cut.id}.npy")
+    assert states.shape == (4, num_frames(cut.num_samples) // 4, 32)

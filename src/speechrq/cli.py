@@ -114,21 +114,41 @@ def cmd_bench_pretrain(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate.featurizer import FrozenEncoder
-    from .evaluate.run import evaluate, model_name
+    from .checkpoint import read_meta
+    from .evaluate.featurizer import FrozenEncoder, FrozenPretrained
+    from .evaluate.run import RANDOM_BASELINE, evaluate, format_table, resolve_checkpoints
 
-    encoders = {}
-    for ckpt in args.checkpoints:
-        encoders[model_name(ckpt)] = FrozenEncoder.from_checkpoint(ckpt)
+    if args.every is not None and args.every < 1:
+        raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
+    if args.layer_sets:
+        from .evaluate.layer_study import layer_study, parse_layer_sets
+
+        if len(args.checkpoints) != 1:
+            raise SpeechrqError("--layer-sets: give exactly one stage-0 checkpoint to branch from")
+        checkpoints = layer_study(args.checkpoints[0], parse_layer_sets(args.layer_sets), args.study_steps, args.out,
+                                  args.study_config, progress=not args.quiet)
+    else:
+        checkpoints = resolve_checkpoints(args.checkpoints, args.every)
+    from .targets.pretrained import is_pretrained_folder
+
+    ours = {name: c for name, c in checkpoints.items() if not is_pretrained_folder(c)}
+    encoders = {name: FrozenPretrained(c) if name not in ours else FrozenEncoder.from_checkpoint(c) for name, c in checkpoints.items()}
+    steps = {name: int(read_meta(c)["step"]) for name, c in ours.items()}
     if args.random_baseline:
-        encoders["random-init"] = FrozenEncoder.random_like(args.checkpoints[0])
+        if not ours:
+            raise SpeechrqError("--random-baseline: needs a speechrq checkpoint to copy the shape of")
+        encoders[RANDOM_BASELINE] = FrozenEncoder.random_like(next(iter(ours.values())))
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    lrs = [float(x) for x in args.lrs.split(",")]
-    results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet)
-    from .evaluate.run import format_table
-
+    try:
+        lrs = [float(x) for x in args.lrs.split(",")]
+    except ValueError:
+        raise SpeechrqError(f"--lrs: {args.lrs!r} is not a comma-separated list of numbers") from None
+    results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
+                       target_analysis=not args.no_target_analysis, preset=args.probe_preset)
     print(format_table(results), end="")
-    print(f"{args.out}: results.json, results.md, layer_weights.png")
+    written = ["results.json", "results.md", "layer_weights.png"]
+    written += [f for f in ("curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
+    print(f"{args.out}: {', '.join(written)}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -198,13 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER) of frozen encoders",
                         description="Probe each checkpoint's frozen encoder on a corpus: hidden states are computed once "
                         "and cached (float16), probes train with an lr sweep and dev-set selection.")
-    ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N)")
+    ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N), run "
+                    "directories (their newest checkpoint, or every --every N steps), or local Hugging Face "
+                    "WavLM/HuBERT/wav2vec2 folders (baselines)")
     ev.add_argument("--corpus", required=True, help="a corpus directory with train/dev/test")
     ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated (default: asr,sid,ic,er)")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--random-baseline", action="store_true", help="also probe a randomly initialised encoder of the same shape")
-    ev.add_argument("--lrs", default="1e-3,3e-3", help="probe learning rates to sweep (default: 1e-3,3e-3)")
-    ev.add_argument("--epochs", type=int, default=10, help="probe epochs (default: 10)")
+    ev.add_argument("--lrs", default="1e-3,1e-2", help="probe learning rates to sweep (default: 1e-3,1e-2)")
+    ev.add_argument("--epochs", type=int, default=30, help="probe epochs (default: 30)")
+    ev.add_argument("--probe-preset", default="cpu", choices=["cpu", "superb"],
+                    help="probe sizes: cpu (small, the default) or superb (SUPERB's widths, for a GPU)")
+    ev.add_argument("--every", type=int, metavar="N", help="for run directories: evaluate each checkpoint whose step is a "
+                    "multiple of N and plot the scores against the step (curves.png)")
+    ev.add_argument("--layer-sets", metavar="SETS", help="Table 2 layer study: branch the one given stage-0 checkpoint once per "
+                    "target-layer set (e.g. '1;2;1,2'), train each --study-steps steps, and probe the branches")
+    ev.add_argument("--study-steps", type=int, default=100, help="steps per layer-study branch (default: 100)")
+    ev.add_argument("--study-config", help="pre-training config of the branches (default: the checkpoint's own)")
+    ev.add_argument("--no-target-analysis", action="store_true", help="skip the target t-SNE and separability numbers")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -24,16 +24,21 @@ from ..features import FeatureNormalizer, LogMel, lengths_to_padding_mask
 from ..models.conformer import SpeechEncoder
 
 
+def _freeze(module: nn.Module) -> None:
+    """Eval mode, no gradients, and a count of encoder passes (a cache hit runs none)."""
+    module.forward_calls = 0
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
 class FrozenEncoder(nn.Module):
     """Waveforms -> every hidden state of a speechrq encoder, in eval mode without gradients."""
 
     def __init__(self, normalizer: FeatureNormalizer, encoder: SpeechEncoder, fingerprint: str):
         super().__init__()
         self.logmel, self.normalizer, self.encoder, self.fingerprint = LogMel(), normalizer, encoder, fingerprint
-        self.forward_calls = 0  # encoder passes run (a cache hit runs none)
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
+        _freeze(self)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "FrozenEncoder":
@@ -53,7 +58,9 @@ class FrozenEncoder(nn.Module):
         with open(Path(path) / MODEL_FILE, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
-        return cls(model.normalizer, model.encoder, h.hexdigest()[:16])
+        frozen = cls(model.normalizer, model.encoder, h.hexdigest()[:16])
+        frozen.config, frozen.mel_quantizer = cfg, model.targets.mel.quantizer  # for target-quality analyses
+        return frozen
 
     @classmethod
     def random_like(cls, path: str | Path, seed: int = 0) -> "FrozenEncoder":
@@ -63,7 +70,9 @@ class FrozenEncoder(nn.Module):
         from ..models.conformer import speech_encoder
 
         encoder = speech_encoder(trained.encoder.config)
-        return cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}")
+        frozen = cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}")
+        frozen.config, frozen.mel_quantizer = trained.config, trained.mel_quantizer
+        return frozen
 
     @property
     def num_states(self) -> int:
@@ -77,6 +86,49 @@ class FrozenEncoder(nn.Module):
         t_in = feats.shape[1] // 4 * 4
         lens = lens.clamp(max=t_in)
         return self.encoder.extract_features(self.normalizer(feats[:, :t_in], lens), lens)
+
+
+def _folder_fingerprint(path: Path) -> str:
+    """sha256 over a model folder's files (names and bytes), first 16 hex digits."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+class FrozenPretrained(nn.Module):
+    """A local Hugging Face WavLM / HuBERT / wav2vec2 folder as a probing baseline.
+
+    Same interface as :class:`FrozenEncoder`: every hidden state (the transformer's
+    input, then each layer) on the 40 ms grid of speechrq's encoders (20 ms frames
+    averaged in pairs), so its probes and layer weights line up with speechrq models'.
+    """
+
+    config = None  # no speechrq targets to analyse
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        from ..targets.pretrained import PretrainedTargetEncoder, pretrained_config
+
+        self.model = PretrainedTargetEncoder(path, depth=int(pretrained_config(path)["num_hidden_layers"]))
+        self.fingerprint = "hf-" + _folder_fingerprint(Path(path))
+        _freeze(self)
+
+    @property
+    def num_states(self) -> int:
+        return self.model.num_layers + 1
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        from ..features import num_frames
+        from ..models.conformer import SUBSAMPLING
+
+        self.forward_calls += 1
+        lens = torch.div(num_frames(audio_lens), SUBSAMPLING, rounding_mode="floor")  # the grid speechrq encoders use
+        return self.model.hidden_states(audio, audio_lens, int(lens.max())), lens
 
 
 class HiddenStateCache:

@@ -8,6 +8,10 @@ Downstream models are shaped like SUPERB's, scaled down for CPU:
 - **IC**: the same with one classifier per slot (action, object, location);
   an utterance is right when every slot is.
 
+Sizes come from a preset (:data:`PROBE_PRESETS`): ``cpu`` (the default, minutes on
+2 cores) or ``superb`` (SUPERB's widths: a 2 x 1024 BiLSTM for ASR, 256 for the
+utterance heads), for a GPU.
+
 Each task trains one probe per learning rate in ``lrs``, keeps the epoch with the
 best dev score, and reports that model's test score (SUPERB results depend on
 the learning rate, so a small sweep is part of the protocol). The layer weights
@@ -28,6 +32,11 @@ from ..features import lengths_to_padding_mask
 from .featurizer import WeightedSum, pad_states
 
 TASKS = ("asr", "sid", "ic", "er")
+# hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM
+PROBE_PRESETS = {
+    "cpu": {"hidden": 128, "asr_hidden": 96, "asr_layers": 1},
+    "superb": {"hidden": 256, "asr_hidden": 1024, "asr_layers": 2},
+}
 SLOTS = ("action", "object", "location")
 CHARS = " abcdefghijklmnopqrstuvwxyz'"
 
@@ -76,11 +85,11 @@ class UtteranceProbe(nn.Module):
 
 
 class CTCProbe(nn.Module):
-    def __init__(self, num_states: int, dim: int, hidden: int):
+    def __init__(self, num_states: int, dim: int, hidden: int, layers: int = 2):
         super().__init__()
         self.featurizer = WeightedSum(num_states)
         self.proj = nn.Linear(dim, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, len(CHARS) + 1)  # + blank (index 0)
 
     def forward(self, states: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -128,8 +137,8 @@ def _batches(items: list, size: int, rng: random.Random | None):
 
 
 def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, object]]], lrs: list[float], epochs: int,
-              hidden: int = 128, batch_size: int = 32, seed: int = 0) -> ProbeResult:
-    """Train ``task``'s probe for each lr on ``data["train"]``, select on dev, score test."""
+              preset: str = "cpu", batch_size: int = 32, seed: int = 0) -> ProbeResult:
+    """Train ``task``'s probe (sized by ``preset``) for each lr on ``data["train"]``, select on dev, score test."""
     import jiwer
 
     first = next(iter(store.states.values()))
@@ -171,7 +180,9 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
     sweep = {}
     for lr in lrs:
         torch.manual_seed(seed)
-        model = CTCProbe(num_states, dim, hidden) if task == "asr" else UtteranceProbe(num_states, dim, hidden, [len(v) for v in vocab])
+        size = PROBE_PRESETS[preset]
+        model = (CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"]) if task == "asr"
+                 else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab]))
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         rng = random.Random(seed)
         lr_best = None

@@ -1,19 +1,34 @@
 """``speechrq evaluate``: probe several encoders on one corpus and write the results.
 
-Outputs in ``OUT``: ``results.json`` (every number, the layer weights, the lr
-sweep), ``results.md`` (the paper's Table 1 layout with Avg) and
-``layer_weights.png`` (Figure 4: weighted-sum weights per task, models side by side).
+Outputs in ``OUT``:
+
+- ``results.json``: every number (scores, lr sweep, layer weights, target separability);
+- ``results.md``: the paper's Table 1 layout with Avg, and the target-separability table;
+- ``layer_weights.png``: Figure 4, weighted-sum weights per task, models side by side;
+- ``curves.png``: Figure 3, each task and Avg against the cumulative step, one line per run
+  (when a run directory is evaluated ``--every N`` steps);
+- ``target_tsne_phones.png`` / ``target_tsne_speakers.png``: Figures 5 and 6
+  (:mod:`speechrq.evaluate.target_quality`).
+
+Finished probes are kept in ``OUT/probes/<fingerprint>/<task>.json`` with the
+settings that made them, and hidden states in ``OUT/hidden_states``, so a second
+run with the same settings trains nothing and encodes nothing.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..checkpoint import list_checkpoints
 from ..errors import SpeechrqError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_path, atomic_write_json, atomic_write_text
 from .featurizer import FrozenEncoder, HiddenStateCache, cache_hidden_states
-from .probes import TASKS, StateStore, label_of, run_probe, superb_average
+from .probes import TASKS, ProbeResult, StateStore, label_of, run_probe, superb_average
+
+RANDOM_BASELINE = "random-init"
 
 
 def model_name(checkpoint: str | Path) -> str:
@@ -24,8 +39,55 @@ def model_name(checkpoint: str | Path) -> str:
     return f"{run}@{step}"
 
 
+def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> dict[str, Path]:
+    """Checkpoints to evaluate, by model name: a checkpoint or Hugging Face folder as given; a run
+    directory's newest checkpoint, or with ``every`` each of its checkpoints whose step is a multiple of it."""
+    from ..targets.pretrained import is_pretrained_folder
+
+    found: dict[str, Path] = {}
+    for p in map(Path, paths):
+        if is_pretrained_folder(p):  # a Hugging Face baseline
+            found[p.name] = p
+            continue
+        if (p / "meta.json").exists():
+            found[model_name(p)] = p
+            continue
+        if not (p / "checkpoints").is_dir():
+            raise SpeechrqError(f"{p}: neither a checkpoint (RUN/checkpoints/step_N), a run directory (holding checkpoints/) "
+                                "nor a Hugging Face model folder (config.json)")
+        ckpts = list_checkpoints(p / "checkpoints")
+        if not ckpts:
+            raise SpeechrqError(f"{p}/checkpoints: no complete checkpoint")
+        chosen = [c for s, c in ckpts if s % every == 0] if every else [ckpts[-1][1]]
+        if not chosen:
+            raise SpeechrqError(f"{p}: no checkpoint at a multiple of --every {every} (steps: {', '.join(str(s) for s, _ in ckpts)})")
+        found |= {model_name(c): c for c in chosen}
+    return found
+
+
+def _probe(task: str, enc: FrozenEncoder, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path,
+           corpus: str) -> ProbeResult:
+    """``run_probe``, or its saved result when the same encoder was probed with the same settings."""
+    settings = {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset,
+                "utterances": {s: len(v) for s, v in data.items()}}
+    path = out / "probes" / enc.fingerprint / f"{task}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return ProbeResult(**saved["result"])
+    result = run_probe(task, store_of(), data, lrs, epochs, preset=preset)
+    atomic_write_json(path, {"settings": settings, "result": asdict(result)})
+    return result
+
+
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
-             epochs: int, cache_root: str | Path | None = None, progress: bool = True) -> dict:
+             epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
+             target_analysis: bool = True, preset: str = "cpu") -> dict:
+    """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
+
+    ``steps`` (model name -> cumulative step) places models on the curves;
+    ``target_analysis`` adds Figures 5 and 6 for the newest checkpoint of each run.
+    """
     from ..data.corpus import load_cuts
 
     for t in tasks:
@@ -34,27 +96,48 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     out = Path(out)
     cache_root = Path(cache_root) if cache_root else out / "hidden_states"
     cuts = {split: load_cuts(corpus, split) for split in ("train", "dev", "test")}
-    results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "models": {}}
+    labelled = {t: {s: [(c.id, label_of(t, c)) for c in cuts[s]] for s in cuts} for t in tasks}
+    data = {t: {s: [(i, lab) for i, lab in labelled[t][s] if lab is not None] for s in cuts} for t in tasks}
+    for t in tasks:
+        if not all(data[t][s] for s in cuts):
+            raise SpeechrqError(f"{corpus}: task {t} needs labels in train, dev and test")
+    needed = sorted({i for t in tasks for s in cuts for i, _ in data[t][s]})
+    results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "models": {}}
     for name, enc in encoders.items():
         cache = HiddenStateCache(cache_root, enc.fingerprint)
         computed = sum(cache_hidden_states(enc, cuts[s], cache, progress=progress) for s in cuts)
-        labelled = {t: {s: [(c.id, label_of(t, c)) for c in cuts[s]] for s in cuts} for t in tasks}
-        data = {t: {s: [(i, lab) for i, lab in labelled[t][s] if lab is not None] for s in cuts} for t in tasks}
-        needed = sorted({i for t in tasks for s in cuts for i, _ in data[t][s]})
-        store = StateStore(cache, needed)
+        load_store = functools.cache(lambda cache=cache: StateStore(cache, needed))  # read once, only if a probe must train
         probed = {}
         for t in tasks:
-            if not all(data[t][s] for s in cuts):
-                raise SpeechrqError(f"{corpus}: task {t} needs labels in train, dev and test")
-            r = probed[t] = run_probe(t, store, data[t], lrs, epochs)
+            r = probed[t] = _probe(t, enc, load_store, data[t], lrs, epochs, preset, out, corpus)
             if progress:
                 print(f"{name}: {t} {r.metric} {r.test:.2f} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
-        results["models"][name] = {"fingerprint": enc.fingerprint, "utterances_encoded": computed,
+        results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name), "utterances_encoded": computed,
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
+    if target_analysis:
+        from .target_quality import target_quality
+
+        # the newest evaluated checkpoint of each run (curves evaluate many), and any model without a step
+        newest = {points[-1][1] for points in _runs(results).values()}
+        analysed = {n: e for n, e in encoders.items() if n != RANDOM_BASELINE and getattr(e, "config", None) is not None
+                    and (n in newest or results["models"][n]["step"] is None)}
+        if analysed:
+            results["target_quality"] = target_quality(analysed, cuts["train"], cache_root, out)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", format_table(results))
     plot_layer_weights(results, out / "layer_weights.png")
+    if any(len(v) > 1 for v in _runs(results).values()):
+        plot_curves(results, out / "curves.png")
     return results
+
+
+def _runs(results: dict) -> dict[str, list[tuple[int, str]]]:
+    """Models with a step, grouped by run: ``{"stage0": [(100, "stage0@100"), ...]}``."""
+    runs: dict[str, list] = {}
+    for name, m in results["models"].items():
+        if m.get("step") is not None:
+            runs.setdefault(name.rsplit("@", 1)[0], []).append((m["step"], name))
+    return {r: sorted(v) for r, v in runs.items()}
 
 
 def format_table(results: dict) -> str:
@@ -65,7 +148,45 @@ def format_table(results: dict) -> str:
         cells = [f"{m['tasks'][t]['test']:.2f}" for t in tasks]
         avg = "-" if m["avg"] is None else f"{m['avg']:.2f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    if results.get("target_quality"):
+        lines += ["", "Target separability (random projections; 5-NN accuracy %, silhouette):", "",
+                  "| targets | phones 5-NN ↑ | phones silhouette ↑ | speakers 5-NN ↑ | speakers silhouette ↑ |", "|---|---|---|---|---|"]
+        for name, q in results["target_quality"].items():
+            lines.append(f"| {name} | {q['phones']['knn_accuracy']:.1f} | {q['phones']['silhouette']:.3f} | "
+                         f"{q['speakers']['knn_accuracy']:.1f} | {q['speakers']['silhouette']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _score(m: dict, task: str) -> float | None:
+    return m["avg"] if task == "avg" else m["tasks"][task]["test"]
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    """Figure 3: each task (and Avg when all four ran) against the cumulative step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(results["tasks"]) + (["avg"] if all(t in results["tasks"] for t in TASKS) else [])
+    label = {"asr": "ASR WER (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "avg": "Avg"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    base = results["models"].get(RANDOM_BASELINE)
+    for ax, task in zip(axes[0], panels):
+        for run, points in _runs(results).items():
+            xs = [s for s, _ in points]
+            ax.plot(xs, [_score(results["models"][n], task) for _, n in points], marker="o", label=run)
+        if base is not None:
+            ax.axhline(_score(base, task), color="grey", linestyle="--", label=RANDOM_BASELINE)
+        ax.set_title(label[task], fontsize=10)
+        ax.set_xlabel("pre-training step")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("probe scores along pre-training")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
 
 
 def plot_layer_weights(results: dict, path: Path) -> None:
@@ -88,8 +209,6 @@ def plot_layer_weights(results: dict, path: Path) -> None:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle("weighted-sum layer weights per task")
     fig.tight_layout()
-    from ..io import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)

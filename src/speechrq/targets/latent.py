@@ -51,6 +51,13 @@ class MelTargets(nn.Module):
         return self.quantizer(stack_frames(feats.float(), self.stack))
 
 
+def layer_quantizers(dim: int, num_layers: int, per_layer: int, codebook_size: int, codebook_dim: int, seed: int) -> nn.ModuleList:
+    """The target layers' quantizers, made from ``seed`` alone (so any tool can rebuild them exactly)."""
+    return nn.ModuleList(
+        RandomProjectionQuantizer(dim, per_layer, codebook_size, codebook_dim, seed=seed * LAYER_SEED_STRIDE + 1 + i)
+        for i in range(num_layers))
+
+
 class LatentTargets(nn.Module):
     """θ's hidden states at ``layers`` -> ``[B, T, N]`` codeword indices (layer by layer along N)."""
 
@@ -63,9 +70,7 @@ class LatentTargets(nn.Module):
         per_layer = num_codebooks // len(layers)
         dim = encoder.dim if getattr(encoder, "needs_audio", False) else encoder.config.dim
         self.normalizers = nn.ModuleList(FeatureNormalizer(dim) for _ in layers)
-        self.quantizers = nn.ModuleList(
-            RandomProjectionQuantizer(dim, per_layer, codebook_size, codebook_dim, seed=seed * LAYER_SEED_STRIDE + 1 + i)
-            for i in range(len(layers)))
+        self.quantizers = layer_quantizers(dim, len(layers), per_layer, codebook_size, codebook_dim, seed)
         self.freeze()
 
     def freeze(self) -> None:

@@ -53,11 +53,17 @@ class RandomProjectionQuantizer(nn.Module):
         return self.codebooks.shape[1]
 
     @torch.no_grad()
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., input_dim] -> [N, ..., D]``: the l2-normalised random projections the codewords are matched against."""
+        flat = x.reshape(-1, x.shape[-1]).to(self.projection.dtype)
+        z = F.normalize(torch.einsum("mf,nfd->nmd", flat, self.projection), dim=-1)
+        return z.reshape(self.num_codebooks, *x.shape[:-1], z.shape[-1])
+
+    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, f = x.shape
         n, v, _ = self.codebooks.shape
-        flat = x.reshape(b * t, f).to(self.projection.dtype)
-        z = F.normalize(torch.einsum("mf,nfd->nmd", flat, self.projection), dim=-1)  # [N, BT, D]
+        z = self.project(x).reshape(n, b * t, -1)  # [N, BT, D]
         max_scores = self.max_scores or (2**26 if x.is_cuda else 2**22)
         chunk = max(1, max_scores // (n * v))
         out = torch.empty(n, b * t, dtype=torch.long, device=x.device)

@@ -1,0 +1,48 @@
+"""A speechrq checkpoint as an s3prl upstream, for the official SUPERB downstream tasks.
+
+s3prl's upstream contract: ``forward(wavs)`` takes a list of unpadded 16 kHz
+waveforms ``[S_i]`` and returns a dict whose ``"hidden_states"`` is a list of
+padded ``[B, T, dim]`` tensors (here: the front end's output, then every
+Conformer block); ``get_downsample_rates(key)`` gives samples per frame
+(640 = 10 ms hop x 4 subsampling = 40 ms). To register it with s3prl, create
+``s3prl/upstream/speechrq/hubconf.py`` holding one line::
+
+    from speechrq.evaluate.s3prl_upstream import speechrq_local  # noqa: F401
+
+and add ``from s3prl.upstream.speechrq.hubconf import *`` to ``s3prl/hub.py``;
+then ``python run_downstream.py -m train -u speechrq_local -k RUN/checkpoints/step_N -d TASK -n NAME``.
+This module does not import s3prl: it runs (and is tested) without it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..features import FRAME_SHIFT, SAMPLE_RATE
+from ..models.conformer import SUBSAMPLING
+from .featurizer import FrozenEncoder
+
+DOWNSAMPLE_RATE = int(round(FRAME_SHIFT * SAMPLE_RATE)) * SUBSAMPLING  # 640 samples = 40 ms
+
+
+class UpstreamExpert(nn.Module):
+    """``forward([wav_1, ..., wav_B]) -> {"hidden_states": [front end, block 0, ...], "last_hidden_state": ...}``."""
+
+    def __init__(self, ckpt: str, model_config: str | None = None, **kwargs):
+        super().__init__()
+        self.model = FrozenEncoder.from_checkpoint(ckpt)
+
+    def get_downsample_rates(self, key: str) -> int:
+        return DOWNSAMPLE_RATE
+
+    def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor] | torch.Tensor]:
+        lens = torch.tensor([len(w) for w in wavs], device=wavs[0].device)
+        audio = nn.utils.rnn.pad_sequence([w.reshape(-1) for w in wavs], batch_first=True)
+        states, _ = self.model(audio, lens)
+        return {"hidden_states": states, "last_hidden_state": states[-1]}
+
+
+def speechrq_local(ckpt: str, *args, **kwargs) -> UpstreamExpert:
+    """s3prl hub entry: ``-u speechrq_local -k RUN/checkpoints/step_N``."""
+    return UpstreamExpert(ckpt, *args, **kwargs)

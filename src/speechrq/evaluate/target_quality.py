@@ -1,0 +1,195 @@
+"""Target quality (Latent-RQ Figures 5 and 6): do the random projections separate phones and speakers?
+
+The quantizer's input to the codebook search is the l2-normalised random
+projection of each frame (``RandomProjectionQuantizer.project``). This module
+takes those projections
+
+- of **Mel targets**: 4 stacked normalised log-Mel frames per encoder frame,
+  projected by the checkpoint's Mel quantizer (stage 0's targets);
+- of **latent targets of a checkpoint**: that checkpoint's encoder states at
+  its target layers, standardised per dimension over the sample and projected
+  by the layer quantizers rebuilt from ``quantizer.seed``, i.e. the targets a
+  next stage would get with this checkpoint as θ;
+
+and pools them per **phone segment** (frames inside the aligned segment) and
+per **speaker utterance** (mean over time). Each class set is drawn with t-SNE
+(PNG) and scored with numbers a test can compare: 5-nearest-neighbour accuracy
+(5-fold, stratified) and the silhouette (cosine), so "stage k separates phones
+better than Mel" is a measurement, not a picture.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..features import FRAME_SHIFT
+from ..models.conformer import SUBSAMPLING
+from ..targets.latent import layer_quantizers
+from ..targets.random_projection import stack_frames
+from .featurizer import FrozenEncoder, HiddenStateCache
+
+ENCODER_FRAME = FRAME_SHIFT * SUBSAMPLING  # 40 ms
+SILENCE = {"sil", "sp", "spn", ""}
+
+
+def phone_spans(cut, num_frames: int) -> list[tuple[str, int, int]]:
+    """``(phone, first frame, end frame)`` on the encoder's 40 ms grid; silence dropped, empty spans widened to one frame."""
+    items = (cut.supervisions[0].alignment or {}).get("phone", [])
+    spans = []
+    for it in items:
+        if it.symbol in SILENCE:
+            continue
+        s = min(int(round(it.start / ENCODER_FRAME)), num_frames - 1)
+        e = min(max(s + 1, int(round((it.start + it.duration) / ENCODER_FRAME))), num_frames)
+        spans.append((it.symbol, s, e))
+    return spans
+
+
+def sample_cuts(cuts, per_speaker: int, seed: int) -> list:
+    """Up to ``per_speaker`` utterances of every speaker, seeded."""
+    by_speaker = defaultdict(list)
+    for c in cuts:
+        by_speaker[c.supervisions[0].speaker].append(c)
+    rng = random.Random(seed)
+    out = []
+    for spk in sorted(by_speaker):
+        group = by_speaker[spk]
+        out += rng.sample(group, min(per_speaker, len(group)))
+    return out
+
+
+def separability(x: np.ndarray, y: list, seed: int = 0) -> dict:
+    """5-NN accuracy (5-fold stratified CV, cosine) and silhouette (cosine) of points ``x [n, d]`` with labels ``y``."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    folds = min(5, min(Counter(y).values()))
+    if folds < 2:
+        raise ValueError("every class needs at least 2 points")
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    knn = cross_val_score(KNeighborsClassifier(5, metric="cosine"), x, y, cv=cv).mean()
+    return {"knn_accuracy": float(100 * knn), "silhouette": float(silhouette_score(x, y, metric="cosine")),
+            "points": len(y), "classes": len(set(y))}
+
+
+class _Points:
+    """Pooled projections of one target source: phone segments and speaker utterances."""
+
+    def __init__(self):
+        self.phones, self.phone_labels, self.speakers, self.speaker_labels = [], [], [], []
+
+    def add(self, z: torch.Tensor, cut) -> None:
+        """``z [T, N * D]`` projections of one utterance."""
+        for phone, s, e in phone_spans(cut, z.shape[0]):
+            self.phones.append(z[s:e].mean(0).numpy())
+            self.phone_labels.append(phone)
+        self.speakers.append(z.mean(0).numpy())
+        self.speaker_labels.append(cut.supervisions[0].speaker)
+
+
+def _top_phones(points: _Points, top: int, per_phone: int, seed: int) -> tuple[np.ndarray, list]:
+    """The ``top`` most frequent phones, at most ``per_phone`` segments each (seeded): balanced classes."""
+    common = [p for p, _ in Counter(points.phone_labels).most_common(top)]
+    rng = random.Random(seed)
+    keep = []
+    for p in common:
+        idx = [i for i, lab in enumerate(points.phone_labels) if lab == p]
+        keep += rng.sample(idx, min(per_phone, len(idx)))
+    keep.sort()
+    return np.stack([points.phones[i] for i in keep]), [points.phone_labels[i] for i in keep]
+
+
+def _flat(z: torch.Tensor) -> torch.Tensor:
+    """``[N, T, D] -> [T, N * D]``."""
+    return z.permute(1, 0, 2).reshape(z.shape[1], -1)
+
+
+def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path) -> dict[str, _Points]:
+    """Projections of every source, pooled per phone segment and per utterance.
+
+    Sources: ``Mel`` (the first encoder's Mel quantizer) and ``NAME layer K`` for each
+    encoder's target layers. Hidden states come from the featurizer's cache.
+    """
+    first = next(iter(encoders.values()))
+    sources: dict[str, _Points] = {"Mel": _Points()}
+    for c in cuts:  # Mel targets: the encoder-independent stage-0 view
+        audio = torch.from_numpy(c.load_audio()).float().reshape(1, -1)
+        feats, lens = first.logmel(audio, torch.tensor([audio.shape[1]]))
+        feats = first.normalizer(feats[:, : feats.shape[1] // SUBSAMPLING * SUBSAMPLING], lens)
+        sources["Mel"].add(_flat(first.mel_quantizer.project(stack_frames(feats, SUBSAMPLING))[:, 0]), c)
+    for name, enc in encoders.items():
+        cfg = enc.config
+        layers = cfg.target_layers()
+        q = cfg.quantizer
+        quantizers = layer_quantizers(enc.encoder.config.dim, len(layers), q.num_codebooks // len(layers), q.codebook_size,
+                                      q.codebook_dim, q.seed)
+        cache = HiddenStateCache(cache_root, enc.fingerprint)
+        states = {}
+        for c in cuts:
+            a = cache.get(c.id)
+            if a is None:
+                raise KeyError(f"hidden states of {c.id} are not cached for {name}")
+            states[c.id] = torch.from_numpy(a).float()
+        for k, layer in enumerate(layers):
+            frames = torch.cat([s[layer + 1] for s in states.values()])
+            mean, std = frames.mean(0), frames.std(0).clamp_min(1e-5)  # per-dimension standardisation, as in training
+            pts = sources[f"{name} layer {layer}"] = _Points()
+            for c in cuts:
+                pts.add(_flat(quantizers[k].project((states[c.id][layer + 1] - mean) / std)), c)
+    return sources
+
+
+def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, out: str | Path, per_speaker: int = 20,
+                   top_phones: int = 10, per_phone: int = 150, plot_speakers: int = 10, seed: int = 0) -> dict:
+    """Separability numbers per source, and ``target_tsne_phones.png`` / ``target_tsne_speakers.png`` in ``out``."""
+    sample = sample_cuts(cuts, per_speaker, seed)
+    sources = collect_points(encoders, sample, cache_root)
+    results, phone_sets, speaker_sets = {}, {}, {}
+    for name, pts in sources.items():
+        xp, yp = _top_phones(pts, top_phones, per_phone, seed)
+        xs, ys = np.stack(pts.speakers), pts.speaker_labels
+        results[name] = {"phones": separability(xp, yp, seed), "speakers": separability(xs, ys, seed)}
+        phone_sets[name] = (xp, yp)
+        shown = sorted(set(ys))[:plot_speakers]
+        keep = [i for i, s in enumerate(ys) if s in shown]
+        speaker_sets[name] = (xs[keep], [ys[i] for i in keep])
+    out = Path(out)
+    plot_tsne(phone_sets, {n: r["phones"] for n, r in results.items()}, "phone segments", out / "target_tsne_phones.png", seed)
+    plot_tsne(speaker_sets, {n: r["speakers"] for n, r in results.items()},
+              f"speakers (utterance means, {plot_speakers} shown)", out / "target_tsne_speakers.png", seed)
+    return results
+
+
+def plot_tsne(sets: dict[str, tuple[np.ndarray, list]], scores: dict[str, dict], what: str, path: Path, seed: int = 0) -> None:
+    """One t-SNE panel per source, coloured by class, titled with its 5-NN accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    from ..io import atomic_path
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 4.0), squeeze=False)
+    for ax, (name, (x, y)) in zip(axes[0], sets.items()):
+        xy = TSNE(2, perplexity=min(30.0, (len(y) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
+        classes = sorted(set(y))
+        colors = matplotlib.colormaps["tab20"].resampled(max(len(classes), 2))
+        for k, cls in enumerate(classes):
+            sel = np.array([lab == cls for lab in y])
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=colors(k), label=cls)
+        ax.set_title(f"{name}\n5-NN acc {scores[name]['knn_accuracy']:.1f}%", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"t-SNE of target random projections: {what}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
