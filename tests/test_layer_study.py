@@ -10,7 +10,7 @@ from speechrq.config import config_from_dict
 from speechrq.errors import SpeechrqError
 from speechrq.evaluate.layer_study import layer_study, parse_layer_sets
 from speechrq.pretrain.config import PretrainConfig
-from speechrq.pretrain.trainer import train
+from speechrq.pretrain.trainer import branch_parent, train
 
 
 def test_parse_layer_sets():
@@ -31,6 +31,7 @@ def test_layer_study_branches_and_skips_finished(pretrain_corpus, tmp_path):
         meta = read_meta(ckpt)
         assert meta["step"] == 6 and meta["config"]["targets"]["layers"] == layers
         assert meta["stage"] == 1 and meta["history"][-1]["start"] == 4
+        assert branch_parent(meta) == str(parent) and branch_parent(read_meta(parent)) is None
     before = {k: (v / "model.safetensors").stat().st_mtime_ns for k, v in finals.items()}
     again = layer_study(parent, [[1], [0, 2]], steps=2, out=tmp_path / "ev", progress=False)
     assert again == finals and {k: (v / "model.safetensors").stat().st_mtime_ns for k, v in again.items()} == before

@@ -116,7 +116,8 @@ def cmd_bench_pretrain(args) -> None:
 def cmd_evaluate(args) -> None:
     from .checkpoint import read_meta
     from .evaluate.featurizer import FrozenEncoder, FrozenPretrained
-    from .evaluate.run import RANDOM_BASELINE, evaluate, format_table, resolve_checkpoints
+    from .evaluate.run import RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
+    from .pretrain.trainer import branch_parent
 
     if args.every is not None and args.every < 1:
         raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
@@ -134,6 +135,7 @@ def cmd_evaluate(args) -> None:
     ours = {name: c for name, c in checkpoints.items() if not is_pretrained_folder(c)}
     encoders = {name: FrozenPretrained(c) if name not in ours else FrozenEncoder.from_checkpoint(c) for name, c in checkpoints.items()}
     steps = {name: int(read_meta(c)["step"]) for name, c in ours.items()}
+    parents = {name: model_name(p) for name, c in ours.items() if (p := branch_parent(read_meta(c)))}
     if args.random_baseline:
         if not ours:
             raise SpeechrqError("--random-baseline: needs a speechrq checkpoint to copy the shape of")
@@ -144,7 +146,7 @@ def cmd_evaluate(args) -> None:
     except ValueError:
         raise SpeechrqError(f"--lrs: {args.lrs!r} is not a comma-separated list of numbers") from None
     results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
-                       target_analysis=not args.no_target_analysis, preset=args.probe_preset)
+                       target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents)
     print(format_table(results), end="")
     written = ["results.json", "results.md", "layer_weights.png"]
     written += [f for f in ("curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]

@@ -82,10 +82,12 @@ def _probe(task: str, enc: FrozenEncoder, store_of, data, lrs: list[float], epoc
 
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
-             target_analysis: bool = True, preset: str = "cpu") -> dict:
+             target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None) -> dict:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
 
-    ``steps`` (model name -> cumulative step) places models on the curves;
+    ``steps`` (model name -> cumulative step) places models on the curves, and
+    ``parents`` (model name -> the model it was branched from) joins a branched
+    stage's line to its parent's point;
     ``target_analysis`` adds Figures 5 and 6 for the newest checkpoint of each run.
     """
     from ..data.corpus import load_cuts
@@ -112,7 +114,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
             r = probed[t] = _probe(t, enc, load_store, data[t], lrs, epochs, preset, out, corpus)
             if progress:
                 print(f"{name}: {t} {r.metric} {r.test:.2f} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
-        results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name), "utterances_encoded": computed,
+        results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
+                                   "branched_from": (parents or {}).get(name), "utterances_encoded": computed,
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
     if target_analysis:
         from .target_quality import target_quality
@@ -174,6 +177,9 @@ def plot_curves(results: dict, path: Path) -> None:
     base = results["models"].get(RANDOM_BASELINE)
     for ax, task in zip(axes[0], panels):
         for run, points in _runs(results).items():
+            parent = results["models"][points[0][1]].get("branched_from")
+            if parent in results["models"]:  # a branched stage starts at its parent's point (Fig. 2 layout)
+                points = [(results["models"][parent]["step"], parent), *points]
             xs = [s for s, _ in points]
             ax.plot(xs, [_score(results["models"][n], task) for _, n in points], marker="o", label=run)
         if base is not None:

@@ -145,7 +145,18 @@ def branch_from(checkpoint: str, model: MaskedPredictionModel, cfg: PretrainConf
     step = int(meta["step"])
     if step >= cfg.optim.max_steps:
         raise SpeechrqError(f"{checkpoint}: is at step {step}, not before this run's optim.max_steps={cfg.optim.max_steps}")
-    return step, [*history, {"stage": stage, "start": step, "targets": f"branched from {checkpoint}"}]
+    return step, [*history, {"stage": stage, "start": step, "targets": f"{BRANCHED_FROM}{checkpoint}"}]
+
+
+BRANCHED_FROM = "branched from "  # history entry of a --init-from branch: BRANCHED_FROM + the parent checkpoint
+
+
+def branch_parent(meta: dict) -> str | None:
+    """The checkpoint a run was branched from (``--init-from``), read from a checkpoint's history."""
+    for entry in reversed(meta.get("history") or []):
+        if str(entry.get("targets", "")).startswith(BRANCHED_FROM):
+            return entry["targets"][len(BRANCHED_FROM):]
+    return None
 
 
 def load_feature_stats(cfg: PretrainConfig, ctx: dist.Context) -> FeatureStats:
