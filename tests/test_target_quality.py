@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from lhotse import SupervisionSegment
 from lhotse.supervision import AlignmentItem
 from test_featurizer import make_checkpoint
@@ -35,8 +34,9 @@ def test_separability_tells_clusters_from_noise():
     assert good["knn_accuracy"] > 95 and good["silhouette"] > 0.3
     assert bad["knn_accuracy"] < 50 and abs(bad["silhouette"]) < 0.1
     assert good["points"] == 120 and good["classes"] == 4
-    with pytest.raises(ValueError, match="at least 2"):
-        separability(noise[:5], [0, 0, 1, 1, 2])
+    # single-point classes are left out; fewer than two classes leave nothing to measure
+    assert separability(noise[:5], [0, 0, 1, 1, 2])["points"] == 4
+    assert separability(noise[:3], [0, 0, 1]) is None
 
 
 def test_target_quality_numbers_and_figures(pretrain_corpus, tmp_path):
@@ -54,3 +54,14 @@ def test_target_quality_numbers_and_figures(pretrain_corpus, tmp_path):
     assert mel["phones"]["knn_accuracy"] > 50
     for name in ("target_tsne_phones.png", "target_tsne_speakers.png"):
         assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_a_corpus_without_alignments_gets_the_speaker_view(pretrain_corpus, tmp_path):
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    enc = FrozenEncoder.from_checkpoint(ckpt)
+    cuts = load_cuts(pretrain_corpus, "train").subset(first=60)
+    bare = cuts.map_supervisions(lambda s: s.with_alignment("phone", []))
+    cache_hidden_states(enc, bare, HiddenStateCache(tmp_path / "hs", enc.fingerprint), progress=False)
+    res = target_quality({"run@0": enc}, bare, tmp_path / "hs", tmp_path, per_speaker=3)
+    assert all(r["phones"] is None and r["speakers"]["points"] > 0 for r in res.values())
+    assert (tmp_path / "target_tsne_speakers.png").exists() and not (tmp_path / "target_tsne_phones.png").exists()

@@ -155,8 +155,8 @@ def format_table(results: dict) -> str:
         lines += ["", "Target separability (random projections; 5-NN accuracy %, silhouette):", "",
                   "| targets | phones 5-NN ↑ | phones silhouette ↑ | speakers 5-NN ↑ | speakers silhouette ↑ |", "|---|---|---|---|---|"]
         for name, q in results["target_quality"].items():
-            lines.append(f"| {name} | {q['phones']['knn_accuracy']:.1f} | {q['phones']['silhouette']:.3f} | "
-                         f"{q['speakers']['knn_accuracy']:.1f} | {q['speakers']['silhouette']:.3f} |")
+            ph, sp = (f"{v['knn_accuracy']:.1f} | {v['silhouette']:.3f}" if v else "- | -" for v in (q["phones"], q["speakers"]))
+            lines.append(f"| {name} | {ph} | {sp} |")
     return "\n".join(lines) + "\n"
 
 

@@ -63,18 +63,25 @@ def sample_cuts(cuts, per_speaker: int, seed: int) -> list:
     return out
 
 
-def separability(x: np.ndarray, y: list, seed: int = 0) -> dict:
-    """5-NN accuracy (5-fold stratified CV, cosine) and silhouette (cosine) of points ``x [n, d]`` with labels ``y``."""
+def separability(x: np.ndarray, y: list, seed: int = 0) -> dict | None:
+    """5-NN accuracy (5-fold stratified CV, cosine) and silhouette (cosine) of points ``x [n, d]`` with labels ``y``.
+
+    Classes with a single point are left out; None when fewer than two classes remain.
+    """
     from sklearn.metrics import silhouette_score
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
+    counts = Counter(y)
+    keep = [i for i, lab in enumerate(y) if counts[lab] >= 2]
+    x, y = x[keep], [y[i] for i in keep]
+    if len(set(y)) < 2:
+        return None
     folds = min(5, min(Counter(y).values()))
-    if folds < 2:
-        raise ValueError("every class needs at least 2 points")
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    knn = cross_val_score(KNeighborsClassifier(5, metric="cosine"), x, y, cv=cv).mean()
-    return {"knn_accuracy": float(100 * knn), "silhouette": float(silhouette_score(x, y, metric="cosine")),
+    k = min(5, len(y) - -(-len(y) // folds))  # at most the smallest training fold: tiny sets use fewer neighbours
+    knn = cross_val_score(KNeighborsClassifier(k, metric="cosine"), x, y, cv=cv).mean()
+    return {"knn_accuracy": float(100 * knn), "k": k, "silhouette": float(silhouette_score(x, y, metric="cosine")),
             "points": len(y), "classes": len(set(y))}
 
 
@@ -147,20 +154,26 @@ def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | P
 
 def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, out: str | Path, per_speaker: int = 20,
                    top_phones: int = 10, per_phone: int = 150, plot_speakers: int = 10, seed: int = 0) -> dict:
-    """Separability numbers per source, and ``target_tsne_phones.png`` / ``target_tsne_speakers.png`` in ``out``."""
+    """Separability numbers per source, and ``target_tsne_phones.png`` / ``target_tsne_speakers.png`` in ``out``.
+
+    Phones need alignments in the supervisions; without them ``phones`` is None and only speakers are drawn.
+    """
     sample = sample_cuts(cuts, per_speaker, seed)
     sources = collect_points(encoders, sample, cache_root)
     results, phone_sets, speaker_sets = {}, {}, {}
     for name, pts in sources.items():
-        xp, yp = _top_phones(pts, top_phones, per_phone, seed)
         xs, ys = np.stack(pts.speakers), pts.speaker_labels
-        results[name] = {"phones": separability(xp, yp, seed), "speakers": separability(xs, ys, seed)}
-        phone_sets[name] = (xp, yp)
+        results[name] = {"phones": None, "speakers": separability(xs, ys, seed)}  # None: fewer than 2 speakers
+        if pts.phone_labels:  # corpora without phone alignments get the speaker view only
+            xp, yp = _top_phones(pts, top_phones, per_phone, seed)
+            results[name]["phones"] = separability(xp, yp, seed)
+            phone_sets[name] = (xp, yp)
         shown = sorted(set(ys))[:plot_speakers]
         keep = [i for i, s in enumerate(ys) if s in shown]
         speaker_sets[name] = (xs[keep], [ys[i] for i in keep])
     out = Path(out)
-    plot_tsne(phone_sets, {n: r["phones"] for n, r in results.items()}, "phone segments", out / "target_tsne_phones.png", seed)
+    if phone_sets:
+        plot_tsne(phone_sets, {n: r["phones"] for n, r in results.items()}, "phone segments", out / "target_tsne_phones.png", seed)
     plot_tsne(speaker_sets, {n: r["speakers"] for n, r in results.items()},
               f"speakers (utterance means, {plot_speakers} shown)", out / "target_tsne_speakers.png", seed)
     return results
@@ -178,15 +191,19 @@ def plot_tsne(sets: dict[str, tuple[np.ndarray, list]], scores: dict[str, dict],
 
     fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 4.0), squeeze=False)
     for ax, (name, (x, y)) in zip(axes[0], sets.items()):
+        score = scores.get(name)
+        ax.set_title(f"{name}\n5-NN acc " + (f"{score['knn_accuracy']:.1f}%" if score else "n/a"), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if len(y) < 5:
+            ax.text(0.5, 0.5, "too few points", ha="center", transform=ax.transAxes)
+            continue
         xy = TSNE(2, perplexity=min(30.0, (len(y) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
         classes = sorted(set(y))
         colors = matplotlib.colormaps["tab20"].resampled(max(len(classes), 2))
         for k, cls in enumerate(classes):
             sel = np.array([lab == cls for lab in y])
             ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=colors(k), label=cls)
-        ax.set_title(f"{name}\n5-NN acc {scores[name]['knn_accuracy']:.1f}%", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
     axes[0][-1].legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(f"t-SNE of target random projections: {what}")
     fig.tight_layout()
