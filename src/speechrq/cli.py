@@ -134,8 +134,9 @@ def cmd_evaluate(args) -> None:
 
     ours = {name: c for name, c in checkpoints.items() if not is_pretrained_folder(c)}
     encoders = {name: FrozenPretrained(c) if name not in ours else FrozenEncoder.from_checkpoint(c) for name, c in checkpoints.items()}
-    steps = {name: int(read_meta(c)["step"]) for name, c in ours.items()}
-    parents = {name: model_name(p) for name, c in ours.items() if (p := branch_parent(read_meta(c)))}
+    metas = {name: read_meta(c) for name, c in ours.items()}
+    steps = {name: int(meta["step"]) for name, meta in metas.items()}
+    parents = {name: model_name(p) for name, meta in metas.items() if (p := branch_parent(meta))}
     if args.random_baseline:
         if not ours:
             raise SpeechrqError("--random-baseline: needs a speechrq checkpoint to copy the shape of")

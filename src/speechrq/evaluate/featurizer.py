@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import FeatureNormalizer, LogMel, lengths_to_padding_mask
-from ..models.conformer import SpeechEncoder
+from ..features import FeatureNormalizer, LogMel, lengths_to_padding_mask, num_frames
+from ..models.conformer import SUBSAMPLING, SpeechEncoder
 
 
 def _freeze(module: nn.Module) -> None:
@@ -35,9 +35,12 @@ def _freeze(module: nn.Module) -> None:
 class FrozenEncoder(nn.Module):
     """Waveforms -> every hidden state of a speechrq encoder, in eval mode without gradients."""
 
-    def __init__(self, normalizer: FeatureNormalizer, encoder: SpeechEncoder, fingerprint: str):
+    def __init__(self, normalizer: FeatureNormalizer, encoder: SpeechEncoder, fingerprint: str, config=None,
+                 mel_quantizer: nn.Module | None = None):
         super().__init__()
         self.logmel, self.normalizer, self.encoder, self.fingerprint = LogMel(), normalizer, encoder, fingerprint
+        # the pre-training config and Mel quantizer, for target-quality analyses
+        self.config, self.mel_quantizer = config, mel_quantizer
         _freeze(self)
 
     @classmethod
@@ -55,12 +58,8 @@ class FrozenEncoder(nn.Module):
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
         h = hashlib.sha256()
-        with open(Path(path) / MODEL_FILE, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        frozen = cls(model.normalizer, model.encoder, h.hexdigest()[:16])
-        frozen.config, frozen.mel_quantizer = cfg, model.targets.mel.quantizer  # for target-quality analyses
-        return frozen
+        _hash_file(h, Path(path) / MODEL_FILE)
+        return cls(model.normalizer, model.encoder, h.hexdigest()[:16], cfg, model.targets.mel.quantizer)
 
     @classmethod
     def random_like(cls, path: str | Path, seed: int = 0) -> "FrozenEncoder":
@@ -70,9 +69,7 @@ class FrozenEncoder(nn.Module):
         from ..models.conformer import speech_encoder
 
         encoder = speech_encoder(trained.encoder.config)
-        frozen = cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}")
-        frozen.config, frozen.mel_quantizer = trained.config, trained.mel_quantizer
-        return frozen
+        return cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}", trained.config, trained.mel_quantizer)
 
     @property
     def num_states(self) -> int:
@@ -88,14 +85,19 @@ class FrozenEncoder(nn.Module):
         return self.encoder.extract_features(self.normalizer(feats[:, :t_in], lens), lens)
 
 
+def _hash_file(h, path: Path) -> None:
+    """Feed ``path``'s bytes to the hash ``h`` in 4 MB blocks (weights files are large)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+
+
 def _folder_fingerprint(path: Path) -> str:
     """sha256 over a model folder's files (names and bytes), first 16 hex digits."""
     h = hashlib.sha256()
     for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
+        _hash_file(h, f)
     return h.hexdigest()[:16]
 
 
@@ -123,9 +125,6 @@ class FrozenPretrained(nn.Module):
 
     @torch.no_grad()
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        from ..features import num_frames
-        from ..models.conformer import SUBSAMPLING
-
         self.forward_calls += 1
         lens = torch.div(num_frames(audio_lens), SUBSAMPLING, rounding_mode="floor")  # the grid speechrq encoders use
         return self.model.hidden_states(audio, audio_lens, int(lens.max())), lens

@@ -122,7 +122,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
 
         # the newest evaluated checkpoint of each run (curves evaluate many), and any model without a step
         newest = {points[-1][1] for points in _runs(results).values()}
-        analysed = {n: e for n, e in encoders.items() if n != RANDOM_BASELINE and getattr(e, "config", None) is not None
+        analysed = {n: e for n, e in encoders.items() if n != RANDOM_BASELINE and e.config is not None
                     and (n in newest or results["models"][n]["step"] is None)}
         if analysed:
             results["target_quality"] = target_quality(analysed, cuts["train"], cache_root, out)

@@ -19,11 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..features import FRAME_SHIFT, SAMPLE_RATE
-from ..models.conformer import SUBSAMPLING
+from ..targets.pretrained import STUDENT_HOP
 from .featurizer import FrozenEncoder
 
-DOWNSAMPLE_RATE = int(round(FRAME_SHIFT * SAMPLE_RATE)) * SUBSAMPLING  # 640 samples = 40 ms
+DOWNSAMPLE_RATE = STUDENT_HOP  # 640 samples = 40 ms
 
 
 class UpstreamExpert(nn.Module):

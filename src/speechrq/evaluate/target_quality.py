@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import FRAME_SHIFT
+from ..features import SAMPLE_RATE
 from ..models.conformer import SUBSAMPLING
 from ..targets.latent import layer_quantizers
+from ..targets.pretrained import STUDENT_HOP
 from ..targets.random_projection import stack_frames
 from .featurizer import FrozenEncoder, HiddenStateCache
 
-ENCODER_FRAME = FRAME_SHIFT * SUBSAMPLING  # 40 ms
+ENCODER_FRAME = STUDENT_HOP / SAMPLE_RATE  # 40 ms
 SILENCE = {"sil", "sp", "spn", ""}
 
 
