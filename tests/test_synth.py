@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -139,11 +140,33 @@ def test_plan_is_deterministic_and_balanced():
     assert len({s.accent for s in a.speakers}) >= 6
 
 
+def test_command_share_sets_the_kinds():
+    base = plan_corpus(SynthConfig(hours=0.3, speakers=8, seed=5))
+    kinds = {u.kind for u in base.utterances}
+    assert kinds == {"command", "sentence"}
+    commands = plan_corpus(SynthConfig(hours=0.3, speakers=8, seed=5, command_share=1.0)).utterances
+    assert {u.kind for u in commands} == {"command"} and all(u.intent for u in commands)
+    assert {u.kind for u in plan_corpus(SynthConfig(hours=0.3, speakers=8, seed=5, command_share=0.0)).utterances} == {"sentence"}
+
+
+def test_a_corpus_made_before_a_config_field_existed_is_still_reused(tmp_path):
+    cfg = SynthConfig(hours=0.005, speakers=3, seed=1)
+    synthesize_corpus(tmp_path, cfg, workers=1, progress=False)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    del plan["config"]["command_share"]  # as written before --command-share existed
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert synthesize_corpus(tmp_path, cfg, workers=1, progress=False)["speakers"] == 3
+    with pytest.raises(SpeechrqError, match="command_share"):
+        synthesize_corpus(tmp_path, SynthConfig(hours=0.005, speakers=3, seed=1, command_share=1.0), workers=1, progress=False)
+
+
 def test_bad_config_is_a_one_line_error():
     with pytest.raises(SpeechrqError, match="--speakers"):
         SynthConfig(speakers=1).validate()
     with pytest.raises(SpeechrqError, match="--hours"):
         SynthConfig(hours=0).validate()
+    with pytest.raises(SpeechrqError, match="--command-share"):
+        SynthConfig(command_share=1.5).validate()
 
 
 def test_espeak_refuses_a_voice_it_would_silently_replace():

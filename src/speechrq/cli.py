@@ -27,7 +27,7 @@ def cmd_synth(args) -> None:
     from .data.corpus import format_summary
     from .data.synth import SynthConfig, synthesize_corpus
 
-    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed)
+    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed, command_share=args.command_share)
     config.validate()
     out = Path(args.out_dir)
     complete = (out / "summary.json").exists()
@@ -159,6 +159,7 @@ def cmd_evaluate(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data.synth import COMMAND_SHARE
 
     p = argparse.ArgumentParser(prog="speechrq", description="Random-quantization speech pre-training and discrete speech units.")
     p.add_argument("--version", action="version", version=f"speechrq {__version__}")
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hours", type=float, default=1.0, help="approximate total audio (default: 1.0)")
     s.add_argument("--speakers", type=int, default=32, help="number of speakers (default: 32)")
     s.add_argument("--seed", type=int, default=0, help="random seed; one seed gives byte-identical output (default: 0)")
+    s.add_argument("--command-share", type=float, default=COMMAND_SHARE, metavar="P",
+                   help=f"share of utterances that are spoken commands (IC), the rest read sentences; 1.0 makes a "
+                        f"command corpus for IC probes (default: {COMMAND_SHARE})")
     s.add_argument("--workers", type=int, default=_cpu_count(), help="parallel processes (default: all cores)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
