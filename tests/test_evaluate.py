@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_featurizer import make_checkpoint
+from test_encoders import make_checkpoint
 
 from speechrq.cli import main
 from speechrq.evaluate.probes import CHARS, _greedy, label_of

@@ -8,9 +8,10 @@ from conftest import tiny_pretrain_config
 from speechrq.checkpoint import read_meta
 from speechrq.config import config_from_dict
 from speechrq.errors import SpeechrqError
-from speechrq.evaluate.layer_study import layer_study, parse_layer_sets
+from speechrq.studies.layer_study import layer_study, parse_layer_sets
 from speechrq.pretrain.config import PretrainConfig
-from speechrq.pretrain.trainer import branch_parent, train
+from speechrq.pretrain.stages import branch_parent
+from speechrq.pretrain.trainer import train
 
 
 def test_parse_layer_sets():

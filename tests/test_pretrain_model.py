@@ -7,7 +7,7 @@ import torch
 from speechrq.config import config_from_dict
 from speechrq.features import FeatureStats
 from speechrq.pretrain.config import PretrainConfig
-from speechrq.pretrain.trainer import build_model
+from speechrq.pretrain.model import build_model
 
 
 def tiny_model(**quantizer):

@@ -26,10 +26,10 @@ def hf_folder(request, tmp_path_factory):
 
 
 def test_hidden_states_are_on_the_students_grid_and_stop_early(hf_folder):
-    from speechrq.targets.pretrained import PretrainedTargetEncoder, is_pretrained_folder
+    from speechrq.encoders.hf import HuggingFaceEncoder, is_pretrained_folder
 
     assert is_pretrained_folder(hf_folder)
-    enc = PretrainedTargetEncoder(hf_folder, depth=2).eval()
+    enc = HuggingFaceEncoder(hf_folder, depth=2).eval()
     assert len(enc.model.encoder.layers) == 2 and enc.pool == 2 and enc.dim == 32
     audio = torch.randn(2, 16000) * 0.1
     audio[1, 12000:] = 0
@@ -43,7 +43,8 @@ def test_hidden_states_are_on_the_students_grid_and_stop_early(hf_folder):
 
 
 def test_latent_run_with_a_pretrained_target_encoder(hf_folder, pretrain_corpus, tmp_path):
-    from speechrq.pretrain.trainer import read_metrics, train
+    from speechrq.pretrain.trainer import train
+    from speechrq.training.engine import read_metrics
 
     cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(
         pretrain_corpus, tmp_path / "run", optim={"max_steps": 3, "warmup_steps": 1},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from test_featurizer import make_checkpoint
+from test_encoders import make_checkpoint
 
 from speechrq.evaluate.s3prl_upstream import DOWNSAMPLE_RATE, UpstreamExpert, speechrq_local
 

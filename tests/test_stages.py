@@ -12,7 +12,11 @@ from speechrq.checkpoint import list_checkpoints, load_model_state, load_trainer
 from speechrq.config import config_from_dict, config_to_dict
 from speechrq.errors import SpeechrqError
 from speechrq.pretrain.config import PretrainConfig
-from speechrq.pretrain.trainer import HEADS_SEED, MASK_SEED_STRIDE, build_model, read_metrics, train
+from speechrq.pretrain.model import build_model
+from speechrq.pretrain.stages import HEADS_SEED
+from speechrq.pretrain.step import MASK_SEED_STRIDE
+from speechrq.pretrain.trainer import train
+from speechrq.training.engine import read_metrics
 
 QUANTIZER_KEYS = ("targets.mel.quantizer.", "targets.latent.quantizers.")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from lhotse import SupervisionSegment
 from lhotse.supervision import AlignmentItem
-from test_featurizer import make_checkpoint
+from test_encoders import make_checkpoint
 
 from speechrq.data.corpus import load_cuts
-from speechrq.evaluate.featurizer import FrozenEncoder, HiddenStateCache, cache_hidden_states
+from speechrq.encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from speechrq.evaluate.target_quality import phone_spans, separability, target_quality
 
 

@@ -17,7 +17,9 @@ from speechrq.checkpoint import list_checkpoints, load_model_state, load_trainer
 from speechrq.config import config_from_dict
 from speechrq.errors import SpeechrqError
 from speechrq.pretrain.config import PretrainConfig
-from speechrq.pretrain.trainer import build_model, read_metrics, train
+from speechrq.pretrain.model import build_model
+from speechrq.pretrain.trainer import train
+from speechrq.training.engine import read_metrics
 
 
 def write_config(path, cfg: dict):
@@ -195,7 +197,7 @@ def test_paper_preset_size_and_one_cpu_step():
     model = build_model(cfg)
     n = sum(p.numel() for p in model.parameters())
     assert 135e6 <= n <= 165e6, n  # 150M +- 10% with 18 heads of 4096
-    from speechrq.pretrain.optim import make_optimizer
+    from speechrq.training.optim import make_optimizer
 
     opt = make_optimizer(model, cfg.optim)
     g = torch.Generator().manual_seed(0)

@@ -60,9 +60,9 @@ def cmd_data_summary(args) -> None:
 
 def cmd_features_stats(args) -> None:
     from .data.corpus import load_cuts
-    from .features import FeatureStats, compute_stats
+    from .features import STATS_FILE, FeatureStats, compute_stats
 
-    out = Path(args.out) if args.out else Path(args.corpus_dir) / "feature_stats.json"
+    out = Path(args.out) if args.out else Path(args.corpus_dir) / STATS_FILE
     if out.exists() and not args.force:
         stats = FeatureStats.load(out)
         print(f"{out}: exists ({stats.utterances} utterances, {stats.frames} frames), reusing it (--force to recompute)")
@@ -92,7 +92,7 @@ def cmd_pretrain(args) -> None:
     finally:
         distributed.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
-        from .pretrain.trainer import format_run_summary
+        from .pretrain.meters import format_run_summary
 
         print(format_run_summary(cfg))
         print(f"{cfg.out_dir}: trained to step {cfg.optim.max_steps}; last checkpoint {last}")
@@ -114,15 +114,14 @@ def cmd_bench_pretrain(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .checkpoint import read_meta
-    from .evaluate.featurizer import FrozenEncoder, FrozenPretrained
+    from .encoders import FrozenEncoder, is_pretrained_folder, load_encoder
     from .evaluate.run import RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
-    from .pretrain.trainer import branch_parent
+    from .pretrain.stages import branch_parent
 
     if args.every is not None and args.every < 1:
         raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
     if args.layer_sets:
-        from .evaluate.layer_study import layer_study, parse_layer_sets
+        from .studies.layer_study import layer_study, parse_layer_sets
 
         if len(args.checkpoints) != 1:
             raise SpeechrqError("--layer-sets: give exactly one stage-0 checkpoint to branch from")
@@ -130,11 +129,9 @@ def cmd_evaluate(args) -> None:
                                   args.study_config, progress=not args.quiet)
     else:
         checkpoints = resolve_checkpoints(args.checkpoints, args.every)
-    from .targets.pretrained import is_pretrained_folder
-
+    encoders = {name: load_encoder(c) for name, c in checkpoints.items()}
     ours = {name: c for name, c in checkpoints.items() if not is_pretrained_folder(c)}
-    encoders = {name: FrozenPretrained(c) if name not in ours else FrozenEncoder.from_checkpoint(c) for name, c in checkpoints.items()}
-    metas = {name: read_meta(c) for name, c in ours.items()}
+    metas = {name: encoders[name].checkpoint.meta for name in ours}
     steps = {name: int(meta["step"]) for name, meta in metas.items()}
     parents = {name: model_name(p) for name, meta in metas.items() if (p := branch_parent(meta))}
     if args.random_baseline:

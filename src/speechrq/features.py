@@ -9,12 +9,18 @@ source of bugs in public BEST-RQ code: **global** per-bin mean and standard
 deviation (over every frame of a sample of the training set, not per utterance
 and not along the time axis), computed once by :func:`compute_stats`, and held as
 buffers so that every model that uses them saves them in its own state dict.
+:class:`Moments` is the one float64 mean/std accumulator (log-Mel statistics
+here, a target encoder's layer statistics in :mod:`speechrq.targets.latent`).
+
+Features sit above :mod:`speechrq.data`: :func:`compute_stats` and
+:func:`feature_batches` read a corpus through its loader; data never imports
+features, and models never import either.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +28,11 @@ import torch
 from torch import nn
 
 from .errors import SpeechrqError
+from .frames import FRAME_SHIFT, SAMPLE_RATE, lengths_to_padding_mask
 from .io import atomic_write_json, read_json
 
-SAMPLE_RATE = 16000
-FRAME_SHIFT = 0.010
+log = logging.getLogger(__name__)
+STATS_FILE = "feature_stats.json"  # a corpus directory's global log-Mel statistics
 FRAME_LENGTH = 0.025
 NUM_MEL_BINS = 80
 INT16_SCALE = 32768.0
@@ -36,12 +43,6 @@ def num_frames(num_samples: torch.Tensor | int, sample_rate: int = SAMPLE_RATE) 
     """Frames of an utterance of ``num_samples`` (Kaldi with ``snip_edges=False``)."""
     hop = int(round(FRAME_SHIFT * sample_rate))
     return (num_samples + hop // 2) // hop
-
-
-def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
-    """``[B]`` lengths -> ``[B, T]`` bool mask, True at padded positions."""
-    max_len = int(lengths.max()) if max_len is None else max_len
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 class LogMel(nn.Module):
@@ -130,6 +131,50 @@ class FeatureNormalizer(nn.Module):
         return out
 
 
+class Moments:
+    """Per-dimension mean and std of many ``[n, dim]`` rows, summed in float64 (one pass, bounded memory)."""
+
+    def __init__(self) -> None:
+        self.sum = self.sum_sq = None
+        self.count = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.double()
+        if self.sum is None:
+            self.sum = torch.zeros(x.shape[-1], dtype=torch.float64, device=x.device)
+            self.sum_sq = torch.zeros_like(self.sum)
+        self.sum += x.sum(0)
+        self.sum_sq += (x * x).sum(0)
+        self.count += x.shape[0]
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """float64 mean and std (population); the variance is floored at 1e-10."""
+        if not self.count:
+            raise ValueError("no rows to compute statistics from")
+        mean = self.sum / self.count
+        return mean, (self.sum_sq / self.count - mean * mean).clamp_min(1e-10).sqrt()
+
+
+def feature_batches(cuts, normalizer: FeatureNormalizer, max_duration: float, device: torch.device | str = "cpu",
+                    logmel: LogMel | None = None):
+    """Normalised log-Mel of ``cuts`` in order, trimmed to whole encoder frames, batch by batch.
+
+    Yields ``(feats [B, T_in, 80], lengths [B], audio [B, S], audio_lens [B])``, the
+    audio for encoders that read waveforms; audio that cannot be loaded is skipped
+    by the loader with a warning naming the file.
+    """
+    from .data.batching import make_loader
+    from .models.conformer import trim_to_frames
+
+    logmel = logmel if logmel is not None else LogMel().to(device)
+    for batch in make_loader(cuts, max_duration, shuffle=False, num_buckets=1):
+        if not len(batch["cuts"]):
+            continue
+        audio, audio_lens = batch["audio"].to(device), batch["audio_lens"].to(device)
+        feats, lens = trim_to_frames(*logmel(audio, audio_lens))
+        yield normalizer(feats, lens), lens, audio, audio_lens
+
+
 @torch.no_grad()
 def compute_stats(cuts, max_utterances: int = 2000, max_duration: float = 200.0, seed: int = 0, device: str = "cpu", progress: bool = True) -> FeatureStats:
     """Global mean and std of log-Mel over a seeded random sample of ``cuts``.
@@ -139,24 +184,27 @@ def compute_stats(cuts, max_utterances: int = 2000, max_duration: float = 200.0,
     from tqdm import tqdm
 
     from .data.batching import make_loader
+    from .data.corpus import seeded_subset
 
-    sample = cuts.shuffle(rng=random.Random(seed))
-    sample = sample.subset(first=min(max_utterances, len(sample)))
     logmel = LogMel().to(device)
-    total = torch.zeros(NUM_MEL_BINS, dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
-    frames = utts = 0
-    loader = make_loader(sample, max_duration=max_duration, shuffle=False)
+    moments, utts = Moments(), 0
+    loader = make_loader(seeded_subset(cuts, max_utterances, seed), max_duration=max_duration, shuffle=False)
     for batch in tqdm(loader, desc="feature stats", unit="batch", disable=not progress):
         feats, lens = logmel(batch["audio"].to(device), batch["audio_lens"].to(device))
-        valid = ~lengths_to_padding_mask(lens, feats.shape[1])
-        x = feats[valid].double()
-        total += x.sum(0)
-        total_sq += (x * x).sum(0)
-        frames += x.shape[0]
+        moments.add(feats[~lengths_to_padding_mask(lens, feats.shape[1])])
         utts += feats.shape[0]
-    if frames == 0:
+    if moments.count == 0:
         raise SpeechrqError("feature statistics: no audio could be loaded from the sample")
-    mean = total / frames
-    std = (total_sq / frames - mean * mean).clamp_min(1e-10).sqrt()
-    return FeatureStats(mean=mean.tolist(), std=std.tolist(), frames=frames, utterances=utts)
+    mean, std = moments.mean_std()
+    return FeatureStats(mean=mean.tolist(), std=std.tolist(), frames=moments.count, utterances=utts)
+
+
+def corpus_stats(corpus_dir: str | Path, split: str | list[str] = "train", seed: int = 0, **kwargs) -> FeatureStats:
+    """``corpus_dir/feature_stats.json``, computed from ``split`` and saved when missing."""
+    from .data.corpus import load_cuts
+
+    path = Path(corpus_dir) / STATS_FILE
+    if not path.exists():
+        log.warning("%s missing: computing global log-Mel statistics from the %s split", path, split)
+        compute_stats(load_cuts(corpus_dir, split), seed=seed, **kwargs).save(path)
+    return FeatureStats.load(path)

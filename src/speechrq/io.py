@@ -71,3 +71,36 @@ def read_json(path: str | os.PathLike) -> Any:
         raise SpeechrqError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
         raise SpeechrqError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def utterance_file(directory: str | os.PathLike, utt_id: str, suffix: str = ".npy") -> Path:
+    """The one file-name rule of speechrq's per-utterance caches: ``directory/<id>.npy``, ``/`` in an id as ``__``."""
+    return Path(directory) / f"{utt_id.replace('/', '__')}{suffix}"
+
+
+def _hash_file(h, path: Path) -> None:
+    """Feed ``path``'s bytes to the hash ``h`` in 4 MB blocks (weights files are large)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, first 16 hex digits."""
+    import hashlib
+
+    h = hashlib.sha256()
+    _hash_file(h, Path(path))
+    return h.hexdigest()[:16]
+
+
+def folder_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over a folder's files (relative names and bytes), first 16 hex digits."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        _hash_file(h, f)
+    return h.hexdigest()[:16]

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-TARGET_RATE = 16000
+from ..frames import SAMPLE_RATE as TARGET_RATE  # every file is resampled to it when loaded
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph", ".aiff", ".aif")
 
 

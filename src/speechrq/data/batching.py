@@ -8,6 +8,10 @@ its device (:class:`speechrq.features.LogMel`).
 
 A cut whose audio cannot be loaded is dropped from its batch with a warning that
 names the file and the problem; the run goes on, and the count is kept.
+
+:class:`BatchStream` is a training run's endless, resumable stream of such
+batches, laid out so that any split of a step over ranks and accumulation sees
+the same batches.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import numpy as np
 import torch
 
+from ..errors import SpeechrqError
 from .audio import TARGET_RATE
 
 log = logging.getLogger(__name__)
@@ -96,3 +101,77 @@ def make_loader(cuts, max_duration: float, shuffle: bool = True, seed: int = 0, 
     """A DataLoader over dynamic batches; ``batch_size=None`` since the sampler batches."""
     sampler = sampler or make_sampler(cuts, max_duration, shuffle=shuffle, seed=seed, **sampler_kwargs)
     return torch.utils.data.DataLoader(AudioBatches(), sampler=sampler, batch_size=None, num_workers=num_workers)
+
+
+class BatchStream:
+    """One rank's endless stream of micro-batches, epoch after epoch, with a saveable position.
+
+    An optimizer step consumes ``world_size * accum_steps`` micro-batches in all.
+    lhotse's sampler is asked for exactly that layout: slot ``rank * accum + a``
+    of a group of ``world_size * accum``, so the micro-batches of one step come
+    from one duration bucket, and any split of the same group over ranks and
+    accumulation (2 ranks x 1, 1 rank x 2) sees the same batches.
+    """
+
+    def __init__(self, cuts, max_duration: float, seed: int, num_buckets: int = 10, num_workers: int = 0, accum_steps: int = 1,
+                 world_size: int = 1, rank: int = 0):
+        self.accum, self.group = accum_steps, world_size * accum_steps
+        self.first_slot = rank * self.accum
+        self.samplers = [make_sampler(cuts, max_duration, shuffle=True, seed=seed, num_buckets=num_buckets,
+                                      world_size=self.group, rank=self.first_slot + a) for a in range(self.accum)]
+        self.dataset = AudioBatches()
+        self.num_workers = num_workers
+        self.epoch = 0
+        self.consumed = 0  # micro-batches taken in this epoch
+        self.total = 0  # micro-batches taken since the run began (across epochs)
+        self._it = None
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed, "total": self.total}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.consumed, self.total = int(state["epoch"]), int(state["consumed"]), int(state["total"])
+        self._it = None
+
+    def global_index(self) -> int:
+        """The last micro-batch's index in the one-process sequence (seeds its mask)."""
+        step, a = divmod(self.total - 1, self.accum)
+        return step * self.group + self.first_slot + a
+
+    def _start_epoch(self) -> None:
+        for s in self.samplers:
+            s.set_epoch(self.epoch)
+        skip_groups, samplers = self.consumed // self.accum, self.samplers
+
+        class Slots(torch.utils.data.Sampler):  # this rank's slots in turn, minus the groups already trained on
+            def __iter__(self):
+                # lhotse samplers are their own iterators and restart on every iter():
+                # call iter() once, then only next()
+                its = [iter(s) for s in samplers]
+                for _ in range(skip_groups):
+                    for it in its:
+                        next(it, None)
+                while True:
+                    batches = [next(it, None) for it in its]
+                    if any(b is None for b in batches):
+                        return
+                    yield from batches
+
+        self._it = iter(torch.utils.data.DataLoader(self.dataset, sampler=Slots(), batch_size=None, num_workers=self.num_workers))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        for _ in range(2):
+            if self._it is None:
+                self._start_epoch()
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+                continue
+            self.consumed += 1
+            self.total += 1
+            return batch
+        raise SpeechrqError("the training split yields no batches (every utterance was skipped?)")

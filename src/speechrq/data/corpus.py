@@ -52,6 +52,13 @@ def load_cuts(corpus_dir: str | Path, split: str | list[str]):
     return CutSet.from_cuts([resolve(c) for c in cuts])
 
 
+def seeded_subset(cuts, n: int, seed: int):
+    """The first ``n`` cuts of ``cuts`` shuffled with ``random.Random(seed)``: the same sample on every rank and run."""
+    import random
+
+    return cuts.shuffle(rng=random.Random(seed)).subset(first=min(n, len(cuts)))
+
+
 def summarize(corpus_dir: str | Path) -> dict:
     """Counts per split: utterances, hours, speakers and every label kind."""
     from lhotse import CutSet

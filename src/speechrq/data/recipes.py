@@ -68,6 +68,9 @@ def librispeech(src: Path) -> list[Entry]:
     return entries
 
 
+TIMIT_RATE = 16000  # TIMIT's .PHN/.WRD offsets count samples of its own 16 kHz recordings
+
+
 def _timit_items(path: Path, rate: int, kind: str) -> list[tuple[str, float, float]]:
     items = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -105,7 +108,7 @@ def timit(src: Path) -> list[Entry]:
             for f in (txt, phn, wrd):
                 _require(f, f"label file of {wav.name}")
             text = " ".join(txt.read_text().split()[2:])
-            alignment = {"phone": _timit_items(phn, 16000, "phone"), "word": _timit_items(wrd, 16000, "word")}
+            alignment = {"phone": _timit_items(phn, TIMIT_RATE, "phone"), "word": _timit_items(wrd, TIMIT_RATE, "word")}
             entries.append(Entry(split, wav, f"{speaker}-{wav.stem}", text=text, speaker=speaker, alignment=alignment))
     return entries
 

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpeechrqError
+from ..frames import SAMPLE_RATE
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 from . import grammar
 
-SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 
 # Accents are espeak-ng English voices; variants are voices/!v files (case-sensitive).

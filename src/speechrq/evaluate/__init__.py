@@ -1,1 +1,1 @@
-"""Evaluation: frozen-encoder featurizer with a hidden-state cache (probes and analyses follow)."""
+"""Evaluation of frozen encoders: SUPERB-style probes over a weighted layer sum, target-quality analyses, results and figures."""

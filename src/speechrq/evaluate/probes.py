@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import lengths_to_padding_mask
-from .featurizer import WeightedSum, pad_states
+from ..encoders.cache import pad_states
+from ..frames import lengths_to_padding_mask
+from .featurizer import WeightedSum
 
 TASKS = ("asr", "sid", "ic", "er")
 # hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM

@@ -23,9 +23,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..checkpoint import list_checkpoints
+from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
-from .featurizer import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from .probes import TASKS, ProbeResult, StateStore, label_of, run_probe, superb_average
 
 RANDOM_BASELINE = "random-init"
@@ -42,7 +42,7 @@ def model_name(checkpoint: str | Path) -> str:
 def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> dict[str, Path]:
     """Checkpoints to evaluate, by model name: a checkpoint or Hugging Face folder as given; a run
     directory's newest checkpoint, or with ``every`` each of its checkpoints whose step is a multiple of it."""
-    from ..targets.pretrained import is_pretrained_folder
+    from ..encoders.hf import is_pretrained_folder
 
     found: dict[str, Path] = {}
     for p in map(Path, paths):
@@ -122,7 +122,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
 
         # the newest evaluated checkpoint of each run (curves evaluate many), and any model without a step
         newest = {points[-1][1] for points in _runs(results).values()}
-        analysed = {n: e for n, e in encoders.items() if n != RANDOM_BASELINE and e.config is not None
+        analysed = {n: e for n, e in encoders.items() if n != RANDOM_BASELINE and e.checkpoint is not None
                     and (n in newest or results["models"][n]["step"] is None)}
         if analysed:
             results["target_quality"] = target_quality(analysed, cuts["train"], cache_root, out)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..targets.pretrained import STUDENT_HOP
-from .featurizer import FrozenEncoder
+from ..encoders import FrozenEncoder
+from ..models.conformer import ENCODER_HOP
 
-DOWNSAMPLE_RATE = STUDENT_HOP  # 640 samples = 40 ms
+DOWNSAMPLE_RATE = ENCODER_HOP  # 640 samples = 40 ms
 
 
 class UpstreamExpert(nn.Module):

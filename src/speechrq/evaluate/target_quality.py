@@ -7,9 +7,12 @@ takes those projections
 - of **Mel targets**: 4 stacked normalised log-Mel frames per encoder frame,
   projected by the checkpoint's Mel quantizer (stage 0's targets);
 - of **latent targets of a checkpoint**: that checkpoint's encoder states at
-  its target layers, standardised per dimension over the sample and projected
-  by the layer quantizers rebuilt from ``quantizer.seed``, i.e. the targets a
-  next stage would get with this checkpoint as θ;
+  its target layers, standardised and projected exactly as a next stage with
+  this checkpoint as θ would: the layer quantizers rebuilt from
+  ``quantizer.seed``, and per-dimension statistics fitted by
+  :meth:`~speechrq.targets.latent.LatentTargets.fit_normalizers` on the sample
+  a refresh uses (``targets.stats_utterances`` training utterances drawn with
+  ``train.seed``);
 
 and pools them per **phone segment** (frames inside the aligned segment) and
 per **speaker utterance** (mean over time). Each class set is drawn with t-SNE
@@ -27,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..features import SAMPLE_RATE
-from ..models.conformer import SUBSAMPLING
-from ..targets.latent import layer_quantizers
-from ..targets.pretrained import STUDENT_HOP
+from ..data.batching import make_loader
+from ..data.corpus import seeded_subset
+from ..encoders import FrozenEncoder, HiddenStateCache
+from ..features import feature_batches
+from ..models.conformer import ENCODER_FRAME_SECONDS, SUBSAMPLING
+from ..targets.latent import LatentTargets
 from ..targets.random_projection import stack_frames
-from .featurizer import FrozenEncoder, HiddenStateCache
 
-ENCODER_FRAME = STUDENT_HOP / SAMPLE_RATE  # 40 ms
 SILENCE = {"sil", "sp", "spn", ""}
 
 
@@ -45,8 +48,8 @@ def phone_spans(cut, num_frames: int) -> list[tuple[str, int, int]]:
     for it in items:
         if it.symbol in SILENCE:
             continue
-        s = min(int(round(it.start / ENCODER_FRAME)), num_frames - 1)
-        e = min(max(s + 1, int(round((it.start + it.duration) / ENCODER_FRAME))), num_frames)
+        s = min(int(round(it.start / ENCODER_FRAME_SECONDS)), num_frames - 1)
+        e = min(max(s + 1, int(round((it.start + it.duration) / ENCODER_FRAME_SECONDS))), num_frames)
         spans.append((it.symbol, s, e))
     return spans
 
@@ -118,25 +121,50 @@ def _flat(z: torch.Tensor) -> torch.Tensor:
     return z.permute(1, 0, 2).reshape(z.shape[1], -1)
 
 
-def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path) -> dict[str, _Points]:
+def mel_projections(encoder: FrozenEncoder, cuts, max_duration: float = 120.0) -> dict[str, torch.Tensor]:
+    """Stage 0's view: each utterance's 4 stacked normalised log-Mel frames through the Mel quantizer, ``{id: [T, N * D]}``.
+
+    Audio comes through the loader (mono, resampled, bad files skipped with a warning).
+    """
+    quantizer = encoder.checkpoint.mel_quantizer()
+    out = {}
+    for batch in make_loader(cuts, max_duration, shuffle=False, num_buckets=1):
+        if not len(batch["cuts"]):
+            continue
+        feats, lens = encoder.features(batch["audio"], batch["audio_lens"])
+        z = quantizer.project(stack_frames(feats, SUBSAMPLING))  # [N, B, T, D]
+        for i, cut in enumerate(batch["cuts"]):
+            out[cut.id] = _flat(z[:, i, : int(lens[i]) // SUBSAMPLING])
+    return out
+
+
+def next_stage_targets(encoder: FrozenEncoder, train_cuts, max_duration: float = 120.0) -> LatentTargets:
+    """The target model a next stage would build with ``encoder``'s checkpoint as θ, statistics fitted as a refresh fits them."""
+    ckpt = encoder.checkpoint
+    layers, q = ckpt.target_layers(), ckpt.quantizer
+    per_layer = q["num_codebooks"] // len(layers)
+    latent = LatentTargets(encoder.encoder, layers, per_layer * len(layers), q["codebook_size"], q["codebook_dim"], seed=q["seed"])
+    sample = seeded_subset(train_cuts, (ckpt.config.get("targets") or {}).get("stats_utterances", 64),
+                           (ckpt.config.get("train") or {}).get("seed", 0))
+    latent.fit_normalizers(feature_batches(sample, encoder.normalizer, max_duration, logmel=encoder.logmel))
+    return latent
+
+
+def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, train_cuts=None) -> dict[str, _Points]:
     """Projections of every source, pooled per phone segment and per utterance.
 
     Sources: ``Mel`` (the first encoder's Mel quantizer) and ``NAME layer K`` for each
-    encoder's target layers. Hidden states come from the featurizer's cache.
+    encoder's target layers (:func:`next_stage_targets`, fitted on ``train_cuts``,
+    default ``cuts``). Hidden states come from the featurizer's cache.
     """
     first = next(iter(encoders.values()))
+    mel = mel_projections(first, cuts)
+    cuts = [c for c in cuts if c.id in mel]  # utterances whose audio loaded
     sources: dict[str, _Points] = {"Mel": _Points()}
-    for c in cuts:  # Mel targets: the encoder-independent stage-0 view
-        audio = torch.from_numpy(c.load_audio()).float().reshape(1, -1)
-        feats, lens = first.logmel(audio, torch.tensor([audio.shape[1]]))
-        feats = first.normalizer(feats[:, : feats.shape[1] // SUBSAMPLING * SUBSAMPLING], lens)
-        sources["Mel"].add(_flat(first.mel_quantizer.project(stack_frames(feats, SUBSAMPLING))[:, 0]), c)
+    for c in cuts:
+        sources["Mel"].add(mel[c.id], c)
     for name, enc in encoders.items():
-        cfg = enc.config
-        layers = cfg.target_layers()
-        q = cfg.quantizer
-        quantizers = layer_quantizers(enc.encoder.config.dim, len(layers), q.num_codebooks // len(layers), q.codebook_size,
-                                      q.codebook_dim, q.seed)
+        latent = next_stage_targets(enc, train_cuts if train_cuts is not None else cuts)
         cache = HiddenStateCache(cache_root, enc.fingerprint)
         states = {}
         for c in cuts:
@@ -144,12 +172,10 @@ def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | P
             if a is None:
                 raise KeyError(f"hidden states of {c.id} are not cached for {name}")
             states[c.id] = torch.from_numpy(a).float()
-        for k, layer in enumerate(layers):
-            frames = torch.cat([s[layer + 1] for s in states.values()])
-            mean, std = frames.mean(0), frames.std(0).clamp_min(1e-5)  # per-dimension standardisation, as in training
+        for layer, norm, quantizer in zip(latent.layers, latent.normalizers, latent.quantizers):
             pts = sources[f"{name} layer {layer}"] = _Points()
             for c in cuts:
-                pts.add(_flat(quantizers[k].project((states[c.id][layer + 1] - mean) / std)), c)
+                pts.add(_flat(quantizer.project(norm(states[c.id][layer + 1]))), c)
     return sources
 
 
@@ -160,7 +186,7 @@ def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | P
     Phones need alignments in the supervisions; without them ``phones`` is None and only speakers are drawn.
     """
     sample = sample_cuts(cuts, per_speaker, seed)
-    sources = collect_points(encoders, sample, cache_root)
+    sources = collect_points(encoders, sample, cache_root, train_cuts=cuts)
     results, phone_sets, speaker_sets = {}, {}, {}
     for name, pts in sources.items():
         xs, ys = np.stack(pts.speakers), pts.speaker_labels

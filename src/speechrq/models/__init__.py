@@ -1,5 +1,6 @@
 """Speech encoders: a convolutional front end and Conformer blocks, built by factories."""
 
-from .conformer import PRESETS, ConformerBlock, ConformerEncoder, ConvSubsampling, EncoderConfig, SpeechEncoder, speech_encoder
+from .conformer import (ENCODER_HOP, PRESETS, SUBSAMPLING, ConformerBlock, ConformerEncoder, ConvSubsampling, EncoderConfig,
+                        SpeechEncoder, speech_encoder, trim_to_frames)
 
-__all__ = ["PRESETS", "ConformerBlock", "ConformerEncoder", "ConvSubsampling", "EncoderConfig", "SpeechEncoder", "speech_encoder"]
+__all__ = ["ENCODER_HOP", "PRESETS", "SUBSAMPLING", "trim_to_frames", "ConformerBlock", "ConformerEncoder", "ConvSubsampling", "EncoderConfig", "SpeechEncoder", "speech_encoder"]

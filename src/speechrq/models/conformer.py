@@ -22,9 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import lengths_to_padding_mask
+from ..frames import HOP_SAMPLES, SAMPLE_RATE, lengths_to_padding_mask
 
-SUBSAMPLING = 4
+SUBSAMPLING = 4  # log-Mel frames per encoder frame
+ENCODER_HOP = SUBSAMPLING * HOP_SAMPLES  # 640 samples: one encoder frame
+ENCODER_FRAME_SECONDS = ENCODER_HOP / SAMPLE_RATE  # 0.04
+
+
+def trim_to_frames(feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut ``feats [B, T_in, F]`` to whole encoder frames (``T_in // 4 * 4``) and clamp ``lengths`` to it.
+
+    Encoder frame ``t`` is then exactly input frames ``4t .. 4t+3``, which the
+    masking grid and the Mel quantizer's frame stacking rely on.
+    """
+    t = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
+    return feats[:, :t], lengths.clamp(max=t)
 
 
 @dataclass(frozen=True)
@@ -64,8 +76,8 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``feats [B, T_in, F]``, ``lengths [B]`` -> ``[B, T_in // 4, dim]``, ``lengths // 4``."""
-        t = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
-        feats = feats[:, :t]
+        feats, lengths = trim_to_frames(feats, lengths)
+        t = feats.shape[1]
         # zero the padding, and each utterance's frames past its last whole 4-frame group,
         # so an utterance's output does not depend on what it is batched with
         whole = torch.div(lengths, SUBSAMPLING, rounding_mode="floor") * SUBSAMPLING

@@ -23,10 +23,15 @@ import time
 import torch
 
 from ..config import config_from_dict
-from ..features import SAMPLE_RATE, FeatureStats, LogMel
+from ..features import FeatureStats, LogMel
+from ..frames import SAMPLE_RATE
+from ..models.conformer import trim_to_frames
 from ..targets.cache import TargetCache
+from ..training.engine import autocast, compute_dtype
+from ..training.optim import make_optimizer
 from .config import PretrainConfig
-from .optim import make_optimizer
+from .model import build_model
+from .step import micro_step
 
 DEFAULT_BATCH_SECONDS = {"tiny": 60.0, "small": 60.0, "paper": 120.0}
 
@@ -69,13 +74,11 @@ class _Variant:
     """One way of taking a training step on the benchmark batch."""
 
     def __init__(self, name: str, cfg: PretrainConfig, stats: FeatureStats, dev: torch.device, feats, lens, cache: TargetCache | None = None):
-        from .trainer import autocast, build_model
-
         self.name, self.cfg, self.dev, self.feats, self.lens, self.cache = name, cfg, dev, feats, lens, cache
         self.model = build_model(cfg, stats).to(dev)
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.autocast = lambda: autocast(cfg, dev)
+        self.autocast = lambda: autocast(cfg.train.precision, dev)
         self.ids = [f"utt{i}" for i in range(len(lens))]
         self.times: list[float] = []
 
@@ -83,23 +86,17 @@ class _Variant:
         """Stage 1 with θ = the student, statistics fit on the batch."""
         latent = self.model.targets.latent
         latent.encoder.load_state_dict(self.model.encoder.state_dict())
-        t_in = self.feats.shape[1] // 4 * 4
+        feats, lens = trim_to_frames(self.feats, self.lens)
         with torch.no_grad():
-            latent.fit_normalizers([(self.model.normalizer(self.feats[:, :t_in], self.lens), self.lens)])
+            latent.fit_normalizers([(self.model.normalizer(feats, lens), lens)])
         self.model.targets.stage.fill_(1)
         if self.cache is not None:
             self.cache.set_stage(1)
 
     def step(self, i: int) -> None:
-        targets = None
-        if self.cache is not None:
-            t_in = self.feats.shape[1] // 4 * 4
-            targets = self.cache.lookup(self.ids, self.lens.clamp(max=t_in) // 4, t_in // 4, self.dev)
-        with self.autocast():
-            out = self.model(self.feats, self.lens, generator=torch.Generator().manual_seed(i), targets=targets)
-        out.loss.backward()
-        if self.cache is not None and targets is None:
-            self.cache.store(self.ids, out.targets, out.frame_lens)
+        """One optimizer step: the training loop's micro-step, clipping, AdamW."""
+        micro_step(self.model, self.model, self.feats, self.lens, None, None, self.ids, torch.Generator().manual_seed(i),
+                   self.cfg.train.precision, self.cache)
         torch.nn.utils.clip_grad_norm_(self.params, 5.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -127,18 +124,16 @@ class _Variant:
         """
         from torch.utils.flop_counter import FlopCounterMode
 
-        t_in = self.feats.shape[1] // 4 * 4
-        feats = self.model.normalizer(self.feats[:, :t_in], self.lens)
+        feats, lens = trim_to_frames(self.feats, self.lens)
+        feats = self.model.normalizer(feats, lens)
         with FlopCounterMode(display=False) as counter, self.autocast(), torch.inference_mode():
-            self.model.targets.latent.hidden_states(feats, self.lens)
+            self.model.targets.latent.hidden_states(feats, lens)
         return counter.get_total_flops()
 
 
 def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch_seconds: float | None = None, device: str = "auto",
                    precision: str = "auto", num_codebooks: int = 18, codebook_size: int = 4096, latent: bool = False,
                    layers: list[int] | None = None) -> dict:
-    from .trainer import compute_dtype
-
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     batch_seconds = batch_seconds or DEFAULT_BATCH_SECONDS.get(preset, 60.0)
     base = {
@@ -166,7 +161,7 @@ def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch
     for i in range(steps):  # interleaved rounds, order reversed every other one: noise and position hit all alike
         for v in (variants if i % 2 == 0 else variants[::-1]):
             v.timed_step(warmup + 1 + i)
-    dtype = compute_dtype(cfg, dev)
+    dtype = compute_dtype(cfg.train.precision, dev)
     peak = measure_matmul_peak(dev, dtype)
     audio_seconds = float(audio_lens.sum()) / SAMPLE_RATE
     s_per_step = statistics.median(variants[0].times)

@@ -13,6 +13,8 @@
    frames are replaced by a learned mask embedding;
 4. the encoder runs on the corrupted input, the heads run on the masked frames
    only, and the loss is their cross-entropy against the targets.
+
+:func:`build_model` is the factory: a config in, the composed model out.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..features import FeatureNormalizer
-from ..models.conformer import SUBSAMPLING, SpeechEncoder
+from ..features import FeatureNormalizer, FeatureStats
+from ..models.conformer import SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
+from ..targets.latent import LatentTargets, MelTargets, StagedTargets
+from ..targets.random_projection import RandomProjectionQuantizer
+from .config import PretrainConfig
 from .masking import expand_to_input, span_mask
 from .objective import PredictionHeads, PredictionResult, masked_prediction_loss
 
@@ -67,10 +72,10 @@ class MaskedPredictionModel(nn.Module):
         instead of computing them. ``audio [B, S]``, ``audio_lens``: the waveforms, for
         a target encoder that reads them (a Hugging Face model).
         """
-        t_in = feats.shape[1] // SUBSAMPLING * SUBSAMPLING
-        feats = self.normalizer(feats[:, :t_in], lengths.clamp(max=t_in))
-        frame_lens = torch.div(lengths.clamp(max=t_in), SUBSAMPLING, rounding_mode="floor")
-        t = t_in // SUBSAMPLING
+        feats, lengths = trim_to_frames(feats, lengths)
+        feats = self.normalizer(feats, lengths)
+        t_in, t = feats.shape[1], feats.shape[1] // SUBSAMPLING
+        frame_lens = torch.div(lengths, SUBSAMPLING, rounding_mode="floor")
         if targets is None:
             targets = self.targets(feats, lengths, audio, audio_lens)
         targets = targets[:, :t]  # [B, T, N]
@@ -78,6 +83,35 @@ class MaskedPredictionModel(nn.Module):
         mask = span_mask(frame_lens, t, m.prob, m.span, m.mode, generator=generator)
         input_mask = expand_to_input(mask, SUBSAMPLING, t_in)
         corrupted = torch.where(input_mask[..., None], self.mask_embedding.to(feats.dtype), feats)
-        hidden, _ = self.encoder(corrupted, lengths.clamp(max=t_in))
+        hidden, _ = self.encoder(corrupted, lengths)
         logits = self.heads(hidden[mask])
         return StepOutput(masked_prediction_loss(logits, targets[mask]), targets, frame_lens, mask)
+
+
+def build_model(cfg: PretrainConfig, stats: FeatureStats | None = None) -> MaskedPredictionModel:
+    """The model of ``cfg``, initialised from ``train.seed`` (same on every rank).
+
+    With Latent-RQ targets the model also holds θ (its weights are set at the
+    first refresh or from ``targets.init_from``/``targets.encoder``) and the
+    per-layer projections and codebooks, made from ``quantizer.seed``. θ is built
+    under a forked RNG, so stage 0 starts exactly as a plain BEST-RQ run would.
+    """
+    torch.manual_seed(cfg.train.seed)
+    overrides = {} if cfg.model.dropout is None else {"dropout": cfg.model.dropout}
+    encoder = speech_encoder(cfg.model.preset, **overrides)
+    q = cfg.quantizer
+    quantizer = RandomProjectionQuantizer(encoder.config.input_dim * SUBSAMPLING, q.num_codebooks, q.codebook_size, q.codebook_dim, seed=q.seed)
+    normalizer = FeatureNormalizer.from_stats(stats) if stats is not None else FeatureNormalizer(encoder.config.input_dim)
+    heads = PredictionHeads(encoder.config.dim, q.num_codebooks, q.codebook_size)
+    latent = None
+    if cfg.targets.latent:
+        from ..encoders.hf import HuggingFaceEncoder, is_pretrained_folder
+
+        if cfg.targets.encoder and is_pretrained_folder(cfg.targets.encoder):
+            theta = HuggingFaceEncoder(cfg.targets.encoder, depth=max(cfg.target_layers()) + 1)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                theta = speech_encoder(cfg.model.preset, **overrides)
+        latent = LatentTargets(theta, cfg.target_layers(), q.num_codebooks, q.codebook_size, q.codebook_dim, seed=q.seed)
+    m = cfg.masking
+    return MaskedPredictionModel(normalizer, encoder, StagedTargets(MelTargets(quantizer), latent), heads, Masking(m.prob, m.span, m.mode))

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import atomic_path, utterance_file
+
 MAX_CODEBOOK_SIZE = 2**16  # uint16 entries
 
 
@@ -35,6 +37,11 @@ class TargetCache:
         self._mem: dict[str, np.ndarray] = {}
         self.bytes = 0
         self.hits = self.misses = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of batches served from the cache so far."""
+        return self.hits / max(1, self.hits + self.misses)
 
     def _dir(self) -> Path:
         return self.root / f"stage_{self.stage}"
@@ -56,7 +63,7 @@ class TargetCache:
         self.stage = stage
 
     def _path(self, key: str) -> Path:
-        return self._dir() / f"{key.replace('/', '__')}.npy"  # utterance ids may hold slashes
+        return utterance_file(self._dir(), key)
 
     def _get(self, key: str) -> np.ndarray | None:
         if self.kind == "memory":
@@ -96,8 +103,6 @@ class TargetCache:
             else:
                 path = self._path(key)
                 if not path.exists():
-                    from ..io import atomic_path
-
                     with atomic_path(path) as tmp:
                         np.save(tmp, entry)
                     self.bytes += entry.nbytes

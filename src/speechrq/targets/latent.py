@@ -28,11 +28,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..features import FeatureNormalizer, lengths_to_padding_mask
+from ..features import FeatureNormalizer, Moments
+from ..frames import lengths_to_padding_mask
 from ..models.conformer import SUBSAMPLING, SpeechEncoder
 from .random_projection import RandomProjectionQuantizer, stack_frames
 
 LAYER_SEED_STRIDE = 1000  # layer k's quantizer seed: seed * 1000 + 1 + k-th position
+# Default target layers per encoder preset: the paper's 5..10 of 17 blocks, scaled to the depth.
+DEFAULT_TARGET_LAYERS = {"paper": [5, 6, 7, 8, 9, 10], "small": [2, 3, 4], "tiny": [1, 2]}
+
+
+def default_target_layers(preset: str) -> list[int]:
+    return list(DEFAULT_TARGET_LAYERS[preset])
 
 
 class MelTargets(nn.Module):
@@ -114,26 +121,19 @@ class LatentTargets(nn.Module):
     @torch.no_grad()
     def fit_normalizers(self, batches) -> int:
         """Set every layer's mean/std from ``batches`` of ``(feats, lengths[, audio, audio_lens])``; returns frames used."""
-        sums = sq = None
-        frames = 0
+        moments = [Moments() for _ in self.layers]
         for batch in batches:
             states, out_lens = self.hidden_states(*batch)
             valid = ~lengths_to_padding_mask(out_lens, states[0].shape[1])
-            xs = [h[valid].double() for h in states]
-            if sums is None:
-                sums = [torch.zeros(x.shape[1], dtype=torch.float64, device=x.device) for x in xs]
-                sq = [torch.zeros_like(s) for s in sums]
-            for i, x in enumerate(xs):
-                sums[i] += x.sum(0)
-                sq[i] += (x * x).sum(0)
-            frames += int(valid.sum())
-        if not frames:
+            for m, h in zip(moments, states):
+                m.add(h[valid])
+        if not moments[0].count:
             raise ValueError("no frames to compute target-layer statistics from")
-        for norm, s, q in zip(self.normalizers, sums, sq):
-            mean = s / frames
+        for norm, m in zip(self.normalizers, moments):
+            mean, std = m.mean_std()
             norm.mean.copy_(mean)
-            norm.std.copy_((q / frames - mean * mean).clamp_min(1e-10).sqrt())
-        return frames
+            norm.std.copy_(std)
+        return moments[0].count
 
 
 class StagedTargets(nn.Module):

@@ -1,7 +1,9 @@
-"""A Hugging Face WavLM / HuBERT / wav2vec2 encoder, from a local folder, as the target encoder θ.
+"""A Hugging Face WavLM / HuBERT / wav2vec2 / data2vec-audio encoder, from a local folder.
 
-Beyond the paper: any such encoder can supply Latent-RQ targets. It reads the
-waveform (not log-Mel), so the model hands it the batch's audio. Its 20 ms frames
+One adapter serves every use: Latent-RQ's target encoder θ (beyond the paper:
+any such encoder can supply targets), a probing baseline in ``speechrq
+evaluate``, and a feature source for discrete units. It reads the waveform (not
+log-Mel), so a target model hands it the batch's audio. Its 20 ms frames
 are averaged in pairs to the student's 40 ms and then cut or padded (repeating
 the last frame) to the student's frame count, so target ``t`` covers the same
 audio as student frame ``t``. Only the transformer layers up to the deepest
@@ -22,11 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpeechrqError
-from ..features import SAMPLE_RATE
-from ..models.conformer import SUBSAMPLING
+from ..features import num_frames
+from ..models.conformer import ENCODER_HOP, SUBSAMPLING
 
-SUPPORTED = ("wavlm", "hubert", "wav2vec2")
-STUDENT_HOP = SUBSAMPLING * SAMPLE_RATE // 100  # 640 samples: 40 ms
+SUPPORTED = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
 
 
 def is_pretrained_folder(path: str | Path) -> bool:
@@ -46,32 +47,43 @@ def pretrained_config(path: str | Path) -> dict:
     return cfg
 
 
-class PretrainedTargetEncoder(nn.Module):
-    """``audio [B, S]`` -> hidden states ``[B, T, hidden]`` on the student's 40 ms grid."""
+class HuggingFaceEncoder(nn.Module):
+    """``audio [B, S]`` -> hidden states ``[B, T, hidden]`` on speechrq's 40 ms grid.
+
+    ``depth``: keep only the first ``depth`` transformer layers (default: all).
+    ``hidden_states`` is what a target model calls; ``forward`` is the frozen-encoder
+    interface (:class:`speechrq.encoders.FrozenEncoder`'s): every state and the frame lengths.
+    """
 
     needs_audio = True
+    checkpoint = None  # not a speechrq checkpoint: no targets of its own to analyse
 
-    def __init__(self, path: str | Path, depth: int):
+    def __init__(self, path: str | Path, depth: int | None = None):
         super().__init__()
         from transformers import AutoModel
 
         cfg = pretrained_config(path)
+        self.path = Path(path)
         self.num_layers = int(cfg["num_hidden_layers"])
+        depth = self.num_layers if depth is None else depth
         if depth > self.num_layers:
             raise SpeechrqError(f"{path}: has {self.num_layers} layers; target layer {depth - 1} does not exist")
         try:
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+            # safetensors where the folder has them: a pickled .bin beside them is never unpickled
+            safe = any(Path(path).glob("*.safetensors"))
+            model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True if safe else None)
         except (OSError, ValueError) as e:
             raise SpeechrqError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
         model.encoder.layers = model.encoder.layers[:depth]  # early exit: later layers are never run
         self.model = model
+        self.depth = depth
         self.dim = int(cfg["hidden_size"])
         hop = 1
         for s in cfg.get("conv_stride", [5, 2, 2, 2, 2, 2, 2]):
             hop *= int(s)
-        if STUDENT_HOP % hop:
-            raise SpeechrqError(f"{path}: frame hop {hop} samples does not divide the student's {STUDENT_HOP}")
-        self.pool = STUDENT_HOP // hop
+        if ENCODER_HOP % hop:
+            raise SpeechrqError(f"{path}: frame hop {hop} samples does not divide speechrq's {ENCODER_HOP}")
+        self.pool = ENCODER_HOP // hop
         # models with a group-normalised feature encoder were trained without attention masks
         self.use_mask = cfg.get("feat_extract_norm") == "layer"
         prep = Path(path) / "preprocessor_config.json"
@@ -96,3 +108,24 @@ class PretrainedTargetEncoder(nn.Module):
                 h = F.pad(h.transpose(1, 2), (0, frames - h.shape[1]), mode="replicate").transpose(1, 2)
             states.append(h[:, :frames])
         return states
+
+    @property
+    def num_states(self) -> int:
+        """The transformer's input and every kept layer."""
+        return self.depth + 1
+
+    @property
+    def fingerprint(self) -> str:
+        """``hf-`` and a hash of the folder's files: the key of its cached hidden states."""
+        if getattr(self, "_fingerprint", None) is None:
+            from ..io import folder_fingerprint
+
+            self._fingerprint = "hf-" + folder_fingerprint(self.path)
+        return self._fingerprint
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``[B, S]`` audio -> ``([input, layer 0, ...], frame lengths)`` on the grid speechrq encoders use."""
+        self.forward_calls = getattr(self, "forward_calls", 0) + 1
+        lens = torch.div(num_frames(audio_lens), SUBSAMPLING, rounding_mode="floor")
+        return self.hidden_states(audio, audio_lens, int(lens.max())), lens

@@ -1,0 +1,144 @@
+"""Frozen encoders: a checkpoint or a Hugging Face folder -> every hidden state, without gradients.
+
+:func:`load_encoder` is the one entry point for evaluation, target analyses,
+discrete units and discrete-unit ASR: a ``speechrq pretrain`` checkpoint becomes
+a :class:`FrozenEncoder` (log-Mel, the checkpoint's own feature normaliser, its
+student encoder), a local WavLM / HuBERT / wav2vec2 / data2vec-audio folder a
+:class:`~speechrq.encoders.hf.HuggingFaceEncoder`. Both take ``audio [B, S]`` and
+``audio_lens [B]`` and return ``([layer -1, layer 0, ...], frame lengths)``,
+each state ``[B, T, dim]`` on the 40 ms grid; layer ``-1`` is the front end's
+output (a Hugging Face model's transformer input), ``k`` block ``k``'s. Each has
+a ``fingerprint`` that keys its cached hidden states.
+
+A checkpoint is read from its saved config and weights alone
+(:class:`PretrainCheckpoint`), never through the trainer.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import MODEL_FILE, load_model_state, read_meta
+from ..errors import SpeechrqError
+from ..features import FeatureNormalizer, LogMel
+from ..io import file_fingerprint
+from ..models.conformer import SpeechEncoder, speech_encoder, trim_to_frames
+from ..targets.latent import default_target_layers
+from ..targets.random_projection import RandomProjectionQuantizer
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients, and a count of encoder passes (a cache hit runs none)."""
+    module.forward_calls = 0
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+class PretrainCheckpoint:
+    """What a frozen-encoder user reads from a ``speechrq pretrain`` checkpoint: config, weights, quantizers."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        self.config: dict = self.meta.get("config") or {}
+        try:
+            self.preset = self.config["model"]["preset"]
+            self.quantizer: dict = dict(self.config["quantizer"])
+        except (KeyError, TypeError):
+            raise SpeechrqError(f"{self.path}: meta.json holds no pre-training config (model.preset, quantizer)") from None
+
+    @cached_property
+    def state(self) -> dict[str, torch.Tensor]:
+        return load_model_state(self.path)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the weights file: the key of the checkpoint's cached hidden states."""
+        return file_fingerprint(self.path / MODEL_FILE)
+
+    def weights(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The weights of one submodule, e.g. ``"encoder."`` (the student), prefix removed."""
+        return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
+
+    def encoder(self) -> SpeechEncoder:
+        """The student encoder, with its weights."""
+        dropout = (self.config.get("model") or {}).get("dropout")
+        encoder = speech_encoder(self.preset, **({} if dropout is None else {"dropout": dropout}))
+        encoder.load_state_dict(self.weights("encoder."))
+        return encoder
+
+    def normalizer(self) -> FeatureNormalizer:
+        """The log-Mel normaliser the checkpoint was trained with."""
+        norm = FeatureNormalizer()
+        norm.load_state_dict(self.weights("normalizer."))
+        return norm
+
+    def mel_quantizer(self) -> RandomProjectionQuantizer:
+        """Stage 0's quantizer of 4 stacked Mel frames, with the saved projections and codebooks."""
+        q = self.quantizer
+        weights = self.weights("targets.mel.quantizer.")
+        quantizer = RandomProjectionQuantizer(weights["projection"].shape[1], q["num_codebooks"], q["codebook_size"], q["codebook_dim"],
+                                              seed=q["seed"])
+        quantizer.load_state_dict(weights)
+        return quantizer
+
+    def target_layers(self) -> list[int]:
+        """The Latent-RQ target layers of the checkpoint's config (its preset's default when unset)."""
+        layers = (self.config.get("targets") or {}).get("layers")
+        return list(layers) if layers is not None else default_target_layers(self.preset)
+
+
+class FrozenEncoder(nn.Module):
+    """Waveforms -> every hidden state of a speechrq encoder, in eval mode without gradients."""
+
+    def __init__(self, normalizer: FeatureNormalizer, encoder: SpeechEncoder, fingerprint: str,
+                 checkpoint: PretrainCheckpoint | None = None):
+        super().__init__()
+        self.logmel, self.normalizer, self.encoder, self.fingerprint = LogMel(), normalizer, encoder, fingerprint
+        self.checkpoint = checkpoint  # its config and quantizers, for target analyses
+        freeze(self)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "FrozenEncoder":
+        """The student encoder of a ``speechrq pretrain`` checkpoint, with its feature normaliser."""
+        ckpt = PretrainCheckpoint(path)
+        return cls(ckpt.normalizer(), ckpt.encoder(), ckpt.fingerprint, ckpt)
+
+    @classmethod
+    def random_like(cls, path: str | Path, seed: int = 0) -> "FrozenEncoder":
+        """A randomly initialised encoder of the checkpoint's shape (with its feature statistics): the baseline."""
+        trained = cls.from_checkpoint(path)
+        torch.manual_seed(seed)
+        encoder = speech_encoder(trained.encoder.config)
+        return cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}", trained.checkpoint)
+
+    @property
+    def num_states(self) -> int:
+        return self.encoder.num_layers + 1
+
+    @torch.no_grad()
+    def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, S]`` audio -> the encoder's input: normalised log-Mel ``[B, T_in, 80]`` in whole encoder frames, lengths."""
+        feats, lens = trim_to_frames(*self.logmel(audio, audio_lens))
+        return self.normalizer(feats, lens), lens
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``[B, S]`` audio -> ``([front end, block 0, ...], frame lengths)``, each ``[B, T, dim]``."""
+        self.forward_calls += 1
+        return self.encoder.extract_features(*self.features(audio, audio_lens))
+
+
+def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:
+    """A frozen encoder from a speechrq checkpoint or a local Hugging Face model folder."""
+    from .hf import HuggingFaceEncoder, is_pretrained_folder
+
+    if is_pretrained_folder(path):
+        return freeze(HuggingFaceEncoder(path))
+    return FrozenEncoder.from_checkpoint(path)

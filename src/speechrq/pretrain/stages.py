@@ -1,0 +1,127 @@
+"""Latent-RQ stages: where θ comes from, and what changes when it does.
+
+A run starts in one of three ways (:func:`start_stage`):
+
+- **stage 0**, BEST-RQ: Mel targets, no θ;
+- **a branch** (``targets.init_from``, Figure 2): the student starts from a stage-k
+  checkpoint, θ is that checkpoint's encoder, steps continue from its step;
+- **θ fixed from step 0** (``targets.encoder``): a speechrq checkpoint's encoder or
+  a Hugging Face folder.
+
+At each ``targets.refresh_at`` step (:func:`refresh`) θ becomes a copy of the
+student. Whenever θ changes (:func:`set_target_encoder`) its layer statistics are
+refit on a fixed seeded sample and the heads are re-initialised, seeded by the
+stage; projections and codebooks never change. Every change is appended to the
+run's ``history``, saved in each checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import distributed as dist
+from ..checkpoint import load_model_state, read_meta
+from ..config import config_to_dict
+from ..data.corpus import seeded_subset
+from ..encoders.frozen import PretrainCheckpoint
+from ..encoders.hf import is_pretrained_folder
+from ..errors import SpeechrqError
+from ..features import LogMel, feature_batches
+from .config import PretrainConfig
+from .model import MaskedPredictionModel
+from .step import MASK_SEED_STRIDE
+
+HEADS_SEED = 7919  # offsets the generator that re-initialises the heads at each stage
+BRANCHED_FROM = "branched from "  # history entry of a --init-from branch: BRANCHED_FROM + the parent checkpoint
+MEL_STAGE = {"stage": 0, "start": 0, "targets": "mel"}
+
+
+def encoder_state(checkpoint: str | Path, preset: str) -> dict[str, torch.Tensor]:
+    """The student encoder's weights in a speechrq checkpoint (checked to be of ``preset``)."""
+    ckpt = PretrainCheckpoint(checkpoint)
+    if ckpt.preset != preset:
+        raise SpeechrqError(f"{checkpoint}: holds a {ckpt.preset!r} encoder, this run's is {preset!r}")
+    return ckpt.weights("encoder.")
+
+
+def stats_batches(cuts, cfg: PretrainConfig, logmel: LogMel, model: MaskedPredictionModel, device: torch.device):
+    """The fixed utterance sample whose θ features set the target layers' statistics.
+
+    The same on every rank and at every refresh: ``targets.stats_utterances``
+    utterances drawn with ``train.seed``, in order.
+    """
+    sample = seeded_subset(cuts, cfg.targets.stats_utterances, cfg.train.seed)
+    return feature_batches(sample, model.normalizer, cfg.data.max_duration, device, logmel)
+
+
+def set_target_encoder(model: MaskedPredictionModel, encoder_weights: dict | None, stage: int, cuts, cfg: PretrainConfig, logmel: LogMel,
+                       ctx: dist.Context) -> None:
+    """Start stage ``stage``: θ takes ``encoder_weights``, its layer statistics are refit,
+    the heads are re-initialised (seeded by the stage); projections and codebooks stay."""
+    latent = model.targets.latent
+    if encoder_weights is not None:  # None: θ keeps its own weights (a pretrained folder)
+        latent.encoder.load_state_dict(encoder_weights)
+    latent.freeze()
+    with torch.no_grad():
+        latent.fit_normalizers(stats_batches(cuts, cfg, logmel, model, ctx.device))
+    for buf in latent.normalizers.buffers():  # identical on every rank even where kernels are not bitwise reproducible
+        dist.broadcast_tensor(buf, ctx)
+    model.targets.stage.fill_(stage)
+    model.heads.reset_parameters(torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + HEADS_SEED + stage))
+
+
+def branch_from(checkpoint: str, model: MaskedPredictionModel, cfg: PretrainConfig) -> tuple[int, list]:
+    """Load a stage-k checkpoint into the student for stage k+1; returns its step and the new history.
+
+    Everything but the heads, θ and θ's statistics is taken from the checkpoint,
+    so the quantizers are exactly the parent run's.
+    """
+    meta = read_meta(checkpoint)
+    parent = meta.get("config", {})
+    if parent.get("model", {}).get("preset") != cfg.model.preset:
+        raise SpeechrqError(f"{checkpoint}: a {parent.get('model', {}).get('preset')!r} model; this run's preset is {cfg.model.preset!r}")
+    if parent.get("quantizer") != config_to_dict(cfg)["quantizer"]:
+        raise SpeechrqError(f"{checkpoint}: quantizer settings {parent.get('quantizer')} differ from this run's; "
+                            "a branch must keep the parent's projections and codebooks")
+    own = model.state_dict()
+    skip = ("heads.", "targets.latent.encoder.", "targets.latent.normalizers.", "targets.stage")
+    state = {k: v for k, v in load_model_state(checkpoint).items() if k in own and not k.startswith(skip)}
+    model.load_state_dict(state, strict=False)
+    history = meta.get("history") or [dict(MEL_STAGE)]
+    stage = int(meta.get("stage", 0)) + 1
+    step = int(meta["step"])
+    if step >= cfg.optim.max_steps:
+        raise SpeechrqError(f"{checkpoint}: is at step {step}, not before this run's optim.max_steps={cfg.optim.max_steps}")
+    return step, [*history, {"stage": stage, "start": step, "targets": f"{BRANCHED_FROM}{checkpoint}"}]
+
+
+def branch_parent(meta: dict) -> str | None:
+    """The checkpoint a run was branched from (``--init-from``), read from a checkpoint's history."""
+    for entry in reversed(meta.get("history") or []):
+        if str(entry.get("targets", "")).startswith(BRANCHED_FROM):
+            return entry["targets"][len(BRANCHED_FROM):]
+    return None
+
+
+def start_stage(model: MaskedPredictionModel, cfg: PretrainConfig, cuts, logmel: LogMel, ctx: dist.Context) -> tuple[int, list]:
+    """A new run's first stage: stage 0, a branch, or θ fixed from step 0. Returns the first step and the history."""
+    if cfg.targets.init_from:  # Figure 2: branch stage k+1 from a checkpoint of stage k
+        step, history = branch_from(cfg.targets.init_from, model, cfg)
+        set_target_encoder(model, model.encoder.state_dict(), history[-1]["stage"], cuts, cfg, logmel, ctx)
+        return step, history
+    if cfg.targets.encoder:  # θ fixed from another run or a Hugging Face folder, from step 0
+        weights = None if is_pretrained_folder(cfg.targets.encoder) else encoder_state(cfg.targets.encoder, cfg.model.preset)
+        set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
+        return 0, [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}"}]
+    return 0, [dict(MEL_STAGE)]
+
+
+def refresh(model: MaskedPredictionModel, step: int, history: list, cfg: PretrainConfig, cuts, logmel: LogMel,
+            ctx: dist.Context) -> int:
+    """A refresh at ``step``: θ <- a copy of the student, a new stage in ``history``; returns the stage."""
+    stage = int(model.targets.stage) + 1
+    set_target_encoder(model, model.encoder.state_dict(), stage, cuts, cfg, logmel, ctx)
+    history.append({"stage": stage, "start": step, "targets": f"student at step {step}"})
+    return stage

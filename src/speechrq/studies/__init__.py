@@ -1,0 +1,1 @@
+"""Studies that train as well as evaluate (they sit above pre-training and evaluation): the layer-choice study."""

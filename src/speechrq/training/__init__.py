@@ -1,0 +1,1 @@
+"""What every speechrq training loop shares: optimizer and schedule, precision, RNG, metrics log."""

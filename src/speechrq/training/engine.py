@@ -1,0 +1,136 @@
+"""The parts of a training loop that are not the model: precision, RNG, rank agreement, the metrics log.
+
+Any speechrq trainer (pre-training today, discrete-unit ASR next) uses these
+with :mod:`speechrq.training.optim` and :mod:`speechrq.checkpoint`:
+
+- :func:`autocast`: bf16 autocast where asked, or by default on CUDA;
+- :func:`rng_state` / :func:`set_rng_state`: what a checkpoint saves per rank so
+  that a resumed run draws the same dropout masks;
+- :func:`check_buffers_agree`: every rank holds the same fixed buffers;
+- :class:`MetricsLog`: ``metrics.jsonl`` and TensorBoard, rank 0 only, trimmed to
+  the checkpoint a run resumes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import distributed as dist
+from ..errors import SpeechrqError
+from ..io import atomic_write_text
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
+
+
+def set_deterministic(enabled: bool) -> None:
+    """``torch.use_deterministic_algorithms`` and what CUDA needs for it."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """bf16 (autocast) where asked, or by default (``auto``) on CUDA; float32 otherwise."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def autocast(precision: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=compute_dtype(precision, device) == torch.bfloat16)
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """A new run's torch and Python RNGs: dropout differs per rank, reproducibly."""
+    torch.manual_seed(seed + 1000 * (rank + 1))
+    random.seed(seed + rank)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def check_buffers_agree(model: nn.Module, ctx: dist.Context) -> None:
+    """Every rank must hold the same fixed buffers (statistics, projections, codebooks)."""
+    if not ctx.distributed:
+        return
+    h = hashlib.sha256()
+    params = {name for name, _ in model.named_parameters()}
+    for name, buf in sorted(model.state_dict().items()):
+        if name not in params:
+            h.update(name.encode())
+            h.update(buf.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digests = dist.gather_objects(h.hexdigest(), ctx)
+    if len(set(digests)) > 1:
+        raise SpeechrqError(f"model buffers differ between ranks ({', '.join(d[:8] for d in digests)}): "
+                            "the ranks do not share one config or feature_stats.json")
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one record per log interval) and TensorBoard scalars, rank 0 only."""
+
+    def __init__(self, out_dir: Path, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = Path(out_dir) / METRICS_FILE
+        self.tb = None
+        if not enabled:
+            return
+        # a resumed run drops the records past its checkpoint, so the log is the trajectory
+        kept = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= start_step:
+                        kept.append(line)
+                except (ValueError, KeyError):
+                    pass
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_step + 1)
+        except ImportError:
+            log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record["step"]
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key.replace(".", "/"), value, step)
+                elif isinstance(value, list) and value and isinstance(value[0], (int, float)):
+                    self.tb.add_scalar(f"{key}/min", min(value), step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` records, oldest first."""
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,150 @@
+"""Frozen encoders: a checkpoint's hidden states, cached once per checkpoint; checkpoints of older code still load and hit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_pretrain_config
+from speechrq.checkpoint import load_model_state, save_checkpoint, step_dir
+from speechrq.config import config_from_dict, config_to_dict
+from speechrq.data.corpus import load_cuts
+from speechrq.encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states, load_batch
+from speechrq.features import FeatureStats
+from speechrq.pretrain.config import PretrainConfig
+from speechrq.pretrain.model import build_model
+
+
+def make_checkpoint(corpus, root, seed):
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(corpus, root, train={"seed": seed}))
+    model = build_model(cfg, FeatureStats.load(corpus / "feature_stats.json"))
+    return save_checkpoint(step_dir(root, 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+
+
+@pytest.fixture(scope="module")
+def dev_cuts(pretrain_corpus):
+    return load_cuts(pretrain_corpus, "dev").subset(first=6)
+
+
+def test_a_second_pass_runs_no_encoder(pretrain_corpus, dev_cuts, tmp_path):
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    enc = FrozenEncoder.from_checkpoint(ckpt)
+    cache = HiddenStateCache(tmp_path / "cache", enc.fingerprint)
+    assert cache_hidden_states(enc, dev_cuts, cache, progress=False) == 6 and enc.forward_calls > 0
+
+    again = FrozenEncoder.from_checkpoint(ckpt)  # a new process, the same checkpoint
+    assert again.fingerprint == enc.fingerprint
+    assert cache_hidden_states(again, dev_cuts, HiddenStateCache(tmp_path / "cache", again.fingerprint), progress=False) == 0
+    assert again.forward_calls == 0
+
+    # the cached states are the encoder's (to float16), one per layer plus the front end
+    ids = [c.id for c in dev_cuts][:2]
+    states, lens = load_batch(cache, ids)
+    from speechrq.data.batching import make_loader
+
+    batch = next(iter(make_loader(dev_cuts.subset(first=1), 60.0, shuffle=False, num_buckets=1)))
+    direct, dlens = enc(batch["audio"], batch["audio_lens"])
+    assert states.shape[1] == enc.num_states == 5 and int(lens[0]) == int(dlens[0])
+    ref = torch.stack(direct, 1)[0, :, : int(dlens[0])]
+    assert torch.allclose(states[0, :, : int(lens[0])], ref, atol=2e-2, rtol=1e-2)
+
+    other = FrozenEncoder.from_checkpoint(make_checkpoint(pretrain_corpus, tmp_path / "other", seed=1))
+    assert other.fingerprint != enc.fingerprint
+
+
+# ---------------------------------------------------------------- checkpoints of older code
+
+FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v0"  # made by make.sh at commit a9fc92f
+sys.path.insert(0, str(FIXTURE))
+from waveforms import fixture_waveforms  # noqa: E402  (the input of the fixture's reference outputs)
+
+
+def test_a_checkpoint_of_older_code_loads_with_the_same_keys_fingerprint_and_outputs(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from speechrq.checkpoint import read_meta
+    from speechrq.features import LogMel
+    from speechrq.models import trim_to_frames
+
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    ref = np.load(FIXTURE / "expected.npz")
+    audio, lens = fixture_waveforms()
+
+    # evaluation's view: same fingerprint, so caches written before are still hits, and the same states
+    enc = FrozenEncoder.from_checkpoint(FIXTURE)
+    assert enc.fingerprint == expected["fingerprint"]
+    assert HiddenStateCache(tmp_path, enc.fingerprint).path("spk/utt 1").relative_to(tmp_path).as_posix() == expected["cache_file"]
+    states, frame_lens = enc(audio, lens)
+    assert frame_lens.tolist() == ref["frame_lens"].tolist()
+    assert np.allclose(torch.stack(states, 1).numpy(), ref["states"], atol=1e-4, rtol=1e-4)
+
+    # training's view: today's model has exactly the saved keys and shapes, loads strictly, and makes the same targets
+    cfg = config_from_dict(PretrainConfig, read_meta(FIXTURE)["config"])
+    model = build_model(cfg).eval()
+    with safe_open(str(FIXTURE / "model.safetensors"), "pt") as f:
+        saved = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == saved
+    model.load_state_dict(load_model_state(FIXTURE))
+    feats, flens = trim_to_frames(*LogMel()(audio, lens))
+    x = model.normalizer(feats, flens)
+    with torch.no_grad():
+        mel, latent = model.targets.mel(x, flens), model.targets.latent(x, flens)
+    # argmax near-ties may flip on another CPU's kernels; on the machine that made the fixture they are equal
+    assert (mel.numpy() == ref["mel_targets"]).mean() > 0.99
+    assert (latent.numpy() == ref["latent_targets"]).mean() > 0.99
+
+
+def test_a_run_branches_from_a_checkpoint_of_older_code(pretrain_corpus, tmp_path):
+    from speechrq.pretrain.trainer import train
+    from speechrq.training.engine import read_metrics
+
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "branch", optim={"max_steps": 6, "warmup_steps": 1},
+        targets={"layers": [1, 2], "init_from": str(FIXTURE), "stats_utterances": 8}, train={"checkpoint_every": 6}))
+    train(cfg, progress=False)
+    assert [r["step"] for r in read_metrics(tmp_path / "branch")] == [5, 6]  # steps continue from the fixture's 4
+    assert {r["stage"] for r in read_metrics(tmp_path / "branch")} == {2}
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "data2vec-audio"])
+def test_load_encoder_reads_a_hugging_face_folder(kind, tmp_path):
+    from transformers import Data2VecAudioConfig, Data2VecAudioModel, WavLMConfig, WavLMModel
+
+    from speechrq.encoders import load_encoder
+
+    shape = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    model = WavLMModel(WavLMConfig(**shape)) if kind == "wavlm" else Data2VecAudioModel(Data2VecAudioConfig(**shape))
+    model.save_pretrained(tmp_path / kind)
+    enc = load_encoder(tmp_path / kind)
+    assert enc.num_states == 4 and enc.fingerprint.startswith("hf-") and not any(p.requires_grad for p in enc.parameters())
+    assert load_encoder(tmp_path / kind).fingerprint == enc.fingerprint  # the key of its cached states
+    states, lens = enc(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000]))
+    assert len(states) == 4 and all(s.shape == (2, 25, 32) for s in states) and lens.tolist() == [25, 12]
+
+
+def test_a_hugging_face_folder_loads_its_safetensors_never_a_pickle_beside_them(tmp_path):
+    from transformers import WavLMConfig, WavLMModel
+
+    from speechrq.encoders import load_encoder
+
+    torch.manual_seed(0)
+    WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                           num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "m")
+    marker = tmp_path / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker),))
+
+    torch.save({"x": RunsCode()}, tmp_path / "m" / "pytorch_model.bin")
+    assert load_encoder(tmp_path / "m").num_states == 3
+    assert not marker.exists()
