@@ -81,3 +81,79 @@ def test_loader_skips_a_file_that_went_bad_after_import(messy_folder, tmp_path, 
     assert "good1" not in ids and len(ids) == 3
     assert loader.dataset.skipped == 1
     assert any("good1.wav" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_the_bad_audio_holdout_imports_with_every_good_file_kept_and_every_bad_one_named(tmp_path, monkeypatch):
+    """Issue 12's holdout, through the CLI: exit 0, no traceback, each bad file named with its problem."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "holdout"
+    (root / "dir with spaces").mkdir(parents=True)
+    good = {
+        "plain.wav": (_tone(1.0), 16000, "PCM_16"),
+        "narrow 8k.wav": (_tone(1.0, rate=8000), 8000, "PCM_16"),
+        "stereo_44k.wav": (_tone(1.0, rate=44100, channels=2), 44100, "PCM_16"),
+        "deep24.wav": (_tone(1.0), 16000, "PCM_24"),
+        "float.wav": (_tone(1.0), 16000, "FLOAT"),
+        "dir with spaces/ünïcødé ñame.flac": (_tone(1.2), 16000, "PCM_16"),
+    }
+    for name, (x, rate, subtype) in good.items():
+        sf.write(root / name, x, rate, subtype=subtype)
+    (root / "empty.wav").write_bytes(b"")
+    nan, inf = _tone(0.5), _tone(0.5)
+    nan[10], inf[20] = np.nan, np.inf
+    sf.write(root / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(root / "inf.wav", inf, 16000, subtype="FLOAT")
+    (root / "garbage.wav").write_bytes(os.urandom(3000))
+    sf.write(root / "whole.flac", _tone(2.0), 16000)
+    data = (root / "whole.flac").read_bytes()
+    (root / "truncated.flac").write_bytes(data[: len(data) // 3])
+    (root / "whole.flac").unlink()
+    sf.write(root / "header_only.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    sf.write(root / "blip.wav", _tone(0.03), 16000, subtype="PCM_16")  # 30 ms: shorter than the import minimum
+    sf.write(root / "locked.wav", _tone(1.0), 16000, subtype="PCM_16")
+    os.chmod(root / "locked.wav", 0)
+    bad = {"empty.wav": "empty", "nan.wav": "non-finite", "inf.wav": "non-finite", "garbage.wav": "unreadable",
+           "truncated.flac": "unreadable", "header_only.wav": "zero-length", "blip.wav": "too short", "locked.wav": "cannot open"}
+    if os.geteuid() == 0:  # root reads a 0o000 file anyway: make its open fail as a user's would
+        sitecustomize = tmp_path / "site" / "sitecustomize.py"
+        sitecustomize.parent.mkdir()
+        sitecustomize.write_text(
+            "import builtins, errno\n_open = builtins.open\n"
+            "def _locked(f, *a, **k):\n"
+            "    if str(f).endswith('locked.wav'):\n"
+            "        raise PermissionError(errno.EACCES, 'Permission denied', str(f))\n"
+            "    return _open(f, *a, **k)\nbuiltins.open = _locked\n")
+        env = dict(os.environ, PYTHONPATH=f"{sitecustomize.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        bad["locked.wav"] = "cannot open"
+    else:
+        env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "speechrq", "data", "import", "folder", str(root), str(tmp_path / "out"), "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert f"{len(good)} files kept, {len(bad)} skipped" in r.stdout
+    import json
+
+    problems = {p.split("/")[-1]: why for p, why in json.loads((tmp_path / "out" / "import_report.json").read_text())["problems"].items()}
+    assert set(problems) == set(bad)
+    for name, word in bad.items():
+        assert word in problems[name], (name, problems[name])
+    assert {c.supervisions[0].duration > 0.9 for c in load_cuts(tmp_path / "out", "train")} == {True}
+
+
+def test_label_files_that_cannot_be_read_are_named_and_the_import_goes_on(tmp_path):
+    src = tmp_path / "LibriSpeech" / "dev-clean"
+    for spk, chapter, text in (("84", "121123", "HELLO WORLD".encode()), ("85", "200", "CAF\xc9 AU LAIT".encode("latin-1"))):
+        d = src / spk / chapter
+        d.mkdir(parents=True)
+        sf.write(d / f"{spk}-{chapter}-0000.flac", _tone(1.0), 16000)
+        (d / f"{spk}-{chapter}.trans.txt").write_bytes(f"{spk}-{chapter}-0000 ".encode() + text + b"\n")
+    (src / "84" / "121123" / "84-121123.trans.txt").write_text("84-121123-0000 HELLO WORLD\nJUSTONEFIELD\n")
+    summary, report = import_corpus("librispeech", src.parent, tmp_path / "out", workers=1, progress=False)
+    assert summary["utterances"] == 1
+    problems = {p.split("/")[-1]: why for p, why in report.skipped.items()}
+    assert "not UTF-8" in problems["85-200.trans.txt"]
+    assert "expected 'UTTERANCE-ID TRANSCRIPT'" in problems["84-121123.trans.txt:2"]

@@ -49,6 +49,31 @@ def test_resaving_a_step_replaces_it(tmp_path):
     assert load_model_state(step_dir(tmp_path, 3))["w"][0, 0] == 2.0
 
 
+def test_a_resave_killed_between_its_renames_loses_nothing(tmp_path, monkeypatch):
+    import speechrq.checkpoint as ckpt
+
+    save(tmp_path, 3, 1.0)
+    real, calls = os.replace, []
+
+    def dies_on_the_second_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the old copy is aside, the new one not yet in place: the job is killed here
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", dies_on_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path, 3, 2.0)
+    monkeypatch.setattr(ckpt.os, "replace", real)
+    assert not step_dir(tmp_path, 3).exists()  # the moment the old code lost the step for good
+    # the next start finds the old copy again, and pruning keeps it
+    assert latest_checkpoint(tmp_path) == step_dir(tmp_path, 3)
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3]
+    assert load_model_state(step_dir(tmp_path, 3))["w"][0, 0] == 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_damaged_checkpoints_are_one_line_errors(tmp_path):
     path = save(tmp_path, 1)
     (path / "model.safetensors").write_bytes(b"garbage")
@@ -59,3 +84,22 @@ def test_damaged_checkpoints_are_one_line_errors(tmp_path):
         load_trainer_state(path)
     with pytest.raises(SpeechrqError, match="not a speechrq checkpoint"):
         read_meta(tmp_path)
+
+
+class _RunsCode:
+    """A pickle that would run code when loaded (it would create the marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def test_a_trainer_state_that_would_run_code_is_refused(tmp_path):
+    path = save(tmp_path, 1)
+    marker = tmp_path / "pwned"
+    torch.save({"optimizer": _RunsCode(marker)}, path / "trainer.pt")
+    with pytest.raises(SpeechrqError, match="trainer.pt: cannot read"):
+        load_trainer_state(path)
+    assert not marker.exists()

@@ -14,7 +14,26 @@ def _run(*args):
     return subprocess.run([sys.executable, "-m", "speechrq.cli", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("args", [[], ["synth"], ["data"], ["data", "import"], ["data", "summary"], ["features", "stats"]])
+def _every_command(parser=None, prefix=()):
+    """Every command path of the parser, found by walking its sub-parsers (a new sub-command is covered by itself)."""
+    import argparse
+
+    from speechrq.cli import build_parser
+
+    parser = parser or build_parser()
+    yield list(prefix)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _every_command(sub, (*prefix, name))
+
+
+def test_the_walk_finds_every_command():
+    paths = [" ".join(p) for p in _every_command()]
+    assert {"pretrain", "evaluate", "bench pretrain", "data import", "features stats"} <= set(paths)
+
+
+@pytest.mark.parametrize("args", list(_every_command()), ids=lambda a: " ".join(a) or "speechrq")
 def test_help_everywhere(args):
     r = _run(*args, "--help")
     assert r.returncode == 0 and "usage: speechrq" in r.stdout

@@ -39,6 +39,10 @@ def test_loads_types_defaults_and_yaml_floats(tmp_path):
     ("data: [1, 2]\n", "data: expected a mapping"),
     ("- a\n- b\n", "expected a mapping of keys at the top level"),
     ("optim: {lr: 1\n", "not valid YAML at line"),
+    ("optim:\n  lr: .nan\n", "optim.lr: expected a finite number, got nan"),
+    ("optim:\n  clip_norm: .inf\n", "optim.clip_norm: expected a finite number, got inf"),
+    ("masking:\n  prob: .NaN\n", "masking.prob: expected a finite number"),
+    ("targets:\n  cache_max_gb: -.inf\n", "targets.cache_max_gb: expected a finite number"),
 ])
 def test_bad_configs_are_one_line_errors(tmp_path, text, expected):
     base = "out_dir: x\n" + ("" if text.startswith(("data", "-")) else "data:\n  corpus: c\n")

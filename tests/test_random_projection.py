@@ -51,3 +51,16 @@ def test_codebooks_are_all_in_use_on_random_input():
     y = q(torch.randn(4, 500, 320))
     for n in range(2):
         assert y[..., n].unique().numel() > 0.9 * 64
+
+
+def test_targets_are_fp32_under_a_low_precision_autocast():
+    # the training step runs under bf16 autocast on CUDA (and on CPU when asked); bmm is on autocast's
+    # low-precision list, so without care near-ties flip and targets stop being the nearest codeword
+    torch.manual_seed(1)
+    q = RandomProjectionQuantizer(input_dim=320, num_codebooks=4, codebook_size=1024, codebook_dim=16, seed=2)
+    x = torch.randn(2, 60, 320)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = q(x)
+        z = q.project(x)
+    assert z.dtype == torch.float32
+    assert (got.numpy() == _reference(q, x)).all()

@@ -126,6 +126,32 @@ def test_kill_and_resume_reproduces_the_run_exactly(pretrain_corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_whole_one(pretrain_corpus, tmp_path, monkeypatch):
+    import speechrq.checkpoint as ckpt
+
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run", optim={"max_steps": 8},
+                                                                train={"checkpoint_every": 4}))
+    real, saves = ckpt.torch.save, []
+
+    def killed_mid_write(obj, f, *args, **kwargs):  # step 8's model.safetensors is written, its trainer.pt is not
+        saves.append(f)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(ckpt.torch, "save", real)
+    root = tmp_path / "run" / "checkpoints"
+    assert [s for s, _ in list_checkpoints(root)] == [4] and any(p.name.startswith(".step_00000008") for p in root.iterdir())
+
+    train(cfg, resume=True, progress=False)
+    assert [s for s, _ in list_checkpoints(root)] == [4, 8] and not [p for p in root.iterdir() if p.name.startswith(".")]
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == list(range(1, 9))
+    assert read_meta(root / "step_00000008")["step"] == 8
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_ddp_processes_follow_the_single_process_curve(pretrain_corpus, tmp_path):
     steps = 6
@@ -208,3 +234,36 @@ def test_paper_preset_size_and_one_cpu_step():
     opt.step()
     assert torch.isfinite(out.loss) and out.targets.shape == (2, 75, 18)
     assert not torch.equal(before, model.encoder.encoder.blocks[-1].ffn2[1].weight)
+
+
+def test_batches_without_a_usable_utterance_are_skipped_not_fatal(pretrain_corpus, tmp_path, caplog):
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+    from lhotse import CutSet, Recording
+
+    from speechrq.data.corpus import load_cuts
+
+    corpus = tmp_path / "corpus"
+    (corpus / "bad").mkdir(parents=True)
+    shutil.copy(pretrain_corpus / "feature_stats.json", corpus)
+    recs = []
+    for i in range(24):  # 25 ms each: shorter than one 40 ms encoder frame, bucketed together
+        sf.write(corpus / "bad" / f"blip{i}.wav", 0.1 * np.random.default_rng(i).standard_normal(400).astype(np.float32), 16000)
+        recs.append(Recording.from_file(corpus / "bad" / f"blip{i}.wav", recording_id=f"blip{i}"))
+    for i in range(4):  # fine at import, gone bad since
+        sf.write(corpus / "bad" / f"gone{i}.wav", np.zeros(400, np.float32), 16000)
+        recs.append(Recording.from_file(corpus / "bad" / f"gone{i}.wav", recording_id=f"gone{i}"))
+        (corpus / "bad" / f"gone{i}.wav").write_bytes(b"garbage")
+    bad = CutSet.from_manifests(recordings=recs)
+    good = load_cuts(pretrain_corpus, "train").subset(first=24)
+    CutSet.from_cuts([*good, *bad]).to_file(corpus / "cuts_train.jsonl")
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(corpus, tmp_path / "run", data={"num_buckets": 6},
+                                                                optim={"max_steps": 12}, train={"checkpoint_every": 12}))
+    train(cfg, progress=False)
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == list(range(1, 13))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("skipping a batch with no usable utterance" in m for m in messages)
+    assert any("blip" in m and "fewer than the 560 one frame needs" in m for m in messages)
+    assert any("gone" in m and "unreadable" in m for m in messages)

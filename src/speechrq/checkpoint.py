@@ -10,7 +10,10 @@ A checkpoint is a directory, ``RUN/checkpoints/step_00001000/``, holding
   whatever else the job needs to continue.
 
 It is written into a hidden temporary directory and renamed into place, so a
-killed job leaves either the whole checkpoint or none of it.
+killed job leaves either the whole checkpoint or none of it. Re-saving a step
+that exists (a resumed run) moves the old copy aside first; a job killed
+between the two renames leaves the old copy aside, and the next listing puts it
+back, so there is never a moment without a complete checkpoint of that step.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .io import default_file_mode
 
 MODEL_FILE, TRAINER_FILE, META_FILE = "model.safetensors", "trainer.pt", "meta.json"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
+_ASIDE = re.compile(r"^\.(step_\d{8,})\.old-\d+$")  # an existing step moved aside while it is re-saved
 
 
 def step_dir(root: str | Path, step: int) -> Path:
@@ -72,11 +76,27 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], trai
     return path
 
 
+def _recover_aside(root: Path) -> None:
+    """Put back a step moved aside by a re-save that was killed before the new copy moved in."""
+    for p in root.glob(".step_*.old-*"):
+        m = _ASIDE.match(p.name)
+        if not m or not (p / META_FILE).exists():
+            continue
+        try:
+            if (root / m.group(1)).exists():
+                shutil.rmtree(p, ignore_errors=True)  # the re-save completed; this copy is stale
+            else:
+                os.replace(p, root / m.group(1))
+        except OSError:  # a read-only copy of a run: list what is there
+            pass
+
+
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints under ``root``, oldest first, as ``(step, path)``."""
     root = Path(root)
     if not root.is_dir():
         return []
+    _recover_aside(root)
     out = []
     for p in root.iterdir():
         m = _STEP_DIR.match(p.name)

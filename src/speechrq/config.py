@@ -16,6 +16,7 @@ innermost first, and its message gets the dataclass's key path in front.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -100,9 +101,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str) and _looks_like_float(value):
-            return float(value)  # PyYAML reads 3e-4 (no dot) as a string
+            value = float(value)  # PyYAML reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan and .inf pass every range check written as a comparison
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

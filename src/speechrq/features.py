@@ -45,6 +45,12 @@ def num_frames(num_samples: torch.Tensor | int, sample_rate: int = SAMPLE_RATE) 
     return (num_samples + hop // 2) // hop
 
 
+def samples_for_frames(frames: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """The fewest samples that give ``frames`` log-Mel frames (the inverse of :func:`num_frames`)."""
+    hop = int(round(FRAME_SHIFT * sample_rate))
+    return max(1, frames * hop - hop // 2)
+
+
 class LogMel(nn.Module):
     """Waveforms ``[B, S]`` (16 kHz, float, padded) -> log-Mel ``[B, T, 80]`` and lengths ``[B]``.
 

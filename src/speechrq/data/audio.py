@@ -20,6 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from ..frames import SAMPLE_RATE as TARGET_RATE  # every file is resampled to it when loaded
+MIN_DURATION = 0.1  # seconds: shorter files are rejected at import (a speech encoder frame is 40 ms, a window 25 ms)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph", ".aiff", ".aif")
 
 
@@ -66,16 +67,19 @@ def inspect_audio(path: str | os.PathLike, recording_id: str | None = None):
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    truncated = _riff_truncation(path)
+    try:
+        if path.stat().st_size == 0:
+            raise AudioError(path, "empty file (0 bytes)")
+        truncated = _riff_truncation(path)
+    except OSError as e:  # e.g. no read permission
+        raise AudioError(path, f"cannot open ({e.strerror or e})") from None
     if truncated:
         raise AudioError(path, truncated)
     try:
         with sf.SoundFile(path) as f:
             rate, channels, frames = f.samplerate, f.channels, f.frames
             data = f.read(dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise AudioError(path, f"unreadable audio ({str(e).split(': ', 1)[-1].strip()})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "zero-length audio (no samples)")
@@ -84,6 +88,8 @@ def inspect_audio(path: str | os.PathLike, recording_id: str | None = None):
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(path, f"{bad} non-finite (NaN or inf) samples")
+    if data.shape[0] < MIN_DURATION * rate:
+        raise AudioError(path, f"too short ({data.shape[0] / rate:.3f} s; at least {MIN_DURATION} s)")
     notes = []
     if rate != TARGET_RATE:
         notes.append(f"resampled from {rate} Hz")
@@ -139,6 +145,8 @@ def inspect_many(items: Iterable[tuple[str | os.PathLike, str]], workers: int = 
             return rid, path, inspect_audio(path, rid), None
         except AudioError as e:
             return rid, path, None, e.problem
+        except Exception as e:  # a decoder's surprise must not stop the import or lose the good files
+            return rid, path, None, f"unexpected error ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for rid, path, result, problem in tqdm(pool.map(one, items), total=len(items), desc="checking audio", unit="file", disable=not progress):

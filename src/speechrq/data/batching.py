@@ -36,7 +36,8 @@ class AudioBatches(torch.utils.data.Dataset):
     resampled by the manifest (see :func:`speechrq.data.recipes.import_corpus`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_samples: int = 1) -> None:
+        self.min_samples = min_samples  # shorter audio is dropped (a model needs at least one frame)
         self.skipped = 0
 
     def load(self, cut) -> np.ndarray | None:
@@ -50,7 +51,8 @@ class AudioBatches(torch.utils.data.Dataset):
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim == 2:
             audio = audio.mean(axis=0)
-        problem = "zero-length audio" if audio.size == 0 else None if np.isfinite(audio).all() else "non-finite samples"
+        problem = ("zero-length audio" if audio.size == 0 else f"{audio.size} samples, fewer than the {self.min_samples} one frame needs"
+                   if audio.size < self.min_samples else None if np.isfinite(audio).all() else "non-finite samples")
         if problem:
             self.skipped += 1
             log.warning("skipping %s: %s", src, problem)
@@ -114,12 +116,12 @@ class BatchStream:
     """
 
     def __init__(self, cuts, max_duration: float, seed: int, num_buckets: int = 10, num_workers: int = 0, accum_steps: int = 1,
-                 world_size: int = 1, rank: int = 0):
+                 world_size: int = 1, rank: int = 0, min_samples: int = 1):
         self.accum, self.group = accum_steps, world_size * accum_steps
         self.first_slot = rank * self.accum
         self.samplers = [make_sampler(cuts, max_duration, shuffle=True, seed=seed, num_buckets=num_buckets,
                                       world_size=self.group, rank=self.first_slot + a) for a in range(self.accum)]
-        self.dataset = AudioBatches()
+        self.dataset = AudioBatches(min_samples)
         self.num_workers = num_workers
         self.epoch = 0
         self.consumed = 0  # micro-batches taken in this epoch
@@ -163,15 +165,22 @@ class BatchStream:
         return self
 
     def __next__(self) -> dict:
-        for _ in range(2):
+        """The next batch holding at least one usable utterance; a batch with none is skipped with a warning."""
+        empty_epochs, usable_this_epoch = 0, False
+        while empty_epochs < 2:
             if self._it is None:
                 self._start_epoch()
             try:
                 batch = next(self._it)
             except StopIteration:
-                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+                empty_epochs = 0 if usable_this_epoch else empty_epochs + 1
+                self.epoch, self.consumed, self._it, usable_this_epoch = self.epoch + 1, 0, None, False
                 continue
             self.consumed += 1
             self.total += 1
-            return batch
-        raise SpeechrqError("the training split yields no batches (every utterance was skipped?)")
+            if len(batch["cuts"]):
+                return batch
+            # every file of it failed to load or was too short (each named by a warning above); the
+            # position still advances, so a resumed run skips the same batch
+            log.warning("skipping a batch with no usable utterance (epoch %d, batch %d)", self.epoch, self.consumed)
+        raise SpeechrqError("the training split yields no usable batch (every utterance was skipped: see the warnings above)")

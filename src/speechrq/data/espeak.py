@@ -93,6 +93,59 @@ class Synthesis:
     words: list[tuple[int, int, int]]  # (text position (1-based), length in chars, start sample)
 
 
+# espeak-ng's breath noise (the "breath" line of a variant) is not reproducible: the same utterance
+# differs between processes started apart in time, and libc's srand does not reach it. These
+# variants keep their timbre (formants, pitch, echo, roughness) without it, as "<name>-still".
+BREATHLESS = ("f2", "f3", "f5", "victor")
+STILL = "-still"
+
+
+def data_path() -> str:
+    """espeak-ng's data, plus the breath-free variants of :data:`BREATHLESS`.
+
+    The package's data directory is read-only in spirit, so a mirror of symbolic links
+    to it is made once under ``~/.cache/speechrq`` (or ``$SPEECHRQ_CACHE``), with the
+    extra variant files in its own ``voices/!v``.
+    """
+    import hashlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import espeakng_loader
+
+    src = Path(espeakng_loader.get_data_path())
+    variants = src / "voices" / "!v"
+    extra = {f"{v}{STILL}": "".join(line for line in (variants / v).read_text().splitlines(keepends=True)
+                                     if not line.split()[:1] == ["breath"] and not line.split()[:1] == ["breathw"])
+             for v in BREATHLESS}
+    key = hashlib.sha256((str(src) + repr(sorted(extra.items()))).encode()).hexdigest()[:12]
+    root = Path(os.environ.get("SPEECHRQ_CACHE", Path.home() / ".cache" / "speechrq")) / f"espeak-ng-data-{key}"
+    if (root / ".complete").exists():
+        return str(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".espeak-ng-data-", dir=root.parent))
+    for entry in src.iterdir():
+        if entry.name != "voices":
+            (tmp / entry.name).symlink_to(entry)
+    (tmp / "voices" / "!v").mkdir(parents=True)
+    for entry in (src / "voices").iterdir():
+        if entry.name != "!v":
+            (tmp / "voices" / entry.name).symlink_to(entry)
+    for entry in variants.iterdir():
+        (tmp / "voices" / "!v" / entry.name).symlink_to(entry)
+    for name, text in extra.items():
+        (tmp / "voices" / "!v" / name).write_text(text)
+    (tmp / ".complete").write_text("")
+    try:
+        os.replace(tmp, root)  # another process may have won the race: then use its copy
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(root)
+
+
 class Espeak:
     """One initialised libespeak-ng in this process.
 
@@ -106,7 +159,7 @@ class Espeak:
         self._lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_Voice)
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        data = espeakng_loader.get_data_path().encode()
+        data = data_path().encode()
         rate = self._lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS, data, _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT
         )

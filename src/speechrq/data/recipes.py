@@ -1,9 +1,10 @@
 """``speechrq data import KIND SRC OUT``: real corpora as speechrq corpus directories.
 
-Every recipe is one function of the same shape, ``recipe(src) -> list[Entry]``: it
-reads the corpus's own layout and label files and says, per utterance, which
-split it belongs to, where its audio is and what its labels are. It never opens
-audio. :func:`import_corpus` then checks every file (:mod:`speechrq.data.audio`),
+Every recipe is one function of the same shape, ``recipe(src) -> list[Entry | Rejected]``:
+it reads the corpus's own layout and label files and says, per utterance, which
+split it belongs to, where its audio is and what its labels are; a label file (or
+line) it cannot use becomes a :class:`Rejected` naming it, reported like bad audio,
+and the import goes on. It never opens audio. :func:`import_corpus` then checks every file (:mod:`speechrq.data.audio`),
 keeps the good ones, and writes lhotse manifests (``cuts_{split}.jsonl.gz``), an
 ``import_report.json`` and a ``summary.json``.
 
@@ -17,6 +18,7 @@ IEMOCAP have no lhotse recipe for what SUPERB needs.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,16 +42,44 @@ class Entry:
     alignment: dict | None = None  # {"phone": [(symbol, start_s, duration_s), ...], ...}
 
 
+@dataclass
+class Rejected:
+    """A label file (or one line of it) a recipe could not use: skipped and reported like bad audio."""
+
+    source: str
+    problem: str
+
+
+class LabelError(Exception):
+    """A label file that cannot be used; the recipe rejects what it labels and goes on."""
+
+    def __init__(self, source, problem: str):
+        super().__init__(f"{source}: {problem}")
+        self.source, self.problem = str(source), problem
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise SpeechrqError(f"{path}: not found ({what})")
     return path
 
 
+def _read_labels(path: Path) -> str:
+    """A label file's text, or :class:`LabelError` naming it (missing, unreadable, not UTF-8)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelError(path, "label file not found") from None
+    except UnicodeDecodeError as e:
+        raise LabelError(path, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise LabelError(path, f"cannot read ({e.strerror or e})") from None
+
+
 # --------------------------------------------------------------------------- recipes
 
 
-def librispeech(src: Path) -> list[Entry]:
+def librispeech(src: Path) -> list[Entry | Rejected]:
     """LibriSpeech: ``SRC/{part}/{speaker}/{chapter}/{speaker}-{chapter}.trans.txt`` and
     ``...-{utt}.flac``; every part (train-clean-100, dev-clean, ...) becomes a split."""
     entries = []
@@ -58,12 +88,18 @@ def librispeech(src: Path) -> list[Entry]:
         raise SpeechrqError(f"{src}: no LibriSpeech part found (expected PART/SPEAKER/CHAPTER/*.trans.txt)")
     for part in parts:
         for trans in sorted(part.glob("*/*/*.trans.txt")):
-            for lineno, line in enumerate(trans.read_text().splitlines(), 1):
+            try:
+                lines = _read_labels(trans).splitlines()
+            except LabelError as e:
+                entries.append(Rejected(e.source, e.problem))
+                continue
+            for lineno, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 utt, _, text = line.strip().partition(" ")
                 if not text:
-                    raise SpeechrqError(f"{trans}:{lineno}: expected 'UTTERANCE-ID TRANSCRIPT', got {line!r}")
+                    entries.append(Rejected(f"{trans}:{lineno}", f"expected 'UTTERANCE-ID TRANSCRIPT', got {line[:80]!r}"))
+                    continue
                 entries.append(Entry(part.name, trans.parent / f"{utt}.flac", utt, text=text, speaker=utt.split("-")[0]))
     return entries
 
@@ -73,18 +109,18 @@ TIMIT_RATE = 16000  # TIMIT's .PHN/.WRD offsets count samples of its own 16 kHz 
 
 def _timit_items(path: Path, rate: int, kind: str) -> list[tuple[str, float, float]]:
     items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_read_labels(path).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 3:
-            raise SpeechrqError(f"{path}:{lineno}: expected 'START END {kind.upper()}', got {line!r}")
+        if len(fields) != 3 or not (fields[0].isdigit() and fields[1].isdigit()):
+            raise LabelError(f"{path}:{lineno}", f"expected 'START END {kind.upper()}', got {line[:80]!r}")
         start, end = int(fields[0]), int(fields[1])
         items.append((fields[2], start / rate, (end - start) / rate))
     return items
 
 
-def timit(src: Path) -> list[Entry]:
+def timit(src: Path) -> list[Entry | Rejected]:
     """TIMIT: ``SRC/[data/]{TRAIN,TEST}/DR*/SPEAKER/*.WAV`` with ``.PHN``, ``.WRD``, ``.TXT``.
 
     Splits as lhotse's recipe: train = TRAIN; dev and test = the TEST speakers of
@@ -105,48 +141,63 @@ def timit(src: Path) -> list[Entry]:
             if split is None:
                 continue
             txt, phn, wrd = (wav.with_suffix(s if wav.suffix == ".WAV" else s.lower()) for s in (".TXT", ".PHN", ".WRD"))
-            for f in (txt, phn, wrd):
-                _require(f, f"label file of {wav.name}")
-            text = " ".join(txt.read_text().split()[2:])
-            alignment = {"phone": _timit_items(phn, TIMIT_RATE, "phone"), "word": _timit_items(wrd, TIMIT_RATE, "word")}
+            try:
+                text = " ".join(_read_labels(txt).split()[2:])
+                alignment = {"phone": _timit_items(phn, TIMIT_RATE, "phone"), "word": _timit_items(wrd, TIMIT_RATE, "word")}
+            except LabelError as e:
+                entries.append(Rejected(e.source, e.problem))
+                continue
             entries.append(Entry(split, wav, f"{speaker}-{wav.stem}", text=text, speaker=speaker, alignment=alignment))
     return entries
 
 
-def voxceleb1(src: Path) -> list[Entry]:
+def voxceleb1(src: Path) -> list[Entry | Rejected]:
     """VoxCeleb1 identification (SUPERB SID): ``SRC/wav/idXXXXX/VIDEO/NNNNN.wav`` and
     ``SRC/iden_split.txt`` (``1|2|3 idXXXXX/VIDEO/NNNNN.wav`` = train|dev|test)."""
     split_file = _require(src / "iden_split.txt", "VoxCeleb1 identification split")
     names = {"1": "train", "2": "dev", "3": "test"}
     entries = []
-    for lineno, line in enumerate(split_file.read_text().splitlines(), 1):
+    try:
+        lines = _read_labels(split_file).splitlines()
+    except LabelError as e:  # the split definition itself: nothing can be imported without it
+        raise SpeechrqError(str(e)) from None
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         fields = line.split()
         if len(fields) != 2 or fields[0] not in names:
-            raise SpeechrqError(f"{split_file}:{lineno}: expected '1|2|3 SPEAKER/VIDEO/FILE.wav', got {line!r}")
+            entries.append(Rejected(f"{split_file}:{lineno}", f"expected '1|2|3 SPEAKER/VIDEO/FILE.wav', got {line[:80]!r}"))
+            continue
         rel = fields[1]
         speaker = rel.split("/")[0]
         entries.append(Entry(names[fields[0]], src / "wav" / rel, rel.rsplit(".", 1)[0].replace("/", "-"), speaker=speaker))
     return entries
 
 
-def fsc(src: Path) -> list[Entry]:
+def fsc(src: Path) -> list[Entry | Rejected]:
     """Fluent Speech Commands: ``SRC/data/{train,valid,test}_data.csv`` (columns path,
     speakerId, transcription, action, object, location); valid becomes dev."""
     entries = []
     for name, split in (("train", "train"), ("valid", "dev"), ("test", "test")):
         table = _require(src / "data" / f"{name}_data.csv", "Fluent Speech Commands split table")
-        with open(table, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"path", "speakerId", "transcription", "action", "object", "location"} - set(reader.fieldnames or [])
+        try:
+            reader = csv.DictReader(io.StringIO(_read_labels(table), newline=""))
+            columns = ("path", "speakerId", "transcription", "action", "object", "location")
+            missing = set(columns) - set(reader.fieldnames or [])
             if missing:
-                raise SpeechrqError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
-            for row in reader:
-                intent = {k: row[k] for k in ("action", "object", "location")}
-                intent["intent"] = f"{row['action']}|{row['object']}|{row['location']}"
-                rid = Path(row["path"]).stem
-                entries.append(Entry(split, src / row["path"], rid, text=row["transcription"], speaker=row["speakerId"], custom=intent))
+                raise LabelError(table, f"missing column(s) {', '.join(sorted(missing))}")
+            rows = list(reader)
+        except (LabelError, csv.Error) as e:
+            entries.append(Rejected(*(e.source, e.problem) if isinstance(e, LabelError) else (table, f"malformed CSV ({e})")))
+            continue
+        for lineno, row in enumerate(rows, 2):
+            if any(not row.get(k) for k in columns):
+                entries.append(Rejected(f"{table}:{lineno}", "a row with empty or missing fields"))
+                continue
+            intent = {k: row[k] for k in ("action", "object", "location")}
+            intent["intent"] = f"{row['action']}|{row['object']}|{row['location']}"
+            rid = Path(row["path"]).stem
+            entries.append(Entry(split, src / row["path"], rid, text=row["transcription"], speaker=row["speakerId"], custom=intent))
     return entries
 
 
@@ -154,7 +205,7 @@ IEMOCAP_EMOTIONS = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "an
 _IEMOCAP_LINE = re.compile(r"^\[[\d.]+ - [\d.]+\]\s+(Ses\w+)\s+(\w+)\s+\[")
 
 
-def iemocap(src: Path) -> list[Entry]:
+def iemocap(src: Path) -> list[Entry | Rejected]:
     """IEMOCAP, the 4-class setting of SUPERB ER: neutral, happy (with excited merged
     in), angry, sad; other labels are left out. Each session is a split
     (``session1`` .. ``session5``) for leave-one-session-out folds.
@@ -191,7 +242,7 @@ def iemocap(src: Path) -> list[Entry]:
     return entries
 
 
-def folder(src: Path) -> list[Entry]:
+def folder(src: Path) -> list[Entry | Rejected]:
     """Any tree of audio files, unlabelled (pre-training data): one split, ``train``."""
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
@@ -199,7 +250,7 @@ def folder(src: Path) -> list[Entry]:
     return [Entry("train", p, str(p.relative_to(src).with_suffix("")).replace("/", "__")) for p in files]
 
 
-RECIPES: dict[str, Callable[[Path], list[Entry]]] = {
+RECIPES: dict[str, Callable[[Path], list[Entry | Rejected]]] = {
     "librispeech": librispeech,
     "timit": timit,
     "voxceleb1": voxceleb1,
@@ -228,15 +279,19 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise SpeechrqError(f"{src}: no such directory")
-    entries = RECIPES[kind](src)
+    found = RECIPES[kind](src)
+    entries = [e for e in found if isinstance(e, Entry)]
+    rejected = [e for e in found if isinstance(e, Rejected)]
     if not entries:
-        raise SpeechrqError(f"{src}: the {kind} recipe found no utterance")
+        reason = f" ({len(rejected)} label problems, e.g. {rejected[0].source}: {rejected[0].problem})" if rejected else ""
+        raise SpeechrqError(f"{src}: the {kind} recipe found no utterance{reason}")
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise SpeechrqError(f"{src}: utterance id {dup!r} occurs more than once")
 
     recordings, report = inspect_many(((e.audio, e.id) for e in entries), workers=workers, progress=progress)
+    report.skipped.update({r.source: r.problem for r in rejected})
     out.mkdir(parents=True, exist_ok=True)
     for split in sorted({e.split for e in entries}):
         recs, sups = [], []

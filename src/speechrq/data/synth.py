@@ -45,11 +45,13 @@ ACCENTS = ("en", "en-us", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc",
 # Voice variants set the timbre (formants, breath, tone), which is what tells speakers
 # apart; accents change pronunciation. These are the human-sounding variants that
 # run on espeak's fast formant synthesizer (the klatt ones are 2x slower).
+# f2, f3, f5 and victor speak without their breath noise, which espeak-ng does not reproduce
+# from one process to the next (see speechrq.data.espeak.BREATHLESS).
 VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2-still", "f3-still", "f4", "f5-still",
     "Andrea", "Annie", "Jacky", "Nguyen", "anika", "aunty", "belinda", "ed", "grandma", "linda",
     "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob",
-    "robert", "steph", "victor", "zac",
+    "robert", "steph", "victor-still", "zac",
 )
 PITCH_BANDS = {"low": 28, "mid": 45, "high": 62}
 RATES = {"slow": 150, "medium": 172, "fast": 195}
@@ -382,9 +384,12 @@ def synthesize_corpus(
                 f"{out}: holds a corpus made with {old.get('config')}, not {record['config']}; "
                 "use another directory or delete this one"
             )
-    summary_file = out / "summary.json"
-    if summary_file.exists():
-        return json.loads(summary_file.read_text())
+        summary_file = out / "summary.json"
+        if summary_file.exists():  # finished: used as it is, whichever speechrq made it
+            return json.loads(summary_file.read_text())
+        if old.get("speakers") != record["speakers"]:
+            raise SpeechrqError(f"{out}: an unfinished corpus planned with other speakers (an older speechrq's voices); "
+                                "finish it with that version, or delete it and synthesize again")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(plan_file, record)
 

@@ -34,9 +34,10 @@ from ..config import config_from_dict, config_to_dict, diff_configs, dump_yaml
 from ..data.batching import BatchStream
 from ..data.corpus import load_cuts
 from ..errors import SpeechrqError
-from ..features import STATS_FILE, FeatureStats, LogMel, corpus_stats
+from ..features import STATS_FILE, FeatureStats, LogMel, corpus_stats, samples_for_frames
 from ..frames import SAMPLE_RATE
 from ..io import atomic_write_text
+from ..models.conformer import SUBSAMPLING
 from ..targets.cache import TargetCache
 from ..training import engine
 from ..training.optim import lr_factor, make_optimizer, set_lr
@@ -118,7 +119,8 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     # ---- data, model, optimizer, and where this run starts
     stats, cuts = training_data(cfg, ctx)
     d = cfg.data
-    stream = BatchStream(cuts, d.max_duration, cfg.train.seed, d.num_buckets, d.num_workers, cfg.optim.accum_steps, ctx.world_size, ctx.rank)
+    stream = BatchStream(cuts, d.max_duration, cfg.train.seed, d.num_buckets, d.num_workers, cfg.optim.accum_steps, ctx.world_size, ctx.rank,
+                         min_samples=samples_for_frames(SUBSAMPLING))  # an utterance must fill one encoder frame
     logmel = LogMel().to(dev)
     model = build_model(cfg, stats).to(dev)
     optimizer = make_optimizer(model, cfg.optim)

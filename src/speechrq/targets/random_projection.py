@@ -10,7 +10,10 @@ chunks of frames so their size stays bounded whatever the batch.
 
 Projections, codebooks and the seed that made them are buffers: they are saved
 in every checkpoint, identical on every rank (made from the seed alone, on the
-CPU), never trained, and never seen by the encoder's input.
+CPU), never trained, and never seen by the encoder's input. Targets are always
+computed in float32, even inside a bf16 autocast region (the training step's):
+``bmm`` is on autocast's low-precision list, and in bf16 near-ties flip, so
+targets would no longer be the nearest codeword.
 """
 
 from __future__ import annotations
@@ -55,12 +58,17 @@ class RandomProjectionQuantizer(nn.Module):
     @torch.no_grad()
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., input_dim] -> [N, ..., D]``: the l2-normalised random projections the codewords are matched against."""
-        flat = x.reshape(-1, x.shape[-1]).to(self.projection.dtype)
-        z = F.normalize(torch.einsum("mf,nfd->nmd", flat, self.projection), dim=-1)
+        with torch.autocast(x.device.type, enabled=False):
+            flat = x.reshape(-1, x.shape[-1]).to(self.projection.dtype)
+            z = F.normalize(torch.einsum("mf,nfd->nmd", flat, self.projection), dim=-1)
         return z.reshape(self.num_codebooks, *x.shape[:-1], z.shape[-1])
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # fp32 whatever the caller's precision
+            return self._nearest(x)
+
+    def _nearest(self, x: torch.Tensor) -> torch.Tensor:
         b, t, f = x.shape
         n, v, _ = self.codebooks.shape
         z = self.project(x).reshape(n, b * t, -1)  # [N, BT, D]
