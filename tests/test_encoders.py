@@ -148,3 +148,34 @@ def test_a_hugging_face_folder_loads_its_safetensors_never_a_pickle_beside_them(
     torch.save({"x": RunsCode()}, tmp_path / "m" / "pytorch_model.bin")
     assert load_encoder(tmp_path / "m").num_states == 3
     assert not marker.exists()
+
+
+def test_states_and_targets_of_an_utterance_do_not_depend_on_its_batch():
+    """What the hidden-state and target caches rely on: computed alone or in any batch, the same."""
+    from speechrq.checkpoint import read_meta
+    from speechrq.features import LogMel
+    from speechrq.models import trim_to_frames
+
+    enc = FrozenEncoder.from_checkpoint(FIXTURE)
+    model = build_model(config_from_dict(PretrainConfig, read_meta(FIXTURE)["config"])).eval()
+    model.load_state_dict(load_model_state(FIXTURE))
+    rng = np.random.default_rng(1)
+    utts = [torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1) for n in (16000, 12345, 9999, 7777, 2561)]
+    lens = torch.tensor([len(u) for u in utts])
+    batch = torch.nn.utils.rnn.pad_sequence(utts, batch_first=True)
+
+    def targets(audio, audio_lens):
+        feats, flens = trim_to_frames(*LogMel()(audio, audio_lens))
+        x = model.normalizer(feats, flens)
+        return model.targets.mel(x, flens), model.targets.latent(x, flens)
+
+    states, frame_lens = enc(batch, lens)
+    mel, latent = targets(batch, lens)
+    for i, u in enumerate(utts):
+        alone, n = enc(u[None], lens[i : i + 1])
+        n = int(n[0])
+        assert n == int(frame_lens[i])
+        # the features are bit-identical; the encoder's matmuls over another padded length round differently
+        assert max(float((s[i, :n] - a[0, :n]).abs().max()) for s, a in zip(states, alone)) < 1e-5
+        mel1, latent1 = targets(u[None], lens[i : i + 1])
+        assert torch.equal(mel[i, :n], mel1[0, :n]) and torch.equal(latent[i, :n], latent1[0, :n])

@@ -62,6 +62,22 @@ def test_batched_equals_one_by_one(utterances):
         assert (feats[i, n:] == 0).all()
 
 
+def test_an_utterance_gets_the_same_features_alone_and_batched(utterances):
+    # every frame, the last ones too: a shorter utterance's end is reflected as it is alone (Kaldi's rule)
+    logmel = LogMel()
+    lens = torch.tensor([len(a) for a in utterances] + [561])  # and one of a single encoder frame
+    extra = np.random.default_rng(0).standard_normal(561).astype(np.float32) * 0.1
+    batch = torch.zeros(len(lens), int(lens.max()))
+    for i, a in enumerate([*utterances, extra]):
+        batch[i, : len(a)] = torch.from_numpy(a)
+    feats, flens = logmel(batch, lens)
+    for i, a in enumerate([*utterances, extra]):
+        single, slen = logmel(torch.from_numpy(a)[None])
+        n = int(slen[0])
+        assert int(flens[i]) == n
+        assert torch.equal(feats[i, :n], single[0, :n]), f"utterance {i}: max difference {(feats[i, :n] - single[0, :n]).abs().max()}"
+
+
 def test_global_stats_and_normaliser(tiny_corpus, tmp_path):
     cuts = load_cuts(tiny_corpus, "train")
     stats = compute_stats(cuts, max_utterances=30, seed=0, progress=False)

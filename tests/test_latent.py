@@ -70,7 +70,7 @@ def test_cache_returns_exactly_what_theta_computed(kind, tmp_path):
     targets = lt(feats, lens)
     frame_lens = lens // 4
     cache = TargetCache(kind, max_bytes=2**20, root=tmp_path / "cache")
-    cache.set_stage(1)
+    cache.set_source("theta-1")
     assert cache.lookup(["a", "b"], frame_lens, 40, torch.device("cpu")) is None
     cache.store(["a", "b"], targets, frame_lens)
     hit = cache.lookup(["a", "b"], frame_lens, 40, torch.device("cpu"))
@@ -79,16 +79,16 @@ def test_cache_returns_exactly_what_theta_computed(kind, tmp_path):
     # another order, another batch layout: the same rows
     again = cache.lookup(["b"], frame_lens[1:], 30, torch.device("cpu"))
     assert torch.equal(again[0], targets[1, :30])
-    # a refresh (new stage) invalidates everything
-    cache.set_stage(2)
+    # a refresh (another θ) invalidates everything
+    cache.set_source("theta-2")
     assert cache.lookup(["a"], frame_lens[:1], 40, torch.device("cpu")) is None
     if kind == "disk":
-        assert [p.name for p in (tmp_path / "cache").iterdir()] == ["stage_2"]
+        assert [p.name for p in (tmp_path / "cache").iterdir()] == ["theta-2"]
 
 
 def test_cache_is_bounded():
     cache = TargetCache("memory", max_bytes=40 * 4 * 2)  # room for one utterance of 40 frames x 4 codebooks
-    cache.set_stage(1)
+    cache.set_source("theta")
     targets = torch.randint(0, 32, (2, 40, 4))
     cache.store(["a", "b"], targets, torch.tensor([40, 40]))
     assert cache.bytes == 320 and cache.lookup(["a"], torch.tensor([40]), 40, torch.device("cpu")) is not None

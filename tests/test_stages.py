@@ -142,3 +142,78 @@ def test_a_warm_cache_serves_later_epochs(refreshed_run, pretrain_corpus, tmp_pa
     # the cached targets are the ones θ computed in epoch 1; recomputing them in another batch
     # layout differs only by float rounding, so the two runs agree to rounding
     assert b == pytest.approx(a, rel=1e-3)
+    # and since an utterance's features no longer depend on its batch, the targets are the same: so are the losses
+    assert b == a
+
+
+def test_a_restart_with_another_target_encoder_never_reads_the_old_targets(refreshed_run, pretrain_corpus, tmp_path):
+    _, out = refreshed_run
+    run = tmp_path / "run"
+
+    def start(theta_step, cache="disk"):
+        cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(
+            pretrain_corpus, run if cache == "disk" else tmp_path / f"off{theta_step}", optim={"max_steps": 4, "warmup_steps": 2},
+            targets={"layers": [1, 2], "encoder": str(ckpt(out, theta_step)), "stats_utterances": 8, "cache": cache},
+            train={"checkpoint_every": 4}))
+        train(cfg, progress=False)
+        return read_metrics(cfg.out_dir)
+
+    first = start(2)
+    assert len(list((run / "target_cache" / "rank0").iterdir())) == 1
+    shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
+    records = start(3)  # restarted in the same out_dir with another θ
+    assert records[0]["cache_hit_rate"] == 0  # the old θ's targets are not read
+    assert len(list((run / "target_cache" / "rank0").iterdir())) == 1  # and they are gone
+    uncached = start(3, cache="off")
+    assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in uncached], rel=1e-3)
+    assert [r["loss"] for r in records] != pytest.approx([r["loss"] for r in first], rel=1e-3)
+
+
+def test_a_target_encoder_from_another_run_keeps_its_own_feature_statistics(refreshed_run, pretrain_corpus, tmp_path):
+    import json
+
+    from speechrq.data.batching import make_loader
+    from speechrq.data.corpus import load_cuts
+    from speechrq.encoders import FrozenEncoder
+    from speechrq.features import LogMel
+    from speechrq.models import trim_to_frames
+
+    _, out = refreshed_run
+    theta_ckpt = ckpt(out, 3)
+    other = tmp_path / "other"  # the same audio, other statistics (another corpus, as far as θ can tell)
+    other.mkdir()
+    for p in pretrain_corpus.iterdir():
+        if p.name != "feature_stats.json":
+            (other / p.name).symlink_to(p)
+    stats = json.loads((pretrain_corpus / "feature_stats.json").read_text())
+    stats["mean"] = [m + 3.0 for m in stats["mean"]]
+    stats["std"] = [2.0 * s for s in stats["std"]]
+    (other / "feature_stats.json").write_text(json.dumps(stats))
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(
+        other, tmp_path / "run", optim={"max_steps": 2, "warmup_steps": 1},
+        targets={"layers": [1, 2], "encoder": str(theta_ckpt), "stats_utterances": 8}, train={"checkpoint_every": 2}))
+    train(cfg, progress=False)
+    model = build_model(cfg)
+    model.load_state_dict(load_model_state(ckpt(tmp_path / "run", 2)))
+    parent = load_model_state(theta_ckpt)
+    assert torch.equal(model.targets.latent.input_normalizer.mean, parent["normalizer.mean"])
+    assert not torch.equal(model.normalizer.mean, parent["normalizer.mean"])  # the student uses this corpus's
+
+    # θ's states in the new run are exactly what θ computes in its own run
+    batch = next(iter(make_loader(load_cuts(pretrain_corpus, "dev").subset(first=3), 60.0, shuffle=False, num_buckets=1)))
+    raw, lens = trim_to_frames(*LogMel()(batch["audio"], batch["audio_lens"]))
+    with torch.no_grad():
+        got, _ = model.targets.latent.hidden_states(model.normalizer(raw, lens), lens, raw=raw)
+    own, _ = FrozenEncoder.from_checkpoint(theta_ckpt)(batch["audio"], batch["audio_lens"])
+    for k, layer in enumerate(cfg.target_layers()):
+        assert torch.allclose(got[k], own[layer + 1], atol=1e-5)
+
+    # a checkpoint of such a run saved before θ kept its statistics resumes, θ reading the student's (as it then did)
+    from safetensors.torch import save_file
+
+    path = ckpt(tmp_path / "run", 2) / "model.safetensors"
+    save_file({k: v for k, v in load_model_state(path.parent).items() if not k.startswith("targets.latent.input_normalizer.")}, str(path))
+    resumed = config_from_dict(PretrainConfig, {**config_to_dict(cfg), "optim": {**config_to_dict(cfg)["optim"], "max_steps": 3}})
+    train(resumed, resume=True, progress=False)
+    state = load_model_state(ckpt(tmp_path / "run", 3))
+    assert torch.equal(state["targets.latent.input_normalizer.mean"], state["normalizer.mean"])

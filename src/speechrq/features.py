@@ -54,9 +54,12 @@ def samples_for_frames(frames: int, sample_rate: int = SAMPLE_RATE) -> int:
 class LogMel(nn.Module):
     """Waveforms ``[B, S]`` (16 kHz, float, padded) -> log-Mel ``[B, T, 80]`` and lengths ``[B]``.
 
-    Frames past an utterance's length are set to 0. A frame that straddles the
-    end of a shorter utterance sees zeros where Kaldi would reflect the signal;
-    only the last frame of such an utterance can differ.
+    Frames past an utterance's length are set to 0. Each utterance's features
+    do not depend on its batch: Kaldi (``snip_edges=False``) reflects the signal
+    past its end into the last frames, and lhotse's batched layer reflects only
+    the longest utterance's, so each shorter utterance's own reflection is written
+    into its padding first. Alone or batched, an utterance gets the same frames
+    (to float rounding of the batched FFT and Mel matmul).
     """
 
     def __init__(self, num_mel_bins: int = NUM_MEL_BINS, sample_rate: int = SAMPLE_RATE):
@@ -80,12 +83,30 @@ class LogMel(nn.Module):
             raise ValueError(f"LogMel expects [batch, samples], got {tuple(wav.shape)}")
         if wav_lens is None:
             wav_lens = torch.full((wav.shape[0],), wav.shape[1], device=wav.device, dtype=torch.long)
+        wav_lens = wav_lens.long()
+        total = num_frames(wav.shape[1], self.sample_rate)
         # Kaldi's convention: samples on the int16 scale, so that the log floor
         # (float epsilon) sits where Kaldi's does, ~-37 rather than ~-16 in our units.
-        feats = self.fbank(wav.float() * INT16_SCALE) - LOG_INT16_POWER
-        lens = num_frames(wav_lens.long(), self.sample_rate).clamp(max=feats.shape[1])
+        feats = self.fbank(self._reflect_ends(wav.float(), wav_lens) * INT16_SCALE)[:, :total] - LOG_INT16_POWER
+        lens = num_frames(wav_lens, self.sample_rate).clamp(max=feats.shape[1])
         feats = feats.masked_fill(lengths_to_padding_mask(lens, feats.shape[1])[..., None], 0.0)
         return feats, lens
+
+    def _reflect_ends(self, wav: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """``wav`` with each utterance's samples after its end set to Kaldi's reflection, as far as its last frame reads.
+
+        Sample ``n + j`` of an utterance of ``n`` samples becomes sample ``n - 1 - j``.
+        The tensor grows by at most one window so every reflection fits.
+        """
+        hop = int(round(FRAME_SHIFT * self.sample_rate))
+        window = int(round(FRAME_LENGTH * self.sample_rate))
+        last_end = (num_frames(lens, self.sample_rate) - 1) * hop + window - (window - hop) // 2  # past the last frame's end
+        extra = max(0, int(last_end.max()) - wav.shape[1])
+        x = torch.nn.functional.pad(wav, (0, extra))
+        pos = torch.arange(x.shape[1], device=x.device)[None]
+        fill = (pos >= lens[:, None]) & (pos < last_end[:, None])
+        source = (2 * lens[:, None] - 1 - pos).clamp(0, x.shape[1] - 1)
+        return torch.where(fill, x.gather(1, source), x)
 
 
 @dataclass
@@ -165,9 +186,10 @@ def feature_batches(cuts, normalizer: FeatureNormalizer, max_duration: float, de
                     logmel: LogMel | None = None):
     """Normalised log-Mel of ``cuts`` in order, trimmed to whole encoder frames, batch by batch.
 
-    Yields ``(feats [B, T_in, 80], lengths [B], audio [B, S], audio_lens [B])``, the
-    audio for encoders that read waveforms; audio that cannot be loaded is skipped
-    by the loader with a warning naming the file.
+    Yields ``(feats [B, T_in, 80], lengths [B], audio [B, S], audio_lens [B], raw [B, T_in, 80])``:
+    the audio for encoders that read waveforms, the log-Mel before normalisation for
+    one with statistics of its own; audio that cannot be loaded is skipped by the
+    loader with a warning naming the file.
     """
     from .data.batching import make_loader
     from .models.conformer import trim_to_frames
@@ -178,7 +200,7 @@ def feature_batches(cuts, normalizer: FeatureNormalizer, max_duration: float, de
             continue
         audio, audio_lens = batch["audio"].to(device), batch["audio_lens"].to(device)
         feats, lens = trim_to_frames(*logmel(audio, audio_lens))
-        yield normalizer(feats, lens), lens, audio, audio_lens
+        yield normalizer(feats, lens), lens, audio, audio_lens, feats
 
 
 @torch.no_grad()

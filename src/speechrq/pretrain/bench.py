@@ -91,7 +91,7 @@ class _Variant:
             latent.fit_normalizers([(self.model.normalizer(feats, lens), lens)])
         self.model.targets.stage.fill_(1)
         if self.cache is not None:
-            self.cache.set_stage(1)
+            self.cache.set_source(self.model.targets.identity())
 
     def step(self, i: int) -> None:
         """One optimizer step: the training loop's micro-step, clipping, AdamW."""

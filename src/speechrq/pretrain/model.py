@@ -72,12 +72,12 @@ class MaskedPredictionModel(nn.Module):
         instead of computing them. ``audio [B, S]``, ``audio_lens``: the waveforms, for
         a target encoder that reads them (a Hugging Face model).
         """
-        feats, lengths = trim_to_frames(feats, lengths)
-        feats = self.normalizer(feats, lengths)
+        raw, lengths = trim_to_frames(feats, lengths)
+        feats = self.normalizer(raw, lengths)
         t_in, t = feats.shape[1], feats.shape[1] // SUBSAMPLING
         frame_lens = torch.div(lengths, SUBSAMPLING, rounding_mode="floor")
         if targets is None:
-            targets = self.targets(feats, lengths, audio, audio_lens)
+            targets = self.targets(feats, lengths, audio, audio_lens, raw)
         targets = targets[:, :t]  # [B, T, N]
         m = self.masking
         mask = span_mask(frame_lens, t, m.prob, m.span, m.mode, generator=generator)
@@ -107,11 +107,15 @@ def build_model(cfg: PretrainConfig, stats: FeatureStats | None = None) -> Maske
     if cfg.targets.latent:
         from ..encoders.hf import HuggingFaceEncoder, is_pretrained_folder
 
+        own_stats = None
         if cfg.targets.encoder and is_pretrained_folder(cfg.targets.encoder):
             theta = HuggingFaceEncoder(cfg.targets.encoder, depth=max(cfg.target_layers()) + 1)
         else:
             with torch.random.fork_rng(devices=[]):
                 theta = speech_encoder(cfg.model.preset, **overrides)
-        latent = LatentTargets(theta, cfg.target_layers(), q.num_codebooks, q.codebook_size, q.codebook_dim, seed=q.seed)
+            if cfg.targets.encoder:  # another run's encoder keeps that run's log-Mel statistics
+                own_stats = FeatureNormalizer(encoder.config.input_dim)
+        latent = LatentTargets(theta, cfg.target_layers(), q.num_codebooks, q.codebook_size, q.codebook_dim, seed=q.seed,
+                               input_normalizer=own_stats)
     m = cfg.masking
     return MaskedPredictionModel(normalizer, encoder, StagedTargets(MelTargets(quantizer), latent), heads, Masking(m.prob, m.span, m.mode))

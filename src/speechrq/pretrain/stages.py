@@ -112,7 +112,11 @@ def start_stage(model: MaskedPredictionModel, cfg: PretrainConfig, cuts, logmel:
         set_target_encoder(model, model.encoder.state_dict(), history[-1]["stage"], cuts, cfg, logmel, ctx)
         return step, history
     if cfg.targets.encoder:  # θ fixed from another run or a Hugging Face folder, from step 0
-        weights = None if is_pretrained_folder(cfg.targets.encoder) else encoder_state(cfg.targets.encoder, cfg.model.preset)
+        weights = None
+        if not is_pretrained_folder(cfg.targets.encoder):
+            weights = encoder_state(cfg.targets.encoder, cfg.model.preset)
+            # θ reads log-Mel normalised as in its own run, whatever this corpus's statistics
+            model.targets.latent.input_normalizer.load_state_dict(PretrainCheckpoint(cfg.targets.encoder).weights("normalizer."))
         set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
         return 0, [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}"}]
     return 0, [dict(MEL_STAGE)]

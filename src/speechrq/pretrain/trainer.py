@@ -48,6 +48,7 @@ from .stages import MEL_STAGE, refresh, start_stage
 from .step import mask_generator, micro_step
 
 log = logging.getLogger(__name__)
+THETA_INPUT = "targets.latent.input_normalizer."  # θ's own log-Mel statistics (a θ from another run)
 
 
 def resume_point(cfg: PretrainConfig, resume: bool, ctx: dist.Context) -> tuple[Path | None, dict | None]:
@@ -94,7 +95,11 @@ def training_data(cfg: PretrainConfig, ctx: dist.Context):
 
 def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchStream, seed: int, ctx: dist.Context) -> tuple[int, int, list]:
     """Load a checkpoint's weights, optimizer, data position and RNG states; returns (step, stage start, history)."""
-    model.load_state_dict(load_model_state(path, ctx.device))
+    state = load_model_state(path, ctx.device)
+    for key in model.state_dict():
+        if key.startswith(THETA_INPUT) and key not in state:  # saved before θ kept its own statistics: it read the student's
+            state[key] = state["normalizer." + key[len(THETA_INPUT):]]
+    model.load_state_dict(state)
     trainer_state = load_trainer_state(path)
     optimizer.load_state_dict(trainer_state["optimizer"])
     step = meta["step"]
@@ -144,7 +149,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     cache = None
     if cfg.targets.cache != "off":
         cache = TargetCache(cfg.targets.cache, int(cfg.targets.cache_max_gb * 2**30), out / "target_cache" / f"rank{ctx.rank}")
-        cache.set_stage(int(model.targets.stage))
+        cache.set_source(model.targets.identity())
 
     def checkpoint(reason: str = "") -> Path:
         state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx)}
@@ -168,7 +173,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             stage = refresh(model, step, history, cfg, cuts, logmel, ctx)
             optimizer, stage_start = make_optimizer(model, cfg.optim), step
             if cache is not None:
-                cache.set_stage(stage)
+                cache.set_source(model.targets.identity())
             meters.run_usage.reset()  # usage is per target source
             if ctx.is_main:
                 bar.write(f"step {step}: stage {stage} begins; target encoder refreshed from the student")

@@ -4,12 +4,15 @@ While θ is frozen an utterance's targets do not change: its input features are
 deterministic (no dither, no augmentation in speechrq's pipeline) and the mask
 never reaches the target encoder. So a stage computes each utterance's targets
 once and reuses them in later epochs. Entries are ``uint16 [frames, N]`` (a
-4096-word codebook needs 12 bits), keyed by utterance id and stage; a refresh
-starts a new stage and drops the old entries. The cache is bounded: once
+4096-word codebook needs 12 bits), keyed by utterance id and by the identity of
+what made them (:meth:`~speechrq.targets.latent.LatentTargets.identity`: θ's
+weights, its layer statistics, the target layers, projections and codebooks), so
+a run restarted with another θ never reads the old one's targets; a new
+identity drops the old entries. The cache is bounded: once
 ``max_bytes`` is reached, new utterances are computed as before and not stored.
 
 ``memory`` keeps entries in this process; ``disk`` writes one ``.npy`` per
-utterance under ``root/stage_K/`` (for corpora whose targets exceed RAM).
+utterance under ``root/<identity>/`` (for corpora whose targets exceed RAM).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class TargetCache:
             raise ValueError("a disk cache needs a root directory")
         self.kind, self.max_bytes = kind, max_bytes
         self.root = Path(root) if root is not None else None
-        self.stage = None
+        self.source = None
         self._mem: dict[str, np.ndarray] = {}
         self.bytes = 0
         self.hits = self.misses = 0
@@ -44,23 +47,23 @@ class TargetCache:
         return self.hits / max(1, self.hits + self.misses)
 
     def _dir(self) -> Path:
-        return self.root / f"stage_{self.stage}"
+        return self.root / self.source
 
-    def set_stage(self, stage: int) -> None:
-        """Targets of another θ: forget everything stored for other stages."""
-        if stage == self.stage:
+    def set_source(self, identity: str) -> None:
+        """Targets of another θ (``identity``): forget everything stored for any other."""
+        if identity == self.source:
             return
         self._mem.clear()
         self.bytes = 0
         if self.kind == "disk":
             if self.root.exists():
-                for p in self.root.glob("stage_*"):
-                    if p.name != f"stage_{stage}":
+                for p in self.root.iterdir():
+                    if p.is_dir() and p.name != identity:
                         shutil.rmtree(p, ignore_errors=True)
-            d = self.root / f"stage_{stage}"
+            d = self.root / identity
             d.mkdir(parents=True, exist_ok=True)
             self.bytes = sum(p.stat().st_size for p in d.glob("*.npy"))
-        self.stage = stage
+        self.source = identity
 
     def _path(self, key: str) -> Path:
         return utterance_file(self._dir(), key)

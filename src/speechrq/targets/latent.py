@@ -68,11 +68,14 @@ def layer_quantizers(dim: int, num_layers: int, per_layer: int, codebook_size: i
 class LatentTargets(nn.Module):
     """θ's hidden states at ``layers`` -> ``[B, T, N]`` codeword indices (layer by layer along N)."""
 
-    def __init__(self, encoder: SpeechEncoder, layers: list[int], num_codebooks: int, codebook_size: int, codebook_dim: int, seed: int):
+    def __init__(self, encoder: SpeechEncoder, layers: list[int], num_codebooks: int, codebook_size: int, codebook_dim: int, seed: int,
+                 input_normalizer: FeatureNormalizer | None = None):
         super().__init__()
         if num_codebooks % len(layers):
             raise ValueError(f"{num_codebooks} codebooks do not split evenly over {len(layers)} target layers")
-        self.encoder = encoder  # a SpeechEncoder, or a PretrainedTargetEncoder (reads audio)
+        self.encoder = encoder  # a SpeechEncoder, or a HuggingFaceEncoder (reads audio)
+        # θ from another run reads log-Mel normalised with its own statistics, not this corpus's
+        self.input_normalizer = input_normalizer
         self.layers = list(layers)
         per_layer = num_codebooks // len(layers)
         dim = encoder.dim if getattr(encoder, "needs_audio", False) else encoder.config.dim
@@ -90,18 +93,34 @@ class LatentTargets(nn.Module):
         self.encoder.eval()  # θ is frozen: never dropout
         return self
 
+    def identity(self) -> str:
+        """A hash of everything the targets depend on: θ's weights, layer statistics, layers, projections, codebooks."""
+        import hashlib
+
+        h = hashlib.sha256(repr(self.layers).encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def depth(self) -> int:
         """Blocks θ must run: up to the deepest target layer (early exit)."""
         return max(self.layers) + 1
 
     def hidden_states(self, feats: torch.Tensor, lengths: torch.Tensor, audio: torch.Tensor | None = None,
-                      audio_lens: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+                      audio_lens: torch.Tensor | None = None, raw: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The target layers' states ``[B, T, dim]`` each (not yet normalised), and frame lengths.
 
-        ``feats [B, T_in, 80]`` normalised log-Mel and ``lengths``; ``audio [B, S]``
-        and ``audio_lens`` are needed by a target encoder that reads waveforms.
+        ``feats [B, T_in, 80]`` log-Mel normalised by the student's statistics and
+        ``lengths``; ``raw``, the same log-Mel before normalisation, for a θ with its
+        own input normaliser; ``audio [B, S]`` and ``audio_lens`` for a target
+        encoder that reads waveforms.
         """
+        if self.input_normalizer is not None:
+            if raw is None:
+                raise ValueError("this target encoder normalises log-Mel with its own statistics: pass the raw features")
+            feats = self.input_normalizer(raw, lengths)
         if getattr(self.encoder, "needs_audio", False):
             if audio is None:
                 raise ValueError("this target encoder reads the waveform: pass audio and audio_lens")
@@ -112,15 +131,15 @@ class LatentTargets(nn.Module):
         return [states[k + 1] for k in self.layers], out_lens
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor, audio: torch.Tensor | None = None,
-                audio_lens: torch.Tensor | None = None) -> torch.Tensor:
+                audio_lens: torch.Tensor | None = None, raw: torch.Tensor | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            states, out_lens = self.hidden_states(feats, lengths, audio, audio_lens)
+            states, out_lens = self.hidden_states(feats, lengths, audio, audio_lens, raw)
             targets = torch.cat([q(norm(h.float(), out_lens)) for h, norm, q in zip(states, self.normalizers, self.quantizers)], dim=-1)
         return targets.clone()  # a normal tensor: inference tensors cannot be saved for backward
 
     @torch.no_grad()
     def fit_normalizers(self, batches) -> int:
-        """Set every layer's mean/std from ``batches`` of ``(feats, lengths[, audio, audio_lens])``; returns frames used."""
+        """Set every layer's mean/std from ``batches`` of ``(feats, lengths[, audio, audio_lens, raw])``; returns frames used."""
         moments = [Moments() for _ in self.layers]
         for batch in batches:
             states, out_lens = self.hidden_states(*batch)
@@ -148,6 +167,10 @@ class StagedTargets(nn.Module):
     def uses_latent(self) -> bool:
         return self.latent is not None and int(self.stage) > 0
 
+    def identity(self) -> str:
+        """What the current targets are made by (keys the target cache): ``mel``, or θ's identity."""
+        return self.latent.identity() if self.uses_latent else "mel"
+
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor, audio: torch.Tensor | None = None,
-                audio_lens: torch.Tensor | None = None) -> torch.Tensor:
-        return self.latent(feats, lengths, audio, audio_lens) if self.uses_latent else self.mel(feats, lengths)
+                audio_lens: torch.Tensor | None = None, raw: torch.Tensor | None = None) -> torch.Tensor:
+        return self.latent(feats, lengths, audio, audio_lens, raw) if self.uses_latent else self.mel(feats, lengths)
