@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 DEMO   ?= exp/demo
-DEMO_TASKS ?= sid,ic,er
+DEMO_TASKS ?= pr,sid,ic,er
 
 .PHONY: install test demo bench clean
 
@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/speechrq pretrain configs/pretrain/tiny_latent.yaml --resume \
 	    --init-from $(DEMO)/stage0/checkpoints/step_00000200 \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage1
-	$(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --every 200 --random-baseline \
+	$(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --every 200 --random-baseline --fbank-baseline \
 	    --corpus $(DEMO)/corpus --tasks $(DEMO_TASKS) --out $(DEMO)/eval
 
 bench: $(STAMP)

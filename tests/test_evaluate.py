@@ -113,3 +113,44 @@ def test_a_hugging_face_folder_is_a_baseline(pretrain_corpus, tmp_path):
     cut = next(iter(load_cuts(pretrain_corpus, "dev")))
     states = np.load(out / "hidden_states" / m["fingerprint"] / f"{cut.id}.npy")
     assert states.shape == (4, num_frames(cut.num_samples) // 4, 32)
+
+
+def test_phone_recognition_probe_and_the_filterbank_baseline(pretrain_corpus, tmp_path):
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    out = tmp_path / "ev"
+    args = ["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(pretrain_corpus), "--tasks", "pr", "--out", str(out),
+            "--no-target-analysis", "--epochs", "8", "--lrs", "1e-2", "--quiet"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    fbank, model = res["models"]["fbank"]["tasks"]["pr"], res["models"]["run@0"]["tasks"]["pr"]
+    assert fbank["metric"] == "per" and len(fbank["layer_weights"]) == 1 and len(model["layer_weights"]) == 5
+    # a linear CTC over stacked log-Mel already recognises phones: far below the 100% of an empty output
+    assert 0 < fbank["test"] < 90
+    assert "PR PER ↓" in (out / "results.md").read_text()
+
+
+def test_phone_labels_fold_timit_and_leave_out_silence():
+    from lhotse import SupervisionSegment
+    from lhotse.supervision import AlignmentItem
+
+    from speechrq.evaluate.probes import fold_phone
+
+    class Cut:
+        supervisions = [SupervisionSegment("u", "u", 0.0, 1.0, alignment={"phone": [
+            AlignmentItem(s, 0.1 * i, 0.1) for i, s in enumerate(["h#", "sh", "ix", "hv", "eh", "dcl", "d", "q", "ao", "pau", "epi"])]})]
+
+    assert label_of("pr", Cut()) == ("sh", "ih", "hh", "eh", "d", "aa")
+    assert fold_phone("zh") == "sh" and fold_phone("bcl") is None and fold_phone("aI") == "aI"  # espeak phones stay
+
+
+def test_probe_seeds_report_the_mean_and_its_spread(pretrain_corpus, tmp_path):
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    out = tmp_path / "ev"
+    args = ["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(out), "--no-target-analysis",
+            "--epochs", "2", "--lrs", "3e-3", "--probe-seeds", "3", "--quiet"]
+    assert main(args) == 0
+    sid = json.loads((out / "results.json").read_text())["models"]["run@0"]["tasks"]["sid"]
+    assert len(sid["seed_tests"]) == 3 and abs(sid["test"] - sum(sid["seed_tests"]) / 3) < 1e-9
+    assert len(set(sid["seed_tests"])) > 1 and sid["test_std"] > 0  # the seeds differ, so the spread is measured
+    assert f"{sid['test']:.2f} ± {sid['test_std']:.2f}" in (out / "results.md").read_text()
+    assert main([*args[:-3], "--probe-seeds", "0", "--quiet"]) == 2

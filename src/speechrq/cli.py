@@ -114,8 +114,8 @@ def cmd_bench_pretrain(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .encoders import FrozenEncoder, is_pretrained_folder, load_encoder
-    from .evaluate.run import RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
+    from .encoders import FilterbankEncoder, FrozenEncoder, is_pretrained_folder, load_encoder
+    from .evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
     from .pretrain.stages import branch_parent
 
     if args.every is not None and args.every < 1:
@@ -138,13 +138,19 @@ def cmd_evaluate(args) -> None:
         if not ours:
             raise SpeechrqError("--random-baseline: needs a speechrq checkpoint to copy the shape of")
         encoders[RANDOM_BASELINE] = FrozenEncoder.random_like(next(iter(ours.values())))
+    if args.fbank_baseline:
+        if not ours:
+            raise SpeechrqError("--fbank-baseline: needs a speechrq checkpoint for its feature statistics")
+        encoders[FBANK_BASELINE] = FilterbankEncoder(encoders[next(iter(ours))].normalizer)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         lrs = [float(x) for x in args.lrs.split(",")]
     except ValueError:
         raise SpeechrqError(f"--lrs: {args.lrs!r} is not a comma-separated list of numbers") from None
+    if args.probe_seeds < 1:
+        raise SpeechrqError(f"--probe-seeds: must be >= 1, got {args.probe_seeds}")
     results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
-                       target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents)
+                       target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds)
     print(format_table(results), end="")
     written = ["results.json", "results.md", "layer_weights.png"]
     written += [f for f in ("curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
@@ -226,11 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "directories (their newest checkpoint, or every --every N steps), or local Hugging Face "
                     "WavLM/HuBERT/wav2vec2 folders (baselines)")
     ev.add_argument("--corpus", required=True, help="a corpus directory with train/dev/test")
-    ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated (default: asr,sid,ic,er)")
+    ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated, of asr, sid, ic, er and pr (phone "
+                    "recognition, linear CTC; needs phone alignments) (default: asr,sid,ic,er)")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--random-baseline", action="store_true", help="also probe a randomly initialised encoder of the same shape")
+    ev.add_argument("--fbank-baseline", action="store_true", help="also probe normalised log-Mel stacked to the 40 ms grid "
+                    "(the first checkpoint's statistics): the other floor a pre-trained encoder must beat")
     ev.add_argument("--lrs", default="1e-3,1e-2", help="probe learning rates to sweep (default: 1e-3,1e-2)")
     ev.add_argument("--epochs", type=int, default=30, help="probe epochs (default: 30)")
+    ev.add_argument("--probe-seeds", type=int, default=1, metavar="N", help="train every probe with N seeds and report the mean "
+                    "test score with its standard deviation, so a difference can be told from probe noise (default: 1)")
     ev.add_argument("--probe-preset", default="cpu", choices=["cpu", "superb"],
                     help="probe sizes: cpu (small, the default) or superb (SUPERB's widths, for a GPU)")
     ev.add_argument("--every", type=int, metavar="N", help="for run directories: evaluate each checkpoint whose step is a "

@@ -47,7 +47,7 @@ def cache_hidden_states(encoder, cuts, cache: HiddenStateCache, max_duration: fl
     missing = CutSet.from_cuts([c for c in cuts if not cache.path(c.id).exists()])
     if len(missing) == 0:
         return 0
-    device = next(encoder.parameters()).device
+    device = next(iter([*encoder.parameters(), *encoder.buffers()])).device
     done = 0
     loader = make_loader(missing, max_duration, shuffle=False)
     for batch in tqdm(loader, desc=f"hidden states {encoder.fingerprint}", unit="batch", disable=not progress):

@@ -16,6 +16,7 @@ A checkpoint is read from its saved config and weights alone
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 
@@ -26,9 +27,9 @@ from ..checkpoint import MODEL_FILE, load_model_state, read_meta
 from ..errors import SpeechrqError
 from ..features import FeatureNormalizer, LogMel
 from ..io import file_fingerprint
-from ..models.conformer import SpeechEncoder, speech_encoder, trim_to_frames
+from ..models.conformer import SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
 from ..targets.latent import default_target_layers
-from ..targets.random_projection import RandomProjectionQuantizer
+from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -133,6 +134,32 @@ class FrozenEncoder(nn.Module):
         """``[B, S]`` audio -> ``([front end, block 0, ...], frame lengths)``, each ``[B, T, dim]``."""
         self.forward_calls += 1
         return self.encoder.extract_features(*self.features(audio, audio_lens))
+
+
+class FilterbankEncoder(nn.Module):
+    """The filterbank baseline: normalised log-Mel, 4 frames stacked onto the 40 ms grid, as a one-state "encoder".
+
+    What a pre-trained encoder must beat besides a random one (SUPERB's FBANK row): its
+    one state, ``[B, T, 4 * 80]``, is exactly the Mel quantizer's input in stage 0.
+    """
+
+    checkpoint = None  # no targets of its own to analyse
+
+    def __init__(self, normalizer: FeatureNormalizer):
+        super().__init__()
+        self.logmel, self.normalizer = LogMel(), normalizer
+        h = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in (normalizer.mean, normalizer.std)))
+        self.fingerprint = "fbank-" + h.hexdigest()[:16]
+        freeze(self)
+
+    num_states = 1
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``[B, S]`` audio -> ``([stacked log-Mel [B, T, 320]], frame lengths)``."""
+        self.forward_calls += 1
+        feats, lens = trim_to_frames(*self.logmel(audio, audio_lens))
+        return [stack_frames(self.normalizer(feats, lens), SUBSAMPLING)], torch.div(lens, SUBSAMPLING, rounding_mode="floor")
 
 
 def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:

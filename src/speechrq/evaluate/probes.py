@@ -7,6 +7,10 @@ Downstream models are shaped like SUPERB's, scaled down for CPU:
 - **SID**, **ER**: weighted sum -> linear -> mean pool -> linear; accuracy.
 - **IC**: the same with one classifier per slot (action, object, location);
   an utterance is right when every slot is.
+- **PR** (SUPERB's phone recognition): weighted sum -> linear -> phones, CTC;
+  greedy decoding; PER. Phones come from the corpus's alignments: TIMIT's 61
+  folded to 39, closures and pauses folded into silence, silence left out
+  (:func:`phone_sequence`); the embedded corpus's espeak phones as they are.
 
 Sizes come from a preset (:data:`PROBE_PRESETS`): ``cpu`` (the default, minutes on
 2 cores) or ``superb`` (SUPERB's widths: a 2 x 1024 BiLSTM for ASR, 256 for the
@@ -32,13 +36,33 @@ from ..encoders.cache import pad_states
 from ..frames import lengths_to_padding_mask
 from .featurizer import WeightedSum
 
-TASKS = ("asr", "sid", "ic", "er")
+TASKS = ("asr", "sid", "ic", "er", "pr")
+SUPERB_TASKS = ("asr", "sid", "ic", "er")  # the paper's Table 1 and its Avg
+CTC_TASKS = ("asr", "pr")  # sequence tasks: lower error is better
 # hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM
 PROBE_PRESETS = {
     "cpu": {"hidden": 128, "asr_hidden": 96, "asr_layers": 1},
     "superb": {"hidden": 256, "asr_hidden": 1024, "asr_layers": 2},
 }
 SLOTS = ("action", "object", "location")
+# TIMIT's 61 phones folded to the 39 of Lee & Hon (1989), as SUPERB PR scores them; closures,
+# pauses and h# become silence, q (glottal stop) is dropped
+TIMIT_FOLD = {"ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "hv": "hh", "ix": "ih", "el": "l", "em": "m", "en": "n", "nx": "n",
+              "eng": "ng", "zh": "sh", "ux": "uw", "pcl": "sil", "tcl": "sil", "kcl": "sil", "bcl": "sil", "dcl": "sil", "gcl": "sil",
+              "h#": "sil", "pau": "sil", "epi": "sil", "q": ""}
+SILENCE = {"sil", "sp", "spn", ""}
+
+
+def fold_phone(symbol: str) -> str | None:
+    """A phone symbol as phone recognition and target analyses score it; None for silence."""
+    folded = TIMIT_FOLD.get(symbol, symbol)
+    return None if folded in SILENCE else folded
+
+
+def phone_sequence(cut) -> list[str]:
+    """The cut's phones in order (folded, silence left out), from its phone alignment."""
+    items = (cut.supervisions[0].alignment or {}).get("phone", [])
+    return [p for p in (fold_phone(it.symbol) for it in items) if p is not None]
 CHARS = " abcdefghijklmnopqrstuvwxyz'"
 
 
@@ -56,19 +80,35 @@ def label_of(task: str, cut):
     if task == "ic":
         slots = tuple(custom.get(s) for s in SLOTS)
         return slots if all(slots) else None
+    if task == "pr":
+        return tuple(phone_sequence(cut)) or None
     raise ValueError(f"task {task!r}: choose from {', '.join(TASKS)}")
 
 
 @dataclass
 class ProbeResult:
     task: str
-    metric: str  # "wer" (lower is better) or "accuracy"
+    metric: str  # "wer" or "per" (lower is better), or "accuracy"
     test: float
     dev: float
     lr: float
     epoch: int
     layer_weights: list[float]
     sweep: dict[str, float] = field(default_factory=dict)  # lr -> best dev score
+    # with several probe seeds: test is their mean, and each seed's test score is kept
+    seed_tests: list[float] = field(default_factory=list)
+    test_std: float = 0.0
+
+
+def over_seeds(results: list["ProbeResult"]) -> "ProbeResult":
+    """Probe runs of several seeds as one result: the mean test score, its spread, and the first seed's details."""
+    import statistics
+    from dataclasses import replace
+
+    tests = [r.test for r in results]
+    if len(tests) == 1:
+        return results[0]
+    return replace(results[0], test=statistics.fmean(tests), test_std=statistics.stdev(tests), seed_tests=tests)
 
 
 class UtteranceProbe(nn.Module):
@@ -101,16 +141,29 @@ class CTCProbe(nn.Module):
         return self.out(y).log_softmax(-1)  # [B, T, V]
 
 
-def _greedy(logp: torch.Tensor, lens: torch.Tensor) -> list[str]:
+class LinearCTCProbe(nn.Module):
+    """SUPERB PR's downstream: weighted sum, then one linear layer to the phones (+ blank), CTC."""
+
+    def __init__(self, num_states: int, dim: int, vocab: int):
+        super().__init__()
+        self.featurizer = WeightedSum(num_states)
+        self.out = nn.Linear(dim, vocab + 1)  # + blank (index 0)
+
+    def forward(self, states: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.featurizer(states, lens)).log_softmax(-1)  # [B, T, V]
+
+
+def _greedy(logp: torch.Tensor, lens: torch.Tensor, vocab=CHARS, sep: str = "") -> list[str]:
+    """Best path, repeats merged, blanks (0) removed; tokens ``vocab[k - 1]`` joined by ``sep``, spaces normalised."""
     best = logp.argmax(-1)
     out = []
     for row, n in zip(best.tolist(), lens.tolist()):
-        chars, prev = [], 0
+        tokens, prev = [], 0
         for k in row[:n]:
             if k != prev and k != 0:
-                chars.append(CHARS[k - 1])
+                tokens.append(vocab[k - 1])
             prev = k
-        out.append(" ".join("".join(chars).split()))
+        out.append(" ".join(sep.join(tokens).split()))
     return out
 
 
@@ -146,6 +199,9 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
     num_states, dim = first.shape[0], first.shape[2]
     if task == "asr":
         vocab = None
+    elif task == "pr":
+        phones = sorted({p for _, lab in data["train"] for p in lab})
+        phone_index = {p: k + 1 for k, p in enumerate(phones)}  # 0 is the blank
     else:
         columns = list(zip(*[lab if task == "ic" else (lab,) for _, lab in data["train"]]))
         vocab = [sorted(set(col)) for col in columns]
@@ -166,23 +222,27 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                 if task == "asr":
                     hyps += _greedy(model(states, lens), lens)
                     refs += list(labels)
+                elif task == "pr":
+                    hyps += _greedy(model(states, lens), lens, phones, sep=" ")
+                    refs += [" ".join(lab) for lab in labels]
                 else:
                     preds = [o.argmax(-1) for o in model(states, lens)]
                     gold = encode(labels)
                     ok = torch.stack([p == g for p, g in zip(preds, gold)]).all(0)
                     right += int(ok.sum())
                     total += len(ids)
-        if task == "asr":
+        if task in CTC_TASKS:  # word or phone error rate: jiwer over space-separated tokens
             return 100.0 * jiwer.wer(refs, [h if h else "<empty>" for h in hyps])
         return 100.0 * right / max(total, 1)
 
-    better = (lambda a, b: a < b) if task == "asr" else (lambda a, b: a > b)
+    better = (lambda a, b: a < b) if task in CTC_TASKS else (lambda a, b: a > b)
     best = None
     sweep = {}
     for lr in lrs:
         torch.manual_seed(seed)
         size = PROBE_PRESETS[preset]
         model = (CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"]) if task == "asr"
+                 else LinearCTCProbe(num_states, dim, len(phones)) if task == "pr"
                  else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab]))
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         rng = random.Random(seed)
@@ -192,9 +252,10 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
             for chunk in _batches(data["train"], batch_size, rng):
                 ids, labels = zip(*chunk)
                 states, lens = store.batch(list(ids))
-                if task == "asr":
+                if task in CTC_TASKS:
                     logp = model(states, lens)
-                    targets = [torch.tensor([CHARS.index(c) + 1 for c in lab]) for lab in labels]
+                    targets = [torch.tensor([CHARS.index(c) + 1 for c in lab] if task == "asr" else [phone_index[p] for p in lab])
+                               for lab in labels]
                     loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets), lens, torch.tensor([len(t) for t in targets]),
                                       blank=0, zero_infinity=True)
                 else:
@@ -212,12 +273,12 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
         sweep[f"{lr:g}"] = lr_best
     dev, lr, epoch, state, model = best
     model.load_state_dict(state)
-    return ProbeResult(task, "wer" if task == "asr" else "accuracy", score(model, "test"), dev, lr, epoch + 1,
+    return ProbeResult(task, {"asr": "wer", "pr": "per"}.get(task, "accuracy"), score(model, "test"), dev, lr, epoch + 1,
                        model.featurizer.layer_weights().detach().tolist(), sweep)
 
 
 def superb_average(results: dict[str, ProbeResult]) -> float | None:
     """The paper's Avg: 100 - WER for ASR, then the mean with the accuracies (all four tasks needed)."""
-    if not all(t in results for t in TASKS):
+    if not all(t in results for t in SUPERB_TASKS):
         return None
     return (100.0 - results["asr"].test + results["sid"].test + results["ic"].test + results["er"].test) / 4

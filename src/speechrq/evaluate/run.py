@@ -26,9 +26,10 @@ from ..checkpoint import list_checkpoints
 from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
-from .probes import TASKS, ProbeResult, StateStore, label_of, run_probe, superb_average
+from .probes import SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_seeds, run_probe, superb_average
 
 RANDOM_BASELINE = "random-init"
+FBANK_BASELINE = "fbank"
 
 
 def model_name(checkpoint: str | Path) -> str:
@@ -66,23 +67,23 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
 
 
 def _probe(task: str, enc: FrozenEncoder, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path,
-           corpus: str) -> ProbeResult:
-    """``run_probe``, or its saved result when the same encoder was probed with the same settings."""
+           corpus: str, seeds: int = 1) -> ProbeResult:
+    """``run_probe`` (over ``seeds`` probe seeds), or its saved result when the same encoder was probed with the same settings."""
     settings = {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset,
-                "utterances": {s: len(v) for s, v in data.items()}}
+                "utterances": {s: len(v) for s, v in data.items()}} | ({"seeds": seeds} if seeds > 1 else {})
     path = out / "probes" / enc.fingerprint / f"{task}.json"
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("settings") == settings:
             return ProbeResult(**saved["result"])
-    result = run_probe(task, store_of(), data, lrs, epochs, preset=preset)
+    result = over_seeds([run_probe(task, store_of(), data, lrs, epochs, preset=preset, seed=seed) for seed in range(seeds)])
     atomic_write_json(path, {"settings": settings, "result": asdict(result)})
     return result
 
 
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
-             target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None) -> dict:
+             target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1) -> dict:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
 
     ``steps`` (model name -> cumulative step) places models on the curves, and
@@ -104,16 +105,18 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         if not all(data[t][s] for s in cuts):
             raise SpeechrqError(f"{corpus}: task {t} needs labels in train, dev and test")
     needed = sorted({i for t in tasks for s in cuts for i, _ in data[t][s]})
-    results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "models": {}}
+    results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
+                     "models": {}}
     for name, enc in encoders.items():
         cache = HiddenStateCache(cache_root, enc.fingerprint)
         computed = sum(cache_hidden_states(enc, cuts[s], cache, progress=progress) for s in cuts)
         load_store = functools.cache(lambda cache=cache: StateStore(cache, needed))  # read once, only if a probe must train
         probed = {}
         for t in tasks:
-            r = probed[t] = _probe(t, enc, load_store, data[t], lrs, epochs, preset, out, corpus)
+            r = probed[t] = _probe(t, enc, load_store, data[t], lrs, epochs, preset, out, corpus, seeds)
             if progress:
-                print(f"{name}: {t} {r.metric} {r.test:.2f} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
+                spread = f" ± {r.test_std:.2f} over {len(r.seed_tests)} probe seeds" if r.seed_tests else ""
+                print(f"{name}: {t} {r.metric} {r.test:.2f}{spread} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
         results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
                                    "branched_from": (parents or {}).get(name), "utterances_encoded": computed,
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
@@ -122,7 +125,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
 
         # the newest evaluated checkpoint of each run (curves evaluate many), and any model without a step
         newest = {points[-1][1] for points in _runs(results).values()}
-        analysed = {n: e for n, e in encoders.items() if n != RANDOM_BASELINE and e.checkpoint is not None
+        analysed = {n: e for n, e in encoders.items() if n not in (RANDOM_BASELINE, FBANK_BASELINE) and e.checkpoint is not None
                     and (n in newest or results["models"][n]["step"] is None)}
         if analysed:
             results["target_quality"] = target_quality(analysed, cuts["train"], cache_root, out)
@@ -145,10 +148,11 @@ def _runs(results: dict) -> dict[str, list[tuple[int, str]]]:
 
 def format_table(results: dict) -> str:
     tasks = results["tasks"]
-    head = {"asr": "ASR WER ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑"}
+    head = {"asr": "ASR WER ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑", "pr": "PR PER ↓"}
     lines = ["| model | " + " | ".join(head[t] for t in tasks) + " | Avg ↑ |", "|---" * (len(tasks) + 2) + "|"]
     for name, m in results["models"].items():
-        cells = [f"{m['tasks'][t]['test']:.2f}" for t in tasks]
+        cells = [f"{m['tasks'][t]['test']:.2f}" + (f" ± {m['tasks'][t]['test_std']:.2f}" if m["tasks"][t].get("seed_tests") else "")
+                 for t in tasks]
         avg = "-" if m["avg"] is None else f"{m['avg']:.2f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
     if results.get("target_quality"):
@@ -171,10 +175,9 @@ def plot_curves(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(results["tasks"]) + (["avg"] if all(t in results["tasks"] for t in TASKS) else [])
-    label = {"asr": "ASR WER (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "avg": "Avg"}
+    panels = list(results["tasks"]) + (["avg"] if all(t in results["tasks"] for t in SUPERB_TASKS) else [])
+    label = {"asr": "ASR WER (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓", "avg": "Avg"}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
-    base = results["models"].get(RANDOM_BASELINE)
     for ax, task in zip(axes[0], panels):
         for run, points in _runs(results).items():
             parent = results["models"][points[0][1]].get("branched_from")
@@ -182,8 +185,9 @@ def plot_curves(results: dict, path: Path) -> None:
                 points = [(results["models"][parent]["step"], parent), *points]
             xs = [s for s, _ in points]
             ax.plot(xs, [_score(results["models"][n], task) for _, n in points], marker="o", label=run)
-        if base is not None:
-            ax.axhline(_score(base, task), color="grey", linestyle="--", label=RANDOM_BASELINE)
+        for name, style in ((RANDOM_BASELINE, "--"), (FBANK_BASELINE, ":")):
+            if name in results["models"]:
+                ax.axhline(_score(results["models"][name], task), color="grey", linestyle=style, label=name)
         ax.set_title(label[task], fontsize=10)
         ax.set_xlabel("pre-training step")
         ax.grid(alpha=0.3)

@@ -37,20 +37,22 @@ from ..features import feature_batches
 from ..models.conformer import ENCODER_FRAME_SECONDS, SUBSAMPLING
 from ..targets.latent import LatentTargets
 from ..targets.random_projection import stack_frames
+from .probes import fold_phone
 
-SILENCE = {"sil", "sp", "spn", ""}
 
 
 def phone_spans(cut, num_frames: int) -> list[tuple[str, int, int]]:
-    """``(phone, first frame, end frame)`` on the encoder's 40 ms grid; silence dropped, empty spans widened to one frame."""
+    """``(phone, first frame, end frame)`` on the encoder's 40 ms grid; phones folded as PR scores them (TIMIT's 61
+    to 39), silence, closures and pauses dropped, empty spans widened to one frame."""
     items = (cut.supervisions[0].alignment or {}).get("phone", [])
     spans = []
     for it in items:
-        if it.symbol in SILENCE:
+        phone = fold_phone(it.symbol)
+        if phone is None:
             continue
         s = min(int(round(it.start / ENCODER_FRAME_SECONDS)), num_frames - 1)
         e = min(max(s + 1, int(round((it.start + it.duration) / ENCODER_FRAME_SECONDS))), num_frames)
-        spans.append((it.symbol, s, e))
+        spans.append((phone, s, e))
     return spans
 
 
