@@ -117,7 +117,7 @@ def data_path() -> str:
     src = Path(espeakng_loader.get_data_path())
     variants = src / "voices" / "!v"
     extra = {f"{v}{STILL}": "".join(line for line in (variants / v).read_text().splitlines(keepends=True)
-                                     if not line.split()[:1] == ["breath"] and not line.split()[:1] == ["breathw"])
+                                     if line.split()[:1] not in (["breath"], ["breathw"]))
              for v in BREATHLESS}
     key = hashlib.sha256((str(src) + repr(sorted(extra.items()))).encode()).hexdigest()[:12]
     root = Path(os.environ.get("SPEECHRQ_CACHE", Path.home() / ".cache" / "speechrq")) / f"espeak-ng-data-{key}"
