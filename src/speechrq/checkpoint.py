@@ -131,15 +131,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise SpeechrqError(f"{path / META_FILE}: corrupt ({e})") from None
 
 
-def load_model_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_model_state(path: str | Path, device: str | torch.device = "cpu", prefix: str = "") -> dict[str, torch.Tensor]:
+    """The checkpoint's weights; with ``prefix``, only those of one submodule, read alone and with the prefix removed."""
+    from safetensors import SafetensorError, safe_open
 
     f = Path(path) / MODEL_FILE
     if not f.exists():
         raise SpeechrqError(f"{path}: not a speechrq checkpoint (no {MODEL_FILE})")
     try:
-        return load_file(str(f), device=str(device))
+        with safe_open(str(f), framework="pt", device=str(device)) as st:
+            return {k[len(prefix):]: st.get_tensor(k) for k in st.keys() if k.startswith(prefix)}
     except (SafetensorError, OSError) as e:
         raise SpeechrqError(f"{f}: cannot read ({e})") from None
 

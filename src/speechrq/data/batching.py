@@ -51,8 +51,13 @@ class AudioBatches(torch.utils.data.Dataset):
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim == 2:
             audio = audio.mean(axis=0)
-        problem = ("zero-length audio" if audio.size == 0 else f"{audio.size} samples, fewer than the {self.min_samples} one frame needs"
-                   if audio.size < self.min_samples else None if np.isfinite(audio).all() else "non-finite samples")
+        problem = None
+        if audio.size == 0:
+            problem = "zero-length audio"
+        elif audio.size < self.min_samples:
+            problem = f"{audio.size} samples, fewer than the {self.min_samples} one frame needs"
+        elif not np.isfinite(audio).all():
+            problem = "non-finite samples"
         if problem:
             self.skipped += 1
             log.warning("skipping %s: %s", src, problem)
@@ -166,15 +171,15 @@ class BatchStream:
 
     def __next__(self) -> dict:
         """The next batch holding at least one usable utterance; a batch with none is skipped with a warning."""
-        empty_epochs, usable_this_epoch = 0, False
-        while empty_epochs < 2:
+        epoch_ends = 0
+        while epoch_ends < 2:  # past two epoch ends without a usable batch, a whole epoch had none
             if self._it is None:
                 self._start_epoch()
             try:
                 batch = next(self._it)
             except StopIteration:
-                empty_epochs = 0 if usable_this_epoch else empty_epochs + 1
-                self.epoch, self.consumed, self._it, usable_this_epoch = self.epoch + 1, 0, None, False
+                epoch_ends += 1
+                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
                 continue
             self.consumed += 1
             self.total += 1

@@ -55,17 +55,13 @@ class PretrainCheckpoint:
             raise SpeechrqError(f"{self.path}: meta.json holds no pre-training config (model.preset, quantizer)") from None
 
     @cached_property
-    def state(self) -> dict[str, torch.Tensor]:
-        return load_model_state(self.path)
-
-    @cached_property
     def fingerprint(self) -> str:
         """A hash of the weights file: the key of the checkpoint's cached hidden states."""
         return file_fingerprint(self.path / MODEL_FILE)
 
     def weights(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The weights of one submodule, e.g. ``"encoder."`` (the student), prefix removed."""
-        return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
+        """The weights of one submodule, e.g. ``"encoder."`` (the student), prefix removed; nothing else is read."""
+        return load_model_state(self.path, prefix=prefix)
 
     def encoder(self) -> SpeechEncoder:
         """The student encoder, with its weights."""

@@ -38,12 +38,12 @@ BRANCHED_FROM = "branched from "  # history entry of a --init-from branch: BRANC
 MEL_STAGE = {"stage": 0, "start": 0, "targets": "mel"}
 
 
-def encoder_state(checkpoint: str | Path, preset: str) -> dict[str, torch.Tensor]:
-    """The student encoder's weights in a speechrq checkpoint (checked to be of ``preset``)."""
+def theta_checkpoint(checkpoint: str | Path, preset: str) -> PretrainCheckpoint:
+    """A speechrq checkpoint whose student is to be θ, checked to be of ``preset``."""
     ckpt = PretrainCheckpoint(checkpoint)
     if ckpt.preset != preset:
         raise SpeechrqError(f"{checkpoint}: holds a {ckpt.preset!r} encoder, this run's is {preset!r}")
-    return ckpt.weights("encoder.")
+    return ckpt
 
 
 def stats_batches(cuts, cfg: PretrainConfig, logmel: LogMel, model: MaskedPredictionModel, device: torch.device):
@@ -114,9 +114,10 @@ def start_stage(model: MaskedPredictionModel, cfg: PretrainConfig, cuts, logmel:
     if cfg.targets.encoder:  # θ fixed from another run or a Hugging Face folder, from step 0
         weights = None
         if not is_pretrained_folder(cfg.targets.encoder):
-            weights = encoder_state(cfg.targets.encoder, cfg.model.preset)
+            ckpt = theta_checkpoint(cfg.targets.encoder, cfg.model.preset)
+            weights = ckpt.weights("encoder.")
             # θ reads log-Mel normalised as in its own run, whatever this corpus's statistics
-            model.targets.latent.input_normalizer.load_state_dict(PretrainCheckpoint(cfg.targets.encoder).weights("normalizer."))
+            model.targets.latent.input_normalizer.load_state_dict(ckpt.weights("normalizer."))
         set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
         return 0, [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}"}]
     return 0, [dict(MEL_STAGE)]
