@@ -179,3 +179,27 @@ def test_states_and_targets_of_an_utterance_do_not_depend_on_its_batch():
         assert max(float((s[i, :n] - a[0, :n]).abs().max()) for s, a in zip(states, alone)) < 1e-5
         mel1, latent1 = targets(u[None], lens[i : i + 1])
         assert torch.equal(mel[i, :n], mel1[0, :n]) and torch.equal(latent[i, :n], latent1[0, :n])
+
+
+def test_an_exported_checkpoint_is_the_same_frozen_encoder_without_heads_or_trainer_state(pretrain_corpus, dev_cuts, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from speechrq.checkpoint import load_trainer_state
+    from speechrq.cli import main
+    from speechrq.data.batching import make_loader
+    from speechrq.errors import SpeechrqError
+
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    out = tmp_path / "shipped" / "checkpoints" / "step_00000000"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    assert "sha256" in capsys.readouterr().out
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert keys and not any(k.startswith("heads.") for k in keys) and not (out / "trainer.pt").exists()
+    assert {k for k in load_model_state(ckpt) if not k.startswith("heads.")} == keys
+    batch = next(iter(make_loader(dev_cuts.subset(first=2), 60.0, shuffle=False, num_buckets=1)))
+    a, _ = FrozenEncoder.from_checkpoint(ckpt)(batch["audio"], batch["audio_lens"])
+    b, _ = FrozenEncoder.from_checkpoint(out)(batch["audio"], batch["audio_lens"])
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(SpeechrqError, match="cannot resume"):
+        load_trainer_state(out)

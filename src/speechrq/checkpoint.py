@@ -47,8 +47,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write a checkpoint directory atomically; an existing one at ``path`` is replaced."""
+def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any] | None,
+                    meta: dict[str, Any]) -> Path:
+    """Write a checkpoint directory atomically; an existing one at ``path`` is replaced.
+    ``trainer_state`` None writes weights only (an exported checkpoint: it cannot resume a run)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -58,9 +60,12 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], trai
     tmp.mkdir()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
     save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
-    torch.save(trainer_state, tmp / TRAINER_FILE)
+    files = [MODEL_FILE, META_FILE]
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER_FILE)
+        files.append(TRAINER_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-    for name in (MODEL_FILE, TRAINER_FILE, META_FILE):
+    for name in files:
         os.chmod(tmp / name, default_file_mode())  # safetensors creates its file 0600
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
@@ -143,6 +148,18 @@ def load_model_state(path: str | Path, device: str | torch.device = "cpu", prefi
             return {k[len(prefix):]: st.get_tensor(k) for k in st.keys() if k.startswith(prefix)}
     except (SafetensorError, OSError) as e:
         raise SpeechrqError(f"{f}: cannot read ({e})") from None
+
+
+EXPORT_DROPS = ("heads.",)  # the prediction heads: only continuing this very run needs them (a branch re-initialises them)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy what frozen-encoder users and Latent-RQ branches read (encoder, feature statistics, quantizers, θ)
+    to ``dst``: no prediction heads and no optimizer state, so a shipped checkpoint stays small."""
+    meta = read_meta(src)
+    state = {k: v for k, v in load_model_state(src).items() if not k.startswith(EXPORT_DROPS)}
+    meta = meta | {"exported_from": str(src), "export_dropped": [*EXPORT_DROPS, TRAINER_FILE]}
+    return save_checkpoint(dst, state, None, meta)
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:

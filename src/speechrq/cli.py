@@ -98,6 +98,15 @@ def cmd_pretrain(args) -> None:
         print(f"{cfg.out_dir}: trained to step {cfg.optim.max_steps}; last checkpoint {last}")
 
 
+def cmd_export(args) -> None:
+    from .checkpoint import MODEL_FILE, export_checkpoint
+    from .io import file_sha256
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    size = (out / MODEL_FILE).stat().st_size
+    print(f"{out}: {MODEL_FILE} {size / 1e6:.1f} MB, sha256 {file_sha256(out / MODEL_FILE)} (no heads, no trainer state)")
+
+
 def cmd_bench_pretrain(args) -> None:
     import json
 
@@ -110,12 +119,30 @@ def cmd_bench_pretrain(args) -> None:
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
 
 
+def cmd_bench_quality(args) -> None:
+    from .evaluate.finetune import FinetuneConfig
+    from .studies.quality import format_quality, quality_benchmark
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks or any(t not in ("pr", "ft") for t in tasks):
+        raise SpeechrqError(f"--tasks: {args.tasks!r}: give pr and/or ft")
+    if args.probe_seeds < 2:
+        raise SpeechrqError(f"--probe-seeds: at least 2 to measure probe noise, got {args.probe_seeds}")
+    report = quality_benchmark(args.config, args.corpus, args.out, args.steps, args.every, tasks, seeds=args.probe_seeds,
+                               demo_step=args.demo_step, overrides=args.set or [], progress=not args.quiet,
+                               finetune=FinetuneConfig(steps=args.ft_steps, eval_every=max(1, args.ft_steps // 8)), epochs=args.epochs)
+    print(format_quality(report), end="")
+    print(f"{args.out}: quality.json, quality.png")
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
 def cmd_evaluate(args) -> None:
     from .encoders import FilterbankEncoder, FrozenEncoder, is_pretrained_folder, load_encoder
     from .evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
+    from .evaluate.finetune import FinetuneConfig
+    from .evaluate.splits import leave_one_out, parse_splits
     from .pretrain.stages import branch_parent
 
     if args.every is not None and args.every < 1:
@@ -149,11 +176,23 @@ def cmd_evaluate(args) -> None:
         raise SpeechrqError(f"--lrs: {args.lrs!r} is not a comma-separated list of numbers") from None
     if args.probe_seeds < 1:
         raise SpeechrqError(f"--probe-seeds: must be >= 1, got {args.probe_seeds}")
+    if args.splits and args.folds:
+        raise SpeechrqError("--splits and --folds: give one of them")
+    folds = ([parse_splits(args.splits, args.dev_share)] if args.splits
+             else leave_one_out(args.folds.split(","), args.dev_share) if args.folds else None)
+    try:
+        ft_lrs = tuple(float(x) for x in args.ft_lrs.split(","))
+    except ValueError:
+        raise SpeechrqError(f"--ft-lrs: {args.ft_lrs!r} is not a comma-separated list of numbers") from None
+    if args.ft_minutes <= 0 or args.ft_steps < 1:
+        raise SpeechrqError(f"--ft-minutes / --ft-steps: must be positive, got {args.ft_minutes:g} / {args.ft_steps}")
+    ft = FinetuneConfig(minutes=args.ft_minutes, steps=args.ft_steps, lrs=ft_lrs, eval_every=max(1, args.ft_steps // 8))
     results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
-                       target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds)
+                       target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
+                       folds=folds, finetune=ft)
     print(format_table(results), end="")
-    written = ["results.json", "results.md", "layer_weights.png"]
-    written += [f for f in ("curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
+    written = ["results.json", "results.md"]
+    written += [f for f in ("layer_weights.png", "curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
     print(f"{args.out}: {', '.join(written)}")
 
 
@@ -163,6 +202,7 @@ def cmd_evaluate(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.synth import COMMAND_SHARE
+    from .evaluate.splits import DEV_SHARE
 
     p = argparse.ArgumentParser(prog="speechrq", description="Random-quantization speech pre-training and discrete speech units.")
     p.add_argument("--version", action="version", version=f"speechrq {__version__}")
@@ -225,15 +265,32 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--quiet", action="store_true", help="no progress bar")
     pt.set_defaults(func=cmd_pretrain)
 
+    ex = sub.add_parser("export", help="a small copy of a checkpoint for frozen-encoder use (evaluation, units, branches)",
+                        description="Copy a checkpoint's encoder, feature statistics and quantizers (and θ) to OUT, without "
+                        "the prediction heads and the optimizer state: what evaluate, target analyses and a Latent-RQ branch "
+                        "(--init-from) read. It cannot resume its run.")
+    ex.add_argument("checkpoint", metavar="CHECKPOINT", help="RUN/checkpoints/step_N")
+    ex.add_argument("out", metavar="OUT", help="directory to write (e.g. OUT_RUN/checkpoints/step_N)")
+    ex.set_defaults(func=cmd_export)
+
     ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER) of frozen encoders",
                         description="Probe each checkpoint's frozen encoder on a corpus: hidden states are computed once "
                         "and cached (float16), probes train with an lr sweep and dev-set selection.")
     ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N), run "
                     "directories (their newest checkpoint, or every --every N steps), or local Hugging Face "
                     "WavLM/HuBERT/wav2vec2 folders (baselines)")
-    ev.add_argument("--corpus", required=True, help="a corpus directory with train/dev/test")
-    ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated, of asr, sid, ic, er and pr (phone "
-                    "recognition, linear CTC; needs phone alignments) (default: asr,sid,ic,er)")
+    ev.add_argument("--corpus", required=True, help="a corpus directory (its train/dev/test splits unless --splits or --folds)")
+    ev.add_argument("--splits", metavar="SPEC", help="the corpus parts each probe trains, selects and scores on, e.g. "
+                    "train=train-clean-100,dev=dev-clean,test=test-clean ('+' joins parts; without dev, --dev-share of train "
+                    "is held out)")
+    ev.add_argument("--folds", metavar="PARTS", help="leave-one-out folds over these parts, e.g. "
+                    "session1,session2,session3,session4,session5 (IEMOCAP, as SUPERB ER): test on each in turn, train on "
+                    "the rest, dev held out from train; scores are the mean over folds")
+    ev.add_argument("--dev-share", type=float, default=DEV_SHARE, metavar="P",
+                    help=f"share of the training utterances held out as dev when no dev part is named (default: {DEV_SHARE})")
+    ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated, of asr, sid, ic, er, pr (phone "
+                    "recognition, linear CTC; needs phone alignments) and ft (the whole encoder fine-tuned with a CTC head on "
+                    "--ft-minutes of labelled audio: PER with phone alignments, else CER) (default: asr,sid,ic,er)")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--random-baseline", action="store_true", help="also probe a randomly initialised encoder of the same shape")
     ev.add_argument("--fbank-baseline", action="store_true", help="also probe normalised log-Mel stacked to the 40 ms grid "
@@ -242,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=30, help="probe epochs (default: 30)")
     ev.add_argument("--probe-seeds", type=int, default=1, metavar="N", help="train every probe with N seeds and report the mean "
                     "test score with its standard deviation, so a difference can be told from probe noise (default: 1)")
+    ev.add_argument("--ft-minutes", type=float, default=10.0, metavar="M", help="ft: minutes of labelled training audio "
+                    "(Libri-light: 10 or 60) (default: 10)")
+    ev.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: optimizer steps of 60 s of audio (default: 200)")
+    ev.add_argument("--ft-lrs", default="1e-3", metavar="LRS", help="ft: learning rates to sweep (default: 1e-3)")
     ev.add_argument("--probe-preset", default="cpu", choices=["cpu", "superb"],
                     help="probe sizes: cpu (small, the default) or superb (SUPERB's widths, for a GPU)")
     ev.add_argument("--every", type=int, metavar="N", help="for run directories: evaluate each checkpoint whose step is a "
@@ -272,6 +333,23 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--layers", help="Latent-RQ target layers, e.g. 5,6,7,8,9,10 (default: the preset's)")
     bp.add_argument("--json", action="store_true", help="print JSON")
     bp.set_defaults(func=cmd_bench_pretrain)
+    bq = bsub.add_parser("quality", help="pre-train for a budget, probe every N steps against random init and filterbanks",
+                         description="Pre-train CONFIG for --steps (reusing a finished run), probe every --every steps over "
+                         "--probe-seeds seeds beside a random initialisation and the filterbank floor, and report when the "
+                         "encoder first beats both beyond probe noise: OUT/quality.json, OUT/quality.png.")
+    bq.add_argument("config", metavar="CONFIG", help="pre-training YAML config")
+    bq.add_argument("--corpus", required=True, help="corpus directory: pre-training data and probe splits")
+    bq.add_argument("--out", required=True, help="output directory (the run is OUT/run, the probes OUT/eval)")
+    bq.add_argument("--steps", type=int, default=2000, help="pre-training budget in steps (default: 2000)")
+    bq.add_argument("--every", type=int, default=500, help="probe every N steps (default: 500)")
+    bq.add_argument("--tasks", default="pr", help="comma-separated probes: pr and/or ft (default: pr)")
+    bq.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per point (default: 3)")
+    bq.add_argument("--demo-step", type=int, default=400, help="report the margin at this step (the demo's budget; default: 400)")
+    bq.add_argument("--epochs", type=int, default=30, help="PR probe epochs (default: 30)")
+    bq.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
+    bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    bq.add_argument("--quiet", action="store_true", help="no progress bars")
+    bq.set_defaults(func=cmd_bench_quality)
     return p
 
 

@@ -85,13 +85,18 @@ def _hash_file(h, path: Path) -> None:
             h.update(block)
 
 
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, first 16 hex digits."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, all 64 hex digits (what ``sha256sum`` prints)."""
     import hashlib
 
     h = hashlib.sha256()
     _hash_file(h, Path(path))
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, first 16 hex digits."""
+    return file_sha256(path)[:16]
 
 
 def folder_fingerprint(path: str | os.PathLike) -> str:

@@ -36,7 +36,7 @@ from ..encoders.cache import pad_states
 from ..frames import lengths_to_padding_mask
 from .featurizer import WeightedSum
 
-TASKS = ("asr", "sid", "ic", "er", "pr")
+TASKS = ("asr", "sid", "ic", "er", "pr", "ft")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
 SUPERB_TASKS = ("asr", "sid", "ic", "er")  # the paper's Table 1 and its Avg
 CTC_TASKS = ("asr", "pr")  # sequence tasks: lower error is better
 # hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM
@@ -82,6 +82,8 @@ def label_of(task: str, cut):
         return slots if all(slots) else None
     if task == "pr":
         return tuple(phone_sequence(cut)) or None
+    if task == "ft":  # phones where the corpus has them, else characters
+        return label_of("pr", cut) or label_of("asr", cut)
     raise ValueError(f"task {task!r}: choose from {', '.join(TASKS)}")
 
 
@@ -98,6 +100,8 @@ class ProbeResult:
     # with several probe seeds: test is their mean, and each seed's test score is kept
     seed_tests: list[float] = field(default_factory=list)
     test_std: float = 0.0
+    # with several folds (leave one session out): test is their mean, and each fold's test score is kept
+    fold_tests: dict[str, float] = field(default_factory=dict)
 
 
 def over_seeds(results: list["ProbeResult"]) -> "ProbeResult":
@@ -109,6 +113,22 @@ def over_seeds(results: list["ProbeResult"]) -> "ProbeResult":
     if len(tests) == 1:
         return results[0]
     return replace(results[0], test=statistics.fmean(tests), test_std=statistics.stdev(tests), seed_tests=tests)
+
+
+def over_folds(results: dict[str, "ProbeResult"]) -> "ProbeResult":
+    """One result per fold as one result: test, dev and layer weights are fold means, ``fold_tests`` each
+    fold's test; with probe seeds, ``seed_tests`` are each seed's fold mean, so ``test_std`` is seed noise."""
+    import statistics
+    from dataclasses import replace
+
+    if len(results) == 1:
+        return next(iter(results.values()))
+    rs = list(results.values())
+    seed_tests = [statistics.fmean(t) for t in zip(*(r.seed_tests for r in rs))] if all(r.seed_tests for r in rs) else []
+    weights = [statistics.fmean(w) for w in zip(*(r.layer_weights for r in rs))]
+    return replace(rs[0], test=statistics.fmean(r.test for r in rs), dev=statistics.fmean(r.dev for r in rs), layer_weights=weights,
+                   seed_tests=seed_tests, test_std=statistics.stdev(seed_tests) if len(seed_tests) > 1 else 0.0,
+                   fold_tests={name: r.test for name, r in results.items()})
 
 
 class UtteranceProbe(nn.Module):

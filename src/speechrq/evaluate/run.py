@@ -26,7 +26,9 @@ from ..checkpoint import list_checkpoints
 from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
-from .probes import SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_seeds, run_probe, superb_average
+from .probes import SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_seeds, run_probe, superb_average
+from .finetune import FinetuneConfig, finetune
+from .splits import DEFAULT_FOLD, Fold
 
 RANDOM_BASELINE = "random-init"
 FBANK_BASELINE = "fbank"
@@ -66,57 +68,96 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
     return found
 
 
-def _probe(task: str, enc: FrozenEncoder, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path,
-           corpus: str, seeds: int = 1) -> ProbeResult:
-    """``run_probe`` (over ``seeds`` probe seeds), or its saved result when the same encoder was probed with the same settings."""
+def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str, seeds: int = 1,
+           fold: Fold = DEFAULT_FOLD, cuts_of=None, ft: FinetuneConfig | None = None) -> ProbeResult | None:
+    """``run_probe`` (or for ``ft``, :func:`finetune`) over ``seeds`` probe seeds on one fold, or its saved result when
+    the same encoder was probed with the same settings; None for ``ft`` of an encoder that cannot be fine-tuned."""
+    if task == "ft" and not isinstance(enc, FrozenEncoder):
+        return None  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
     settings = {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset,
                 "utterances": {s: len(v) for s, v in data.items()}} | ({"seeds": seeds} if seeds > 1 else {})
-    path = out / "probes" / enc.fingerprint / f"{task}.json"
+    if task == "ft":
+        settings = {"corpus": str(corpus), "finetune": asdict(ft), "utterances": settings["utterances"], "seeds": seeds}
+    if fold != DEFAULT_FOLD:
+        settings["fold"] = asdict(fold)
+    path = out / "probes" / enc.fingerprint / (f"{task}.{fold.name}.json" if fold.name else f"{task}.json")
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("settings") == settings:
+        if saved.get("settings") == json.loads(json.dumps(settings)):
             return ProbeResult(**saved["result"])
-    result = over_seeds([run_probe(task, store_of(), data, lrs, epochs, preset=preset, seed=seed) for seed in range(seeds)])
+    if task == "ft":
+        fold_cuts = cuts_of(data)
+        runs = [finetune(enc, fold_cuts, ft, seed=seed, progress=True) for seed in range(seeds)]
+    else:
+        runs = [run_probe(task, store_of(), data, lrs, epochs, preset=preset, seed=seed) for seed in range(seeds)]
+    result = over_seeds(runs)
     atomic_write_json(path, {"settings": settings, "result": asdict(result)})
     return result
 
 
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
-             target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1) -> dict:
+             target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
+             folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig()) -> dict:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
+
+    ``folds`` say which corpus parts each probe trains, selects and scores on
+    (:mod:`speechrq.evaluate.splits`; default: ``train``/``dev``/``test``); with several,
+    each task's score is the mean over folds, each fold's kept in ``fold_tests``;
+    ``finetune`` sets the ``ft`` task (:mod:`speechrq.evaluate.finetune`).
 
     ``steps`` (model name -> cumulative step) places models on the curves, and
     ``parents`` (model name -> the model it was branched from) joins a branched
     stage's line to its parent's point;
     ``target_analysis`` adds Figures 5 and 6 for the newest checkpoint of each run.
     """
-    from ..data.corpus import load_cuts
+    from lhotse import CutSet
+
+    from ..data.corpus import cut_files, load_cuts
 
     for t in tasks:
         if t not in TASKS:
             raise SpeechrqError(f"--tasks: {t!r} is not one of {', '.join(TASKS)}")
     out = Path(out)
     cache_root = Path(cache_root) if cache_root else out / "hidden_states"
-    cuts = {split: load_cuts(corpus, split) for split in ("train", "dev", "test")}
-    labelled = {t: {s: [(c.id, label_of(t, c)) for c in cuts[s]] for s in cuts} for t in tasks}
-    data = {t: {s: [(i, lab) for i, lab in labelled[t][s] if lab is not None] for s in cuts} for t in tasks}
+    folds = folds or [DEFAULT_FOLD]
+    have = cut_files(corpus)
+    if missing := sorted({p for f in folds for p in f.parts} - set(have)):
+        raise SpeechrqError(f"{corpus}: has no part {', '.join(map(repr, missing))} (it has {', '.join(have)}); "
+                            "say which parts to use with --splits train=...,dev=...,test=... or --folds PART,PART,...")
+    cuts = {part: load_cuts(corpus, part) for part in sorted({p for f in folds for p in f.parts})}
+    labelled = {t: {p: [(c.id, lab) for c in cuts[p] if (lab := label_of(t, c)) is not None] for p in cuts} for t in tasks}
+    data = {t: {f.name: f.assign(labelled[t]) for f in folds} for t in tasks}
     for t in tasks:
-        if not all(data[t][s] for s in cuts):
-            raise SpeechrqError(f"{corpus}: task {t} needs labels in train, dev and test")
-    needed = sorted({i for t in tasks for s in cuts for i, _ in data[t][s]})
+        for f in folds:
+            if missing := [role for role, items in data[t][f.name].items() if not items]:
+                where = f"fold {f.name} " if f.name else ""
+                raise SpeechrqError(f"{corpus}: {where}task {t} has no labelled utterance in {', '.join(missing)} "
+                                    f"(train={'+'.join(f.train)}, dev={'+'.join(f.dev) or f'{f.dev_share:g} of train'}, "
+                                    f"test={'+'.join(f.test)})")
+    needed = sorted({i for t in tasks if t != "ft" for p in cuts for i, _ in labelled[t][p]})
+    by_id = {c.id: c for p in cuts for c in cuts[p]}
+
+    def cuts_of(roles: dict[str, list]) -> dict[str, list]:
+        return {role: [by_id[i] for i, _ in items] for role, items in roles.items()}
+
     results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
-                     "models": {}}
+                     "folds": [asdict(f) for f in folds], "models": {}} | ({"finetune": asdict(finetune)} if "ft" in tasks else {})
     for name, enc in encoders.items():
         cache = HiddenStateCache(cache_root, enc.fingerprint)
-        computed = sum(cache_hidden_states(enc, cuts[s], cache, progress=progress) for s in cuts)
+        computed = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts)
         load_store = functools.cache(lambda cache=cache: StateStore(cache, needed))  # read once, only if a probe must train
         probed = {}
         for t in tasks:
-            r = probed[t] = _probe(t, enc, load_store, data[t], lrs, epochs, preset, out, corpus, seeds)
+            per_fold = {f.name: _probe(t, enc, load_store, data[t][f.name], lrs, epochs, preset, out, corpus, seeds, f, cuts_of,
+                                       finetune) for f in folds}
+            if any(r is None for r in per_fold.values()):
+                continue
+            r = probed[t] = over_folds(per_fold)
             if progress:
                 spread = f" ± {r.test_std:.2f} over {len(r.seed_tests)} probe seeds" if r.seed_tests else ""
-                print(f"{name}: {t} {r.metric} {r.test:.2f}{spread} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
+                fold_note = f", mean of {len(r.fold_tests)} folds" if r.fold_tests else ""
+                print(f"{name}: {t} {r.metric} {r.test:.2f}{spread}{fold_note} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
         results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
                                    "branched_from": (parents or {}).get(name), "utterances_encoded": computed,
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
@@ -128,7 +169,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         analysed = {n: e for n, e in encoders.items() if n not in (RANDOM_BASELINE, FBANK_BASELINE) and e.checkpoint is not None
                     and (n in newest or results["models"][n]["step"] is None)}
         if analysed:
-            results["target_quality"] = target_quality(analysed, cuts["train"], cache_root, out)
+            train = CutSet.from_cuts([c for p in folds[0].train for c in cuts[p]])
+            results["target_quality"] = target_quality(analysed, train, cache_root, out)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", format_table(results))
     plot_layer_weights(results, out / "layer_weights.png")
@@ -148,13 +190,24 @@ def _runs(results: dict) -> dict[str, list[tuple[int, str]]]:
 
 def format_table(results: dict) -> str:
     tasks = results["tasks"]
-    head = {"asr": "ASR WER ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑", "pr": "PR PER ↓"}
+    ft = results.get("finetune") or {}
+    head = {"asr": "ASR WER ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑", "pr": "PR PER ↓",
+            "ft": f"FT {ft.get('minutes', 0):g} min, {ft.get('steps', 0)} steps {_ft_metric(results)} ↓"}
     lines = ["| model | " + " | ".join(head[t] for t in tasks) + " | Avg ↑ |", "|---" * (len(tasks) + 2) + "|"]
     for name, m in results["models"].items():
-        cells = [f"{m['tasks'][t]['test']:.2f}" + (f" ± {m['tasks'][t]['test_std']:.2f}" if m["tasks"][t].get("seed_tests") else "")
+        cells = ["-" if t not in m["tasks"] else
+                 f"{m['tasks'][t]['test']:.2f}" + (f" ± {m['tasks'][t]['test_std']:.2f}" if m["tasks"][t].get("seed_tests") else "")
                  for t in tasks]
         avg = "-" if m["avg"] is None else f"{m['avg']:.2f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    folds = results.get("folds") or []
+    if len(folds) > 1:
+        lines += ["", f"Means over {len(folds)} leave-one-out folds (test on {', '.join(f['name'] for f in folds)} in turn); "
+                  "each fold's score is in results.json (fold_tests)."]
+    elif folds and list(folds[0]["train"]) != ["train"]:
+        f = folds[0]
+        dev = "+".join(f["dev"]) or f"{f['dev_share']:g} of train"
+        lines += ["", f"Splits: train {'+'.join(f['train'])}, dev {dev}, test {'+'.join(f['test'])}."]
     if results.get("target_quality"):
         lines += ["", "Target separability (random projections; 5-NN accuracy %, silhouette):", "",
                   "| targets | phones 5-NN ↑ | phones silhouette ↑ | speakers 5-NN ↑ | speakers silhouette ↑ |", "|---|---|---|---|---|"]
@@ -164,8 +217,16 @@ def format_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ft_metric(results: dict) -> str:
+    """PER or CER: what the ``ft`` task scored on this corpus."""
+    metrics = {m["tasks"]["ft"]["metric"] for m in results["models"].values() if "ft" in m["tasks"]}
+    return "/".join(sorted(metrics)).upper() or "PER"
+
+
 def _score(m: dict, task: str) -> float | None:
-    return m["avg"] if task == "avg" else m["tasks"][task]["test"]
+    if task == "avg":
+        return m["avg"]
+    return m["tasks"][task]["test"] if task in m["tasks"] else None
 
 
 def plot_curves(results: dict, path: Path) -> None:
@@ -176,7 +237,8 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = list(results["tasks"]) + (["avg"] if all(t in results["tasks"] for t in SUPERB_TASKS) else [])
-    label = {"asr": "ASR WER (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓", "avg": "Avg"}
+    label = {"asr": "ASR WER (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓",
+             "ft": f"FT {_ft_metric(results)} (%) ↓", "avg": "Avg"}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
     for ax, task in zip(axes[0], panels):
         for run, points in _runs(results).items():
@@ -184,9 +246,10 @@ def plot_curves(results: dict, path: Path) -> None:
             if parent in results["models"]:  # a branched stage starts at its parent's point (Fig. 2 layout)
                 points = [(results["models"][parent]["step"], parent), *points]
             xs = [s for s, _ in points]
-            ax.plot(xs, [_score(results["models"][n], task) for _, n in points], marker="o", label=run)
+            ys = [_score(results["models"][n], task) for _, n in points]
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=run)
         for name, style in ((RANDOM_BASELINE, "--"), (FBANK_BASELINE, ":")):
-            if name in results["models"]:
+            if name in results["models"] and _score(results["models"][name], task) is not None:
                 ax.axhline(_score(results["models"][name], task), color="grey", linestyle=style, label=name)
         ax.set_title(label[task], fontsize=10)
         ax.set_xlabel("pre-training step")
@@ -208,12 +271,15 @@ def plot_layer_weights(results: dict, path: Path) -> None:
     import numpy as np
 
     models = results["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(3 + 2.5 * len(models), 0.6 * len(results["tasks"]) + 1.6), squeeze=False)
+    tasks = [t for t in results["tasks"] if t != "ft"]  # fine-tuning has no weighted sum
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(models), figsize=(3 + 2.5 * len(models), 0.6 * len(tasks) + 1.6), squeeze=False)
     for ax, (name, m) in zip(axes[0], models.items()):
-        w = np.array([m["tasks"][t]["layer_weights"] for t in results["tasks"]])
+        w = np.array([m["tasks"][t]["layer_weights"] for t in tasks if t in m["tasks"]])
         im = ax.imshow(w, aspect="auto", cmap="viridis", vmin=0)
         ax.set_title(name, fontsize=9)
-        ax.set_yticks(range(len(results["tasks"])), [t.upper() for t in results["tasks"]])
+        ax.set_yticks(range(len(tasks)), [t.upper() for t in tasks if t in m["tasks"]])
         ax.set_xticks(range(w.shape[1]), [str(i - 1) for i in range(w.shape[1])], fontsize=7)
         ax.set_xlabel("layer (-1 = front end)")
         fig.colorbar(im, ax=ax, fraction=0.046)

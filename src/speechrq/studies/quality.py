@@ -1,0 +1,164 @@
+"""``speechrq bench quality``: does pre-training pay off, and after how many steps and minutes?
+
+Pre-train a config for a budget (resuming, or reusing a finished run), probe every
+``every``-th checkpoint with the phone recognition probe (and optionally the
+fine-tuning probe) over several probe seeds, beside a random initialisation of
+the same shape and the filterbank floor, and report:
+
+- the first step, and the training wall-clock minutes to it, at which the encoder
+  beats *both* baselines beyond probe noise (its mean error below the stronger
+  baseline's by more than the two standard deviations added);
+- the margin over the stronger baseline at every probed step, and at the demo's
+  budget;
+- ``quality.json`` and ``quality.png`` (error against step, baselines as bands).
+
+Wall-clock minutes are the trainer's own step times (``s_per_step`` of
+``metrics.jsonl``, summed), so probes and checkpoint writes do not count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import latest_checkpoint, read_meta
+from ..config import load_config
+from ..errors import SpeechrqError
+from ..io import atomic_path, atomic_write_json
+
+BASELINES = ("random-init", "fbank")
+
+
+def training_minutes(run: str | Path) -> dict[int, float]:
+    """``{step: minutes of training up to it}`` from a run's ``metrics.jsonl`` (each record covers ``log_every`` steps)."""
+    from ..training.engine import read_metrics
+
+    minutes, total, last = {}, 0.0, 0
+    for rec in read_metrics(run):
+        if "s_per_step" not in rec:
+            continue
+        total += rec["s_per_step"] * (rec["step"] - last) / 60.0
+        last = rec["step"]
+        minutes[rec["step"]] = total
+    return minutes
+
+
+def headline(results: dict, run_name: str, task: str, minutes: dict[int, float], demo_step: int | None) -> dict:
+    """The first step beating both baselines beyond noise, the margins per step, and the margin at ``demo_step``."""
+    models = results["models"]
+    base = {b: models[b]["tasks"][task] for b in BASELINES if b in models and task in models[b]["tasks"]}
+    if not base:
+        raise SpeechrqError(f"quality: no baseline scored {task}")
+    strongest = min(base, key=lambda b: base[b]["test"])  # error rates: lower is stronger
+    floor, floor_std = base[strongest]["test"], base[strongest]["test_std"]
+    points = sorted((m["step"], name) for name, m in models.items() if name.rsplit("@", 1)[0] == run_name and task in m["tasks"])
+    curve, first = [], None
+    for step, name in points:
+        r = models[name]["tasks"][task]
+        margin = floor - r["test"]
+        noise = floor_std + r["test_std"]
+        wall = minutes.get(step, max([m for s, m in minutes.items() if s <= step], default=0.0))
+        curve.append({"step": step, "minutes": round(wall, 2), "error": r["test"], "std": r["test_std"], "margin": margin,
+                      "beyond_noise": margin > noise})
+        if first is None and margin > noise:
+            first = curve[-1]
+    at_demo = next((c for c in curve if c["step"] == demo_step), None)
+    return {"task": task, "metric": base[strongest]["metric"], "baselines": {b: {"error": v["test"], "std": v["test_std"]}
+                                                                             for b, v in base.items()},
+            "stronger_baseline": strongest, "curve": curve, "first_beyond_noise": first, "demo_step": demo_step, "at_demo_step": at_demo,
+            "best": min(curve, key=lambda c: c["error"]) if curve else None}
+
+
+def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, steps: int, every: int, tasks: list[str],
+                      seeds: int = 3, demo_step: int | None = 400, overrides: list[str] = (), progress: bool = True,
+                      finetune=None, epochs: int = 30) -> dict:
+    """Train (or reuse) ``OUT/run``, probe it every ``every`` steps in ``OUT/eval``, write ``OUT/quality.{json,png}``."""
+    from ..encoders import FilterbankEncoder, FrozenEncoder, load_encoder
+    from ..evaluate.finetune import FinetuneConfig
+    from ..evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate, resolve_checkpoints
+    from ..pretrain.config import PretrainConfig
+    from ..pretrain.trainer import train
+
+    if steps < 1 or every < 1 or steps % every:
+        raise SpeechrqError(f"--steps {steps} / --every {every}: both positive, and steps a multiple of every")
+    out = Path(out)
+    run = out / "run"
+    cfg = load_config(PretrainConfig, config, [*overrides, f"data.corpus={corpus}", f"out_dir={run}", f"optim.max_steps={steps}",
+                                               f"train.checkpoint_every={every}", f"train.keep_last={steps // every + 1}"])
+    last = latest_checkpoint(run / "checkpoints")
+    if last is None or read_meta(last)["step"] < steps:
+        train(cfg, resume=last is not None, progress=progress)
+    checkpoints = resolve_checkpoints([run], every)
+    encoders = {name: load_encoder(c) for name, c in checkpoints.items()}
+    first = next(iter(checkpoints.values()))
+    encoders[RANDOM_BASELINE] = FrozenEncoder.random_like(first)
+    encoders[FBANK_BASELINE] = FilterbankEncoder(encoders[next(iter(checkpoints))].normalizer)
+    steps_of = {name: int(read_meta(c)["step"]) for name, c in checkpoints.items()}
+    results = evaluate(encoders, corpus, tasks, out / "eval", [1e-3, 1e-2], epochs, progress=progress, steps=steps_of,
+                       target_analysis=False, seeds=seeds, finetune=finetune or FinetuneConfig())
+    minutes = training_minutes(run)
+    report = {"config": str(config), "corpus": str(corpus), "steps": steps, "every": every, "probe_seeds": seeds, "epochs": epochs,
+              "overrides": list(overrides), "tasks": {t: headline(results, "run", t, minutes, demo_step) for t in tasks}}
+    atomic_write_json(out / "quality.json", report)
+    plot_quality(report, out / "quality.png")
+    return report
+
+
+def format_quality(report: dict) -> str:
+    lines = []
+    for task, h in report["tasks"].items():
+        m = h["metric"].upper()
+        base = ", ".join(f"{b} {v['error']:.2f} ± {v['std']:.2f}" for b, v in h["baselines"].items())
+        lines += [f"{task}: {m}; baselines {base} (stronger: {h['stronger_baseline']})", "",
+                  f"| step | training min | {m} | margin over {h['stronger_baseline']} | beyond noise |", "|---|---|---|---|---|"]
+        lines += [f"| {c['step']} | {c['minutes']:.1f} | {c['error']:.2f} ± {c['std']:.2f} | {c['margin']:+.2f} | "
+                  f"{'yes' if c['beyond_noise'] else 'no'} |" for c in h["curve"]]
+        f = h["first_beyond_noise"]
+        lines.append("")
+        lines.append(f"first beyond noise: step {f['step']} after {f['minutes']:.1f} training minutes (margin {f['margin']:+.2f})"
+                     if f else "never beyond noise in this budget")
+        if h["at_demo_step"]:
+            lines.append(f"at the demo's budget (step {h['demo_step']}): margin {h['at_demo_step']['margin']:+.2f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_quality(report: dict, path: Path) -> None:
+    """One panel per task: the encoder's error (± std) against the step, each baseline a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = report["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, (task, h) in zip(axes[0], tasks.items()):
+        xs = [c["step"] for c in h["curve"]]
+        ys = [c["error"] for c in h["curve"]]
+        sd = [c["std"] for c in h["curve"]]
+        ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, label="pre-trained")
+        for (name, b), color in zip(h["baselines"].items(), ("tab:red", "tab:grey")):
+            ax.axhline(b["error"], color=color, linestyle="--", label=name)
+            ax.axhspan(b["error"] - b["std"], b["error"] + b["std"], color=color, alpha=0.15)
+        if h["first_beyond_noise"]:
+            ax.axvline(h["first_beyond_noise"]["step"], color="tab:green", linestyle=":", label="first beyond noise")
+        top = ax.secondary_xaxis("top", functions=_step_to_minutes(h["curve"]))
+        top.set_xlabel("training minutes", fontsize=8)
+        ax.set_xlabel("pre-training step")
+        ax.set_ylabel(f"{h['metric'].upper()} (%) ↓")
+        ax.set_title(task.upper(), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def _step_to_minutes(curve: list[dict]):
+    """Linear maps step <-> training minutes through the curve's points, for the secondary axis."""
+    import numpy as np
+
+    s = np.array([0.0] + [c["step"] for c in curve])
+    m = np.array([0.0] + [c["minutes"] for c in curve])
+    return (lambda x: np.interp(x, s, m), lambda y: np.interp(y, m, s))
+
