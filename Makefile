@@ -7,9 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 DEMO   ?= exp/demo
-DEMO_TASKS ?= pr,sid,ic,er
+DEMO_TASKS ?= pr,ft,sid,ic,er
+# The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
+REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo reference bench clean
 
 install: $(STAMP)
 
@@ -33,8 +35,18 @@ demo: $(STAMP)
 	$(BIN)/speechrq pretrain configs/pretrain/tiny_latent.yaml --resume \
 	    --init-from $(DEMO)/stage0/checkpoints/step_00000200 \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage1
-	$(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --every 200 --random-baseline --fbank-baseline \
-	    --corpus $(DEMO)/corpus --tasks $(DEMO_TASKS) --out $(DEMO)/eval
+	$(BIN)/speechrq evaluate $(REFERENCE) $(DEMO)/stage0 $(DEMO)/stage1 --random-baseline --fbank-baseline \
+	    --corpus $(DEMO)/corpus --tasks $(DEMO_TASKS) --probe-seeds 3 --out $(DEMO)/eval
+
+# How $(REFERENCE) was made (33 minutes on 2 cores): the demo corpus, the tiny recipe for 4000 steps,
+# exported without the prediction heads and the optimizer state, with its training log.
+reference: $(STAMP)
+	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	$(BIN)/speechrq features stats $(DEMO)/corpus
+	$(BIN)/speechrq pretrain configs/pretrain/tiny.yaml --resume --set data.corpus=$(DEMO)/corpus \
+	    --set out_dir=exp/ref4000 --set optim.max_steps=4000 --set train.checkpoint_every=500 --set train.keep_last=20
+	$(BIN)/speechrq export exp/ref4000/checkpoints/step_00004000 $(REFERENCE)
+	gzip -9 -n < exp/ref4000/metrics.jsonl > $(dir $(patsubst %/,%,$(dir $(REFERENCE))))metrics.jsonl.gz
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py

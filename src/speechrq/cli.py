@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ft-minutes", type=float, default=10.0, metavar="M", help="ft: minutes of labelled training audio "
                     "(Libri-light: 10 or 60) (default: 10)")
     ev.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: optimizer steps of 60 s of audio (default: 200)")
-    ev.add_argument("--ft-lrs", default="1e-3", metavar="LRS", help="ft: learning rates to sweep (default: 1e-3)")
+    ev.add_argument("--ft-lrs", default="2e-3", metavar="LRS", help="ft: learning rates to sweep (default: 2e-3)")
     ev.add_argument("--probe-preset", default="cpu", choices=["cpu", "superb"],
                     help="probe sizes: cpu (small, the default) or superb (SUPERB's widths, for a GPU)")
     ev.add_argument("--every", type=int, metavar="N", help="for run directories: evaluate each checkpoint whose step is a "

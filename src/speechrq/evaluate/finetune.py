@@ -31,7 +31,7 @@ from .probes import CHARS, ProbeResult, _greedy, label_of
 class FinetuneConfig:
     minutes: float = 10.0  # labelled audio: 10 (Libri-light's 10 min) or 60 (1 h)
     steps: int = 200
-    lrs: tuple[float, ...] = (1e-3,)
+    lrs: tuple[float, ...] = (2e-3,)
     batch_seconds: float = 60.0  # audio per step
     warmup: float = 0.1  # share of the steps
     eval_every: int = 25
@@ -60,12 +60,13 @@ def _features(enc, cuts: list) -> list[torch.Tensor]:
     from ..data.batching import make_loader
 
     by_id = {}
+    device = enc.normalizer.mean.device
     for batch in make_loader(CutSet.from_cuts(cuts), 120.0, shuffle=False):
         if not len(batch["cuts"]):
             continue
-        feats, lens = enc.features(batch["audio"], batch["audio_lens"])
+        feats, lens = enc.features(batch["audio"].to(device), batch["audio_lens"].to(device))
         for i, cut in enumerate(batch["cuts"]):
-            by_id[cut.id] = feats[i, : int(lens[i])].clone()
+            by_id[cut.id] = feats[i, : int(lens[i])].cpu()
     return [by_id[c.id] for c in cuts if c.id in by_id]
 
 
@@ -182,7 +183,7 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
             x = spec_augment(x, lens, cfg.time_masks, cfg.freq_masks, gen)
             logp, out_lens = model(x.to(device), lens.to(device))
             targets = [torch.tensor([index[t] for t in labels[i]]) for i in idx]
-            loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), out_lens, torch.tensor([len(t) for t in targets]),
+            loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), out_lens.cpu(), torch.tensor([len(t) for t in targets]),
                               blank=0, zero_infinity=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()

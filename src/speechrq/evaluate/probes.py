@@ -94,7 +94,7 @@ class ProbeResult:
     test: float
     dev: float
     lr: float
-    epoch: int
+    epoch: int  # the selected epoch (for ft: the selected step)
     layer_weights: list[float]
     sweep: dict[str, float] = field(default_factory=dict)  # lr -> best dev score
     # with several probe seeds: test is their mean, and each seed's test score is kept
@@ -227,10 +227,12 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
         vocab = [sorted(set(col)) for col in columns]
         index = [{v: k for k, v in enumerate(col)} for col in vocab]
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # probes train on the GPU when there is one
+
     def encode(labels):
         if task == "ic":
-            return [torch.tensor([index[s].get(lab[s], -100) for lab in labels]) for s in range(len(SLOTS))]
-        return [torch.tensor([index[0].get(lab, -100) for lab in labels])]
+            return [torch.tensor([index[s].get(lab[s], -100) for lab in labels], device=device) for s in range(len(SLOTS))]
+        return [torch.tensor([index[0].get(lab, -100) for lab in labels], device=device)]
 
     def score(model, split) -> float:
         model.eval()
@@ -238,7 +240,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
         with torch.no_grad():
             for chunk in _batches(data[split], 64, None):
                 ids, labels = zip(*chunk)
-                states, lens = store.batch(list(ids))
+                states, lens = (t.to(device) for t in store.batch(list(ids)))
                 if task == "asr":
                     hyps += _greedy(model(states, lens), lens)
                     refs += list(labels)
@@ -263,7 +265,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
         size = PROBE_PRESETS[preset]
         model = (CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"]) if task == "asr"
                  else LinearCTCProbe(num_states, dim, len(phones)) if task == "pr"
-                 else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab]))
+                 else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab])).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         rng = random.Random(seed)
         lr_best = None
@@ -271,12 +273,12 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
             model.train()
             for chunk in _batches(data["train"], batch_size, rng):
                 ids, labels = zip(*chunk)
-                states, lens = store.batch(list(ids))
+                states, lens = (t.to(device) for t in store.batch(list(ids)))
                 if task in CTC_TASKS:
                     logp = model(states, lens)
                     targets = [torch.tensor([CHARS.index(c) + 1 for c in lab] if task == "asr" else [phone_index[p] for p in lab])
                                for lab in labels]
-                    loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets), lens, torch.tensor([len(t) for t in targets]),
+                    loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), lens.cpu(), torch.tensor([len(t) for t in targets]),
                                       blank=0, zero_infinity=True)
                 else:
                     outs = model(states, lens)

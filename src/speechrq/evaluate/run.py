@@ -22,12 +22,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import list_checkpoints
 from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
-from .probes import SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_seeds, run_probe, superb_average
 from .finetune import FinetuneConfig, finetune
+from .probes import SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_seeds, run_probe, superb_average
 from .splits import DEFAULT_FOLD, Fold
 
 RANDOM_BASELINE = "random-init"
@@ -69,7 +71,7 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
 
 
 def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str, seeds: int = 1,
-           fold: Fold = DEFAULT_FOLD, cuts_of=None, ft: FinetuneConfig | None = None) -> ProbeResult | None:
+           fold: Fold = DEFAULT_FOLD, cuts_of=None, ft: FinetuneConfig | None = None, progress: bool = False) -> ProbeResult | None:
     """``run_probe`` (or for ``ft``, :func:`finetune`) over ``seeds`` probe seeds on one fold, or its saved result when
     the same encoder was probed with the same settings; None for ``ft`` of an encoder that cannot be fine-tuned."""
     if task == "ft" and not isinstance(enc, FrozenEncoder):
@@ -87,7 +89,7 @@ def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset
             return ProbeResult(**saved["result"])
     if task == "ft":
         fold_cuts = cuts_of(data)
-        runs = [finetune(enc, fold_cuts, ft, seed=seed, progress=True) for seed in range(seeds)]
+        runs = [finetune(enc, fold_cuts, ft, seed=seed, progress=progress) for seed in range(seeds)]
     else:
         runs = [run_probe(task, store_of(), data, lrs, epochs, preset=preset, seed=seed) for seed in range(seeds)]
     result = over_seeds(runs)
@@ -143,24 +145,28 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
 
     results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
                      "folds": [asdict(f) for f in folds], "models": {}} | ({"finetune": asdict(finetune)} if "ft" in tasks else {})
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # encoder passes and probes on the GPU when there is one
     for name, enc in encoders.items():
+        enc.to(device)
         cache = HiddenStateCache(cache_root, enc.fingerprint)
         computed = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts)
         load_store = functools.cache(lambda cache=cache: StateStore(cache, needed))  # read once, only if a probe must train
         probed = {}
         for t in tasks:
             per_fold = {f.name: _probe(t, enc, load_store, data[t][f.name], lrs, epochs, preset, out, corpus, seeds, f, cuts_of,
-                                       finetune) for f in folds}
+                                       finetune, progress) for f in folds}
             if any(r is None for r in per_fold.values()):
                 continue
             r = probed[t] = over_folds(per_fold)
             if progress:
                 spread = f" ± {r.test_std:.2f} over {len(r.seed_tests)} probe seeds" if r.seed_tests else ""
                 fold_note = f", mean of {len(r.fold_tests)} folds" if r.fold_tests else ""
-                print(f"{name}: {t} {r.metric} {r.test:.2f}{spread}{fold_note} (dev {r.dev:.2f}, lr {r.lr:g}, epoch {r.epoch})")
+                print(f"{name}: {t} {r.metric} {r.test:.2f}{spread}{fold_note} (dev {r.dev:.2f}, lr {r.lr:g}, "
+                      f"{'step' if t == 'ft' else 'epoch'} {r.epoch})")
         results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
                                    "branched_from": (parents or {}).get(name), "utterances_encoded": computed,
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
+        enc.to("cpu")  # target analyses below run on the CPU; the GPU is free for the next encoder
     if target_analysis:
         from .target_quality import target_quality
 
