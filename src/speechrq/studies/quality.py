@@ -57,7 +57,7 @@ def headline(results: dict, run_name: str, task: str, minutes: dict[int, float],
         margin = floor - r["test"]
         noise = floor_std + r["test_std"]
         wall = minutes.get(step, max([m for s, m in minutes.items() if s <= step], default=0.0))
-        curve.append({"step": step, "minutes": round(wall, 2), "error": r["test"], "std": r["test_std"], "margin": margin,
+        curve.append({"step": step, "minutes": wall, "error": r["test"], "std": r["test_std"], "margin": margin,
                       "beyond_noise": margin > noise})
         if first is None and margin > noise:
             first = curve[-1]
