@@ -120,3 +120,15 @@ def test_an_iemocap_tree_is_probed_leave_one_session_out(pretrain_corpus, voices
     assert "Means over 3 leave-one-out folds" in (out / "results.md").read_text()
     assert main([*args, "--splits", "train=session1,test=session2"]) == 2
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_fold_results_average_and_keep_the_seed_spread():
+    from speechrq.evaluate.probes import ProbeResult, over_folds
+
+    def result(tests, weights):
+        return ProbeResult("er", "accuracy", sum(tests) / len(tests), 50.0, 1e-3, 3, weights, seed_tests=tests, test_std=1.0)
+
+    r = over_folds({"s1": result([60.0, 64.0], [0.2, 0.8]), "s2": result([70.0, 74.0], [0.4, 0.6])})
+    assert r.fold_tests == {"s1": 62.0, "s2": 72.0} and r.test == 67.0
+    assert r.seed_tests == [65.0, 69.0] and abs(r.test_std - 2.8284271) < 1e-6  # spread of the per-seed fold means
+    assert all(abs(a - b) < 1e-9 for a, b in zip(r.layer_weights, [0.3, 0.7]))

@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("out", metavar="OUT", help="directory to write (e.g. OUT_RUN/checkpoints/step_N)")
     ex.set_defaults(func=cmd_export)
 
-    ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER) of frozen encoders",
+    ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER, PR) and fine-tuning (FT) of encoders",
                         description="Probe each checkpoint's frozen encoder on a corpus: hidden states are computed once "
                         "and cached (float16), probes train with an lr sweep and dev-set selection.")
     ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N), run "
