@@ -167,6 +167,41 @@ def test_bad_config_is_a_one_line_error():
         SynthConfig(hours=0).validate()
     with pytest.raises(SpeechrqError, match="--command-share"):
         SynthConfig(command_share=1.5).validate()
+    for bad, flag in ((dict(rate_jitter=0.6), "--rate-jitter"), (dict(pitch_jitter=-1), "--pitch-jitter"), (dict(snr_db=99), "--snr")):
+        with pytest.raises(SpeechrqError, match=flag):
+            SynthConfig(**bad).validate()
+
+
+def test_prosody_jitter_varies_each_utterance_and_leaves_the_default_plan_unchanged():
+    from dataclasses import replace
+
+    from speechrq.data.synth import _prosody
+
+    base = plan_corpus(SynthConfig(hours=0.3, speakers=8, seed=5))
+    assert {(u.rate_factor, u.pitch_offset) for u in base.utterances} == {(1.0, 0)}
+    varied = plan_corpus(SynthConfig(hours=0.3, speakers=8, seed=5, rate_jitter=0.15, pitch_jitter=10))
+    # the same texts, speakers, styles and labels: only the two new draws differ
+    assert [replace(u, rate_factor=1.0, pitch_offset=0) for u in varied.utterances] == base.utterances
+    rates = [u.rate_factor for u in varied.utterances]
+    assert min(rates) >= 0.85 and max(rates) <= 1.15 and len(set(rates)) > len(rates) // 2
+    assert {u.pitch_offset for u in varied.utterances} >= {-9, 0, 9}
+    spk = {s.id: s for s in varied.speakers}
+    u0, v0 = base.utterances[0], varied.utterances[0]
+    assert _prosody(spk[v0.speaker], v0).rate == round(_prosody(spk[u0.speaker], u0).rate * v0.rate_factor)
+    assert plan_corpus(SynthConfig(hours=0.3, speakers=8, seed=5, rate_jitter=0.15, pitch_jitter=10)).utterances == varied.utterances
+
+
+def test_snr_adds_noise_at_the_stated_level(tmp_path):
+    clean_cfg = SynthConfig(hours=0.004, speakers=2, seed=2)
+    synthesize_corpus(tmp_path / "clean", clean_cfg, workers=1, progress=False)
+    synthesize_corpus(tmp_path / "noisy", SynthConfig(hours=0.004, speakers=2, seed=2, snr_db=10.0), workers=1, progress=False)
+    measured = []
+    for clean, noisy in zip(load_cuts(tmp_path / "clean", "train"), load_cuts(tmp_path / "noisy", "train")):
+        x, y = clean.load_audio()[0].astype(np.float64), noisy.load_audio()[0].astype(np.float64)
+        speech = x[np.abs(x) > 0.01 * np.abs(x).max()]
+        measured.append(10 * np.log10(np.mean(speech**2) / np.mean((y - x) ** 2)))
+    assert len(measured) >= 2 and all(abs(m - 10.0) < 0.5 for m in measured), measured
+    assert (tmp_path / "noisy" / "cuts_train.jsonl").read_bytes() == (tmp_path / "clean" / "cuts_train.jsonl").read_bytes()
 
 
 def test_espeak_refuses_a_voice_it_would_silently_replace():

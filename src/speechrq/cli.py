@@ -27,7 +27,8 @@ def cmd_synth(args) -> None:
     from .data.corpus import format_summary
     from .data.synth import SynthConfig, synthesize_corpus
 
-    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed, command_share=args.command_share)
+    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed, command_share=args.command_share,
+                         rate_jitter=args.rate_jitter, pitch_jitter=args.pitch_jitter, snr_db=args.snr)
     config.validate()
     out = Path(args.out_dir)
     complete = (out / "summary.json").exists()
@@ -219,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--command-share", type=float, default=COMMAND_SHARE, metavar="P",
                    help=f"share of utterances that are spoken commands (IC), the rest read sentences; 1.0 makes a "
                         f"command corpus for IC probes (default: {COMMAND_SHARE})")
+    s.add_argument("--rate-jitter", type=float, default=0.0, metavar="R", help="per-utterance speaking rate: the speaker's "
+                   "times a factor in [1-R, 1+R] (default: 0, each speaker one rate)")
+    s.add_argument("--pitch-jitter", type=float, default=0.0, metavar="P", help="per-utterance pitch moved by up to P on "
+                   "espeak's 0-100 scale, beyond the built-in +-3 (default: 0)")
+    s.add_argument("--snr", type=float, default=None, metavar="DB", help="add white noise at this SNR in dB to each "
+                   "utterance's speech power (default: none, only a faint floor)")
     s.add_argument("--workers", type=int, default=_cpu_count(), help="parallel processes (default: all cores)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)

@@ -81,6 +81,14 @@ class SynthConfig:
     # Commands rather than on the pre-training corpus: at 0.3, an hour holds ~400
     # training commands for 38 intents, too few for any utterance-level probe.
     command_share: float = COMMAND_SHARE
+    # Per-utterance prosody on top of the speaker's own, so a speaker is not one fixed pitch
+    # and rate: each utterance's rate times a factor in [1 - rate_jitter, 1 + rate_jitter],
+    # its pitch moved by up to pitch_jitter on espeak's 0-100 scale (drawn from a generator of
+    # their own: the defaults leave every existing corpus byte-identical).
+    rate_jitter: float = 0.0
+    pitch_jitter: float = 0.0
+    # White noise at this SNR (dB) to the utterance's speech power; None: only the faint floor.
+    snr_db: float | None = None
 
     def validate(self) -> None:
         if not (self.hours > 0):
@@ -91,6 +99,12 @@ class SynthConfig:
             raise SpeechrqError(f"--command-share: must be between 0 and 1, got {self.command_share}")
         if self.shard_size < 1:
             raise SpeechrqError(f"shard_size: must be >= 1, got {self.shard_size}")
+        if not (0.0 <= self.rate_jitter < 0.5):
+            raise SpeechrqError(f"--rate-jitter: must be in [0, 0.5), got {self.rate_jitter}")
+        if not (0.0 <= self.pitch_jitter <= 30.0):
+            raise SpeechrqError(f"--pitch-jitter: must be in [0, 30], got {self.pitch_jitter}")
+        if self.snr_db is not None and not (-10.0 <= self.snr_db <= 60.0):
+            raise SpeechrqError(f"--snr: must be between -10 and 60 dB, got {self.snr_db}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,8 @@ class Utterance:
     text: str
     intent: dict | None = None
     pitch_jitter: int = 0
+    rate_factor: float = 1.0  # SynthConfig.rate_jitter's draw
+    pitch_offset: int = 0  # SynthConfig.pitch_jitter's draw
 
 
 @dataclass
@@ -186,6 +202,12 @@ def plan_corpus(config: SynthConfig) -> Plan:
                 text = grammar.sentence(rng)
             if text != u.text:
                 utterances[i] = Utterance(u.id, u.speaker, u.split, u.kind, u.style, text, u.intent, u.pitch_jitter)
+    if config.rate_jitter or config.pitch_jitter:
+        from dataclasses import replace
+
+        vary = random.Random(f"speechrq-prosody-{config.seed}")  # its own stream: the plan above is unchanged
+        utterances = [replace(u, rate_factor=round(1.0 + vary.uniform(-config.rate_jitter, config.rate_jitter), 4),
+                              pitch_offset=round(vary.uniform(-config.pitch_jitter, config.pitch_jitter))) for u in utterances]
     return Plan(config, speakers, utterances)
 
 
@@ -198,8 +220,8 @@ def _prosody(spk: Speaker, utt: Utterance):
     dp, dr, fr, vol = STYLES[utt.style]
     clamp = lambda v: max(0, min(100, v))
     return Prosody(
-        rate=int(round(RATES[spk.rate_band] * fr)),
-        pitch=clamp(PITCH_BANDS[spk.pitch_band] + dp + utt.pitch_jitter),
+        rate=int(round(RATES[spk.rate_band] * fr * utt.rate_factor)),
+        pitch=clamp(PITCH_BANDS[spk.pitch_band] + dp + utt.pitch_jitter + utt.pitch_offset),
         range=clamp(50 + dr),
         volume=vol,
     )
@@ -261,12 +283,13 @@ def _resampler(rate_in: int) -> tuple[int, int, np.ndarray]:
     return up, down, firwin(16 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
 
 
-def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int) -> None:
+def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int,
+                   snr_db: float | None = None) -> None:
     """Body of a shard's process: synthesize, then write the shard's rows atomically."""
     shard_dir = Path(out_dir) / "shards"
     (shard_dir / f"{shard_index:04d}.error").unlink(missing_ok=True)  # from an earlier failed run
     try:
-        rows = _synthesize_shard(out_dir, shard_index, utterances, speakers, seed)
+        rows = _synthesize_shard(out_dir, shard_index, utterances, speakers, seed, snr_db)
         atomic_write_text(shard_dir / f"{shard_index:04d}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     except BaseException as e:  # reported by the parent, which names the shard
         atomic_write_text(shard_dir / f"{shard_index:04d}.error", f"{type(e).__name__}: {e}\n")
@@ -274,8 +297,21 @@ def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], 
 
 
 @functools.lru_cache(maxsize=2)
-def _noise_table(seed: int) -> np.ndarray:
-    return np.random.default_rng([seed, 0x5EED]).standard_normal(NOISE_TABLE, dtype=np.float32) * np.float32(NOISE_FLOOR)
+def _noise_table(seed: int, stream: int = 0) -> np.ndarray:
+    """Seeded white noise: stream 0 is the floor (std NOISE_FLOOR), stream 1 the --snr noise (std 1)."""
+    scale = np.float32(NOISE_FLOOR if stream == 0 else 1.0)
+    return np.random.default_rng([seed, 0x5EED, stream] if stream else [seed, 0x5EED]).standard_normal(NOISE_TABLE, dtype=np.float32) * scale
+
+
+def _added_noise(audio: np.ndarray, snr_db: float, seed: int, utt_number: int) -> np.ndarray:
+    """White noise at ``snr_db`` below the utterance's speech power (samples above 1% of its peak:
+    espeak's pauses are silent and would otherwise lower the power the SNR refers to)."""
+    table = _noise_table(seed, 1)
+    start = (utt_number * 7919 + 12345) % len(table)
+    noise = table[(start + np.arange(len(audio))) % len(table)]
+    active = audio[np.abs(audio) > 0.01 * np.abs(audio).max()]
+    power = float(np.mean(active.astype(np.float64) ** 2)) if active.size else 0.0
+    return noise * np.float32(math.sqrt(power / 10 ** (snr_db / 10)))
 
 
 def _noise_floor(seed: int, utt_number: int, n: int) -> np.ndarray:
@@ -296,7 +332,8 @@ def _utt_number(utt_id: str) -> int:
     return int(utt_id.rsplit("-", 1)[1])
 
 
-def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int) -> list[dict]:
+def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int,
+                      snr_db: float | None = None) -> list[dict]:
     """Runs in a fresh process: the library's hidden state starts from its initial value."""
     from scipy.signal import resample_poly
 
@@ -313,6 +350,8 @@ def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance
         if len(syn.samples) == 0:
             raise RuntimeError(f"espeak-ng produced no audio for {utt.id}: {utt.text!r}")
         audio = resample_poly(syn.samples.astype(np.float32), up, down, window=fir)
+        if snr_db is not None:
+            audio = audio + _added_noise(audio, snr_db, seed, _utt_number(utt.id))
         pcm = np.clip(np.round(audio + _noise_floor(seed, _utt_number(utt.id), len(audio))), -32768, 32767).astype(np.int16)
         rel = rel_dir / f"{utt.id}.wav"
         _write_wav(Path(out_dir) / rel, pcm)
@@ -421,7 +460,8 @@ def synthesize_corpus(
         while pending or running:
             while pending and len(running) < max(1, workers):
                 i = pending.pop(0)
-                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers, config.seed), daemon=True)
+                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers, config.seed, config.snr_db),
+                                   daemon=True)
                 proc.start()
                 running[i] = proc
             ready = multiprocessing.connection.wait([p.sentinel for p in running.values()])

@@ -149,7 +149,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     for name, enc in encoders.items():
         enc.to(device)
         cache = HiddenStateCache(cache_root, enc.fingerprint)
-        computed = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts)
+        # fine-tuning reads audio, not cached states: an ft-only evaluation encodes nothing
+        computed = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts) if needed or target_analysis else 0
         load_store = functools.cache(lambda cache=cache: StateStore(cache, needed))  # read once, only if a probe must train
         probed = {}
         for t in tasks:
