@@ -37,10 +37,10 @@ def test_finetune_trains_a_copy_and_is_reproducible(pretrain_corpus, tmp_path):
     before = {k: v.clone() for k, v in enc.encoder.state_dict().items()}
     cuts = {s: list(load_cuts(pretrain_corpus, s))[:24] for s in ("train", "dev", "test")}
     cfg = FinetuneConfig(minutes=1.0, steps=6, lrs=(2e-3,), batch_seconds=20.0, eval_every=3)
-    r = finetune(enc, cuts, cfg, seed=0)
+    r, = finetune(enc, cuts, cfg, seeds=[0])
     assert r.task == "ft" and r.metric == "per" and r.epoch in (3, 6) and r.lr == 2e-3 and 0 <= r.test <= 200
     assert all(torch.equal(before[k], v) for k, v in enc.encoder.state_dict().items())  # the frozen encoder is untouched
-    assert finetune(enc, cuts, cfg, seed=0) == r  # same seed, same result
+    assert finetune(enc, cuts, cfg, seeds=[0]) == [r]  # same seed, same result
 
 
 def test_evaluate_ft_skips_the_filterbank_and_reuses_its_result(pretrain_corpus, tmp_path):

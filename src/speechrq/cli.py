@@ -131,7 +131,7 @@ def cmd_bench_quality(args) -> None:
         raise SpeechrqError(f"--probe-seeds: at least 2 to measure probe noise, got {args.probe_seeds}")
     report = quality_benchmark(args.config, args.corpus, args.out, args.steps, args.every, tasks, seeds=args.probe_seeds,
                                demo_step=args.demo_step, overrides=args.set or [], progress=not args.quiet,
-                               finetune=FinetuneConfig(steps=args.ft_steps, eval_every=max(1, args.ft_steps // 8)), epochs=args.epochs)
+                               finetune=FinetuneConfig(steps=args.ft_steps), epochs=args.epochs)
     print(format_quality(report), end="")
     print(f"{args.out}: quality.json, quality.png")
 
@@ -187,7 +187,7 @@ def cmd_evaluate(args) -> None:
         raise SpeechrqError(f"--ft-lrs: {args.ft_lrs!r} is not a comma-separated list of numbers") from None
     if args.ft_minutes <= 0 or args.ft_steps < 1:
         raise SpeechrqError(f"--ft-minutes / --ft-steps: must be positive, got {args.ft_minutes:g} / {args.ft_steps}")
-    ft = FinetuneConfig(minutes=args.ft_minutes, steps=args.ft_steps, lrs=ft_lrs, eval_every=max(1, args.ft_steps // 8))
+    ft = FinetuneConfig(minutes=args.ft_minutes, steps=args.ft_steps, lrs=ft_lrs)
     results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
                        target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
                        folds=folds, finetune=ft)

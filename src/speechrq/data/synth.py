@@ -306,9 +306,7 @@ def _noise_table(seed: int, stream: int = 0) -> np.ndarray:
 def _added_noise(audio: np.ndarray, snr_db: float, seed: int, utt_number: int) -> np.ndarray:
     """White noise at ``snr_db`` below the utterance's speech power (samples above 1% of its peak:
     espeak's pauses are silent and would otherwise lower the power the SNR refers to)."""
-    table = _noise_table(seed, 1)
-    start = (utt_number * 7919 + 12345) % len(table)
-    noise = table[(start + np.arange(len(audio))) % len(table)]
+    noise = _window(_noise_table(seed, 1), utt_number * 7919 + 12345, len(audio))
     active = audio[np.abs(audio) > 0.01 * np.abs(audio).max()]
     power = float(np.mean(active.astype(np.float64) ** 2)) if active.size else 0.0
     return noise * np.float32(math.sqrt(power / 10 ** (snr_db / 10)))
@@ -322,10 +320,13 @@ def _noise_floor(seed: int, utt_number: int, n: int) -> np.ndarray:
     costs a third of the synthesis, so each utterance takes its own window of one
     seeded table (a window longer than the table wraps around).
     """
-    table = _noise_table(seed)
-    start = (utt_number * 104729) % len(table)
-    idx = (start + np.arange(n)) % len(table) if start + n > len(table) else slice(start, start + n)
-    return table[idx]
+    return _window(_noise_table(seed), utt_number * 104729, n)
+
+
+def _window(table: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``n`` samples of ``table`` from ``start`` (modulo its length), wrapping around at its end."""
+    start %= len(table)
+    return table[(start + np.arange(n)) % len(table)] if start + n > len(table) else table[start : start + n]
 
 
 def _utt_number(utt_id: str) -> int:

@@ -4,7 +4,7 @@ Libri-light's setting, scaled to what a CPU runs: a seeded subset of the trainin
 utterances totalling ``minutes`` of audio (10 minutes or 1 hour), phones when the
 corpus has phone alignments (PER) and characters otherwise (CER), a fixed number of
 steps with warm-up then linear decay, SpecAugment-style masks on the input
-features, dev scored every ``eval_every`` steps and the best-dev weights scored on
+features, dev scored 8 times (``eval_every``) and the best-dev weights scored on
 test, for each learning rate of a small sweep. A checkpoint and a random
 initialisation of the same shape get the same subset, steps and sweep, so the
 difference is what pre-training gives; this is where BEST-RQ's gains are usually
@@ -34,7 +34,7 @@ class FinetuneConfig:
     lrs: tuple[float, ...] = (2e-3,)
     batch_seconds: float = 60.0  # audio per step
     warmup: float = 0.1  # share of the steps
-    eval_every: int = 25
+    eval_every: int | None = None  # steps between dev scores; None: steps // 8
     time_masks: int = 2  # SpecAugment on the 10 ms input frames: masks of up to 20 frames and 10 Mel bins
     freq_masks: int = 2
     max_eval_utterances: int = 400  # dev is scored often: a seeded sample of at most this many
@@ -105,9 +105,10 @@ class CTCFinetuner(nn.Module):
         return self.head(x).log_softmax(-1), out_lens
 
 
-def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(), seed: int = 0, progress: bool = False) -> ProbeResult:
+def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(), seeds=(0,), progress: bool = False) -> list[ProbeResult]:
     """Fine-tune ``enc`` (a :class:`~speechrq.encoders.FrozenEncoder`; a copy is trained) on ``cfg.minutes`` of
-    ``cuts["train"]``, select on ``cuts["dev"]``, score ``cuts["test"]``: PER with phone alignments, else CER."""
+    ``cuts["train"]``, select on ``cuts["dev"]``, score ``cuts["test"]``: PER with phone alignments, else CER.
+    One result per seed of ``seeds``; the features are computed once for all of them."""
     import jiwer
     from tqdm import tqdm
 
@@ -164,39 +165,43 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
                 if batch:
                     yield batch
 
-    best, sweep = None, {}
-    for lr in cfg.lrs:
-        torch.manual_seed(seed)
-        model = CTCFinetuner(copy.deepcopy(enc.encoder), len(vocab)).to(device)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        warm = max(1, int(cfg.warmup * cfg.steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))))
-        g, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-        stream, lr_best = batches(g), None
-        feats, labels = data["train"]
-        for step in tqdm(range(1, cfg.steps + 1), desc=f"ft lr {lr:g} seed {seed}", unit="step", disable=not progress, leave=False):
-            model.train()
-            idx = next(stream)
-            x, lens = _pad([feats[i] for i in idx])
-            x = spec_augment(x, lens, cfg.time_masks, cfg.freq_masks, gen)
-            logp, out_lens = model(x.to(device), lens.to(device))
-            targets = [torch.tensor([index[t] for t in labels[i]]) for i in idx]
-            loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), out_lens.cpu(), torch.tensor([len(t) for t in targets]),
-                              blank=0, zero_infinity=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                d = score(model, "dev")
-                lr_best = d if lr_best is None else min(lr_best, d)
-                if best is None or d < best[0]:
-                    best = (d, lr, step, copy.deepcopy(model.state_dict()), model)
-        sweep[f"{lr:g}"] = lr_best
-    dev_score, lr, step, state, model = best
-    model.load_state_dict(state)
-    return ProbeResult("ft", "per" if task == "pr" else "cer", score(model, "test"), dev_score, lr, step, [], sweep)
-
+    eval_every = cfg.eval_every or max(1, cfg.steps // 8)
+    results = []
+    for seed in seeds:  # the features above serve every seed
+        best, sweep = None, {}
+        for lr in cfg.lrs:
+            torch.manual_seed(seed)
+            model = CTCFinetuner(copy.deepcopy(enc.encoder), len(vocab)).to(device)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+            warm = max(1, int(cfg.warmup * cfg.steps))
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))))
+            g, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+            stream, lr_best = batches(g), None
+            feats, labels = data["train"]
+            for step in tqdm(range(1, cfg.steps + 1), desc=f"ft lr {lr:g} seed {seed}", unit="step", disable=not progress, leave=False):
+                model.train()
+                idx = next(stream)
+                x, lens = _pad([feats[i] for i in idx])
+                x = spec_augment(x, lens, cfg.time_masks, cfg.freq_masks, gen)
+                logp, out_lens = model(x.to(device), lens.to(device))
+                targets = [torch.tensor([index[t] for t in labels[i]]) for i in idx]
+                loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), out_lens.cpu(),
+                                  torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+                sched.step()
+                if step % eval_every == 0 or step == cfg.steps:
+                    d = score(model, "dev")
+                    lr_best = d if lr_best is None else min(lr_best, d)
+                    if best is None or d < best[0]:
+                        best = (d, lr, step, copy.deepcopy(model.state_dict()), model)
+            sweep[f"{lr:g}"] = lr_best
+        dev_score, lr, step, state, model = best
+        model.load_state_dict(state)
+        results.append(ProbeResult("ft", "per" if task == "pr" else "cer", score(model, "test"), dev_score, lr, step, [], sweep))
+    return results

@@ -76,10 +76,10 @@ def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset
     the same encoder was probed with the same settings; None for ``ft`` of an encoder that cannot be fine-tuned."""
     if task == "ft" and not isinstance(enc, FrozenEncoder):
         return None  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
-    settings = {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset,
-                "utterances": {s: len(v) for s, v in data.items()}} | ({"seeds": seeds} if seeds > 1 else {})
-    if task == "ft":
-        settings = {"corpus": str(corpus), "finetune": asdict(ft), "utterances": settings["utterances"], "seeds": seeds}
+    utterances = {s: len(v) for s, v in data.items()}
+    settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances, "seeds": seeds} if task == "ft" else
+                {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances}
+                | ({"seeds": seeds} if seeds > 1 else {}))
     if fold != DEFAULT_FOLD:
         settings["fold"] = asdict(fold)
     path = out / "probes" / enc.fingerprint / (f"{task}.{fold.name}.json" if fold.name else f"{task}.json")
@@ -88,8 +88,7 @@ def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset
         if saved.get("settings") == json.loads(json.dumps(settings)):
             return ProbeResult(**saved["result"])
     if task == "ft":
-        fold_cuts = cuts_of(data)
-        runs = [finetune(enc, fold_cuts, ft, seed=seed, progress=progress) for seed in range(seeds)]
+        runs = finetune(enc, cuts_of(data), ft, seeds=range(seeds), progress=progress)
     else:
         runs = [run_probe(task, store_of(), data, lrs, epochs, preset=preset, seed=seed) for seed in range(seeds)]
     result = over_seeds(runs)
