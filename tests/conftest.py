@@ -44,3 +44,22 @@ def tiny_pretrain_config(corpus, out_dir, **sections) -> dict:
         else:
             cfg[section] = values
     return cfg
+
+
+def kill_after_first_checkpoint(argv: list[str], checkpoints, timeout: float = 300.0) -> None:
+    """Run ``python -m speechrq *argv`` and SIGKILL it as soon as a checkpoint appears under ``checkpoints``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from speechrq.checkpoint import list_checkpoints
+
+    proc = subprocess.Popen([sys.executable, "-m", "speechrq", *argv], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not list_checkpoints(checkpoints) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
-from conftest import tiny_pretrain_config
+from conftest import kill_after_first_checkpoint, tiny_pretrain_config
 from speechrq.checkpoint import list_checkpoints, load_model_state, load_trainer_state, read_meta
 from speechrq.config import config_from_dict
 from speechrq.errors import SpeechrqError
@@ -103,14 +101,8 @@ def test_kill_and_resume_reproduces_the_run_exactly(pretrain_corpus, tmp_path):
 
     cfg = write_config(tmp_path / "run.yaml", tiny_pretrain_config(
         pretrain_corpus, tmp_path / "run", optim={"max_steps": steps}, train={"checkpoint_every": 5, "deterministic": True}))
-    proc = subprocess.Popen([sys.executable, "-m", "speechrq", "pretrain", str(cfg), "--quiet"], env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "run" / "checkpoints"
-    deadline = time.time() + 300
-    while not list_checkpoints(ckpts) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(["pretrain", str(cfg), "--quiet"], ckpts)
     saved = list_checkpoints(ckpts)
     assert saved and saved[-1][0] < steps, "the run ended before it could be killed"
     killed_at = saved[-1][0]

@@ -136,6 +136,164 @@ def cmd_bench_quality(args) -> None:
     print(f"{args.out}: quality.json, quality.png")
 
 
+def cmd_bench_sweep(args) -> None:
+    from .studies.sweep import format_sweep, recipe_sweep
+
+    if args.probe_seeds < 2:
+        raise SpeechrqError(f"--probe-seeds: at least 2 to measure probe noise, got {args.probe_seeds}")
+    only = [x.strip() for x in args.only.split(",")] if args.only else None
+    report = recipe_sweep(args.sweep, args.corpus, args.out, seeds=args.probe_seeds, epochs=args.epochs, only=only,
+                          progress=not args.quiet)
+    print(format_sweep(report), end="")
+    print(f"{args.out}: sweep.json, sweep.md")
+
+
+# --------------------------------------------------------------------------- units
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of numbers") from None
+
+
+def _sample_size(args) -> tuple[int | None, float | None]:
+    """--frames N or --fraction P (exactly one), checked."""
+    if (args.frames is None) == (args.fraction is None):
+        raise SpeechrqError("--frames / --fraction: give exactly one (a number of frames, or a share of the corpus's frames)")
+    if args.frames is not None and args.frames < 1:
+        raise SpeechrqError(f"--frames: must be >= 1, got {args.frames}")
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        raise SpeechrqError(f"--fraction: must be in (0, 1], got {args.fraction}")
+    return args.frames, args.fraction
+
+
+def cmd_units_fit(args) -> None:
+    from .units import QuantizerSpec
+    from .units.run import fit_units, format_fit
+
+    frames, fraction = _sample_size(args)
+    spec = QuantizerSpec(kind=args.kind, k=args.k, num_subspaces=1 if args.kind == "kmeans" else args.M, alpha=args.alpha,
+                         seed=args.seed, niter=args.niter, max_points_per_centroid=args.max_points_per_centroid, normalize=args.normalize)
+    q = fit_units(args.encoder, args.layer, args.corpus, args.out, spec, frames=frames, fraction=fraction, split=args.split,
+                  max_duration=args.max_duration, progress=not args.quiet)
+    print(format_fit(q), end="")
+    print(f"{args.out}: units.json, units.safetensors")
+
+
+def cmd_units_encode(args) -> None:
+    from .units.run import encode_units, format_lengths
+
+    if args.bpe is not None and args.bpe < 2:
+        raise SpeechrqError(f"--bpe: a vocabulary size >= 2, got {args.bpe}")
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    summary = encode_units(args.quantizer, args.corpus, splits, args.out, bpe=args.bpe, max_duration=args.max_duration,
+                           progress=not args.quiet)
+    for s in summary["splits"].values():
+        rate = f"; encoded {s['encoded_frames']} frames at {s['frames_per_s']:.0f} frames/s" if s["frames_per_s"] else ""
+        print(f"{s['manifest']}: {s['utterances']} utterances{rate}")
+    if "bpe" in summary:
+        print(format_lengths(summary["bpe"]), end="")
+    print(f"{args.out}: encode.json")
+
+
+def cmd_units_report(args) -> None:
+    from .units.report import format_report, grid
+    from .units.run import report_units
+
+    frames, fraction = _sample_size(args)
+    if fraction is not None:
+        raise SpeechrqError("--fraction: the report takes --frames (a fixed training sample)")
+    ms = _int_list(args.M, "--M")
+    if not ms or min(ms) < 1:
+        raise SpeechrqError(f"--M: {args.M!r}: positive integers")
+    alphas = _float_list(args.alphas, "--alphas")
+    if not alphas or not all(0 < a <= 1 for a in alphas):
+        raise SpeechrqError(f"--alphas: {args.alphas!r}: numbers in (0, 1]")
+    points = grid([x.strip() for x in args.kinds.split(",") if x.strip()], ms, alphas)
+    report = report_units(args.encoder, args.layer, args.corpus, args.out, args.k, points, frames, eval_split=args.eval_split,
+                          eval_frames=args.eval_frames, seed=args.seed, niter=args.niter, normalize=args.normalize,
+                          train_split=args.split, progress=not args.quiet)
+    print(format_report(report["rows"]), end="")
+    print(f"{args.out}: report.json, report.md, report.png")
+
+
+# --------------------------------------------------------------------------- asr
+
+
+def cmd_asr_train(args) -> None:
+    from . import distributed
+    from .asr.config import ASRConfig
+    from .asr.trainer import train_asr
+    from .config import load_config
+
+    cfg = load_config(ASRConfig, args.config, list(args.set or []))
+    try:
+        last = train_asr(cfg, resume=args.resume, progress=not args.quiet)
+    finally:
+        distributed.shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{cfg.out_dir}: trained to step {cfg.optim.max_steps}; last checkpoint {last}")
+
+
+def _decode_args(args) -> tuple[str, int, float]:
+    if args.beam < 1:
+        raise SpeechrqError(f"--beam: must be >= 1, got {args.beam}")
+    if not 0 <= args.ctc_weight <= 1:
+        raise SpeechrqError(f"--ctc-weight: must be in [0, 1], got {args.ctc_weight}")
+    return args.mode, args.beam, args.ctc_weight
+
+
+def cmd_asr_decode(args) -> None:
+    from .asr.data import UnitSource
+    from .asr.decode import Recognizer, decode_split
+    from .io import atomic_write_json, atomic_write_text
+
+    mode, beam, w = _decode_args(args)
+    rec = Recognizer(args.checkpoint)
+    source = UnitSource(args.units or rec.spec["units_dir"])
+    out = Path(args.out) if args.out else rec.path.parent.parent / "decode" / f"{rec.path.name}_{mode}_beam{beam}"
+    rows = {}
+    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+        r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet)
+        atomic_write_text(out / f"hyp_{split}.txt", "".join(f"{i} {h}\n" for i, h in zip(r["ids"], r["hyps"])))
+        rows[split] = {k: r[k] for k in ("cer", "wer", "utterances")}
+        print(f"{split}: CER {r['cer']:.2f}  WER {r['wer']:.2f}  ({r['utterances']} utterances, {mode}, beam {beam})")
+    atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "mode": mode, "beam": beam, "ctc_weight": w, "splits": rows})
+    print(f"{out}: results.json, hyp_*.txt")
+
+
+def cmd_asr_compare(args) -> None:
+    from .studies.discrete_asr import compare, format_compare, parse_ms
+
+    mode, beam, w = _decode_args(args)
+    if args.k < 2 or not 0 < args.alpha <= 1 or args.frames < 1:
+        raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
+    report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
+                     parse_ms(args.rpq, "--rpq"), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
+                     mode, progress=not args.quiet)
+    print(format_compare(report), end="")
+    print(f"{args.out}: compare.json, compare.md")
+
+
+def cmd_asr_transcribe(args) -> None:
+    from .asr.decode import Recognizer, read_audio
+
+    mode, beam, w = _decode_args(args)
+    audio = [read_audio(p) for p in args.audio]
+    rec = Recognizer(args.checkpoint)
+    for path, text in zip(args.audio, rec.transcribe(audio, mode, beam, w)):
+        print(f"{path}\t{text}")
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -322,6 +480,117 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
 
+    u = sub.add_parser("units", help="discrete units from an encoder layer: k-means, RVQ, PQ, RPQ",
+                       description="Discrete units from one layer of a speechrq checkpoint or a local Hugging Face "
+                       "WavLM/HuBERT/wav2vec2/data2vec-audio folder. Layer -1 is the front end (Hugging Face's hidden_states[0]), "
+                       "k block k's output (hidden_states[k + 1]).")
+    usub = u.add_subparsers(dest="units_command", required=True, metavar="SUBCOMMAND")
+
+    def encoder_args(q) -> None:
+        q.add_argument("--encoder", required=True, help="a speechrq checkpoint or a local Hugging Face model folder")
+        q.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
+        q.add_argument("--corpus", required=True, help="corpus directory")
+        q.add_argument("--split", default="train", help="split the training sample is drawn from (default: train)")
+        q.add_argument("--frames", type=int, help="training sample: about this many frames (seeded)")
+        q.add_argument("--fraction", type=float, help="training sample: this share of the corpus's frames (seeded)")
+        q.add_argument("--seed", type=int, default=0, help="sample, subsets and k-means seed (default: 0)")
+        q.add_argument("--niter", type=int, default=20, help="k-means iterations (default: 20)")
+        q.add_argument("--normalize", default="none", choices=["none", "standardize"],
+                       help="per-dimension feature normalisation before quantizing (default: none)")
+        q.add_argument("--max-duration", type=float, default=30.0, help="padded audio seconds per encoder batch (default: 30; more on a GPU)")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    uf = usub.add_parser("fit", help="sample a layer's frames and fit a quantizer",
+                         description="Stream a seeded sample of the layer's frames (float16 shards, bounded memory) into "
+                         "OUT/sample and fit a quantizer on it (faiss k-means per sub-space): OUT/units.json, OUT/units.safetensors.")
+    encoder_args(uf)
+    uf.add_argument("--out", required=True, help="output directory")
+    uf.add_argument("--kind", default="kmeans", choices=["kmeans", "rvq", "pq", "rpq"], help="quantizer (default: kmeans)")
+    uf.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000, the paper's)")
+    uf.add_argument("--M", type=int, default=8, help="streams: RVQ levels, PQ/RPQ sub-spaces (default: 8)")
+    uf.add_argument("--alpha", type=float, default=0.125, help="RPQ: share of dimensions per sub-space (default: 0.125)")
+    uf.add_argument("--max-points-per-centroid", type=int, default=256,
+                    help="faiss trains on at most this many points per centroid and subsamples beyond (default: 256)")
+    uf.set_defaults(func=cmd_units_fit)
+    ue = usub.add_parser("encode", help="units of whole corpora, as lhotse manifests",
+                         description="Encode splits with a fitted quantizer: OUT/cuts_SPLIT.jsonl.gz (the cuts with a 'units' "
+                         "array, uint16 [frames, M]), OUT/arrays/, Kaldi-style OUT/units_SPLIT.txt for single-stream units, "
+                         "and with --bpe, de-duplicated units in sentencepiece BPE (OUT/bpe.model, OUT/units_SPLIT.bpe.txt). Resumable.")
+    ue.add_argument("quantizer", metavar="QUANTIZER", help="a `speechrq units fit` output directory")
+    ue.add_argument("--corpus", required=True, help="corpus directory")
+    ue.add_argument("--splits", default="train,dev,test", help="comma-separated splits (default: train,dev,test)")
+    ue.add_argument("--out", required=True, help="output directory")
+    ue.add_argument("--bpe", type=int, help="single-stream units: train BPE of this vocabulary on the first split's de-duplicated units")
+    ue.add_argument("--max-duration", type=float, default=30.0, help="padded audio seconds per encoder batch (default: 30; more on a GPU)")
+    ue.add_argument("--quiet", action="store_true", help="no progress bars")
+    ue.set_defaults(func=cmd_units_encode)
+    ur = usub.add_parser("report", help="k-means, PQ and RPQ over a grid of M and alpha, beside the paper's theory",
+                         description="Fit every quantizer of the grid on one training sample, measure on held-out frames: "
+                         "reconstruction error, codebook usage and entropy, bits per second, compression, phone purity and PNMI, "
+                         "and RPQ's error ratio against eqs. 13 and 17: OUT/report.json, OUT/report.md, OUT/report.png.")
+    encoder_args(ur)
+    ur.add_argument("--out", required=True, help="output directory")
+    ur.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000)")
+    ur.add_argument("--kinds", default="kmeans,pq,rpq", help="comma-separated kinds (default: kmeans,pq,rpq; rvq too)")
+    ur.add_argument("--M", default="2,4,8,16,32", help="stream counts for PQ, RPQ and RVQ (default: 2,4,8,16,32)")
+    ur.add_argument("--alphas", default="0.0625,0.125,0.25,0.5,1", help="RPQ dimension shares (default: 0.0625,0.125,0.25,0.5,1)")
+    ur.add_argument("--eval-split", default="dev", help="held-out split measured (default: dev)")
+    ur.add_argument("--eval-frames", type=int, default=20000, help="held-out frames measured (default: 20000)")
+    ur.set_defaults(func=cmd_units_report)
+    a = sub.add_parser("asr", help="discrete-unit ASR: E-Branchformer, hybrid CTC/attention, joint beam search",
+                       description="ASR from discrete units (or the same layer's continuous features): train, decode test "
+                       "sets, transcribe audio files.")
+    asub = a.add_subparsers(dest="asr_command", required=True, metavar="SUBCOMMAND")
+    at = asub.add_parser("train", help="train on a `speechrq units encode` directory",
+                         description="Train as the YAML config says (see configs/asr/). For several GPUs: "
+                         "torchrun --nproc-per-node G -m speechrq asr train CONFIG.")
+    at.add_argument("config", metavar="CONFIG", help="YAML config")
+    at.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    at.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    at.add_argument("--quiet", action="store_true", help="no progress bar")
+    at.set_defaults(func=cmd_asr_train)
+
+    def decode_args(q) -> None:
+        q.add_argument("--mode", default="joint", choices=["joint", "attention", "ctc"],
+                       help="joint CTC/attention beam search, attention beam search (greedy with --beam 1), or greedy CTC")
+        q.add_argument("--beam", type=int, default=10, help="beam size (default: 10, the paper's)")
+        q.add_argument("--ctc-weight", type=float, default=0.3, help="CTC weight of the joint score (default: 0.3)")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ad = asub.add_parser("decode", help="test sets to hypotheses, CER and WER",
+                         description="Decode splits of the units directory the model was trained on (or --units): "
+                         "OUT/hyp_SPLIT.txt and OUT/results.json.")
+    ad.add_argument("checkpoint", metavar="CHECKPOINT", help="an ASR checkpoint or run directory (its newest checkpoint)")
+    ad.add_argument("--splits", default="test", help="comma-separated splits (default: test)")
+    ad.add_argument("--units", help="a units directory encoded by the same quantizer (default: the training one)")
+    ad.add_argument("--out", help="output directory (default: RUN/decode/step_N_MODE_beamB)")
+    decode_args(ad)
+    ad.set_defaults(func=cmd_asr_decode)
+    ac = asub.add_parser("compare", help="Table II: continuous vs k-means vs PQ vs RPQ units, one ASR model each",
+                         description="Fit k-means, PQ (each M of --pq) and RPQ (each M of --rpq) on one layer, encode the corpus, "
+                         "train CONFIG's ASR model on each and on the continuous features, decode the test split: "
+                         "OUT/compare.json, OUT/compare.md (CER, WER, time per epoch, input bits/s). Resumable.")
+    ac.add_argument("config", metavar="CONFIG", help="ASR YAML config (data.units, data.input and out_dir are set per system)")
+    ac.add_argument("--encoder", required=True, help="a speechrq checkpoint or a local Hugging Face model folder")
+    ac.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
+    ac.add_argument("--corpus", required=True, help="corpus directory (train, dev and the test split)")
+    ac.add_argument("--out", required=True, help="output directory")
+    ac.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000)")
+    ac.add_argument("--pq", default="2,4", help="PQ stream counts (default: 2,4)")
+    ac.add_argument("--rpq", default="4", help="RPQ stream counts (default: 4)")
+    ac.add_argument("--alpha", type=float, default=0.125, help="RPQ share of dimensions (default: 0.125)")
+    ac.add_argument("--frames", type=int, default=60000, help="k-means training sample in frames (default: 60000)")
+    ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
+    ac.add_argument("--test-split", default="test", help="split scored (default: test)")
+    ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable)")
+    decode_args(ac)
+    ac.set_defaults(func=cmd_asr_compare)
+    tr = asub.add_parser("transcribe", help="audio files to text: encoder, units, ASR model, search, in one call",
+                         description="Transcribe sound files (any rate, resampled to 16 kHz): one line per file, PATH<TAB>TEXT.")
+    tr.add_argument("checkpoint", metavar="CHECKPOINT", help="an ASR checkpoint or run directory")
+    tr.add_argument("audio", metavar="AUDIO", nargs="+", help="sound files")
+    decode_args(tr)
+    tr.set_defaults(func=cmd_asr_transcribe)
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
     bp = bsub.add_parser("pretrain", help="seconds per step, audio seconds per second and MFU of pre-training",
@@ -357,6 +626,19 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     bq.add_argument("--quiet", action="store_true", help="no progress bars")
     bq.set_defaults(func=cmd_bench_quality)
+    bw = bsub.add_parser("sweep", help="train each point of a recipe sweep for the same wall clock, probe PR, tabulate",
+                         description="Train every point of SWEEP (a YAML file: config, steps, points of KEY=VALUE overrides) "
+                         "for the wall clock of its base recipe's steps (step times measured per point), probe each final "
+                         "checkpoint with phone recognition beside random init and the filterbank: OUT/sweep.json, OUT/sweep.md. "
+                         "Finished points and probes are reused.")
+    bw.add_argument("sweep", metavar="SWEEP", help="sweep file, e.g. benchmarks/sweep_tiny.yaml")
+    bw.add_argument("--corpus", required=True, help="corpus directory: pre-training data (unless a point sets data.corpus) and probes")
+    bw.add_argument("--out", required=True, help="output directory (runs in OUT/runs, probes in OUT/eval)")
+    bw.add_argument("--only", help="comma-separated point names to train now (the table covers every finished point)")
+    bw.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per point (default: 3)")
+    bw.add_argument("--epochs", type=int, default=30, help="PR probe epochs (default: 30)")
+    bw.add_argument("--quiet", action="store_true", help="no progress bars")
+    bw.set_defaults(func=cmd_bench_sweep)
     return p
 
 

@@ -110,6 +110,28 @@ def make_loader(cuts, max_duration: float, shuffle: bool = True, seed: int = 0, 
     return torch.utils.data.DataLoader(AudioBatches(), sampler=sampler, batch_size=None, num_workers=num_workers)
 
 
+def sequential_batches(cuts, max_duration: float):
+    """Batches of consecutive cuts of an iterable (a lazy manifest), in order, each at most ``max_duration``
+    seconds *padded* (utterances x the longest one), so no batch tensor grows with the corpus.
+
+    For one pass over a whole corpus in bounded memory (units): no sampler, no shuffling,
+    nothing held beyond the batch. Yields :class:`AudioBatches` dicts plus ``"consumed"``,
+    the cuts read so far (loaded or not), so a job can resume after a batch.
+    """
+    from lhotse import CutSet
+
+    loader, group, longest, consumed = AudioBatches(), [], 0.0, 0
+    for cut in cuts:
+        if group and (len(group) + 1) * max(longest, cut.duration) > max_duration:
+            consumed += len(group)
+            yield loader[CutSet.from_cuts(group)] | {"consumed": consumed}
+            group, longest = [], 0.0
+        group.append(cut)
+        longest = max(longest, cut.duration)
+    if group:
+        yield loader[CutSet.from_cuts(group)] | {"consumed": consumed + len(group)}
+
+
 class BatchStream:
     """One rank's endless stream of micro-batches, epoch after epoch, with a saveable position.
 
@@ -121,12 +143,12 @@ class BatchStream:
     """
 
     def __init__(self, cuts, max_duration: float, seed: int, num_buckets: int = 10, num_workers: int = 0, accum_steps: int = 1,
-                 world_size: int = 1, rank: int = 0, min_samples: int = 1):
+                 world_size: int = 1, rank: int = 0, min_samples: int = 1, dataset=None):
         self.accum, self.group = accum_steps, world_size * accum_steps
         self.first_slot = rank * self.accum
         self.samplers = [make_sampler(cuts, max_duration, shuffle=True, seed=seed, num_buckets=num_buckets,
                                       world_size=self.group, rank=self.first_slot + a) for a in range(self.accum)]
-        self.dataset = AudioBatches(min_samples)
+        self.dataset = dataset if dataset is not None else AudioBatches(min_samples)  # CutSet -> batch dict with "cuts"
         self.num_workers = num_workers
         self.epoch = 0
         self.consumed = 0  # micro-batches taken in this epoch
@@ -164,7 +186,11 @@ class BatchStream:
                         return
                     yield from batches
 
-        self._it = iter(torch.utils.data.DataLoader(self.dataset, sampler=Slots(), batch_size=None, num_workers=self.num_workers))
+        # a generator of its own: creating the iterator would otherwise draw from the global RNG, so a resumed
+        # run (which creates it mid-epoch) would shift every dropout mask after it
+        loader = torch.utils.data.DataLoader(self.dataset, sampler=Slots(), batch_size=None, num_workers=self.num_workers,
+                                             generator=torch.Generator().manual_seed(self.epoch))
+        self._it = iter(loader)
 
     def __iter__(self):
         return self

@@ -35,21 +35,30 @@ def load_cuts(corpus_dir: str | Path, split: str | list[str]):
 
     if not isinstance(split, str):
         return CutSet.from_cuts([c for s in split for c in load_cuts(corpus_dir, s)])
-    files = cut_files(corpus_dir)
-    if split not in files:
-        raise SpeechrqError(f"{corpus_dir}: has no split {split!r} (it has {', '.join(files)})")
-    cuts = CutSet.from_file(files[split])
-    if cuts is None:  # lhotse reads an empty manifest as None
-        return CutSet.from_cuts([])
-    root = str(Path(corpus_dir).resolve())
+    return CutSet.from_cuts(list(LazyCuts(corpus_dir, split)))
 
-    def resolve(cut):
-        src = cut.recording.sources[0]
-        if src.type == "file" and not Path(src.source).is_absolute():
-            return cut.with_recording_path_prefix(root)
-        return cut
 
-    return CutSet.from_cuts([resolve(c) for c in cuts])
+class LazyCuts:
+    """The cuts of one split, read from its manifest one at a time on every iteration, paths resolved.
+
+    Memory does not grow with the corpus: what a one-pass job over a whole corpus
+    (unit sampling and encoding) iterates, as often as it needs.
+    """
+
+    def __init__(self, corpus_dir: str | Path, split: str):
+        files = cut_files(corpus_dir)
+        if split not in files:
+            raise SpeechrqError(f"{corpus_dir}: has no split {split!r} (it has {', '.join(files)})")
+        self.path, self.root = files[split], str(Path(corpus_dir).resolve())
+
+    def __iter__(self):
+        from lhotse.serialization import load_manifest_lazy
+
+        cuts = load_manifest_lazy(self.path)
+        for cut in cuts if cuts is not None else ():  # lhotse reads an empty manifest as None
+            src = cut.recording.sources[0] if cut.has_recording else None
+            relative = src is not None and src.type == "file" and not Path(src.source).is_absolute()
+            yield cut.with_recording_path_prefix(self.root) if relative else cut
 
 
 def seeded_subset(cuts, n: int, seed: int):

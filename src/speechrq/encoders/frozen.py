@@ -165,3 +165,40 @@ def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:
     if is_pretrained_folder(path):
         return freeze(HuggingFaceEncoder(path))
     return FrozenEncoder.from_checkpoint(path)
+
+
+class EncoderLayer(nn.Module):
+    """One hidden state of a frozen encoder: ``audio [B, S]`` -> ``[B, T, dim]`` on the 40 ms grid, and lengths.
+
+    The layer index is the evaluation featurizer's: ``-1`` is the front end (a
+    Hugging Face model's transformer input, its ``hidden_states[0]``), ``k`` block
+    (transformer layer) ``k``'s output, so Hugging Face's ``hidden_states[n]`` is
+    layer ``n - 1`` here. Nothing above the layer runs.
+    """
+
+    def __init__(self, path: str | Path, layer: int):
+        super().__init__()
+        from .hf import HuggingFaceEncoder, is_pretrained_folder, pretrained_config
+
+        depth = int(pretrained_config(path)["num_hidden_layers"]) if is_pretrained_folder(path) else None
+        if depth is None:
+            self.source = FrozenEncoder.from_checkpoint(path)
+            depth = self.source.encoder.num_layers
+        if not -1 <= layer < depth:
+            raise SpeechrqError(f"{path}: layer {layer} does not exist (this encoder has layers -1 (front end) to {depth - 1})")
+        if is_pretrained_folder(path):
+            self.source = freeze(HuggingFaceEncoder(path, depth=layer + 1))
+        self.layer, self.path = layer, Path(path)
+        self.dim = self.source.dim if hasattr(self.source, "dim") else self.source.encoder.config.dim
+        self.fingerprint = self.source.fingerprint
+        freeze(self)
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, S]`` audio -> ``[B, T, dim]`` states of the layer and ``[B]`` frame lengths."""
+        self.forward_calls += 1
+        if isinstance(self.source, FrozenEncoder):
+            states, lens = self.source.encoder.extract_features(*self.source.features(audio, audio_lens), num_layers=self.layer + 1)
+        else:
+            states, lens = self.source(audio, audio_lens)
+        return states[self.layer + 1], lens

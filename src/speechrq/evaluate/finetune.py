@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .probes import CHARS, ProbeResult, _greedy, label_of
+from ..text import CHARS, error_rate, greedy_ctc_text
+from .probes import ProbeResult, label_of
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,6 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
     """Fine-tune ``enc`` (a :class:`~speechrq.encoders.FrozenEncoder`; a copy is trained) on ``cfg.minutes`` of
     ``cuts["train"]``, select on ``cuts["dev"]``, score ``cuts["test"]``: PER with phone alignments, else CER.
     One result per seed of ``seeds``; the features are computed once for all of them."""
-    import jiwer
     from tqdm import tqdm
 
     from ..errors import SpeechrqError
@@ -142,10 +142,10 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
                 idx = order[s : s + 32]
                 x, lens = _pad([feats[i] for i in idx])
                 logp, out_lens = model(x.to(device), lens.to(device))
-                hyps += list(zip(idx, _greedy(logp.cpu(), out_lens.cpu(), vocab, sep=" ")))
+                hyps += list(zip(idx, greedy_ctc_text(logp.cpu(), out_lens.cpu(), vocab, sep=" ")))
         hyps = [h for _, h in sorted(hyps)]
         refs = [" ".join(lab) for lab in labels]
-        return 100.0 * jiwer.wer(refs, [h or "<empty>" for h in hyps])
+        return error_rate(refs, hyps)
 
     def batches(g: random.Random):
         """Endless shuffled batches of about ``batch_seconds`` of audio, similar lengths together."""

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..encoders.cache import pad_states
 from ..frames import lengths_to_padding_mask
+from ..text import CHARS, error_rate, greedy_ctc_text, normalize_text
 from .featurizer import WeightedSum
 
 TASKS = ("asr", "sid", "ic", "er", "pr", "ft")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
@@ -63,7 +64,6 @@ def phone_sequence(cut) -> list[str]:
     """The cut's phones in order (folded, silence left out), from its phone alignment."""
     items = (cut.supervisions[0].alignment or {}).get("phone", [])
     return [p for p in (fold_phone(it.symbol) for it in items) if p is not None]
-CHARS = " abcdefghijklmnopqrstuvwxyz'"
 
 
 def label_of(task: str, cut):
@@ -71,8 +71,7 @@ def label_of(task: str, cut):
     sup = cut.supervisions[0]
     custom = sup.custom or {}
     if task == "asr":
-        text = " ".join("".join(ch for ch in (sup.text or "").lower() if ch in CHARS).split())
-        return text or None
+        return normalize_text(sup.text) or None
     if task == "sid":
         return sup.speaker
     if task == "er":
@@ -173,20 +172,6 @@ class LinearCTCProbe(nn.Module):
         return self.out(self.featurizer(states, lens)).log_softmax(-1)  # [B, T, V]
 
 
-def _greedy(logp: torch.Tensor, lens: torch.Tensor, vocab=CHARS, sep: str = "") -> list[str]:
-    """Best path, repeats merged, blanks (0) removed; tokens ``vocab[k - 1]`` joined by ``sep``, spaces normalised."""
-    best = logp.argmax(-1)
-    out = []
-    for row, n in zip(best.tolist(), lens.tolist()):
-        tokens, prev = [], 0
-        for k in row[:n]:
-            if k != prev and k != 0:
-                tokens.append(vocab[k - 1])
-            prev = k
-        out.append(" ".join(sep.join(tokens).split()))
-    return out
-
-
 class StateStore:
     """Cached hidden states held in memory (float16) for fast probe epochs."""
 
@@ -213,7 +198,6 @@ def _batches(items: list, size: int, rng: random.Random | None):
 def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, object]]], lrs: list[float], epochs: int,
               preset: str = "cpu", batch_size: int = 32, seed: int = 0) -> ProbeResult:
     """Train ``task``'s probe (sized by ``preset``) for each lr on ``data["train"]``, select on dev, score test."""
-    import jiwer
 
     first = next(iter(store.states.values()))
     num_states, dim = first.shape[0], first.shape[2]
@@ -242,10 +226,10 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                 ids, labels = zip(*chunk)
                 states, lens = (t.to(device) for t in store.batch(list(ids)))
                 if task == "asr":
-                    hyps += _greedy(model(states, lens), lens)
+                    hyps += greedy_ctc_text(model(states, lens), lens)
                     refs += list(labels)
                 elif task == "pr":
-                    hyps += _greedy(model(states, lens), lens, phones, sep=" ")
+                    hyps += greedy_ctc_text(model(states, lens), lens, phones, sep=" ")
                     refs += [" ".join(lab) for lab in labels]
                 else:
                     preds = [o.argmax(-1) for o in model(states, lens)]
@@ -254,7 +238,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                     right += int(ok.sum())
                     total += len(ids)
         if task in CTC_TASKS:  # word or phone error rate: jiwer over space-separated tokens
-            return 100.0 * jiwer.wer(refs, [h if h else "<empty>" for h in hyps])
+            return error_rate(refs, hyps)
         return 100.0 * right / max(total, 1)
 
     better = (lambda a, b: a < b) if task in CTC_TASKS else (lambda a, b: a > b)

@@ -28,9 +28,8 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..checkpoint import (latest_checkpoint, list_checkpoints, load_model_state, load_trainer_state, prune_checkpoints,
-                          read_meta, save_checkpoint, step_dir)
-from ..config import config_from_dict, config_to_dict, diff_configs, dump_yaml
+from ..checkpoint import load_model_state, load_trainer_state, prune_checkpoints, save_checkpoint, step_dir
+from ..config import config_to_dict, dump_yaml
 from ..data.batching import BatchStream
 from ..data.corpus import load_cuts
 from ..errors import SpeechrqError
@@ -49,31 +48,6 @@ from .step import mask_generator, micro_step
 
 log = logging.getLogger(__name__)
 THETA_INPUT = "targets.latent.input_normalizer."  # θ's own log-Mel statistics (a θ from another run)
-
-
-def resume_point(cfg: PretrainConfig, resume: bool, ctx: dist.Context) -> tuple[Path | None, dict | None]:
-    """The checkpoint a run continues from and its meta (None, None for a new run); refuses what cannot resume."""
-    ckpt_root = Path(cfg.out_dir) / "checkpoints"
-    if not resume:
-        if list_checkpoints(ckpt_root):
-            raise SpeechrqError(f"{cfg.out_dir}: already holds checkpoints; pass --resume to continue that run, or choose another out_dir")
-        return None, None
-    path = latest_checkpoint(ckpt_root)
-    if path is None:
-        if ctx.is_main:
-            log.warning("%s: nothing to resume, starting a new run", ckpt_root)
-        return None, None
-    meta = read_meta(path)
-    # the saved config through today's dataclasses: keys added since then take their defaults
-    saved = config_to_dict(config_from_dict(PretrainConfig, meta["config"], source=str(path)))
-    changed = set(diff_configs(saved, config_to_dict(cfg)))
-    if changed - RESUMABLE_CHANGES:
-        raise SpeechrqError(f"{path}: the config differs from the run's in {', '.join(sorted(changed - RESUMABLE_CHANGES))}; "
-                            "a resumed run must keep them (start a new out_dir instead)")
-    if "optim.max_steps" in changed and ctx.is_main:
-        log.warning("optim.max_steps changed from %s to %s: the learning-rate schedule changes from here on",
-                    meta["config"]["optim"]["max_steps"], cfg.optim.max_steps)
-    return path, meta
 
 
 def training_data(cfg: PretrainConfig, ctx: dist.Context):
@@ -119,7 +93,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     ctx = dist.init(cfg.train.device)
     out, dev = Path(cfg.out_dir), ctx.device
     engine.set_deterministic(cfg.train.deterministic)
-    resume_from, meta = resume_point(cfg, resume, ctx)
+    resume_from, meta = engine.resume_point(PretrainConfig, cfg, resume, RESUMABLE_CHANGES, ctx)
 
     # ---- data, model, optimizer, and where this run starts
     stats, cuts = training_data(cfg, ctx)

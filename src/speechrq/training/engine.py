@@ -8,7 +8,9 @@ with :mod:`speechrq.training.optim` and :mod:`speechrq.checkpoint`:
   that a resumed run draws the same dropout masks;
 - :func:`check_buffers_agree`: every rank holds the same fixed buffers;
 - :class:`MetricsLog`: ``metrics.jsonl`` and TensorBoard, rank 0 only, trimmed to
-  the checkpoint a run resumes from.
+  the checkpoint a run resumes from;
+- :func:`resume_point`: the checkpoint a ``--resume`` continues from, refusing a config
+  that changed what a resumed run must keep.
 """
 
 from __future__ import annotations
@@ -29,6 +31,38 @@ from ..io import atomic_write_text
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
+
+
+def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[str],
+                 ctx: dist.Context) -> tuple[Path | None, dict | None]:
+    """The checkpoint a run continues from and its meta (None, None for a new run); refuses what cannot resume.
+
+    The saved config is read through today's dataclasses (keys added since take their
+    defaults) and compared with ``cfg``; only the keys in ``resumable`` may differ.
+    """
+    from ..checkpoint import latest_checkpoint, list_checkpoints, read_meta
+    from ..config import config_from_dict, config_to_dict, diff_configs
+
+    root = Path(cfg.out_dir) / "checkpoints"
+    if not resume:
+        if list_checkpoints(root):
+            raise SpeechrqError(f"{cfg.out_dir}: already holds checkpoints; pass --resume to continue that run, or choose another out_dir")
+        return None, None
+    path = latest_checkpoint(root)
+    if path is None:
+        if ctx.is_main:
+            log.warning("%s: nothing to resume, starting a new run", root)
+        return None, None
+    meta = read_meta(path)
+    saved = config_to_dict(config_from_dict(config_cls, meta["config"], source=str(path)))
+    changed = set(diff_configs(saved, config_to_dict(cfg)))
+    if changed - set(resumable):
+        raise SpeechrqError(f"{path}: the config differs from the run's in {', '.join(sorted(changed - set(resumable)))}; "
+                            "a resumed run must keep them (start a new out_dir instead)")
+    if "optim.max_steps" in changed and ctx.is_main:
+        log.warning("optim.max_steps changed from %s to %s: the learning-rate schedule changes from here on",
+                    meta["config"]["optim"]["max_steps"], cfg.optim.max_steps)
+    return path, meta
 
 
 def set_deterministic(enabled: bool) -> None:

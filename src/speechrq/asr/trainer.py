@@ -1,0 +1,204 @@
+"""``speechrq asr train CONFIG``: the discrete-unit ASR training loop, one process or many with torchrun (DDP).
+
+Read top to bottom: data and tokens, the model, where the run starts, then the loop
+(learning rate, ``accum_steps`` micro-batches, one AdamW update, logging, checkpoints).
+It shares the pre-training engine (``training/``: optimizer, schedule, RNG capture,
+metrics log), its batch stream (``data.batching.BatchStream``: the data position is
+saved) and ``checkpoint.py``, so a run killed at any moment and resumed with
+``--resume`` continues with the same batches, masks and dropout: the same losses as
+the uninterrupted run. Time masks are drawn from a generator seeded by the
+micro-batch's global index, like pre-training's span masks.
+
+A checkpoint is self-contained: the output tokenizer (and the unit BPE for ``input: bpe``)
+are stored as byte tensors beside the weights, and ``meta.json`` says how to rebuild the
+model and where its inputs come from (the units directory, the encoder and layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import distributed as dist
+from ..checkpoint import load_model_state, load_trainer_state, prune_checkpoints, save_checkpoint, step_dir
+from ..config import config_to_dict, dump_yaml
+from ..data.batching import BatchStream
+from ..io import atomic_write_text
+from ..text import BPETokenizer
+from ..training import engine
+from ..training.optim import lr_factor, make_optimizer, set_lr
+from .config import ASRConfig
+from .data import ASRBatches, UnitSource, auto_vocab_size
+from .model import ASR_PRESETS, DiscreteASR, asr_model
+
+log = logging.getLogger(__name__)
+TOKENIZER_KEY, UNIT_BPE_KEY = "tokenizer.sentencepiece", "unit_bpe.sentencepiece"
+RESUMABLE_CHANGES = frozenset({"optim.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_last", "data.num_workers",
+                     "decode.beam", "decode.ctc_weight", "decode.mode"})
+MASK_SEED_STRIDE = 1_000_003
+
+
+def model_spec(cfg: ASRConfig, source: UnitSource, vocab: int) -> dict:
+    """Everything needed to rebuild the model and its inputs without the YAML (saved in meta.json)."""
+    kind = cfg.data.input
+    encoder, layer = source.encoder
+    spec = {"input": kind, "vocab": vocab, "preset": cfg.model.preset, "stream_weighting": cfg.model.stream_weighting,
+            "dropout": cfg.model.dropout, "units_dir": str(source.dir), "quantizer_dir": str(source.quantizer_dir),
+            "encoder": encoder, "layer": layer, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
+    if kind == "units":
+        spec |= {"num_streams": source.num_streams, "unit_vocab": source.unit_vocab}
+    elif kind == "dedup":
+        spec |= {"unit_vocab": source.unit_vocab}
+    elif kind == "bpe":
+        spec |= {"unit_vocab": len(source.unit_bpe())}
+    else:
+        spec |= {"input_dim": source.quantizer.dim}
+    return spec
+
+
+def build(spec: dict) -> DiscreteASR:
+    from dataclasses import replace
+
+    shape = ASR_PRESETS[spec["preset"]]
+    if spec.get("dropout") is not None:
+        shape = replace(shape, dropout=spec["dropout"])
+    kind = "continuous" if spec["input"] == "continuous" else "units"
+    return asr_model(shape, spec["vocab"], kind, spec["num_streams"], spec["unit_vocab"], spec["input_dim"], spec["stream_weighting"])
+
+
+def as_bytes_tensor(path: Path) -> torch.Tensor:
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone()
+
+
+def output_tokens(cfg: ASRConfig, cuts, out: Path, ctx: dist.Context) -> BPETokenizer:
+    """``OUT/tokens.model``: BPE over the training transcripts, trained once by rank 0 (a resumed run reuses it)."""
+    path = out / "tokens.model"
+    if ctx.is_main and not path.exists():
+        texts = [c.supervisions[0].text or "" for c in cuts if c.supervisions]
+        BPETokenizer.train(texts, cfg.data.vocab_size or auto_vocab_size(texts), path)
+    dist.barrier(ctx)
+    return BPETokenizer(path)
+
+
+def input_features(layer, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's input of a batch: unit ids, or (continuous) the frozen encoder layer's states."""
+    if layer is None:
+        return batch["inputs"].to(device), batch["input_lens"].to(device)
+    with torch.no_grad():
+        x, lens = layer(batch["audio"].to(device), batch["audio_lens"].to(device))
+    return x, lens
+
+
+def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train as ``cfg`` says; returns the last checkpoint's directory."""
+    from tqdm import tqdm
+
+    ctx = dist.init(cfg.train.device)
+    out, dev = Path(cfg.out_dir), ctx.device
+    engine.set_deterministic(cfg.train.deterministic)
+    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx)
+
+    # ---- data and tokens
+    source = UnitSource(cfg.data.units)
+    cuts = source.cuts(cfg.data.train_split).to_eager()
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    tokenizer = output_tokens(cfg, cuts, out, ctx)
+    unit_bpe = source.unit_bpe() if cfg.data.input == "bpe" else None
+    d = cfg.data
+    stream = BatchStream(cuts, d.max_duration, cfg.train.seed, d.num_buckets, d.num_workers, cfg.optim.accum_steps, ctx.world_size,
+                         ctx.rank, dataset=ASRBatches(d.input, tokenizer, unit_bpe))
+    layer = None
+    if d.input == "continuous":
+        from ..encoders import EncoderLayer
+
+        layer = EncoderLayer(*source.encoder).to(dev)
+
+    # ---- the model, and where this run starts
+    spec = model_spec(cfg, source, len(tokenizer))
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and run
+    model = build(spec).to(dev)
+    extra = {TOKENIZER_KEY: as_bytes_tensor(tokenizer.path)} | ({UNIT_BPE_KEY: as_bytes_tensor(source.dir / "bpe.model")} if unit_bpe else {})
+    optimizer = make_optimizer(model, cfg.optim)
+    step = 0
+    if resume_from is not None:
+        state = load_model_state(resume_from, dev)
+        model.load_state_dict({k: v for k, v in state.items() if k not in (TOKENIZER_KEY, UNIT_BPE_KEY)})
+        trainer_state = load_trainer_state(resume_from)
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        step = meta["step"]
+        if meta["world_size"] == ctx.world_size:
+            stream.restore(meta["data"][ctx.rank])
+            engine.set_rng_state(trainer_state["rng"][ctx.rank], dev)
+        else:
+            log.warning("resuming on %d ranks a run saved on %d: data order and RNG streams restart", ctx.world_size, meta["world_size"])
+            torch.manual_seed(cfg.train.seed + step + ctx.rank)
+    else:
+        engine.seed_rank(cfg.train.seed, ctx.rank)
+    ddp = nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    if ctx.is_main:
+        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    metrics = engine.MetricsLog(out, step, ctx.is_main)
+
+    def checkpoint() -> Path:
+        state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx)}
+        info = {"kind": "speechrq-asr", "step": step, "world_size": ctx.world_size, "data": dist.gather_objects(stream.state(), ctx),
+                "config": config_to_dict(cfg), "model": spec}
+        path = step_dir(out / "checkpoints", step)
+        if ctx.is_main:
+            save_checkpoint(path, model.state_dict() | extra, state, info)
+            prune_checkpoints(out / "checkpoints", cfg.train.keep_last)
+        dist.barrier(ctx)
+        return path
+
+    bar = tqdm(total=cfg.optim.max_steps, initial=step, desc=f"asr {d.input}", unit="step", disable=not (progress and ctx.is_main),
+               dynamic_ncols=True)
+    last, window, t_window = resume_from, [], time.perf_counter()
+    masks = (cfg.loss.time_masks, cfg.loss.time_mask_width)
+    while step < cfg.optim.max_steps:
+        lr = cfg.optim.lr * lr_factor(step, cfg.optim)
+        set_lr(optimizer, lr)
+        ddp.train()
+        # ---- one optimizer step: accum_steps micro-batches, all-reduce on the last only
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, ctc, attention, correct, tokens
+        for micro in range(cfg.optim.accum_steps):
+            batch = next(stream)
+            x, lens = input_features(layer, batch, dev)
+            gen = torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + stream.global_index())
+            with (ddp.no_sync() if ctx.distributed and micro < cfg.optim.accum_steps - 1 else contextlib.nullcontext()), \
+                    engine.autocast(cfg.train.precision, dev):
+                res = ddp(x, lens, batch["tokens"].to(dev), batch["token_lens"].to(dev), cfg.loss.ctc_weight, cfg.loss.label_smoothing,
+                          gen, masks)
+                (res.loss / cfg.optim.accum_steps).backward()
+            sums += torch.tensor([float(res.loss.detach()), float(res.ctc), float(res.attention), res.correct, res.tokens], dtype=torch.float64)
+        sums = dist.all_reduce_sum(sums.to(dev), ctx).cpu() if ctx.distributed else sums
+        loss = float(sums[0]) / (cfg.optim.accum_steps * ctx.world_size)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
+        if math.isfinite(loss) and bool(torch.isfinite(grad_norm)):
+            optimizer.step()
+        else:
+            log.warning("step %d: non-finite loss or gradient; update skipped", step)
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window.append(sums)
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps:
+            w = torch.stack(window).sum(0)
+            n = len(window) * cfg.optim.accum_steps * ctx.world_size
+            record = {"step": step, "lr": lr, "loss": float(w[0]) / n, "ctc": float(w[1]) / n, "attention": float(w[2]) / n,
+                      "acc": float(w[3]) / max(float(w[4]), 1.0), "s_per_step": (time.perf_counter() - t_window) / len(window)}
+            metrics.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.2f}", acc=f"{record['acc']:.3f}")
+            window, t_window = [], time.perf_counter()
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.optim.max_steps:
+            last = checkpoint()
+    bar.close()
+    metrics.close()
+    return last

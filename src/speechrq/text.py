@@ -1,0 +1,100 @@
+"""Text and tokens, shared by the evaluation probes and discrete-unit ASR.
+
+- :data:`CHARS` and :func:`normalize_text`: the character set transcripts are scored in
+  (lower case, apostrophes kept, punctuation dropped, spaces collapsed);
+- :func:`greedy_ctc`: best CTC path, repeats merged, blanks (index 0) removed;
+- :func:`error_rate`: WER or CER (or PER over space-separated phones) by jiwer, with an
+  empty hypothesis counted as all deletions;
+- :class:`BPETokenizer`: sentencepiece BPE over normalised transcripts (ASR output tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import SpeechrqError
+from .io import atomic_path
+
+CHARS = " abcdefghijklmnopqrstuvwxyz'"
+_KEEP = set(CHARS)
+
+
+def normalize_text(text: str | None) -> str:
+    """Lower case, characters of :data:`CHARS` only, single spaces."""
+    return " ".join("".join(ch for ch in (text or "").lower() if ch in _KEEP).split())
+
+
+def greedy_ctc(logp: torch.Tensor, lens: torch.Tensor) -> list[list[int]]:
+    """``logp [B, T, V]``, ``lens [B]`` -> per utterance the best path's token ids, repeats merged, blanks (0) removed."""
+    best = logp.argmax(-1)
+    keep = best != 0
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    keep &= torch.arange(best.shape[1], device=best.device)[None] < lens[:, None].to(best.device)
+    return [row[k].tolist() for row, k in zip(best.cpu(), keep.cpu())]
+
+
+def ids_to_text(ids: list[int], vocab, sep: str = "") -> str:
+    """CTC ids (1-based: ``vocab[k - 1]``) joined by ``sep``, spaces normalised."""
+    return " ".join(sep.join(vocab[k - 1] for k in ids).split())
+
+
+def greedy_ctc_text(logp: torch.Tensor, lens: torch.Tensor, vocab=CHARS, sep: str = "") -> list[str]:
+    """Greedy CTC decoding straight to text: tokens ``vocab[k - 1]`` joined by ``sep``."""
+    return [ids_to_text(ids, vocab, sep) for ids in greedy_ctc(logp, lens)]
+
+
+def error_rate(refs: list[str], hyps: list[str], unit: str = "word") -> float:
+    """Percent WER (``unit="word"``, also PER over space-separated phones) or CER (``"char"``), by jiwer."""
+    import jiwer
+
+    hyps = [h if h else "" for h in hyps]
+    if unit == "char":
+        return 100.0 * jiwer.cer(refs, hyps)
+    return 100.0 * jiwer.wer(refs, [h or "<empty>" for h in hyps])
+
+
+class BPETokenizer:
+    """sentencepiece BPE over normalised transcripts; ids ``0..V-1`` (``unk`` is 0)."""
+
+    def __init__(self, path: str | Path | None = None, proto: bytes | None = None):
+        import sentencepiece as spm
+
+        self.path = Path(path) if path is not None else None
+        if proto is not None:  # a model kept inside a checkpoint
+            self.sp = spm.SentencePieceProcessor(model_proto=proto)
+            return
+        if not self.path.exists():
+            raise SpeechrqError(f"{self.path}: no BPE model")
+        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int, path: str | Path) -> "BPETokenizer":
+        """Train on ``texts`` (normalised here) into ``path``; sentencepiece is deterministic with one thread."""
+        import io
+
+        import sentencepiece as spm
+
+        texts = [t for t in (normalize_text(x) for x in texts) if t]
+        if not texts:
+            raise SpeechrqError("BPE: no transcripts to train on")
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+                                           character_coverage=1.0, num_threads=1, minloglevel=2, bos_id=-1, eos_id=-1, unk_id=0,
+                                           hard_vocab_limit=False)
+        except RuntimeError as e:
+            raise SpeechrqError(f"BPE of {vocab_size} tokens: {str(e).splitlines()[0]}") from None
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(model.getvalue())
+        return cls(path)
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(normalize_text(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode(list(ids))

@@ -1,0 +1,115 @@
+"""Whole corpora to discrete units, attached to lhotse cuts.
+
+``encode_corpus`` runs the quantizer's encoder layer over every cut of a split and
+writes each utterance's units, ``uint16 [frames, M]``, as ``OUT/arrays/<id>.npy``
+(written atomically; a rerun skips utterances already written, so an interrupted
+job resumes). The manifest ``OUT/cuts_<split>.jsonl.gz`` is the corpus's CutSet with
+the units attached as the temporal array ``cut.units`` (frame shift 40 ms), read
+with ``cut.load_custom("units")``: discrete-unit ASR reads a manifest, not a private
+format. Single-stream units are also written as Kaldi-style text
+(``OUT/units_<split>.txt``: ``utt-id u1 u2 ...``), what ESPnet's asr2 recipes read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpeechrqError
+from ..frames import SAMPLE_RATE
+from ..io import atomic_path, utterance_file
+from ..models.conformer import ENCODER_FRAME_SECONDS
+from .sample import TRIM_EVERY, trim_heap
+
+UNITS_FIELD = "units"
+
+
+def manifest_path(out: str | Path, split: str) -> Path:
+    return Path(out) / f"cuts_{split}.jsonl.gz"
+
+
+def _attach(cut, arrays_dir: Path, path: Path, frames: int, streams: int):
+    from lhotse.array import Array, TemporalArray
+
+    array = Array(storage_type="numpy_files", storage_path=str(arrays_dir), storage_key=str(path.relative_to(arrays_dir)),
+                  shape=[frames, streams])
+    return cut.with_custom(UNITS_FIELD, TemporalArray(array=array, temporal_dim=0, frame_shift=ENCODER_FRAME_SECONDS, start=0))
+
+
+def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_duration: float = 30.0, progress: bool = True) -> dict:
+    """Units of every cut of ``cuts`` (a re-iterable, best a lazy :class:`~speechrq.data.corpus.LazyCuts`) into ``out``.
+
+    One pass encodes the utterances not written yet, a second streams the manifest (and the
+    Kaldi text): memory is one batch, whatever the corpus size. Returns counts and throughput.
+    """
+    import time
+
+    import torch
+    from lhotse import CutSet
+    from tqdm import tqdm
+
+    from ..data.batching import sequential_batches
+
+    out = Path(out)
+    arrays = out / "arrays"
+    arrays.mkdir(parents=True, exist_ok=True)
+    device = next(iter([*layer.parameters(), *layer.buffers()]), torch.zeros(0)).device
+    frames, t_encode, t_quantize = 0, 0.0, 0.0
+    todo = (c for c in cuts if not utterance_file(arrays, c.id).exists())
+    for i, batch in enumerate(tqdm(sequential_batches(todo, max_duration), desc=f"units {split}", unit="batch", disable=not progress)):
+        if i % TRIM_EVERY == 0:
+            trim_heap()  # RSS stays flat over a long pass (see speechrq.units.sample.trim_heap)
+        if not len(batch["cuts"]):
+            continue
+        t0 = time.perf_counter()
+        states, lens = layer(batch["audio"].to(device), batch["audio_lens"].to(device))
+        states = states.float().cpu().numpy()
+        t1 = time.perf_counter()
+        flat = np.concatenate([states[i, : int(n)] for i, n in enumerate(lens)])  # valid frames only
+        codes = quantizer.encode(flat)
+        t_quantize += time.perf_counter() - t1
+        t_encode += t1 - t0
+        offset = 0
+        for i, cut in enumerate(batch["cuts"]):
+            n = int(lens[i])
+            with atomic_path(utterance_file(arrays, cut.id)) as tmp:
+                np.save(tmp, codes[offset: offset + n])
+            offset += n
+        frames += len(flat)
+    # the manifest: every cut with its units, streamed (cuts whose audio failed to load have none and are left out)
+    manifest = manifest_path(out, split)
+    kaldi = out / f"units_{split}.txt" if quantizer.num_streams == 1 else None
+    utterances = missing = 0
+    hours = 0.0
+    with atomic_path(manifest) as tmp, CutSet.open_writer(tmp) as writer, \
+            (atomic_path(kaldi) if kaldi else contextlib.nullcontext()) as tmp_text, \
+            (open(tmp_text, "w") if kaldi else contextlib.nullcontext()) as text:
+        for c in cuts:
+            path = utterance_file(arrays, c.id)
+            if not path.exists():
+                missing += 1
+                continue
+            units = np.load(path)
+            writer.write(_attach(c, arrays, path, units.shape[0], units.shape[1]))
+            if text is not None:
+                text.write(f"{c.id} {' '.join(map(str, units[:, 0].tolist()))}\n")
+            utterances += 1
+            hours += c.duration / 3600
+    if not utterances:
+        raise SpeechrqError(f"{out}: no utterance of split {split} could be encoded")
+    return {"split": split, "utterances": utterances, "missing": missing, "encoded_frames": frames,
+            "encoder_s": t_encode, "quantize_s": t_quantize,
+            "frames_per_s": frames / (t_encode + t_quantize) if frames else None, "manifest": str(manifest),
+            "audio_hours": hours, "sample_rate": SAMPLE_RATE}
+
+
+def load_units(manifest: str | Path):
+    """A units manifest back as a CutSet (``cut.load_custom("units")`` -> ``uint16 [frames, M]``)."""
+    from lhotse import CutSet
+
+    path = Path(manifest)
+    if not path.exists():
+        raise SpeechrqError(f"{path}: no units manifest (make it with `speechrq units encode`)")
+    return CutSet.from_file(path)

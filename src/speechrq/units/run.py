@@ -1,0 +1,175 @@
+"""The three ``speechrq units`` jobs: fit a quantizer, encode corpora, report on a grid of quantizers.
+
+Each is resumable: the feature sample resumes after its last shard, a fitted
+quantizer with the same settings is reused, encoding skips utterances already
+written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpeechrqError
+from ..io import atomic_write_json, atomic_write_text, read_json
+from .quantizers import META_FILE, QuantizerSpec, UnitQuantizer
+
+log = logging.getLogger(__name__)
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def open_layer(encoder: str | Path, layer: int):
+    """The frozen layer, on the GPU when there is one."""
+    from ..encoders import EncoderLayer
+
+    return EncoderLayer(encoder, layer).to(_device())
+
+
+def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, spec: QuantizerSpec, frames: int | None = None,
+              fraction: float | None = None, split: str = "train", max_duration: float = 30.0, progress: bool = True) -> UnitQuantizer:
+    """Sample ``layer`` of ``encoder`` over ``corpus``'s ``split`` into ``OUT/sample``, fit ``spec`` on it, save to ``OUT``."""
+    from ..data.corpus import LazyCuts
+    from .sample import load_sample, sample_features
+
+    spec.validate()
+    out = Path(out)
+    lay = open_layer(encoder, layer)
+    source = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim, "corpus": str(corpus),
+              "split": split}
+    if (out / META_FILE).exists():
+        q = UnitQuantizer.load(out)
+        if q.spec == spec and {k: q.source.get(k) for k in source} == source:
+            log.info("%s: already fitted with these settings; reused", out)
+            return q
+        raise SpeechrqError(f"{out}: holds a quantizer fitted with other settings; use another directory")
+    state = sample_features(lay, LazyCuts(corpus, split), out / "sample", seed=spec.seed, frames=frames, fraction=fraction, max_duration=max_duration,
+                            progress=progress)
+    x = load_sample(out / "sample")
+    q = UnitQuantizer.fit(x, spec, source | {"sample_frames": len(x), "corpus_frames": state["corpus_frames"]}, progress=progress)
+    q.save(out)
+    return q
+
+
+def format_fit(q: UnitQuantizer) -> str:
+    """One line: what was fit on how many points, faiss's subsampling named."""
+    s, src = q.spec, q.source
+    note = (f" (faiss subsampled the sample to max_points_per_centroid x k = {s.max_points_per_centroid * s.k})"
+            if src.get("sample_frames", 0) > min(q.trained_points) else "")
+    return (f"{s.kind}, M = {q.num_streams}, k = {s.k}, layer {src['layer']} of {src['encoder']}: sample of {src.get('sample_frames')} "
+            f"frames of {src.get('corpus_frames')}; each codebook trained on {min(q.trained_points)} points{note}\n")
+
+
+def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str], out: str | Path, bpe: int | None = None,
+                 max_duration: float = 30.0, progress: bool = True) -> dict:
+    """Encode ``splits`` of ``corpus`` with a fitted quantizer into ``OUT`` (manifests, arrays, Kaldi text; BPE on request)."""
+    from ..data.corpus import LazyCuts
+    from .encode import UNITS_FIELD, encode_corpus
+
+    q = UnitQuantizer.load(quantizer_dir)
+    lay = open_layer(q.source["encoder"], int(q.source["layer"]))
+    if lay.fingerprint != q.source["fingerprint"]:
+        raise SpeechrqError(f"{quantizer_dir}: was fitted on encoder {q.source['fingerprint']}, but {q.source['encoder']} is now "
+                            f"{lay.fingerprint}: the weights changed; fit again")
+    out = Path(out)
+    summary = {"quantizer": str(quantizer_dir), "splits": {}}
+    for split in splits:
+        summary["splits"][split] = encode_corpus(lay, q, LazyCuts(corpus, split), out, split, max_duration, progress)
+    if bpe:
+        summary["bpe"] = unit_bpe(out, splits, bpe, q.num_streams, UNITS_FIELD)
+    atomic_write_json(out / "encode.json", summary)
+    return summary
+
+
+def unit_bpe(out: Path, splits: list[str], vocab_size: int, streams: int, field: str) -> dict:
+    """De-duplicated single-stream units -> sentencepiece BPE trained on the first split; texts and length reduction per split."""
+    from .bpe import deduplicate, encode_bpe, load_bpe, train_bpe, units_to_text
+    from .encode import load_units, manifest_path
+
+    if streams != 1:
+        raise SpeechrqError(f"--bpe: BPE is for single-stream units (k-means); this quantizer has {streams} streams")
+    units = {s: {c.id: c.load_custom(field)[:, 0] for c in load_units(manifest_path(out, s))} for s in splits}
+    dedup = {s: {i: deduplicate(u) for i, u in us.items()} for s, us in units.items()}
+    model = train_bpe([units_to_text(u) for u in dedup[splits[0]].values()], vocab_size, out / "bpe.model")
+    sp = load_bpe(model)
+    lengths = {"vocab_size": vocab_size, "trained_on": splits[0], "splits": {}}
+    for s in splits:
+        tokens = {i: encode_bpe(sp, u) for i, u in dedup[s].items()}
+        atomic_write_text(out / f"units_{s}.bpe.txt", "".join(f"{i} {' '.join(map(str, t))}\n" for i, t in tokens.items()))
+        raw = sum(len(u) for u in units[s].values())
+        dd = sum(len(u) for u in dedup[s].values())
+        bp = sum(len(t) for t in tokens.values())
+        lengths["splits"][s] = {"frames": raw, "deduplicated": dd, "bpe": bp, "dedup_reduction": 1 - dd / raw, "bpe_reduction": 1 - bp / raw}
+    return lengths
+
+
+def format_lengths(lengths: dict) -> str:
+    lines = [f"unit sequence lengths (BPE {lengths['vocab_size']}, trained on {lengths['trained_on']}):", "",
+             "| split | frames | de-duplicated | BPE | reduction (dedup) | reduction (dedup + BPE) |", "|---|---|---|---|---|---|"]
+    for s, r in lengths["splits"].items():
+        lines.append(f"| {s} | {r['frames']} | {r['deduplicated']} | {r['bpe']} | {100 * r['dedup_reduction']:.1f}% | "
+                     f"{100 * r['bpe_reduction']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def held_out_frames(lay, cuts, max_frames: int, max_duration: float = 30.0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of ``cuts`` (in manifest order, up to ``max_frames``) and its phone label ('' where none)."""
+    from tqdm import tqdm
+
+    from ..data.batching import sequential_batches
+    from .report import frame_phones
+
+    xs, ys, n = [], [], 0
+    device = next(iter([*lay.parameters(), *lay.buffers()])).device
+    for batch in tqdm(sequential_batches(cuts, max_duration), desc="held-out frames", unit="batch", disable=not progress):
+        states, lens = lay(batch["audio"].to(device), batch["audio_lens"].to(device))
+        for i, cut in enumerate(batch["cuts"]):
+            t = int(lens[i])
+            xs.append(states[i, :t].float().cpu().numpy())
+            ys.append(frame_phones(cut, t))
+            n += t
+        if n >= max_frames:
+            break
+    return np.concatenate(xs)[:max_frames], np.concatenate(ys)[:max_frames]
+
+
+def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, k: int, points: list, frames: int,
+                 eval_split: str = "dev", eval_frames: int = 20000, seed: int = 0, niter: int = 20, normalize: str = "none",
+                 train_split: str = "train", progress: bool = True) -> dict:
+    """Sample ``frames`` training frames, take ``eval_frames`` of ``eval_split``, fit and measure every point: ``OUT/report.{json,md,png}``."""
+    from ..data.corpus import LazyCuts
+    from .report import fit_and_measure, format_report, plot_report
+    from .sample import load_sample, sample_features
+
+    out = Path(out)
+    lay = open_layer(encoder, layer)
+    sample_features(lay, LazyCuts(corpus, train_split), out / "sample", seed=seed, frames=frames, progress=progress)
+    train = load_sample(out / "sample")
+    held, phones = held_out_frames(lay, LazyCuts(corpus, eval_split), eval_frames, progress=progress)
+    settings = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(corpus), "k": k,
+                "points": [list(p) for p in points], "train_frames": len(train), "eval_split": eval_split, "eval_frames": len(held),
+                "seed": seed, "niter": niter, "normalize": normalize}
+    path = out / "report.json"
+    report = read_json(path) if path.exists() else {}
+    if report.get("settings") != settings:
+        report = {"settings": settings, "rows": []}
+    done = {(r["kind"], r["M"], r["alpha"] if r["alpha"] is not None else 1.0) for r in report["rows"]}
+    labels = phones if (phones != "").any() else None
+    from tqdm import tqdm
+
+    for point in tqdm(points, desc="units report", unit="quantizer", disable=not progress):
+        if tuple(point) in done:
+            continue
+        report["rows"].append(fit_and_measure(train, held, labels, k, point, seed, niter, normalize))
+        atomic_write_json(path, report)  # an interrupted report keeps every finished quantizer
+    order = {tuple(p): i for i, p in enumerate(points)}
+    report["rows"].sort(key=lambda r: order.get((r["kind"], r["M"], r["alpha"] if r["alpha"] is not None else 1.0), 0))
+    atomic_write_text(out / "report.md", format_report(report["rows"]))
+    plot_report(report["rows"], out / "report.png")
+    return report

@@ -1,0 +1,40 @@
+"""Text utilities shared by the probes and ASR: normalisation, greedy CTC, error rates, BPE tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechrq.errors import SpeechrqError
+from speechrq.text import CHARS, BPETokenizer, error_rate, greedy_ctc, greedy_ctc_text, normalize_text
+
+
+def test_normalize_text():
+    assert normalize_text("  Turn ON the Lights, please!  It's late. ") == "turn on the lights please it's late"
+    assert normalize_text(None) == ""
+
+
+def test_greedy_ctc_merges_repeats_only_across_no_blank_and_stops_at_the_length():
+    # blank=0, 'a'=2: "a a _ a" collapses to "aa" only across a blank; frame 5 is padding
+    logp = torch.full((2, 6, len(CHARS) + 1), -10.0)
+    for t, k in enumerate([2, 2, 0, 2, 1, 3]):
+        logp[0, t, k] = 0.0
+        logp[1, t, k] = 0.0
+    assert greedy_ctc(logp, torch.tensor([5, 2])) == [[2, 2, 1], [2]]
+    assert greedy_ctc_text(logp, torch.tensor([5, 2])) == ["aa", "a"]
+
+
+def test_error_rates():
+    assert error_rate(["a b c", "d"], ["a b", ""]) == 50.0  # 1 + 1 errors of 4 words, the empty hypothesis all deletions
+    assert error_rate(["abc", "d"], ["ab", ""], "char") == 50.0
+
+
+def test_bpe_tokens_round_trip(tmp_path):
+    texts = ["turn on the lights in the kitchen", "turn off the music", "why did the heat go up"] * 20
+    tok = BPETokenizer.train(texts, 40, tmp_path / "t.model")
+    ids = tok.encode("Turn on the music!")
+    assert tok.decode(ids) == "turn on the music" and len(ids) < len("turn on the music")
+    again = BPETokenizer(proto=(tmp_path / "t.model").read_bytes())
+    assert again.encode("turn off the lights") == tok.encode("turn off the lights")
+    with pytest.raises(SpeechrqError, match="no transcripts"):
+        BPETokenizer.train(["!!!"], 40, tmp_path / "x.model")
