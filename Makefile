@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/speechrq bench pretrain --preset tiny --latent
 	$(BIN)/speechrq bench pretrain --preset small --latent --steps 5
+	$(BIN)/python benchmarks/bench_units.py kmeans --n 50000 --dim 768 --k 500
+	$(BIN)/python benchmarks/bench_units.py memory --hours 0.5 --scale 10
 
 clean:
 	rm -rf $(VENV) exp

@@ -163,3 +163,64 @@ def test_asr_user_mistakes_are_one_line_errors(units, tmp_path):
     assert r.returncode == 2 and "not a `speechrq units encode` output" in r.stderr, r.stderr
     r = cli("asr", "transcribe", str(tmp_path), str(tmp_path / "missing.wav"))
     assert r.returncode == 2 and "missing.wav" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_transcribe_turns_wav_files_into_their_transcripts(units, tmp_path):
+    """The whole chain from raw audio, on utterances whose transcripts are known.
+
+    The model is trained until it has memorised six utterances, so decoding their units from the
+    manifest is near perfect; ``transcribe`` must get the same text from the wav files alone (the
+    encoder layer, the quantizer, the model and the search run again). Bound: CER <= 10% over the six,
+    which a chain that loses or shifts units (a wrong layer, quantizer or frame grid) does not meet.
+    """
+    import shutil
+
+    from lhotse import CutSet
+
+    from speechrq.asr.data import UnitSource
+    from speechrq.asr.decode import Recognizer, decode_split
+    from speechrq.text import error_rate, normalize_text
+
+    src = units["km"]
+    six = tmp_path / "six"
+    six.mkdir()
+    cuts = sorted(UnitSource(src).cuts("train"), key=lambda c: c.duration)[10:16]
+    shutil.copy(src / "encode.json", six / "encode.json")  # the same quantizer and encoder
+    CutSet.from_cuts(cuts).to_file(six / "cuts_train.jsonl.gz")
+    cfg = write_config(tmp_path / "c.yaml", six, tmp_path / "run", "units", max_steps=150, warmup_steps=10)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["data"] |= {"max_duration": 60.0, "num_buckets": 1, "vocab_size": 32}
+    raw["train"]["checkpoint_every"] = 150
+    cfg.write_text(yaml.safe_dump(raw))
+    assert cli("asr", "train", str(cfg), "--quiet").returncode == 0
+    refs = [normalize_text(c.supervisions[0].text) for c in cuts]
+    from_units = decode_split(Recognizer(tmp_path / "run"), cuts, "joint", beam=4, progress=False)
+    wavs = [c.recording.sources[0].source for c in cuts]
+    r = cli("asr", "transcribe", str(tmp_path / "run"), *wavs, "--beam", "4")
+    assert r.returncode == 0, r.stderr
+    hyps = {line.split("\t")[0]: line.split("\t")[1] if "\t" in line else "" for line in r.stdout.splitlines()}
+    from_audio = [hyps[w] for w in wavs]
+    assert error_rate(refs, from_audio, "char") <= 10.0, (refs, from_audio)
+    assert from_audio == [dict(zip(from_units["ids"], from_units["hyps"]))[c.id] for c in cuts]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_ddp_processes_follow_the_single_process_curve(units, tmp_path):
+    steps = 4
+    runs = {}
+    for name, accum in (("single", 2), ("ddp", 1)):
+        cfg = write_config(tmp_path / f"{name}.yaml", units["pq"], tmp_path / name, max_steps=steps, accum_steps=accum)
+        raw = yaml.safe_load(cfg.read_text())
+        raw["model"]["dropout"] = 0.0  # per-rank dropout streams differ by design; the rest must not
+        cfg.write_text(yaml.safe_dump(raw))
+        runs[name] = cfg
+    assert cli("asr", "train", str(runs["single"]), "--quiet").returncode == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "speechrq", "asr",
+                        "train", str(runs["ddp"]), "--quiet"], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    a = {m["step"]: m["loss"] for m in read_metrics(tmp_path / "single")}
+    b = {m["step"]: m["loss"] for m in read_metrics(tmp_path / "ddp")}
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=1e-4), (s, a[s], b[s])

@@ -232,3 +232,12 @@ def test_units_fit_user_mistakes_are_one_line_errors(argv, message, checkpoint, 
         args = args[:2] + args[4:]
     r = subprocess.run([sys.executable, "-m", "speechrq", "units", "fit", *args, *argv], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind,m,norm", [("kmeans", 1, "none"), ("rvq", 3, "none"), ("rpq", 5, "standardize")])
+def test_the_torch_encoder_used_on_gpus_gives_faiss_units(kind, m, norm):
+    x = clustered(d=24)
+    q = UnitQuantizer.fit(x, QuantizerSpec(kind=kind, k=16, num_subspaces=m, alpha=0.5, niter=8, normalize=norm))
+    a = q.encode(x).astype(np.int64)
+    b = q.encode_torch(torch.from_numpy(x), chunk=700).numpy()
+    assert (a == b).mean() > 0.999  # float ties aside

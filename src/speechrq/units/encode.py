@@ -65,10 +65,14 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
             continue
         t0 = time.perf_counter()
         states, lens = layer(batch["audio"].to(device), batch["audio_lens"].to(device))
-        states = states.float().cpu().numpy()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         t1 = time.perf_counter()
-        flat = np.concatenate([states[i, : int(n)] for i, n in enumerate(lens)])  # valid frames only
-        codes = quantizer.encode(flat)
+        valid = torch.arange(states.shape[1], device=states.device)[None] < lens[:, None]
+        flat = states[valid]  # valid frames only, utterance after utterance
+        # on a GPU the nearest centroids are found there (torch); on the CPU by faiss
+        codes = (quantizer.encode_torch(flat).cpu().numpy().astype(np.uint16) if device.type == "cuda"
+                 else quantizer.encode(flat.float().cpu().numpy()))
         t_quantize += time.perf_counter() - t1
         t_encode += t1 - t0
         offset = 0

@@ -174,6 +174,31 @@ class UnitQuantizer:
             codes[:, i] = _nearest(z[:, s], c)
         return codes
 
+    def encode_torch(self, x, chunk: int = 8192):
+        """``[N, D]`` tensor (any device) -> ``[N, M]`` int64 unit ids, nearest centroids by batched matmuls on that device.
+
+        What ``units encode`` uses when the encoder runs on a GPU, so frames never leave it;
+        the same ids as :meth:`encode` up to float ties.
+        """
+        import torch
+
+        z = x.float()
+        if self.spec.normalize == "standardize":
+            z = (z - torch.as_tensor(self.mean, device=z.device)) / torch.as_tensor(self.std, device=z.device)
+        cents = [torch.as_tensor(c, device=z.device) for c in self.centroids]
+        subsets = [torch.as_tensor(s, device=z.device) for s in self.subsets]
+        out = torch.empty(len(z), self.num_streams, dtype=torch.long, device=z.device)
+        for start in range(0, len(z), chunk):  # bounded [chunk, k] distance blocks
+            part = z[start : start + chunk]
+            residual = part.clone() if self.spec.kind == "rvq" else None
+            for i, (c, s) in enumerate(zip(cents, subsets)):
+                v = residual if residual is not None else part[:, s]
+                ids = ((c * c).sum(1)[None] - 2 * v @ c.T).argmin(1)  # ||v||^2 is the same for every centroid
+                out[start : start + chunk, i] = ids
+                if residual is not None:
+                    residual -= c[ids]
+        return out
+
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """``[N, M]`` unit ids -> ``[N, D]`` features rebuilt from their centroids (see the module docstring)."""
         codes = np.asarray(codes, dtype=np.int64)
