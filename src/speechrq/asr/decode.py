@@ -113,12 +113,12 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..data.batching import sequential_batches
+    from ..data.batching import padded_groups, sequential_batches
     from .data import pad_ids, unit_sequence
 
     cuts = sorted((c for c in cuts if normalize_text(c.supervisions[0].text if c.supervisions else "")), key=lambda c: c.duration)
     ids, hyps, refs = [], [], []
-    for batch in tqdm(sequential_batches(CutSet.from_cuts(cuts), max_duration) if rec.kind == "continuous" else _chunks(cuts, max_duration),
+    for batch in tqdm(sequential_batches(CutSet.from_cuts(cuts), max_duration) if rec.kind == "continuous" else padded_groups(cuts, max_duration),
                       desc=f"decode {mode}", unit="batch", disable=not progress):
         if rec.kind == "continuous":
             states, lens = rec.layer()(batch["audio"].to(rec.device), batch["audio_lens"].to(rec.device))
@@ -133,18 +133,6 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
         refs += [normalize_text(c.supervisions[0].text) for c in chunk]
     return {"ids": ids, "hyps": hyps, "refs": refs, "cer": error_rate(refs, hyps, "char"), "wer": error_rate(refs, hyps, "word"),
             "utterances": len(ids)}
-
-
-def _chunks(cuts: list, max_duration: float):
-    group, longest = [], 0.0
-    for c in cuts:
-        if group and (len(group) + 1) * max(longest, c.duration) > max_duration:
-            yield group
-            group, longest = [], 0.0
-        group.append(c)
-        longest = max(longest, c.duration)
-    if group:
-        yield group
 
 
 def read_audio(path: str | Path) -> np.ndarray:

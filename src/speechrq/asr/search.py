@@ -122,10 +122,10 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
     # only the first beam of each utterance is alive at the start: the others would duplicate it
     alive = (torch.arange(rows, device=enc.device) % k == 0)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-    limits = (lens if max_len is None else torch.full_like(lens, max_len)).tolist()
-    for step in range(max(limits) + 1):
+    limits = (lens if max_len is None else torch.full_like(lens, max_len)).to(enc.device).repeat_interleave(k)  # per row
+    for step in range(int(limits.max()) + 1):
         logp = dec.next_token_logp(ys, mem, mem_pad)  # [rows, V + 1]
-        last_step = torch.tensor([step >= limits[i // k] for i in range(rows)], device=enc.device)
+        last_step = step >= limits
         logp = torch.where(last_step[:, None], torch.full_like(logp, NEG).scatter(1, torch.full((rows, 1), eos, device=enc.device), 0.0),
                            logp)  # at the length limit only <eos> remains
         cand_att, cand = logp.topk(pre, dim=1)  # [rows, P]

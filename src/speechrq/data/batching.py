@@ -110,9 +110,22 @@ def make_loader(cuts, max_duration: float, shuffle: bool = True, seed: int = 0, 
     return torch.utils.data.DataLoader(AudioBatches(), sampler=sampler, batch_size=None, num_workers=num_workers)
 
 
+def padded_groups(cuts, max_duration: float):
+    """Consecutive cuts in groups of at most ``max_duration`` seconds *padded* (cuts x the longest), in order."""
+    group, longest = [], 0.0
+    for cut in cuts:
+        if group and (len(group) + 1) * max(longest, cut.duration) > max_duration:
+            yield group
+            group, longest = [], 0.0
+        group.append(cut)
+        longest = max(longest, cut.duration)
+    if group:
+        yield group
+
+
 def sequential_batches(cuts, max_duration: float):
-    """Batches of consecutive cuts of an iterable (a lazy manifest), in order, each at most ``max_duration``
-    seconds *padded* (utterances x the longest one), so no batch tensor grows with the corpus.
+    """Audio batches of consecutive cuts of an iterable (a lazy manifest), in order, each at most ``max_duration``
+    seconds padded (:func:`padded_groups`), so no batch tensor grows with the corpus.
 
     For one pass over a whole corpus in bounded memory (units): no sampler, no shuffling,
     nothing held beyond the batch. Yields :class:`AudioBatches` dicts plus ``"consumed"``,
@@ -120,16 +133,10 @@ def sequential_batches(cuts, max_duration: float):
     """
     from lhotse import CutSet
 
-    loader, group, longest, consumed = AudioBatches(), [], 0.0, 0
-    for cut in cuts:
-        if group and (len(group) + 1) * max(longest, cut.duration) > max_duration:
-            consumed += len(group)
-            yield loader[CutSet.from_cuts(group)] | {"consumed": consumed}
-            group, longest = [], 0.0
-        group.append(cut)
-        longest = max(longest, cut.duration)
-    if group:
-        yield loader[CutSet.from_cuts(group)] | {"consumed": consumed + len(group)}
+    loader, consumed = AudioBatches(), 0
+    for group in padded_groups(cuts, max_duration):
+        consumed += len(group)
+        yield loader[CutSet.from_cuts(group)] | {"consumed": consumed}
 
 
 class BatchStream:
