@@ -152,6 +152,9 @@ def test_kill_and_resume_gives_the_uninterrupted_losses(units, tmp_path):
     x = load_model_state(tmp_path / "ref" / "checkpoints" / f"step_{steps:08d}")
     y = load_model_state(tmp_path / "run" / "checkpoints" / f"step_{steps:08d}")
     assert all(torch.equal(x[k], y[k]) for k in x)
+    # units of another quantizer are refused, not decoded into nonsense
+    r = cli("asr", "decode", str(tmp_path / "ref"), "--units", str(units["km"]), "--splits", "dev", "--quiet")
+    assert r.returncode == 2 and "not from the quantizer the model was trained on" in r.stderr, r.stderr
 
 
 def test_asr_user_mistakes_are_one_line_errors(units, tmp_path):

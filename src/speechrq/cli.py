@@ -260,6 +260,12 @@ def cmd_asr_decode(args) -> None:
     mode, beam, w = _decode_args(args)
     rec = Recognizer(args.checkpoint)
     source = UnitSource(args.units or rec.spec["units_dir"])
+    from .io import file_fingerprint
+    from .units.quantizers import WEIGHTS_FILE
+
+    if file_fingerprint(source.quantizer_dir / WEIGHTS_FILE) != file_fingerprint(Path(rec.spec["quantizer_dir"]) / WEIGHTS_FILE):
+        raise SpeechrqError(f"{source.dir}: its units come from {source.quantizer_dir}, not from the quantizer the model was trained "
+                            f"on ({rec.spec['quantizer_dir']})")
     out = Path(args.out) if args.out else rec.path.parent.parent / "decode" / f"{rec.path.name}_{mode}_beam{beam}"
     rows = {}
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
