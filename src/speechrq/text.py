@@ -55,6 +55,28 @@ def error_rate(refs: list[str], hyps: list[str], unit: str = "word") -> float:
     return 100.0 * jiwer.wer(refs, [h or "<empty>" for h in hyps])
 
 
+def train_sentencepiece(sentences: list[str], vocab_size: int, path: str | Path, **options) -> Path:
+    """sentencepiece BPE over ``sentences`` into ``path`` (atomically); one thread, so deterministic.
+
+    ``options`` add to or override the trainer's settings (unit BPE, for one, merges across
+    a whole utterance: ``split_by_whitespace=False``).
+    """
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    settings = dict(model_type="bpe", character_coverage=1.0, num_threads=1, minloglevel=2, bos_id=-1, eos_id=-1, unk_id=0,
+                    hard_vocab_limit=False) | options
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, **settings)
+    except RuntimeError as e:
+        raise SpeechrqError(f"BPE of {vocab_size} tokens: {str(e).splitlines()[0]}") from None
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(model.getvalue())
+    return Path(path)
+
+
 class BPETokenizer:
     """sentencepiece BPE over normalised transcripts; ids ``0..V-1`` (``unk`` is 0)."""
 
@@ -72,23 +94,10 @@ class BPETokenizer:
     @classmethod
     def train(cls, texts: list[str], vocab_size: int, path: str | Path) -> "BPETokenizer":
         """Train on ``texts`` (normalised here) into ``path``; sentencepiece is deterministic with one thread."""
-        import io
-
-        import sentencepiece as spm
-
         texts = [t for t in (normalize_text(x) for x in texts) if t]
         if not texts:
             raise SpeechrqError("BPE: no transcripts to train on")
-        model = io.BytesIO()
-        try:
-            spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-                                           character_coverage=1.0, num_threads=1, minloglevel=2, bos_id=-1, eos_id=-1, unk_id=0,
-                                           hard_vocab_limit=False)
-        except RuntimeError as e:
-            raise SpeechrqError(f"BPE of {vocab_size} tokens: {str(e).splitlines()[0]}") from None
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(model.getvalue())
-        return cls(path)
+        return cls(train_sentencepiece(texts, vocab_size, path))
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()

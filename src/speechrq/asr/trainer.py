@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..checkpoint import load_model_state, load_trainer_state, prune_checkpoints, save_checkpoint, step_dir
+from ..checkpoint import load_model_state, prune_checkpoints, save_checkpoint, step_dir
 from ..config import config_to_dict, dump_yaml
 from ..data.batching import BatchStream
 from ..io import atomic_write_text
@@ -130,15 +130,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     if resume_from is not None:
         state = load_model_state(resume_from, dev)
         model.load_state_dict({k: v for k, v in state.items() if k not in (TOKENIZER_KEY, UNIT_BPE_KEY)})
-        trainer_state = load_trainer_state(resume_from)
-        optimizer.load_state_dict(trainer_state["optimizer"])
-        step = meta["step"]
-        if meta["world_size"] == ctx.world_size:
-            stream.restore(meta["data"][ctx.rank])
-            engine.set_rng_state(trainer_state["rng"][ctx.rank], dev)
-        else:
-            log.warning("resuming on %d ranks a run saved on %d: data order and RNG streams restart", ctx.world_size, meta["world_size"])
-            torch.manual_seed(cfg.train.seed + step + ctx.rank)
+        step = engine.restore_progress(resume_from, meta, optimizer, stream, cfg.train.seed, ctx)
     else:
         engine.seed_rank(cfg.train.seed, ctx.rank)
     ddp = nn.parallel.DistributedDataParallel(model) if ctx.distributed else model

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..checkpoint import load_model_state, load_trainer_state, prune_checkpoints, save_checkpoint, step_dir
+from ..checkpoint import load_model_state, prune_checkpoints, save_checkpoint, step_dir
 from ..config import config_to_dict, dump_yaml
 from ..data.batching import BatchStream
 from ..data.corpus import load_cuts
@@ -74,15 +74,7 @@ def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchSt
         if key.startswith(THETA_INPUT) and key not in state:  # saved before θ kept its own statistics: it read the student's
             state[key] = state["normalizer." + key[len(THETA_INPUT):]]
     model.load_state_dict(state)
-    trainer_state = load_trainer_state(path)
-    optimizer.load_state_dict(trainer_state["optimizer"])
-    step = meta["step"]
-    if meta["world_size"] == ctx.world_size:
-        stream.restore(meta["data"][ctx.rank])
-        engine.set_rng_state(trainer_state["rng"][ctx.rank], ctx.device)
-    else:
-        log.warning("resuming on %d ranks a run saved on %d: data order and RNG streams restart", ctx.world_size, meta["world_size"])
-        torch.manual_seed(seed + step + ctx.rank)
+    step = engine.restore_progress(path, meta, optimizer, stream, seed, ctx)
     return step, meta.get("stage_start", 0), meta.get("history", [dict(MEL_STAGE)])
 
 

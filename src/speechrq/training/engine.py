@@ -10,7 +10,8 @@ with :mod:`speechrq.training.optim` and :mod:`speechrq.checkpoint`:
 - :class:`MetricsLog`: ``metrics.jsonl`` and TensorBoard, rank 0 only, trimmed to
   the checkpoint a run resumes from;
 - :func:`resume_point`: the checkpoint a ``--resume`` continues from, refusing a config
-  that changed what a resumed run must keep.
+  that changed what a resumed run must keep; :func:`restore_progress`: its optimizer,
+  data position and RNG states.
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[
         log.warning("optim.max_steps changed from %s to %s: the learning-rate schedule changes from here on",
                     meta["config"]["optim"]["max_steps"], cfg.optim.max_steps)
     return path, meta
+
+
+def restore_progress(path: Path, meta: dict, optimizer, stream, seed: int, ctx: dist.Context) -> int:
+    """A checkpoint's optimizer state, this rank's data position and RNG states (the weights are the caller's);
+    returns the step. Resumed on another number of ranks, data order and RNG streams restart, seeded."""
+    from ..checkpoint import load_trainer_state
+
+    trainer_state = load_trainer_state(path)
+    optimizer.load_state_dict(trainer_state["optimizer"])
+    step = meta["step"]
+    if meta["world_size"] == ctx.world_size:
+        stream.restore(meta["data"][ctx.rank])
+        set_rng_state(trainer_state["rng"][ctx.rank], ctx.device)
+    else:
+        log.warning("resuming on %d ranks a run saved on %d: data order and RNG streams restart", ctx.world_size, meta["world_size"])
+        torch.manual_seed(seed + step + ctx.rank)
+    return step
 
 
 def set_deterministic(enabled: bool) -> None:

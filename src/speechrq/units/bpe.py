@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpeechrqError
-from ..io import atomic_path
 
 UNIT_CHAR_BASE = 0xF0000
 MAX_UNITS = 0xFFFFE - UNIT_CHAR_BASE
@@ -37,22 +36,14 @@ def units_to_text(units: np.ndarray) -> str:
 
 
 def train_bpe(texts: list[str], vocab_size: int, path: str | Path) -> Path:
-    """Train sentencepiece BPE over unit strings (deterministic: one thread); writes ``path`` (``.model``), returns it."""
-    import io
-
-    import sentencepiece as spm
+    """Train sentencepiece BPE over unit strings; writes ``path`` (``.model``), returns it."""
+    from ..text import train_sentencepiece
 
     alphabet = len(set("".join(texts)))
     if vocab_size <= alphabet:
         raise SpeechrqError(f"--bpe {vocab_size}: must exceed the {alphabet} distinct units seen, or BPE merges nothing")
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-                                   character_coverage=1.0, split_by_whitespace=False, max_sentence_length=1 << 20,
-                                   max_sentencepiece_length=64, add_dummy_prefix=False, num_threads=1,
-                                   hard_vocab_limit=False, minloglevel=2, bos_id=-1, eos_id=-1, unk_id=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(model.getvalue())
-    return Path(path)
+    return train_sentencepiece(texts, vocab_size, path, split_by_whitespace=False, max_sentence_length=1 << 20,
+                               max_sentencepiece_length=64, add_dummy_prefix=False)
 
 
 def load_bpe(path: str | Path):
