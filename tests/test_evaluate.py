@@ -148,3 +148,25 @@ def test_probe_seeds_report_the_mean_and_its_spread(pretrain_corpus, tmp_path):
     assert len(set(sid["seed_tests"])) > 1 and sid["test_std"] > 0  # the seeds differ, so the spread is measured
     assert f"{sid['test']:.2f} ± {sid['test_std']:.2f}" in (out / "results.md").read_text()
     assert main([*args[:-3], "--probe-seeds", "0", "--quiet"]) == 2
+
+
+def test_the_utterance_probe_on_pooled_states_is_superbs_frame_wise_probe():
+    """Weighted sum, linear, then mean pool over valid frames (s3prl's order) equals the probe on utterance means."""
+    import torch
+
+    from speechrq.evaluate.probes import StateStore, UtteranceProbe
+    from speechrq.frames import lengths_to_padding_mask
+
+    torch.manual_seed(0)
+    probe = UtteranceProbe(num_states=5, dim=8, hidden=6, num_classes=[3, 4])
+    with torch.no_grad():
+        probe.featurizer.weights.normal_()
+    arrays = {f"u{i}": torch.randn(5, t, 8).half().numpy() for i, t in enumerate([7, 3, 11])}
+    store = StateStore(arrays, list(arrays))
+    ids = list(arrays)
+    states, lens = store.batch(ids)
+    x = probe.proj(probe.featurizer(states, lens))  # [B, T, hidden], frame by frame
+    valid = (~lengths_to_padding_mask(lens, x.shape[1])).float()[..., None]
+    expected = [head((x * valid).sum(1) / valid.sum(1)) for head in probe.heads]
+    for got, want in zip(probe(store.pooled(ids)), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

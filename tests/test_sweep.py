@@ -15,7 +15,7 @@ from speechrq.studies.sweep import read_sweep
 
 def test_a_sweep_trains_each_point_for_the_same_wall_clock_and_reuses_what_it_finished(pretrain_corpus, tmp_path, capsys):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_pretrain_config(pretrain_corpus, tmp_path / "unused")))
-    spec = {"config": str(tmp_path / "tiny.yaml"), "steps": 6,
+    spec = {"config": str(tmp_path / "tiny.yaml"), "set": ["quantizer.codebook_dim=8"], "steps": 6,
             "points": {"base": [], "8 x 512": ["quantizer.num_codebooks=8", "quantizer.codebook_size=512"],
                        "pinned": ["optim.max_steps=3"]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
@@ -25,6 +25,9 @@ def test_a_sweep_trains_each_point_for_the_same_wall_clock_and_reuses_what_it_fi
     report = json.loads((tmp_path / "s" / "sweep.json").read_text())
     rows = report["points"]
     assert rows["base"]["max_steps"] == 6 and rows["pinned"]["max_steps"] == 3
+    # `set` changes the base recipe, and so every point
+    for name in ("base", "8 x 512"):
+        assert yaml.safe_load((tmp_path / "s" / "runs" / name.replace(" ", "_") / "config.yaml").read_text())["quantizer"]["codebook_dim"] == 8
     # the bigger heads cost more per step, so the point trains fewer steps in the same wall clock
     assert rows["8 x 512"]["step_time_ratio"] > 1 and rows["8 x 512"]["max_steps"] == round(6 / rows["8 x 512"]["step_time_ratio"])
     assert set(report["scores"]) == {"base", "8 x 512", "pinned", "random-init-tiny", "fbank"}
@@ -37,7 +40,8 @@ def test_a_sweep_trains_each_point_for_the_same_wall_clock_and_reuses_what_it_fi
 
 
 @pytest.mark.parametrize("spec,message", [
-    ({"points": {"a": []}}, "keys config, steps, points"),
+    ({"points": {"a": []}}, "keys config, set .optional., steps, points"),
+    ({"config": "x.yaml", "set": "lr=1", "points": {"a": []}}, "set: a list of KEY=VALUE"),
     ({"config": "x.yaml", "steps": 0, "points": {"a": []}}, "steps: a positive integer"),
     ({"config": "x.yaml", "points": {"a": ["lr"]}}, "KEY=VALUE"),
     ({"config": "x.yaml", "points": {"a/b": []}}, "without '/'"),

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoders.cache import pad_states
-from ..frames import lengths_to_padding_mask
 from ..text import CHARS, error_rate, greedy_ctc_text, normalize_text
 from .featurizer import WeightedSum
 
@@ -131,16 +130,21 @@ def over_folds(results: dict[str, "ProbeResult"]) -> "ProbeResult":
 
 
 class UtteranceProbe(nn.Module):
+    """SUPERB's utterance-level downstream: weighted sum, linear, mean pool over frames, one linear head per slot.
+
+    The weighted sum and the projection are linear, so mean pooling commutes with both: the
+    probe reads states already averaged over each utterance's frames (``[B, L + 1, dim]``,
+    :meth:`StateStore.pooled`) and computes the same function with T times less work.
+    """
+
     def __init__(self, num_states: int, dim: int, hidden: int, num_classes: list[int]):
         super().__init__()
         self.featurizer = WeightedSum(num_states)
         self.proj = nn.Linear(dim, hidden)
         self.heads = nn.ModuleList(nn.Linear(hidden, n) for n in num_classes)
 
-    def forward(self, states: torch.Tensor, lens: torch.Tensor) -> list[torch.Tensor]:
-        x = self.proj(self.featurizer(states, lens))
-        valid = (~lengths_to_padding_mask(lens, x.shape[1])).float()[..., None]
-        pooled = (x * valid).sum(1) / valid.sum(1).clamp_min(1)
+    def forward(self, pooled_states: torch.Tensor) -> list[torch.Tensor]:
+        pooled = self.proj(self.featurizer(pooled_states[:, :, None])[:, 0])  # [B, L + 1, dim] -> [B, hidden]
         return [head(pooled) for head in self.heads]
 
 
@@ -177,6 +181,7 @@ class StateStore:
 
     def __init__(self, cache, ids: list[str]):
         self.states = {}
+        self._means = {}
         for i in ids:
             a = cache.get(i)
             if a is None:
@@ -184,7 +189,15 @@ class StateStore:
             self.states[i] = torch.from_numpy(a)
 
     def batch(self, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L + 1, T, dim]`` float32, padded, and lengths ``[B]``."""
         return pad_states([self.states[i] for i in ids])
+
+    def pooled(self, ids: list[str]) -> torch.Tensor:
+        """Each utterance's states averaged over its frames: ``[B, L + 1, dim]`` float32 (computed once per utterance)."""
+        for i in ids:
+            if i not in self._means:
+                self._means[i] = self.states[i].float().mean(1)
+        return torch.stack([self._means[i] for i in ids])
 
 
 def _batches(items: list, size: int, rng: random.Random | None):
@@ -218,13 +231,19 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
             return [torch.tensor([index[s].get(lab[s], -100) for lab in labels], device=device) for s in range(len(SLOTS))]
         return [torch.tensor([index[0].get(lab, -100) for lab in labels], device=device)]
 
+    def read(ids) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch as its probe reads it: padded frames for the CTC probes, utterance means for the others."""
+        if task in CTC_TASKS:
+            return tuple(t.to(device) for t in store.batch(list(ids)))
+        return store.pooled(list(ids)).to(device), None
+
     def score(model, split) -> float:
         model.eval()
         hyps, refs, right, total = [], [], 0, 0
         with torch.no_grad():
             for chunk in _batches(data[split], 64, None):
                 ids, labels = zip(*chunk)
-                states, lens = (t.to(device) for t in store.batch(list(ids)))
+                states, lens = read(ids)
                 if task == "asr":
                     hyps += greedy_ctc_text(model(states, lens), lens)
                     refs += list(labels)
@@ -232,7 +251,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                     hyps += greedy_ctc_text(model(states, lens), lens, phones, sep=" ")
                     refs += [" ".join(lab) for lab in labels]
                 else:
-                    preds = [o.argmax(-1) for o in model(states, lens)]
+                    preds = [o.argmax(-1) for o in model(states)]
                     gold = encode(labels)
                     ok = torch.stack([p == g for p, g in zip(preds, gold)]).all(0)
                     right += int(ok.sum())
@@ -257,7 +276,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
             model.train()
             for chunk in _batches(data["train"], batch_size, rng):
                 ids, labels = zip(*chunk)
-                states, lens = (t.to(device) for t in store.batch(list(ids)))
+                states, lens = read(ids)
                 if task in CTC_TASKS:
                     logp = model(states, lens)
                     targets = [torch.tensor([CHARS.index(c) + 1 for c in lab] if task == "asr" else [phone_index[p] for p in lab])
@@ -265,7 +284,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                     loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), lens.cpu(), torch.tensor([len(t) for t in targets]),
                                       blank=0, zero_infinity=True)
                 else:
-                    outs = model(states, lens)
+                    outs = model(states)
                     loss = sum(F.cross_entropy(o, g, ignore_index=-100) for o, g in zip(outs, encode(labels))) / len(outs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,9 +1,11 @@
 """``speechrq bench sweep``: which small-scale recipe learns most in a fixed wall-clock budget?
 
-A sweep file names a base config, a budget and points, each a list of ``KEY=VALUE``
-overrides of the base::
+A sweep file names a base config (optionally with ``set``, overrides applied to the
+base and every point), a budget and points, each a list of ``KEY=VALUE`` overrides of
+the base::
 
     config: configs/pretrain/tiny.yaml
+    set: [quantizer.num_codebooks=8]   # optional: the base recipe is the config with these
     steps: 800                      # the budget: this many steps of the *base* recipe
     points:
       base: []
@@ -35,22 +37,28 @@ from ..errors import SpeechrqError
 from ..io import atomic_write_json, atomic_write_text, read_json
 
 
-def read_sweep(path: str | Path) -> tuple[str, int, dict[str, list[str]]]:
-    """``(config, steps, {point: overrides})`` from a sweep file, validated."""
+def _is_overrides(over) -> bool:
+    return isinstance(over, list) and all(isinstance(o, str) and "=" in o for o in over)
+
+
+def read_sweep(path: str | Path) -> tuple[str, list[str], int, dict[str, list[str]]]:
+    """``(config, base overrides, steps, {point: overrides})`` from a sweep file, validated."""
     spec = read_yaml(path)
-    if not isinstance(spec, dict) or set(spec) - {"config", "steps", "points"} or "config" not in spec or "points" not in spec:
-        raise ConfigError(f"{path}: a sweep file has the keys config, steps, points")
-    steps, points = spec.get("steps", 800), spec["points"]
+    if not isinstance(spec, dict) or set(spec) - {"config", "set", "steps", "points"} or "config" not in spec or "points" not in spec:
+        raise ConfigError(f"{path}: a sweep file has the keys config, set (optional), steps, points")
+    steps, points, base = spec.get("steps", 800), spec["points"], spec.get("set", [])
+    if not _is_overrides(base):
+        raise ConfigError(f"{path}: set: a list of KEY=VALUE strings, got {base!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"{path}: steps: a positive integer, got {steps!r}")
     if not isinstance(points, dict) or not points:
         raise ConfigError(f"{path}: points: a mapping of names to lists of KEY=VALUE overrides")
     for name, over in points.items():
-        if not isinstance(over, list) or not all(isinstance(o, str) and "=" in o for o in over):
+        if not _is_overrides(over):
             raise ConfigError(f"{path}: points.{name}: a list of KEY=VALUE strings, got {over!r}")
         if any(c in str(name) for c in "/@"):
             raise ConfigError(f"{path}: points.{name}: a name without '/' or '@'")
-    return str(spec["config"]), steps, {str(k): list(v) for k, v in points.items()}
+    return str(spec["config"]), list(base), steps, {str(k): list(v) for k, v in points.items()}
 
 
 def time_step_ratio(base, point, utterance_seconds: float, rounds: int = 6) -> float:
@@ -87,23 +95,23 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
     from ..training.engine import read_metrics
     from .quality import training_minutes
 
-    config, steps, points = read_sweep(sweep)
+    config, base_over, steps, points = read_sweep(sweep)
     unknown = sorted(set(only or ()) - set(points))
     if unknown:
         raise SpeechrqError(f"--only: {', '.join(unknown)}: not a point of {sweep} (it has {', '.join(points)})")
     out = Path(out)
     report_path = out / "sweep.json"
     report = read_json(report_path) if report_path.exists() else {}
-    report.update({"sweep": str(sweep), "config": config, "corpus": str(corpus), "budget_steps": steps, "probe_seeds": seeds,
+    report.update({"sweep": str(sweep), "config": config, "set": base_over, "corpus": str(corpus), "budget_steps": steps, "probe_seeds": seeds,
                    "epochs": epochs})
     rows = report.setdefault("points", {})
-    base = load_config(PretrainConfig, config, [f"data.corpus={corpus}", "out_dir=unused"])
+    base = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *base_over, "out_dir=unused"])
     utt = statistics.mean(c.duration for c in load_cuts(corpus, "train"))
     for name, over in points.items():
         if only and name not in only:
             continue
         run = out / "runs" / name.replace(" ", "_")
-        cfg = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *over, f"out_dir={run}"])
+        cfg = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *base_over, *over, f"out_dir={run}"])
         last = latest_checkpoint(run / "checkpoints")
         if last is None or "max_steps" not in (rows.get(name) or {}):
             pinned = any(o.startswith("optim.max_steps=") for o in over)
@@ -112,7 +120,7 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
             rows[name] = {"overrides": over, "step_time_ratio": ratio, "max_steps": n}
             atomic_write_json(report_path, report)
         n = rows[name]["max_steps"]
-        cfg = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *over, f"out_dir={run}", f"optim.max_steps={n}",
+        cfg = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *base_over, *over, f"out_dir={run}", f"optim.max_steps={n}",
                                                    f"train.checkpoint_every={n}", "train.keep_last=1"])
         if last is None or read_meta(last)["step"] < n:
             if progress:
@@ -145,7 +153,8 @@ def format_sweep(report: dict) -> str:
     """The sweep's markdown table, best PER first, baselines below."""
     scores, rows = report["scores"], report["points"]
     lines = [f"PR (PER %, frozen, linear CTC; mean ± std over {report['probe_seeds']} probe seeds) after the wall clock of "
-             f"{report['budget_steps']} steps of `{report['config']}` (step times measured per point):", "",
+             f"{report['budget_steps']} steps of `{report['config']}`" + "".join(f" `{o}`" for o in report.get("set") or ())
+             + " (step times measured per point):", "",
              "| point | overrides | steps | training min | masked share | masked acc | PER |", "|---|---|---|---|---|---|---|"]
     for name in sorted((n for n in rows if n in scores), key=lambda n: scores[n]["per"]):
         r, s = rows[name], scores[name]
