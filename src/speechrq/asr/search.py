@@ -4,7 +4,8 @@ The beam search scores a prefix ``h`` as ``(1 - w) log p_att(h) + w log p_ctc(h)
 ``p_ctc(h)`` is the CTC *prefix* probability (every alignment of the frames that starts
 with ``h``), computed incrementally by the forward recursion over the encoder frames.
 All utterances of a batch and all hypotheses of their beams are rows of one tensor:
-each step runs the decoder once on every live prefix, takes ``pre_beam`` candidates per
+each step runs the decoder once on every live prefix (incrementally: one new position
+against cached keys and values, reordered with the beams), takes ``pre_beam`` candidates per
 row by attention score, scores them with CTC (vectorised over rows and candidates; the
 loop is over frames, the recursion itself), and keeps the ``beam`` best (row, candidate)
 pairs per utterance. A hypothesis that takes ``<eos>`` is finished; the search ends when
@@ -39,8 +40,10 @@ def attention_greedy(model, enc: torch.Tensor, lens: torch.Tensor, max_len: int 
     ys = torch.full((b, 1), dec.sos_eos, dtype=torch.long, device=enc.device)
     done = torch.zeros(b, dtype=torch.bool, device=enc.device)
     limits = lens.to(enc.device) if max_len is None else torch.full_like(lens, max_len).to(enc.device)
+    cache = dec.start(enc, pad)
     for step in range(int(limits.max()) + 1):
-        nxt = dec.next_token_logp(ys, enc, pad).argmax(-1)
+        logp, cache = dec.step(ys[:, -1], cache)
+        nxt = logp.argmax(-1)
         nxt = nxt.masked_fill(done | (step >= limits), dec.sos_eos)
         ys = torch.cat([ys, nxt[:, None]], 1)
         done |= nxt == dec.sos_eos
@@ -118,13 +121,14 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
     scorer = CTCPrefixScorer(model.ctc_logp(enc).repeat_interleave(k, 0), mem_lens) if ctc_weight > 0 else None
     r = scorer.initial() if scorer else None
     ys = torch.full((rows, 1), eos, dtype=torch.long, device=enc.device)
+    cache = dec.start(mem, mem_pad)
     att = torch.zeros(rows, device=enc.device)
     # only the first beam of each utterance is alive at the start: the others would duplicate it
     alive = (torch.arange(rows, device=enc.device) % k == 0)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     limits = (lens if max_len is None else torch.full_like(lens, max_len)).to(enc.device).repeat_interleave(k)  # per row
     for step in range(int(limits.max()) + 1):
-        logp = dec.next_token_logp(ys, mem, mem_pad)  # [rows, V + 1]
+        logp, cache = dec.step(ys[:, -1], cache)  # [rows, V + 1]
         last_step = step >= limits
         logp = torch.where(last_step[:, None], torch.full_like(logp, NEG).scatter(1, torch.full((rows, 1), eos, device=enc.device), 0.0),
                            logp)  # at the length limit only <eos> remains
@@ -150,7 +154,7 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
         for row in is_eos.nonzero().flatten().tolist():
             finished[row // k].append((float(top[row]), new_ys[row, 1:-1].tolist()))
         alive = (top > NEG / 2) & ~is_eos
-        ys, att = new_ys, new_att
+        ys, att, cache = new_ys, new_att, cache.select(src)
         if scorer:
             r = states[src, col]
         if not bool(alive.any()):
