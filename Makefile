@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/speechrq pretrain configs/pretrain/tiny.yaml --resume \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage0
 	$(BIN)/speechrq pretrain configs/pretrain/tiny_latent.yaml --resume \
-	    --init-from $(DEMO)/stage0/checkpoints/step_00000200 \
+	    --init-from $(DEMO)/stage0/checkpoints/step_00000750 \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage1
 	$(BIN)/speechrq evaluate $(REFERENCE) $(DEMO)/stage0 $(DEMO)/stage1 --random-baseline --fbank-baseline \
 	    --corpus $(DEMO)/corpus --tasks $(DEMO_TASKS) --probe-seeds 3 --out $(DEMO)/eval

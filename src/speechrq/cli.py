@@ -626,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--every", type=int, default=500, help="probe every N steps (default: 500)")
     bq.add_argument("--tasks", default="pr", help="comma-separated probes: pr and/or ft (default: pr)")
     bq.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per point (default: 3)")
-    bq.add_argument("--demo-step", type=int, default=400, help="report the margin at this step (the demo's budget; default: 400)")
+    bq.add_argument("--demo-step", type=int, default=1500, help="report the margin at this step (the demo's budget; default: 1500)")
     bq.add_argument("--epochs", type=int, default=30, help="PR probe epochs (default: 30)")
     bq.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
     bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
