@@ -77,7 +77,7 @@ class DecoderLayer(nn.Module):
         """One new position ``y [N, 1, D]`` attending to the cached prefix (evaluation only: no dropout)."""
         dim, heads = y.shape[-1], self.self_attn.num_heads
         h = self.self_norm(y)
-        q, k, v = (_heads(_project(self.self_attn, h, slice(i * dim, (i + 1) * dim)), heads) for i in range(3))
+        q, k, v = (_heads(t, heads) for t in _project(self.self_attn, h, slice(0, 3 * dim)).chunk(3, -1))
         if self_kv is not None:  # the new position sees every earlier one: the causal mask holds by construction
             k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(y.shape)
@@ -90,8 +90,8 @@ class DecoderLayer(nn.Module):
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dim, heads = memory.shape[-1], self.cross_attn.num_heads
-        return (_heads(_project(self.cross_attn, memory, slice(dim, 2 * dim)), heads),
-                _heads(_project(self.cross_attn, memory, slice(2 * dim, 3 * dim)), heads))
+        k, v = _project(self.cross_attn, memory, slice(dim, 3 * dim)).chunk(2, -1)
+        return _heads(k, heads), _heads(v, heads)
 
 
 class TransformerDecoder(nn.Module):
