@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +229,256 @@ def test_two_ddp_processes_follow_the_single_process_curve(units, tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, steps + 1))
     for s in a:
         assert b[s] == pytest.approx(a[s], rel=1e-4), (s, a[s], b[s])
+
+
+def _ctc_nll(logp: torch.Tensor, target: list[int]) -> float:
+    """-log P_ctc(target | x) by the alpha recursion over the extended label sequence (blank = class 0, token t = class t + 1),
+    written out here as the reference for the model's CTC term."""
+    ext = [0]
+    for t in target:
+        ext += [t + 1, 0]
+    alpha = torch.full((len(ext),), -math.inf, dtype=torch.float64)
+    lp = logp.double()
+    alpha[0] = lp[0, 0]
+    if len(ext) > 1:
+        alpha[1] = lp[0, ext[1]]
+    for i in range(1, lp.shape[0]):
+        prev = alpha.clone()
+        for s in range(len(ext)):
+            terms = [prev[s]] + ([prev[s - 1]] if s >= 1 else [])
+            if s >= 2 and ext[s] != 0 and ext[s] != ext[s - 2]:
+                terms.append(prev[s - 2])
+            alpha[s] = torch.logsumexp(torch.stack(terms), 0) + lp[i, ext[s]]
+    return -float(torch.logsumexp(alpha[-2:], 0)) if len(ext) > 1 else -float(alpha[0])
+
+
+def _smoothed_ce(logp: torch.Tensor, targets: list[int], eps: float) -> float:
+    """Summed label-smoothed cross-entropy: per position ``-(1 - eps) log p(target) - eps * mean over classes log p(class)``."""
+    return sum(-(1 - eps) * float(logp[j, y]) - eps * float(logp[j].mean()) for j, y in enumerate(targets))
+
+
+@torch.no_grad()
+def test_the_hybrid_loss_is_0_3_ctc_plus_0_7_smoothed_ce_per_utterance_whatever_the_batch():
+    """Per utterance: 0.3 * (-log P_ctc(y | x)) + 0.7 * label-smoothed CE of ``<sos> y -> y <eos>`` summed over its tokens,
+    computed here by hand; the batch loss is their mean over utterances, and padding (of the inputs and of the token
+    matrix, filled with other ids) and the other utterances of the batch change nothing."""
+    torch.manual_seed(3)
+    vocab, unit_vocab = 7, 9
+    model = asr_model(ASR_PRESETS["tiny"], vocab=vocab, input_kind="units", num_streams=2, unit_vocab=unit_vocab).eval()  # no dropout
+    frame_lens, token_lens = [14, 9, 6], [5, 3, 1]
+    x = torch.randint(0, unit_vocab, (3, 14, 2))
+    tokens = torch.randint(0, vocab, (3, 5))  # beyond token_lens: other real ids, which must be ignored
+    alone = []
+    for i in range(3):
+        n, u = frame_lens[i], token_lens[i]
+        xi, yi = x[i:i + 1, :n], tokens[i, :u].tolist()
+        res = model(xi, torch.tensor([n]), tokens[i:i + 1, :u], torch.tensor([u]))
+        with torch.no_grad():
+            enc = model.encode(xi, torch.tensor([n]))
+            ctc = _ctc_nll(model.ctc_logp(enc)[0], yi)
+            logits = model.decoder(torch.tensor([[vocab] + yi]), torch.tensor([u + 1]), enc, None)[0].float()
+            ce = _smoothed_ce(logits.log_softmax(-1), yi + [vocab], 0.1)
+        assert float(res.ctc) == pytest.approx(ctc, rel=1e-4)
+        assert float(res.attention) == pytest.approx(ce, rel=1e-4)
+        assert float(res.loss) == pytest.approx(0.3 * ctc + 0.7 * ce, rel=1e-4)
+        assert res.tokens == u + 1
+        alone.append((float(res.loss), float(res.ctc), float(res.attention)))
+    batch = model(x, torch.tensor(frame_lens), tokens, torch.tensor(token_lens))
+    assert float(batch.loss) == pytest.approx(np.mean([a[0] for a in alone]), rel=1e-4)
+    assert float(batch.ctc) == pytest.approx(np.mean([a[1] for a in alone]), rel=1e-4)
+    assert float(batch.attention) == pytest.approx(np.mean([a[2] for a in alone]), rel=1e-4)
+    assert batch.tokens == sum(token_lens) + 3
+    # another batch mate, longer than it: the first utterance's share is unchanged
+    mate_x, mate_y = torch.randint(0, unit_vocab, (1, 20, 2)), torch.randint(0, vocab, (1, 8))
+    pair_x = torch.cat([torch.cat([x[:1], torch.randint(0, unit_vocab, (1, 6, 2))], 1), mate_x])  # padded with other units
+    pair_y = torch.cat([torch.cat([tokens[:1], torch.randint(0, vocab, (1, 3))], 1), mate_y])
+    pair = model(pair_x, torch.tensor([14, 20]), pair_y, torch.tensor([5, 8]))
+    mate = model(mate_x, torch.tensor([20]), mate_y, torch.tensor([8]))
+    assert float(pair.loss) == pytest.approx((alone[0][0] + float(mate.loss)) / 2, rel=1e-4)
+
+
+# ---------------------------------------------------------------- audio too short for the encoder, ids that break text (issue 21)
+
+
+def _tones(directory, lengths: dict[str, int]) -> dict[str, str]:
+    """``{name: path}`` of 16 kHz tone files of ``lengths`` samples (0 makes an empty file)."""
+    import soundfile as sf
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, n in lengths.items():
+        paths[name] = str(directory / f"{name}.wav")
+        sf.write(paths[name], (0.1 * np.sin(np.arange(n) / 5.0)).astype(np.float32), 16000)
+    return paths
+
+
+def test_transcribe_refuses_audio_too_short_for_the_encoder_naming_each_file(units, tmp_path):
+    """A 20 ms file (320 samples) or an empty one ended in the front end's RuntimeError; beside a normal file it came out as
+    an empty transcript. Now each file under the encoder's 560 samples is named in one line; 560 itself is transcribed."""
+    from speechrq.asr.data import UnitSource
+
+    cfg = write_config(tmp_path / "c.yaml", units["km"], tmp_path / "run", "dedup", max_steps=2)
+    assert cli("asr", "train", str(cfg), "--quiet").returncode == 0
+    normal = next(iter(UnitSource(units["km"]).cuts("dev"))).recording.sources[0].source
+    wav = _tones(tmp_path / "wav", {"short": 320, "empty": 0, "one": 1, "under": 559, "exact": 560})
+    run = str(tmp_path / "run")
+    for short in (["short"], ["empty", "one", "under", "short"]):
+        r = cli("asr", "transcribe", run, normal, *(wav[s] for s in short), "--beam", "2")
+        assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("speechrq: error: too short to transcribe")
+        assert "at least 560 samples (35 ms)" in r.stderr and normal not in r.stderr and wav["exact"] not in r.stderr
+        for s in short:
+            assert f"{wav[s]} ({ {'short': 320, 'empty': 0, 'one': 1, 'under': 559}[s]} samples)" in r.stderr, r.stderr
+    r = cli("asr", "transcribe", run, normal, wav["exact"], "--beam", "2")
+    assert r.returncode == 0, r.stderr
+    assert [line.split("\t")[0] for line in r.stdout.splitlines()] == [normal, wav["exact"]]
+
+
+def test_units_fit_and_encode_refuse_cuts_too_short_and_ids_that_break_kaldi_text(units, tmp_path):
+    from lhotse import CutSet, Recording, RecordingSet
+    from lhotse.utils import fastcopy
+
+    from speechrq.errors import SpeechrqError
+    from speechrq.units import QuantizerSpec
+    from speechrq.units.quantizers import UnitQuantizer
+    from speechrq.units.run import encode_units, fit_units
+
+    quantizer = units["km"].parent
+    encoder = UnitQuantizer.load(quantizer).source["encoder"]
+
+    def corpus(name: str, lengths: dict[str, int], ids: dict[str, str] | None = None):
+        paths = _tones(tmp_path / name / "audio", lengths)
+        recs = RecordingSet.from_recordings(Recording.from_file(p, recording_id=k) for k, p in paths.items())
+        cuts = [fastcopy(c, id=(ids or {}).get(c.recording.id, c.recording.id)) for c in CutSet.from_manifests(recordings=recs)]
+        CutSet.from_cuts(cuts).to_file(tmp_path / name / "cuts_train.jsonl.gz")
+        return tmp_path / name, paths
+
+    short, paths = corpus("short", {"long": 16000, "blip": 320, "exact": 560})
+    with pytest.raises(SpeechrqError) as e:
+        encode_units(quantizer, short, ["train"], tmp_path / "enc", progress=False)
+    assert "\n" not in str(e.value) and f"blip ({paths['blip']}): 320 samples" in str(e.value) and "exact" not in str(e.value)
+    assert not list((tmp_path / "enc").rglob("*.npy"))  # refused before anything was encoded
+    with pytest.raises(SpeechrqError, match=r"1 of 3 utterance\(s\) too short for encoder layer 1, which reads at least 560 samples"):
+        fit_units(encoder, 1, short, tmp_path / "fit", QuantizerSpec(k=4, niter=2), frames=20, progress=False)
+    # a hand-made manifest's ids with spaces: Kaldi text would read 'speaker' as the id of both lines
+    spaced, _ = corpus("spaced", {"a": 16000, "b": 16000}, ids={"a": "speaker one", "b": "speaker two"})
+    with pytest.raises(SpeechrqError) as e:
+        encode_units(quantizer, spaced, ["train"], tmp_path / "enc2", progress=False)
+    assert "\n" not in str(e.value) and "'speaker one' holds whitespace" in str(e.value) and "units_train.txt" in str(e.value)
+    assert not (tmp_path / "enc2" / "units_train.txt").exists()
+
+
+@pytest.fixture
+def one_thread():
+    """Training in this process on one thread: on a shared 2-core machine many threads are ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dev_units(tiny_corpus, tmp_path_factory):
+    """4-stream PQ units of the dev split only (24 utterances) from the small fixture checkpoint: made in seconds."""
+    from speechrq.units import QuantizerSpec
+    from speechrq.units.run import encode_units, fit_units
+
+    root = tmp_path_factory.mktemp("dev_units")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit_units(Path(__file__).parent / "fixtures" / "checkpoint_v0", 1, tiny_corpus, root / "pq",
+                  QuantizerSpec(kind="pq", k=16, num_subspaces=4, niter=3), frames=600, split="dev", progress=False)
+        encode_units(root / "pq", tiny_corpus, ["dev"], root / "enc", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "enc"
+
+
+def _train_config(units_dir, out_dir, tmp_path, name, **train):
+    """A tiny ASR run on ``units_dir``'s dev split, a checkpoint every step."""
+    from speechrq.asr.config import ASRConfig
+    from speechrq.config import load_config
+
+    path = write_config(tmp_path / f"{name}.yaml", units_dir, out_dir, max_steps=train.pop("max_steps"))
+    raw = yaml.safe_load(path.read_text())
+    raw["train"] |= {"checkpoint_every": 1, "keep_last": 20} | train
+    raw["data"] |= {"train_split": "dev", "max_duration": 8.0}  # short steps
+    path.write_text(yaml.safe_dump(raw))
+    return path, load_config(ASRConfig, path)
+
+
+def _poison_steps(monkeypatch, steps: set[int]):
+    """The loss of the given micro-batches (1-based; one per step here) becomes NaN: the real model and trainer otherwise."""
+    from speechrq.asr.model import DiscreteASR
+
+    forward, calls = DiscreteASR.forward, [0]
+
+    def poisoned(self, *args, **kwargs):
+        calls[0] += 1
+        res = forward(self, *args, **kwargs)
+        if calls[0] in steps:
+            res.loss = res.loss * float("nan")
+        return res
+
+    monkeypatch.setattr(DiscreteASR, "forward", poisoned)
+
+
+def _same_state(a, b) -> bool:
+    from speechrq.checkpoint import load_trainer_state
+
+    wa, wb = load_model_state(a), load_model_state(b)
+    oa, ob = load_trainer_state(a)["optimizer"]["state"], load_trainer_state(b)["optimizer"]["state"]
+    return (wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+            and oa.keys() == ob.keys() and all(torch.equal(oa[p][k], ob[p][k]) for p in oa for k in oa[p] if torch.is_tensor(oa[p][k])))
+
+
+def test_non_finite_steps_are_skipped_leaving_weights_and_optimizer_then_the_run_stops(dev_units, tmp_path, monkeypatch, one_thread):
+    """Steps 3 and 4 non-finite (fewer in a row than train.max_nonfinite = 3): neither updates the weights nor AdamW's
+    moments (step 4's checkpoint is step 2's), and training goes on from there. Steps 6, 7 and 8 non-finite: the run
+    stops at step 8 in one line, with a checkpoint of the last good update's weights (step 5's)."""
+    from speechrq.asr.trainer import train_asr
+    from speechrq.checkpoint import read_meta
+    from speechrq.errors import SpeechrqError
+
+    _, cfg = _train_config(dev_units, tmp_path / "run", tmp_path, "skip", max_steps=12, max_nonfinite=3)
+    _poison_steps(monkeypatch, {3, 4, 6, 7, 8})
+    with pytest.raises(SpeechrqError, match="non-finite for 3 steps in a row") as e:
+        train_asr(cfg, progress=False)
+    assert "\n" not in str(e.value)
+    ckpt = lambda s: tmp_path / "run" / "checkpoints" / f"step_{s:08d}"
+    assert _same_state(ckpt(2), ckpt(4))
+    assert not _same_state(ckpt(1), ckpt(2)) and not _same_state(ckpt(4), ckpt(5))
+    saved = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert saved[-1][0] == 8 and read_meta(saved[-1][1])["reason"] == "non-finite"
+    assert _same_state(ckpt(5), ckpt(8))
+    weights = load_model_state(ckpt(8))
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    losses = {m["step"]: m["loss"] for m in read_metrics(tmp_path / "run")}
+    assert sorted(losses) == list(range(1, 9))
+    assert [math.isfinite(losses[s]) for s in range(1, 9)] == [True, True, False, False, True, False, False, False]
+
+
+def test_resuming_with_a_changed_setting_is_refused_naming_it(dev_units, tmp_path, one_thread):
+    """A finished run resumed with another loss weight, learning rate or model is refused in one line naming the setting,
+    and nothing is written; a setting that may change on resume (decode.beam) is accepted."""
+    from speechrq.asr.trainer import train_asr
+    from speechrq.config import config_from_dict, config_to_dict
+    from speechrq.asr.config import ASRConfig
+    from speechrq.errors import SpeechrqError
+
+    _, cfg = _train_config(dev_units, tmp_path / "run", tmp_path, "run", max_steps=2)
+    train_asr(cfg, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    for key, value in (("loss.ctc_weight", 0.5), ("optim.lr", 1e-3), ("model.dropout", 0.0), ("model.preset", "paper")):
+        section, name = key.split(".")
+        changed = config_to_dict(cfg)
+        changed[section][name] = value
+        with pytest.raises(SpeechrqError, match=rf"differs from the run's in {re.escape(key)}\b") as e:
+            train_asr(config_from_dict(ASRConfig, changed), resume=True, progress=False)
+        assert "\n" not in str(e.value)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    allowed = config_to_dict(cfg)
+    allowed["decode"]["beam"] = 3
+    last = train_asr(config_from_dict(ASRConfig, allowed), resume=True, progress=False)
+    assert last == tmp_path / "run" / "checkpoints" / "step_00000002"

@@ -157,3 +157,77 @@ def test_label_files_that_cannot_be_read_are_named_and_the_import_goes_on(tmp_pa
     problems = {p.split("/")[-1]: why for p, why in report.skipped.items()}
     assert "not UTF-8" in problems["85-200.trans.txt"]
     assert "expected 'UTTERANCE-ID TRANSCRIPT'" in problems["84-121123.trans.txt:2"]
+
+
+# ---------------------------------------------------------------- valid audio: finite, no absurd amplitude
+
+
+def _noise(scale, seconds=0.5, seed=0):
+    return np.random.default_rng(seed).standard_normal(int(seconds * 16000)) * scale
+
+
+def test_valid_audio_is_finite_with_a_peak_of_at_most_max_peak():
+    from speechrq.data.audio import MAX_PEAK, audio_problem
+
+    assert audio_problem(np.full(10, 32767 / 32768, np.float32)) is None  # int16 full scale, as decoded
+    assert audio_problem(np.array([0.0, MAX_PEAK, -MAX_PEAK])) is None  # the bound itself is valid
+    assert audio_problem(np.zeros(0, np.float32)) is None
+    assert "absurd amplitude" in audio_problem(np.array([0.0, -MAX_PEAK * 1.01]))  # negative peaks count
+    assert "2 non-finite" in audio_problem(np.array([[0.1, np.nan], [np.inf, 0.2]]))  # any shape (channels)
+    assert "divide them by 32768" in audio_problem(np.array([0.0, 20000.0]))  # the int16 scale in a float file
+    assert "divide" not in audio_problem(np.array([1e20]))
+
+
+def test_absurd_and_nonfinite_audio_is_named_and_skipped_at_import(tmp_path):
+    """Issue 21: white noise x 1e20 in a float WAV was imported as good; the same kind in other shapes too."""
+    root = tmp_path / "loud"
+    root.mkdir()
+    kept = {"tone.wav": (_tone(1.0), "PCM_16"), "hot.wav": (_noise(0.2) * 20, "FLOAT"),  # peaks ~15: headroom, kept
+            "double.wav": (_tone(1.0).astype(np.float64), "DOUBLE")}
+    bad = {"noise_1e20.wav": (_noise(1e20), "FLOAT", "absurd amplitude"), "noise_1e20_double.wav": (_noise(1e20), "DOUBLE", "absurd amplitude"),
+           "noise_1e300_double.wav": (_noise(1e300), "DOUBLE", "absurd amplitude"),  # past float32: must not turn into inf
+           "noise_1e6.wav": (_noise(1e6), "FLOAT", "absurd amplitude"), "int16_scale.wav": (_tone(1.0) * 32768, "FLOAT", "divide them by 32768"),
+           "inf.wav": (np.where(np.arange(8000) == 5, np.inf, _noise(0.1)), "FLOAT", "1 non-finite")}
+    for name, (x, subtype) in kept.items():
+        sf.write(root / name, x, 16000, subtype=subtype)
+    for name, (x, subtype, _) in bad.items():
+        sf.write(root / name, x, 16000, subtype=subtype)
+    summary, report = import_corpus("folder", root, tmp_path / "out", workers=2, progress=False)
+    assert report.kept == len(kept) and summary["utterances"] == len(kept)
+    problems = {p.split("/")[-1]: why for p, why in report.skipped.items()}
+    assert set(problems) == set(bad)
+    for name, (*_, word) in bad.items():
+        assert word in problems[name], (name, problems[name])
+    peak = float(np.abs(_noise(1e20)).astype(np.float32).max())
+    assert f"peak at {peak:.3g}" in problems["noise_1e20.wav"] and "e+20" in problems["noise_1e20.wav"]  # the peak is named
+    with pytest.raises(AudioError, match=r"noise_1e6\.wav: absurd amplitude: samples peak at [0-9.]+e\+06"):
+        inspect_audio(root / "noise_1e6.wav")
+
+
+@pytest.mark.parametrize("x, subtype, word", [(_noise(1e20), "FLOAT", "absurd amplitude"), (_noise(1e6), "DOUBLE", "absurd amplitude"),
+                                              (np.full(8000, np.inf), "FLOAT", "non-finite")])
+def test_the_loader_skips_audio_that_became_absurd_after_import_and_names_it(tmp_path, caplog, x, subtype, word):
+    root = tmp_path / "src"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        sf.write(root / f"{name}.wav", _tone(1.0), 16000, subtype="PCM_16")
+    import_corpus("folder", root, tmp_path / "out", workers=1, progress=False)
+    sf.write(root / "b.wav", x, 16000, subtype=subtype)  # same name, now garbage
+    ids, audio_peak = [], 0.0
+    for batch in make_loader(load_cuts(tmp_path / "out", "train"), max_duration=100, shuffle=False):
+        ids += [c.recording.id for c in batch["cuts"]]
+        audio_peak = max(audio_peak, float(batch["audio"].abs().max()))
+    assert sorted(ids) == ["a", "c"] and audio_peak < 1.0
+    assert any("b.wav" in r.getMessage() and word in r.getMessage() for r in caplog.records)
+
+
+def test_transcribing_a_file_that_is_not_valid_audio_is_a_one_line_error(tmp_path):
+    from speechrq.asr.decode import read_audio
+    from speechrq.errors import SpeechrqError
+
+    sf.write(tmp_path / "loud.wav", _noise(1e20), 16000, subtype="FLOAT")
+    with pytest.raises(SpeechrqError, match=r"loud\.wav: absurd amplitude") as e:
+        read_audio(tmp_path / "loud.wav")
+    assert "\n" not in str(e.value)
+    sf.write(tmp_path / "ok.wav", _tone(1.0), 16000, subtype="FLOAT")
+    assert read_audio(tmp_path / "ok.wav").shape == (16000,)

@@ -64,3 +64,46 @@ def test_synth_then_stats_then_summary_reuse_their_work(tmp_path, capsys):
     assert "reusing it" in capsys.readouterr().out
     assert main(["data", "summary", str(out)]) == 0
     assert "speakers" in capsys.readouterr().out
+
+
+def _help_text(*path: str) -> str:
+    """A sub-command's --help, whitespace collapsed (argparse wraps lines anywhere)."""
+    from speechrq.cli import build_parser
+
+    parser = build_parser()
+    for name in path:
+        parser = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[name]
+    return " ".join(parser.format_help().split())
+
+
+@pytest.mark.parametrize("path", [("evaluate",), ("units", "fit"), ("units", "encode"), ("units", "report"), ("asr", "decode"),
+                                  ("asr", "transcribe")], ids=" ".join)
+def test_every_command_that_reads_audio_at_inference_quotes_the_encoders_minimum(path):
+    """The help quotes the numbers the code enforces (speechrq.encoders: a checkpoint's, a standard Hugging Face front end's)."""
+    from speechrq.encoders.frozen import MIN_SAMPLES, describe_samples
+    from speechrq.encoders.hf import hf_min_samples
+
+    text = _help_text(*path)
+    assert f"{describe_samples(MIN_SAMPLES)[:-1]} at 16 kHz) for a speechrq checkpoint" in text
+    assert f"{describe_samples(hf_min_samples({}))} for a standard Hugging Face" in text
+
+
+def test_import_from_a_relative_source_then_stats_from_another_directory(tmp_path):
+    """Issue 21.4, as a user ran it: `data import folder relsrc out` kept every file but stored paths nobody could read, and
+    `features stats` ended in a RuntimeError. The corpus is also read after being moved."""
+    import numpy as np
+    import soundfile as sf
+
+    for name in ("speaker one/take 1.wav", "speaker one/take 2.wav", "b/c.flac"):
+        (tmp_path / "relsrc" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "relsrc" / name, (0.1 * np.sin(np.arange(8000) / 5.0)).astype(np.float32), 16000)
+
+    def run(cwd, *args):
+        return subprocess.run([sys.executable, "-m", "speechrq", *args], capture_output=True, text=True, cwd=cwd)
+
+    r = run(tmp_path, "data", "import", "folder", "relsrc", "out", "--quiet", "--workers", "1")
+    assert r.returncode == 0 and "3 files kept, 0 skipped" in r.stdout, r.stderr
+    (tmp_path / "out").rename(tmp_path / "moved")
+    (tmp_path / "cwd").mkdir()
+    r = run(tmp_path / "cwd", "features", "stats", "../moved", "--quiet")
+    assert r.returncode == 0 and "from 3 utterances" in r.stdout, r.stderr

@@ -28,6 +28,8 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run"))
     model = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
     ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}  # other weights
+    other = save_checkpoint(step_dir(tmp_path / "other", 0), state, {}, {"config": config_to_dict(cfg), "step": 0})
     asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
            "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 3},
            "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 3}}
@@ -45,4 +47,13 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     assert table.index("| continuous |") < table.index("| k-means (k=16) |") < table.index("| PQ (M=2) |") < table.index("| RPQ")
     before = (tmp_path / "cmp" / "compare.json").read_text()
     assert main(args) == 0  # every system reused: the same numbers
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]
+    # another layer, encoder or config into the same --out is refused in one line naming it, never the first run's table
+    capsys.readouterr()
+    for flag, value, named in (("--layer", "0", "layer 1 -> 0"), ("--encoder", str(other), "encoder"),
+                               ("--set", "optim.lr=0.001", "config.optim.lr")):
+        changed = [*args, flag, value] if flag == "--set" else [v if a != flag else value for a, v in zip(["", *args], args)]
+        assert main(changed) == 2
+        err = capsys.readouterr().err
+        assert named in err and err.count("\n") == 1 and "holds an ASR comparison made with other inputs" in err
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]

@@ -203,3 +203,178 @@ def test_an_exported_checkpoint_is_the_same_frozen_encoder_without_heads_or_trai
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     with pytest.raises(SpeechrqError, match="cannot resume"):
         load_trainer_state(out)
+
+
+def test_encoder_layer_k_is_state_k_of_the_whole_checkpoint_encoder_for_every_k():
+    """``EncoderLayer(ckpt, k)`` (which stops after block k) returns what ``load_encoder(ckpt)`` calls layer k, for every k,
+    on a padded batch of two utterances."""
+    from speechrq.encoders import EncoderLayer, load_encoder
+
+    whole = load_encoder(FIXTURE)
+    g = torch.Generator().manual_seed(5)
+    audio, audio_lens = 0.1 * torch.randn(2, 16000, generator=g), torch.tensor([16000, 9000])
+    states, lens = whole(audio, audio_lens)
+    assert len(states) == whole.num_states >= 3
+    for k in range(-1, whole.num_states - 1):
+        layer = EncoderLayer(FIXTURE, k)
+        got, got_lens = layer(audio, audio_lens)
+        assert torch.equal(got_lens, lens)
+        for i, n in enumerate(lens.tolist()):
+            torch.testing.assert_close(got[i, :n], states[k + 1][i, :n], atol=1e-5, rtol=1e-5, msg=f"layer {k}, utterance {i}")
+
+
+HF_KINDS = {"wavlm": ("WavLMConfig", "WavLMModel"), "hubert": ("HubertConfig", "HubertModel"),
+            "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model")}
+
+
+@pytest.mark.parametrize("stable", [False, True], ids=["post-ln", "stable-ln"])
+@pytest.mark.parametrize("kind", sorted(HF_KINDS))
+def test_encoder_layer_k_of_a_hugging_face_folder_is_its_hidden_states_k_plus_1(kind, stable, tmp_path):
+    """The layer mapping against the installed transformers run directly: ``EncoderLayer(folder, k)`` is
+    ``hidden_states[k + 1]`` of the whole model (``-1`` the transformer's input), 20 ms frames averaged in pairs, for every
+    k, with the base models' post-LayerNorm blocks and the large ones' pre-LayerNorm ("stable") blocks, where
+    transformers 4 applied the final LayerNorm to the last recorded state (so early exit changed the deepest kept layer)."""
+    import transformers
+
+    from speechrq.encoders import EncoderLayer
+
+    config_cls, model_cls = (getattr(transformers, name) for name in HF_KINDS[kind])
+    extra = dict(do_stable_layer_norm=True, feat_extract_norm="layer") if stable else {}
+    torch.manual_seed(0)
+    model_cls(config_cls(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **extra)).save_pretrained(tmp_path / kind)
+    reference = transformers.AutoModel.from_pretrained(tmp_path / kind, local_files_only=True).eval()
+    audio = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        hidden = reference(audio, output_hidden_states=True).hidden_states
+    assert len(hidden) == 4
+    for k in range(-1, 3):
+        got, lens = EncoderLayer(tmp_path / kind, k)(audio, torch.tensor([16000, 16000]))
+        h = hidden[k + 1]
+        pairs = h.shape[1] // 2
+        want = h[:, : 2 * pairs].reshape(2, pairs, 2, -1).mean(2)
+        assert got.shape == (2, int(lens.max()), 32) and pairs <= got.shape[1] <= pairs + 1
+        torch.testing.assert_close(got[:, :pairs], want, atol=1e-5, rtol=1e-5, msg=f"{kind}, layer {k}")
+
+
+# ---------------------------------------------------------------- the shortest input an encoder reads (issue 21.3)
+
+
+def _batch(*lengths: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a tone, ``lengths`` samples each, zero-padded."""
+    audio = torch.zeros(len(lengths), max(max(lengths), 1))
+    for i, n in enumerate(lengths):
+        audio[i, :n] = 0.1 * torch.sin(torch.arange(n) / 5.0)
+    return audio, torch.tensor(lengths)
+
+
+def test_a_checkpoint_encoder_reads_560_samples_and_refuses_shorter_rows_naming_them():
+    """A 20 ms row (320 samples) ended in the front end's RuntimeError alone, and in an empty output beside a normal row."""
+    from speechrq.encoders import EncoderLayer, FilterbankEncoder, load_encoder
+    from speechrq.encoders.frozen import MIN_SAMPLES, min_samples
+    from speechrq.errors import SpeechrqError
+    from speechrq.features import num_frames
+
+    assert MIN_SAMPLES == 560 and num_frames(560) == 4 and num_frames(559) == 3 and min_samples(FIXTURE) == 560
+    enc = load_encoder(FIXTURE)
+    modules = {"encoder": enc, "layer 1": EncoderLayer(FIXTURE, 1), "front end": EncoderLayer(FIXTURE, -1),
+               "fbank": FilterbankEncoder(enc.normalizer)}
+    for name, m in modules.items():
+        assert m.min_samples == 560, name
+        for lengths, frames in (((560,), [1]), ((16000, 560), [25, 1])):  # exactly the minimum: one frame, alone or batched
+            out, lens = m(*_batch(*lengths))
+            assert lens.tolist() == frames, name
+        for lengths in ((559,), (0,), (1,), (16000, 320), (320, 16000, 0)):
+            with pytest.raises(SpeechrqError) as e:
+                m(*_batch(*lengths))
+            msg = str(e.value)
+            assert "\n" not in msg and "at least 560 samples (35 ms)" in msg, (name, msg)
+            for i, n in enumerate(lengths):
+                assert (f"row {i}: {n} samples" in msg) == (n < 560), (name, lengths, msg)
+
+
+def test_a_hugging_face_encoder_reads_the_minimum_of_its_own_front_end():
+    """The minimum follows the folder's conv_kernel / conv_stride: 720 samples for the standard front end (two 20 ms frames
+    per 40 ms frame), 960 for wider kernels; one sample fewer would end in an empty or failing pooling."""
+    import tempfile
+
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from speechrq.encoders import EncoderLayer, load_encoder
+    from speechrq.encoders.frozen import min_samples
+    from speechrq.errors import SpeechrqError
+
+    shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra, minimum in (("standard", {}, 720), ("wide", {"conv_kernel": (10, 3, 3, 3, 3, 3, 3)}, 960)):
+            torch.manual_seed(0)
+            model = Wav2Vec2Model(Wav2Vec2Config(**shape, **extra)).eval()
+            model.save_pretrained(f"{tmp}/{name}")
+            with torch.no_grad():  # the number is tight: two frames of the model at the minimum, one below it
+                assert model.feature_extractor(torch.zeros(1, minimum)).shape[-1] == 2
+                assert model.feature_extractor(torch.zeros(1, minimum - 1)).shape[-1] == 1
+            assert min_samples(f"{tmp}/{name}") == minimum
+            for m in (load_encoder(f"{tmp}/{name}"), EncoderLayer(f"{tmp}/{name}", 0)):
+                assert m.min_samples == minimum
+                _, lens = m(*_batch(minimum))
+                assert lens.tolist() == [1]
+                with pytest.raises(SpeechrqError, match=rf"row 0: {minimum - 1} samples; each needs at least {minimum} samples"):
+                    m(*_batch(minimum - 1))
+                with pytest.raises(SpeechrqError, match=r"row 1: 600 samples \(1 of 2\)"):  # enough for a checkpoint, not here
+                    m(*_batch(16000, 600))
+
+
+def _short_corpus(root: Path, lengths: dict[str, int]) -> Path:
+    """train, dev and test splits of tone files, ``{id: samples}`` in each."""
+    import soundfile as sf
+    from lhotse import CutSet, Recording, RecordingSet
+
+    for split in ("train", "dev", "test"):
+        recs = []
+        for name, n in lengths.items():
+            path = root / "audio" / f"{split}_{name}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, (0.1 * np.sin(np.arange(n) / 5.0)).astype(np.float32), 16000)
+            recs.append(Recording.from_file(path, recording_id=f"{split}_{name}"))
+        CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs)).to_file(root / f"cuts_{split}.jsonl.gz")
+    return root
+
+
+def test_evaluate_refuses_cuts_too_short_for_each_encoder_before_any_work(tmp_path):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from speechrq.encoders import load_encoder
+    from speechrq.errors import SpeechrqError
+    from speechrq.evaluate.run import evaluate
+
+    corpus = _short_corpus(tmp_path / "corpus", {"long": 16000, "mid": 600})
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "hf")
+    encoders = {"ours": load_encoder(FIXTURE), "hf": load_encoder(tmp_path / "hf")}
+    with pytest.raises(SpeechrqError) as e:
+        evaluate(encoders, corpus, ["sid"], tmp_path / "out", [1e-3], 1, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "too short for encoder hf" in msg and "at least 720 samples (45 ms" in msg
+    assert all(f"({corpus / 'audio' / f'{s}_mid.wav'}): 600 samples" in msg for s in ("train", "dev", "test"))
+    assert "long" not in msg
+    assert not (tmp_path / "out" / "hidden_states").exists()  # nothing was encoded
+    # 600 samples are enough for a checkpoint; with a 320-sample cut it is refused as well, naming it
+    corpus = _short_corpus(tmp_path / "corpus2", {"long": 16000, "tiny": 320})
+    with pytest.raises(SpeechrqError, match=r"3 of 6 utterance\(s\) too short for encoder ours.*train_tiny.wav\): 320 samples"):
+        evaluate({"ours": encoders["ours"]}, corpus, ["sid"], tmp_path / "out2", [1e-3], 1, progress=False)
+
+
+def test_a_hugging_face_target_encoder_gives_states_for_a_batch_of_pre_trainings_shortest_utterances(tmp_path):
+    """Pre-training keeps utterances of 560 samples and more (one 40 ms frame); a Hugging Face target model makes one
+    20 ms frame of them, which pooling in pairs used to turn into nothing (a padding error), whatever the batch."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from speechrq.encoders.hf import HuggingFaceEncoder
+
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "hf")
+    states = HuggingFaceEncoder(tmp_path / "hf").hidden_states(*_batch(600, 560), frames=1)
+    assert len(states) == 2 and all(s.shape == (2, 1, 32) and torch.isfinite(s).all() for s in states)

@@ -95,7 +95,8 @@ def test_a_hugging_face_folder_is_a_baseline(pretrain_corpus, tmp_path):
     out = tmp_path / "ev"
     assert main(["evaluate", str(tmp_path / "wavlm"), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(out),
                  "--epochs", "1", "--quiet"]) == 0
-    m = json.loads((out / "results.json").read_text())["models"]["wavlm"]
+    res = json.loads((out / "results.json").read_text())
+    m = res["models"]["wavlm"]
     assert m["fingerprint"].startswith("hf-") and m["utterances_encoded"] > 0
     assert len(m["tasks"]["sid"]["layer_weights"]) == 4  # transformer input + 3 layers
     # cached states are on the 40 ms grid of speechrq encoders
@@ -105,7 +106,7 @@ def test_a_hugging_face_folder_is_a_baseline(pretrain_corpus, tmp_path):
     from speechrq.features import num_frames
 
     cut = next(iter(load_cuts(pretrain_corpus, "dev")))
-    states = np.load(out / "hidden_states" / m["fingerprint"] / f"{cut.id}.npy")
+    states = np.load(out / "hidden_states" / res["corpus_fingerprint"] / m["fingerprint"] / f"{cut.id}.npy")
     assert states.shape == (4, num_frames(cut.num_samples) // 4, 32)
 
 

@@ -123,3 +123,94 @@ def test_bad_stats_file_is_a_one_line_error(tmp_path):
 def test_padding_mask():
     mask = lengths_to_padding_mask(torch.tensor([3, 1]), 4)
     assert mask.tolist() == [[False, False, False, True], [False, True, True, True]]
+
+
+# ---------------------------------------------------------------- numbers entering: statistics refuse what is not finite
+
+
+def _stats_json(path, mean=0.0, std=1.0, bin_=3):
+    """A statistics file of 80 bins whose bin ``bin_`` has ``mean``/``std`` (written as JSON's NaN/Infinity tokens)."""
+    import json
+
+    means, stds = [0.5] * 80, [1.0] * 80
+    means[bin_], stds[bin_] = mean, std
+    path.write_text(json.dumps({"kind": "logmel-global-meanvar", "mean": means, "std": stds, "frames": 100, "utterances": 2}))
+    return path
+
+
+@pytest.mark.parametrize("mean, std, word", [
+    (float("nan"), 1.0, "mean of bin 3 is nan"), (float("inf"), 1.0, "mean of bin 3 is inf"), (0.0, float("nan"), "std of bin 3 is nan"),
+    (0.0, float("-inf"), "std of bin 3 is -inf"), (0.0, 0.0, "std of bin 3 is 0"), (0.0, -2.0, "std of bin 3 is -2"),
+    (0.0, 1e-12, "std of bin 3 is 1e-12"), (1e30, 1.0, "mean of bin 3 is 1e+30"), (0.0, "nan", "std of bin 3 is nan")])
+def test_a_statistics_file_with_non_finite_or_absurd_numbers_is_refused_naming_it(tmp_path, mean, std, word):
+    path = _stats_json(tmp_path / "feature_stats.json", mean, std)
+    with pytest.raises(SpeechrqError) as e:
+        FeatureStats.load(path)
+    assert str(e.value).startswith(f"{path}: {word}") and "\n" not in str(e.value), str(e.value)
+
+
+def test_statistics_that_are_not_finite_are_never_written(tmp_path):
+    FeatureStats.load(_stats_json(tmp_path / "ok.json"))  # the helper writes valid files otherwise
+    bad = FeatureStats(mean=[0.0, float("nan")], std=[1.0, 1.0], frames=10, utterances=1)
+    with pytest.raises(SpeechrqError, match=r"bad\.json: refusing to write feature statistics: mean of bin 1 is nan"):
+        bad.save(tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+def _folder_corpus(tmp_path, n=4):
+    import soundfile as sf
+
+    from speechrq.data.recipes import import_corpus
+
+    root = tmp_path / "src"
+    root.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(n):
+        sf.write(root / f"utt{i}.wav", (0.1 * g.standard_normal(16000)).astype(np.float32), 16000, subtype="FLOAT")
+    import_corpus("folder", root, tmp_path / "corpus", workers=1, progress=False)
+    return root, load_cuts(tmp_path / "corpus", "train")
+
+
+def test_statistics_skip_audio_that_turned_absurd_and_stay_finite(tmp_path, caplog):
+    """Issue 21: `features stats` wrote NaN mean and std for a corpus holding white noise x 1e20, without a word."""
+    import soundfile as sf
+
+    root, cuts = _folder_corpus(tmp_path)
+    sf.write(root / "utt2.wav", np.random.default_rng(1).standard_normal(16000) * 1e20, 16000, subtype="FLOAT")
+    stats = compute_stats(cuts, progress=False)
+    assert stats.utterances == 3 and stats.problem() is None
+    assert all(np.isfinite(stats.mean)) and all(np.isfinite(stats.std)) and max(stats.mean) < 10
+    assert any("utt2.wav" in r.getMessage() and "absurd amplitude" in r.getMessage() for r in caplog.records)
+
+
+def test_non_finite_log_mel_is_named_with_its_utterance_file_and_peak(tmp_path):
+    from speechrq.features import check_logmel
+
+    _, cuts = _folder_corpus(tmp_path, n=3)
+    cuts = list(cuts)
+    audio = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 16000)).astype(np.float32)) * 0.1
+    audio[1] *= 1e21  # log-Mel overflows float32 past about 1e12
+    lens = torch.full((3,), 16000)
+    feats, flens = LogMel()(audio, lens)
+    assert not torch.isfinite(feats[1]).all() and torch.isfinite(feats[[0, 2]]).all()
+    with pytest.raises(SpeechrqError) as e:
+        check_logmel(feats, flens, audio, cuts, where="feature statistics: ")
+    msg = str(e.value)
+    peak = float(audio[1].abs().max())
+    assert msg.startswith(f"feature statistics: non-finite log-Mel from utterance {cuts[1].id} ({cuts[1].recording.sources[0].source}), "
+                          f"whose audio peaks at {peak:.3g}"), msg
+    assert cuts[0].id not in msg and cuts[2].id not in msg and "at most at 1000" in msg
+    check_logmel(feats[[0, 2]], flens[[0, 2]], audio[[0, 2]], [cuts[0], cuts[2]])  # the others pass
+    # NaN only in the padding of a shorter utterance is no fault: padding is never looked at
+    padded = torch.cat([feats[[0]], torch.full((1, 5, 80), float("nan"))], dim=1)
+    check_logmel(padded, flens[[0]], audio[[0]], [cuts[0]])
+
+
+def test_moments_refuse_rows_that_are_not_finite():
+    from speechrq.features import Moments
+
+    m = Moments()
+    m.add(torch.ones(4, 3))
+    m.add(torch.tensor([[0.0, float("inf"), 1.0]]))
+    with pytest.raises(SpeechrqError, match="non-finite sums in dimension 1 "):
+        m.mean_std()

@@ -141,3 +141,199 @@ def test_wrong_tree_is_a_one_line_error(tmp_path):
         assert str(tmp_path / "empty") in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(SpeechrqError, match="unknown KIND"):
         import_corpus("commonvoice", tmp_path / "empty", tmp_path / "out")
+
+
+# ---------------------------------------------------------------- paths and ids that must not break later
+
+
+def _minimal_tree(kind: str, src: Path, voices) -> None:
+    """A few utterances of ``kind`` under ``src``, laid out as in the tests above."""
+    if kind == "librispeech":
+        chap = src / "train-clean-100" / "103" / "1240"
+        lines = []
+        for k, (audio, text, _) in enumerate(voices[:2]):
+            _write(chap / f"103-1240-{k:04d}.flac", audio)
+            lines.append(f"103-1240-{k:04d} {text.upper()}")
+        (chap / "103-1240.trans.txt").write_text("\n".join(lines) + "\n")
+    elif kind == "timit":
+        for part, spk in (("TRAIN", "FCJF0"), ("TEST", "MXXX9")):  # MXXX9: in no TIMIT dev/test set, left out
+            wav = src / "data" / part / "DR1" / spk / "SX0.WAV"
+            audio, text, _ = voices[0]
+            _write(wav, audio)
+            wav.with_suffix(".TXT").write_text(f"0 {len(audio)} {text}\n")
+            wav.with_suffix(".PHN").write_text("0 1000 h#\n")
+            wav.with_suffix(".WRD").write_text("0 1000 word\n")
+    elif kind == "voxceleb1":
+        for k in range(2):
+            _write(src / "wav" / "id10001" / "vid0" / f"{k + 1:05d}.wav", voices[k][0])
+        (src / "iden_split.txt").write_text("1 id10001/vid0/00001.wav\n3 id10001/vid0/00002.wav\n")
+    elif kind == "fsc":
+        (src / "data").mkdir(parents=True)
+        for k, split in enumerate(("train", "valid", "test")):
+            _write(src / "wavs" / "speakers" / "spk0" / f"utt{k}.wav", voices[k][0])
+            with open(src / "data" / f"{split}_data.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["path", "speakerId", "transcription", "action", "object", "location"])
+                w.writeheader()
+                w.writerow({"path": f"wavs/speakers/spk0/utt{k}.wav", "speakerId": "spk0", "transcription": "Turn on the lights",
+                            "action": "activate", "object": "lights", "location": "none"})
+    elif kind == "iemocap":
+        ses = src / "Session1"
+        utt = "Ses01F_impro01_F000"
+        _write(ses / "sentences" / "wav" / "Ses01F_impro01" / f"{utt}.wav", voices[0][0])
+        (ses / "dialog" / "EmoEvaluation").mkdir(parents=True)
+        (ses / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt").write_text(f"[0.0 - 1.0]\t{utt}\tneu\t[2.5, 2.5, 2.5]\n")
+    elif kind == "folder":
+        for k in range(2):
+            _write(src / "a" / f"x{k}.wav", voices[k][0])
+
+
+def _stored_sources(corpus: Path) -> list[str]:
+    """The audio paths exactly as the manifests store them (not resolved by the loader)."""
+    from lhotse import CutSet
+
+    from speechrq.data.corpus import cut_files
+
+    return [c.recording.sources[0].source for p in cut_files(corpus).values() for c in CutSet.from_file(p)]
+
+
+def _read_every_cut(corpus) -> int:
+    from speechrq.data.corpus import cut_files
+
+    n = 0
+    for split in cut_files(corpus):
+        for cut in load_cuts(corpus, split):
+            assert cut.load_audio().shape[-1] > 1000
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("kind", ["librispeech", "timit", "voxceleb1", "fsc", "iemocap", "folder"])
+def test_a_relative_source_and_out_give_a_corpus_readable_from_anywhere_and_after_a_move(kind, tmp_path, voices, monkeypatch):
+    """Issue 21.4: ``data import folder relsrc out`` stored paths relative to the directory the import ran in, which the
+    loader read against the corpus folder: nothing could be read, and ``features stats`` ended in a raw RuntimeError."""
+    from speechrq.features import compute_stats
+
+    work = tmp_path / "work"
+    _minimal_tree(kind, work / "relsrc", voices)
+    monkeypatch.chdir(work)
+    _, report = import_corpus(kind, "relsrc", "out", workers=1, progress=False)
+    assert report.kept >= 1 and not report.skipped
+    sources = _stored_sources(Path("out"))
+    assert sources and all(Path(s).is_absolute() and Path(s).is_file() for s in sources)  # outside the corpus: absolute
+    assert _read_every_cut("out") == report.kept
+    # from another directory, the corpus moved and renamed, given by a relative path
+    (tmp_path / "elsewhere").mkdir()
+    (work / "out").rename(tmp_path / "moved corpus")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert _read_every_cut("../moved corpus") == report.kept
+    split = next(iter(load_cuts("../moved corpus", s) for s in ("train", "train-clean-100", "session1") if
+                      (tmp_path / "moved corpus" / f"cuts_{s}.jsonl.gz").exists()))
+    assert compute_stats(split, progress=False).utterances == len(split)
+
+
+def test_audio_inside_the_corpus_folder_is_stored_relative_to_it_and_moves_with_it(tmp_path, voices, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _minimal_tree("folder", Path("corpus") / "audio", voices)
+    import_corpus("folder", "corpus/audio", "corpus", workers=1, progress=False)
+    assert sorted(_stored_sources(Path("corpus"))) == ["audio/a/x0.wav", "audio/a/x1.wav"]
+    Path("corpus").rename("renamed")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert _read_every_cut("../renamed") == 2
+    assert _read_every_cut(tmp_path / "renamed") == 2
+
+
+def test_a_synthesized_corpus_made_at_a_relative_path_reads_after_a_move(tmp_path, monkeypatch):
+    from speechrq.data.synth import SynthConfig, synthesize_corpus
+
+    monkeypatch.chdir(tmp_path)
+    synthesize_corpus("rel/corpus", SynthConfig(hours=0.003, speakers=2, seed=1, shard_size=4), workers=1, progress=False)
+    assert all(not Path(s).is_absolute() for s in _stored_sources(Path("rel/corpus")))
+    n = _read_every_cut("rel/corpus")
+    Path("rel/corpus").rename(tmp_path / "other")
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "deep" / "er")
+    assert n > 0 and _read_every_cut("../../other") == n
+
+
+def test_folder_names_with_spaces_tabs_newlines_and_accents_become_safe_ids_that_keep_the_original(tmp_path, voices):
+    """Issue 21.4: ``speaker one/take 1.wav`` imported as an id with a space, so ``units encode`` wrote Kaldi lines whose
+    first field was ``speaker``."""
+    from speechrq.data.corpus import id_problem
+
+    src = tmp_path / "src"
+    from speechrq.io import atomic_path, utterance_file
+
+    names = ["speaker one/take 1.wav", "speaker one/take 2.wav", "tab\there.wav", "new\nline.wav", "naïve ü/ç.wav", "nul\x01ctl.wav",
+             "x" * 240 + ".wav"]
+    for k, name in enumerate(names):
+        _write(src / name, voices[k % len(voices)][0])
+    summary, report = import_corpus("folder", src, tmp_path / "out", workers=1, progress=False)
+    assert report.kept == len(names) and not report.skipped
+    cuts = list(load_cuts(tmp_path / "out", "train"))
+    sups = {c.supervisions[0].id: c.supervisions[0] for c in cuts}
+    assert {"speaker_one__take_1", "speaker_one__take_2", "tab_here", "new_line", "naïve_ü__ç", "nul_ctl"} <= set(sups)
+    long_id = next(i for i in sups if i.startswith("xxx"))
+    assert len(long_id.encode()) <= 100 and sups[long_id].custom["source_id"] == "x" * 240
+    for uid, sup in sups.items():
+        assert id_problem(uid) is None and "/" not in uid and uid == sup.recording_id
+    for c in cuts:  # the cut ids too: one field of a text line, and a file name as the caches write it
+        assert id_problem(c.id) is None and len(f"{c.id} 1 2".split()) == 3
+        with atomic_path(utterance_file(tmp_path / "probe", c.id)) as tmp:
+            tmp.write_bytes(b"")
+    assert len(list((tmp_path / "probe").iterdir())) == len(names)
+    # the original name is kept
+    assert sups["speaker_one__take_1"].custom["source_id"] == "speaker one/take 1"
+    assert sups["tab_here"].custom["source_id"] == "tab\there" and sups["new_line"].custom["source_id"] == "new\nline"
+
+
+def test_two_names_that_become_one_id_are_refused_naming_both(tmp_path, voices):
+    src = tmp_path / "src"
+    _write(src / "a b.wav", voices[0][0])
+    _write(src / "a_b.wav", voices[1][0])
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("folder", src, tmp_path / "out", progress=False)
+    assert "'a b'" in str(e.value) and "'a_b'" in str(e.value) and "\n" not in str(e.value)
+    # two speakers likewise (FSC's speakerId column)
+    fsc_src = tmp_path / "fsc"
+    _minimal_tree("fsc", fsc_src, voices)
+    table = fsc_src / "data" / "test_data.csv"
+    table.write_text(table.read_text().replace(",spk0,", ",spk 0,"))
+    (fsc_src / "data" / "valid_data.csv").write_text((fsc_src / "data" / "valid_data.csv").read_text().replace(",spk0,", ",spk_0,"))
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("fsc", fsc_src, tmp_path / "out2", progress=False)
+    assert "speakers" in str(e.value) and "'spk 0'" in str(e.value) and "'spk_0'" in str(e.value)
+
+
+def test_a_speaker_with_a_space_becomes_a_safe_id_with_its_original_kept(tmp_path, voices):
+    src = tmp_path / "fsc"
+    _minimal_tree("fsc", src, voices)
+    for split in ("train", "valid", "test"):
+        table = src / "data" / f"{split}_data.csv"
+        table.write_text(table.read_text().replace(",spk0,", ",Jane Doe,"))
+    import_corpus("fsc", src, tmp_path / "out", workers=1, progress=False)
+    sup = next(iter(load_cuts(tmp_path / "out", "train"))).supervisions[0]
+    assert sup.speaker == "Jane_Doe" and sup.custom["source_speaker"] == "Jane Doe"
+
+
+def test_an_import_never_mixes_with_another_corpus_or_leaves_stale_splits(tmp_path, voices, capsys):
+    """Reuse keyed by what made it (issue 21, point 1): a folder holding another corpus is refused, not merged."""
+    from speechrq.cli import main
+
+    for i, name in enumerate(("one", "two")):
+        _write(tmp_path / name / "s" / f"u{i}.wav", voices[i][0])
+        _write(tmp_path / name / "s" / f"v{i}.wav", voices[i + 2][0])
+    import_corpus("folder", tmp_path / "one", tmp_path / "out", workers=1, progress=False)
+    import_corpus("folder", tmp_path / "one", tmp_path / "out", workers=1, progress=False)  # the same source again: fine
+    before = (tmp_path / "out" / "cuts_train.jsonl.gz").read_bytes()
+    assert main(["data", "import", "folder", str(tmp_path / "two"), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a folder import of" in err and str(tmp_path / "one") in err and err.count("\n") == 1
+    assert (tmp_path / "out" / "cuts_train.jsonl.gz").read_bytes() == before
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "cuts_dev.jsonl").write_text("")  # e.g. a synthesized corpus: no import report
+    with pytest.raises(SpeechrqError, match="a corpus not imported by `data import`"):
+        import_corpus("folder", tmp_path / "one", tmp_path / "synth", workers=1, progress=False)
+    (tmp_path / "out" / "cuts_dev.jsonl.gz").write_bytes(before)  # a split this source does not make
+    with pytest.raises(SpeechrqError, match="cuts_dev.jsonl.gz, which this import"):
+        import_corpus("folder", tmp_path / "one", tmp_path / "out", workers=1, progress=False)

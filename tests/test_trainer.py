@@ -185,6 +185,9 @@ def test_nonfinite_losses_skip_then_stop_with_a_checkpoint(pretrain_corpus, tmp_
     with pytest.raises(SpeechrqError, match="non-finite for 3 steps in a row") as e:
         train(cfg, progress=False)
     assert "\n" not in str(e.value)
+    # the inputs were at fault, not the learning rate: the message says so and names the utterances and files
+    assert "The cause is the data, not the learning rate: non-finite or absurd inputs from utterance" in str(e.value)
+    assert "optim.lr" not in str(e.value) and ".wav)" in str(e.value)
     path = tmp_path / "run" / "checkpoints" / "step_00000003"
     assert read_meta(path)["reason"] == "non-finite"
     # no update was applied: the weights are the initial ones, and finite
@@ -259,3 +262,102 @@ def test_batches_without_a_usable_utterance_are_skipped_not_fatal(pretrain_corpu
     assert any("skipping a batch with no usable utterance" in m for m in messages)
     assert any("blip" in m and "fewer than the 560 one frame needs" in m for m in messages)
     assert any("gone" in m and "unreadable" in m for m in messages)
+
+
+# ---------------------------------------------------------------- non-finite steps: the data, its statistics, or the model
+
+
+def _named_cuts(tmp_path, n=3):
+    """``n`` real cuts with files (a folder corpus made here)."""
+    import numpy as np
+    import soundfile as sf
+
+    from speechrq.data.corpus import load_cuts
+    from speechrq.data.recipes import import_corpus
+
+    (tmp_path / "src").mkdir()
+    for i in range(n):
+        sf.write(tmp_path / "src" / f"u{i}.wav", 0.1 * np.random.default_rng(i).standard_normal(8000), 16000, subtype="FLOAT")
+    import_corpus("folder", tmp_path / "src", tmp_path / "corpus", workers=1, progress=False)
+    return sorted(load_cuts(tmp_path / "corpus", "train"), key=lambda c: c.id)
+
+
+def test_a_non_finite_step_is_blamed_on_the_data_the_statistics_or_the_model(tmp_path):
+    from torch import nn
+
+    from speechrq.distributed import Context
+    from speechrq.training.engine import NonfiniteSteps
+
+    cuts, ctx = _named_cuts(tmp_path), Context()
+    model = nn.Module()
+    model.register_buffer("normalizer_std", torch.ones(4))
+    x, lens = torch.zeros(3, 6, 4), torch.tensor([6, 4, 6])
+    x[1, 5] = float("nan")  # in u1's padding only: no fault
+    x[2, 0, 3] = float("inf")  # u2's first frame
+
+    steps = NonfiniteSteps(limit=2)
+    name = [f"{c.id} ({c.recording.sources[0].source})" for c in cuts]
+    assert steps.skipped(model, [(x, lens, cuts)], ctx) == f"non-finite or absurd inputs from utterance {name[2]}"
+    assert not steps.stopping
+    x[2] = 0.0
+    x[0, 1, 0] = 5e3  # finite but absurd for a normalised input: past the limit
+    steps.skipped(model, [(x, lens, cuts)], ctx, limit=1e3)
+    assert steps.stopping and steps.inputs == [name[2], name[0]]
+    msg = steps.message(7, tmp_path / "ckpt")
+    assert "non-finite for 2 steps in a row (up to step 7)" in msg and "The cause is the data, not the learning rate" in msg
+    assert name[2] in msg and name[0] in msg and name[1] not in msg and "optim.lr" not in msg
+
+    steps.good()  # a good step forgets the run and its causes
+    clean = torch.zeros(3, 6, 4)
+    steps.skipped(model, [(clean, lens, cuts)], ctx)
+    steps.skipped(model, [(clean, lens, cuts)], ctx)
+    assert steps.stopping and "the model diverged: lower optim.lr" in steps.message(9, "ckpt")
+
+    steps.good()
+    model.normalizer_std[1] = float("nan")  # statistics: every step would fail, so stop at once
+    assert steps.skipped(model, [(clean, lens, cuts)], ctx) == "the model's buffer normalizer_std holds NaN or inf"
+    assert steps.stopping and steps.run == 1
+    assert "The cause is the statistics, not the learning rate: the model's buffer normalizer_std" in steps.message(1, "ckpt")
+
+
+def test_pretraining_with_poisoned_statistics_stops_at_once_and_names_them(pretrain_corpus, tmp_path):
+    """A run resumed from a checkpoint whose log-Mel statistics went NaN: the statistics are named, not optim.lr."""
+    from safetensors.torch import load_file, save_file
+
+    from speechrq.checkpoint import MODEL_FILE
+
+    cfg = tiny_pretrain_config(pretrain_corpus, tmp_path / "run", optim={"max_steps": 2, "warmup_steps": 1}, train={"checkpoint_every": 2})
+    first = train(config_from_dict(PretrainConfig, cfg), progress=False)
+    weights = load_file(str(first / MODEL_FILE))
+    weights["normalizer.std"][5] = float("nan")
+    save_file(weights, str(first / MODEL_FILE))
+    cfg["optim"]["max_steps"] = 6
+    with pytest.raises(SpeechrqError) as e:
+        train(config_from_dict(PretrainConfig, cfg), resume=True, progress=False)
+    msg = str(e.value)
+    assert msg.startswith("the loss or gradient was non-finite for 1 steps in a row (up to step 3)"), msg
+    assert "The cause is the statistics, not the learning rate: the model's buffer normalizer.std holds NaN or inf" in msg
+    assert "optim.lr" not in msg and "\n" not in msg
+
+
+def test_asr_inputs_are_checked_where_they_enter(tmp_path):
+    """Unit ids past k (65535 from a NaN frame, as issue 21 found) and NaN encoder states name their utterances."""
+    from lhotse import CutSet
+
+    from speechrq.asr.trainer import input_features
+    from speechrq.encoders import EncoderLayer
+    from test_quantizers import poisoned_checkpoint
+
+    cuts = _named_cuts(tmp_path)
+    ids = torch.zeros(3, 5, 2, dtype=torch.long)
+    ids[1, 2, 1] = 65535
+    batch = {"inputs": ids, "input_lens": torch.tensor([5, 3, 4]), "cuts": CutSet.from_cuts(cuts)}
+    with pytest.raises(SpeechrqError, match=rf"^unit ids outside \[0, 50\) \(up to 65535\) in utterance {cuts[1].id} \(.*u1\.wav\) \(1 of 3\)"):
+        input_features(None, batch, torch.device("cpu"), unit_vocab=50)
+    ids[1, 2, 1] = 49
+    assert input_features(None, batch, torch.device("cpu"), unit_vocab=50)[0] is ids
+
+    layer = EncoderLayer(poisoned_checkpoint(tmp_path / "ckpt", tmp_path / "corpus", float("nan")), 0)
+    audio = {"audio": torch.randn(3, 8000) * 0.1, "audio_lens": torch.tensor([8000, 8000, 6000]), "cuts": CutSet.from_cuts(cuts)}
+    with pytest.raises(SpeechrqError, match=rf"^encoder layer 0 states: non-finite \(NaN or inf\) values in utterance {cuts[0].id} .* \(3 of 3\)"):
+        input_features(layer, audio, torch.device("cpu"))

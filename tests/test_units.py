@@ -102,10 +102,16 @@ def test_a_saved_quantizer_loads_without_unpickling_and_encodes_the_same(tmp_pat
         UnitQuantizer.load(tmp_path)
 
 
-def test_faiss_subsampling_is_recorded_not_silent():
+def test_faiss_subsampling_is_recorded_not_silent(caplog):
     x = clustered(n=3000)
-    q = UnitQuantizer.fit(x, QuantizerSpec(k=10, max_points_per_centroid=39, niter=3))
+    with caplog.at_level("WARNING", logger="speechrq.units.quantizers"):
+        q = UnitQuantizer.fit(x, QuantizerSpec(k=10, max_points_per_centroid=39, niter=3))
     assert q.trained_points == [390]
+    assert "faiss trains each codebook on 390 of the 3000 sample frames" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="speechrq.units.quantizers"):
+        UnitQuantizer.fit(x[:200], QuantizerSpec(k=10, niter=3))  # 20 per centroid
+    assert "fewer than the 39 per centroid" in caplog.text
     with pytest.raises(SpeechrqError, match="5 training points for k = 10"):
         UnitQuantizer.fit(x[:5], QuantizerSpec(k=10))
 
@@ -177,6 +183,14 @@ def test_units_fit_and_encode_from_a_checkpoint_to_lhotse_manifests_kaldi_text_a
     summary = json.loads((out / "encode.json").read_text())
     red = summary["bpe"]["splits"]["dev"]
     assert red["bpe"] < red["deduplicated"] < red["frames"] and (out / "bpe.model").exists()
+    assert summary["bpe"]["vocab_size"] == summary["bpe"]["requested_vocab_size"] == 40
+    # a vocabulary the units cannot fill: sentencepiece makes fewer pieces; the smaller size is what is recorded and printed
+    assert main(["units", "encode", str(q_dir), "--corpus", str(pretrain_corpus), "--splits", "dev", "--out", str(tmp_path / "big"),
+                 "--bpe", "5000", "--quiet"]) == 0
+    big = json.loads((tmp_path / "big" / "encode.json").read_text())["bpe"]
+    assert big["requested_vocab_size"] == 5000 and big["vocab_size"] < 5000
+    from speechrq.units.bpe import load_bpe
+    assert load_bpe(tmp_path / "big" / "bpe.model").get_piece_size() == big["vocab_size"]
     # resumable: a rerun encodes nothing and writes the same manifest
     before = (out / "arrays" / f"{first.id}.npy").stat().st_mtime_ns
     main(["units", "encode", str(q_dir), "--corpus", str(pretrain_corpus), "--splits", "dev", "--out", str(out), "--quiet"])
@@ -241,3 +255,26 @@ def test_the_torch_encoder_used_on_gpus_gives_faiss_units(kind, m, norm):
     a = q.encode(x).astype(np.int64)
     b = q.encode_torch(torch.from_numpy(x), chunk=700).numpy()
     assert (a == b).mean() > 0.999  # float ties aside
+
+
+def test_units_folders_are_read_from_any_directory_and_after_a_move(checkpoint, pretrain_corpus, tmp_path, monkeypatch):
+    """Paths given relative to the working directory are stored so that they resolve from anywhere (issue 21, point 4)."""
+    import shutil
+
+    from speechrq.asr.data import UnitSource
+    from speechrq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["units", "fit", "--encoder", str(checkpoint), "--layer", "1", "--corpus", str(pretrain_corpus), "--frames", "2000",
+                 "--k", "16", "--out", "km", "--quiet"]) == 0
+    assert main(["units", "encode", "km", "--corpus", str(pretrain_corpus), "--splits", "dev", "--out", "enc", "--quiet"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    first = next(iter(UnitSource(tmp_path / "enc").cuts("dev")))
+    units = first.load_custom("units")
+    shutil.move(tmp_path / "enc", tmp_path / "moved units")
+    moved = UnitSource(tmp_path / "moved units")
+    assert moved.quantizer.spec.k == 16 and moved.encoder == (str(checkpoint.resolve()), 1)
+    again = next(c for c in moved.cuts("dev") if c.id == first.id)
+    assert np.array_equal(again.load_custom("units"), units)

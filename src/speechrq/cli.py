@@ -16,6 +16,14 @@ from pathlib import Path
 from .errors import SpeechrqError
 
 
+# The shortest audio each encoder kind reads, quoted by the help of every command that reads audio at inference.
+# Defined by speechrq.encoders.frozen.MIN_SAMPLES and speechrq.encoders.hf.hf_min_samples (not imported here: --help
+# stays free of torch); tests/test_cli.py checks that these numbers are theirs.
+MIN_AUDIO_HELP = ("Audio shorter than the encoder reads is refused in one line naming each file (nothing is dropped or "
+                  "transcribed as empty): at least 560 samples (35 ms at 16 kHz) for a speechrq checkpoint, 720 samples (45 ms) "
+                  "for a standard Hugging Face wav2vec2/HuBERT/WavLM/data2vec-audio front end.")
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -61,15 +69,20 @@ def cmd_data_summary(args) -> None:
 
 def cmd_features_stats(args) -> None:
     from .data.corpus import load_cuts
-    from .features import STATS_FILE, FeatureStats, compute_stats
+    from .features import STATS_FILE, FeatureStats, check_stats_source, compute_stats
+    from .identity import corpus_fingerprint
 
     out = Path(args.out) if args.out else Path(args.corpus_dir) / STATS_FILE
+    source = {"corpus": corpus_fingerprint(args.corpus_dir, args.split), "split": args.split, "seed": args.seed,
+              "max_utterances": args.max_utterances}
     if out.exists() and not args.force:
         stats = FeatureStats.load(out)
+        check_stats_source(out, stats, source)  # reused only if made from this corpus's content with these settings
         print(f"{out}: exists ({stats.utterances} utterances, {stats.frames} frames), reusing it (--force to recompute)")
         return
     cuts = load_cuts(args.corpus_dir, args.split)
     stats = compute_stats(cuts, max_utterances=args.max_utterances, seed=args.seed, progress=not args.quiet)
+    stats.source = source
     stats.save(out)
     print(f"{out}: global log-Mel mean/std from {stats.utterances} utterances, {stats.frames} frames")
 
@@ -255,6 +268,7 @@ def _decode_args(args) -> tuple[str, int, float]:
 def cmd_asr_decode(args) -> None:
     from .asr.data import UnitSource
     from .asr.decode import Recognizer, decode_split
+    from .data.corpus import text_id
     from .io import atomic_write_json, atomic_write_text
 
     mode, beam, w = _decode_args(args)
@@ -266,14 +280,18 @@ def cmd_asr_decode(args) -> None:
     if file_fingerprint(source.quantizer_dir / WEIGHTS_FILE) != file_fingerprint(Path(rec.spec["quantizer_dir"]) / WEIGHTS_FILE):
         raise SpeechrqError(f"{source.dir}: its units come from {source.quantizer_dir}, not from the quantizer the model was trained "
                             f"on ({rec.spec['quantizer_dir']})")
-    out = Path(args.out) if args.out else rec.path.parent.parent / "decode" / f"{rec.path.name}_{mode}_beam{beam}"
+    # the default folder names everything that changes the hypotheses: a decode with other settings never replaces one
+    units_tag = "" if not args.units else f"_units{source.fingerprint[:8]}"
+    out = Path(args.out) if args.out else rec.path.parent.parent / "decode" / f"{rec.path.name}_{mode}_beam{beam}_ctc{w:g}{units_tag}"
     rows = {}
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet)
-        atomic_write_text(out / f"hyp_{split}.txt", "".join(f"{i} {h}\n" for i, h in zip(r["ids"], r["hyps"])))
+        atomic_write_text(out / f"hyp_{split}.txt", "".join(f"{text_id(i, out / f'hyp_{split}.txt')} {h}\n"  # no whitespace in an id
+                                                          for i, h in zip(r["ids"], r["hyps"])))
         rows[split] = {k: r[k] for k in ("cer", "wer", "utterances")}
         print(f"{split}: CER {r['cer']:.2f}  WER {r['wer']:.2f}  ({r['utterances']} utterances, {mode}, beam {beam})")
-    atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "mode": mode, "beam": beam, "ctc_weight": w, "splits": rows})
+    atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "units": str(source.dir), "units_fingerprint": source.fingerprint,
+                                             "mode": mode, "beam": beam, "ctc_weight": w, "splits": rows})
     print(f"{out}: results.json, hyp_*.txt")
 
 
@@ -296,7 +314,7 @@ def cmd_asr_transcribe(args) -> None:
     mode, beam, w = _decode_args(args)
     audio = [read_audio(p) for p in args.audio]
     rec = Recognizer(args.checkpoint)
-    for path, text in zip(args.audio, rec.transcribe(audio, mode, beam, w)):
+    for path, text in zip(args.audio, rec.transcribe(audio, mode, beam, w, names=args.audio)):
         print(f"{path}\t{text}")
 
 
@@ -400,7 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = dsub.add_parser("import", help="import a real corpus into a speechrq corpus directory",
                         description="Import a corpus from its released layout. Every audio file is decoded and checked; "
-                        "bad files are skipped and reported, never fatal.")
+                        "bad files are skipped and reported, never fatal. SRC and OUT may be relative: audio under OUT is "
+                        "stored relative to OUT and other audio by its absolute path, so the corpus reads the same from any "
+                        "directory and OUT can be moved or renamed. Utterance and speaker ids are made safe for Kaldi/ESPnet "
+                        "text and file names: whitespace and control characters become '_', '/' becomes '__' (the original "
+                        "is kept in the manifest as custom source_id / source_speaker); two names that would become one id "
+                        "are refused, naming both.")
     i.add_argument("kind", metavar="KIND", choices=sorted(RECIPES), help=f"one of: {', '.join(RECIPES)}")
     i.add_argument("src", metavar="SRC", help="the corpus as released")
     i.add_argument("out", metavar="OUT", help="corpus directory to write")
@@ -446,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER, PR) and fine-tuning (FT) of encoders",
                         description="Probe each checkpoint's frozen encoder on a corpus: hidden states are computed once "
-                        "and cached (float16), probes train with an lr sweep and dev-set selection.")
+                        "and cached (float16), probes train with an lr sweep and dev-set selection. " + MIN_AUDIO_HELP)
     ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N), run "
                     "directories (their newest checkpoint, or every --every N steps), or local Hugging Face "
                     "WavLM/HuBERT/wav2vec2 folders (baselines)")
@@ -508,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     uf = usub.add_parser("fit", help="sample a layer's frames and fit a quantizer",
                          description="Stream a seeded sample of the layer's frames (float16 shards, bounded memory) into "
-                         "OUT/sample and fit a quantizer on it (faiss k-means per sub-space): OUT/units.json, OUT/units.safetensors.")
+                         "OUT/sample and fit a quantizer on it (faiss k-means per sub-space): OUT/units.json, OUT/units.safetensors. "
+                         + MIN_AUDIO_HELP)
     encoder_args(uf)
     uf.add_argument("--out", required=True, help="output directory")
     uf.add_argument("--kind", default="kmeans", choices=["kmeans", "rvq", "pq", "rpq"], help="quantizer (default: kmeans)")
@@ -521,7 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     ue = usub.add_parser("encode", help="units of whole corpora, as lhotse manifests",
                          description="Encode splits with a fitted quantizer: OUT/cuts_SPLIT.jsonl.gz (the cuts with a 'units' "
                          "array, uint16 [frames, M]), OUT/arrays/, Kaldi-style OUT/units_SPLIT.txt for single-stream units, "
-                         "and with --bpe, de-duplicated units in sentencepiece BPE (OUT/bpe.model, OUT/units_SPLIT.bpe.txt). Resumable.")
+                         "and with --bpe, de-duplicated units in sentencepiece BPE (OUT/bpe.model, OUT/units_SPLIT.bpe.txt). Resumable. "
+                         "An utterance id with whitespace (a hand-made manifest's) is refused rather than written into a text line. "
+                         + MIN_AUDIO_HELP)
     ue.add_argument("quantizer", metavar="QUANTIZER", help="a `speechrq units fit` output directory")
     ue.add_argument("--corpus", required=True, help="corpus directory")
     ue.add_argument("--splits", default="train,dev,test", help="comma-separated splits (default: train,dev,test)")
@@ -533,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     ur = usub.add_parser("report", help="k-means, PQ and RPQ over a grid of M and alpha, beside the paper's theory",
                          description="Fit every quantizer of the grid on one training sample, measure on held-out frames: "
                          "reconstruction error, codebook usage and entropy, bits per second, compression, phone purity and PNMI, "
-                         "and RPQ's error ratio against eqs. 13 and 17: OUT/report.json, OUT/report.md, OUT/report.png.")
+                         "and RPQ's error ratio against eqs. 13 and 17: OUT/report.json, OUT/report.md, OUT/report.png. "
+                         + MIN_AUDIO_HELP)
     encoder_args(ur)
     ur.add_argument("--out", required=True, help="output directory")
     ur.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000)")
@@ -565,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ad = asub.add_parser("decode", help="test sets to hypotheses, CER and WER",
                          description="Decode splits of the units directory the model was trained on (or --units): "
-                         "OUT/hyp_SPLIT.txt and OUT/results.json.")
+                         "OUT/hyp_SPLIT.txt and OUT/results.json. " + MIN_AUDIO_HELP)
     ad.add_argument("checkpoint", metavar="CHECKPOINT", help="an ASR checkpoint or run directory (its newest checkpoint)")
     ad.add_argument("--splits", default="test", help="comma-separated splits (default: test)")
     ad.add_argument("--units", help="a units directory encoded by the same quantizer (default: the training one)")
@@ -592,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode_args(ac)
     ac.set_defaults(func=cmd_asr_compare)
     tr = asub.add_parser("transcribe", help="audio files to text: encoder, units, ASR model, search, in one call",
-                         description="Transcribe sound files (any rate, resampled to 16 kHz): one line per file, PATH<TAB>TEXT.")
+                         description="Transcribe sound files (any rate, resampled to 16 kHz): one line per file, PATH<TAB>TEXT. "
+                         + MIN_AUDIO_HELP)
     tr.add_argument("checkpoint", metavar="CHECKPOINT", help="an ASR checkpoint or run directory")
     tr.add_argument("audio", metavar="AUDIO", nargs="+", help="sound files")
     decode_args(tr)

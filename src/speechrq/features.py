@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import bad_utterances, describe_cut, name_list
 from .errors import SpeechrqError
 from .frames import FRAME_SHIFT, SAMPLE_RATE, lengths_to_padding_mask
 from .io import atomic_write_json, read_json
@@ -37,6 +38,9 @@ FRAME_LENGTH = 0.025
 NUM_MEL_BINS = 80
 INT16_SCALE = 32768.0
 LOG_INT16_POWER = 2.0 * math.log(INT16_SCALE)  # subtracted back: features of [-1, 1] audio
+VARIANCE_FLOOR = 1e-10  # Moments floors every variance here, so a computed std is at least 1e-5
+MIN_STD = 1e-6  # a statistics file with a smaller std (or zero, negative, NaN) is refused: it would blow inputs up
+MAX_LOGMEL_STAT = 1e3  # log-Mel of valid audio (peak <= 1000) lies within about [-40, 60]: a mean or std past this is not one
 
 
 def num_frames(num_samples: torch.Tensor | int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor | int:
@@ -111,25 +115,49 @@ class LogMel(nn.Module):
 
 @dataclass
 class FeatureStats:
-    """Global per-bin statistics of log-Mel frames."""
+    """Global per-bin statistics of log-Mel frames.
+
+    Valid statistics (:meth:`problem`): equal non-empty lists, every mean and std finite,
+    every std at least :data:`MIN_STD`, none beyond :data:`MAX_LOGMEL_STAT` in magnitude.
+    Neither :meth:`save` nor :meth:`load` lets others through.
+    """
 
     mean: list[float]
     std: list[float]
     frames: int
     utterances: int
+    source: dict | None = None  # what they were computed from: the corpus's content, split, sample (:mod:`speechrq.identity`)
+
+    def problem(self) -> str | None:
+        """What makes these statistics unusable (naming the first bin at fault), or None."""
+        if len(self.mean) != len(self.std) or not self.mean:
+            return "mean and std must be non-empty lists of one length"
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            for b, v in enumerate(values):
+                if not math.isfinite(v):
+                    return f"{name} of bin {b} is {v} (statistics must be finite; recompute them with `speechrq features stats`)"
+                if abs(v) > MAX_LOGMEL_STAT:
+                    return f"{name} of bin {b} is {v:.3g}, not a log-Mel statistic (at most {MAX_LOGMEL_STAT:g} in magnitude)"
+        for b, v in enumerate(self.std):
+            if v < MIN_STD:
+                return f"std of bin {b} is {v:.3g}: a standard deviation must be at least {MIN_STD:g} (computed ones are floored at 1e-5)"
+        return None
 
     def save(self, path: str | Path) -> None:
+        if (problem := self.problem()):
+            raise SpeechrqError(f"{path}: refusing to write feature statistics: {problem}")
         atomic_write_json(path, {"kind": "logmel-global-meanvar", **self.__dict__})
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStats":
         d = read_json(path)
         try:
-            stats = cls(mean=list(d["mean"]), std=list(d["std"]), frames=int(d["frames"]), utterances=int(d["utterances"]))
+            stats = cls(mean=[float(v) for v in d["mean"]], std=[float(v) for v in d["std"]], frames=int(d["frames"]),
+                        utterances=int(d["utterances"]), source=d.get("source"))
         except (KeyError, TypeError, ValueError) as e:
             raise SpeechrqError(f"{path}: not a feature statistics file ({e})") from None
-        if len(stats.mean) != len(stats.std) or not stats.mean:
-            raise SpeechrqError(f"{path}: mean and std must be non-empty lists of one length")
+        if (problem := stats.problem()):
+            raise SpeechrqError(f"{path}: {problem}")
         return stats
 
 
@@ -175,11 +203,16 @@ class Moments:
         self.count += x.shape[0]
 
     def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """float64 mean and std (population); the variance is floored at 1e-10."""
+        """float64 mean and std (population); the variance is floored at 1e-10. Non-finite sums (rows holding
+        NaN or inf, or squares past float64) are refused: callers check their rows first, to name the utterance."""
         if not self.count:
             raise ValueError("no rows to compute statistics from")
+        if not bool(torch.isfinite(self.sum).all() and torch.isfinite(self.sum_sq).all()):
+            dims = (~(torch.isfinite(self.sum) & torch.isfinite(self.sum_sq))).nonzero().flatten().tolist()
+            raise SpeechrqError(f"statistics of {self.count} rows: non-finite sums in dimension {name_list([str(d) for d in dims])} "
+                                "(the rows hold NaN or inf)")
         mean = self.sum / self.count
-        return mean, (self.sum_sq / self.count - mean * mean).clamp_min(1e-10).sqrt()
+        return mean, (self.sum_sq / self.count - mean * mean).clamp_min(VARIANCE_FLOOR).sqrt()
 
 
 def feature_batches(cuts, normalizer: FeatureNormalizer, max_duration: float, device: torch.device | str = "cpu",
@@ -200,14 +233,36 @@ def feature_batches(cuts, normalizer: FeatureNormalizer, max_duration: float, de
             continue
         audio, audio_lens = batch["audio"].to(device), batch["audio_lens"].to(device)
         feats, lens = trim_to_frames(*logmel(audio, audio_lens))
-        yield normalizer(feats, lens), lens, audio, audio_lens, feats
+        check_logmel(feats, lens, audio, batch["cuts"], "log-Mel")
+        normed = normalizer(feats, lens)
+        check_logmel(normed, lens, audio, batch["cuts"], "normalised log-Mel")  # finite raw features, bad statistics
+        yield normed, lens, audio, audio_lens, feats
+
+
+def check_logmel(feats: torch.Tensor, lens: torch.Tensor, audio: torch.Tensor, cuts, what: str = "log-Mel", where: str = "") -> None:
+    """Refuse a batch's (log-Mel) features ``[B, T, F]`` holding NaN or inf in a valid frame, naming each utterance
+    at fault, its file and its audio's peak (which tells overflowing audio from other causes). Batched."""
+    bad = bad_utterances(feats, lens)
+    if not bool(bad.any()):
+        return
+    from .data.audio import MAX_PEAK
+
+    rows = bad.nonzero().flatten().tolist()
+    peaks = audio[rows].abs().amax(-1).tolist()
+    cuts = list(cuts)
+    named = [f"{describe_cut(cuts[r])}, whose audio peaks at {p:.3g}" for r, p in zip(rows, peaks)]
+    why = (f"valid audio is finite and peaks at most at {MAX_PEAK:g}, full scale 1.0" if any(not p <= MAX_PEAK for p in peaks)
+           else "the audio is valid: the statistics or the model are at fault" if len(rows) == len(cuts) > 1 else "")
+    raise SpeechrqError(f"{where}non-finite {what} from utterance {name_list(named, len(cuts))}" + (f" ({why})" if why else ""))
 
 
 @torch.no_grad()
 def compute_stats(cuts, max_utterances: int = 2000, max_duration: float = 200.0, seed: int = 0, device: str = "cpu", progress: bool = True) -> FeatureStats:
     """Global mean and std of log-Mel over a seeded random sample of ``cuts``.
 
-    Sums are accumulated in float64 over every valid frame (padding excluded).
+    Sums are accumulated in float64 over every valid frame (padding excluded). A batch whose
+    log-Mel holds NaN or inf is refused, naming the utterance, its file and its audio's peak
+    (:func:`check_logmel`); the result is checked again before it is returned (:meth:`FeatureStats.problem`).
     """
     from tqdm import tqdm
 
@@ -218,21 +273,48 @@ def compute_stats(cuts, max_utterances: int = 2000, max_duration: float = 200.0,
     moments, utts = Moments(), 0
     loader = make_loader(seeded_subset(cuts, max_utterances, seed), max_duration=max_duration, shuffle=False)
     for batch in tqdm(loader, desc="feature stats", unit="batch", disable=not progress):
-        feats, lens = logmel(batch["audio"].to(device), batch["audio_lens"].to(device))
+        audio = batch["audio"].to(device)
+        feats, lens = logmel(audio, batch["audio_lens"].to(device))
+        check_logmel(feats, lens, audio, batch["cuts"], where="feature statistics: ")
         moments.add(feats[~lengths_to_padding_mask(lens, feats.shape[1])])
         utts += feats.shape[0]
     if moments.count == 0:
         raise SpeechrqError("feature statistics: no audio could be loaded from the sample")
     mean, std = moments.mean_std()
-    return FeatureStats(mean=mean.tolist(), std=std.tolist(), frames=moments.count, utterances=utts)
+    stats = FeatureStats(mean=mean.tolist(), std=std.tolist(), frames=moments.count, utterances=utts)
+    if (problem := stats.problem()):
+        raise SpeechrqError(f"feature statistics over {utts} utterances: {problem}")
+    return stats
 
 
 def corpus_stats(corpus_dir: str | Path, split: str | list[str] = "train", seed: int = 0, **kwargs) -> FeatureStats:
     """``corpus_dir/feature_stats.json``, computed from ``split`` and saved when missing."""
     from .data.corpus import load_cuts
 
+    from .identity import corpus_fingerprint
+
     path = Path(corpus_dir) / STATS_FILE
+    made_from = {"corpus": corpus_fingerprint(corpus_dir, split), "split": split}
     if not path.exists():
         log.warning("%s missing: computing global log-Mel statistics from the %s split", path, split)
-        compute_stats(load_cuts(corpus_dir, split), seed=seed, **kwargs).save(path)
-    return FeatureStats.load(path)
+        stats = compute_stats(load_cuts(corpus_dir, split), seed=seed, **kwargs)
+        stats.source = made_from | {"seed": seed, "max_utterances": kwargs.get("max_utterances", 2000)}
+        stats.save(path)
+    stats = FeatureStats.load(path)
+    if stats.source is not None and stats.source.get("split") != split:  # statistics of another split: is it unchanged?
+        made_from = {"corpus": corpus_fingerprint(corpus_dir, stats.source["split"])}
+    check_stats_source(path, stats, made_from)
+    return stats
+
+
+def check_stats_source(path: str | Path, stats: FeatureStats, expected: dict) -> None:
+    """Refuse statistics computed from another corpus content or split than ``expected`` (keys of ``stats.source``)."""
+    from .identity import describe_difference
+
+    if stats.source is None:
+        log.warning("%s: holds no record of the corpus it was computed from (an older speechrq); assuming this one", path)
+        return
+    old = {k: stats.source.get(k) for k in expected}
+    if (why := describe_difference(old, expected)):
+        raise SpeechrqError(f"{path}: computed from another corpus or split ({why}); recompute it with "
+                            "`speechrq features stats CORPUS --force`")

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from .errors import SpeechrqError
 from .io import atomic_path
+
+log = logging.getLogger(__name__)
 
 CHARS = " abcdefghijklmnopqrstuvwxyz'"
 _KEEP = set(CHARS)
@@ -72,6 +75,10 @@ def train_sentencepiece(sentences: list[str], vocab_size: int, path: str | Path,
         spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, **settings)
     except RuntimeError as e:
         raise SpeechrqError(f"BPE of {vocab_size} tokens: {str(e).splitlines()[0]}") from None
+    made = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+    if made != vocab_size:  # hard_vocab_limit=False: a small corpus holds fewer merges than asked for
+        log.warning("BPE: asked for %d tokens, the training text supports only %d; %s holds %d (recorded as its vocabulary)",
+                    vocab_size, made, path, made)
     with atomic_path(path) as tmp:
         tmp.write_bytes(model.getvalue())
     return Path(path)

@@ -39,6 +39,24 @@ class UnitSource:
         self.quantizer = UnitQuantizer.load(self.quantizer_dir)
 
     @property
+    def fingerprint(self) -> str:
+        """What made these units (quantizer weights, encoder, corpus content), as 16 hex digits: the
+        identity ``units encode`` recorded (:mod:`speechrq.identity`)."""
+        from ..identity import digest, recorded
+        from ..io import file_fingerprint
+        from ..units.quantizers import WEIGHTS_FILE
+
+        return digest(recorded(self.dir) or {"encode": self.summary, "quantizer": file_fingerprint(self.quantizer_dir / WEIGHTS_FILE)})
+
+    def manifest_fingerprint(self, split: str) -> str:
+        """The content of one split's units manifest (:func:`speechrq.identity.manifest_fingerprint`)."""
+        from ..identity import manifest_fingerprint
+        from ..units.encode import manifest_path
+
+        self.cuts(split)  # a missing split is a one-line error
+        return manifest_fingerprint(manifest_path(self.dir, split))
+
+    @property
     def num_streams(self) -> int:
         return self.quantizer.num_streams
 

@@ -64,6 +64,14 @@ class Recognizer:
             self._layer = EncoderLayer(self.spec["encoder"], int(self.spec["layer"])).to(self.device)
         return self._layer
 
+    @property
+    def min_samples(self) -> int:
+        """The fewest 16 kHz samples the encoder reads (560, 35 ms, for a speechrq checkpoint; see
+        :mod:`speechrq.encoders.frozen`): shorter audio is refused, never transcribed as empty."""
+        from ..encoders.frozen import min_samples
+
+        return self._layer.min_samples if self._layer is not None else min_samples(self.spec["encoder"])
+
     def quantizer(self):
         if self._quantizer is None:
             from ..units.quantizers import UnitQuantizer
@@ -87,15 +95,36 @@ class Recognizer:
         return [self.tokenizer.decode(i) for i in ids]
 
     @torch.no_grad()
-    def transcribe(self, audio: list[np.ndarray], mode: str = "joint", beam: int = 10, ctc_weight: float = 0.3) -> list[str]:
-        """16 kHz waveforms -> text: encoder layer, units (unless continuous), model, search."""
+    def transcribe(self, audio: list[np.ndarray], mode: str = "joint", beam: int = 10, ctc_weight: float = 0.3,
+                   names: list[str] | None = None) -> list[str]:
+        """16 kHz waveforms -> text: encoder layer, units (unless continuous), model, search.
+
+        Each waveform needs at least :attr:`min_samples` samples (560, 35 ms, for a speechrq checkpoint): shorter
+        ones (an empty file too) are refused in one line naming each (``names[i]``, else ``audio i``) and its length.
+        """
         from .data import pad_ids, unit_sequence
 
+        from ..checks import require_finite
+        from ..data.audio import audio_problem
+        from ..encoders.frozen import describe_samples
+
+        names = list(names) if names is not None else [f"audio {i}" for i in range(len(audio))]
+        if not len(audio):
+            raise SpeechrqError("transcribe: no audio given")
+        for i, a in enumerate(audio):  # valid audio only, as import and the loader define it
+            if (problem := audio_problem(np.asarray(a))):
+                raise SpeechrqError(f"{names[i]}: {problem}")
+        minimum = self.min_samples
+        short = [f"{names[i]} ({len(a)} samples)" for i, a in enumerate(audio) if len(a) < minimum]
+        if short:
+            raise SpeechrqError(f"too short to transcribe: {', '.join(short)}; the encoder reads at least {describe_samples(minimum)} "
+                                "of 16 kHz audio")
         lens = torch.tensor([len(a) for a in audio])
         batch = torch.zeros(len(audio), int(lens.max()))
         for i, a in enumerate(audio):
             batch[i, : len(a)] = torch.as_tensor(a, dtype=torch.float32)
         states, frame_lens = self.layer()(batch.to(self.device), lens.to(self.device))
+        require_finite(states, frame_lens, names, f"encoder layer {self.spec['layer']} states")
         if self.kind == "continuous":
             return self.decode(states, frame_lens.cpu(), mode, beam, ctc_weight)
         q = self.quantizer()
@@ -109,19 +138,33 @@ class Recognizer:
 
 def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc_weight: float = 0.3, max_duration: float = 60.0,
                  progress: bool = True) -> dict:
-    """Hypotheses of every cut with a transcript, and CER/WER against the references."""
+    """Hypotheses of every cut with a transcript, and CER/WER against the references.
+
+    Nothing is left out silently: with continuous input, a cut shorter than the encoder's minimum (560 samples,
+    35 ms, for a speechrq checkpoint) is refused before decoding, naming each; with units, a cut with no unit
+    frame is refused likewise.
+    """
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..data.batching import padded_groups, sequential_batches
+    from ..checks import describe_cut, require_finite
+    from ..data.batching import padded_groups, refuse_short_cuts, sequential_batches
     from .data import pad_ids, unit_sequence
 
     cuts = sorted((c for c in cuts if normalize_text(c.supervisions[0].text if c.supervisions else "")), key=lambda c: c.duration)
+    if rec.kind == "continuous":
+        refuse_short_cuts(cuts, rec.min_samples, f"encoder layer {rec.spec['layer']} of {rec.spec['encoder']}")
+    elif (empty := [describe_cut(c) for c in cuts if _unit_frames(c) == 0]):
+        raise SpeechrqError(f"{len(empty)} utterance(s) have no unit frame (audio too short for the encoder when encoded): "
+                            f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}; encode the units again")
     ids, hyps, refs = [], [], []
-    for batch in tqdm(sequential_batches(CutSet.from_cuts(cuts), max_duration) if rec.kind == "continuous" else padded_groups(cuts, max_duration),
+    batches = (sequential_batches(CutSet.from_cuts(cuts), max_duration, rec.min_samples) if rec.kind == "continuous"
+               else padded_groups(cuts, max_duration))
+    for batch in tqdm(batches,
                       desc=f"decode {mode}", unit="batch", disable=not progress):
         if rec.kind == "continuous":
             states, lens = rec.layer()(batch["audio"].to(rec.device), batch["audio_lens"].to(rec.device))
+            require_finite(states, lens, [describe_cut(c) for c in batch["cuts"]], f"encoder layer {rec.spec['layer']} states")
             out = rec.decode(states, lens.cpu(), mode, beam, ctc_weight)
             chunk = list(batch["cuts"])
         else:
@@ -135,9 +178,19 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
             "utterances": len(ids)}
 
 
+def _unit_frames(cut) -> int:
+    """A units cut's frame count, from its manifest (the array is not read)."""
+    from ..units.encode import UNITS_FIELD
+
+    return int(cut.custom[UNITS_FIELD].shape[0])
+
+
 def read_audio(path: str | Path) -> np.ndarray:
-    """A sound file as 16 kHz mono float32 (resampled, channels averaged); a one-line error when unreadable."""
+    """A sound file as 16 kHz mono float32 (resampled, channels averaged); a one-line error when unreadable
+    or not valid audio (:func:`speechrq.data.audio.audio_problem`: non-finite samples, absurd amplitude)."""
     from lhotse import Recording
+
+    from ..data.audio import audio_problem
 
     try:
         rec = Recording.from_file(str(path))
@@ -146,4 +199,6 @@ def read_audio(path: str | Path) -> np.ndarray:
         audio = rec.load_audio()
     except Exception as e:  # any decoder error is the user's file
         raise SpeechrqError(f"{path}: cannot read audio ({str(e).splitlines()[0][:200]})") from None
+    if (problem := audio_problem(np.asarray(audio))):
+        raise SpeechrqError(f"{path}: {problem}")
     return np.asarray(audio, dtype=np.float32).mean(0)

@@ -10,7 +10,10 @@ row by attention score, scores them with CTC (vectorised over rows and candidate
 loop is over frames, the recursion itself), and keeps the ``beam`` best (row, candidate)
 pairs per utterance. A hypothesis that takes ``<eos>`` is finished; the search ends when
 every beam is finished or at ``max_len`` (the number of encoder frames), where ``<eos>``
-is forced. No length normalisation and no LM, as the paper's recipe.
+is forced. No length normalisation and no LM, as the paper's recipe. The best ended hypothesis
+is then compared, under the same joint score (:func:`joint_scores`), with the greedy CTC and
+greedy attention hypotheses, and the best of the three is returned: the result never scores
+below either half decoded alone (a narrow beam can otherwise lose them).
 
 With ``ctc_weight = 0`` and ``beam = 1`` the search is greedy attention decoding (a test).
 """
@@ -107,8 +110,13 @@ class CTCPrefixScorer:
 
 @torch.no_grad()
 def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 10, ctc_weight: float = 0.3,
-                      pre_beam: int | None = None, max_len: int | None = None) -> list[list[int]]:
-    """Best hypothesis per utterance (output token ids) by joint CTC/attention beam search."""
+                      pre_beam: int | None = None, max_len: int | None = None,
+                      return_scores: bool = False) -> list[list[int]] | list[tuple[list[int], float]]:
+    """Best hypothesis per utterance (output token ids) by joint CTC/attention beam search.
+
+    ``return_scores``: ``(tokens, score)`` per utterance instead, the score the search ranked it by:
+    ``(1 - ctc_weight) log p_att(tokens <eos>) + ctc_weight log p_ctc(tokens)`` (the whole-utterance CTC
+    probability; at the length limit ``<eos>`` is forced and adds nothing to the attention term)."""
     dec = model.decoder
     b, t, _ = enc.shape
     v, eos = dec.vocab, dec.sos_eos
@@ -159,10 +167,49 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
             r = states[src, col]
         if not bool(alive.any()):
             break
+    beam_hyps = [max(f, key=lambda s: s[0])[1] if f else [] for f in finished]  # (nothing ended cannot happen: <eos> is forced)
+    # never worse than either half alone: greedy CTC and greedy attention compete under the same joint score (a narrow
+    # beam can lose them, since an ended hypothesis competes for the beam with running prefixes); ties keep the beam's
+    options = [beam_hyps, ctc_greedy(model, enc, lens), attention_greedy(model, enc, lens, max_len)]
+    scores = torch.stack([joint_scores(model, enc, lens, hyps, ctc_weight, max_len) for hyps in options])  # [3, B]
+    best = scores.argmax(0).tolist()  # argmax takes the first maximum: the beam's on ties
     out = []
     for i in range(b):
-        if finished[i]:
-            out.append(max(finished[i], key=lambda s: s[0])[1])
-        else:  # nothing ended (cannot happen with the forced <eos>, kept for safety)
-            out.append([])
+        hyp, score = options[best[i]][i], float(scores[best[i], i])
+        out.append((hyp, score) if return_scores else hyp)
     return out
+
+
+@torch.no_grad()
+def joint_scores(model, enc: torch.Tensor, lens: torch.Tensor, hyps: list[list[int]], ctc_weight: float = 0.3,
+                 max_len: int | None = None) -> torch.Tensor:
+    """``[B]`` joint score of one whole hypothesis per utterance, as :func:`joint_beam_search` ranks ended hypotheses:
+    ``(1 - w) log p_att(y <eos>) + w log p_ctc(y)`` (``p_ctc`` over every alignment of the utterance's frames; at the
+    length limit ``<eos>`` is forced and adds nothing). A hypothesis the search could not produce (longer than the
+    limit, or impossible for CTC) scores :data:`NEG`."""
+    import torch.nn.functional as F
+
+    dec, b, device = model.decoder, enc.shape[0], enc.device
+    token_lens = torch.tensor([len(h) for h in hyps], dtype=torch.long, device=device)
+    u = max(1, int(token_lens.max()))
+    tokens = torch.zeros(b, u, dtype=torch.long, device=device)
+    for i, h in enumerate(hyps):
+        tokens[i, : len(h)] = torch.tensor(h, dtype=torch.long, device=device)
+    pad = torch.arange(u, device=device)[None] >= token_lens[:, None]
+    limits = (lens if max_len is None else torch.full_like(lens, max_len)).to(device)
+    # attention: teacher forcing <sos> y -> y <eos>, the <eos> term dropped where it is forced (at the limit)
+    sos = torch.full((b, 1), dec.sos_eos, dtype=torch.long, device=device)
+    ys_in = torch.cat([sos, tokens.masked_fill(pad, dec.sos_eos)], 1)
+    target = torch.cat([tokens, sos], 1)
+    target[torch.arange(b, device=device), token_lens] = dec.sos_eos
+    logp = F.log_softmax(dec(ys_in, token_lens + 1, enc, lengths_to_padding_mask(lens, enc.shape[1])).float(), -1)
+    picked = logp.gather(2, target[..., None])[..., 0]  # [B, U + 1]
+    positions = torch.arange(u + 1, device=device)[None]
+    counted = (positions < token_lens[:, None]) | ((positions == token_lens[:, None]) & (token_lens < limits)[:, None])
+    att = (picked * counted).sum(1)
+    score = att
+    if ctc_weight > 0:
+        ctc = -F.ctc_loss(model.ctc_logp(enc).float().transpose(0, 1), (tokens + 1).masked_fill(pad, 0), lens.to(device), token_lens,
+                          blank=0, reduction="none", zero_infinity=False)
+        score = (1 - ctc_weight) * att + ctc_weight * ctc
+    return torch.where(torch.isfinite(score) & (token_lens <= limits), score, torch.full_like(score, NEG))

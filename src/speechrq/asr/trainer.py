@@ -27,8 +27,10 @@ from torch import nn
 
 from .. import distributed as dist
 from ..checkpoint import load_model_state, prune_checkpoints, save_checkpoint, step_dir
+from ..checks import describe_cut, name_list, require_finite
 from ..config import config_to_dict, dump_yaml
-from ..data.batching import BatchStream
+from ..data.batching import BatchStream, refuse_short_cuts
+from ..errors import SpeechrqError
 from ..io import atomic_write_text
 from ..text import BPETokenizer
 from ..training import engine
@@ -49,8 +51,8 @@ def model_spec(cfg: ASRConfig, source: UnitSource, vocab: int) -> dict:
     kind = cfg.data.input
     encoder, layer = source.encoder
     spec = {"input": kind, "vocab": vocab, "preset": cfg.model.preset, "stream_weighting": cfg.model.stream_weighting,
-            "dropout": cfg.model.dropout, "units_dir": str(source.dir), "quantizer_dir": str(source.quantizer_dir),
-            "encoder": encoder, "layer": layer, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
+            "dropout": cfg.model.dropout, "units_dir": str(source.dir.resolve()), "quantizer_dir": str(source.quantizer_dir.resolve()),
+            "encoder": str(Path(encoder).resolve()), "layer": layer, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
     if kind == "units":
         spec |= {"num_streams": source.num_streams, "unit_vocab": source.unit_vocab}
     elif kind == "dedup":
@@ -76,22 +78,36 @@ def as_bytes_tensor(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone()
 
 
-def output_tokens(cfg: ASRConfig, cuts, out: Path, ctx: dist.Context) -> BPETokenizer:
-    """``OUT/tokens.model``: BPE over the training transcripts, trained once by rank 0 (a resumed run reuses it)."""
+def output_tokens(cfg: ASRConfig, cuts, out: Path, ctx: dist.Context, resumed: bool) -> BPETokenizer:
+    """``OUT/tokens.model``: BPE over the training transcripts, trained by rank 0 for a new run; a resumed run (whose
+    config and training manifest were checked equal) reuses it, a new run never reuses one left in ``out``."""
     path = out / "tokens.model"
-    if ctx.is_main and not path.exists():
+    if ctx.is_main and (not resumed or not path.exists()):
         texts = [c.supervisions[0].text or "" for c in cuts if c.supervisions]
         BPETokenizer.train(texts, cfg.data.vocab_size or auto_vocab_size(texts), path)
     dist.barrier(ctx)
     return BPETokenizer(path)
 
 
-def input_features(layer, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's input of a batch: unit ids, or (continuous) the frozen encoder layer's states."""
+def input_features(layer, batch: dict, device: torch.device, unit_vocab: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's input of a batch: unit ids, or (continuous) the frozen encoder layer's states.
+
+    Checked where they enter: states holding NaN or inf, or ids outside ``[0, unit_vocab)`` (an id past ``k``
+    would read the next stream's embedding table), are a one-line error naming the utterances.
+    """
     if layer is None:
-        return batch["inputs"].to(device), batch["input_lens"].to(device)
+        x, lens = batch["inputs"].to(device), batch["input_lens"].to(device)
+        if unit_vocab is not None:
+            bad = ((x < 0) | (x >= unit_vocab)).flatten(1).any(1)  # padding is 0, always in range
+            if bool(bad.any()):
+                cuts = list(batch["cuts"])
+                names = [describe_cut(cuts[i]) for i in bad.nonzero().flatten().tolist()]
+                raise SpeechrqError(f"unit ids outside [0, {unit_vocab}) (up to {int(x.max())}) in utterance {name_list(names, len(cuts))}; "
+                                    "encode the units again (`speechrq units encode`)")
+        return x, lens
     with torch.no_grad():
         x, lens = layer(batch["audio"].to(device), batch["audio_lens"].to(device))
+    require_finite(x, lens, [describe_cut(c) for c in batch["cuts"]], f"encoder layer {getattr(layer, 'layer', '?')} states")
     return x, lens
 
 
@@ -102,14 +118,17 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     ctx = dist.init(cfg.train.device)
     out, dev = Path(cfg.out_dir), ctx.device
     engine.set_deterministic(cfg.train.deterministic)
-    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx)
 
     # ---- data and tokens
     source = UnitSource(cfg.data.units)
+    inputs = {"units": source.fingerprint, "train": source.manifest_fingerprint(cfg.data.train_split)}
+    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs)
+    if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
+        return resume_from
     cuts = source.cuts(cfg.data.train_split).to_eager()
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    tokenizer = output_tokens(cfg, cuts, out, ctx)
+    tokenizer = output_tokens(cfg, cuts, out, ctx, resumed=resume_from is not None)
     unit_bpe = source.unit_bpe() if cfg.data.input == "bpe" else None
     d = cfg.data
     stream = BatchStream(cuts, d.max_duration, cfg.train.seed, d.num_buckets, d.num_workers, cfg.optim.accum_steps, ctx.world_size,
@@ -119,6 +138,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         from ..encoders import EncoderLayer
 
         layer = EncoderLayer(*source.encoder).to(dev)
+        refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any step
 
     # ---- the model, and where this run starts
     spec = model_spec(cfg, source, len(tokenizer))
@@ -139,10 +159,10 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     metrics = engine.MetricsLog(out, step, ctx.is_main)
 
-    def checkpoint() -> Path:
+    def checkpoint(reason: str = "") -> Path:
         state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx)}
         info = {"kind": "speechrq-asr", "step": step, "world_size": ctx.world_size, "data": dist.gather_objects(stream.state(), ctx),
-                "config": config_to_dict(cfg), "model": spec}
+                "config": config_to_dict(cfg), "inputs": inputs, "model": spec, "reason": reason}
         path = step_dir(out / "checkpoints", step)
         if ctx.is_main:
             save_checkpoint(path, model.state_dict() | extra, state, info)
@@ -153,6 +173,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc=f"asr {d.input}", unit="step", disable=not (progress and ctx.is_main),
                dynamic_ncols=True)
     last, window, t_window = resume_from, [], time.perf_counter()
+    nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
     masks = (cfg.loss.time_masks, cfg.loss.time_mask_width)
     while step < cfg.optim.max_steps:
         lr = cfg.optim.lr * lr_factor(step, cfg.optim)
@@ -162,7 +183,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         sums = torch.zeros(5, dtype=torch.float64)  # loss, ctc, attention, correct, tokens
         for micro in range(cfg.optim.accum_steps):
             batch = next(stream)
-            x, lens = input_features(layer, batch, dev)
+            x, lens = input_features(layer, batch, dev, spec["unit_vocab"] or None)
             gen = torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + stream.global_index())
             with (ddp.no_sync() if ctx.distributed and micro < cfg.optim.accum_steps - 1 else contextlib.nullcontext()), \
                     engine.autocast(cfg.train.precision, dev):
@@ -175,13 +196,18 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
         if math.isfinite(loss) and bool(torch.isfinite(grad_norm)):
             optimizer.step()
+            nonfinite.good()
         else:
-            log.warning("step %d: non-finite loss or gradient; update skipped", step)
+            # inputs were checked on entry (input_features): what is left to blame is a buffer, or the model
+            cause = nonfinite.skipped(model, [], ctx)
+            if ctx.is_main:
+                log.warning("step %d: non-finite loss or gradient; update skipped (%d in a row)%s", step, nonfinite.run,
+                            f"; cause: {cause}" if cause else "")
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window.append(sums)
         bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps:
+        if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps or nonfinite.stopping:
             w = torch.stack(window).sum(0)
             n = len(window) * cfg.optim.accum_steps * ctx.world_size
             record = {"step": step, "lr": lr, "loss": float(w[0]) / n, "ctc": float(w[1]) / n, "attention": float(w[2]) / n,
@@ -189,6 +215,11 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
             metrics.write(record)
             bar.set_postfix(loss=f"{record['loss']:.2f}", acc=f"{record['acc']:.3f}")
             window, t_window = [], time.perf_counter()
+        if nonfinite.stopping:  # train.max_nonfinite skipped steps in a row: stop, with the last good weights saved
+            path = checkpoint(reason="non-finite")
+            bar.close()
+            metrics.close()
+            raise SpeechrqError(nonfinite.message(step, path))
         if step % cfg.train.checkpoint_every == 0 or step == cfg.optim.max_steps:
             last = checkpoint()
     bar.close()

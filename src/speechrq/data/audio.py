@@ -6,6 +6,19 @@ on the fly (resampling to 16 kHz, down-mixing to mono), or raises
 :class:`AudioError` naming the file and the problem. :func:`inspect_many` runs it
 over many files in parallel and keeps going past bad ones, so one bad file never
 stops an import or loses the good ones.
+
+**Valid audio** is defined once, by :func:`audio_problem`, and checked wherever audio
+enters: at import (:func:`inspect_audio`), in the loader
+(:class:`speechrq.data.batching.AudioBatches`) and for user files at inference
+(:func:`speechrq.asr.decode.read_audio`). Samples are floats on the full scale of
+[-1, 1] (integer PCM is mapped there by the decoder, so it is always valid); they must
+all be finite, and the peak ``|x|`` may not exceed :data:`MAX_PEAK` = 1000, i.e.
+60 dB above full scale. A float file may legitimately go a little past 1.0 (mixing
+headroom, resampler overshoot: peaks of 2-30 at most in practice); a peak of 1000 or
+more is not sound but a wrong scale (samples written on the int16 scale, up to 32768)
+or garbage (white noise times 1e20), and would dominate the corpus's log-Mel
+statistics (log-Mel itself overflows float32 only near 1e12, so the bound keeps nine
+orders of magnitude of margin).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import numpy as np
 
 from ..frames import SAMPLE_RATE as TARGET_RATE  # every file is resampled to it when loaded
 MIN_DURATION = 0.1  # seconds: shorter files are rejected at import (a speech encoder frame is 40 ms, a window 25 ms)
+MAX_PEAK = 1000.0  # largest valid |sample| (full scale is 1.0): 60 dB of headroom; see the module docstring
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph", ".aiff", ".aif")
 
 
@@ -31,6 +45,26 @@ class AudioError(Exception):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+def audio_problem(samples: np.ndarray) -> str | None:
+    """What makes decoded samples (floats, full scale 1.0, any shape) invalid audio, or None when they are valid.
+
+    Invalid: any NaN or inf sample, or a peak ``|x|`` above :data:`MAX_PEAK`. Two reductions, no copy
+    of the samples unless one is non-finite (then they are counted).
+    """
+    if samples.size == 0:
+        return None
+    hi, lo = float(np.max(samples)), float(np.min(samples))
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        bad = int(samples.size - np.count_nonzero(np.isfinite(samples)))
+        return f"{bad} non-finite (NaN or inf) samples"
+    peak = max(abs(hi), abs(lo))
+    if peak > MAX_PEAK:
+        hint = ": samples on the int16 scale? divide them by 32768" if peak <= 32768.0 else ""
+        return (f"absurd amplitude: samples peak at {peak:.3g}, over {MAX_PEAK:g} times full scale "
+                f"(float audio is full scale at 1.0{hint})")
+    return None
 
 
 def _riff_truncation(path: Path) -> str | None:
@@ -58,7 +92,8 @@ def inspect_audio(path: str | os.PathLike, recording_id: str | None = None):
 
     Returns ``(recording, notes)``; ``notes`` lists the conversions the loader will
     make (resampling, down-mixing). Raises :class:`AudioError` for unusable files:
-    unreadable, truncated, empty, or holding non-finite samples.
+    unreadable, truncated, empty, or not valid audio (:func:`audio_problem`: non-finite
+    samples or an absurd amplitude).
     """
     import soundfile as sf
     from lhotse import Recording
@@ -78,16 +113,17 @@ def inspect_audio(path: str | os.PathLike, recording_id: str | None = None):
     try:
         with sf.SoundFile(path) as f:
             rate, channels, frames = f.samplerate, f.channels, f.frames
-            data = f.read(dtype="float32", always_2d=True)
+            # float64 files are checked in float64: a huge finite sample must not turn into inf on the way
+            data = f.read(dtype="float64" if f.subtype == "DOUBLE" else "float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise AudioError(path, f"unreadable audio ({str(e).split(': ', 1)[-1].strip()})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "zero-length audio (no samples)")
     if frames > 0 and data.shape[0] < frames:
         raise AudioError(path, f"truncated: the header announces {frames} samples, {data.shape[0]} could be decoded")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AudioError(path, f"{bad} non-finite (NaN or inf) samples")
+    problem = audio_problem(data)
+    if problem:
+        raise AudioError(path, problem)
     if data.shape[0] < MIN_DURATION * rate:
         raise AudioError(path, f"too short ({data.shape[0] / rate:.3f} s; at least {MIN_DURATION} s)")
     notes = []

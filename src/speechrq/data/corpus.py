@@ -3,16 +3,82 @@
 ``OUT/cuts_{split}.jsonl[.gz]`` are lhotse CutSets, one per split, each cut with
 one supervision carrying whatever labels the corpus has (``text``, ``speaker``,
 ``custom.intent`` / ``action`` / ``object`` / ``location``, ``custom.emotion``,
-``alignment["phone"]``). Relative audio paths are relative to ``OUT``.
-``OUT/summary.json`` holds the counts that :func:`summarize` prints.
+``alignment["phone"]``). ``OUT/summary.json`` holds the counts that :func:`summarize` prints.
+
+**Audio paths.** A relative audio path in a manifest is relative to ``OUT`` (the corpus
+folder), never to the directory a command runs in; :class:`LazyCuts` and :func:`load_cuts`
+join it to the corpus folder as given when read (resolved against the current directory
+at that moment). Writers keep to this: ``speechrq synth`` writes its audio under ``OUT`` and
+stores paths relative to it; ``speechrq data import`` stores a file under ``OUT`` relative to
+``OUT`` and any other file as an absolute path (the source folder made absolute first, so a
+relative ``SRC`` works). Moving or renaming the corpus folder therefore keeps it readable:
+its own audio moves with it, outside audio stays where the absolute path says (moving
+*that* needs the manifests rewritten).
+
+**Ids.** Every utterance, recording and speaker id is valid in every format speechrq
+writes: Kaldi / ESPnet text (``utt-id field ...``: no whitespace) and file names
+(per-utterance caches, :func:`speechrq.io.utterance_file`). :func:`safe_id` is the one
+mapping ``data import`` applies to the names a corpus gives (file paths, label-file ids,
+speaker names): ``/`` becomes ``__``, every whitespace or control character (space, tab,
+newline, NUL, ...) becomes ``_``, other characters (non-ASCII letters too) stay, and an id
+over :data:`MAX_ID_BYTES` bytes of UTF-8 is cut and ends in a hash of the whole name. A
+changed utterance id keeps its original in the supervision's ``custom["source_id"]``, a
+changed speaker in ``custom["source_speaker"]``; two names that map to one id are refused,
+naming both. Writers of text lines check ids again (:func:`text_id`) and refuse, in one
+line, an id with whitespace (from a hand-made manifest) rather than write a broken line.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 from ..errors import SpeechrqError
+
+MAX_ID_BYTES = 100  # an id's UTF-8 bytes: `<id>.npy` and its temporary name (the id twice when it holds dots) stay under 255
+
+
+def _unsafe(ch: str) -> bool:
+    """Whitespace (any Unicode space, tab, newline) or a control character: what splits or breaks a text line."""
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Zs", "Zl", "Zp")
+
+
+def safe_id(name: str) -> str:
+    """The id of a corpus name (``speaker one/take 1`` -> ``speaker_one__take_1``): see the module docstring.
+
+    Deterministic, and the identity for names that are already safe.
+    """
+    import hashlib
+
+    safe = "".join("__" if ch == "/" else "_" if _unsafe(ch) else ch for ch in name)
+    if len(safe.encode("utf-8")) > MAX_ID_BYTES:
+        head = safe.encode("utf-8")[: MAX_ID_BYTES - 17].decode("utf-8", errors="ignore")
+        safe = f"{head}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    return safe
+
+
+def id_problem(utt_id) -> str | None:
+    """What makes ``utt_id`` unusable as the first field of a Kaldi / ESPnet text line, or None."""
+    if not isinstance(utt_id, str) or not utt_id:
+        return "is empty"
+    bad = sorted({ch for ch in utt_id if _unsafe(ch)})
+    if bad:
+        return f"holds whitespace or control characters ({', '.join(repr(ch) for ch in bad)})"
+    return None
+
+
+def text_id(utt_id: str, where: str | Path = "") -> str:
+    """``utt_id`` as the first field of a Kaldi / ESPnet text line, or a one-line :class:`SpeechrqError`.
+
+    Ids made by ``data import`` and ``synth`` always pass; a hand-made manifest's may not.
+    """
+    problem = id_problem(utt_id)
+    if problem:
+        at = f"{where}: " if where else ""
+        raise SpeechrqError(f"{at}utterance id {utt_id!r} {problem}: it cannot be the first field of a Kaldi/ESPnet text "
+                            "line; give it an id without them in the manifest (`speechrq data import` maps such names itself)")
+    return utt_id
 
 
 def cut_files(corpus_dir: str | Path) -> dict[str, Path]:
@@ -30,7 +96,7 @@ def cut_files(corpus_dir: str | Path) -> dict[str, Path]:
 
 
 def load_cuts(corpus_dir: str | Path, split: str | list[str]):
-    """The CutSet of one split (or several, concatenated), audio paths resolved against ``corpus_dir``."""
+    """The CutSet of one split (or several, concatenated), relative audio paths joined to ``corpus_dir`` (made absolute)."""
     from lhotse import CutSet
 
     if not isinstance(split, str):
@@ -42,7 +108,9 @@ class LazyCuts:
     """The cuts of one split, read from its manifest one at a time on every iteration, paths resolved.
 
     Memory does not grow with the corpus: what a one-pass job over a whole corpus
-    (unit sampling and encoding) iterates, as often as it needs.
+    (unit sampling and encoding) iterates, as often as it needs. A relative audio path is
+    joined to ``corpus_dir`` made absolute when the object is made, so a relative
+    ``corpus_dir`` means the same folder whatever the current directory is later.
     """
 
     def __init__(self, corpus_dir: str | Path, split: str):

@@ -8,6 +8,14 @@ and the import goes on. It never opens audio. :func:`import_corpus` then checks 
 keeps the good ones, and writes lhotse manifests (``cuts_{split}.jsonl.gz``), an
 ``import_report.json`` and a ``summary.json``.
 
+Paths and ids are made safe here, once, for every recipe (the rules are in
+:mod:`speechrq.data.corpus`): ``SRC`` is made absolute before the recipe runs, audio
+under ``OUT`` is stored relative to ``OUT`` and any other audio as an absolute path, so
+the corpus reads the same from any directory and after ``OUT`` is moved; every
+utterance and speaker id goes through :func:`~speechrq.data.corpus.safe_id` (the
+original kept in ``custom``), and two names that become one id stop the import with
+one line naming both.
+
 Why not call lhotse's own recipes (``prepare_librispeech``, ``prepare_timit``,
 ``prepare_slu``)? They stop at the first unreadable file, and a single bad file
 must never stop an import. The label parsing here follows them (TIMIT's split
@@ -19,13 +27,14 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import SpeechrqError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_json, read_json
 from .audio import AUDIO_EXTENSIONS, TARGET_RATE, inspect_many
 
 
@@ -247,7 +256,8 @@ def folder(src: Path) -> list[Entry | Rejected]:
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise SpeechrqError(f"{src}: holds no audio file ({', '.join(AUDIO_EXTENSIONS)})")
-    return [Entry("train", p, str(p.relative_to(src).with_suffix("")).replace("/", "__")) for p in files]
+    # the id is the path under SRC without its extension; import_corpus makes it safe ('/' -> '__', spaces -> '_')
+    return [Entry("train", p, str(p.relative_to(src).with_suffix(""))) for p in files]
 
 
 RECIPES: dict[str, Callable[[Path], list[Entry | Rejected]]] = {
@@ -263,6 +273,57 @@ RECIPES: dict[str, Callable[[Path], list[Entry | Rejected]]] = {
 # --------------------------------------------------------------------------- driver
 
 
+def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rejected]]:
+    """Every utterance and speaker id through :func:`~speechrq.data.corpus.safe_id`, originals kept in ``custom``.
+
+    An empty id is rejected (reported like bad audio); two different names that become one id, or one
+    utterance id given twice, stop the import with one line naming both.
+    """
+    from .corpus import safe_id
+
+    kept, rejected = [], []
+    utt_names: dict[str, Entry] = {}
+    speaker_names: dict[str, str] = {}
+    for e in entries:
+        uid = safe_id(e.id)
+        if not uid:
+            rejected.append(Rejected(str(e.audio), "empty utterance id"))
+            continue
+        if uid in utt_names:
+            first = utt_names[uid]
+            if first.id == e.id:
+                raise SpeechrqError(f"{src}: utterance id {e.id!r} occurs more than once ({first.audio} and {e.audio})")
+            raise SpeechrqError(f"{src}: utterance ids {first.id!r} ({first.audio}) and {e.id!r} ({e.audio}) both become {uid!r} "
+                                "(whitespace and control characters become '_', '/' becomes '__'); rename one of them")
+        utt_names[uid] = e
+        custom = dict(e.custom)
+        if uid != e.id:
+            custom["source_id"] = e.id
+        speaker = e.speaker
+        if speaker is not None:
+            speaker = safe_id(speaker) or None
+            if speaker is not None and speaker_names.setdefault(speaker, e.speaker) != e.speaker:
+                raise SpeechrqError(f"{src}: speakers {speaker_names[speaker]!r} and {e.speaker!r} both become {speaker!r} "
+                                    "(whitespace and control characters become '_', '/' becomes '__'); rename one of them")
+            if speaker != e.speaker:
+                custom["source_speaker"] = e.speaker
+        kept.append(Entry(e.split, e.audio, uid, text=e.text, speaker=speaker, custom=custom, alignment=e.alignment))
+    return kept, rejected
+
+
+def stored_path(audio: str | Path, out: Path) -> str:
+    """How a manifest stores ``audio``: relative to the corpus folder ``out`` when under it, else absolute.
+
+    Relative paths are read against the corpus folder (:class:`~speechrq.data.corpus.LazyCuts`), so a
+    corpus keeps reading its own audio when moved; outside audio keeps its absolute path.
+    """
+    absolute = Path(os.path.abspath(audio))
+    try:
+        return str(absolute.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(absolute)
+
+
 def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4, progress: bool = True):
     """Import corpus ``kind`` from ``src`` into the corpus directory ``out``.
 
@@ -271,6 +332,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     """
     from lhotse import CutSet, RecordingSet, SupervisionSet
     from lhotse.supervision import AlignmentItem, SupervisionSegment
+    from lhotse.utils import fastcopy
 
     from .corpus import summarize
 
@@ -279,17 +341,27 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise SpeechrqError(f"{src}: no such directory")
-    found = RECIPES[kind](src)
+    # absolute before the recipe runs: every audio path it makes is then absolute, whatever the current directory
+    found = RECIPES[kind](Path(os.path.abspath(src)))
     entries = [e for e in found if isinstance(e, Entry)]
     rejected = [e for e in found if isinstance(e, Rejected)]
+    entries, unnamed = safe_entries(entries, src)
+    rejected += unnamed
     if not entries:
         reason = f" ({len(rejected)} label problems, e.g. {rejected[0].source}: {rejected[0].problem})" if rejected else ""
         raise SpeechrqError(f"{src}: the {kind} recipe found no utterance{reason}")
-    ids = [e.id for e in entries]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise SpeechrqError(f"{src}: utterance id {dup!r} occurs more than once")
 
+    # OUT holds one corpus: an import never mixes its splits with manifests of another corpus, nor leaves stale ones
+    if out.is_dir() and (held := sorted(p.name for p in out.glob("cuts_*.jsonl*"))):
+        previous = read_json(out / "import_report.json") if (out / "import_report.json").exists() else {}
+        made = {"kind": previous.get("kind"), "source": previous.get("source")}
+        if made != {"kind": kind, "source": str(src.resolve())}:
+            what = f"a {made['kind']} import of {made['source']}" if made["kind"] else "a corpus not imported by `data import`"
+            raise SpeechrqError(f"{out}: already holds {what} ({', '.join(held)}); import into another directory or delete it")
+        splits = {e.split for e in entries}
+        if (stale := [n for n in held if n.split("cuts_", 1)[1].split(".jsonl")[0] not in splits]):
+            raise SpeechrqError(f"{out}: holds {', '.join(stale)}, which this import of {src} no longer makes; "
+                                "import into another directory or delete it")
     recordings, report = inspect_many(((e.audio, e.id) for e in entries), workers=workers, progress=progress)
     report.skipped.update({r.source: r.problem for r in rejected})
     out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +378,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
                     for k, items in e.alignment.items()
                 }
             channel = rec.channel_ids[0] if len(rec.channel_ids) == 1 else rec.channel_ids
+            rec.sources = [fastcopy(source, source=stored_path(source.source, out)) for source in rec.sources]
             recs.append(rec)
             sups.append(SupervisionSegment(
                 id=e.id, recording_id=e.id, start=0.0, duration=rec.duration, channel=channel,

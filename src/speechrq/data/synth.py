@@ -413,7 +413,9 @@ def synthesize_corpus(
     timings = {} if timings is None else timings
     out = Path(out_dir)
     plan = plan_corpus(config)
-    record = _plan_record(plan)
+    from ..identity import versions
+
+    record = _plan_record(plan) | {"versions": versions("espeakng-loader")}
     plan_file = out / "plan.json"
     if plan_file.exists():
         old = json.loads(plan_file.read_text())
@@ -429,6 +431,9 @@ def synthesize_corpus(
             return json.loads(summary_file.read_text())
         if old.get("speakers") != record["speakers"]:
             raise SpeechrqError(f"{out}: an unfinished corpus planned with other speakers (an older speechrq's voices); "
+                                "finish it with that version, or delete it and synthesize again")
+        if old.get("versions", record["versions"]) != record["versions"]:  # shards of two synthesizers never mix
+            raise SpeechrqError(f"{out}: an unfinished corpus begun with {old['versions']}, not {record['versions']}; "
                                 "finish it with that version, or delete it and synthesize again")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(plan_file, record)

@@ -12,6 +12,28 @@ a ``fingerprint`` that keys its cached hidden states.
 
 A checkpoint is read from its saved config and weights alone
 (:class:`PretrainCheckpoint`), never through the trainer.
+
+**Shortest input.** Every encoder states the fewest 16 kHz samples it reads
+(``min_samples``; :func:`min_samples` reads it from a path without loading weights),
+and refuses shorter rows with one :class:`~speechrq.errors.SpeechrqError` naming them
+(:func:`check_lengths`), never a convolution's RuntimeError or an empty output:
+
+- a speechrq checkpoint (and the filterbank baseline): :data:`MIN_SAMPLES` = 560
+  samples (35 ms). Log-Mel frames are 25 ms windows every 10 ms, Kaldi-style with
+  ``snip_edges=False``, so ``n`` samples give ``(n + 80) // 160`` frames; the front
+  end's two stride-2 convolutions turn 4 frames into one 40 ms encoder frame, and 560
+  is the fewest samples that give 4 frames (:func:`speechrq.features.samples_for_frames`).
+- a Hugging Face folder: the fewest samples its convolutional feature encoder
+  (``conv_kernel``, ``conv_stride``) needs for the frames of one 40 ms frame, and at
+  least :data:`MIN_SAMPLES` (:func:`speechrq.encoders.hf.hf_min_samples`): 720
+  samples (45 ms) for wav2vec2 / HuBERT / WavLM / data2vec-audio's standard front
+  end (a 400-sample receptive field, 320-sample hop, two 20 ms frames per 40 ms).
+
+Corpus passes at inference (``evaluate``, ``units fit`` / ``encode`` / ``report``,
+``asr decode`` and continuous ``asr train``) check every cut against the encoder's
+minimum before reading any audio and refuse, naming the short cuts
+(:func:`speechrq.data.batching.refuse_short_cuts`); ``asr transcribe`` names each
+short file.
 """
 
 from __future__ import annotations
@@ -25,11 +47,45 @@ from torch import nn
 
 from ..checkpoint import MODEL_FILE, load_model_state, read_meta
 from ..errors import SpeechrqError
-from ..features import FeatureNormalizer, LogMel
+from ..features import FeatureNormalizer, LogMel, samples_for_frames
+from ..frames import SAMPLE_RATE
 from ..io import file_fingerprint
 from ..models.conformer import SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
 from ..targets.latent import default_target_layers
 from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
+
+
+MIN_SAMPLES = samples_for_frames(SUBSAMPLING)
+"""560: the fewest 16 kHz samples (35 ms) that give a speechrq encoder one 40 ms frame (4 log-Mel frames)."""
+
+
+def describe_samples(n: int) -> str:
+    """``560 samples (35 ms)``: a length at 16 kHz in samples and milliseconds."""
+    return f"{n} samples ({n * 1000 / SAMPLE_RATE:g} ms)"
+
+
+def min_samples(path: str | Path) -> int:
+    """The fewest 16 kHz samples the encoder at ``path`` (checkpoint or Hugging Face folder) reads; no weights are loaded."""
+    from .hf import hf_min_samples, is_pretrained_folder, pretrained_config
+
+    return hf_min_samples(pretrained_config(path)) if is_pretrained_folder(path) else MIN_SAMPLES
+
+
+def check_lengths(audio_lens: torch.Tensor, minimum: int, names: list[str] | None = None) -> None:
+    """Refuse a batch with a row shorter than ``minimum`` samples, naming each such row (``names[b]`` or its index).
+
+    One :class:`SpeechrqError` line: which rows, how long each is, and the minimum in samples and ms.
+    """
+    from ..checks import name_list
+
+    lens = [int(n) for n in audio_lens.tolist()]
+    if not lens:
+        raise SpeechrqError(f"encoder input: an empty batch (no audio rows); each row needs at least {describe_samples(minimum)}")
+    short = [i for i, n in enumerate(lens) if n < minimum]
+    if short:
+        named = [f"{names[i] if names else f'row {i}'}: {lens[i]} samples" for i in short]
+        raise SpeechrqError(f"audio too short for the encoder: {name_list(named, len(lens))}; "
+                            f"each needs at least {describe_samples(minimum)} at {SAMPLE_RATE} Hz")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -94,6 +150,8 @@ class PretrainCheckpoint:
 class FrozenEncoder(nn.Module):
     """Waveforms -> every hidden state of a speechrq encoder, in eval mode without gradients."""
 
+    min_samples = MIN_SAMPLES  # shorter rows are refused (see the module docstring)
+
     def __init__(self, normalizer: FeatureNormalizer, encoder: SpeechEncoder, fingerprint: str,
                  checkpoint: PretrainCheckpoint | None = None):
         super().__init__()
@@ -121,7 +179,11 @@ class FrozenEncoder(nn.Module):
 
     @torch.no_grad()
     def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, S]`` audio -> the encoder's input: normalised log-Mel ``[B, T_in, 80]`` in whole encoder frames, lengths."""
+        """``[B, S]`` audio -> the encoder's input: normalised log-Mel ``[B, T_in, 80]`` in whole encoder frames, lengths.
+
+        Every row needs at least :data:`MIN_SAMPLES` samples (560, 35 ms); a shorter one is a :class:`SpeechrqError`.
+        """
+        check_lengths(audio_lens, self.min_samples)
         feats, lens = trim_to_frames(*self.logmel(audio, audio_lens))
         return self.normalizer(feats, lens), lens
 
@@ -140,6 +202,7 @@ class FilterbankEncoder(nn.Module):
     """
 
     checkpoint = None  # no targets of its own to analyse
+    min_samples = MIN_SAMPLES  # one stacked frame is 4 log-Mel frames, as for a speechrq encoder
 
     def __init__(self, normalizer: FeatureNormalizer):
         super().__init__()
@@ -152,14 +215,19 @@ class FilterbankEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``[B, S]`` audio -> ``([stacked log-Mel [B, T, 320]], frame lengths)``."""
+        """``[B, S]`` audio -> ``([stacked log-Mel [B, T, 320]], frame lengths)``; rows under :data:`MIN_SAMPLES` are refused."""
         self.forward_calls += 1
+        check_lengths(audio_lens, self.min_samples)
         feats, lens = trim_to_frames(*self.logmel(audio, audio_lens))
         return [stack_frames(self.normalizer(feats, lens), SUBSAMPLING)], torch.div(lens, SUBSAMPLING, rounding_mode="floor")
 
 
 def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:
-    """A frozen encoder from a speechrq checkpoint or a local Hugging Face model folder."""
+    """A frozen encoder from a speechrq checkpoint or a local Hugging Face model folder.
+
+    Its ``min_samples`` is the shortest audio it reads (560 samples, 35 ms, for a checkpoint; see the module
+    docstring); a shorter row of ``audio_lens`` is a :class:`SpeechrqError` naming the row.
+    """
     from .hf import HuggingFaceEncoder, is_pretrained_folder
 
     if is_pretrained_folder(path):
@@ -174,6 +242,9 @@ class EncoderLayer(nn.Module):
     Hugging Face model's transformer input, its ``hidden_states[0]``), ``k`` block
     (transformer layer) ``k``'s output, so Hugging Face's ``hidden_states[n]`` is
     layer ``n - 1`` here. Nothing above the layer runs.
+
+    ``min_samples``: the shortest audio the layer reads (the source encoder's: 560 samples, 35 ms, for a
+    checkpoint; 720, 45 ms, for a standard Hugging Face front end); a shorter row is a :class:`SpeechrqError`.
     """
 
     def __init__(self, path: str | Path, layer: int):
@@ -191,6 +262,7 @@ class EncoderLayer(nn.Module):
         self.layer, self.path = layer, Path(path)
         self.dim = self.source.dim if hasattr(self.source, "dim") else self.source.encoder.config.dim
         self.fingerprint = self.source.fingerprint
+        self.min_samples = int(self.source.min_samples)
         freeze(self)
 
     @torch.no_grad()

@@ -30,6 +30,31 @@ from ..models.conformer import ENCODER_HOP, SUBSAMPLING
 SUPPORTED = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
 
 
+WAV2VEC2_KERNELS, WAV2VEC2_STRIDES = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)  # transformers' defaults
+
+
+def hf_min_samples(cfg: dict) -> int:
+    """The fewest 16 kHz samples a Hugging Face encoder of config ``cfg`` turns into one 40 ms frame.
+
+    Its convolutional feature encoder (no padding) makes ``(n - kernel) // stride + 1`` frames per
+    layer; one 40 ms frame averages ``640 / hop`` of its frames (two 20 ms frames for the standard
+    front end), and speechrq's frame count needs :data:`speechrq.encoders.frozen.MIN_SAMPLES` too.
+    The standard front end (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2) needs 400 samples for one
+    frame, 720 (45 ms) for two.
+    """
+    from .frozen import MIN_SAMPLES
+
+    kernels = [int(k) for k in cfg.get("conv_kernel", WAV2VEC2_KERNELS)]
+    strides = [int(s) for s in cfg.get("conv_stride", WAV2VEC2_STRIDES)]
+    hop = 1
+    for s in strides:
+        hop *= s
+    need = max(1, ENCODER_HOP // hop)  # frames of the model per 40 ms frame
+    for k, s in reversed(list(zip(kernels, strides))):
+        need = (need - 1) * s + k
+    return max(MIN_SAMPLES, need)
+
+
 def is_pretrained_folder(path: str | Path) -> bool:
     """A Hugging Face model folder (``config.json``) rather than a speechrq checkpoint (``meta.json``)."""
     p = Path(path)
@@ -74,7 +99,9 @@ class HuggingFaceEncoder(nn.Module):
             model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True if safe else None)
         except (OSError, ValueError) as e:
             raise SpeechrqError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
-        model.encoder.layers = model.encoder.layers[:depth]  # early exit: later layers are never run
+        # early exit: later layers are never run. One layer is kept even for depth 0 (the transformer's input alone):
+        # transformers >= 5 records hidden_states by hooks on the layers, so with none kept none would be recorded
+        model.encoder.layers = model.encoder.layers[:max(depth, 1)]
         self.model = model
         self.depth = depth
         self.dim = int(cfg["hidden_size"])
@@ -84,6 +111,7 @@ class HuggingFaceEncoder(nn.Module):
         if ENCODER_HOP % hop:
             raise SpeechrqError(f"{path}: frame hop {hop} samples does not divide speechrq's {ENCODER_HOP}")
         self.pool = ENCODER_HOP // hop
+        self.min_samples = hf_min_samples(cfg)  # shorter rows are refused by forward
         # models with a group-normalised feature encoder were trained without attention masks
         self.use_mask = cfg.get("feat_extract_norm") == "layer"
         prep = Path(path) / "preprocessor_config.json"
@@ -100,8 +128,10 @@ class HuggingFaceEncoder(nn.Module):
             x = ((x - mean) / (var + 1e-7).sqrt()) * valid
         out = self.model(x, attention_mask=valid.long() if self.use_mask else None, output_hidden_states=True)
         states = []
-        for h in out.hidden_states:
+        for h in out.hidden_states[: self.depth + 1]:
             b, t, d = h.shape
+            if t < self.pool:  # a pre-training batch of only 560..719-sample utterances: one model frame, repeated
+                h, t = F.pad(h.transpose(1, 2), (0, self.pool - t), mode="replicate").transpose(1, 2), self.pool
             t = t // self.pool * self.pool
             h = h[:, :t].reshape(b, t // self.pool, self.pool, d).mean(2)  # 20 ms pairs -> 40 ms
             if h.shape[1] < frames:
@@ -125,7 +155,14 @@ class HuggingFaceEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``[B, S]`` audio -> ``([input, layer 0, ...], frame lengths)`` on the grid speechrq encoders use."""
+        """``[B, S]`` audio -> ``([input, layer 0, ...], frame lengths)`` on the grid speechrq encoders use.
+
+        Every row needs at least ``min_samples`` samples (:func:`hf_min_samples`: 720, 45 ms, for the standard
+        front end); a shorter one is a :class:`SpeechrqError` naming it.
+        """
+        from .frozen import check_lengths
+
         self.forward_calls = getattr(self, "forward_calls", 0) + 1
+        check_lengths(audio_lens, self.min_samples)
         lens = torch.div(num_frames(audio_lens), SUBSAMPLING, rounding_mode="floor")
         return self.hidden_states(audio, audio_lens, int(lens.max())), lens

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..features import check_logmel
 from ..text import CHARS, error_rate, greedy_ctc_text
 from .probes import ProbeResult, label_of
 
@@ -65,7 +66,9 @@ def _features(enc, cuts: list) -> list[torch.Tensor]:
     for batch in make_loader(CutSet.from_cuts(cuts), 120.0, shuffle=False):
         if not len(batch["cuts"]):
             continue
-        feats, lens = enc.features(batch["audio"].to(device), batch["audio_lens"].to(device))
+        audio = batch["audio"].to(device)
+        feats, lens = enc.features(audio, batch["audio_lens"].to(device))
+        check_logmel(feats, lens, audio, batch["cuts"], "normalised log-Mel", where="ft: ")  # the encoder trains on them
         for i, cut in enumerate(batch["cuts"]):
             by_id[cut.id] = feats[i, : int(lens[i])].cpu()
     return [by_id[c.id] for c in cuts if c.id in by_id]

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import name_list
 from ..encoders.cache import pad_states
+from ..errors import SpeechrqError
 from ..text import CHARS, error_rate, greedy_ctc_text, normalize_text
 from .featurizer import WeightedSum
 
@@ -187,6 +189,11 @@ class StateStore:
             if a is None:
                 raise KeyError(f"hidden states of {i} are not cached")
             self.states[i] = torch.from_numpy(a)
+        # a probe must never train on NaN or inf (a cache written before states were checked, float16 overflow)
+        bad = [i for i, a in self.states.items() if not bool(torch.isfinite(a).all())]
+        if bad:
+            raise SpeechrqError(f"hidden states cached in {cache.dir}: NaN or inf in utterance {name_list(bad, len(self.states))}; "
+                                "delete that folder to compute them again")
 
     def batch(self, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, L + 1, T, dim]`` float32, padded, and lengths ``[B]``."""

@@ -10,9 +10,11 @@ Outputs in ``OUT``:
 - ``target_tsne_phones.png`` / ``target_tsne_speakers.png``: Figures 5 and 6
   (:mod:`speechrq.evaluate.target_quality`).
 
-Finished probes are kept in ``OUT/probes/<fingerprint>/<task>.json`` with the
-settings that made them, and hidden states in ``OUT/hidden_states``, so a second
-run with the same settings trains nothing and encodes nothing.
+Finished probes are kept in ``OUT/probes/<encoder fingerprint>/<task>.<settings digest>.json``
+with the settings that made them (the corpus by the content of its manifests), and hidden states in
+``OUT/hidden_states/<corpus fingerprint>/<encoder fingerprint>``, so a second run with the same
+settings trains nothing and encodes nothing, and a run with other settings or another corpus in
+the same folder never reads them (:mod:`speechrq.identity`).
 """
 
 from __future__ import annotations
@@ -71,21 +73,28 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
 
 
 def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str, seeds: int = 1,
-           fold: Fold = DEFAULT_FOLD, cuts_of=None, ft: FinetuneConfig | None = None, progress: bool = False) -> ProbeResult | None:
+           fold: Fold = DEFAULT_FOLD, cuts_of=None, ft: FinetuneConfig | None = None, progress: bool = False,
+           corpus_fp: str = "") -> ProbeResult | None:
     """``run_probe`` (or for ``ft``, :func:`finetune`) over ``seeds`` probe seeds on one fold, or its saved result when
-    the same encoder was probed with the same settings; None for ``ft`` of an encoder that cannot be fine-tuned."""
+    the same encoder was probed with the same settings on the same corpus content; None for ``ft`` of an encoder that
+    cannot be fine-tuned. Results are kept under a name keyed by the settings' digest, so none is ever replaced."""
+    from ..identity import digest
+
     if task == "ft" and not isinstance(enc, FrozenEncoder):
         return None  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
     utterances = {s: len(v) for s, v in data.items()}
     settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances, "seeds": seeds} if task == "ft" else
                 {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances}
                 | ({"seeds": seeds} if seeds > 1 else {}))
+    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/1"}
     if fold != DEFAULT_FOLD:
         settings["fold"] = asdict(fold)
-    path = out / "probes" / enc.fingerprint / (f"{task}.{fold.name}.json" if fold.name else f"{task}.json")
+    key = digest({k: v for k, v in settings.items() if k != "corpus"})  # the corpus by content; a moved corpus keeps its probes
+    path = out / "probes" / enc.fingerprint / (f"{task}.{fold.name}.{key}.json" if fold.name else f"{task}.{key}.json")
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("settings") == json.loads(json.dumps(settings)):
+        if {k: v for k, v in saved.get("settings", {}).items() if k != "corpus"} == json.loads(json.dumps(
+                {k: v for k, v in settings.items() if k != "corpus"})):
             return ProbeResult(**saved["result"])
     if task == "ft":
         runs = finetune(enc, cuts_of(data), ft, seeds=range(seeds), progress=progress)
@@ -114,19 +123,26 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     """
     from lhotse import CutSet
 
+    from ..data.batching import refuse_short_cuts
     from ..data.corpus import cut_files, load_cuts
+    from ..identity import corpus_fingerprint
 
     for t in tasks:
         if t not in TASKS:
             raise SpeechrqError(f"--tasks: {t!r} is not one of {', '.join(TASKS)}")
     out = Path(out)
-    cache_root = Path(cache_root) if cache_root else out / "hidden_states"
     folds = folds or [DEFAULT_FOLD]
     have = cut_files(corpus)
     if missing := sorted({p for f in folds for p in f.parts} - set(have)):
         raise SpeechrqError(f"{corpus}: has no part {', '.join(map(repr, missing))} (it has {', '.join(have)}); "
                             "say which parts to use with --splits train=...,dev=...,test=... or --folds PART,PART,...")
+    # hidden states and probes are keyed by the content of the parts read, not the corpus's path: a corpus made
+    # again in the same folder (another seed, other labels) never reads the old one's states or probes
+    corpus_fp = corpus_fingerprint(corpus, sorted({p for f in folds for p in f.parts}))
+    cache_root = (Path(cache_root) if cache_root else out / "hidden_states") / corpus_fp
     cuts = {part: load_cuts(corpus, part) for part in sorted({p for f in folds for p in f.parts})}
+    for name, enc in encoders.items():  # every encoder reads every cut: a short one is refused, named, before any work
+        refuse_short_cuts((c for p in cuts for c in cuts[p]), enc.min_samples, f"encoder {name}")
     labelled = {t: {p: [(c.id, lab) for c in cuts[p] if (lab := label_of(t, c)) is not None] for p in cuts} for t in tasks}
     data = {t: {f.name: f.assign(labelled[t]) for f in folds} for t in tasks}
     for t in tasks:
@@ -142,7 +158,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     def cuts_of(roles: dict[str, list]) -> dict[str, list]:
         return {role: [by_id[i] for i, _ in items] for role, items in roles.items()}
 
-    results: dict = {"corpus": str(corpus), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
+    results: dict = {"corpus": str(corpus), "corpus_fingerprint": corpus_fp, "hidden_states": str(cache_root), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
                      "folds": [asdict(f) for f in folds], "models": {}} | ({"finetune": asdict(finetune)} if "ft" in tasks else {})
     device = "cuda" if torch.cuda.is_available() else "cpu"  # encoder passes and probes on the GPU when there is one
     for name, enc in encoders.items():
@@ -154,7 +170,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         probed = {}
         for t in tasks:
             per_fold = {f.name: _probe(t, enc, load_store, data[t][f.name], lrs, epochs, preset, out, corpus, seeds, f, cuts_of,
-                                       finetune, progress) for f in folds}
+                                       finetune, progress, corpus_fp) for f in folds}
             if any(r is None for r in per_fold.values()):
                 continue
             r = probed[t] = over_folds(per_fold)

@@ -67,6 +67,22 @@ def training_data(cfg: PretrainConfig, ctx: dist.Context):
     return stats, cuts
 
 
+def run_inputs(cfg: PretrainConfig) -> dict:
+    """What a run reads besides its config, as fingerprints (:mod:`speechrq.identity`): the training manifests'
+    content, the feature statistics, and the checkpoint or Hugging Face folder it branches from or takes θ from."""
+    from ..checkpoint import MODEL_FILE
+    from ..identity import corpus_fingerprint
+    from ..io import file_fingerprint, folder_fingerprint
+
+    corpus = Path(cfg.data.corpus)
+    inputs = {"corpus": corpus_fingerprint(corpus, cfg.data.split), "feature_stats": file_fingerprint(corpus / STATS_FILE)}
+    for key in ("init_from", "encoder"):
+        if (source := getattr(cfg.targets, key)):
+            weights = Path(source) / MODEL_FILE
+            inputs[key] = file_fingerprint(weights) if weights.exists() else folder_fingerprint(source)
+    return inputs
+
+
 def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchStream, seed: int, ctx: dist.Context) -> tuple[int, int, list]:
     """Load a checkpoint's weights, optimizer, data position and RNG states; returns (step, stage start, history)."""
     state = load_model_state(path, ctx.device)
@@ -85,10 +101,15 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     ctx = dist.init(cfg.train.device)
     out, dev = Path(cfg.out_dir), ctx.device
     engine.set_deterministic(cfg.train.deterministic)
-    resume_from, meta = engine.resume_point(PretrainConfig, cfg, resume, RESUMABLE_CHANGES, ctx)
 
     # ---- data, model, optimizer, and where this run starts
     stats, cuts = training_data(cfg, ctx)
+    inputs = run_inputs(cfg)
+    resume_from, meta = engine.resume_point(PretrainConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs)
+    if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
+        if ctx.is_main:
+            print(f"{out}: already at step {meta['step']} of {cfg.optim.max_steps}, nothing to do")
+        return resume_from
     d = cfg.data
     stream = BatchStream(cuts, d.max_duration, cfg.train.seed, d.num_buckets, d.num_workers, cfg.optim.accum_steps, ctx.world_size, ctx.rank,
                          min_samples=samples_for_frames(SUBSAMPLING))  # an utterance must fill one encoder frame
@@ -120,7 +141,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     def checkpoint(reason: str = "") -> Path:
         state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx)}
         info = {"kind": "speechrq-pretrain", "step": step, "world_size": ctx.world_size, "data": dist.gather_objects(stream.state(), ctx),
-                "config": config_to_dict(cfg), "reason": reason,
+                "config": config_to_dict(cfg), "inputs": inputs, "reason": reason,
                 "stage": int(model.targets.stage), "stage_start": stage_start, "history": history}
         path = step_dir(out / "checkpoints", step)
         if ctx.is_main:
@@ -132,7 +153,8 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     if step >= cfg.optim.max_steps and ctx.is_main:
         print(f"{out}: already at step {step} of {cfg.optim.max_steps}, nothing to do")
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    last, nonfinite_run, t_window = resume_from, 0, time.perf_counter()
+    last, t_window = resume_from, time.perf_counter()
+    nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
     while step < cfg.optim.max_steps:
         if step in cfg.targets.refresh_at and step > stage_start:
             # a new stage: θ <- φ, fresh heads, optimizer and schedule; quantizers untouched
@@ -148,10 +170,12 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         ddp.train()
 
         # ---- one optimizer step: accum_steps micro-batches, all-reduce on the last only
+        step_inputs = []  # this step's log-Mel, kept for the diagnosis of a non-finite step
         for micro in range(cfg.optim.accum_steps):
             batch = next(stream)
             audio, audio_lens = batch["audio"].to(dev, non_blocking=True), batch["audio_lens"].to(dev)
             feats, lens = logmel(audio, audio_lens)
+            step_inputs.append((feats, lens, batch["cuts"]))
             last_micro = micro == cfg.optim.accum_steps - 1
             with (ddp.no_sync() if ctx.distributed and not last_micro else contextlib.nullcontext()):
                 outp = micro_step(model, ddp, feats, lens, audio, audio_lens, [c.id for c in batch["cuts"]],
@@ -164,17 +188,21 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         finite = math.isfinite(loss) and bool(torch.isfinite(grad_norm))
         if finite:
             optimizer.step()
-            nonfinite_run = 0
+            nonfinite.good()
         else:
-            nonfinite_run += 1
+            # the model's input is the normalised log-Mel: non-finite, or past 1e3 (statistics that do not fit the data)
+            with torch.no_grad():
+                cause = nonfinite.skipped(model, [(model.normalizer(f, n), n, c) for f, n, c in step_inputs], ctx, limit=1e3)
             if ctx.is_main:
-                log.warning("step %d: non-finite %s; update skipped (%d in a row)", step, "loss" if not math.isfinite(loss) else "gradient", nonfinite_run)
+                log.warning("step %d: non-finite %s; update skipped (%d in a row)%s", step, "loss" if not math.isfinite(loss) else "gradient",
+                            nonfinite.run, f"; cause: {cause}" if cause else "")
+        del step_inputs
         optimizer.zero_grad(set_to_none=True)
         step += 1
         meters.end_step(loss, float(grad_norm) if finite else float("nan"), skipped=not finite)
         bar.update(1)
 
-        stopping = nonfinite_run >= cfg.train.max_nonfinite
+        stopping = nonfinite.stopping
         if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps or stopping:
             extra = {"stage": int(model.targets.stage)} | ({"cache_hit_rate": cache.hit_rate} if cache is not None else {})
             record = meters.record(step, lr, ctx, time.perf_counter() - t_window, extra)
@@ -186,8 +214,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             path = checkpoint(reason="non-finite")
             bar.close()
             metrics.close()
-            raise SpeechrqError(f"the loss or gradient was non-finite for {nonfinite_run} steps in a row (up to step {step}); "
-                                f"the model is as of the last good update, saved in {path}. Lower optim.lr or check the data")
+            raise SpeechrqError(nonfinite.message(step, path))
         if step % cfg.train.checkpoint_every == 0 or step == cfg.optim.max_steps:
             last = checkpoint()
     bar.close()

@@ -40,32 +40,41 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     from ..asr.data import UnitSource
     from ..asr.decode import Recognizer, decode_split
     from ..asr.trainer import train_asr
-    from ..checkpoint import latest_checkpoint, read_meta
+    from ..checkpoint import latest_checkpoint
     from ..config import load_config
     from ..training.engine import read_metrics
     from ..units import QuantizerSpec
     from ..units.run import encode_units, fit_units
 
+    from ..config import config_to_dict
+    from ..encoders import EncoderLayer
+    from ..identity import claim, corpus_fingerprint
+
     out = Path(out)
     rows = systems(k, pq_ms, rpq_ms, alpha)
+    # OUT holds one comparison: the same encoder weights and layer, corpus content, ASR config and sample; rows (systems)
+    # may be added, and rows are re-decoded when only the decoding settings changed
+    base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
+    identity = {"code": "asr-compare/1", "encoder": EncoderLayer(encoder, layer).fingerprint, "layer": layer,
+                "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split}
+    claim(out, identity, "an ASR comparison", hint="use another --out or delete it")
+    decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight}
     results = read_json(out / "compare.json")["rows"] if (out / "compare.json").exists() else {}
     for row in rows:
         name, q = row["name"], row["quantizer"]
-        if name in results and "cer" in results[name]:
+        if name in results and "cer" in results[name] and results[name].get("decoding") == decoding:
             continue
         units_dir = out / "units" / _slug(q)
         spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125), seed=seed)
         if progress:
             print(f"compare: {name}", flush=True)
         quant = fit_units(encoder, layer, corpus, units_dir, spec, frames=frames, progress=progress)
-        if not (units_dir / "corpus" / "encode.json").exists():
-            encode_units(units_dir, corpus, ["train", "dev", test_split], units_dir / "corpus", progress=progress)
+        encode_units(units_dir, corpus, ["train", "dev", test_split], units_dir / "corpus", progress=progress)  # reused when done
         run = out / "runs" / (row["input"] if row["input"] == "continuous" else _slug(q))
         cfg = load_config(ASRConfig, config, [*overrides, f"data.units={units_dir / 'corpus'}", f"data.input={row['input']}",
                                               f"out_dir={run}"])
-        last = latest_checkpoint(run / "checkpoints")
-        if last is None or read_meta(last)["step"] < cfg.optim.max_steps:
-            train_asr(cfg, resume=last is not None, progress=progress)
+        # resumed or reused only if its config and inputs (units, manifest) are the same; a finished run returns at once
+        train_asr(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
         metrics = read_metrics(run)
         s_per_step = sum(r["s_per_step"] for r in metrics) / max(len(metrics), 1)
         source = UnitSource(units_dir / "corpus")
@@ -76,7 +85,8 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
         results[name] = {"input": row["input"], "quantizer": q, "cer": dec["cer"], "wer": dec["wer"], "utterances": dec["utterances"],
                          "s_per_step": s_per_step, "epoch_s": s_per_step * steps_per_epoch, "bits_per_second": bits * 25,
-                         "steps": cfg.optim.max_steps, "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run)}
+                         "steps": cfg.optim.max_steps, "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run),
+                         "decoding": decoding}
         atomic_write_json(out / "compare.json", {"test_split": test_split, "mode": mode, "beam": beam, "ctc_weight": ctc_weight,
                                                  "rows": results})
     report = {"test_split": test_split, "mode": mode, "beam": beam, "ctc_weight": ctc_weight,

@@ -58,9 +58,9 @@ def layer_study(checkpoint: str | Path, layer_sets: list[list[int]], steps: int,
         run = Path(out) / "layer_study" / ("layers_" + "_".join(str(k) for k in layers))
         cfg = branch_config(checkpoint, layers, steps, run, config)
         last = latest_checkpoint(run / "checkpoints")
-        if last is None or read_meta(last)["step"] < cfg.optim.max_steps:
-            if progress:
-                print(f"layer study: target layers {layers}, {steps} steps from {checkpoint} -> {run}")
-            last = train(cfg, resume=last is not None, progress=progress)
+        if progress and (last is None or read_meta(last)["step"] < cfg.optim.max_steps):
+            print(f"layer study: target layers {layers}, {steps} steps from {checkpoint} -> {run}")
+        # resumed, or reused when finished, only if its config and inputs (the parent's weights, the corpus) are the same
+        last = train(cfg, resume=last is not None, progress=progress)
         finals["layers " + ",".join(str(k) for k in layers)] = last
     return finals

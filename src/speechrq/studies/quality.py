@@ -84,9 +84,8 @@ def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, s
     run = out / "run"
     cfg = load_config(PretrainConfig, config, [*overrides, f"data.corpus={corpus}", f"out_dir={run}", f"optim.max_steps={steps}",
                                                f"train.checkpoint_every={every}", f"train.keep_last={steps // every + 1}"])
-    last = latest_checkpoint(run / "checkpoints")
-    if last is None or read_meta(last)["step"] < steps:
-        train(cfg, resume=last is not None, progress=progress)
+    # resumed, or reused when finished, only if its config and inputs are the same (else refused, naming the difference)
+    train(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
     checkpoints = resolve_checkpoints([run], every)
     encoders = {name: load_encoder(c) for name, c in checkpoints.items()}
     first = next(iter(checkpoints.values()))

@@ -102,9 +102,18 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
     out = Path(out)
     report_path = out / "sweep.json"
     report = read_json(report_path) if report_path.exists() else {}
-    report.update({"sweep": str(sweep), "config": config, "set": base_over, "corpus": str(corpus), "budget_steps": steps, "probe_seeds": seeds,
-                   "epochs": epochs})
+    # OUT holds one sweep: the same base config and overrides, corpus content and budget; points may be added
+    from ..identity import corpus_fingerprint, describe_difference
+
+    made = {"config": config, "set": base_over, "corpus_fingerprint": corpus_fingerprint(corpus), "budget_steps": steps}
+    if report and (why := describe_difference({k: report.get(k) for k in made}, made)):
+        raise SpeechrqError(f"{report_path}: a sweep of other settings ({why}); use another --out or delete it")
+    report.update({"sweep": str(sweep), "corpus": str(corpus), "probe_seeds": seeds, "epochs": epochs} | made)
     rows = report.setdefault("points", {})
+    for name, over in points.items():
+        if name in rows and rows[name].get("overrides") != over:
+            raise SpeechrqError(f"{report_path}: point {name!r} was run with {rows[name].get('overrides')}, the sweep now says {over}; "
+                                "rename the point, or use another --out")
     base = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *base_over, "out_dir=unused"])
     utt = statistics.mean(c.duration for c in load_cuts(corpus, "train"))
     for name, over in points.items():
@@ -122,10 +131,9 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
         n = rows[name]["max_steps"]
         cfg = load_config(PretrainConfig, config, [f"data.corpus={corpus}", *base_over, *over, f"out_dir={run}", f"optim.max_steps={n}",
                                                    f"train.checkpoint_every={n}", "train.keep_last=1"])
-        if last is None or read_meta(last)["step"] < n:
-            if progress:
-                print(f"sweep: {name}: {n} steps ({' '.join(over) or 'the base recipe'})", flush=True)
-            train(cfg, resume=last is not None, progress=progress)
+        if progress and (last is None or read_meta(last)["step"] < n):
+            print(f"sweep: {name}: {n} steps ({' '.join(over) or 'the base recipe'})", flush=True)
+        train(cfg, resume=last is not None, progress=progress)  # a finished point is reused only with the same config and inputs
         ckpt = latest_checkpoint(run / "checkpoints")
         metrics = [r for r in read_metrics(run) if "acc" in r]
         rows[name].update({"checkpoint": str(ckpt), "preset": cfg.model.preset, "minutes": max(training_minutes(run).values(), default=0.0),

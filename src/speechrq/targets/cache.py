@@ -17,6 +17,7 @@ utterance under ``root/<identity>/`` (for corpora whose targets exceed RAM).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from ..io import atomic_path, utterance_file
 
 MAX_CODEBOOK_SIZE = 2**16  # uint16 entries
+log = logging.getLogger(__name__)
 
 
 class TargetCache:
@@ -40,6 +42,7 @@ class TargetCache:
         self._mem: dict[str, np.ndarray] = {}
         self.bytes = 0
         self.hits = self.misses = 0
+        self.full = False
 
     @property
     def hit_rate(self) -> float:
@@ -54,7 +57,7 @@ class TargetCache:
         if identity == self.source:
             return
         self._mem.clear()
-        self.bytes = 0
+        self.bytes, self.full = 0, False
         if self.kind == "disk":
             if self.root.exists():
                 for p in self.root.iterdir():
@@ -98,6 +101,10 @@ class TargetCache:
         for key, row, n in zip(ids, host, frame_lens.tolist()):
             entry = row[:n].astype(np.uint16)
             if self.bytes + entry.nbytes > self.max_bytes:
+                if not self.full:  # said once: later utterances' targets are computed every epoch
+                    log.warning("target cache full (%.2f GB, targets.cache_max_gb): targets of further utterances are "
+                                "computed each time, not stored", self.max_bytes / 2**30)
+                    self.full = True
                 return
             if self.kind == "memory":
                 if key not in self._mem:

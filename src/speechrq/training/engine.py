@@ -35,11 +35,14 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[str],
-                 ctx: dist.Context) -> tuple[Path | None, dict | None]:
+                 ctx: dist.Context, inputs: dict | None = None) -> tuple[Path | None, dict | None]:
     """The checkpoint a run continues from and its meta (None, None for a new run); refuses what cannot resume.
 
     The saved config is read through today's dataclasses (keys added since take their
     defaults) and compared with ``cfg``; only the keys in ``resumable`` may differ.
+    ``inputs`` (what the run reads besides its config: fingerprints of the corpus, statistics,
+    a checkpoint it branches from; :mod:`speechrq.identity`) is saved with every checkpoint as
+    ``meta["inputs"]``; a run whose inputs changed is refused, naming the first that differs.
     """
     from ..checkpoint import latest_checkpoint, list_checkpoints, read_meta
     from ..config import config_from_dict, config_to_dict, diff_configs
@@ -60,6 +63,14 @@ def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[
     if changed - set(resumable):
         raise SpeechrqError(f"{path}: the config differs from the run's in {', '.join(sorted(changed - set(resumable)))}; "
                             "a resumed run must keep them (start a new out_dir instead)")
+    if inputs is not None and "inputs" in meta:
+        from ..identity import describe_difference
+
+        if (why := describe_difference(meta["inputs"], json.loads(json.dumps(inputs)))):
+            raise SpeechrqError(f"{path}: the run was trained on other inputs ({why}); a resumed run must read the same "
+                                "(start a new out_dir instead)")
+    elif inputs is not None and ctx.is_main:
+        log.warning("%s: saved by an older speechrq without the fingerprints of its inputs; assuming they are unchanged", path)
     if "optim.max_steps" in changed and ctx.is_main:
         log.warning("optim.max_steps changed from %s to %s: the learning-rate schedule changes from here on",
                     meta["config"]["optim"]["max_steps"], cfg.optim.max_steps)
@@ -186,3 +197,73 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """A run's ``metrics.jsonl`` records, oldest first."""
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+# ---------------------------------------------------------------- non-finite steps: the data or the model?
+def input_faults(x: torch.Tensor, lens: torch.Tensor, cuts, limit: float | None = None) -> list[str]:
+    """``utterance (file)`` of each utterance of a batch whose model input ``x [B, T, ...]`` holds NaN or inf in a
+    valid frame (or, with ``limit``, a magnitude above it). One batched check."""
+    from ..checks import bad_utterances, describe_cut
+
+    bad = bad_utterances(x.detach().float(), lens, limit)
+    cuts = list(cuts)
+    return [describe_cut(cuts[i]) for i in bad.nonzero().flatten().tolist()]
+
+
+def buffer_faults(model: nn.Module) -> list[str]:
+    """Names of the model's floating buffers (statistics, projections, codebooks) holding NaN or inf."""
+    return [name for name, b in model.named_buffers() if b.is_floating_point() and not bool(torch.isfinite(b).all())]
+
+
+class NonfiniteSteps:
+    """Skipped (non-finite) optimizer steps in a row, and whether the data, its statistics or the model is to blame.
+
+    After each step the trainer calls :meth:`good` or :meth:`skipped` (with the step's model inputs, checked
+    only then); :attr:`stopping` says when to stop: ``limit`` skipped steps in a row, or at once when a
+    buffer of the model (its log-Mel statistics, say) is non-finite, since no step can succeed then.
+    :meth:`message` is the one-line stop message: it names the utterances or the buffer at fault, and
+    advises a lower learning rate only when inputs and statistics were finite (the model diverged).
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.run = limit, 0
+        self.inputs: list[str] = []  # utterances with non-finite or absurd inputs during this run of skipped steps
+        self.buffers: list[str] = []
+
+    def good(self) -> None:
+        self.run, self.inputs, self.buffers = 0, [], []
+
+    def skipped(self, model: nn.Module, batches, ctx: dist.Context, limit: float | None = None) -> str:
+        """Record a skipped step; ``batches``: ``(x, lens, cuts)`` of its micro-batches on this rank (every rank calls
+        this together: the step's finiteness is agreed). Returns the cause found, or "" (for the step's warning)."""
+        self.run += 1
+        found = [f for x, lens, cuts in batches for f in input_faults(x, lens, cuts, limit)]
+        found = [f for part in dist.gather_objects(found, ctx) for f in part]
+        self.inputs += [f for f in found if f not in self.inputs]
+        self.buffers = buffer_faults(model)
+        return self.cause()
+
+    @property
+    def stopping(self) -> bool:
+        return self.run >= self.limit or bool(self.buffers)
+
+    def cause(self) -> str:
+        from ..checks import name_list
+
+        if self.buffers:
+            return f"the model's buffer {name_list(self.buffers)} holds NaN or inf"
+        if self.inputs:
+            return f"non-finite or absurd inputs from utterance {name_list(self.inputs)}"
+        return ""
+
+    def message(self, step: int, path) -> str:
+        head = (f"the loss or gradient was non-finite for {self.run} steps in a row (up to step {step}); "
+                f"the model is as of the last good update, saved in {path}. ")
+        if self.buffers:
+            return head + (f"The cause is the statistics, not the learning rate: {self.cause()} (from feature_stats.json or "
+                           "the checkpoint it was loaded from); recompute them (`speechrq features stats`) and start a new run")
+        if self.inputs:
+            return head + (f"The cause is the data, not the learning rate: {self.cause()}; remove or fix those files "
+                           "(`speechrq data import` checks every file)")
+        return head + ("Its inputs and statistics were finite, so the model diverged: lower optim.lr "
+                       "(or raise optim.warmup_steps, or set optim.clip_norm)")

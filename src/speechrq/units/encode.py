@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import describe_cut, require_finite
+from ..data.corpus import text_id
 from ..errors import SpeechrqError
 from ..frames import SAMPLE_RATE
 from ..io import atomic_path, utterance_file
@@ -33,7 +35,8 @@ def manifest_path(out: str | Path, split: str) -> Path:
 def _attach(cut, arrays_dir: Path, path: Path, frames: int, streams: int):
     from lhotse.array import Array, TemporalArray
 
-    array = Array(storage_type="numpy_files", storage_path=str(arrays_dir), storage_key=str(path.relative_to(arrays_dir)),
+    # stored relative to the units folder (resolved by load_units), so the folder can be moved or read from any directory
+    array = Array(storage_type="numpy_files", storage_path=arrays_dir.name, storage_key=str(path.relative_to(arrays_dir)),
                   shape=[frames, streams])
     return cut.with_custom(UNITS_FIELD, TemporalArray(array=array, temporal_dim=0, frame_shift=ENCODER_FRAME_SECONDS, start=0))
 
@@ -50,21 +53,24 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..data.batching import sequential_batches
+    from ..data.batching import refuse_short_cuts, sequential_batches
 
+    refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any audio is read
     out = Path(out)
     arrays = out / "arrays"
     arrays.mkdir(parents=True, exist_ok=True)
     device = next(iter([*layer.parameters(), *layer.buffers()]), torch.zeros(0)).device
     frames, t_encode, t_quantize = 0, 0.0, 0.0
     todo = (c for c in cuts if not utterance_file(arrays, c.id).exists())
-    for i, batch in enumerate(tqdm(sequential_batches(todo, max_duration), desc=f"units {split}", unit="batch", disable=not progress)):
+    for i, batch in enumerate(tqdm(sequential_batches(todo, max_duration, layer.min_samples), desc=f"units {split}", unit="batch", disable=not progress)):
         if i % TRIM_EVERY == 0:
             trim_heap()  # RSS stays flat over a long pass (see speechrq.units.sample.trim_heap)
         if not len(batch["cuts"]):
             continue
         t0 = time.perf_counter()
         states, lens = layer(batch["audio"].to(device), batch["audio_lens"].to(device))
+        require_finite(  # a NaN state is named here, never turned into a unit
+            states, lens, [describe_cut(c) for c in batch["cuts"]], f"encoder layer {layer.layer} states")
         if device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
@@ -98,7 +104,7 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
             units = np.load(path)
             writer.write(_attach(c, arrays, path, units.shape[0], units.shape[1]))
             if text is not None:
-                text.write(f"{c.id} {' '.join(map(str, units[:, 0].tolist()))}\n")
+                text.write(f"{text_id(c.id, kaldi)} {' '.join(map(str, units[:, 0].tolist()))}\n")  # no whitespace in an id
             utterances += 1
             hours += c.duration / 3600
     if not utterances:
@@ -116,4 +122,12 @@ def load_units(manifest: str | Path):
     path = Path(manifest)
     if not path.exists():
         raise SpeechrqError(f"{path}: no units manifest (make it with `speechrq units encode`)")
-    return CutSet.from_file(path)
+    root = path.resolve().parent
+
+    def resolve(cut):  # array folders are stored relative to the manifest's folder
+        units = cut.custom.get(UNITS_FIELD) if cut.custom else None
+        if units is not None and not Path(units.array.storage_path).is_absolute():
+            units.array.storage_path = str(root / units.array.storage_path)
+        return cut
+
+    return CutSet.from_cuts(resolve(c) for c in CutSet.from_file(path))

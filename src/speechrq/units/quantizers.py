@@ -19,6 +19,12 @@ sub-quantizer, as the paper), on the GPU when faiss has one. faiss trains on at 
 ``max_points_per_centroid * k`` points and otherwise subsamples silently; here the
 number of points each sub-quantizer trained on is recorded.
 
+Numbers are checked where they enter: :meth:`UnitQuantizer.fit`, :meth:`~UnitQuantizer.encode` and
+:meth:`~UnitQuantizer.encode_torch` refuse rows holding NaN or inf, or values whose squared norm
+overflows float32 (where faiss's distances would), naming the rows and, when the caller says,
+the utterance (``source``); an encoding never returns an id outside ``[0, k)`` (faiss answers -1
+for a row it cannot place); a loaded quantizer must hold finite centroids and statistics.
+
 A fitted quantizer is saved as ``units.safetensors`` (centroids, dimension subsets,
 normalisation) and ``units.json`` (kind, sizes, seed, the encoder layer and its
 fingerprint, the training points): loading never unpickles anything.
@@ -27,6 +33,7 @@ fingerprint, the training points): loading never unpickles anything.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +44,7 @@ from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json
 
 KINDS = ("kmeans", "rvq", "pq", "rpq")
+log = logging.getLogger(__name__)
 WEIGHTS_FILE, META_FILE = "units.safetensors", "units.json"
 FORMAT_VERSION = 1
 
@@ -82,6 +90,28 @@ def subspaces(kind: str, dim: int, m: int, alpha: float, seed: int) -> list[np.n
     return [np.sort(rng.choice(dim, size=d, replace=False)).astype(np.int64) for _ in range(m)]
 
 
+def bad_rows(x: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: rows of float32 ``x [N, D]`` holding NaN or inf, or whose squared norm overflows float32
+    (faiss's L2 distances would be inf or NaN). One pass, no copy of ``x``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return ~np.isfinite(np.einsum("ij,ij->i", x, x))
+
+
+def check_rows(x: np.ndarray, what: str, source: str | None = None) -> None:
+    """Refuse ``x [N, D]`` (float32) when a row is unusable (:func:`bad_rows`), in one line naming the rows and ``source``."""
+    bad = bad_rows(x)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise SpeechrqError(_bad_rows_message(what, source, rows, len(x), not np.isfinite(x[rows[:1000]]).all()))
+
+
+def _bad_rows_message(what: str, source: str | None, rows: np.ndarray, total: int, nonfinite: bool) -> str:
+    kind = "NaN or inf" if nonfinite else "values too large for float32 distances"
+    shown = ", ".join(map(str, rows[:3].tolist())) + (" ..." if len(rows) > 3 else "")
+    return (f"{what}{f' of {source}' if source else ''}: {len(rows)} of {total} rows hold {kind} (rows {shown}); "
+            "the features are broken upstream (audio, statistics or encoder)")
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int, niter: int, max_ppc: int, gpu: bool):
     import faiss
 
@@ -99,7 +129,12 @@ def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     _, ids = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
-    return ids[:, 0]
+    ids = ids[:, 0]
+    if len(ids) and (ids.min() < 0 or ids.max() >= len(centroids)):  # faiss says -1 where it found no centroid
+        rows = np.flatnonzero((ids < 0) | (ids >= len(centroids)))
+        raise SpeechrqError(f"units: no nearest centroid for {len(rows)} of {len(ids)} rows (first row {rows[0]}, id {ids[rows[0]]}); "
+                            f"ids must lie in [0, {len(centroids)})")
+    return ids
 
 
 @dataclass
@@ -129,16 +164,27 @@ class UnitQuantizer:
     @classmethod
     def fit(cls, x: np.ndarray, spec: QuantizerSpec, source: dict | None = None, gpu: bool | None = None,
             progress: bool = False) -> "UnitQuantizer":
-        """Fit on ``x [N, D]`` (any float dtype; float32 inside)."""
+        """Fit on ``x [N, D]`` (any float dtype; float32 inside). Rows holding NaN or inf (or overflowing float32
+        distances) are refused with a :class:`SpeechrqError`, never handed to faiss."""
         spec.validate()
         if gpu is None:
             gpu = faiss_gpus() > 0
         x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or not len(x):
+            raise SpeechrqError(f"units fit: training features of shape {tuple(x.shape)}; expected [N > 0, D]")
+        check_rows(x, "units fit: the training features")
         mean = x.mean(0)
         std = x.std(0) + 1e-5 if spec.normalize == "standardize" else np.ones(x.shape[1], np.float32)
         z = (x - mean) / std if spec.normalize == "standardize" else x
         m = 1 if spec.kind == "kmeans" else spec.num_subspaces
         subsets = subspaces(spec.kind, x.shape[1], m, spec.alpha, spec.seed)
+        cap = spec.max_points_per_centroid * spec.k
+        if len(x) > cap:  # faiss subsamples silently; say so once (recorded as trained_points)
+            log.warning("units fit: faiss trains each codebook on %d of the %d sample frames (max_points_per_centroid %d x k %d)",
+                        cap, len(x), spec.max_points_per_centroid, spec.k)
+        elif len(x) < 39 * spec.k:
+            log.warning("units fit: %d sample frames for k = %d: fewer than the 39 per centroid faiss asks for; "
+                        "centroids will be noisy (sample more frames or lower k)", len(x), spec.k)
         from tqdm import tqdm
 
         centroids, points = [], []
@@ -146,6 +192,9 @@ class UnitQuantizer:
         for i, s in enumerate(tqdm(subsets, desc=f"fit {spec.kind}", unit="codebook", disable=not progress or m == 1)):
             data = residual if residual is not None else z[:, s]
             c, n = _kmeans(data, spec.k, spec.seed + i, spec.niter, spec.max_points_per_centroid, gpu)
+            if not np.isfinite(c).all():
+                raise SpeechrqError(f"units fit: codebook {i} came out non-finite (k-means on values of magnitude up to "
+                                    f"{float(np.abs(data).max()):.3g}); rescale the features (normalize: standardize)")
             if residual is not None:
                 residual -= c[_nearest(residual, c)]
             centroids.append(c)
@@ -159,9 +208,11 @@ class UnitQuantizer:
             raise SpeechrqError(f"units: features of shape {tuple(x.shape)}; this quantizer takes [N, {self.dim}]")
         return (x - self.mean) / self.std if self.spec.normalize == "standardize" else x
 
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        """``[N, D]`` -> ``[N, M]`` uint16 unit ids."""
+    def encode(self, x: np.ndarray, source: str | None = None) -> np.ndarray:
+        """``[N, D]`` -> ``[N, M]`` uint16 unit ids, each in ``[0, k)``. Rows holding NaN or inf are refused in one line
+        naming them and ``source`` (what the rows are, e.g. ``"utterance X"``), never turned into an id."""
         z = self.normalized(x)
+        check_rows(z, "units encode: features", source)
         codes = np.empty((len(z), self.num_streams), dtype=np.uint16)
         if self.spec.kind == "rvq":
             r = z.copy()
@@ -174,17 +225,25 @@ class UnitQuantizer:
             codes[:, i] = _nearest(z[:, s], c)
         return codes
 
-    def encode_torch(self, x, chunk: int = 8192):
+    def encode_torch(self, x, chunk: int = 8192, source: str | None = None):
         """``[N, D]`` tensor (any device) -> ``[N, M]`` int64 unit ids, nearest centroids by batched matmuls on that device.
 
         What ``units encode`` uses when the encoder runs on a GPU, so frames never leave it;
-        the same ids as :meth:`encode` up to float ties.
+        the same ids as :meth:`encode` up to float ties. Rows holding NaN or inf (or whose squared
+        norm overflows float32) are refused as :meth:`encode` refuses them (argmin would pick id 0).
         """
         import torch
 
         z = x.float()
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise SpeechrqError(f"units: features of shape {tuple(z.shape)}; this quantizer takes [N, {self.dim}]")
         if self.spec.normalize == "standardize":
             z = (z - torch.as_tensor(self.mean, device=z.device)) / torch.as_tensor(self.std, device=z.device)
+        bad = ~torch.isfinite((z * z).sum(1))  # NaN, inf, or a squared norm past float32: the same rule as encode
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()
+            nonfinite = not bool(torch.isfinite(z[rows[:1000]]).all())
+            raise SpeechrqError(_bad_rows_message("units encode: features", source, rows.cpu().numpy(), len(z), nonfinite))
         cents = [torch.as_tensor(c, device=z.device) for c in self.centroids]
         subsets = [torch.as_tensor(s, device=z.device) for s in self.subsets]
         out = torch.empty(len(z), self.num_streams, dtype=torch.long, device=z.device)
@@ -249,6 +308,11 @@ class UnitQuantizer:
             raise SpeechrqError(f"{d / META_FILE}: format {meta.get('format')!r}, this speechrq reads {FORMAT_VERSION}")
         t = load_file(str(d / WEIGHTS_FILE))
         m = int(meta["num_streams"])
+        for name, v in t.items():
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                raise SpeechrqError(f"{d / WEIGHTS_FILE}: {name} holds NaN or inf; fit the quantizer again (`speechrq units fit`)")
+        if (t["std"] <= 0).any():
+            raise SpeechrqError(f"{d / WEIGHTS_FILE}: std holds zero or negative values; fit the quantizer again (`speechrq units fit`)")
         return cls(QuantizerSpec(**meta["spec"]), [t[f"centroids.{i}"] for i in range(m)], [t[f"subset.{i}"] for i in range(m)],
                    t["mean"], t["std"], list(meta["trained_points"]), dict(meta["source"]))
 

@@ -38,19 +38,28 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
     from ..data.corpus import LazyCuts
     from .sample import load_sample, sample_features
 
+    from dataclasses import asdict
+
+    from ..identity import corpus_fingerprint, describe_difference, versions
+
     spec.validate()
     out = Path(out)
     lay = open_layer(encoder, layer)
-    source = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim, "corpus": str(corpus),
-              "split": split}
+    # what determines the fit: the encoder's weights and layer, the corpus's content, the sample size, the spec, faiss
+    source = {"encoder": str(Path(encoder).resolve()), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim, "corpus": str(corpus),
+              "split": split, "corpus_fingerprint": corpus_fingerprint(corpus, split), "frames": frames, "fraction": fraction,
+              "versions": versions("faiss")}
     if (out / META_FILE).exists():
         q = UnitQuantizer.load(out)
-        if q.spec == spec and {k: q.source.get(k) for k in source} == source:
+        old = {"spec": asdict(q.spec), **{k: q.source.get(k) for k in source if k != "encoder"}}
+        new = {"spec": asdict(spec), **{k: v for k, v in source.items() if k != "encoder"}}
+        if old == new:
             log.info("%s: already fitted with these settings; reused", out)
             return q
-        raise SpeechrqError(f"{out}: holds a quantizer fitted with other settings; use another directory")
-    state = sample_features(lay, LazyCuts(corpus, split), out / "sample", seed=spec.seed, frames=frames, fraction=fraction, max_duration=max_duration,
-                            progress=progress)
+        raise SpeechrqError(f"{out}: holds a quantizer fitted with other settings ({describe_difference(old, new)}); "
+                            "use another directory or delete this one")
+    state = sample_features(lay, LazyCuts(corpus, split), out / "sample", seed=spec.seed, frames=frames, fraction=fraction,
+                            max_duration=max_duration, progress=progress, corpus_fingerprint=source["corpus_fingerprint"])
     x = load_sample(out / "sample")
     q = UnitQuantizer.fit(x, spec, source | {"sample_frames": len(x), "corpus_frames": state["corpus_frames"]}, progress=progress)
     q.save(out)
@@ -72,13 +81,30 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     from ..data.corpus import LazyCuts
     from .encode import UNITS_FIELD, encode_corpus
 
+    from dataclasses import asdict
+
+    from ..identity import claim, corpus_fingerprint, versions
+    from ..io import file_fingerprint
+    from .quantizers import WEIGHTS_FILE
+
     q = UnitQuantizer.load(quantizer_dir)
     lay = open_layer(q.source["encoder"], int(q.source["layer"]))
     if lay.fingerprint != q.source["fingerprint"]:
         raise SpeechrqError(f"{quantizer_dir}: was fitted on encoder {q.source['fingerprint']}, but {q.source['encoder']} is now "
                             f"{lay.fingerprint}: the weights changed; fit again")
     out = Path(out)
-    summary = {"quantizer": str(quantizer_dir), "splits": {}}
+    # units already in OUT are kept only if the same quantizer made them from the same corpus (arrays are skipped by id)
+    identity = {"code": "units-encode/1", "quantizer": file_fingerprint(Path(quantizer_dir) / WEIGHTS_FILE), "spec": asdict(q.spec),
+                "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
+                "versions": versions("torch", "faiss")}
+    reused = claim(out, identity, "units", hint="use another --out or delete it")
+    if reused and (out / "encode.json").exists():
+        done = read_json(out / "encode.json")
+        if set(splits) <= set(done["splits"]) and (done.get("bpe") or {}).get("requested_vocab_size") == bpe:
+            log.info("%s: these splits are already encoded with this quantizer; reused", out)
+            return done
+    earlier = read_json(out / "encode.json")["splits"] if reused and (out / "encode.json").exists() else {}
+    summary = {"quantizer": str(Path(quantizer_dir).resolve()), "identity": identity, "splits": dict(earlier)}  # splits encoded by earlier calls stay listed
     for split in splits:
         summary["splits"][split] = encode_corpus(lay, q, LazyCuts(corpus, split), out, split, max_duration, progress)
     if bpe:
@@ -89,6 +115,7 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
 
 def unit_bpe(out: Path, splits: list[str], vocab_size: int, streams: int, field: str) -> dict:
     """De-duplicated single-stream units -> sentencepiece BPE trained on the first split; texts and length reduction per split."""
+    from ..data.corpus import text_id
     from .bpe import deduplicate, encode_bpe, load_bpe, train_bpe, units_to_text
     from .encode import load_units, manifest_path
 
@@ -98,10 +125,12 @@ def unit_bpe(out: Path, splits: list[str], vocab_size: int, streams: int, field:
     dedup = {s: {i: deduplicate(u) for i, u in us.items()} for s, us in units.items()}
     model = train_bpe([units_to_text(u) for u in dedup[splits[0]].values()], vocab_size, out / "bpe.model")
     sp = load_bpe(model)
-    lengths = {"vocab_size": vocab_size, "trained_on": splits[0], "splits": {}}
+    # sentencepiece may make fewer pieces than asked (warned in train_sentencepiece): record the vocabulary actually used
+    lengths = {"vocab_size": sp.get_piece_size(), "requested_vocab_size": vocab_size, "trained_on": splits[0], "splits": {}}
     for s in splits:
         tokens = {i: encode_bpe(sp, u) for i, u in dedup[s].items()}
-        atomic_write_text(out / f"units_{s}.bpe.txt", "".join(f"{i} {' '.join(map(str, t))}\n" for i, t in tokens.items()))
+        atomic_write_text(out / f"units_{s}.bpe.txt", "".join(f"{text_id(i, out / f'units_{s}.bpe.txt')} {' '.join(map(str, t))}\n"
+                                                              for i, t in tokens.items()))
         raw = sum(len(u) for u in units[s].values())
         dd = sum(len(u) for u in dedup[s].values())
         bp = sum(len(t) for t in tokens.values())
@@ -110,7 +139,9 @@ def unit_bpe(out: Path, splits: list[str], vocab_size: int, streams: int, field:
 
 
 def format_lengths(lengths: dict) -> str:
-    lines = [f"unit sequence lengths (BPE {lengths['vocab_size']}, trained on {lengths['trained_on']}):", "",
+    asked = lengths.get("requested_vocab_size", lengths["vocab_size"])
+    note = f", {asked} asked for: the training units support no more" if asked != lengths["vocab_size"] else ""
+    lines = [f"unit sequence lengths (BPE {lengths['vocab_size']}{note}, trained on {lengths['trained_on']}):", "",
              "| split | frames | de-duplicated | BPE | reduction (dedup) | reduction (dedup + BPE) |", "|---|---|---|---|---|---|"]
     for s, r in lengths["splits"].items():
         lines.append(f"| {s} | {r['frames']} | {r['deduplicated']} | {r['bpe']} | {100 * r['dedup_reduction']:.1f}% | "
@@ -122,12 +153,14 @@ def held_out_frames(lay, cuts, max_frames: int, max_duration: float = 30.0, prog
     """Every frame of ``cuts`` (in manifest order, up to ``max_frames``) and its phone label ('' where none)."""
     from tqdm import tqdm
 
-    from ..data.batching import sequential_batches
+    from ..data.batching import refuse_short_cuts, sequential_batches
     from .report import frame_phones
+
+    refuse_short_cuts(cuts, lay.min_samples, f"encoder layer {lay.layer}")
 
     xs, ys, n = [], [], 0
     device = next(iter([*lay.parameters(), *lay.buffers()])).device
-    for batch in tqdm(sequential_batches(cuts, max_duration), desc="held-out frames", unit="batch", disable=not progress):
+    for batch in tqdm(sequential_batches(cuts, max_duration, lay.min_samples), desc="held-out frames", unit="batch", disable=not progress):
         states, lens = lay(batch["audio"].to(device), batch["audio_lens"].to(device))
         for i, cut in enumerate(batch["cuts"]):
             t = int(lens[i])
@@ -136,6 +169,8 @@ def held_out_frames(lay, cuts, max_frames: int, max_duration: float = 30.0, prog
             n += t
         if n >= max_frames:
             break
+    if n < max_frames:  # recorded as the report's eval_frames
+        log.warning("held-out frames: %d asked for, the split holds %d; measuring on all of them", max_frames, n)
     return np.concatenate(xs)[:max_frames], np.concatenate(ys)[:max_frames]
 
 
@@ -144,21 +179,25 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
                  train_split: str = "train", progress: bool = True) -> dict:
     """Sample ``frames`` training frames, take ``eval_frames`` of ``eval_split``, fit and measure every point: ``OUT/report.{json,md,png}``."""
     from ..data.corpus import LazyCuts
+    from ..identity import corpus_fingerprint, describe_difference, versions
     from .report import fit_and_measure, format_report, plot_report
     from .sample import load_sample, sample_features
 
     out = Path(out)
     lay = open_layer(encoder, layer)
-    sample_features(lay, LazyCuts(corpus, train_split), out / "sample", seed=seed, frames=frames, progress=progress)
+    corpus_fp = corpus_fingerprint(corpus)
+    sample_features(lay, LazyCuts(corpus, train_split), out / "sample", seed=seed, frames=frames, progress=progress,
+                    corpus_fingerprint=corpus_fingerprint(corpus, train_split))
     train = load_sample(out / "sample")
     held, phones = held_out_frames(lay, LazyCuts(corpus, eval_split), eval_frames, progress=progress)
-    settings = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(corpus), "k": k,
-                "points": [list(p) for p in points], "train_frames": len(train), "eval_split": eval_split, "eval_frames": len(held),
-                "seed": seed, "niter": niter, "normalize": normalize}
+    settings = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(corpus),
+                "corpus_fingerprint": corpus_fp, "k": k, "train_frames": len(train), "eval_split": eval_split, "eval_frames": len(held),
+                "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss")}
     path = out / "report.json"
-    report = read_json(path) if path.exists() else {}
-    if report.get("settings") != settings:
-        report = {"settings": settings, "rows": []}
+    report = read_json(path) if path.exists() else {"settings": settings, "rows": []}
+    if report.get("settings") != settings:  # rows of other settings are never mixed in, nor silently replaced
+        raise SpeechrqError(f"{path}: a report made with other settings ({describe_difference(report.get('settings') or {}, settings)}); "
+                            "use another --out or delete it")
     done = {(r["kind"], r["M"], r["alpha"] if r["alpha"] is not None else 1.0) for r in report["rows"]}
     labels = phones if (phones != "").any() else None
     from tqdm import tqdm

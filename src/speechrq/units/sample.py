@@ -16,17 +16,20 @@ count known from the manifest's durations, so the count is binomial around ``n``
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checks import FLOAT16_MAX, describe_cut, require_finite
 from ..errors import SpeechrqError
 from ..models.conformer import ENCODER_FRAME_SECONDS
 from ..io import atomic_path, atomic_write_json, read_json
 
 SAMPLE_FILE = "sample.json"
+log = logging.getLogger(__name__)
 
 
 TRIM_EVERY = 20  # batches between heap trims
@@ -63,20 +66,23 @@ def expected_frames(cuts) -> tuple[int, int]:
 
 
 def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | None = None, fraction: float | None = None,
-                    max_duration: float = 30.0, shard_frames: int = 200_000, progress: bool = True) -> dict:
+                    max_duration: float = 30.0, shard_frames: int = 200_000, progress: bool = True,
+                    corpus_fingerprint: str | None = None) -> dict:
     """Stream ``layer`` (an :class:`~speechrq.encoders.EncoderLayer`) over ``cuts`` into a seeded sample in ``out``.
 
     ``cuts``: any re-iterable of cuts in a fixed order, best a :class:`~speechrq.data.corpus.LazyCuts`
     (read from the manifest as it goes). Returns ``sample.json``'s content: ``frames`` kept,
     ``corpus_frames`` (from the manifest's durations), ``p``, ``shards``. A finished sample with the
-    same settings is reused; another one is an error (a new ``out`` is needed).
+    same settings is reused; another one is an error (a new ``out`` is needed). ``corpus_fingerprint``
+    (:func:`speechrq.identity.corpus_fingerprint`) keys the sample by the corpus's content, not only its size.
     """
     from itertools import islice
 
     from tqdm import tqdm
 
-    from ..data.batching import sequential_batches
+    from ..data.batching import refuse_short_cuts, sequential_batches
 
+    refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any audio is read
     if (frames is None) == (fraction is None):
         raise SpeechrqError("sample: give exactly one of frames (a count) or fraction")
     total, utterances = expected_frames(cuts)
@@ -85,11 +91,19 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
     p = min(1.0, frames / total) if frames is not None else fraction
     if not 0 < p <= 1:
         raise SpeechrqError(f"sample: fraction {p}: must be in (0, 1]")
+    if frames is not None and frames > total:  # never silently: the sample is the whole corpus, and sample.json says how many
+        log.warning("sample: %d frames asked for, the corpus holds about %d; taking every frame (recorded as 'frames' in %s)",
+                    frames, total, Path(out) / SAMPLE_FILE)
     out = Path(out)
     settings = {"encoder": layer.fingerprint, "layer": layer.layer, "seed": seed, "p": p, "utterances": utterances}
+    if corpus_fingerprint is not None:
+        settings["corpus"] = corpus_fingerprint
     state = read_json(out / SAMPLE_FILE) if (out / SAMPLE_FILE).exists() else None
     if state is not None and state["settings"] != settings:
-        raise SpeechrqError(f"{out}: holds a sample made with other settings ({state['settings']}); use another directory")
+        from ..identity import describe_difference
+
+        raise SpeechrqError(f"{out}: holds a sample made with other settings ({describe_difference(state['settings'], settings)}); "
+                            "use another directory or delete this one")
     state = state or {"settings": settings, "dim": layer.dim, "shards": [], "done": False}
     if state["done"]:
         return state
@@ -108,11 +122,14 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
         buf, buf_n = [], 0
 
     bar = tqdm(total=utterances, initial=start, desc=f"sample layer {layer.layer}", unit="utt", disable=not progress)
-    for i, batch in enumerate(sequential_batches(islice(iter(cuts), start, None), max_duration)):
+    for i, batch in enumerate(sequential_batches(islice(iter(cuts), start, None), max_duration, layer.min_samples)):
         if i % TRIM_EVERY == 0:
             trim_heap()
         if len(batch["cuts"]):
             states, lens = layer(batch["audio"].to(device), batch["audio_lens"].to(device))
+            require_finite(  # shards are float16: nothing past its range
+                states, lens, [describe_cut(c) for c in batch["cuts"]], f"encoder layer {layer.layer} states",
+                limit=FLOAT16_MAX)
             states = states.to("cpu", torch.float16)
             for i, cut in enumerate(batch["cuts"]):
                 n = int(lens[i])

@@ -1,0 +1,137 @@
+"""What made a piece of finished work: the identities that key every reuse.
+
+speechrq reuses what an earlier run finished (synthesis shards, statistics, checkpoints,
+caches, probes, units, ASR runs, study rows). Each such place records the *identity* of
+what made it: its inputs' fingerprints (a corpus's manifests, an encoder's weights, a
+quantizer's weights), its settings, and a format number of the code that wrote it.
+A later run with the same identity reuses the work; with another, the work is either
+recomputed into a fresh place keyed by the identity (caches), or refused in one line
+that names the first setting that differs (directories the user named).
+
+- :func:`digest`: 16 hex digits of sha256 over canonical JSON (any JSON-able value);
+- :func:`manifest_fingerprint` / :func:`corpus_fingerprint`: a corpus by the *content*
+  of its manifests (decompressed, so re-writing the same cuts keeps the fingerprint), not
+  its path: a corpus made again with another seed into the same folder is another corpus;
+- :func:`describe_difference`: the first setting where two identities differ, old and new value;
+- :func:`claim`: record an identity in a directory, or check the one recorded there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import SpeechrqError
+
+IDENTITY_FILE = "identity.json"
+_MANIFESTS: dict[tuple, str] = {}
+
+
+def digest(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys), first 16 hex digits."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def manifest_fingerprint(path: str | Path) -> str:
+    """sha256 of a manifest's decompressed bytes (``.gz`` read through gzip), first 16 hex digits.
+
+    Remembered per process by (path, size, mtime), so a job that asks often reads the file once.
+    """
+    import gzip
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _MANIFESTS:
+        h = hashlib.sha256()
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _MANIFESTS[key] = h.hexdigest()[:16]
+    return _MANIFESTS[key]
+
+
+def corpus_fingerprint(corpus_dir: str | Path, splits: str | list[str] | None = None) -> str:
+    """The content of a corpus's manifests (``splits``, or all of them), as 16 hex digits.
+
+    Audio paths, durations, texts and labels are in the manifests, so a corpus synthesized again
+    with another seed, re-imported from other files or with other labels gets another fingerprint;
+    the audio files themselves are not read (a file replaced in place behind an unchanged
+    manifest is not detected).
+    """
+    from .data.corpus import cut_files
+
+    files = cut_files(corpus_dir)
+    names = sorted(files) if splits is None else ([splits] if isinstance(splits, str) else sorted(splits))
+    missing = [s for s in names if s not in files]
+    if missing:
+        raise SpeechrqError(f"{corpus_dir}: has no split {missing[0]!r} (it has {', '.join(files)})")
+    return digest({s: manifest_fingerprint(files[s]) for s in names})
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """Installed versions of the libraries whose numerics shape a result (e.g. ``torch``, ``faiss``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for p in packages:
+        dist = {"faiss": "faiss-cpu"}.get(p, p)
+        try:
+            out[p] = version(dist)
+        except PackageNotFoundError:
+            try:
+                out[p] = version("faiss-gpu") if p == "faiss" else "none"
+            except PackageNotFoundError:
+                out[p] = "none"
+    return out
+
+
+def describe_difference(old: dict, new: dict) -> str:
+    """``key: 'old' -> 'new'`` for the first differing key (and how many more differ)."""
+    from .config import diff_configs
+
+    keys = diff_configs(old, new)
+    if not keys:
+        return ""
+
+    def at(d, key):
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    more = f" (and {len(keys) - 1} more: {', '.join(keys[1:4])}{', ...' if len(keys) > 4 else ''})" if len(keys) > 1 else ""
+    return f"{keys[0]} {at(old, keys[0])!r} -> {at(new, keys[0])!r}{more}"
+
+
+def recorded(directory: str | Path) -> dict | None:
+    """The identity recorded in ``directory``, or None."""
+    from .io import read_json
+
+    path = Path(directory) / IDENTITY_FILE
+    return read_json(path) if path.exists() else None
+
+
+def claim(directory: str | Path, identity: dict, what: str, hint: str = "use another directory or delete this one") -> bool:
+    """Check ``directory`` against ``identity``, recording it there when new. Returns True if the directory
+    already holds work of this identity (reuse it), False if it is new (recorded now; compute into it).
+
+    Raises :class:`SpeechrqError` in one line when the directory holds ``what`` of another identity, naming
+    the first setting that differs, or holds files but no identity (made by an older speechrq).
+    """
+    from .io import atomic_write_json
+
+    directory = Path(directory)
+    old = recorded(directory)
+    canonical = json.loads(json.dumps(identity, default=str))
+    if old is not None:
+        if old == canonical:
+            return True
+        raise SpeechrqError(f"{directory}: holds {what} made with other inputs ({describe_difference(old, canonical)}); {hint}")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise SpeechrqError(f"{directory}: holds files but no {IDENTITY_FILE} (made by an older speechrq, or not by speechrq): "
+                            f"cannot tell what made them; {hint}")
+    atomic_write_json(directory / IDENTITY_FILE, canonical)
+    return False

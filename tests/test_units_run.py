@@ -1,0 +1,149 @@
+"""``units fit`` / ``units encode`` end to end: the corpus is streamed, never held, and a quantizer is never applied to an
+encoder whose weights changed since it was fitted."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechrq.data import corpus as corpus_module
+from speechrq.errors import SpeechrqError
+from speechrq.units import QuantizerSpec, UnitQuantizer
+
+FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v0"  # a tiny trained checkpoint (see tests/test_encoders.py)
+MAX_DURATION = 2.0  # seconds of audio per batch (padded): a batch is a small share of the split
+FRAMES_PER_SECOND = 25
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The encoder on one thread: on a shared 2-core machine many threads are far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class CutLedger:
+    """How many cuts read from a manifest are alive at once (weak references: a cut counts until nothing holds it)."""
+
+    def __init__(self):
+        self.alive = self.peak = self.yielded = 0
+
+    def born(self, cut) -> None:
+        self.alive += 1
+        self.yielded += 1
+        if self.alive > self.peak:
+            gc.collect()  # cuts in reference cycles are not held by anyone; count only the ones that are
+            self.peak = max(self.peak, self.alive)
+        weakref.finalize(cut, self.died)
+
+    def died(self) -> None:
+        self.alive -= 1
+
+
+@pytest.fixture
+def ledger(monkeypatch):
+    """Every ``LazyCuts`` speechrq opens (``units fit`` / ``encode`` open theirs by name) reports to one ledger."""
+    book = CutLedger()
+
+    class CountedCuts(corpus_module.LazyCuts):
+        def __iter__(self):
+            for cut in super().__iter__():
+                book.born(cut)
+                yield cut
+
+    monkeypatch.setattr(corpus_module, "LazyCuts", CountedCuts)
+    return book
+
+
+def manifest(corpus: Path, split: str) -> list:
+    """The split's cuts read by lhotse itself (not through speechrq's LazyCuts, which the ledger counts): to size the bounds."""
+    from lhotse import CutSet
+
+    return list(CutSet.from_file(next(corpus.glob(f"cuts_{split}.jsonl*"))))
+
+
+def batch_bound(cuts) -> int:
+    """The most cuts one batch of MAX_DURATION seconds can hold, plus the one read ahead and the one in hand."""
+    return int(MAX_DURATION / min(c.duration for c in cuts)) + 2
+
+
+def batch_frames(cuts) -> float:
+    """The most frames one batch can hold: MAX_DURATION seconds, or one utterance longer than that alone."""
+    return max(MAX_DURATION, max(c.duration for c in cuts)) * FRAMES_PER_SECOND
+
+
+def test_units_fit_and_encode_stream_the_manifest_and_quantize_batch_by_batch(tiny_corpus, ledger, tmp_path, monkeypatch):
+    """A regression that materialises the split (``list(cuts)``, ``CutSet.from_cuts(cuts)``, ``to_eager``) holds every
+    cut at once; one that concatenates the split's frames before quantizing hands the quantizer more than a batch."""
+    from speechrq.units.run import encode_units, fit_units
+
+    cuts = manifest(tiny_corpus, "dev")
+    bound, most_frames = batch_bound(cuts), batch_frames(cuts)
+    assert len(cuts) > 4 * bound, "the split must be many batches long for the bound to mean anything"
+    rows = []
+    encode = UnitQuantizer.encode
+
+    def counted_encode(self, x, *args, **kwargs):
+        rows.append(len(x))
+        return encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(UnitQuantizer, "encode", counted_encode)
+
+    q = fit_units(FIXTURE, 1, tiny_corpus, tmp_path / "km", QuantizerSpec(k=8, niter=2), frames=400, split="dev",
+                  max_duration=MAX_DURATION, progress=False)
+    assert 200 < q.source["sample_frames"] < 700  # the sample, not the split, is what the fit loads
+    summary = encode_units(tmp_path / "km", tiny_corpus, ["dev"], tmp_path / "units", max_duration=MAX_DURATION, progress=False)
+    n = summary["splits"]["dev"]["utterances"]
+    assert n > 4 * bound and ledger.yielded >= 3 * n  # sampled, encoded, written: three passes over the manifest
+    assert ledger.peak <= bound, f"{ledger.peak} cuts alive at once (a batch holds at most {bound})"
+    assert rows and max(rows) <= most_frames + 1, f"the quantizer got {max(rows)} frames in one call (a batch holds {most_frames})"
+    assert sum(rows) == summary["splits"]["dev"]["encoded_frames"]
+
+
+def test_the_feature_sample_holds_one_batch_plus_one_shard(tiny_corpus, ledger, tmp_path):
+    """Keeping every frame (fraction 1), no shard holds more than ``shard_frames`` plus one batch: the frames go to disk
+    as they come (a regression that gathers every frame first writes one shard of the whole split)."""
+    from speechrq.encoders import EncoderLayer
+    from speechrq.units.sample import load_sample, sample_features
+
+    shard, cuts = 150, manifest(tiny_corpus, "dev")
+    state = sample_features(EncoderLayer(FIXTURE, 0), corpus_module.LazyCuts(tiny_corpus, "dev"), tmp_path / "sample", fraction=1.0,
+                            max_duration=MAX_DURATION, shard_frames=shard, progress=False)
+    sizes = [s["frames"] for s in state["shards"]]
+    assert len(sizes) >= 4 and max(sizes) < shard + batch_frames(cuts), sizes
+    assert sum(sizes) == len(load_sample(tmp_path / "sample")) == state["frames"]
+    assert abs(state["frames"] - state["corpus_frames"]) <= len(cuts)  # fraction 1: every frame (durations round per cut)
+    assert ledger.peak <= batch_bound(cuts)
+
+
+def test_units_encode_refuses_a_quantizer_fitted_on_weights_that_changed_since(tiny_corpus, tmp_path, capsys):
+    """The checkpoint's model.safetensors is rewritten after fitting (one weight of one block nudged): encoding
+    with the old quantizer is refused in one line saying the weights changed, and nothing is written."""
+    from safetensors.torch import load_file, save_file
+
+    from speechrq.cli import main
+    from speechrq.units.run import encode_units, fit_units
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(FIXTURE, ckpt)
+    fit_units(ckpt, 1, tiny_corpus, tmp_path / "km", QuantizerSpec(k=8, niter=2), frames=200, split="dev",
+              max_duration=MAX_DURATION, progress=False)
+    weights = load_file(ckpt / "model.safetensors")
+    name = next(k for k in sorted(weights) if k.startswith("encoder.") and weights[k].is_floating_point() and weights[k].dim() == 2)
+    weights[name] = weights[name].clone()
+    weights[name][0, 0] += 1e-3
+    save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(SpeechrqError, match="weights changed"):
+        encode_units(tmp_path / "km", tiny_corpus, ["dev"], tmp_path / "units", max_duration=MAX_DURATION, progress=False)
+    assert main(["units", "encode", str(tmp_path / "km"), "--corpus", str(tiny_corpus), "--splits", "dev", "--out",
+                 str(tmp_path / "units"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "weights changed" in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert not any((tmp_path / "units").rglob("*.npy"))
