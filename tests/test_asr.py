@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import re
@@ -482,3 +483,46 @@ def test_resuming_with_a_changed_setting_is_refused_naming_it(dev_units, tmp_pat
     allowed["decode"]["beam"] = 3
     last = train_asr(config_from_dict(ASRConfig, allowed), resume=True, progress=False)
     assert last == tmp_path / "run" / "checkpoints" / "step_00000002"
+
+
+def test_utterances_ctc_cannot_align_are_counted_not_hidden():
+    """zero_infinity makes CTC count 0 where an utterance has fewer frames than tokens plus repeats: the loss says how many."""
+    torch.manual_seed(0)
+    model = asr_model(ASR_PRESETS["tiny"], vocab=7, input_kind="units", num_streams=1, unit_vocab=9).eval()
+    x = torch.randint(0, 9, (3, 6, 1))
+    tokens = torch.tensor([[1, 2, 3, 4, 0, 0], [1, 1, 2, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    # 6 frames for 4 tokens: fine; 3 frames for [1, 1, 2] (a repeat needs a blank between): 4 needed; 5 frames for 6 tokens
+    res = model(x, torch.tensor([6, 3, 5]), tokens, torch.tensor([4, 3, 6]))
+    assert res.ctc_infeasible == 2
+    assert model(x, torch.tensor([6, 4, 6]), tokens, torch.tensor([4, 3, 6])).ctc_infeasible == 0
+
+
+def test_a_moved_run_resumes_and_a_retrained_unit_bpe_is_refused(units, tmp_path, one_thread):
+    """Paths may change (the run moved, the units named from elsewhere); what they hold may not (issue 21)."""
+    import shutil
+
+    from speechrq.asr.config import ASRConfig
+    from speechrq.asr.trainer import train_asr
+    from speechrq.config import load_config
+    from speechrq.errors import SpeechrqError
+    from speechrq.units.run import unit_bpe
+
+    enc = tmp_path / "enc"
+    shutil.copytree(units["km"], enc)
+    cfg = load_config(ASRConfig, write_config(tmp_path / "a.yaml", enc, tmp_path / "run", "bpe", max_steps=2))
+    train_asr(cfg, progress=False)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    longer = load_config(ASRConfig, write_config(tmp_path / "b.yaml", enc, tmp_path / "moved", "bpe", max_steps=3))
+    assert train_asr(longer, resume=True, progress=False).name == "step_00000003"
+    # the decode folder keeps every split decoded with the same settings
+    from speechrq.cli import main
+
+    out = tmp_path / "dec"
+    assert main(["asr", "decode", str(tmp_path / "moved"), "--splits", "dev", "--beam", "2", "--out", str(out), "--quiet"]) == 0
+    assert main(["asr", "decode", str(tmp_path / "moved"), "--splits", "train", "--beam", "2", "--out", str(out), "--quiet"]) == 0
+    assert set(json.loads((out / "results.json").read_text())["splits"]) == {"dev", "train"}
+    assert main(["asr", "decode", str(tmp_path / "moved"), "--splits", "dev", "--beam", "3", "--out", str(out), "--quiet"]) == 2
+    unit_bpe(enc, ["train", "dev"], 30, 1, "units")  # `units encode --bpe 30` again: another unit BPE
+    again = load_config(ASRConfig, write_config(tmp_path / "c.yaml", enc, tmp_path / "moved", "bpe", max_steps=4))
+    with pytest.raises(SpeechrqError, match=r"trained on other inputs \(unit_bpe "):
+        train_asr(again, resume=True, progress=False)

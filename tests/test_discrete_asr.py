@@ -50,7 +50,7 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]
     # another layer, encoder or config into the same --out is refused in one line naming it, never the first run's table
     capsys.readouterr()
-    for flag, value, named in (("--layer", "0", "layer 1 -> 0"), ("--encoder", str(other), "encoder"),
+    for flag, value, named in (("--layer", "0", "layer 1 -> 0"), ("--k", "12", "k 16 -> 12"), ("--encoder", str(other), "encoder"),
                                ("--set", "optim.lr=0.001", "config.optim.lr")):
         changed = [*args, flag, value] if flag == "--set" else [v if a != flag else value for a, v in zip(["", *args], args)]
         assert main(changed) == 2

@@ -147,3 +147,22 @@ def test_evaluation_keys_hidden_states_and_probes_by_the_corpus_content(corpus_c
     assert len(sorted((tmp_path / "eval" / "probes").rglob("*.json"))) == 2
     assert res["models"]["fbank"]["utterances_encoded"] > 0
     assert np.isfinite(res["models"]["fbank"]["tasks"]["sid"]["test"])
+
+
+def test_a_re_import_of_changed_audio_changes_the_corpus_fingerprint(tmp_path):
+    """The audio's content is in the manifest: statistics, units, probes computed from the old audio are not reused."""
+    import soundfile as sf
+
+    from speechrq.data.recipes import import_corpus
+
+    g = np.random.default_rng(0)
+    (tmp_path / "src").mkdir()
+    for name in ("a", "b"):
+        sf.write(tmp_path / "src" / f"{name}.wav", 0.1 * g.standard_normal(8000), 16000)
+    import_corpus("folder", tmp_path / "src", tmp_path / "corpus", workers=1, progress=False)
+    fp = corpus_fingerprint(tmp_path / "corpus")
+    import_corpus("folder", tmp_path / "src", tmp_path / "corpus", workers=1, progress=False)
+    assert corpus_fingerprint(tmp_path / "corpus") == fp  # the same files again: the same corpus
+    sf.write(tmp_path / "src" / "a.wav", 0.1 * g.standard_normal(8000), 16000)  # other samples, same length and name
+    import_corpus("folder", tmp_path / "src", tmp_path / "corpus", workers=1, progress=False)
+    assert corpus_fingerprint(tmp_path / "corpus") != fp

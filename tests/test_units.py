@@ -278,3 +278,50 @@ def test_units_folders_are_read_from_any_directory_and_after_a_move(checkpoint, 
     assert moved.quantizer.spec.k == 16 and moved.encoder == (str(checkpoint.resolve()), 1)
     again = next(c for c in moved.cuts("dev") if c.id == first.id)
     assert np.array_equal(again.load_custom("units"), units)
+
+
+def test_settings_the_data_cannot_honour_are_refused_or_warned_and_recorded(checkpoint, pretrain_corpus, tmp_path, caplog, capsys):
+    """k-means with --M, an RPQ alpha that is not a whole number of dimensions, a unit BPE asked again (issue 21, point 5)."""
+    from speechrq.cli import main
+
+    fit = ["units", "fit", "--encoder", str(checkpoint), "--layer", "1", "--corpus", str(pretrain_corpus), "--frames", "2000",
+           "--k", "16", "--quiet"]
+    assert main([*fit, "--kind", "kmeans", "--M", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "k-means has one stream" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="speechrq.units.quantizers"):
+        assert main([*fit, "--kind", "rpq", "--M", "2", "--alpha", "0.001", "--out", str(tmp_path / "rpq")]) == 0
+    assert "each sub-space takes 1 dimensions" in caplog.text
+    q = UnitQuantizer.load(tmp_path / "rpq")
+    assert all(len(s) == 1 for s in q.subsets)  # what was used is what is saved
+    # a second --bpe over a folder: every split gets the new model, none keeps texts of the old one
+    assert main(["units", "fit", *fit[2:], "--out", str(tmp_path / "km")]) == 0
+    enc = ["units", "encode", str(tmp_path / "km"), "--corpus", str(pretrain_corpus), "--out", str(tmp_path / "enc"), "--quiet"]
+    assert main([*enc, "--splits", "train,dev", "--bpe", "40"]) == 0
+    assert main([*enc, "--splits", "test", "--bpe", "30"]) == 0
+    summary = json.loads((tmp_path / "enc" / "encode.json").read_text())
+    assert set(summary["splits"]) == set(summary["bpe"]["splits"]) == {"train", "dev", "test"}
+    assert summary["bpe"]["requested_vocab_size"] == 30 and summary["bpe"]["trained_on"] == "train"
+    from speechrq.units.bpe import encode_bpe, load_bpe
+    from speechrq.units.encode import load_units
+
+    sp = load_bpe(tmp_path / "enc" / "bpe.model")
+    first = next(iter(load_units(tmp_path / "enc" / "cuts_dev.jsonl.gz")))
+    line = (tmp_path / "enc" / "units_dev.bpe.txt").read_text().splitlines()[0].split()
+    assert line[0] == first.id and list(map(int, line[1:])) == encode_bpe(sp, deduplicate(first.load_custom("units")[:, 0]))
+
+
+def test_the_same_inputs_named_from_another_directory_are_reused_not_refused(checkpoint, pretrain_corpus, tmp_path, monkeypatch):
+    from speechrq.cli import main
+
+    corpus = tmp_path / "corpus"
+    import shutil
+
+    shutil.copytree(pretrain_corpus, corpus)
+    monkeypatch.chdir(tmp_path)
+    fit = ["units", "fit", "--encoder", str(checkpoint), "--layer", "1", "--frames", "2000", "--k", "16", "--quiet"]
+    assert main([*fit, "--corpus", "corpus", "--out", "km"]) == 0
+    before = (tmp_path / "km" / "units.safetensors").stat().st_mtime_ns
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert main([*fit, "--corpus", "../corpus", "--out", "../km"]) == 0  # the same corpus and quantizer folder: reused
+    assert (tmp_path / "km" / "units.safetensors").stat().st_mtime_ns == before

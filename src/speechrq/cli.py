@@ -194,7 +194,9 @@ def cmd_units_fit(args) -> None:
     from .units.run import fit_units, format_fit
 
     frames, fraction = _sample_size(args)
-    spec = QuantizerSpec(kind=args.kind, k=args.k, num_subspaces=1 if args.kind == "kmeans" else args.M, alpha=args.alpha,
+    if args.kind == "kmeans" and args.M not in (None, 1):
+        raise SpeechrqError(f"--M {args.M}: k-means has one stream; --M sets the streams of rvq, pq and rpq")
+    spec = QuantizerSpec(kind=args.kind, k=args.k, num_subspaces=1 if args.kind == "kmeans" else (args.M or 8), alpha=args.alpha,
                          seed=args.seed, niter=args.niter, max_points_per_centroid=args.max_points_per_centroid, normalize=args.normalize)
     q = fit_units(args.encoder, args.layer, args.corpus, args.out, spec, frames=frames, fraction=fraction, split=args.split,
                   max_duration=args.max_duration, progress=not args.quiet)
@@ -283,15 +285,25 @@ def cmd_asr_decode(args) -> None:
     # the default folder names everything that changes the hypotheses: a decode with other settings never replaces one
     units_tag = "" if not args.units else f"_units{source.fingerprint[:8]}"
     out = Path(args.out) if args.out else rec.path.parent.parent / "decode" / f"{rec.path.name}_{mode}_beam{beam}_ctc{w:g}{units_tag}"
-    rows = {}
+    # splits decoded earlier into OUT with the same model, units and settings are kept beside the new ones; OUT holding
+    # decodes of anything else is refused, never mixed
+    from .checkpoint import MODEL_FILE
+    from .identity import describe_difference
+    from .io import read_json
+
+    made = {"model": file_fingerprint(rec.path / MODEL_FILE), "units_fingerprint": source.fingerprint, "mode": mode, "beam": beam,
+            "ctc_weight": w}
+    previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
+    if previous and (why := describe_difference({k: previous.get(k) for k in made}, made)):
+        raise SpeechrqError(f"{out}: holds decodes made otherwise ({why}); use another --out or delete it")
+    rows = dict(previous.get("splits", {}))
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet)
         atomic_write_text(out / f"hyp_{split}.txt", "".join(f"{text_id(i, out / f'hyp_{split}.txt')} {h}\n"  # no whitespace in an id
                                                           for i, h in zip(r["ids"], r["hyps"])))
         rows[split] = {k: r[k] for k in ("cer", "wer", "utterances")}
         print(f"{split}: CER {r['cer']:.2f}  WER {r['wer']:.2f}  ({r['utterances']} utterances, {mode}, beam {beam})")
-    atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "units": str(source.dir), "units_fingerprint": source.fingerprint,
-                                             "mode": mode, "beam": beam, "ctc_weight": w, "splits": rows})
+    atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "units": str(source.dir), **made, "splits": rows})
     print(f"{out}: results.json, hyp_*.txt")
 
 
@@ -312,7 +324,14 @@ def cmd_asr_transcribe(args) -> None:
     from .asr.decode import Recognizer, read_audio
 
     mode, beam, w = _decode_args(args)
-    audio = [read_audio(p) for p in args.audio]
+    audio, problems = [], []
+    for p in args.audio:  # every unusable file named at once, not only the first
+        try:
+            audio.append(read_audio(p))
+        except SpeechrqError as e:
+            problems.append(str(e))
+    if problems:
+        raise SpeechrqError(f"{len(problems)} of {len(args.audio)} file(s) cannot be transcribed: {'; '.join(problems)}")
     rec = Recognizer(args.checkpoint)
     for path, text in zip(args.audio, rec.transcribe(audio, mode, beam, w, names=args.audio)):
         print(f"{path}\t{text}")
@@ -537,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     uf.add_argument("--out", required=True, help="output directory")
     uf.add_argument("--kind", default="kmeans", choices=["kmeans", "rvq", "pq", "rpq"], help="quantizer (default: kmeans)")
     uf.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000, the paper's)")
-    uf.add_argument("--M", type=int, default=8, help="streams: RVQ levels, PQ/RPQ sub-spaces (default: 8)")
+    uf.add_argument("--M", type=int, default=None, help="streams: RVQ levels, PQ/RPQ sub-spaces (default: 8; k-means has one)")
     uf.add_argument("--alpha", type=float, default=0.125, help="RPQ: share of dimensions per sub-space (default: 0.125)")
     uf.add_argument("--max-points-per-centroid", type=int, default=256,
                     help="faiss trains on at most this many points per centroid and subsamples beyond (default: 256)")

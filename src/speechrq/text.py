@@ -74,6 +74,11 @@ def train_sentencepiece(sentences: list[str], vocab_size: int, path: str | Path,
     try:
         spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, **settings)
     except RuntimeError as e:
+        import re
+
+        if (m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))):  # sentencepiece names its own flag
+            raise SpeechrqError(f"BPE of {vocab_size} tokens: the text holds {m.group(2)} distinct characters, each of which "
+                                f"needs a token; ask for more than {m.group(2)} (e.g. data.vocab_size)") from None
         raise SpeechrqError(f"BPE of {vocab_size} tokens: {str(e).splitlines()[0]}") from None
     made = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
     if made != vocab_size:  # hard_vocab_limit=False: a small corpus holds fewer merges than asked for

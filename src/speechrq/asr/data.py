@@ -35,7 +35,9 @@ class UnitSource:
         if not (self.dir / "encode.json").exists():
             raise SpeechrqError(f"{self.dir}: not a `speechrq units encode` output (no encode.json)")
         self.summary = read_json(self.dir / "encode.json")
-        self.quantizer_dir = Path(self.summary["quantizer"])
+        # the copy `units encode` keeps beside the units (older folders: the path it was fitted in)
+        own = self.dir / "quantizer"
+        self.quantizer_dir = own if (own / "units.json").exists() else Path(self.summary["quantizer"])
         self.quantizer = UnitQuantizer.load(self.quantizer_dir)
 
     @property

@@ -192,6 +192,10 @@ def read_audio(path: str | Path) -> np.ndarray:
 
     from ..data.audio import audio_problem
 
+    import soundfile as sf
+
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise SpeechrqError(f"{path}: empty file (0 bytes)")
     try:
         rec = Recording.from_file(str(path))
         if rec.sampling_rate != SAMPLE_RATE:
@@ -199,6 +203,10 @@ def read_audio(path: str | Path) -> np.ndarray:
         audio = rec.load_audio()
     except Exception as e:  # any decoder error is the user's file
         raise SpeechrqError(f"{path}: cannot read audio ({str(e).splitlines()[0][:200]})") from None
-    if (problem := audio_problem(np.asarray(audio))):
+    try:  # checked at the file's own precision, as import does (a float64 1e300 is absurd, not "inf" after a cast)
+        original, _ = sf.read(str(path), dtype="float64", always_2d=True)
+    except Exception:  # a format libsndfile does not read: the decoded float32 samples
+        original = np.asarray(audio)
+    if (problem := audio_problem(original)):
         raise SpeechrqError(f"{path}: {problem}")
     return np.asarray(audio, dtype=np.float32).mean(0)

@@ -89,6 +89,7 @@ class ASRLoss:
     attention: torch.Tensor
     correct: int  # attention decoder's teacher-forced token accuracy: right predictions
     tokens: int  # ... out of this many
+    ctc_infeasible: int = 0  # utterances with fewer input frames than CTC needs (tokens + repeats): their CTC term is 0
 
 
 class DiscreteASR(nn.Module):
@@ -132,7 +133,10 @@ class DiscreteASR(nn.Module):
         logits = self.decoder(ys_in, token_lens + 1, enc, lengths_to_padding_mask(lens, enc.shape[1])).float()
         ce = F.cross_entropy(logits[valid], target[valid], label_smoothing=smoothing, reduction="sum") / b
         correct = int((logits.argmax(-1)[valid] == target[valid]).sum())
-        return ASRLoss(ctc_weight * ctc + (1 - ctc_weight) * ce, ctc.detach(), ce.detach(), correct, int(valid.sum()))
+        # CTC needs a frame per token and one more per repeated token; zero_infinity makes the others count 0, so say how many
+        repeats = ((tokens[:, 1:] == tokens[:, :-1]) & ~_pad(token_lens, tokens.shape[1])[:, 1:]).sum(1)
+        infeasible = int((lens.to(token_lens.device) < token_lens + repeats).sum())
+        return ASRLoss(ctc_weight * ctc + (1 - ctc_weight) * ce, ctc.detach(), ce.detach(), correct, int(valid.sum()), infeasible)
 
 
 def _pad(lens: torch.Tensor, length: int) -> torch.Tensor:

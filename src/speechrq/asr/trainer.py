@@ -42,7 +42,10 @@ from .model import ASR_PRESETS, DiscreteASR, asr_model
 log = logging.getLogger(__name__)
 TOKENIZER_KEY, UNIT_BPE_KEY = "tokenizer.sentencepiece", "unit_bpe.sentencepiece"
 RESUMABLE_CHANGES = frozenset({"optim.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_last", "data.num_workers",
-                     "decode.beam", "decode.ctc_weight", "decode.mode"})
+                     "decode.beam", "decode.ctc_weight", "decode.mode",
+                     # paths: a run or its units may be moved or named from another directory; their content is checked
+                     # by the fingerprints in meta.json's inputs
+                     "out_dir", "data.units"})
 MASK_SEED_STRIDE = 1_000_003
 
 
@@ -122,6 +125,10 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     # ---- data and tokens
     source = UnitSource(cfg.data.units)
     inputs = {"units": source.fingerprint, "train": source.manifest_fingerprint(cfg.data.train_split)}
+    if cfg.data.input == "bpe":  # the unit BPE is retrained when `units encode --bpe` runs again
+        from ..io import file_fingerprint
+
+        inputs["unit_bpe"] = file_fingerprint(source.dir / "bpe.model") if (source.dir / "bpe.model").exists() else None
     resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs)
     if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
         return resume_from
@@ -173,6 +180,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc=f"asr {d.input}", unit="step", disable=not (progress and ctx.is_main),
                dynamic_ncols=True)
     last, window, t_window = resume_from, [], time.perf_counter()
+    warned_infeasible = False
     nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
     masks = (cfg.loss.time_masks, cfg.loss.time_mask_width)
     while step < cfg.optim.max_steps:
@@ -180,7 +188,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         set_lr(optimizer, lr)
         ddp.train()
         # ---- one optimizer step: accum_steps micro-batches, all-reduce on the last only
-        sums = torch.zeros(5, dtype=torch.float64)  # loss, ctc, attention, correct, tokens
+        sums = torch.zeros(7, dtype=torch.float64)  # loss, ctc, attention, correct, tokens, CTC-infeasible utterances, utterances
         for micro in range(cfg.optim.accum_steps):
             batch = next(stream)
             x, lens = input_features(layer, batch, dev, spec["unit_vocab"] or None)
@@ -190,7 +198,8 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
                 res = ddp(x, lens, batch["tokens"].to(dev), batch["token_lens"].to(dev), cfg.loss.ctc_weight, cfg.loss.label_smoothing,
                           gen, masks)
                 (res.loss / cfg.optim.accum_steps).backward()
-            sums += torch.tensor([float(res.loss.detach()), float(res.ctc), float(res.attention), res.correct, res.tokens], dtype=torch.float64)
+            sums += torch.tensor([float(res.loss.detach()), float(res.ctc), float(res.attention), res.correct, res.tokens,
+                                  res.ctc_infeasible, len(batch["cuts"])], dtype=torch.float64)
         sums = dist.all_reduce_sum(sums.to(dev), ctx).cpu() if ctx.distributed else sums
         loss = float(sums[0]) / (cfg.optim.accum_steps * ctx.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
@@ -207,11 +216,18 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         step += 1
         window.append(sums)
         bar.update(1)
+        if sums[5] > 0 and not warned_infeasible and ctx.is_main:  # said once; the count goes to every metrics record
+            warned_infeasible = True
+            log.warning("step %d: %d of %d utterances have fewer input frames than CTC needs (a frame per output token, one "
+                        "more per repeat): their CTC term counts 0 (logged as ctc_infeasible); fewer output tokens "
+                        "(data.vocab_size) or a longer input (data.input=units rather than bpe) avoids it",
+                        step, int(sums[5]), int(sums[6]))
         if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps or nonfinite.stopping:
             w = torch.stack(window).sum(0)
             n = len(window) * cfg.optim.accum_steps * ctx.world_size
             record = {"step": step, "lr": lr, "loss": float(w[0]) / n, "ctc": float(w[1]) / n, "attention": float(w[2]) / n,
-                      "acc": float(w[3]) / max(float(w[4]), 1.0), "s_per_step": (time.perf_counter() - t_window) / len(window)}
+                      "acc": float(w[3]) / max(float(w[4]), 1.0), "s_per_step": (time.perf_counter() - t_window) / len(window),
+                      "ctc_infeasible": float(w[5]) / max(float(w[6]), 1.0)}  # share of utterances CTC could not align
             metrics.write(record)
             bar.set_postfix(loss=f"{record['loss']:.2f}", acc=f"{record['acc']:.3f}")
             window, t_window = [], time.perf_counter()

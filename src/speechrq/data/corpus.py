@@ -2,7 +2,9 @@
 
 ``OUT/cuts_{split}.jsonl[.gz]`` are lhotse CutSets, one per split, each cut with
 one supervision carrying whatever labels the corpus has (``text``, ``speaker``,
-``custom.intent`` / ``action`` / ``object`` / ``location``, ``custom.emotion``,
+``custom.intent`` / ``action`` / ``object`` / ``location``, ``custom.emotion``, ``custom.audio_sha256``
+(imported corpora: the first 16 hex digits of the file's sha256, so the manifests, and the corpus
+fingerprint of :mod:`speechrq.identity`, change when a re-import finds other audio),
 ``alignment["phone"]``). ``OUT/summary.json`` holds the counts that :func:`summarize` prints.
 
 **Audio paths.** A relative audio path in a manifest is relative to ``OUT`` (the corpus
@@ -50,7 +52,9 @@ def safe_id(name: str) -> str:
     Deterministic, and the identity for names that are already safe.
     """
     import hashlib
+    import unicodedata
 
+    name = unicodedata.normalize("NFC", name)  # "café" typed or decomposed is one id (two such files collide, refused)
     safe = "".join("__" if ch == "/" else "_" if _unsafe(ch) else ch for ch in name)
     if len(safe.encode("utf-8")) > MAX_ID_BYTES:
         head = safe.encode("utf-8")[: MAX_ID_BYTES - 17].decode("utf-8", errors="ignore")

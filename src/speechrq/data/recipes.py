@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import SpeechrqError
-from ..io import atomic_path, atomic_write_json, read_json
+from ..io import atomic_path, atomic_write_json, file_fingerprint, read_json
 from .audio import AUDIO_EXTENSIONS, TARGET_RATE, inspect_many
 
 
@@ -380,9 +380,12 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             channel = rec.channel_ids[0] if len(rec.channel_ids) == 1 else rec.channel_ids
             rec.sources = [fastcopy(source, source=stored_path(source.source, out)) for source in rec.sources]
             recs.append(rec)
+            # the audio's content in the manifest: a re-import of changed files changes the corpus's fingerprint
+            # (speechrq.identity), so nothing computed from the old audio is reused
+            custom = (e.custom or {}) | {"audio_sha256": file_fingerprint(e.audio)}
             sups.append(SupervisionSegment(
                 id=e.id, recording_id=e.id, start=0.0, duration=rec.duration, channel=channel,
-                text=e.text, speaker=e.speaker, custom=e.custom or None, alignment=alignment,
+                text=e.text, speaker=e.speaker, custom=custom, alignment=alignment,
             ))
         if not recs:
             continue

@@ -422,10 +422,11 @@ def synthesize_corpus(
         # a field added since the corpus was made reads as its default, so the corpus stays valid
         defaults = {f.name: f.default for f in fields(SynthConfig)}
         if {**defaults, **(old.get("config") or {})} != record["config"]:
-            raise SpeechrqError(
-                f"{out}: holds a corpus made with {old.get('config')}, not {record['config']}; "
-                "use another directory or delete this one"
-            )
+            from ..identity import describe_difference
+
+            raise SpeechrqError(f"{out}: holds a corpus made with other settings "
+                                f"({describe_difference({**defaults, **(old.get('config') or {})}, record['config'])}); "
+                                "use another directory or delete this one")
         summary_file = out / "summary.json"
         if summary_file.exists():  # finished: used as it is, whichever speechrq made it
             return json.loads(summary_file.read_text())

@@ -50,10 +50,10 @@ log = logging.getLogger(__name__)
 THETA_INPUT = "targets.latent.input_normalizer."  # θ's own log-Mel statistics (a θ from another run)
 
 
-def training_data(cfg: PretrainConfig, ctx: dist.Context):
+def training_data(cfg: PretrainConfig, ctx: dist.Context, progress: bool = True):
     """The corpus's feature statistics (computed once, by rank 0, when missing) and its training cuts."""
     if ctx.is_main:
-        corpus_stats(cfg.data.corpus, cfg.data.split, seed=cfg.train.seed)
+        corpus_stats(cfg.data.corpus, cfg.data.split, seed=cfg.train.seed, progress=progress)
     dist.barrier(ctx)
     stats = FeatureStats.load(Path(cfg.data.corpus) / STATS_FILE)
     cuts = load_cuts(cfg.data.corpus, cfg.data.split)
@@ -103,7 +103,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     engine.set_deterministic(cfg.train.deterministic)
 
     # ---- data, model, optimizer, and where this run starts
-    stats, cuts = training_data(cfg, ctx)
+    stats, cuts = training_data(cfg, ctx, progress)
     inputs = run_inputs(cfg)
     resume_from, meta = engine.resume_point(PretrainConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs)
     if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched

@@ -56,13 +56,14 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     # may be added, and rows are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
     identity = {"code": "asr-compare/1", "encoder": EncoderLayer(encoder, layer).fingerprint, "layer": layer,
-                "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split}
+                "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k}
     claim(out, identity, "an ASR comparison", hint="use another --out or delete it")
     decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight}
     results = read_json(out / "compare.json")["rows"] if (out / "compare.json").exists() else {}
     for row in rows:
         name, q = row["name"], row["quantizer"]
-        if name in results and "cer" in results[name] and results[name].get("decoding") == decoding:
+        if (name in results and "cer" in results[name] and results[name].get("decoding") == decoding
+                and results[name].get("quantizer") == q):
             continue
         units_dir = out / "units" / _slug(q)
         spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125), seed=seed)

@@ -86,6 +86,9 @@ def subspaces(kind: str, dim: int, m: int, alpha: float, seed: int) -> list[np.n
             raise SpeechrqError(f"pq: M = {m} sub-vectors of a {dim}-dimensional feature: at most {dim}")
         return [np.asarray(s, dtype=np.int64) for s in np.array_split(np.arange(dim), m)]
     d = max(1, round(alpha * dim))
+    if d != alpha * dim:  # never silently: say what each sub-space takes (the subsets are saved with the quantizer)
+        log.warning("rpq: alpha %g of %d dimensions is %g; each sub-space takes %d dimensions (alpha %g in effect)",
+                    alpha, dim, alpha * dim, d, d / dim)
     rng = np.random.default_rng(seed)
     return [np.sort(rng.choice(dim, size=d, replace=False)).astype(np.int64) for _ in range(m)]
 

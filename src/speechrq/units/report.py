@@ -115,9 +115,10 @@ def measure(q: UnitQuantizer, x: np.ndarray, phones: np.ndarray | None = None) -
         eps_single = float(np.mean([((z[:, s] - c[codes[:, i]]) ** 2).mean() for i, (c, s) in enumerate(zip(q.centroids, q.subsets))]))
         rho_meas = error_correlation(q, x, codes)
         n_j = cover[covered].astype(np.float64)
-        row |= {"eps_rpq": eps_rpq, "eps_single": eps_single, "ratio_measured": eps_rpq / eps_single,
-                "rho_jaccard": jaccard_rho(q.spec.alpha), "rho_measured": rho_meas,
-                "ratio_theory": theory_ratio(q.num_streams, jaccard_rho(q.spec.alpha)),
+        alpha = len(q.subsets[0]) / q.dim  # the share each sub-space really takes (alpha x D is rounded to whole dimensions)
+        row |= {"eps_rpq": eps_rpq, "eps_single": eps_single, "ratio_measured": eps_rpq / eps_single, "alpha_effective": alpha,
+                "rho_jaccard": jaccard_rho(alpha), "rho_measured": rho_meas,
+                "ratio_theory": theory_ratio(q.num_streams, jaccard_rho(alpha)),
                 "ratio_theory_coverage": (float(np.mean([theory_ratio(n, rho_meas) for n in n_j])) if rho_meas is not None else None),
                 "coverage_mean": float(n_j.mean()), "uncovered_dims": int((~covered).sum())}
     return row

@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpeechrqError
-from ..io import atomic_write_json, atomic_write_text, read_json
+from ..io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from .quantizers import META_FILE, QuantizerSpec, UnitQuantizer
 
 log = logging.getLogger(__name__)
+
+
+PATHS = ("encoder", "corpus")  # recorded for the reader, never compared: the fingerprints beside them are
 
 
 def _device():
@@ -51,8 +54,10 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
               "versions": versions("faiss")}
     if (out / META_FILE).exists():
         q = UnitQuantizer.load(out)
-        old = {"spec": asdict(q.spec), **{k: q.source.get(k) for k in source if k != "encoder"}}
-        new = {"spec": asdict(spec), **{k: v for k, v in source.items() if k != "encoder"}}
+        # paths are not compared (the same encoder or corpus named from another directory is the same input): their
+        # content is, by the fingerprints
+        old = {"spec": asdict(q.spec), **{k: q.source.get(k) for k in source if k not in PATHS}}
+        new = {"spec": asdict(spec), **{k: v for k, v in source.items() if k not in PATHS}}
         if old == new:
             log.info("%s: already fitted with these settings; reused", out)
             return q
@@ -77,14 +82,20 @@ def format_fit(q: UnitQuantizer) -> str:
 
 def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str], out: str | Path, bpe: int | None = None,
                  max_duration: float = 30.0, progress: bool = True) -> dict:
-    """Encode ``splits`` of ``corpus`` with a fitted quantizer into ``OUT`` (manifests, arrays, Kaldi text; BPE on request)."""
-    from ..data.corpus import LazyCuts
-    from .encode import UNITS_FIELD, encode_corpus
+    """Encode ``splits`` of ``corpus`` with a fitted quantizer into ``OUT`` (manifests, arrays, Kaldi text; BPE on request).
 
+    ``OUT`` keeps a copy of the quantizer (``OUT/quantizer``, what :class:`~speechrq.asr.data.UnitSource` reads), so the
+    units stay usable when the quantizer's folder moves. Splits encoded by earlier calls stay; the unit BPE (``bpe``, or
+    the size an earlier call asked for) is always trained and applied over every split ``OUT`` holds, so no split keeps
+    texts of another BPE model.
+    """
+    import shutil
     from dataclasses import asdict
 
+    from ..data.corpus import LazyCuts
     from ..identity import claim, corpus_fingerprint, versions
     from ..io import file_fingerprint
+    from .encode import UNITS_FIELD, encode_corpus
     from .quantizers import WEIGHTS_FILE
 
     q = UnitQuantizer.load(quantizer_dir)
@@ -98,17 +109,29 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
                 "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
                 "versions": versions("torch", "faiss")}
     reused = claim(out, identity, "units", hint="use another --out or delete it")
-    if reused and (out / "encode.json").exists():
-        done = read_json(out / "encode.json")
-        if set(splits) <= set(done["splits"]) and (done.get("bpe") or {}).get("requested_vocab_size") == bpe:
-            log.info("%s: these splits are already encoded with this quantizer; reused", out)
-            return done
-    earlier = read_json(out / "encode.json")["splits"] if reused and (out / "encode.json").exists() else {}
-    summary = {"quantizer": str(Path(quantizer_dir).resolve()), "identity": identity, "splits": dict(earlier)}  # splits encoded by earlier calls stay listed
+    done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
+    earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
+    if done and set(splits) <= set(done["splits"]) and bpe in (None, earlier_bpe):
+        log.info("%s: these splits are already encoded with this quantizer; reused", out)
+        return done
+    from ..data.batching import refuse_short_cuts
+
+    for split in splits:  # every split checked before any is encoded: a refusal leaves nothing half-made
+        refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {lay.layer} (split {split})")
+    if not (out / "quantizer" / WEIGHTS_FILE).exists():  # its two files (the folder may hold the sample, or OUT itself)
+        (out / "quantizer").mkdir(parents=True, exist_ok=True)
+        for name in (META_FILE, WEIGHTS_FILE):
+            with atomic_path(out / "quantizer" / name) as tmp:
+                shutil.copyfile(Path(quantizer_dir) / name, tmp)
+    summary = {"quantizer": str(Path(quantizer_dir).resolve()), "identity": identity,
+               "splits": dict(done.get("splits", {}))}  # splits encoded by earlier calls stay listed
     for split in splits:
         summary["splits"][split] = encode_corpus(lay, q, LazyCuts(corpus, split), out, split, max_duration, progress)
-    if bpe:
-        summary["bpe"] = unit_bpe(out, splits, bpe, q.num_streams, UNITS_FIELD)
+    if (vocab := bpe or earlier_bpe):
+        if earlier_bpe and vocab != earlier_bpe:
+            log.warning("%s: unit BPE %d replaces the earlier %d on every split (%s)", out, vocab, earlier_bpe, ", ".join(summary["splits"]))
+        held = sorted(summary["splits"], key=lambda s: s != "train")  # trained on train where OUT has it
+        summary["bpe"] = unit_bpe(out, held, vocab, q.num_streams, UNITS_FIELD)
     atomic_write_json(out / "encode.json", summary)
     return summary
 
@@ -195,9 +218,11 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
                 "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss")}
     path = out / "report.json"
     report = read_json(path) if path.exists() else {"settings": settings, "rows": []}
-    if report.get("settings") != settings:  # rows of other settings are never mixed in, nor silently replaced
-        raise SpeechrqError(f"{path}: a report made with other settings ({describe_difference(report.get('settings') or {}, settings)}); "
-                            "use another --out or delete it")
+    old = {k: v for k, v in (report.get("settings") or {}).items() if k not in PATHS}
+    if (why := describe_difference(old, {k: v for k, v in settings.items() if k not in PATHS})):
+        # rows of other settings are never mixed in, nor silently replaced
+        raise SpeechrqError(f"{path}: a report made with other settings ({why}); use another --out or delete it")
+    report["settings"] = settings
     done = {(r["kind"], r["M"], r["alpha"] if r["alpha"] is not None else 1.0) for r in report["rows"]}
     labels = phones if (phones != "").any() else None
     from tqdm import tqdm
@@ -208,7 +233,9 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
         report["rows"].append(fit_and_measure(train, held, labels, k, point, seed, niter, normalize))
         atomic_write_json(path, report)  # an interrupted report keeps every finished quantizer
     order = {tuple(p): i for i, p in enumerate(points)}
-    report["rows"].sort(key=lambda r: order.get((r["kind"], r["M"], r["alpha"] if r["alpha"] is not None else 1.0), 0))
-    atomic_write_text(out / "report.md", format_report(report["rows"]))
-    plot_report(report["rows"], out / "report.png")
-    return report
+    key = lambda r: (r["kind"], r["M"], r["alpha"] if r["alpha"] is not None else 1.0)  # noqa: E731
+    # report.json keeps every finished point (a cache); the table and figure show the points asked for, in their order
+    asked = sorted((r for r in report["rows"] if key(r) in order), key=lambda r: order[key(r)])
+    atomic_write_text(out / "report.md", format_report(asked))
+    plot_report(asked, out / "report.png")
+    return {**report, "rows": asked}
