@@ -526,3 +526,21 @@ def test_a_moved_run_resumes_and_a_retrained_unit_bpe_is_refused(units, tmp_path
     again = load_config(ASRConfig, write_config(tmp_path / "c.yaml", enc, tmp_path / "moved", "bpe", max_steps=4))
     with pytest.raises(SpeechrqError, match=r"trained on other inputs \(unit_bpe "):
         train_asr(again, resume=True, progress=False)
+
+
+def test_transcribe_names_every_unusable_file_at_its_own_precision(tmp_path, capsys):
+    """An empty file, a float64 file of finite 1e300 samples (not "inf" after a cast), a NaN file: all named in one line."""
+    import soundfile as sf
+
+    from speechrq.cli import main
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "huge.wav", np.full(16000, 1e300), 16000, subtype="DOUBLE")
+    sf.write(tmp_path / "nan.wav", np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "ok.wav", 0.1 * np.ones(16000, dtype=np.float32), 16000, subtype="FLOAT")
+    files = [str(tmp_path / n) for n in ("empty.wav", "ok.wav", "huge.wav", "nan.wav")]
+    assert main(["asr", "transcribe", str(tmp_path / "no-run"), *files]) == 2  # audio is checked before the model loads
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 of 4 file(s) cannot be transcribed" in err
+    assert "empty.wav: empty file (0 bytes)" in err and "huge.wav: absurd amplitude: samples peak at 1e+300" in err
+    assert "nan.wav: 16000 non-finite" in err and "ok.wav" not in err

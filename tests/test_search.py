@@ -110,16 +110,23 @@ def test_a_narrow_beam_reports_the_true_joint_score_of_its_hypothesis(beam, ctc_
 
 
 @pytest.mark.parametrize("ctc_weight", [0.3, 0.6])
-def test_a_narrow_beam_never_scores_below_greedy_ctc_or_greedy_attention(ctc_weight):
-    """The README's "never worse" read per hypothesis: under the joint score the search's pick is at least as good as
-    either greedy half's, even with a beam narrow enough to lose them (beam 4 alone picks [2, 1] over greedy attention's
-    [1] at seed 24, utterance 0): the search compares its best with both greedy hypotheses."""
+def test_with_keep_greedy_a_narrow_beam_never_scores_below_greedy_ctc_or_greedy_attention(ctc_weight):
+    """"Never worse" read per hypothesis: with ``keep_greedy`` the search's pick is at least as good as either greedy half's
+    under the joint score, even with a beam narrow enough to lose them. Without it, beam 4 alone picks [2, 1] over greedy
+    attention's [1] at seed 24, utterance 0 (CTC weight 0.3): the default search does not promise this (see the docstring:
+    on the demo's systems the comparison costs CER)."""
     vocab, frame_counts = 4, [7, 4, 6]
+    lost = 0
     for seed in range(5):
         model = sharp_model(20 + seed, vocab, sharpen=3.0)
         enc, lens = padded_batch(300 + seed, frame_counts)
-        joint = joint_beam_search(model, enc, lens, beam=4, ctc_weight=ctc_weight)
+        kept = joint_beam_search(model, enc, lens, beam=4, ctc_weight=ctc_weight, keep_greedy=True, return_scores=True)
+        plain = joint_beam_search(model, enc, lens, beam=4, ctc_weight=ctc_weight)
         greedy_ctc, greedy_att = ctc_greedy(model, enc, lens), attention_greedy(model, enc, lens)
         for i, n in enumerate(frame_counts):
-            s = reference_scores(model, enc[i, :n], [joint[i], greedy_ctc[i], greedy_att[i]], ctc_weight, n)
-            assert float(s[0]) >= float(s[1]) - 1e-4 and float(s[0]) >= float(s[2]) - 1e-4, (seed, i, s.tolist())
+            s = reference_scores(model, enc[i, :n], [kept[i][0], greedy_ctc[i], greedy_att[i], plain[i]], ctc_weight, n)
+            assert float(s[0]) >= float(s[1:].max()) - 1e-4, (seed, i, s.tolist())
+            assert kept[i][1] == pytest.approx(float(s[0]), abs=1e-4)  # the score it reports is the hypothesis's
+            lost += float(s[3]) < float(s[1:3].max()) - 1e-4
+    if ctc_weight == 0.3:
+        assert lost >= 1  # the case the option exists for: the plain search lost a greedy hypothesis

@@ -291,8 +291,10 @@ def cmd_asr_decode(args) -> None:
     from .identity import describe_difference
     from .io import read_json
 
+    from .asr.search import SEARCH_VERSION
+
     made = {"model": file_fingerprint(rec.path / MODEL_FILE), "units_fingerprint": source.fingerprint, "mode": mode, "beam": beam,
-            "ctc_weight": w}
+            "ctc_weight": w, "search": SEARCH_VERSION}
     previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
     if previous and (why := describe_difference({k: previous.get(k) for k in made}, made)):
         raise SpeechrqError(f"{out}: holds decodes made otherwise ({why}); use another --out or delete it")

@@ -58,7 +58,9 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     identity = {"code": "asr-compare/1", "encoder": EncoderLayer(encoder, layer).fingerprint, "layer": layer,
                 "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k}
     claim(out, identity, "an ASR comparison", hint="use another --out or delete it")
-    decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight}
+    from ..asr.search import SEARCH_VERSION
+
+    decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}
     results = read_json(out / "compare.json")["rows"] if (out / "compare.json").exists() else {}
     for row in rows:
         name, q = row["name"], row["quantizer"]
