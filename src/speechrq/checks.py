@@ -41,10 +41,10 @@ def describe_cut(cut) -> str:
         return str(cut.id)
 
 
-def name_list(names: list[str], total: int | None = None) -> str:
-    """``a, b, c and 4 more`` (``of N`` when ``total`` is given)."""
-    shown = ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
-    return shown + (f" ({len(names)} of {total})" if total is not None and total > 1 else "")
+def name_list(names: list[str], total: int | None = None, shown: int = SHOWN, sep: str = ", ") -> str:
+    """``a, b, c and 4 more`` (the first ``shown``, joined by ``sep``; ``(n of N)`` when ``total`` is given)."""
+    text = sep.join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    return text + (f" ({len(names)} of {total})" if total is not None and total > 1 else "")
 
 
 def require_finite(x, lens, names: list[str], what: str, limit: float | None = None, hint: str = "") -> None:

@@ -53,10 +53,8 @@ class UnitSource:
     def manifest_fingerprint(self, split: str) -> str:
         """The content of one split's units manifest (:func:`speechrq.identity.manifest_fingerprint`)."""
         from ..identity import manifest_fingerprint
-        from ..units.encode import manifest_path
 
-        self.cuts(split)  # a missing split is a one-line error
-        return manifest_fingerprint(manifest_path(self.dir, split))
+        return manifest_fingerprint(self._manifest(split))
 
     @property
     def num_streams(self) -> int:
@@ -71,13 +69,18 @@ class UnitSource:
         """The encoder path and layer the units were made from (the continuous baseline reads the same)."""
         return self.quantizer.source["encoder"], int(self.quantizer.source["layer"])
 
-    def cuts(self, split: str):
-        from ..units.encode import load_units, manifest_path
+    def _manifest(self, split: str) -> Path:
+        from ..units.encode import manifest_path
 
         path = manifest_path(self.dir, split)
         if not path.exists():
             raise SpeechrqError(f"{self.dir}: has no split {split!r} (encode it: `speechrq units encode ... --splits {split}`)")
-        return load_units(path)
+        return path
+
+    def cuts(self, split: str):
+        from ..units.encode import load_units
+
+        return load_units(self._manifest(split))
 
     def unit_bpe(self):
         from ..units.bpe import load_bpe

@@ -147,7 +147,7 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..checks import describe_cut, require_finite
+    from ..checks import describe_cut, name_list, require_finite
     from ..data.batching import padded_groups, refuse_short_cuts, sequential_batches
     from .data import pad_ids, unit_sequence
 
@@ -156,7 +156,7 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
         refuse_short_cuts(cuts, rec.min_samples, f"encoder layer {rec.spec['layer']} of {rec.spec['encoder']}")
     elif (empty := [describe_cut(c) for c in cuts if _unit_frames(c) == 0]):
         raise SpeechrqError(f"{len(empty)} utterance(s) have no unit frame (audio too short for the encoder when encoded): "
-                            f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}; encode the units again")
+                            f"{name_list(empty, shown=10)}; encode the units again")
     ids, hyps, refs = [], [], []
     batches = (sequential_batches(CutSet.from_cuts(cuts), max_duration, rec.min_samples) if rec.kind == "continuous"
                else padded_groups(cuts, max_duration))

@@ -149,6 +149,7 @@ class InspectionReport:
     kept: int = 0
     converted: dict[str, list[str]] = field(default_factory=dict)  # note -> files
     skipped: dict[str, str] = field(default_factory=dict)  # file -> problem
+    digests: dict[str, str] = field(default_factory=dict)  # recording id -> its file's fingerprint (speechrq.io.file_fingerprint)
 
     def to_dict(self) -> dict:
         return {"kept": self.kept, "skipped": len(self.skipped), "problems": self.skipped, "converted": self.converted}
@@ -166,10 +167,14 @@ def inspect_many(items: Iterable[tuple[str | os.PathLike, str]], workers: int = 
     """Inspect ``(path, recording_id)`` pairs in parallel, in order.
 
     Returns ``({recording_id: Recording}, InspectionReport)``; bad files are in the
-    report, not in the result. Decoding happens in libsndfile, which releases the
-    GIL, so threads use every core.
+    report, not in the result, and each kept file's content fingerprint is in
+    ``report.digests`` (hashed right after decoding, while the file is in the page cache).
+    Decoding happens in libsndfile and hashing in hashlib, which release the GIL, so
+    threads use every core.
     """
     from tqdm import tqdm
+
+    from ..io import file_fingerprint
 
     items = list(items)
     report = InspectionReport()
@@ -178,7 +183,8 @@ def inspect_many(items: Iterable[tuple[str | os.PathLike, str]], workers: int = 
     def one(item):
         path, rid = item
         try:
-            return rid, path, inspect_audio(path, rid), None
+            recording, notes = inspect_audio(path, rid)
+            return rid, path, (recording, notes, file_fingerprint(path)), None
         except AudioError as e:
             return rid, path, None, e.problem
         except Exception as e:  # a decoder's surprise must not stop the import or lose the good files
@@ -189,7 +195,7 @@ def inspect_many(items: Iterable[tuple[str | os.PathLike, str]], workers: int = 
             if problem is not None:
                 report.skipped[str(path)] = problem
                 continue
-            recording, notes = result
+            recording, notes, report.digests[rid] = result
             found[rid] = recording
             report.kept += 1
             for note in notes:

@@ -36,7 +36,7 @@ import logging
 import numpy as np
 import torch
 
-from ..checks import describe_cut
+from ..checks import describe_cut, name_list
 from ..errors import SpeechrqError
 from .audio import TARGET_RATE, audio_problem
 
@@ -138,7 +138,7 @@ SHOWN = 10  # cuts named in a refusal; the count says how many more
 
 
 def _listed(items: list[str]) -> str:
-    return "; ".join(items[:SHOWN]) + (f"; and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+    return name_list(items, shown=SHOWN, sep="; ")
 
 
 def no_audio_error(skipped: list[str]) -> SpeechrqError:

@@ -52,7 +52,6 @@ def safe_id(name: str) -> str:
     Deterministic, and the identity for names that are already safe.
     """
     import hashlib
-    import unicodedata
 
     name = unicodedata.normalize("NFC", name)  # "café" typed or decomposed is one id (two such files collide, refused)
     safe = "".join("__" if ch == "/" else "_" if _unsafe(ch) else ch for ch in name)

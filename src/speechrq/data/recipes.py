@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import SpeechrqError
-from ..io import atomic_path, atomic_write_json, file_fingerprint, read_json
+from ..io import atomic_path, atomic_write_json, read_json
 from .audio import AUDIO_EXTENSIONS, TARGET_RATE, inspect_many
 
 
@@ -334,7 +334,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     from lhotse.supervision import AlignmentItem, SupervisionSegment
     from lhotse.utils import fastcopy
 
-    from .corpus import summarize
+    from .corpus import cut_files, summarize
 
     if kind not in RECIPES:
         raise SpeechrqError(f"data import: unknown KIND {kind!r} (choose from {', '.join(RECIPES)})")
@@ -359,7 +359,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             what = f"a {made['kind']} import of {made['source']}" if made["kind"] else "a corpus not imported by `data import`"
             raise SpeechrqError(f"{out}: already holds {what} ({', '.join(held)}); import into another directory or delete it")
         splits = {e.split for e in entries}
-        if (stale := [n for n in held if n.split("cuts_", 1)[1].split(".jsonl")[0] not in splits]):
+        if (stale := [p.name for split, p in cut_files(out).items() if split not in splits]):
             raise SpeechrqError(f"{out}: holds {', '.join(stale)}, which this import of {src} no longer makes; "
                                 "import into another directory or delete it")
     recordings, report = inspect_many(((e.audio, e.id) for e in entries), workers=workers, progress=progress)
@@ -382,7 +382,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             recs.append(rec)
             # the audio's content in the manifest: a re-import of changed files changes the corpus's fingerprint
             # (speechrq.identity), so nothing computed from the old audio is reused
-            custom = (e.custom or {}) | {"audio_sha256": file_fingerprint(e.audio)}
+            custom = (e.custom or {}) | {"audio_sha256": report.digests[e.id]}
             sups.append(SupervisionSegment(
                 id=e.id, recording_id=e.id, start=0.0, duration=rec.duration, channel=channel,
                 text=e.text, speaker=e.speaker, custom=custom, alignment=alignment,

@@ -42,6 +42,7 @@ def cache_hidden_states(encoder, cuts, cache: HiddenStateCache, max_duration: fl
     from lhotse import CutSet
     from tqdm import tqdm
 
+    from ..checks import FLOAT16_MAX, describe_cut, require_finite  # stored as float16: finite and within its range
     from ..data.batching import make_loader
 
     missing = CutSet.from_cuts([c for c in cuts if not cache.path(c.id).exists()])
@@ -54,11 +55,10 @@ def cache_hidden_states(encoder, cuts, cache: HiddenStateCache, max_duration: fl
         if not len(batch["cuts"]):  # every file of the batch failed to load (each was named by a warning)
             continue
         states, lens = encoder(batch["audio"].to(device), batch["audio_lens"].to(device))
-        from ..checks import FLOAT16_MAX, describe_cut, require_finite  # stored as float16: finite and within its range
-
-        require_finite(torch.stack(states, dim=2), lens, [describe_cut(c) for c in batch["cuts"]],
+        stacked = torch.stack(states, dim=1)  # [B, L + 1, T, dim], stacked once: checked as [B, T, L + 1, dim] (a view)
+        require_finite(stacked.transpose(1, 2), lens, [describe_cut(c) for c in batch["cuts"]],
                        f"hidden states of {encoder.fingerprint}", limit=FLOAT16_MAX)
-        stacked = torch.stack(states, dim=1).to("cpu", torch.float16).numpy()  # [B, L + 1, T, dim]
+        stacked = stacked.to("cpu", torch.float16).numpy()
         for i, cut in enumerate(batch["cuts"]):
             cache.put(cut.id, stacked[i, :, : int(lens[i])])
             done += 1

@@ -46,6 +46,8 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
 
     One pass encodes the utterances not written yet, a second streams the manifest (and the
     Kaldi text): memory is one batch, whatever the corpus size. Returns counts and throughput.
+    Cuts too short for ``layer`` are the caller's to refuse first (:func:`~speechrq.units.run.encode_units` checks
+    every split before encoding any); the layer itself refuses a short row.
     """
     import time
 
@@ -53,9 +55,8 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..data.batching import refuse_short_cuts, sequential_batches
+    from ..data.batching import sequential_batches
 
-    refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any audio is read
     out = Path(out)
     arrays = out / "arrays"
     arrays.mkdir(parents=True, exist_ok=True)
