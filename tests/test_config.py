@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from speechrq.config import ConfigError, config_to_dict, diff_configs, load_config, parse_override
@@ -74,3 +76,11 @@ def test_diff_configs():
     a = {"optim": {"lr": 1, "max_steps": 5}, "seed": 0}
     b = {"optim": {"lr": 2, "max_steps": 5}, "seed": 0, "new": 1}
     assert diff_configs(a, b) == ["new", "optim.lr"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs" / "pretrain").glob("*.yaml")))
+def test_every_shipped_pretrain_config_loads(name):
+    from speechrq.pretrain.config import PretrainConfig
+
+    cfg = load_config(PretrainConfig, Path(__file__).resolve().parents[1] / "configs" / "pretrain" / name)
+    assert cfg.target_layers()

@@ -217,3 +217,80 @@ def test_a_target_encoder_from_another_run_keeps_its_own_feature_statistics(refr
     train(resumed, resume=True, progress=False)
     state = load_model_state(ckpt(tmp_path / "run", 3))
     assert torch.equal(state["targets.latent.input_normalizer.mean"], state["normalizer.mean"])
+
+
+@pytest.fixture(scope="module")
+def auto_run(pretrain_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("auto") / "run"
+    cfg = latent_config(pretrain_corpus, out, refresh=(2, 4), layers="auto")
+    train(cfg, progress=False)
+    return cfg, out
+
+
+def test_auto_layers_are_picked_by_the_ranking_at_every_refresh(auto_run, pretrain_corpus, tmp_path):
+    cfg, out = auto_run
+    history = read_meta(ckpt(out, 6))["history"]
+    assert [h["stage"] for h in history] == [0, 1, 2]
+    for entry in history[1:]:
+        scores = entry["layer_scores"]
+        assert set(scores) == {"Mel", "layer -1", "layer 0", "layer 1", "layer 2", "layer 3"}
+        best = sorted(range(-1, 4), key=lambda k: (-scores[f"layer {k}"], k))[:2]
+        assert entry["layers"] == sorted(best)
+    # the picks are the model's: θ's states at those layers give the saved targets' statistics
+    from speechrq.encoders.frozen import PretrainCheckpoint
+
+    assert PretrainCheckpoint(ckpt(out, 6)).target_layers() == history[-1]["layers"]
+    # deterministic: a second run picks the same layers and reaches the same weights
+    again = tmp_path / "again"
+    train(config_from_dict(PretrainConfig, {**config_to_dict(cfg), "out_dir": str(again)}), progress=False)
+    assert read_meta(ckpt(again, 6))["history"] == history
+    a, b = load_model_state(ckpt(out, 6)), load_model_state(ckpt(again, 6))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("resume_at", [2, 3])  # at the first refresh's step, and inside stage 1
+def test_auto_layers_resume_exactly_across_a_refresh(auto_run, tmp_path, resume_at):
+    cfg, out = auto_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    for step, path in list_checkpoints(copy / "checkpoints"):
+        if step > resume_at:
+            shutil.rmtree(path)
+    train(config_from_dict(PretrainConfig, {**config_to_dict(cfg), "out_dir": str(copy)}), resume=True, progress=False)
+    a, b = load_model_state(ckpt(out, 6)), load_model_state(ckpt(copy, 6))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_meta(ckpt(copy, 6))["history"] == read_meta(ckpt(out, 6))["history"]
+    assert [r["losses"] for r in read_metrics(out)] == [r["losses"] for r in read_metrics(copy)]
+
+
+def test_lr_after_refresh_continue_keeps_one_schedule(pretrain_corpus, tmp_path):
+    from speechrq.training.optim import lr_factor
+
+    cfg = latent_config(pretrain_corpus, tmp_path / "run", lr_after_refresh="continue")
+    train(cfg, progress=False)
+    lrs = {r["step"]: r["lr"] for r in read_metrics(tmp_path / "run")}
+    assert lrs[4] == pytest.approx(cfg.optim.lr * lr_factor(3, cfg.optim, 0))  # no second warm-up
+    assert lrs[4] != lrs[1]
+
+
+def test_standardize_off_projects_theta_states_as_they_are(pretrain_corpus, tmp_path):
+    cfg = latent_config(pretrain_corpus, tmp_path / "run", steps=4, standardize=False)
+    train(cfg, progress=False)
+    state = load_model_state(ckpt(tmp_path / "run", 4))
+    means = [v for k, v in state.items() if k.startswith("targets.latent.normalizers.") and k.endswith("mean")]
+    stds = [v for k, v in state.items() if k.startswith("targets.latent.normalizers.") and k.endswith("std")]
+    assert means and all(torch.equal(m, torch.zeros_like(m)) for m in means) and all(torch.equal(s, torch.ones_like(s)) for s in stds)
+
+
+def test_a_mel_branch_continues_best_rq_with_fresh_heads(refreshed_run, pretrain_corpus, tmp_path):
+    cfg, out = refreshed_run
+    parent = ckpt(out, 3)  # stage 0
+    branch = config_from_dict(PretrainConfig, tiny_pretrain_config(
+        pretrain_corpus, tmp_path / "b", optim={"max_steps": 5, "warmup_steps": 2},
+        targets={"init_from": str(parent), "branch_targets": "mel", "layers": [1, 2]}, train={"checkpoint_every": 1}))
+    train(branch, progress=False)
+    meta = read_meta(ckpt(tmp_path / "b", 5))
+    assert meta["stage"] == 0 and meta["history"][-1]["source"] == "mel" and meta["history"][-1]["start"] == 3
+    assert [r["stage"] for r in read_metrics(tmp_path / "b")] == [0, 0]
+    with pytest.raises(Exception, match="branch_targets"):
+        config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "c", targets={"branch_targets": "mel"}))

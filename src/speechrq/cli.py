@@ -121,6 +121,34 @@ def cmd_export(args) -> None:
     print(f"{out}: {MODEL_FILE} {size / 1e6:.1f} MB, sha256 {file_sha256(out / MODEL_FILE)} (no heads, no trainer state)")
 
 
+def cmd_targets_rank(args) -> None:
+    from .evaluate.target_quality import format_ranking, rank_checkpoint
+    from .io import atomic_write_json
+
+    if args.per_speaker < 2:
+        raise SpeechrqError(f"--per-speaker: at least 2 utterances per speaker, got {args.per_speaker}")
+    if args.sigma <= 0:
+        raise SpeechrqError(f"--sigma: must be > 0, got {args.sigma}")
+    report = rank_checkpoint(args.checkpoint, args.corpus, args.split, args.per_speaker, num_codebooks=args.num_codebooks, sigma=args.sigma)
+    print(format_ranking(report))
+    if args.out:
+        atomic_write_json(args.out, report)
+        print(f"{args.out}: written")
+
+
+def cmd_report(args) -> None:
+    from .io import atomic_write_text
+    from .studies.report import demo_report
+
+    if not Path(args.demo).is_dir():
+        raise SpeechrqError(f"{args.demo}: not a directory (the demo's output folder, e.g. exp/demo)")
+    out = Path(args.out) if args.out else Path(args.demo) / "report.md"
+    text = demo_report(args.demo, args.docs)
+    atomic_write_text(out, text)
+    print(text, end="")
+    print(f"{out}: written")
+
+
 def cmd_bench_pretrain(args) -> None:
     import json
 
@@ -147,6 +175,32 @@ def cmd_bench_quality(args) -> None:
                                finetune=FinetuneConfig(steps=args.ft_steps), epochs=args.epochs)
     print(format_quality(report), end="")
     print(f"{args.out}: quality.json, quality.png")
+
+
+def cmd_bench_latent(args) -> None:
+    from .studies.latent_study import latent_study
+
+    def ints(text, flag):
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
+
+    seeds, best = ints(args.seeds, "--seeds"), ints(args.best_layers, "--best-layers")
+    if len(seeds) < 2:
+        raise SpeechrqError(f"--seeds: at least 2 pre-training seeds to measure their spread, got {args.seeds!r}")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks or any(t not in ("pr", "ft", "sid", "er", "ic") for t in tasks):
+        raise SpeechrqError(f"--tasks: {args.tasks!r}: give some of pr, ft, sid, er, ic")
+    report = latent_study(args.config, args.latent_config, args.corpus, args.out, seeds, args.steps, best, tasks, args.probe_seeds,
+                          args.reference, ints(args.reference_layers, "--reference-layers") if args.reference_layers else None,
+                          args.reference_set or [], progress=not args.quiet,
+                          ft_arms=None if args.ft_arms is None else [a.strip() for a in args.ft_arms.split(";")], epochs=args.epochs,
+                          ft_steps=args.ft_steps)
+    from .studies.latent_study import format_study
+
+    print(format_study(report), end="")
+    print(f"{args.out}: study.json, study.md")
 
 
 def cmd_bench_sweep(args) -> None:
@@ -646,6 +700,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("audio", metavar="AUDIO", nargs="+", help="sound files")
     decode_args(tr)
     tr.set_defaults(func=cmd_asr_transcribe)
+    tg = sub.add_parser("targets", help="target sources: rank Mel and a checkpoint's layers", description="Target sources.")
+    tsub = tg.add_subparsers(dest="targets_command", required=True, metavar="SUBCOMMAND")
+    tk = tsub.add_parser("rank", help="rank Mel and every layer of a checkpoint by the quality of the targets each would give",
+                         description="Project Mel and every layer (front end -1, blocks 0..L-1) of CHECKPOINT by the same number "
+                         "of codebooks and score the targets: phone 5-NN accuracy of phone segments (when the corpus has "
+                         "alignments), speaker 5-NN accuracy of utterance means, and the label-free perturbation agreement "
+                         "(kappa of the targets of clean and noisy log-Mel), with its Spearman correlation to the labelled ones.")
+    tk.add_argument("checkpoint", metavar="CHECKPOINT", help="a speechrq pre-training checkpoint")
+    tk.add_argument("--corpus", required=True, help="corpus directory")
+    tk.add_argument("--split", default="dev", help="split to measure on (default: dev)")
+    tk.add_argument("--per-speaker", type=int, default=20, metavar="N", help="utterances per speaker (default: 20)")
+    tk.add_argument("--num-codebooks", type=int, default=None, metavar="N", help="codebooks per source (default: the checkpoint's)")
+    tk.add_argument("--sigma", type=float, default=0.5, help="perturbation std in normalised log-Mel units (default: 0.5)")
+    tk.add_argument("--out", help="write the ranking as JSON here")
+    tk.set_defaults(func=cmd_targets_rank)
+    rp = sub.add_parser("report", help="every claim of both papers with the number measured here, its noise and a verdict",
+                        description="Render DEMO/report.md from the demo's JSON outputs and the shipped studies in --docs.")
+    rp.add_argument("demo", metavar="DEMO", help="the demo's output folder (e.g. exp/demo)")
+    rp.add_argument("--docs", default="docs", help="folder of the shipped study JSONs (default: docs)")
+    rp.add_argument("--out", help="output file (default: DEMO/report.md)")
+    rp.set_defaults(func=cmd_report)
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
     bp = bsub.add_parser("pretrain", help="seconds per step, audio seconds per second and MFU of pre-training",
@@ -681,6 +756,29 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     bq.add_argument("--quiet", action="store_true", help="no progress bars")
     bq.set_defaults(func=cmd_bench_quality)
+    bl = bsub.add_parser("latent", help="Latent-RQ arms against BEST-RQ at equal steps over pre-training seeds",
+                         description="For each pre-training seed, train a BEST-RQ parent for --steps, branch every Latent-RQ arm "
+                         "from it (demo layers, ranked-best layers, auto, the paper's 20/50/80%% schedule, lr continuing, no "
+                         "standardisation) to the same step, optionally continue --reference with Mel and with latent targets, "
+                         "probe every final encoder, and tabulate mean ± std over seeds with paired 95%% intervals: "
+                         "OUT/study.json, OUT/study.md. Finished runs and probes are reused.")
+    bl.add_argument("--config", default="configs/pretrain/tiny.yaml", help="the BEST-RQ parent's config")
+    bl.add_argument("--latent-config", default="configs/pretrain/tiny_latent.yaml", help="the Latent-RQ branches' config")
+    bl.add_argument("--corpus", required=True, help="corpus directory (pre-training data and probe splits)")
+    bl.add_argument("--out", required=True, help="output directory")
+    bl.add_argument("--seeds", default="0,1,2", help="pre-training seeds (default: 0,1,2)")
+    bl.add_argument("--steps", type=int, default=1000, help="budget in steps, a multiple of 10 (default: 1000)")
+    bl.add_argument("--best-layers", required=True, help="the ranked-best layers (from `speechrq targets rank` on dev), e.g. -1,0")
+    bl.add_argument("--tasks", default="pr,sid,er,ft", help="probes (default: pr,sid,er,ft)")
+    bl.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per encoder (default: 3)")
+    bl.add_argument("--ft-arms", help="';'-separated arm names that get the ft probe (default: all)")
+    bl.add_argument("--reference", help="a strong checkpoint to continue with Mel and with latent targets")
+    bl.add_argument("--reference-layers", help="θ's layers for the reference's latent arm (default: --best-layers)")
+    bl.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="overrides for the reference arms (its quantizer)")
+    bl.add_argument("--epochs", type=int, default=30, help="PR/SID/ER probe epochs (default: 30)")
+    bl.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
+    bl.add_argument("--quiet", action="store_true", help="no progress bars")
+    bl.set_defaults(func=cmd_bench_latent)
     bw = bsub.add_parser("sweep", help="train each point of a recipe sweep for the same wall clock, probe PR, tabulate",
                          description="Train every point of SWEEP (a YAML file: config, steps, points of KEY=VALUE overrides) "
                          "for the wall clock of its base recipe's steps (step times measured per point), probe each final "

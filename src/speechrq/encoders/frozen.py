@@ -142,8 +142,20 @@ class PretrainCheckpoint:
         return quantizer
 
     def target_layers(self) -> list[int]:
-        """The Latent-RQ target layers of the checkpoint's config (its preset's default when unset)."""
-        layers = (self.config.get("targets") or {}).get("layers")
+        """The Latent-RQ target layers of the checkpoint's current stage as its history records them, else its
+        config's (its preset's default when unset; ``auto`` before any pick: the deepest blocks, as many as it picks)."""
+        for entry in reversed(self.meta.get("history") or []):
+            if "layers" in entry:
+                return list(entry["layers"])
+            if entry.get("stage", 0) == 0:
+                break
+        t = self.config.get("targets") or {}
+        layers = t.get("layers")
+        if layers == "auto":
+            from ..models.conformer import PRESETS
+
+            count, depth = t.get("auto_count") or len(default_target_layers(self.preset)), PRESETS[self.preset].num_layers
+            return list(range(depth - count, depth))
         return list(layers) if layers is not None else default_target_layers(self.preset)
 
 

@@ -7,15 +7,18 @@ takes those projections
 - of **Mel targets**: 4 stacked normalised log-Mel frames per encoder frame,
   projected by the checkpoint's Mel quantizer (stage 0's targets);
 - of **latent targets of a checkpoint**: that checkpoint's encoder states at
-  its target layers, standardised and projected exactly as a next stage with
-  this checkpoint as θ would: the layer quantizers rebuilt from
-  ``quantizer.seed``, and per-dimension statistics fitted by
+  its target layers, standardised as a next stage with this checkpoint as θ
+  would (per-dimension statistics fitted by
   :meth:`~speechrq.targets.latent.LatentTargets.fit_normalizers` on the sample
-  a refresh uses (``targets.stats_utterances`` training utterances drawn with
-  ``train.seed``);
+  a refresh uses: ``targets.stats_utterances`` training utterances drawn with
+  ``train.seed``), and projected by **as many codebooks as Mel** (N, made from
+  ``quantizer.seed``), not by the layer's N / K share: the fair comparison, so
+  a layer is not judged on fewer codebooks than Mel;
 
 and pools them per **phone segment** (frames inside the aligned segment) and
-per **speaker utterance** (mean over time). Each class set is drawn with t-SNE
+per **speaker utterance** (mean over time). :func:`rank_sources` (``speechrq targets rank``) ranks Mel and every layer of a
+checkpoint the same way, adding the label-free perturbation agreement of
+:mod:`speechrq.targets.rank`. Each class set is drawn with t-SNE
 (PNG) and scored with numbers a test can compare: 5-nearest-neighbour accuracy
 (5-fold, stratified) and the silhouette (cosine), so "stage k separates phones
 better than Mel" is a measurement, not a picture.
@@ -35,8 +38,10 @@ from ..data.corpus import seeded_subset
 from ..encoders import FrozenEncoder, HiddenStateCache
 from ..features import feature_batches
 from ..models.conformer import ENCODER_FRAME_SECONDS, SUBSAMPLING
+from ..errors import SpeechrqError
 from ..targets.latent import LatentTargets
-from ..targets.random_projection import stack_frames
+from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
+from ..targets.rank import DEFAULT_SIGMA, RANK_SEED
 from .probes import fold_phone
 
 
@@ -174,11 +179,118 @@ def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | P
             if a is None:
                 raise KeyError(f"hidden states of {c.id} are not cached for {name}")
             states[c.id] = torch.from_numpy(a).float()
-        for layer, norm, quantizer in zip(latent.layers, latent.normalizers, latent.quantizers):
+        q = enc.checkpoint.quantizer
+        for layer, norm in zip(latent.layers, latent.normalizers):
+            # the fair comparison: every layer projected by as many codebooks as Mel (N), not its N / K share
+            quantizer = RandomProjectionQuantizer(norm.mean.shape[0], q["num_codebooks"], q["codebook_size"], q["codebook_dim"],
+                                                  seed=q["seed"])
             pts = sources[f"{name} layer {layer}"] = _Points()
             for c in cuts:
                 pts.add(_flat(quantizer.project(norm(states[c.id][layer + 1]))), c)
     return sources
+
+
+def rank_sources(sources: dict, cuts, features, num_codebooks: int, codebook_size: int, codebook_dim: int, seed: int = RANK_SEED,
+                 sigma: float = DEFAULT_SIGMA, top_phones: int = 10, per_phone: int = 150, max_duration: float = 120.0) -> dict:
+    """Target sources ranked by the quality of the targets each would give, all with the same ``N`` codebooks.
+
+    ``sources``: name -> ``(feats, lengths) -> (states [B, T, D], frame lengths)``
+    (:mod:`speechrq.targets.rank`: :func:`~speechrq.targets.rank.mel_source`,
+    :func:`~speechrq.targets.rank.encoder_sources`); ``features(audio, audio_lens)``
+    gives the normalised log-Mel. Each source is standardised per dimension with
+    statistics of its own frames and projected by ``N`` codebooks made from ``seed``
+    (a source equal to another scores exactly the same). Per source: ``phones``
+    (5-NN accuracy and silhouette of phone segments, when ``cuts`` have alignments),
+    ``speakers`` (of utterance means) and the label-free ``agreement`` (perturbation κ,
+    :func:`~speechrq.targets.rank.perturbation_agreement`); ``agreement_vs_labels``: the
+    Spearman correlation over sources of the agreement with each labelled measure.
+    """
+    from scipy.stats import spearmanr
+
+    from ..features import Moments
+    from ..frames import lengths_to_padding_mask
+    from ..targets.rank import perturbation_agreement
+
+    batches, order = [], []
+    for batch in make_loader(cuts, max_duration, shuffle=False, num_buckets=1):
+        if len(batch["cuts"]):
+            feats, lens = features(batch["audio"], batch["audio_lens"])
+            batches.append((feats, lens))
+            order.append(batch["cuts"])
+    if not batches:
+        raise SpeechrqError("targets rank: no utterance could be loaded")
+    agreement = perturbation_agreement(sources, batches, num_codebooks, codebook_size, codebook_dim, sigma, seed)
+    per_utt: dict[str, list] = {name: [] for name in sources}
+    moments = {name: Moments() for name in sources}
+    for (feats, lens), batch_cuts in zip(batches, order):
+        for name, source in sources.items():  # sources of one encoder share its pass over the batch
+            with torch.inference_mode():
+                h, out_lens = source(feats, lens)
+            moments[name].add(h[~lengths_to_padding_mask(out_lens, h.shape[1])].float())
+            per_utt[name] += [(c, h[i, : int(out_lens[i])].float()) for i, c in enumerate(batch_cuts)]
+    results = {}
+    for name in sources:
+        mean, std = (t.float() for t in moments[name].mean_std())
+        quantizer = RandomProjectionQuantizer(mean.shape[0], num_codebooks, codebook_size, codebook_dim, seed=seed)
+        pts = _Points()
+        for c, h in per_utt[name]:
+            if len(h):
+                pts.add(_flat(quantizer.project((h - mean) / std)), c)
+        xs = np.stack(pts.speakers)
+        results[name] = {"phones": separability(*_top_phones(pts, top_phones, per_phone, seed), seed) if pts.phone_labels else None,
+                         "speakers": separability(xs, pts.speaker_labels, seed), "agreement": agreement[name]}
+    names = list(results)
+    correlation = {}
+    for what in ("phones", "speakers"):
+        scored = [n for n in names if results[n][what]]
+        if len(scored) >= 3:
+            rho = spearmanr([results[n]["agreement"] for n in scored], [results[n][what]["knn_accuracy"] for n in scored]).statistic
+            correlation[what] = None if rho != rho else float(rho)
+    return {"sources": results, "agreement_vs_labels": correlation, "num_codebooks": num_codebooks, "codebook_size": codebook_size,
+            "codebook_dim": codebook_dim, "seed": seed, "sigma": sigma, "utterances": sum(map(len, order))}
+
+
+def rank_checkpoint(checkpoint: str | Path, corpus: str | Path, split: str = "dev", per_speaker: int = 20, seed: int = 0,
+                    num_codebooks: int | None = None, sigma: float = DEFAULT_SIGMA) -> dict:
+    """:func:`rank_sources` for Mel and every layer (front end ``-1``, blocks ``0 .. L-1``) of a speechrq checkpoint,
+    on up to ``per_speaker`` utterances of each speaker of ``corpus``'s ``split``; N is the checkpoint's
+    ``quantizer.num_codebooks`` unless given. Raises :class:`SpeechrqError` for a Hugging Face folder."""
+    from ..data.corpus import load_cuts
+    from ..encoders import load_encoder
+    from ..targets.rank import MEL, encoder_sources, mel_source
+
+    encoder = load_encoder(checkpoint)
+    if not hasattr(encoder, "checkpoint"):
+        raise SpeechrqError(f"{checkpoint}: targets rank reads a speechrq checkpoint (its Mel quantizer and log-Mel statistics)")
+    q = encoder.checkpoint.quantizer
+    layers = list(range(-1, encoder.encoder.config.num_layers))
+    sources = {MEL: mel_source, **encoder_sources(encoder.encoder, layers)}
+    sample = sample_cuts(load_cuts(corpus, split), per_speaker, seed)
+    report = rank_sources(sources, sample, encoder.features, num_codebooks or q["num_codebooks"], q["codebook_size"], q["codebook_dim"],
+                          sigma=sigma)
+    return {"checkpoint": str(checkpoint), "corpus": str(corpus), "split": split, **report}
+
+
+def format_ranking(report: dict) -> str:
+    """A markdown table of :func:`rank_sources`'s output, best phone separability first (agreement where no phones)."""
+    src = report["sources"]
+
+    def key(name):
+        r = src[name]
+        return -(r["phones"]["knn_accuracy"] if r["phones"] else r["agreement"])
+
+    def knn(r):
+        return f"{r['knn_accuracy']:.1f}" if r else "n/a"
+
+    lines = [f"every source projected by {report['num_codebooks']} codebooks of {report['codebook_size']} (seed {report['seed']}), "
+             f"{report['utterances']} utterances", "",
+             "| source | phone 5-NN % | speaker 5-NN % | perturbation agreement κ |", "|---|---|---|---|"]
+    lines += [f"| {n} | {knn(src[n]['phones'])} | {knn(src[n]['speakers'])} | {src[n]['agreement']:.3f} |" for n in sorted(src, key=key)]
+    corr = report["agreement_vs_labels"]
+    if corr:
+        lines += ["", "Spearman correlation of the agreement with " + ", ".join(f"{w} {v:+.2f}" if v is not None else f"{w} n/a"
+                                                                                for w, v in corr.items())]
+    return "\n".join(lines)
 
 
 def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, out: str | Path, per_speaker: int = 20,

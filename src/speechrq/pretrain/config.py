@@ -88,9 +88,22 @@ class TargetsConfig:
     250k, 400k); ``init_from``: a checkpoint to branch from (Figure 2: φ starts
     from it, θ is its encoder, steps continue from its step); ``encoder``: a
     checkpoint whose encoder is θ from step 0 (no Mel stage).
+
+    ``layers: auto`` picks θ's ``auto_count`` best layers at every refresh and branch
+    by the label-free ranking of :mod:`speechrq.targets.rank` (the paper's future
+    work); ``standardize`` sets the per-dimension standardisation of θ's states
+    before projection (not in the paper); ``lr_after_refresh``: ``reset`` warms the
+    learning rate up again to its peak at each new stage (the paper), ``continue``
+    follows the run's one schedule; ``branch_targets: mel`` makes an ``init_from``
+    branch continue with Mel targets (BEST-RQ continued from a checkpoint, with fresh
+    heads and optimizer, the control of a latent branch).
     """
 
-    layers: list[int] | None = None  # paper indexing: -1 front end, 0..L-1 blocks; None: the preset's default
+    layers: list[int] | Literal["auto"] | None = None  # paper indexing: -1 front end, 0..L-1 blocks; None: the preset's default
+    auto_count: int | None = None  # layers: auto picks this many (None: as many as the preset's default layers)
+    standardize: bool = True
+    lr_after_refresh: Literal["reset", "continue"] = "reset"
+    branch_targets: Literal["latent", "mel"] = "latent"
     refresh_at: list[int] = field(default_factory=list)
     init_from: str | None = None
     encoder: str | None = None
@@ -107,8 +120,12 @@ class TargetsConfig:
             raise ConfigError("init_from and encoder: give one (init_from branches a run; encoder fixes θ)")
         if list(self.refresh_at) != sorted(set(self.refresh_at)) or any(s < 1 for s in self.refresh_at):
             raise ConfigError(f"refresh_at: must be increasing positive steps, got {self.refresh_at}")
-        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
-            raise ConfigError(f"layers: must be distinct layer indices, got {self.layers}")
+        if self.layers not in (None, "auto") and (not self.layers or len(set(self.layers)) != len(self.layers)):
+            raise ConfigError(f"layers: must be distinct layer indices or 'auto', got {self.layers}")
+        if self.auto_count is not None and (self.auto_count < 1 or self.layers != "auto"):
+            raise ConfigError(f"auto_count: {self.auto_count} needs layers: auto and must be >= 1")
+        if self.branch_targets == "mel" and not self.init_from:
+            raise ConfigError("branch_targets: mel continues a branch with Mel targets; it needs init_from")
         if self.stats_utterances < 1 or self.cache_max_gb <= 0:
             raise ConfigError("stats_utterances must be >= 1 and cache_max_gb > 0")
 
@@ -124,10 +141,24 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    @property
+    def auto_layers(self) -> bool:
+        return self.targets.layers == "auto"
+
     def target_layers(self) -> list[int]:
+        """The configured target layers; with ``layers: auto``, the preset's deepest ``auto_count`` blocks as
+        placeholders (the layers are picked when θ is set, and saved in the run's history)."""
         from ..targets.latent import default_target_layers
 
-        return list(self.targets.layers) if self.targets.layers is not None else default_target_layers(self.model.preset)
+        if self.targets.layers is None or self.auto_layers:
+            default = default_target_layers(self.model.preset)
+            if not self.auto_layers or self.targets.auto_count is None:
+                return default
+            from ..models.conformer import PRESETS
+
+            depth = PRESETS[self.model.preset].num_layers
+            return list(range(depth - self.targets.auto_count, depth))
+        return list(self.targets.layers)
 
     def validate(self) -> None:
         from ..models.conformer import PRESETS
@@ -144,6 +175,9 @@ class PretrainConfig:
             if not (Path(t.encoder) / "config.json").exists() and not (Path(t.encoder) / "meta.json").exists():
                 raise ConfigError(f"targets.encoder: {t.encoder} is neither a speechrq checkpoint nor a Hugging Face model folder")
             pretrained = is_pretrained_folder(t.encoder)
+            if pretrained and self.auto_layers:
+                raise ConfigError(f"targets.layers: auto ranks the layers of a speechrq θ; {t.encoder} is a Hugging Face "
+                                  "model: name its layers")
             if pretrained:
                 depth = int(pretrained_config(t.encoder)["num_hidden_layers"])
                 if any(not -1 <= k < depth for k in self.target_layers()):
@@ -153,6 +187,9 @@ class PretrainConfig:
                                       "leave refresh_at empty (or branch later stages with init_from)")
         if t.latent:
             layers, depth = self.target_layers(), PRESETS[self.model.preset].num_layers
+            if self.auto_layers and len(layers) > depth + 1:
+                raise ConfigError(f"targets.auto_count: {len(layers)} layers, but the {self.model.preset} preset has {depth + 1} "
+                                  "(front end and blocks)")
             if not pretrained and any(not -1 <= k < depth for k in layers):
                 raise ConfigError(f"targets.layers: {layers} outside -1..{depth - 1} (the {self.model.preset} preset has {depth} blocks)")
             if self.quantizer.num_codebooks % len(layers):

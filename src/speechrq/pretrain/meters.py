@@ -95,7 +95,7 @@ def format_run_summary(cfg: PretrainConfig) -> str:
     lines = [f"{cfg.out_dir}: step {r['step']}, stage {r.get('stage', 0)}: loss {r['loss']:.3f}, masked accuracy {r['acc']:.4f} "
              f"(chance {1 / cfg.quantizer.codebook_size:.5f}), codewords used {min(used):.2f}-{max(used):.2f} of each codebook"]
     if r.get("stage", 0) > 0:
-        layers = cfg.target_layers()
+        layers = r.get("layers") or cfg.target_layers()
         per = len(acc) // len(layers)
         for i, layer in enumerate(layers):
             sl = slice(i * per, (i + 1) * per)

@@ -56,20 +56,56 @@ def stats_batches(cuts, cfg: PretrainConfig, logmel: LogMel, model: MaskedPredic
     return feature_batches(sample, model.normalizer, cfg.data.max_duration, device, logmel)
 
 
+def pick_layers(model: MaskedPredictionModel, batches: list, cfg: PretrainConfig, ctx: dist.Context) -> dict:
+    """``targets.layers: auto``: rank θ's front end and blocks (and Mel, for the record) by perturbation agreement
+    (:mod:`speechrq.targets.rank`) on the statistics sample and take the best ``auto_count``; rank 0's picks are
+    broadcast, so every rank quantizes the same layers. Returns ``{"layers": [...], "scores": {source: κ}}``."""
+    from ..targets.rank import MEL, encoder_sources, mel_source, perturbation_agreement, select_layers
+
+    latent, q = model.targets.latent, cfg.quantizer
+    candidates = list(range(-1, latent.encoder.config.num_layers))
+    sources = {MEL: mel_source, **encoder_sources(latent.encoder, candidates)}
+    scores = perturbation_agreement(sources, batches, q.num_codebooks, q.codebook_size, q.codebook_dim)
+    picks = torch.tensor(select_layers({k: scores[f"layer {k}"] for k in candidates}, len(latent.layers)), device=ctx.device)
+    dist.broadcast_tensor(picks, ctx)
+    return {"layers": picks.tolist(), "scores": {name: round(v, 6) for name, v in scores.items()}}
+
+
 def set_target_encoder(model: MaskedPredictionModel, encoder_weights: dict | None, stage: int, cuts, cfg: PretrainConfig, logmel: LogMel,
-                       ctx: dist.Context) -> None:
-    """Start stage ``stage``: θ takes ``encoder_weights``, its layer statistics are refit,
-    the heads are re-initialised (seeded by the stage); projections and codebooks stay."""
+                       ctx: dist.Context) -> dict:
+    """Start stage ``stage``: θ takes ``encoder_weights``, its target layers are picked (``layers: auto``),
+    its layer statistics are refit (or set to the identity, ``standardize: false``), the heads are
+    re-initialised (seeded by the stage); projections and codebooks stay. Returns what the history records
+    of the stage's targets: ``{"layers": [...]}`` and, with ``auto``, the ranking's scores."""
     latent = model.targets.latent
     if encoder_weights is not None:  # None: θ keeps its own weights (a pretrained folder)
         latent.encoder.load_state_dict(encoder_weights)
     latent.freeze()
+    record = {}
     with torch.no_grad():
-        latent.fit_normalizers(stats_batches(cuts, cfg, logmel, model, ctx.device))
+        batches = list(stats_batches(cuts, cfg, logmel, model, ctx.device))
+        if cfg.auto_layers:
+            record = pick_layers(model, batches, cfg, ctx)
+            latent.set_layers(record["layers"])
+        if cfg.targets.standardize:
+            latent.fit_normalizers(batches)
+        else:
+            latent.reset_normalizers()
     for buf in latent.normalizers.buffers():  # identical on every rank even where kernels are not bitwise reproducible
         dist.broadcast_tensor(buf, ctx)
     model.targets.stage.fill_(stage)
     model.heads.reset_parameters(torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + HEADS_SEED + stage))
+    return {"layers": list(latent.layers), **({"layer_scores": record["scores"]} if record else {})}
+
+
+def stage_layers(history: list) -> list[int] | None:
+    """The target layers of a run's current stage, as its history records them (None before Latent-RQ)."""
+    for entry in reversed(history or []):
+        if "layers" in entry:
+            return list(entry["layers"])
+        if entry.get("stage", 0) == 0:
+            return None
+    return None
 
 
 def branch_from(checkpoint: str, model: MaskedPredictionModel, cfg: PretrainConfig) -> tuple[int, list]:
@@ -107,9 +143,15 @@ def branch_parent(meta: dict) -> str | None:
 
 def start_stage(model: MaskedPredictionModel, cfg: PretrainConfig, cuts, logmel: LogMel, ctx: dist.Context) -> tuple[int, list]:
     """A new run's first stage: stage 0, a branch, or θ fixed from step 0. Returns the first step and the history."""
+    if cfg.targets.init_from and cfg.targets.branch_targets == "mel":  # BEST-RQ continued from a checkpoint: fresh heads
+        step, history = branch_from(cfg.targets.init_from, model, cfg)
+        history[-1].update(stage=0, source="mel")
+        model.targets.stage.fill_(0)
+        model.heads.reset_parameters(torch.Generator().manual_seed(cfg.train.seed * MASK_SEED_STRIDE + HEADS_SEED))
+        return step, history
     if cfg.targets.init_from:  # Figure 2: branch stage k+1 from a checkpoint of stage k
         step, history = branch_from(cfg.targets.init_from, model, cfg)
-        set_target_encoder(model, model.encoder.state_dict(), history[-1]["stage"], cuts, cfg, logmel, ctx)
+        history[-1].update(set_target_encoder(model, model.encoder.state_dict(), history[-1]["stage"], cuts, cfg, logmel, ctx))
         return step, history
     if cfg.targets.encoder:  # θ fixed from another run or a Hugging Face folder, from step 0
         weights = None
@@ -118,8 +160,8 @@ def start_stage(model: MaskedPredictionModel, cfg: PretrainConfig, cuts, logmel:
             weights = ckpt.weights("encoder.")
             # θ reads log-Mel normalised as in its own run, whatever this corpus's statistics
             model.targets.latent.input_normalizer.load_state_dict(ckpt.weights("normalizer."))
-        set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
-        return 0, [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}"}]
+        record = set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
+        return 0, [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}", **record}]
     return 0, [dict(MEL_STAGE)]
 
 
@@ -127,6 +169,6 @@ def refresh(model: MaskedPredictionModel, step: int, history: list, cfg: Pretrai
             ctx: dist.Context) -> int:
     """A refresh at ``step``: θ <- a copy of the student, a new stage in ``history``; returns the stage."""
     stage = int(model.targets.stage) + 1
-    set_target_encoder(model, model.encoder.state_dict(), stage, cuts, cfg, logmel, ctx)
-    history.append({"stage": stage, "start": step, "targets": f"student at step {step}"})
+    record = set_target_encoder(model, model.encoder.state_dict(), stage, cuts, cfg, logmel, ctx)
+    history.append({"stage": stage, "start": step, "targets": f"student at step {step}", **record})
     return stage

@@ -43,7 +43,7 @@ from ..training.optim import lr_factor, make_optimizer, set_lr
 from .config import RESUMABLE_CHANGES, PretrainConfig
 from .meters import TrainingMeters
 from .model import build_model
-from .stages import MEL_STAGE, refresh, start_stage
+from .stages import MEL_STAGE, refresh, stage_layers, start_stage
 from .step import mask_generator, micro_step
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,11 @@ def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchSt
         if key.startswith(THETA_INPUT) and key not in state:  # saved before θ kept its own statistics: it read the student's
             state[key] = state["normalizer." + key[len(THETA_INPUT):]]
     model.load_state_dict(state)
+    history = meta.get("history", [dict(MEL_STAGE)])
+    if model.targets.latent is not None and (layers := stage_layers(history)) is not None:
+        model.targets.latent.set_layers(layers)  # the stage's layers (picked by layers: auto, or configured)
     step = engine.restore_progress(path, meta, optimizer, stream, seed, ctx)
-    return step, meta.get("stage_start", 0), meta.get("history", [dict(MEL_STAGE)])
+    return step, meta.get("stage_start", 0), history
 
 
 def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -164,8 +167,10 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
                 cache.set_source(model.targets.identity())
             meters.run_usage.reset()  # usage is per target source
             if ctx.is_main:
-                bar.write(f"step {step}: stage {stage} begins; target encoder refreshed from the student")
-        lr = cfg.optim.lr * lr_factor(step, cfg.optim, stage_start)
+                bar.write(f"step {step}: stage {stage} begins; target encoder refreshed from the student, "
+                          f"layers {history[-1]['layers']}")
+        # reset: each stage warms up to the peak again (the paper); continue: one schedule over the whole run
+        lr = cfg.optim.lr * lr_factor(step, cfg.optim, stage_start if cfg.targets.lr_after_refresh == "reset" else 0)
         set_lr(optimizer, lr)
         ddp.train()
 
@@ -205,6 +210,8 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         stopping = nonfinite.stopping
         if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps or stopping:
             extra = {"stage": int(model.targets.stage)} | ({"cache_hit_rate": cache.hit_rate} if cache is not None else {})
+            if model.targets.uses_latent:
+                extra["layers"] = list(model.targets.latent.layers)  # the stage's target layers (picked, with layers: auto)
             record = meters.record(step, lr, ctx, time.perf_counter() - t_window, extra)
             metrics.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.3f}", used=f"{record['usage_run.used_min']:.2f}",

@@ -103,6 +103,19 @@ class LatentTargets(nn.Module):
             h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
 
+    def set_layers(self, layers: list[int]) -> None:
+        """Take other target layers (``targets.layers: auto`` at a refresh): as many as before, each keeping
+        the quantizer of its position; their statistics must be refit afterwards."""
+        if len(layers) != len(self.layers):
+            raise ValueError(f"{len(layers)} target layers given; this model quantizes {len(self.layers)}")
+        self.layers = [int(k) for k in layers]
+
+    def reset_normalizers(self) -> None:
+        """Identity statistics (mean 0, std 1): θ's states projected as they are (``targets.standardize: false``)."""
+        for norm in self.normalizers:
+            norm.mean.zero_()
+            norm.std.fill_(1.0)
+
     @property
     def depth(self) -> int:
         """Blocks θ must run: up to the deepest target layer (early exit)."""

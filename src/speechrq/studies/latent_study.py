@@ -1,0 +1,365 @@
+"""``speechrq bench latent``: Latent-RQ against BEST-RQ at equal steps, over pre-training seeds.
+
+For each pre-training seed ``s`` a BEST-RQ parent is trained for the budget
+(``OUT/seed{s}/bestrq``, every tenth of the budget checkpointed); every Latent-RQ
+arm branches from that seed's parent (Figure 2: the student starts from the
+parent's checkpoint, θ is its encoder) and ends at the same total step, with
+``train.seed = s`` (data order, masks, heads). The strong-θ pair continues a
+given checkpoint (the shipped reference) for the same number of steps with Mel
+targets (``branch_targets: mel``) and with its own latent targets. Every final
+encoder is probed (probe seeds inside), and each arm is reported as mean ±
+standard deviation over pre-training seeds, with the paired difference to
+BEST-RQ (same seed) and its 95% t-interval.
+
+Arms are named in :data:`ARMS`; a run that finished is reused only through the
+trainer's resume check (same config and inputs), so nothing stale is read.
+Nothing is chosen on the test split: the ranked-best layers come from
+``speechrq targets rank`` on dev (``best_layers``), the tables report test.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from ..checkpoint import latest_checkpoint, list_checkpoints, read_meta, step_dir
+from ..config import load_config
+from ..errors import SpeechrqError
+from ..io import atomic_write_json, atomic_write_text
+
+LOWER_IS_BETTER = {"pr", "ft", "asr"}
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided, by degrees of freedom
+
+
+def arms(steps: int, configured: list[int], best: list[int]) -> dict[str, dict]:
+    """Arm name -> ``{"branch": fraction of the budget to branch at, "set": overrides}``; ``None`` branch: the parent."""
+    half, paper = steps // 2, [steps // 2, steps * 4 // 5]
+    fixed = lambda layers: [f"targets.layers=[{','.join(map(str, layers))}]"]  # noqa: E731
+    return {
+        "BEST-RQ": {"branch": None, "set": []},
+        f"Latent-RQ layers {configured} (demo, branch 50%)": {"branch": half, "set": fixed(configured)},
+        f"Latent-RQ layers {best} (ranked best, branch 50%)": {"branch": half, "set": fixed(best)},
+        "Latent-RQ layers auto (branch 50%)": {"branch": half, "set": ["targets.layers=auto"]},
+        f"Latent-RQ layers {best}, paper schedule (20/50/80%)": {"branch": steps // 5,
+                                                                   "set": [*fixed(best), f"targets.refresh_at=[{paper[0]},{paper[1]}]"]},
+        f"Latent-RQ layers {best}, lr continues": {"branch": half, "set": [*fixed(best), "targets.lr_after_refresh=continue"]},
+        f"Latent-RQ layers {best}, no standardisation": {"branch": half, "set": [*fixed(best), "targets.standardize=false"]},
+    }
+
+
+def _train(config, corpus, run: Path, overrides: list[str], progress: bool) -> Path:
+    from ..pretrain.config import PretrainConfig
+    from ..pretrain.trainer import train
+
+    cfg = load_config(PretrainConfig, config, [*overrides, f"data.corpus={corpus}", f"out_dir={run}"])
+    train(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
+    return latest_checkpoint(run / "checkpoints")
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
+
+
+def summarize(values: dict[int, float]) -> dict:
+    """Mean and sample standard deviation over pre-training seeds."""
+    xs = list(values.values())
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs), "per_seed": values}
+
+
+def paired(arm: dict[int, float], base: dict[int, float], lower_is_better: bool) -> dict | None:
+    """Improvement over the base, paired by seed (positive = better), with its 95% t-interval."""
+    seeds = sorted(set(arm) & set(base))
+    if len(seeds) < 2:
+        return None
+    d = [(base[s] - arm[s]) if lower_is_better else (arm[s] - base[s]) for s in seeds]
+    mean, sd = statistics.fmean(d), statistics.stdev(d)
+    half = T95.get(len(d) - 1, 1.96) * sd / math.sqrt(len(d))
+    verdict = "better" if mean - half > 0 else "worse" if mean + half < 0 else "within noise"
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(d), "verdict": verdict}
+
+
+def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: str | Path, out: str | Path, seeds: list[int], steps: int,
+                 best_layers: list[int], tasks: list[str], probe_seeds: int = 3, reference: str | Path | None = None,
+                 reference_layers: list[int] | None = None, reference_set: list[str] = (), progress: bool = True,
+                 ft_arms: list[str] | None = None, epochs: int = 30, ft_steps: int = 200) -> dict:
+    """Train every arm for every seed (reusing finished runs), probe the final encoders, write ``OUT/study.{json,md}``."""
+    from ..encoders import load_encoder
+    from ..evaluate.finetune import FinetuneConfig
+    from ..evaluate.run import evaluate
+    from ..pretrain.config import PretrainConfig
+
+    out = Path(out)
+    if steps < 10 or steps % 10:
+        raise SpeechrqError(f"--steps {steps}: a positive multiple of 10 (branch points are tenths of the budget)")
+    configured = load_config(PretrainConfig, latent_config, [f"data.corpus={corpus}"]).target_layers()
+    plan = arms(steps, configured, best_layers)
+    if ft_arms is not None and (unknown := [a for a in ft_arms if a not in plan and not a.startswith("reference")]):
+        raise SpeechrqError(f"--ft-arms: no arm named {', '.join(map(repr, unknown))}; the arms are: {'; '.join(plan)}")
+    finals: dict[str, dict[int, Path]] = {name: {} for name in plan}
+    for seed in seeds:
+        root = out / f"seed{seed}"
+        parent = _train(parent_config, corpus, root / "bestrq", [f"optim.max_steps={steps}", f"train.seed={seed}",
+                                                                 f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
+        finals["BEST-RQ"][seed] = parent
+        for name, arm in plan.items():
+            if arm["branch"] is None:
+                continue
+            start = step_dir(root / "bestrq" / "checkpoints", arm["branch"])
+            if not start.exists():
+                raise SpeechrqError(f"{start}: missing; the parent keeps every tenth of the budget")
+            finals[name][seed] = _train(latent_config, corpus, root / _slug(name), [
+                *arm["set"], f"targets.init_from={start}", f"optim.max_steps={steps}", f"train.seed={seed}",
+                f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
+        if reference is not None:  # the strong θ: the reference continued for half the budget, Mel against its latent targets
+            ref_step = int(read_meta(reference)["step"])
+            common = [*reference_set, f"targets.init_from={reference}", f"optim.max_steps={ref_step + steps // 2}", f"train.seed={seed}",
+                      f"train.checkpoint_every={steps // 10}", "train.keep_last=6"]
+            layers = reference_layers or best_layers
+            for name, extra in ((f"reference + {steps // 2} BEST-RQ steps", ["targets.branch_targets=mel"]),
+                                (f"reference + {steps // 2} Latent-RQ steps, layers {layers}",
+                                 [f"targets.layers=[{','.join(map(str, layers))}]"])):
+                finals.setdefault(name, {})[seed] = _train(latent_config, corpus, root / _slug(name), [*extra, *common], progress)
+    encoders, where = {}, {}
+    for name, runs in finals.items():
+        for seed, ckpt in runs.items():
+            key = f"{_slug(name)}@s{seed}"
+            encoders[key], where[key] = load_encoder(ckpt), (name, seed)
+    quick = [t for t in tasks if t != "ft"]
+    results = {"models": {}}
+    if quick:
+        results = evaluate(encoders, corpus, quick, out / "eval", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
+                           seeds=probe_seeds)
+    if "ft" in tasks:
+        chosen = {k: e for k, e in encoders.items() if ft_arms is None or where[k][0] in ft_arms}
+        ft = evaluate(chosen, corpus, ["ft"], out / "eval_ft", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
+                      seeds=probe_seeds, finetune=FinetuneConfig(steps=ft_steps))
+        for k, m in ft["models"].items():
+            results["models"].setdefault(k, {"tasks": {}})["tasks"]["ft"] = m["tasks"]["ft"]
+    table: dict[str, dict] = {}
+    for name in finals:
+        table[name] = {}
+        for task in tasks:
+            per_seed = {where[k][1]: m["tasks"][task]["test"] for k, m in results["models"].items()
+                        if where.get(k, ("",))[0] == name and task in m["tasks"]}
+            if per_seed:
+                table[name][task] = summarize(per_seed)
+    base_names = {name: ("BEST-RQ" if not name.startswith("reference") else next(n for n in finals if n.startswith("reference") and "BEST-RQ" in n))
+                  for name in finals}
+    for name, row in table.items():
+        base = base_names[name]
+        if base == name:
+            continue
+        for task, cell in row.items():
+            if task in table[base]:
+                cell["vs_base"] = paired(cell["per_seed"], table[base][task]["per_seed"], task in LOWER_IS_BETTER)
+    best_arm = next(n for n in plan if "ranked best, branch" in n)
+    paper_arm = next(n for n in plan if "paper schedule" in n)
+    extras = {"theta_ranking": theta_rankings(out, corpus, seeds, steps // 2, reference),
+              "curves": curves(out, corpus, finals, {"BEST-RQ": [steps // 2, steps * 4 // 5], paper_arm: [steps // 2, steps * 4 // 5],
+                                                     best_arm: [steps * 3 // 5, steps * 4 // 5]}, probe_seeds, progress, epochs)}
+    extras["convergence"] = convergence(finals, extras["curves"], table, "BEST-RQ", best_arm, seeds, steps)
+    extras["stage_gains"] = stage_gains(extras["curves"], table, "BEST-RQ", paper_arm, [steps // 2, steps * 4 // 5, steps], seeds)
+    report = {"steps": steps, "seeds": seeds, "best_arm": best_arm, "paper_arm": paper_arm, **extras, "probe_seeds": probe_seeds, "tasks": tasks, "best_layers": best_layers,
+              "configured_layers": configured, "reference": str(reference) if reference else None, "arms": table,
+              "base": base_names, "runs": {name: {str(s): str(p) for s, p in runs.items()} for name, runs in finals.items()},
+              "histories": {name: {str(s): read_meta(p).get("history") for s, p in runs.items()} for name, runs in finals.items()}}
+    atomic_write_json(out / "study.json", report)
+    atomic_write_text(out / "study.md", format_study(report))
+    plot_study(report, out / "study.png")
+    return report
+
+
+def theta_rankings(out: Path, corpus, seeds: list[int], branch_step: int, reference=None) -> dict:
+    """``targets rank`` (dev) of each seed's θ at the branch step, and of the reference: ``{source: {seed: scores}}``.
+    Each ranking is kept in ``OUT/seed{s}/rank_theta.json`` and reused while the checkpoint is the same."""
+    from ..evaluate.target_quality import rank_checkpoint
+    from ..io import file_fingerprint, read_json
+
+    found = {}
+    todo = [(str(s), out / f"seed{s}" / "bestrq" / "checkpoints" / f"step_{branch_step:08d}", out / f"seed{s}" / "rank_theta.json")
+            for s in seeds]
+    if reference is not None:
+        todo.append(("reference", Path(reference), out / "rank_reference.json"))
+    for key, ckpt, path in todo:
+        fp = file_fingerprint(ckpt / "model.safetensors")
+        saved = read_json(path) if path.exists() else None
+        if not saved or saved.get("fingerprint") != fp:
+            saved = {**rank_checkpoint(ckpt, corpus, "dev"), "fingerprint": fp}
+            atomic_write_json(path, saved)
+        for name, r in saved["sources"].items():
+            found.setdefault(name, {})[key] = {"phones": r["phones"]["knn_accuracy"] if r["phones"] else None,
+                                               "speakers": r["speakers"]["knn_accuracy"], "agreement": r["agreement"]}
+        found.setdefault("_agreement_vs_labels", {})[key] = saved["agreement_vs_labels"]
+    return found
+
+
+def curves(out: Path, corpus, finals: dict, points: dict[str, list[int]], probe_seeds: int, progress: bool, epochs: int = 30) -> dict:
+    """PR at intermediate steps of some arms (Figure 3's points): ``{arm: {step: {seed: PER}}}``, the budget's from the table."""
+    from ..encoders import load_encoder
+    from ..evaluate.run import evaluate
+
+    encoders, where = {}, {}
+    for arm, steps in points.items():
+        for seed, final in finals[arm].items():
+            for step in steps:
+                ckpt = final.parent / f"step_{step:08d}"
+                if ckpt.exists():
+                    key = f"{_slug(arm)}@s{seed}@{step}"
+                    encoders[key], where[key] = load_encoder(ckpt), (arm, step, seed)
+    if not encoders:
+        return {}
+    res = evaluate(encoders, corpus, ["pr"], out / "eval_curves", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
+                   seeds=probe_seeds)
+    found: dict = {}
+    for key, m in res["models"].items():
+        arm, step, seed = where[key]
+        found.setdefault(arm, {}).setdefault(str(step), {})[str(seed)] = m["tasks"]["pr"]["test"]
+    return found
+
+
+def convergence(runs: dict, curve: dict, table: dict, base: str, arm: str, seeds: list[int], budget: int) -> dict:
+    """Section 4.2's claim: the first probed step, and the training minutes to it (θ's cost included: the arm's own
+    step times after the parent's up to the branch), at which ``arm`` reaches ``base``'s PR at the budget, per seed;
+    ``None`` where it never does. Also θ's measured overhead: the arm's training minutes over the parent's for the
+    same steps."""
+    from ..training.engine import read_metrics
+    from .quality import training_minutes
+
+    final = table[base]["pr"]["per_seed"]
+    per_seed, overhead = {}, {}
+    for seed in seeds:
+        if seed not in final or seed not in table[arm]["pr"]["per_seed"]:
+            continue
+        points = {int(st): v[str(seed)] for st, v in curve.get(arm, {}).items() if str(seed) in v}
+        points[budget] = table[arm]["pr"]["per_seed"][seed]
+        parent_run, arm_run = Path(runs[base][seed]).parent.parent, Path(runs[arm][seed]).parent.parent
+        parent_min, arm_min = training_minutes(parent_run), training_minutes(arm_run)
+        start = min(r["step"] for r in read_metrics(arm_run)) - 1 if arm_min else 0
+        start = max((st for st in parent_min if st <= start), default=0)
+        reached = next((st for st in sorted(points) if points[st] <= final[seed]), None)
+
+        def minutes_at(step):
+            return parent_min.get(start, 0.0) + max((m for st, m in arm_min.items() if st <= step), default=0.0)
+
+        per_seed[str(seed)] = {"step": reached, "minutes": minutes_at(reached) if reached else None,
+                               "base_minutes": parent_min.get(budget), "points": points, "base_final": final[seed]}
+        own = arm_min.get(budget, 0.0)
+        base_same = parent_min.get(budget, 0.0) - parent_min.get(start, 0.0)
+        overhead[str(seed)] = own / base_same if base_same else None
+    return {"per_seed": per_seed, "time_ratio_same_steps": overhead}
+
+
+def stage_gains(curve: dict, table: dict, base: str, arm: str, stage_ends: list[int], seeds: list[int]) -> dict:
+    """PR improvement of ``arm`` over ``base`` at each stage end (paired by seed): do gains grow, then saturate?"""
+    gains = {}
+    for end in stage_ends:
+        per = {}
+        for seed in seeds:
+            if end == stage_ends[-1]:
+                a, b = table[arm]["pr"]["per_seed"].get(seed), table[base]["pr"]["per_seed"].get(seed)
+            else:
+                a, b = curve.get(arm, {}).get(str(end), {}).get(str(seed)), curve.get(base, {}).get(str(end), {}).get(str(seed))
+            if a is not None and b is not None:
+                per[seed] = b - a
+        if per:
+            gains[str(end)] = {**summarize(per), "vs_base": paired({s: -v for s, v in per.items()}, {s: 0.0 for s in per}, True)}
+    return gains
+
+
+def format_study(report: dict) -> str:
+    """The study's table: each arm's mean ± std over pre-training seeds, and its paired difference to its base."""
+    tasks = report["tasks"]
+    unit = {"pr": "PR PER ↓", "ft": "FT PER ↓", "sid": "SID acc ↑", "er": "ER acc ↑", "ic": "IC acc ↑"}
+    lines = [f"{len(report['seeds'])} pre-training seeds ({', '.join(map(str, report['seeds']))}) × {report['probe_seeds']} probe seeds, "
+             f"{report['steps']} steps each; test split; Δ: improvement over the arm's base at the same seed "
+             "(positive = better), 95% t-interval", "",
+             "| arm | " + " | ".join(f"{unit.get(t, t)} | Δ {t.upper()}" for t in tasks) + " |",
+             "|---" * (1 + 2 * len(tasks)) + "|"]
+    for name, row in report["arms"].items():
+        cells = []
+        for t in tasks:
+            c = row.get(t)
+            if c is None:
+                cells += ["", ""]
+                continue
+            cells.append(f"{c['mean']:.2f} ± {c['std']:.2f}")
+            v = c.get("vs_base")
+            cells.append(f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] {v['verdict']}" if v else "base")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    gains = report.get("stage_gains") or {}
+    if gains:
+        lines += ["", f"PR gain of {report['paper_arm']} over BEST-RQ at each stage end (mean ± std over seeds, 95% interval):", ""]
+        lines += [f"- step {e}: {g['mean']:+.2f} ± {g['std']:.2f}" + (f" [{g['vs_base']['ci95'][0]:+.2f}, {g['vs_base']['ci95'][1]:+.2f}]"
+                                                                     if g.get("vs_base") else "") for e, g in sorted(gains.items(), key=lambda kv: int(kv[0]))]
+    conv = report.get("convergence") or {}
+    if conv.get("per_seed"):
+        lines += ["", f"Convergence (section 4.2): first probed step at which {report['best_arm']} reaches BEST-RQ's PR at step "
+                      f"{report['steps']} (minutes: the trainer's own step times, θ included):", ""]
+        for seed, c in conv["per_seed"].items():
+            ratio = conv["time_ratio_same_steps"].get(seed)
+            lines.append(f"- seed {seed}: " + (f"step {c['step']} after {c['minutes']:.1f} min" if c["step"] else "never in the budget")
+                         + f" (BEST-RQ {c['base_final']:.2f} after {c['base_minutes'] or 0:.1f} min; points "
+                         + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(c["points"].items(), key=lambda kv: int(kv[0])))
+                         + (f"; the arm's time over BEST-RQ's for the same steps {ratio:.2f}x)" if ratio else ")"))
+    rank = report.get("theta_ranking") or {}
+    if rank:
+        keys = sorted({k for n, v in rank.items() if not n.startswith("_") for k in v}, key=lambda k: (k == "reference", k))
+        lines += ["", "θ's target sources ranked on dev (`speechrq targets rank`, the same codebooks for every source): phone 5-NN % "
+                      "/ speaker 5-NN % / perturbation κ, per seed's θ at the branch step" + (" and the reference" if "reference" in keys else ""),
+                  "", "| source | " + " | ".join(f"θ seed {k}" if k != "reference" else "reference" for k in keys) + " |",
+                  "|---" * (len(keys) + 1) + "|"]
+        for name, per in rank.items():
+            if name.startswith("_"):
+                continue
+            lines.append(f"| {name} | " + " | ".join(
+                (f"{per[k]['phones']:.1f} / {per[k]['speakers']:.1f} / {per[k]['agreement']:.3f}" if per[k]["phones"] is not None
+                 else f"- / {per[k]['speakers']:.1f} / {per[k]['agreement']:.3f}") if k in per else "" for k in keys) + " |")
+        corr = rank.get("_agreement_vs_labels") or {}
+        if corr:
+            lines += ["", "Spearman correlation of κ with the labelled measures over sources: " + "; ".join(
+                f"{k}: " + ", ".join(f"{w} {v:+.2f}" for w, v in c.items() if v is not None) for k, c in corr.items())]
+    return "\n".join(lines) + "\n"
+
+
+def run_steps(run: str | Path) -> list[int]:
+    """The steps of a run's kept checkpoints."""
+    return [s for s, _ in list_checkpoints(Path(run) / "checkpoints")]
+
+
+def plot_study(report: dict, path: Path) -> None:
+    """One panel per probe (each arm's mean ± std over pre-training seeds, its seeds as dots) and Figure 3's PR
+    points over cumulative steps (mean over seeds) for the arms probed at intermediate steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    tasks, names = report["tasks"], list(report["arms"])
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.2 * (len(tasks) + 1), 4.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        ys = [(i, report["arms"][n][task]) for i, n in enumerate(names) if task in report["arms"][n]]
+        ax.errorbar([i for i, _ in ys], [c["mean"] for _, c in ys], yerr=[c["std"] for _, c in ys], fmt="o", capsize=3)
+        for i, c in ys:
+            ax.scatter([i] * len(c["per_seed"]), list(c["per_seed"].values()), s=8, color="grey", alpha=0.6)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([f"{i}" for i in range(len(names))], fontsize=7)
+        ax.set_title(f"{task.upper()} ({'↓' if task in LOWER_IS_BETTER else '↑'})")
+        ax.grid(alpha=0.3)
+    ax = axes[0][-1]
+    for arm, points in (report.get("curves") or {}).items():
+        steps = sorted(points, key=int)
+        xs = [int(s) for s in steps] + [report["steps"]]
+        ys = [statistics.fmean(points[s].values()) for s in steps] + [report["arms"][arm]["pr"]["mean"]]
+        ax.plot(xs, ys, marker="o", label=arm[:40])
+    ax.set_xlabel("cumulative pre-training step")
+    ax.set_ylabel("PR PER (%) ↓")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.text(0.01, 0.01, "  ".join(f"{i}: {n}" for i, n in enumerate(names)), fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,91 @@
+"""``speechrq bench latent`` (the seeded Latent-RQ study) and ``speechrq report`` (every claim with its verdict)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import tiny_pretrain_config
+
+from speechrq.cli import main
+from speechrq.studies.latent_study import paired, summarize
+from speechrq.studies.report import AGAINST, HELD, NOISE, UNKNOWN, demo_report, verdict
+
+
+def test_paired_interval_and_its_direction():
+    base = {0: 40.0, 1: 42.0, 2: 41.0}
+    better = {0: 38.0, 1: 40.5, 2: 39.0}  # lower PER: improvements 2.0, 1.5, 2.0
+    d = paired(better, base, lower_is_better=True)
+    assert d["mean"] == pytest.approx(5.5 / 3) and d["n"] == 3
+    half = 4.303 * 0.288675 / 3**0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert d["ci95"] == pytest.approx([5.5 / 3 - half, 5.5 / 3 + half], abs=1e-4) and d["verdict"] == "better"
+    assert paired(base, better, lower_is_better=True)["verdict"] == "worse"
+    assert paired({0: 1.0, 1: 3.0}, {0: 2.0, 1: 2.0}, lower_is_better=False)["verdict"] == "within noise"
+    assert paired({0: 1.0}, {0: 2.0}, True) is None  # one seed: no interval
+    s = summarize({0: 1.0, 1: 3.0})
+    assert s["mean"] == 2.0 and s["std"] == pytest.approx(2**0.5)
+
+
+def test_verdicts_follow_the_numbers_in_either_direction():
+    assert verdict(2.0, 0.5, 3.5) == HELD
+    assert verdict(-2.0, -3.5, -0.5) == AGAINST
+    assert verdict(0.5, -1.0, 2.0) == NOISE
+    assert verdict(1.0, noise=0.5) == HELD and verdict(-1.0, noise=0.5) == AGAINST and verdict(0.2, noise=0.5) == NOISE
+    assert verdict(1.0) == UNKNOWN
+
+
+def test_bench_latent_trains_every_arm_per_seed_and_the_report_reads_it(pretrain_corpus, tmp_path, capsys):
+    parent = tiny_pretrain_config(pretrain_corpus, tmp_path / "unused")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(parent))
+    latent = tiny_pretrain_config(pretrain_corpus, tmp_path / "unused", targets={"layers": [1, 2], "stats_utterances": 8})
+    (tmp_path / "latent.yaml").write_text(yaml.safe_dump(latent))
+    out = tmp_path / "study"
+    args = ["bench", "latent", "--config", str(tmp_path / "tiny.yaml"), "--latent-config", str(tmp_path / "latent.yaml"),
+            "--corpus", str(pretrain_corpus), "--out", str(out), "--seeds", "0,1", "--steps", "10", "--best-layers=-1,0",
+            "--tasks", "pr,sid", "--probe-seeds", "1", "--epochs", "1", "--quiet"]
+    assert main(args) == 0
+    report = json.loads((out / "study.json").read_text())
+    assert len(report["arms"]) == 7 and report["best_layers"] == [-1, 0] and report["configured_layers"] == [1, 2]
+    for name, row in report["arms"].items():
+        assert set(row) == {"pr", "sid"} and row["pr"]["n"] == 2, name
+        assert ("vs_base" in row["pr"]) == (name != "BEST-RQ")
+    # every arm ends at the budget; branches start where they say; the paper schedule refreshes twice after its branch
+    hist = report["histories"]
+    paper = next(n for n in hist if "paper schedule" in n)
+    assert [h["start"] for h in hist[paper]["0"]] == [0, 2, 5, 8]
+    auto = next(n for n in hist if "auto" in n)
+    assert "layer_scores" in hist[auto]["1"][-1]
+    assert all(json.loads(json.dumps(p)).endswith("step_00000010") for runs in report["runs"].values() for p in runs.values())
+    assert set(report["theta_ranking"]["Mel"]) == {"0", "1"} and report["stage_gains"] and report["convergence"]["per_seed"]
+    assert (out / "study.png").stat().st_size > 5000 and "| arm |" in (out / "study.md").read_text()
+    # a second call reuses every run: no checkpoint is rewritten
+    ckpt = out / "seed0" / "bestrq" / "checkpoints" / "step_00000010" / "model.safetensors"
+    mtime = ckpt.stat().st_mtime_ns
+    assert main(args) == 0 and ckpt.stat().st_mtime_ns == mtime
+    # an arm name that does not exist is refused, naming it
+    assert main([*args, "--ft-arms", "no such arm"]) == 2
+    assert "no such arm" in capsys.readouterr().err
+    # the report reads the study and names a verdict for each Latent-RQ claim
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "latent_study.json").write_text((out / "study.json").read_text())
+    text = demo_report(tmp_path / "demo", docs)
+    for claim in ("on phone recognition", "on SID", "grow with the stages", "middle layers", "separate phones", "fewer steps"):
+        row = next(line for line in text.splitlines() if claim in line)
+        assert row.count("**") == 2, row
+
+
+def test_the_report_renders_the_shipped_rpq_results_with_verdicts(tmp_path):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = demo_report(tmp_path / "demo", docs)  # a demo folder without outputs: the shipped JSONs still give their rows
+    rows = {claim: next((line for line in text.splitlines() if claim in line), None)
+            for claim in ("PQ and RPQ units beat k-means", "eq. 13 with eq. 17", "a moderate α", "de-duplication and BPE")}
+    assert all(rows.values()), rows
+    assert "α 0.125 0.169" in rows["a moderate α"]
+    assert "**held (one fit per point)**" in rows["a moderate α"]  # NMSE at M = 32 is lowest at α = 0.125 (shipped report)
+    assert "60.22" in rows["PQ and RPQ units beat k-means"] and "not established" in rows["PQ and RPQ units beat k-means"]
+    assert "all worse here" in rows["PQ and RPQ units beat k-means"]
+    assert "**against (eq. 17's ρ); eq. 13's form with the measured ρ and coverage: held**" in rows["eq. 13 with eq. 17"]
