@@ -18,6 +18,7 @@ from speechrq.studies.discrete_asr import systems
 def test_systems_are_table_twos_rows():
     names = [s["name"] for s in systems(500, [2, 4], [8], 0.125)]
     assert names == ["continuous", "k-means (k=500)", "PQ (M=2)", "PQ (M=4)", "RPQ (M=8, α=0.125)"]
+    assert [s["name"] for s in systems(500, [], [8], 0.25, continuous=False)] == ["k-means (k=500)", "RPQ (M=8, α=0.25)"]
 
 
 def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, capsys):

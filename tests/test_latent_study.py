@@ -46,7 +46,7 @@ def test_bench_latent_trains_every_arm_per_seed_and_the_report_reads_it(pretrain
             "--tasks", "pr,sid", "--probe-seeds", "1", "--epochs", "1", "--quiet"]
     assert main(args) == 0
     report = json.loads((out / "study.json").read_text())
-    assert len(report["arms"]) == 7 and report["best_layers"] == [-1, 0] and report["configured_layers"] == [1, 2]
+    assert len(report["arms"]) == 7 and report["best_layers"] == [-1, 0] and report["middle_layers"] == [1, 2]
     for name, row in report["arms"].items():
         assert set(row) == {"pr", "sid"} and row["pr"]["n"] == 2, name
         assert ("vs_base" in row["pr"]) == (name != "BEST-RQ")

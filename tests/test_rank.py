@@ -41,7 +41,7 @@ def test_select_layers_is_deterministic_and_breaks_ties_to_the_shallower():
 @pytest.fixture(scope="module")
 def ranking(pretrain_corpus, tmp_path_factory):
     enc = FrozenEncoder.from_checkpoint(make_checkpoint(pretrain_corpus, tmp_path_factory.mktemp("rank"), seed=0))
-    cuts = sample_cuts(load_cuts(pretrain_corpus, "dev"), 6, 0)
+    cuts = sample_cuts(load_cuts(pretrain_corpus, "train"), 4, 0)  # dev holds one utterance per speaker
     sources = {MEL: mel_source, "copy of Mel": mel_source, "noise": noise_source}
     return rank_sources(sources, cuts, enc.features, num_codebooks=4, codebook_size=64, codebook_dim=8)
 
@@ -72,7 +72,8 @@ def test_agreement_is_a_function_of_the_sources_and_batches(pretrain_corpus):
 def test_targets_rank_command(pretrain_corpus, tmp_path, capsys):
     ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
     out = tmp_path / "rank.json"
-    assert main(["targets", "rank", str(ckpt), "--corpus", str(pretrain_corpus), "--per-speaker", "3", "--out", str(out)]) == 0
+    assert main(["targets", "rank", str(ckpt), "--corpus", str(pretrain_corpus), "--split", "train", "--per-speaker", "3",
+                 "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report["sources"]) == {MEL, "layer -1", "layer 0", "layer 1", "layer 2", "layer 3"}
     assert report["num_codebooks"] == 4  # the checkpoint's N, for every source

@@ -40,6 +40,16 @@ def ckpt(out, step):
     return step_dir(out / "checkpoints", step)
 
 
+def resume_a_copy(cfg, out, copy, resume_at):
+    """A copy of the run ``out`` cut back to ``resume_at`` and resumed to its end; returns the copy."""
+    shutil.copytree(out, copy)
+    for step, path in list_checkpoints(copy / "checkpoints"):
+        if step > resume_at:
+            shutil.rmtree(path)
+    train(config_from_dict(PretrainConfig, {**config_to_dict(cfg), "out_dir": str(copy)}), resume=True, progress=False)
+    return copy
+
+
 def test_refresh_copies_the_student_and_resets_the_rest(refreshed_run):
     cfg, out = refreshed_run
     before, after = load_model_state(ckpt(out, 3)), load_model_state(ckpt(out, 4))
@@ -73,13 +83,7 @@ def test_refresh_copies_the_student_and_resets_the_rest(refreshed_run):
 @pytest.mark.parametrize("resume_at", [3, 4])  # just before the refresh, just after it
 def test_resume_across_a_refresh_reproduces_targets_and_losses(refreshed_run, tmp_path, resume_at):
     cfg, out = refreshed_run
-    copy = tmp_path / "run"
-    shutil.copytree(out, copy)
-    for step, path in list_checkpoints(copy / "checkpoints"):
-        if step > resume_at:
-            shutil.rmtree(path)
-    resumed = config_from_dict(PretrainConfig, {**config_to_dict(cfg), "out_dir": str(copy)})
-    train(resumed, resume=True, progress=False)
+    copy = resume_a_copy(cfg, out, tmp_path / "run", resume_at)
     a, b = load_model_state(ckpt(out, 6)), load_model_state(ckpt(copy, 6))
     theta_keys = [k for k in a if k.startswith("targets.latent.")]
     assert theta_keys and all(torch.equal(a[k], b[k]) for k in theta_keys)  # θ, its statistics, projections, codebooks
@@ -251,12 +255,7 @@ def test_auto_layers_are_picked_by_the_ranking_at_every_refresh(auto_run, pretra
 @pytest.mark.parametrize("resume_at", [2, 3])  # at the first refresh's step, and inside stage 1
 def test_auto_layers_resume_exactly_across_a_refresh(auto_run, tmp_path, resume_at):
     cfg, out = auto_run
-    copy = tmp_path / "run"
-    shutil.copytree(out, copy)
-    for step, path in list_checkpoints(copy / "checkpoints"):
-        if step > resume_at:
-            shutil.rmtree(path)
-    train(config_from_dict(PretrainConfig, {**config_to_dict(cfg), "out_dir": str(copy)}), resume=True, progress=False)
+    copy = resume_a_copy(cfg, out, tmp_path / "run", resume_at)
     a, b = load_model_state(ckpt(out, 6)), load_model_state(ckpt(copy, 6))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_meta(ckpt(copy, 6))["history"] == read_meta(ckpt(out, 6))["history"]

@@ -186,7 +186,9 @@ def cmd_bench_latent(args) -> None:
         except ValueError:
             raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
 
-    seeds, best = ints(args.seeds, "--seeds"), ints(args.best_layers, "--best-layers")
+    seeds, best, middle = ints(args.seeds, "--seeds"), ints(args.best_layers, "--best-layers"), ints(args.middle_layers, "--middle-layers")
+    if min(args.probe_seeds, args.ft_probe_seeds, args.curve_probe_seeds, args.epochs, args.ft_steps) < 1:
+        raise SpeechrqError("--probe-seeds, --ft-probe-seeds, --curve-probe-seeds, --epochs, --ft-steps: each must be >= 1")
     if len(seeds) < 2:
         raise SpeechrqError(f"--seeds: at least 2 pre-training seeds to measure their spread, got {args.seeds!r}")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -196,7 +198,8 @@ def cmd_bench_latent(args) -> None:
                           args.reference, ints(args.reference_layers, "--reference-layers") if args.reference_layers else None,
                           args.reference_set or [], progress=not args.quiet,
                           ft_arms=None if args.ft_arms is None else [a.strip() for a in args.ft_arms.split(";")], epochs=args.epochs,
-                          ft_steps=args.ft_steps)
+                          ft_steps=args.ft_steps, middle_layers=middle, ft_probe_seeds=args.ft_probe_seeds,
+                          curve_probe_seeds=args.curve_probe_seeds)
     from .studies.latent_study import format_study
 
     print(format_study(report), end="")
@@ -371,7 +374,7 @@ def cmd_asr_compare(args) -> None:
         raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
     report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
                      parse_ms(args.rpq, "--rpq"), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
-                     mode, progress=not args.quiet)
+                     mode, progress=not args.quiet, continuous=not args.no_continuous)
     print(format_compare(report), end="")
     print(f"{args.out}: compare.json, compare.md")
 
@@ -690,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--frames", type=int, default=60000, help="k-means training sample in frames (default: 60000)")
     ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
     ac.add_argument("--test-split", default="test", help="split scored (default: test)")
+    ac.add_argument("--no-continuous", action="store_true", help="leave out the continuous-feature row (the ceiling)")
     ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable)")
     decode_args(ac)
     ac.set_defaults(func=cmd_asr_compare)
@@ -758,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     bq.set_defaults(func=cmd_bench_quality)
     bl = bsub.add_parser("latent", help="Latent-RQ arms against BEST-RQ at equal steps over pre-training seeds",
                          description="For each pre-training seed, train a BEST-RQ parent for --steps, branch every Latent-RQ arm "
-                         "from it (demo layers, ranked-best layers, auto, the paper's 20/50/80%% schedule, lr continuing, no "
+                         "from it (middle layers, ranked-best layers, auto, the paper's 20/50/80%% schedule, lr continuing, no "
                          "standardisation) to the same step, optionally continue --reference with Mel and with latent targets, "
                          "probe every final encoder, and tabulate mean ± std over seeds with paired 95%% intervals: "
                          "OUT/study.json, OUT/study.md. Finished runs and probes are reused.")
@@ -768,6 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--out", required=True, help="output directory")
     bl.add_argument("--seeds", default="0,1,2", help="pre-training seeds (default: 0,1,2)")
     bl.add_argument("--steps", type=int, default=1000, help="budget in steps, a multiple of 10 (default: 1000)")
+    bl.add_argument("--middle-layers", default="1,2", help="the paper's middle layers scaled to the preset (default: 1,2 of tiny's "
+                    "4 blocks, the demo's layers before this study)")
     bl.add_argument("--best-layers", required=True, help="the ranked-best layers (from `speechrq targets rank` on dev), e.g. -1,0")
     bl.add_argument("--tasks", default="pr,sid,er,ft", help="probes (default: pr,sid,er,ft)")
     bl.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per encoder (default: 3)")
@@ -777,6 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="overrides for the reference arms (its quantizer)")
     bl.add_argument("--epochs", type=int, default=30, help="PR/SID/ER probe epochs (default: 30)")
     bl.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
+    bl.add_argument("--ft-probe-seeds", type=int, default=1, metavar="N", help="probe seeds of ft (default: 1)")
+    bl.add_argument("--curve-probe-seeds", type=int, default=1, metavar="N", help="probe seeds of Figure 3's intermediate "
+                    "PR points (default: 1)")
     bl.add_argument("--quiet", action="store_true", help="no progress bars")
     bl.set_defaults(func=cmd_bench_latent)
     bw = bsub.add_parser("sweep", help="train each point of a recipe sweep for the same wall clock, probe PR, tabulate",

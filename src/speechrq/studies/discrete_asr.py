@@ -18,10 +18,10 @@ from ..errors import SpeechrqError
 from ..io import atomic_write_json, atomic_write_text, read_json
 
 
-def systems(k: int, pq_ms: list[int], rpq_ms: list[int], alpha: float) -> list[dict]:
+def systems(k: int, pq_ms: list[int], rpq_ms: list[int], alpha: float, continuous: bool = True) -> list[dict]:
     """The rows of the table: name, input kind, and the quantizer spec (None for continuous)."""
-    rows = [{"name": "continuous", "input": "continuous", "quantizer": {"kind": "kmeans", "k": k, "num_subspaces": 1}},
-            {"name": f"k-means (k={k})", "input": "units", "quantizer": {"kind": "kmeans", "k": k, "num_subspaces": 1}}]
+    rows = [{"name": "continuous", "input": "continuous", "quantizer": {"kind": "kmeans", "k": k, "num_subspaces": 1}}] if continuous else []
+    rows += [{"name": f"k-means (k={k})", "input": "units", "quantizer": {"kind": "kmeans", "k": k, "num_subspaces": 1}}]
     rows += [{"name": f"PQ (M={m})", "input": "units", "quantizer": {"kind": "pq", "k": k, "num_subspaces": m}} for m in pq_ms]
     rows += [{"name": f"RPQ (M={m}, α={alpha:g})", "input": "units",
               "quantizer": {"kind": "rpq", "k": k, "num_subspaces": m, "alpha": alpha}} for m in rpq_ms]
@@ -34,7 +34,8 @@ def _slug(q: dict) -> str:
 
 def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, config: str | Path, k: int, pq_ms: list[int],
             rpq_ms: list[int], alpha: float = 0.125, frames: int = 60000, seed: int = 0, overrides: list[str] = (),
-            test_split: str = "test", beam: int = 10, ctc_weight: float = 0.3, mode: str = "joint", progress: bool = True) -> dict:
+            test_split: str = "test", beam: int = 10, ctc_weight: float = 0.3, mode: str = "joint", progress: bool = True,
+            continuous: bool = True) -> dict:
     """Run every system (see the module docstring) into ``out``; returns and writes ``compare.json`` / ``compare.md``."""
     from ..asr.config import ASRConfig
     from ..asr.data import UnitSource
@@ -51,7 +52,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     from ..identity import claim, corpus_fingerprint
 
     out = Path(out)
-    rows = systems(k, pq_ms, rpq_ms, alpha)
+    rows = systems(k, pq_ms, rpq_ms, alpha, continuous)
     # OUT holds one comparison: the same encoder weights and layer, corpus content, ASR config and sample; rows (systems)
     # may be added, and rows are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))

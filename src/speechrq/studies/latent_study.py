@@ -9,7 +9,9 @@ given checkpoint (the shipped reference) for the same number of steps with Mel
 targets (``branch_targets: mel``) and with its own latent targets. Every final
 encoder is probed (probe seeds inside), and each arm is reported as mean ±
 standard deviation over pre-training seeds, with the paired difference to
-BEST-RQ (same seed) and its 95% t-interval.
+BEST-RQ (same seed) and its 95% t-interval. The ``ft`` probe (200 fine-tuning steps, minutes
+each) and Figure 3's intermediate points run one probe seed each by default (``ft_probe_seeds``,
+``curve_probe_seeds``): their spread is the one over pre-training seeds.
 
 Arms are named in :data:`ARMS`; a run that finished is reused only through the
 trainer's resume check (same config and inputs), so nothing stale is read.
@@ -32,13 +34,13 @@ LOWER_IS_BETTER = {"pr", "ft", "asr"}
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided, by degrees of freedom
 
 
-def arms(steps: int, configured: list[int], best: list[int]) -> dict[str, dict]:
+def arms(steps: int, middle: list[int], best: list[int]) -> dict[str, dict]:
     """Arm name -> ``{"branch": fraction of the budget to branch at, "set": overrides}``; ``None`` branch: the parent."""
     half, paper = steps // 2, [steps // 2, steps * 4 // 5]
     fixed = lambda layers: [f"targets.layers=[{','.join(map(str, layers))}]"]  # noqa: E731
     return {
         "BEST-RQ": {"branch": None, "set": []},
-        f"Latent-RQ layers {configured} (demo, branch 50%)": {"branch": half, "set": fixed(configured)},
+        f"Latent-RQ layers {middle} (middle, branch 50%)": {"branch": half, "set": fixed(middle)},
         f"Latent-RQ layers {best} (ranked best, branch 50%)": {"branch": half, "set": fixed(best)},
         "Latent-RQ layers auto (branch 50%)": {"branch": half, "set": ["targets.layers=auto"]},
         f"Latent-RQ layers {best}, paper schedule (20/50/80%)": {"branch": steps // 5,
@@ -82,7 +84,8 @@ def paired(arm: dict[int, float], base: dict[int, float], lower_is_better: bool)
 def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: str | Path, out: str | Path, seeds: list[int], steps: int,
                  best_layers: list[int], tasks: list[str], probe_seeds: int = 3, reference: str | Path | None = None,
                  reference_layers: list[int] | None = None, reference_set: list[str] = (), progress: bool = True,
-                 ft_arms: list[str] | None = None, epochs: int = 30, ft_steps: int = 200) -> dict:
+                 ft_arms: list[str] | None = None, epochs: int = 30, ft_steps: int = 200, ft_probe_seeds: int = 1,
+                 curve_probe_seeds: int = 1, middle_layers: list[int] = (1, 2)) -> dict:
     """Train every arm for every seed (reusing finished runs), probe the final encoders, write ``OUT/study.{json,md}``."""
     from ..encoders import load_encoder
     from ..evaluate.finetune import FinetuneConfig
@@ -92,8 +95,8 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
     out = Path(out)
     if steps < 10 or steps % 10:
         raise SpeechrqError(f"--steps {steps}: a positive multiple of 10 (branch points are tenths of the budget)")
-    configured = load_config(PretrainConfig, latent_config, [f"data.corpus={corpus}"]).target_layers()
-    plan = arms(steps, configured, best_layers)
+    load_config(PretrainConfig, latent_config, [f"data.corpus={corpus}"])  # checked before any work
+    plan = arms(steps, list(middle_layers), list(best_layers))
     if ft_arms is not None and (unknown := [a for a in ft_arms if a not in plan and not a.startswith("reference")]):
         raise SpeechrqError(f"--ft-arms: no arm named {', '.join(map(repr, unknown))}; the arms are: {'; '.join(plan)}")
     finals: dict[str, dict[int, Path]] = {name: {} for name in plan}
@@ -133,7 +136,7 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
     if "ft" in tasks:
         chosen = {k: e for k, e in encoders.items() if ft_arms is None or where[k][0] in ft_arms}
         ft = evaluate(chosen, corpus, ["ft"], out / "eval_ft", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
-                      seeds=probe_seeds, finetune=FinetuneConfig(steps=ft_steps))
+                      seeds=ft_probe_seeds, finetune=FinetuneConfig(steps=ft_steps))
         for k, m in ft["models"].items():
             results["models"].setdefault(k, {"tasks": {}})["tasks"]["ft"] = m["tasks"]["ft"]
     table: dict[str, dict] = {}
@@ -157,11 +160,12 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
     paper_arm = next(n for n in plan if "paper schedule" in n)
     extras = {"theta_ranking": theta_rankings(out, corpus, seeds, steps // 2, reference),
               "curves": curves(out, corpus, finals, {"BEST-RQ": [steps // 2, steps * 4 // 5], paper_arm: [steps // 2, steps * 4 // 5],
-                                                     best_arm: [steps * 3 // 5, steps * 4 // 5]}, probe_seeds, progress, epochs)}
+                                                     best_arm: [steps * 3 // 5, steps * 4 // 5]}, curve_probe_seeds, progress, epochs)}
     extras["convergence"] = convergence(finals, extras["curves"], table, "BEST-RQ", best_arm, seeds, steps)
     extras["stage_gains"] = stage_gains(extras["curves"], table, "BEST-RQ", paper_arm, [steps // 2, steps * 4 // 5, steps], seeds)
-    report = {"steps": steps, "seeds": seeds, "best_arm": best_arm, "paper_arm": paper_arm, **extras, "probe_seeds": probe_seeds, "tasks": tasks, "best_layers": best_layers,
-              "configured_layers": configured, "reference": str(reference) if reference else None, "arms": table,
+    report = {"steps": steps, "seeds": seeds, "best_arm": best_arm, "paper_arm": paper_arm, **extras, "probe_seeds": probe_seeds,
+              "ft_probe_seeds": ft_probe_seeds, "curve_probe_seeds": curve_probe_seeds, "tasks": tasks, "best_layers": best_layers,
+              "middle_layers": list(middle_layers), "reference": str(reference) if reference else None, "arms": table,
               "base": base_names, "runs": {name: {str(s): str(p) for s, p in runs.items()} for name, runs in finals.items()},
               "histories": {name: {str(s): read_meta(p).get("history") for s, p in runs.items()} for name, runs in finals.items()}}
     atomic_write_json(out / "study.json", report)
@@ -181,15 +185,20 @@ def theta_rankings(out: Path, corpus, seeds: list[int], branch_step: int, refere
             for s in seeds]
     if reference is not None:
         todo.append(("reference", Path(reference), out / "rank_reference.json"))
+    from ..identity import corpus_fingerprint
+    from ..targets.rank import DEFAULT_SIGMA, RANK_SEED
+
     for key, ckpt, path in todo:
-        fp = file_fingerprint(ckpt / "model.safetensors")
+        # reused only when made by the same weights, corpus content and ranking settings
+        made_by = {"checkpoint": file_fingerprint(ckpt / "model.safetensors"), "corpus": corpus_fingerprint(corpus, "dev"),
+                   "split": "dev", "seed": RANK_SEED, "sigma": DEFAULT_SIGMA}
         saved = read_json(path) if path.exists() else None
-        if not saved or saved.get("fingerprint") != fp:
-            saved = {**rank_checkpoint(ckpt, corpus, "dev"), "fingerprint": fp}
+        if not saved or saved.get("made_by") != made_by:
+            saved = {**rank_checkpoint(ckpt, corpus, "dev"), "made_by": made_by}
             atomic_write_json(path, saved)
         for name, r in saved["sources"].items():
-            found.setdefault(name, {})[key] = {"phones": r["phones"]["knn_accuracy"] if r["phones"] else None,
-                                               "speakers": r["speakers"]["knn_accuracy"], "agreement": r["agreement"]}
+            found.setdefault(name, {})[key] = {what: r[what]["knn_accuracy"] if r[what] else None for what in ("phones", "speakers")} | {
+                "agreement": r["agreement"]}
         found.setdefault("_agreement_vs_labels", {})[key] = saved["agreement_vs_labels"]
     return found
 
@@ -312,9 +321,9 @@ def format_study(report: dict) -> str:
         for name, per in rank.items():
             if name.startswith("_"):
                 continue
-            lines.append(f"| {name} | " + " | ".join(
-                (f"{per[k]['phones']:.1f} / {per[k]['speakers']:.1f} / {per[k]['agreement']:.3f}" if per[k]["phones"] is not None
-                 else f"- / {per[k]['speakers']:.1f} / {per[k]['agreement']:.3f}") if k in per else "" for k in keys) + " |")
+            lines.append(f"| {name} | " + " | ".join(" / ".join([*(f"{per[k][w]:.1f}" if per[k][w] is not None else "-"
+                                                                   for w in ("phones", "speakers")), f"{per[k]['agreement']:.3f}"])
+                                                   if k in per else "" for k in keys) + " |")
         corr = rank.get("_agreement_vs_labels") or {}
         if corr:
             lines += ["", "Spearman correlation of κ with the labelled measures over sources: " + "; ".join(

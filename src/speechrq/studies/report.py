@@ -73,15 +73,15 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
         rows.append({"paper": "Latent-RQ", "claim": "gains grow with the stages, then saturate", "number": "-", "noise": "-",
                      "verdict": MISSING, "source": "docs/latent_study.json"})
     if study:
-        demo_arm = next(n for n in study["arms"] if "(demo" in n)
+        demo_arm = next(n for n in study["arms"] if "(middle" in n)
         a, b = study["arms"][demo_arm].get("pr"), study["arms"][best].get("pr")
         diff = None
         if a and b:
             from .latent_study import paired
 
-            diff = paired(a["per_seed"], b["per_seed"], True)  # middle (demo) layers against the ranked-best ones
+            diff = paired(a["per_seed"], b["per_seed"], True)  # the middle layers against the ranked-best ones
         rows.append({"paper": "Latent-RQ", "claim": "middle layers of θ make the best targets (Table 2)",
-                     "number": f"PR with middle layers {study['configured_layers']}: {a['mean']:.2f} ± {a['std']:.2f}; with "
+                     "number": f"PR with middle layers {study['middle_layers']}: {a['mean']:.2f} ± {a['std']:.2f}; with "
                                f"{study['best_layers']}: {b['mean']:.2f} ± {b['std']:.2f}" if a and b else "-",
                      "noise": _interval(diff), "verdict": verdict(diff["mean"], *diff["ci95"]) if diff else MISSING,
                      "source": "docs/latent_study.json"})
