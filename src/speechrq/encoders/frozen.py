@@ -51,7 +51,7 @@ from ..features import FeatureNormalizer, LogMel, samples_for_frames
 from ..frames import SAMPLE_RATE
 from ..io import file_fingerprint
 from ..models.conformer import SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
-from ..targets.latent import default_target_layers
+from ..targets.latent import configured_layers, stage_layers
 from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
 
 
@@ -143,21 +143,9 @@ class PretrainCheckpoint:
 
     def target_layers(self) -> list[int]:
         """The Latent-RQ target layers of the checkpoint's current stage as its history records them, else its
-        config's (its preset's default when unset; ``auto`` before any pick: the deepest blocks, as many as it picks)."""
-        for entry in reversed(self.meta.get("history") or []):
-            if "layers" in entry:
-                return list(entry["layers"])
-            if entry.get("stage", 0) == 0:
-                break
+        config's (:func:`~speechrq.targets.latent.configured_layers`)."""
         t = self.config.get("targets") or {}
-        layers = t.get("layers")
-        if layers == "auto":
-            from ..models.conformer import PRESETS
-
-            count, depth = t.get("auto_count") or len(default_target_layers(self.preset)), PRESETS[self.preset].num_layers
-            return list(range(depth - count, depth))
-        return list(layers) if layers is not None else default_target_layers(self.preset)
-
+        return stage_layers(self.meta.get("history")) or configured_layers(self.preset, t.get("layers"), t.get("auto_count"))
 
 class FrozenEncoder(nn.Module):
     """Waveforms -> every hidden state of a speechrq encoder, in eval mode without gradients."""

@@ -219,13 +219,13 @@ def rank_sources(sources: dict, cuts, features, num_codebooks: int, codebook_siz
             order.append(batch["cuts"])
     if not batches:
         raise SpeechrqError("targets rank: no utterance could be loaded")
-    agreement = perturbation_agreement(sources, batches, num_codebooks, codebook_size, codebook_dim, sigma, seed)
+    clean: dict[str, list] = {}
+    agreement = perturbation_agreement(sources, batches, num_codebooks, codebook_size, codebook_dim, sigma, seed, clean_states=clean)
     per_utt: dict[str, list] = {name: [] for name in sources}
     moments = {name: Moments() for name in sources}
-    for (feats, lens), batch_cuts in zip(batches, order):
-        for name, source in sources.items():  # sources of one encoder share its pass over the batch
-            with torch.inference_mode():
-                h, out_lens = source(feats, lens)
+    for b, batch_cuts in enumerate(order):
+        for name in sources:  # the states the agreement computed from the clean batches
+            h, out_lens = clean[name][b]
             moments[name].add(h[~lengths_to_padding_mask(out_lens, h.shape[1])].float())
             per_utt[name] += [(c, h[i, : int(out_lens[i])].float()) for i, c in enumerate(batch_cuts)]
     results = {}

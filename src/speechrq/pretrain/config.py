@@ -148,17 +148,9 @@ class PretrainConfig:
     def target_layers(self) -> list[int]:
         """The configured target layers; with ``layers: auto``, the preset's deepest ``auto_count`` blocks as
         placeholders (the layers are picked when θ is set, and saved in the run's history)."""
-        from ..targets.latent import default_target_layers
+        from ..targets.latent import configured_layers
 
-        if self.targets.layers is None or self.auto_layers:
-            default = default_target_layers(self.model.preset)
-            if not self.auto_layers or self.targets.auto_count is None:
-                return default
-            from ..models.conformer import PRESETS
-
-            depth = PRESETS[self.model.preset].num_layers
-            return list(range(depth - self.targets.auto_count, depth))
-        return list(self.targets.layers)
+        return configured_layers(self.model.preset, self.targets.layers, self.targets.auto_count)
 
     def validate(self) -> None:
         from ..models.conformer import PRESETS

@@ -98,16 +98,6 @@ def set_target_encoder(model: MaskedPredictionModel, encoder_weights: dict | Non
     return {"layers": list(latent.layers), **({"layer_scores": record["scores"]} if record else {})}
 
 
-def stage_layers(history: list) -> list[int] | None:
-    """The target layers of a run's current stage, as its history records them (None before Latent-RQ)."""
-    for entry in reversed(history or []):
-        if "layers" in entry:
-            return list(entry["layers"])
-        if entry.get("stage", 0) == 0:
-            return None
-    return None
-
-
 def branch_from(checkpoint: str, model: MaskedPredictionModel, cfg: PretrainConfig) -> tuple[int, list]:
     """Load a stage-k checkpoint into the student for stage k+1; returns its step and the new history.
 

@@ -38,12 +38,13 @@ from ..frames import SAMPLE_RATE
 from ..io import atomic_write_text
 from ..models.conformer import SUBSAMPLING
 from ..targets.cache import TargetCache
+from ..targets.latent import stage_layers
 from ..training import engine
 from ..training.optim import lr_factor, make_optimizer, set_lr
 from .config import RESUMABLE_CHANGES, PretrainConfig
 from .meters import TrainingMeters
 from .model import build_model
-from .stages import MEL_STAGE, refresh, stage_layers, start_stage
+from .stages import MEL_STAGE, refresh, start_stage
 from .step import mask_generator, micro_step
 
 log = logging.getLogger(__name__)

@@ -42,6 +42,29 @@ def default_target_layers(preset: str) -> list[int]:
     return list(DEFAULT_TARGET_LAYERS[preset])
 
 
+def configured_layers(preset: str, layers: list[int] | str | None, auto_count: int | None = None) -> list[int]:
+    """A config's target layers: ``layers`` as given, the preset's default when None; with ``"auto"``, the
+    preset's deepest ``auto_count`` blocks (default: as many as the default layers) as placeholders until a pick."""
+    if layers is None:
+        return default_target_layers(preset)
+    if layers == "auto":
+        from ..models.conformer import PRESETS
+
+        count, depth = auto_count or len(DEFAULT_TARGET_LAYERS[preset]), PRESETS[preset].num_layers
+        return list(range(depth - count, depth))
+    return list(layers)
+
+
+def stage_layers(history: list) -> list[int] | None:
+    """The target layers of a run's current stage, as its history records them (None before Latent-RQ)."""
+    for entry in reversed(history or []):
+        if "layers" in entry:
+            return list(entry["layers"])
+        if entry.get("stage", 0) == 0:
+            return None
+    return None
+
+
 class MelTargets(nn.Module):
     """Stage-0 (BEST-RQ) targets: ``k`` normalised log-Mel frames stacked, then quantized.
 

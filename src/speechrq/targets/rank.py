@@ -83,13 +83,15 @@ def kappa(a: torch.Tensor, b: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def perturbation_agreement(sources: dict[str, Source], batches, num_codebooks: int, codebook_size: int, codebook_dim: int,
-                           sigma: float = DEFAULT_SIGMA, seed: int = RANK_SEED) -> dict[str, float]:
+                           sigma: float = DEFAULT_SIGMA, seed: int = RANK_SEED, clean_states: dict | None = None) -> dict[str, float]:
     """``{source: κ}`` (mean over ``num_codebooks``) on ``batches`` of ``(feats, lengths, ...)``.
 
     Every source is standardised per dimension with its clean frames' statistics (as
     :class:`~speechrq.targets.latent.LatentTargets` does) and quantized by ``N`` codebooks
     made from ``seed``. The noise is drawn from ``seed`` too, batch by batch, so the
-    result is a function of the sources and the batches alone. Raises ``ValueError``
+    result is a function of the sources and the batches alone. ``clean_states``, when given,
+    receives each source's ``[(states, frame lengths), ...]`` of the clean batches, in order (so
+    a caller scoring them otherwise need not run the sources again). Raises ``ValueError``
     when the batches hold no frame.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -103,6 +105,8 @@ def perturbation_agreement(sources: dict[str, Source], batches, num_codebooks: i
         for view, x in ((clean, feats), (noisy, perturbed)):
             for name, source in sources.items():  # sources of one encoder share its pass over x
                 h, out_lens = source(x, lengths)
+                if clean_states is not None and view is clean:
+                    clean_states.setdefault(name, []).append((h, out_lens))
                 valid = ~lengths_to_padding_mask(out_lens, h.shape[1])
                 view[name].append(h[valid].float().cpu())
     scores = {}
