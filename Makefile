@@ -7,7 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 DEMO   ?= exp/demo
-DEMO_TASKS ?= pr,sid,er
+DEMO_TASKS ?= pr,er
+# runs one demo phase and appends its time to $(DEMO)/phases.tsv under this make's start; --summary prints them
+DEMO_RUN := $(shell date +%Y%m%d-%H%M%S)
+PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
@@ -25,27 +28,29 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# The main job on the embedded corpus: pre-training, the probes of the pre-trained encoders, Figure 3's curves,
-# discrete-unit ASR (Table II's k-means and RPQ rows) from the reference's block 2, and the report of every
-# claim of both papers (exp/demo/report.md). Every step reuses what an earlier run finished.
-# DEMO_TASKS=pr,ft,sid,ic,er adds fine-tuning and IC (about 6 more minutes).
+# The main job on the embedded corpus: BEST-RQ pre-training and a Latent-RQ stage branched at half of it (seed 0 of
+# the study in docs/latent_study.md), PR and ER probes against the filterbank, Figure 3's curves, discrete-unit ASR
+# (Table II's k-means and RPQ rows) from the reference's block 2, and the report of every claim of both papers
+# (exp/demo/report.md), then each phase's time. Every step reuses what an earlier run finished.
+# DEMO_TASKS=pr,ft,sid,ic,er adds fine-tuning, SID and IC (SID saturates and IC sits near its floor on this corpus).
 demo: $(STAMP)
-	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
-	$(BIN)/speechrq features stats $(DEMO)/corpus
-	$(BIN)/speechrq data summary $(DEMO)/corpus
-	$(BIN)/speechrq pretrain configs/pretrain/tiny.yaml --resume \
+	@$(PHASE) "corpus" $(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	@$(PHASE) "feature statistics" $(BIN)/speechrq features stats $(DEMO)/corpus
+	@$(BIN)/speechrq data summary $(DEMO)/corpus
+	@$(PHASE) "BEST-RQ stage 0, 1000 steps" $(BIN)/speechrq pretrain configs/pretrain/tiny.yaml --resume \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage0
-	$(BIN)/speechrq pretrain configs/pretrain/tiny_latent.yaml --resume \
-	    --init-from $(DEMO)/stage0/checkpoints/step_00000750 \
+	@$(PHASE) "Latent-RQ stage 1, steps 500 to 1000" $(BIN)/speechrq pretrain configs/pretrain/tiny_latent.yaml --resume \
+	    --init-from $(DEMO)/stage0/checkpoints/step_00000500 \
 	    --set data.corpus=$(DEMO)/corpus --set out_dir=$(DEMO)/stage1
-	$(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --random-baseline --fbank-baseline \
+	@$(PHASE) "probes (3 seeds)" $(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --fbank-baseline \
 	    --corpus $(DEMO)/corpus --tasks $(DEMO_TASKS) --probe-seeds 3 --out $(DEMO)/eval
-	$(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --every 250 --corpus $(DEMO)/corpus --tasks pr \
-	    --probe-seeds 1 --no-target-analysis --out $(DEMO)/curves
-	$(BIN)/speechrq asr compare configs/asr/tiny.yaml --encoder $(REFERENCE) --layer 2 --corpus $(DEMO)/corpus \
-	    --out $(DEMO)/asr --k 500 --pq "" --rpq 8 --alpha 0.25 --frames 70000 --no-continuous \
-	    --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400
-	$(BIN)/speechrq report $(DEMO)
+	@$(PHASE) "Figure 3 curves" $(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --every 250 --corpus $(DEMO)/corpus \
+	    --tasks pr --probe-seeds 1 --no-target-analysis --out $(DEMO)/curves
+	@$(PHASE) "discrete-unit ASR" $(BIN)/speechrq asr compare configs/asr/tiny.yaml --encoder $(REFERENCE) --layer 2 \
+	    --corpus $(DEMO)/corpus --out $(DEMO)/asr --k 500 --pq "" --rpq 8 --alpha 0.25 --frames 70000 --no-continuous \
+	    --set optim.max_steps=1000 --set optim.warmup_steps=100 --set train.checkpoint_every=500
+	@$(PHASE) "report" $(BIN)/speechrq report $(DEMO)
+	@$(PHASE) --summary
 
 # How $(REFERENCE) was made (33 minutes on 2 cores): the demo corpus, the tiny recipe for 4000 steps with
 # the 8 x 4096 heads it had then (the default is now 4 x 1024), exported without the prediction heads and

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_encoders import make_checkpoint
 
 from speechrq.cli import main
@@ -171,3 +173,26 @@ def test_the_utterance_probe_on_pooled_states_is_superbs_frame_wise_probe():
     expected = [head((x * valid).sum(1) / valid.sum(1)) for head in probe.heads]
     for got, want in zip(probe(store.pooled(ids)), expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, tmp_path):
+    """Every (encoder, task, probe seed) in its own job: the same scores, layer weights and selected epochs as one after
+    the other, each probe saved as its seeds finish, and --probe-jobs checked."""
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+
+    def run(jobs: int, out) -> dict:
+        assert main(["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--out", str(out),
+                     "--no-target-analysis", "--epochs", "2", "--lrs", "3e-3", "--probe-seeds", "2", "--probe-jobs", str(jobs),
+                     "--quiet"]) == 0
+        return json.loads((out / "results.json").read_text())["models"]
+
+    here, apart = run(1, tmp_path / "one"), run(2, tmp_path / "two")
+    assert set(here) == set(apart) == {"run@0", "fbank"}
+    for model in here:
+        for task in ("pr", "sid"):
+            a, b = here[model]["tasks"][task], apart[model]["tasks"][task]
+            assert b["seed_tests"] == pytest.approx(a["seed_tests"], abs=1e-6) and b["epoch"] == a["epoch"]
+            assert b["layer_weights"] == pytest.approx(a["layer_weights"], abs=1e-5)
+    assert len(list((tmp_path / "two" / "probes").rglob("*.json"))) == 4  # one file per (encoder, task), both seeds in it
+    assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(tmp_path / "x"),
+                 "--probe-jobs", "0", "--quiet"]) == 2

@@ -437,6 +437,8 @@ def cmd_evaluate(args) -> None:
         raise SpeechrqError(f"--lrs: {args.lrs!r} is not a comma-separated list of numbers") from None
     if args.probe_seeds < 1:
         raise SpeechrqError(f"--probe-seeds: must be >= 1, got {args.probe_seeds}")
+    if args.probe_jobs is not None and args.probe_jobs < 1:
+        raise SpeechrqError(f"--probe-jobs: must be >= 1, got {args.probe_jobs}")
     if args.splits and args.folds:
         raise SpeechrqError("--splits and --folds: give one of them")
     folds = ([parse_splits(args.splits, args.dev_share)] if args.splits
@@ -450,7 +452,7 @@ def cmd_evaluate(args) -> None:
     ft = FinetuneConfig(minutes=args.ft_minutes, steps=args.ft_steps, lrs=ft_lrs)
     results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
                        target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
-                       folds=folds, finetune=ft)
+                       folds=folds, finetune=ft, probe_jobs=args.probe_jobs)
     print(format_table(results), end="")
     written = ["results.json", "results.md"]
     written += [f for f in ("layer_weights.png", "curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
@@ -584,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--study-steps", type=int, default=100, help="steps per layer-study branch (default: 100)")
     ev.add_argument("--study-config", help="pre-training config of the branches (default: the checkpoint's own)")
     ev.add_argument("--no-target-analysis", action="store_true", help="skip the target t-SNE and separability numbers")
+    ev.add_argument("--probe-jobs", type=int, metavar="N", help="train N probes side by side, one process each, sharing the "
+                    "cores (default: one per core on a CPU, at most 8; one on a GPU); fewer when their hidden states would not fit "
+                    "in half the available memory")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -754,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--every", type=int, default=500, help="probe every N steps (default: 500)")
     bq.add_argument("--tasks", default="pr", help="comma-separated probes: pr and/or ft (default: pr)")
     bq.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per point (default: 3)")
-    bq.add_argument("--demo-step", type=int, default=1500, help="report the margin at this step (the demo's budget; default: 1500)")
+    bq.add_argument("--demo-step", type=int, default=1000, help="report the margin at this step (the demo's budget; default: 1000)")
     bq.add_argument("--epochs", type=int, default=30, help="PR probe epochs (default: 30)")
     bq.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
     bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

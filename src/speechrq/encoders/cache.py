@@ -69,10 +69,8 @@ def pad_states(arrays: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-utterance ``[L + 1, T_i, dim]`` states (numpy or torch, any float) -> ``[B, L + 1, T, dim]`` float32, lengths ``[B]``."""
     arrays = [torch.as_tensor(a) for a in arrays]
     lens = torch.tensor([a.shape[1] for a in arrays])
-    out = torch.zeros(len(arrays), arrays[0].shape[0], int(lens.max()), arrays[0].shape[2])
-    for i, a in enumerate(arrays):
-        out[i, :, : a.shape[1]] = a.float()
-    return out, lens
+    padded = torch.nn.utils.rnn.pad_sequence([a.transpose(0, 1) for a in arrays], batch_first=True)  # [B, T, L + 1, dim], one copy
+    return padded.transpose(1, 2).float(), lens
 
 
 def load_batch(cache: HiddenStateCache, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

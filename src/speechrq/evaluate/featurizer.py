@@ -27,7 +27,7 @@ class WeightedSum(nn.Module):
     def forward(self, states: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
         if self.layer_norm:
             states = F.layer_norm(states, states.shape[-1:])
-        out = (self.layer_weights()[None, :, None, None] * states).sum(1)
+        out = torch.einsum("l,bltd->btd", self.layer_weights(), states)  # no [B, L + 1, T, dim] product in memory
         if lens is not None:
             out = out.masked_fill(lengths_to_padding_mask(lens, out.shape[1])[..., None], 0.0)
         return out

@@ -19,7 +19,6 @@ the same folder never reads them (:mod:`speechrq.identity`).
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -30,8 +29,10 @@ from ..checkpoint import list_checkpoints
 from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
-from .finetune import FinetuneConfig, finetune
-from .probes import SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_seeds, run_probe, superb_average
+from .finetune import FinetuneConfig
+from .finetune import finetune as finetune_encoder
+from .jobs import ProbeJob, default_jobs, fit_jobs, run_jobs, store_bytes
+from .probes import SUPERB_TASKS, TASKS, ProbeResult, label_of, over_folds, over_seeds, superb_average
 from .splits import DEFAULT_FOLD, Fold
 
 RANDOM_BASELINE = "random-init"
@@ -72,16 +73,13 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
     return found
 
 
-def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str, seeds: int = 1,
-           fold: Fold = DEFAULT_FOLD, cuts_of=None, ft: FinetuneConfig | None = None, progress: bool = False,
-           corpus_fp: str = "") -> ProbeResult | None:
-    """``run_probe`` (or for ``ft``, :func:`finetune`) over ``seeds`` probe seeds on one fold, or its saved result when
-    the same encoder was probed with the same settings on the same corpus content; None for ``ft`` of an encoder that
-    cannot be fine-tuned. Results are kept under a name keyed by the settings' digest, so none is ever replaced."""
+def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str,
+                  seeds: int, fold: Fold, ft: FinetuneConfig | None, corpus_fp: str) -> tuple[Path, dict, ProbeResult | None]:
+    """Where a probe's result is kept, the settings that make it, and the saved result when the same encoder was
+    probed with the same settings on the same corpus content (else None). Results are kept under a name keyed by
+    the settings' digest, so none is ever replaced."""
     from ..identity import digest
 
-    if task == "ft" and not isinstance(enc, FrozenEncoder):
-        return None  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
     utterances = {s: len(v) for s, v in data.items()}
     settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances, "seeds": seeds} if task == "ft" else
                 {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances}
@@ -90,31 +88,27 @@ def _probe(task: str, enc, store_of, data, lrs: list[float], epochs: int, preset
     if fold != DEFAULT_FOLD:
         settings["fold"] = asdict(fold)
     key = digest({k: v for k, v in settings.items() if k != "corpus"})  # the corpus by content; a moved corpus keeps its probes
-    path = out / "probes" / enc.fingerprint / (f"{task}.{fold.name}.{key}.json" if fold.name else f"{task}.{key}.json")
+    path = out / "probes" / enc_fingerprint / (f"{task}.{fold.name}.{key}.json" if fold.name else f"{task}.{key}.json")
     if path.exists():
         saved = json.loads(path.read_text())
         if {k: v for k, v in saved.get("settings", {}).items() if k != "corpus"} == json.loads(json.dumps(
                 {k: v for k, v in settings.items() if k != "corpus"})):
-            return ProbeResult(**saved["result"])
-    if task == "ft":
-        runs = finetune(enc, cuts_of(data), ft, seeds=range(seeds), progress=progress)
-    else:
-        runs = [run_probe(task, store_of(), data, lrs, epochs, preset=preset, seed=seed) for seed in range(seeds)]
-    result = over_seeds(runs)
-    atomic_write_json(path, {"settings": settings, "result": asdict(result)})
-    return result
+            return path, settings, ProbeResult(**saved["result"])
+    return path, settings, None
 
 
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
              target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
-             folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig()) -> dict:
+             folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig(), probe_jobs: int | None = None) -> dict:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
 
     ``folds`` say which corpus parts each probe trains, selects and scores on
     (:mod:`speechrq.evaluate.splits`; default: ``train``/``dev``/``test``); with several,
     each task's score is the mean over folds, each fold's kept in ``fold_tests``;
-    ``finetune`` sets the ``ft`` task (:mod:`speechrq.evaluate.finetune`).
+    ``finetune`` sets the ``ft`` task (:mod:`speechrq.evaluate.finetune`);
+    ``probe_jobs`` probes train side by side in as many processes (:mod:`speechrq.evaluate.jobs`;
+    default: one per core on a CPU, at most 8, one on a GPU), fewer where their states would not fit in memory.
 
     ``steps`` (model name -> cumulative step) places models on the curves, and
     ``parents`` (model name -> the model it was branched from) joins a branched
@@ -161,28 +155,62 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     results: dict = {"corpus": str(corpus), "corpus_fingerprint": corpus_fp, "hidden_states": str(cache_root), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
                      "folds": [asdict(f) for f in folds], "models": {}} | ({"finetune": asdict(finetune)} if "ft" in tasks else {})
     device = "cuda" if torch.cuda.is_available() else "cpu"  # encoder passes and probes on the GPU when there is one
-    for name, enc in encoders.items():
+    computed = {}
+    for name, enc in encoders.items():  # every encoder's states first: the probes read only the cache
         enc.to(device)
         cache = HiddenStateCache(cache_root, enc.fingerprint)
         # fine-tuning reads audio, not cached states: an ft-only evaluation encodes nothing
-        computed = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts) if needed or target_analysis else 0
-        load_store = functools.cache(lambda cache=cache: StateStore(cache, needed))  # read once, only if a probe must train
+        computed[name] = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts) if needed or target_analysis else 0
+        enc.to("cpu")
+    # every probe: its saved result, or one job per probe seed (fine-tuning trains the encoder itself, here, below)
+    records, jobs = {}, []
+    for name, enc in encoders.items():
+        for t in tasks:
+            if t == "ft" and not isinstance(enc, FrozenEncoder):
+                continue  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
+            for f in folds:
+                records[name, t, f.name] = rec = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
+                                                               seeds, f, finetune if t == "ft" else None, corpus_fp)
+                if rec[2] is None and t != "ft":
+                    jobs += [ProbeJob((name, t, f.name), t, str(cache_root), enc.fingerprint, tuple(needed), data[t][f.name],
+                                      tuple(lrs), epochs, preset, seed) for seed in range(seeds)]
+    by_seed: dict[tuple, dict[int, ProbeResult]] = {}
+
+    def finished(job: ProbeJob, result: ProbeResult) -> None:  # a probe's seeds all done: its result is saved at once
+        by_seed.setdefault(job.key, {})[job.seed] = result
+        if len(by_seed[job.key]) == seeds:
+            path, settings, _ = records[job.key]
+            records[job.key] = (path, settings, over_seeds([by_seed[job.key][k] for k in range(seeds)]))
+            atomic_write_json(path, {"settings": settings, "result": asdict(records[job.key][2])})
+
+    if jobs:
+        workers = probe_jobs if probe_jobs is not None else default_jobs()
+        largest = max(store_bytes(cache_root, enc.fingerprint, needed) for enc in encoders.values())
+        if (fitted := fit_jobs(workers, largest)) < workers:
+            print(f"probes: {fitted} processes, not {workers}: each holds up to {largest / 2**30:.1f} GiB of hidden states "
+                  "and more would not fit in half the available memory")
+        run_jobs(jobs, fitted, progress, on_done=finished)
+    for (name, t, fold_name), (path, settings, result) in records.items():
+        if t == "ft" and result is None:
+            enc = encoders[name].to(device)
+            result = over_seeds(finetune_encoder(enc, cuts_of(data[t][fold_name]), finetune, seeds=range(seeds), progress=progress))
+            atomic_write_json(path, {"settings": settings, "result": asdict(result)})
+            records[name, t, fold_name] = (path, settings, result)
+            enc.to("cpu")
+    for name, enc in encoders.items():
         probed = {}
         for t in tasks:
-            per_fold = {f.name: _probe(t, enc, load_store, data[t][f.name], lrs, epochs, preset, out, corpus, seeds, f, cuts_of,
-                                       finetune, progress, corpus_fp) for f in folds}
-            if any(r is None for r in per_fold.values()):
+            if (name, t, folds[0].name) not in records:
                 continue
-            r = probed[t] = over_folds(per_fold)
+            r = probed[t] = over_folds({f.name: records[name, t, f.name][2] for f in folds})
             if progress:
                 spread = f" ± {r.test_std:.2f} over {len(r.seed_tests)} probe seeds" if r.seed_tests else ""
                 fold_note = f", mean of {len(r.fold_tests)} folds" if r.fold_tests else ""
                 print(f"{name}: {t} {r.metric} {r.test:.2f}{spread}{fold_note} (dev {r.dev:.2f}, lr {r.lr:g}, "
                       f"{'step' if t == 'ft' else 'epoch'} {r.epoch})")
         results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
-                                   "branched_from": (parents or {}).get(name), "utterances_encoded": computed,
+                                   "branched_from": (parents or {}).get(name), "utterances_encoded": computed[name],
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
-        enc.to("cpu")  # target analyses below run on the CPU; the GPU is free for the next encoder
     if target_analysis:
         from .target_quality import target_quality
 

@@ -69,7 +69,7 @@ def headline(results: dict, run_name: str, task: str, minutes: dict[int, float],
 
 
 def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, steps: int, every: int, tasks: list[str],
-                      seeds: int = 3, demo_step: int | None = 1500, overrides: list[str] = (), progress: bool = True,
+                      seeds: int = 3, demo_step: int | None = 1000, overrides: list[str] = (), progress: bool = True,
                       finetune=None, epochs: int = 30) -> dict:
     """Train (or reuse) ``OUT/run``, probe it every ``every`` steps in ``OUT/eval``, write ``OUT/quality.{json,png}``."""
     from ..encoders import FilterbankEncoder, FrozenEncoder, load_encoder
