@@ -48,7 +48,7 @@ demo: $(STAMP)
 	    --tasks pr --probe-seeds 1 --no-target-analysis --out $(DEMO)/curves
 	@$(PHASE) "discrete-unit ASR" $(BIN)/speechrq asr compare configs/asr/tiny.yaml --encoder $(REFERENCE) --layer 2 \
 	    --corpus $(DEMO)/corpus --out $(DEMO)/asr --k 500 --pq "" --rpq 8 --alpha 0.25 --frames 70000 --no-continuous \
-	    --set optim.max_steps=1000 --set optim.warmup_steps=100 --set train.checkpoint_every=500
+	    --set optim.max_steps=1000 --set optim.warmup_steps=100 --set train.checkpoint_every=500 --jobs 2
 	@$(PHASE) "report" $(BIN)/speechrq report $(DEMO)
 	@$(PHASE) --summary
 

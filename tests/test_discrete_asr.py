@@ -58,3 +58,40 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
         err = capsys.readouterr().err
         assert named in err and err.count("\n") == 1 and "holds an ASR comparison made with other inputs" in err
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]
+
+
+def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
+    """--jobs 2: every system in its own process, the same units and rows as one after the other, the shared timing said."""
+    from speechrq.pretrain.config import PretrainConfig
+    from speechrq.pretrain.model import build_model
+
+    torch.manual_seed(0)
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run"))
+    model = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
+    ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+    asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
+           "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 2},
+           "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 2}}
+    (tmp_path / "asr.yaml").write_text(yaml.safe_dump(asr))
+
+    def run(jobs: int) -> dict:
+        out = tmp_path / f"cmp{jobs}"
+        assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus",
+                     str(pretrain_corpus), "--out", str(out), "--k", "16", "--pq", "", "--rpq", "2", "--alpha", "0.5", "--frames",
+                     "3000", "--no-continuous", "--test-split", "dev", "--beam", "2", "--jobs", str(jobs), "--quiet"]) == 0
+        return json.loads((out / "compare.json").read_text())["rows"]
+
+    one, two = run(1), run(2)
+    assert set(one) == set(two) == {"k-means (k=16)", "RPQ (M=2, α=0.5)"}
+    assert all(r["jobs"] == 2 for r in two.values()) and all(r["jobs"] == 1 for r in one.values())
+    for name in one:
+        assert two[name]["steps"] == 2 and two[name]["utterances"] == one[name]["utterances"]
+        assert abs(two[name]["cer"] - one[name]["cer"]) < 1e-6, name
+    from safetensors.torch import load_file
+
+    for slug in ("kmeans_k16_m1", "rpq_k16_m2_a0.5"):  # the same quantizers, up to the order of faiss's sums over threads
+        a, b = (load_file(tmp_path / f"cmp{j}" / "units" / slug / "units.safetensors") for j in (1, 2))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    assert "side by side" in (tmp_path / "cmp2" / "compare.md").read_text()
+    assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
+                 "--out", str(tmp_path / "x"), "--jobs", "0", "--quiet"]) == 2

@@ -374,7 +374,7 @@ def cmd_asr_compare(args) -> None:
         raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
     report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
                      parse_ms(args.rpq, "--rpq"), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
-                     mode, progress=not args.quiet, continuous=not args.no_continuous)
+                     mode, progress=not args.quiet, continuous=not args.no_continuous, jobs=args.jobs)
     print(format_compare(report), end="")
     print(f"{args.out}: compare.json, compare.md")
 
@@ -699,6 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
     ac.add_argument("--test-split", default="test", help="split scored (default: test)")
     ac.add_argument("--no-continuous", action="store_true", help="leave out the continuous-feature row (the ceiling)")
+    ac.add_argument("--jobs", type=int, default=1, metavar="N", help="run N systems side by side, one process each, sharing "
+                    "the cores (for a CPU; default: 1); their times per epoch are then measured on a shared machine")
     ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable)")
     decode_args(ac)
     ac.set_defaults(func=cmd_asr_compare)

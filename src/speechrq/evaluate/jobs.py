@@ -1,9 +1,7 @@
-"""Probe trainings run side by side: one process per job slot, each with its share of the CPU threads.
+"""Probe trainings run side by side (:mod:`speechrq.parallel`): one process per job slot, each with its share of the threads.
 
-A probe on cached hidden states (:func:`~speechrq.evaluate.probes.run_probe`) is a small model: on a
-CPU, two probes in two single-thread processes finish about 1.4 times sooner than the same two one
-after the other with two threads each (a linear CTC probe, 2 cores). Every (encoder, task, fold,
-probe seed) of an evaluation is one job; a worker reads the encoder's states from the on-disk cache
+A probe on cached hidden states (:func:`~speechrq.evaluate.probes.run_probe`) is a small model that uses
+two threads poorly. Every (encoder, task, fold, probe seed) of an evaluation is one job; a worker reads the encoder's states from the on-disk cache
 (:class:`~speechrq.encoders.HiddenStateCache`) and keeps the last encoder's in memory, so jobs are
 queued encoder by encoder.
 
@@ -14,12 +12,12 @@ the order of floating-point sums): the same command on the same machine gives th
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..parallel import cores, run_in_processes
 from .probes import ProbeResult, StateStore, run_probe
 
 MAX_DEFAULT_JOBS = 8
@@ -40,14 +38,6 @@ class ProbeJob:
     epochs: int
     preset: str
     seed: int
-
-
-def cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def default_jobs() -> int:
@@ -101,44 +91,8 @@ def run_job(job: ProbeJob) -> ProbeResult:
     return run_probe(job.task, store, job.data, list(job.lrs), job.epochs, preset=job.preset, seed=job.seed)
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def run_jobs(jobs: list[ProbeJob], workers: int, progress: bool = True, on_done=None) -> list[ProbeResult]:
-    """Every job's result, in the order of ``jobs``; ``workers`` processes (spawned, so no thread pool is
-    inherited half-initialised) share the cores equally. With one worker, or one job, they run here.
-    ``on_done(job, result)`` is called in this process as each finishes."""
-    from tqdm import tqdm
-
-    results: list[ProbeResult | None] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc="probes", unit="probe", disable=not progress or len(jobs) < 2)
-    workers = max(1, min(workers, len(jobs)))
-    if workers == 1:
-        for k, job in enumerate(jobs):
-            results[k] = run_job(job)
-            bar.update()
-            if on_done:
-                on_done(job, results[k])
-        _STORE.clear()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, torch.get_num_threads() // workers)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(run_job, job): k for k, job in enumerate(jobs)}
-            try:
-                for done in as_completed(futures):
-                    k = futures[done]
-                    results[k] = done.result()
-                    bar.update()
-                    if on_done:
-                        on_done(jobs[k], results[k])
-            except BaseException:  # an error or ^C: no queued probe starts; finished ones were handed to on_done
-                for f in futures:
-                    f.cancel()
-                raise
-    bar.close()
+    """Every job's result, in the order of ``jobs``, from ``workers`` processes (:func:`speechrq.parallel.run_in_processes`)."""
+    results = run_in_processes(run_job, jobs, workers, progress, desc="probes", on_done=on_done)
+    _STORE.clear()  # the states read here (one worker) are not kept past the evaluation
     return results
