@@ -95,3 +95,61 @@ def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
     assert "side by side" in (tmp_path / "cmp2" / "compare.md").read_text()
     assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
                  "--out", str(tmp_path / "x"), "--jobs", "0", "--quiet"]) == 2
+
+
+def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, tmp_path):
+    """Raw, de-duplicated and de-dup + BPE k-means rows from one quantizer, every row over training seeds with mean ± sd,
+    RPQ against each k-means row with a bootstrap interval; a seed added later trains only that seed."""
+    from speechrq.pretrain.config import PretrainConfig
+    from speechrq.pretrain.model import build_model
+
+    torch.manual_seed(0)
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run"))
+    model = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
+    ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+    asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
+           "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 2},
+           "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 2}}
+    (tmp_path / "asr.yaml").write_text(yaml.safe_dump(asr))
+    out = tmp_path / "cmp"
+    args = ["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
+            "--out", str(out), "--k", "16", "--pq", "", "--rpq", "2", "--alpha", "0.5", "--frames", "3000", "--no-continuous",
+            "--test-split", "dev", "--beam", "2", "--kmeans-inputs", "units,dedup,bpe", "--unit-bpe", "24", "--quiet"]
+    assert main([*args, "--seeds", "0,1"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    raw, dedup, bpe = "k-means (k=16)", "k-means (k=16), de-duplicated", "k-means (k=16), de-dup + unit BPE 24 (the paper's baseline)"
+    rows = report["rows"]
+    assert set(rows) == {raw, dedup, bpe, "RPQ (M=2, α=0.5)"} and report["training_seeds"] == [0, 1]
+    assert [rows[n]["input"] for n in (raw, dedup, bpe)] == ["units", "dedup", "bpe"] and rows[bpe]["unit_bpe"] == 24
+    for name, r in rows.items():
+        assert set(r["seeds"]) == {"0", "1"}
+        assert abs(r["cer"] - (r["seeds"]["0"]["cer"] + r["seeds"]["1"]["cer"]) / 2) < 1e-9 and r["cer_std"] >= 0
+    # the three k-means rows read the units of one quantizer: one units folder, their runs' configs point at it
+    assert [p.name for p in (out / "units").iterdir()] and sorted(p.name for p in (out / "units").iterdir()) == [
+        "kmeans_k16_m1", "rpq_k16_m2_a0.5"]
+    for kind in ("", "_dedup", "_bpe"):
+        run_cfg = yaml.safe_load((out / "runs" / f"kmeans_k16_m1{kind}" / "seed1" / "config.yaml").read_text())
+        assert run_cfg["data"]["units"] == str(out / "units" / "kmeans_k16_m1" / "corpus") and run_cfg["train"]["seed"] == 1
+    assert (out / "units" / "kmeans_k16_m1" / "corpus" / "bpe.model").exists()
+    # the seeds are trained apart: another seed, another model
+    assert rows[raw]["seeds"]["0"]["run"] != rows[raw]["seeds"]["1"]["run"]
+    diffs = {(d["row"], d["baseline"]): d for d in report["differences"]}
+    assert set(diffs) == {("RPQ (M=2, α=0.5)", b) for b in (raw, dedup, bpe)}
+    for (row, base), d in diffs.items():
+        lo, hi = d["cer"]["ci"]
+        assert lo <= d["cer"]["difference"] <= hi and d["cer"]["seeds"] == [2, 2] and d["verdict"] in ("better", "worse", "within noise")
+        assert abs(d["cer"]["difference"] - (rows[row]["cer"] - rows[base]["cer"])) < 1e-6
+    assert "ΔCER" in (out / "compare.md").read_text() and "± " in (out / "compare.md").read_text()
+    # one more seed: only it trains; the finished seeds' checkpoints are not touched
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("seed[01]/checkpoints/*/*")}
+    assert len(before) >= 8  # 4 rows x 2 seeds, each a checkpoint with files
+    assert main([*args, "--seeds", "0,1,2"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("seed[01]/checkpoints/*/*")} == before
+    again = json.loads((out / "compare.json").read_text())
+    assert all(set(r["seeds"]) == {"0", "1", "2"} for r in again["rows"].values())
+    assert again["rows"][raw]["seeds"]["0"] == rows[raw]["seeds"]["0"]
+    # asked for seeds 0 and 1 again: the report holds those two, the third stays on disk for later
+    assert main([*args, "--seeds", "0,1"]) == 0
+    assert json.loads((out / "compare.json").read_text())["rows"][raw]["cer"] == rows[raw]["cer"]
+    for bad in (["--seeds", "x"], ["--kmeans-inputs", "units,raw"], ["--unit-bpe", "1"]):
+        assert main([*args, *bad]) == 2

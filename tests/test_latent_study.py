@@ -89,3 +89,29 @@ def test_the_report_renders_the_shipped_rpq_results_with_verdicts(tmp_path):
     assert "60.22" in rows["PQ and RPQ units beat k-means"] and "not established" in rows["PQ and RPQ units beat k-means"]
     assert "all worse here" in rows["PQ and RPQ units beat k-means"]
     assert "**against (eq. 17's ρ); eq. 13's form with the measured ρ and coverage: held**" in rows["eq. 13 with eq. 17"]
+
+
+def test_the_rpq_claim_follows_the_bootstrap_intervals_in_either_direction(tmp_path):
+    """With training seeds, each k-means row is a claim of its own: held, against or within noise as the intervals say;
+    with one seed nothing is established, whatever the utterance intervals show."""
+    import json
+
+    def compare(cis: list[tuple[float, float]], seeds: list[int]) -> dict:
+        rows = {"k-means (k=500)": {"cer": 60.0}, "PQ (M=2)": {"cer": 58.0}, "RPQ (M=8, α=0.25)": {"cer": 59.0}}
+        diffs = [{"row": row, "baseline": "k-means (k=500)", "cer": {"difference": (lo + hi) / 2, "ci": [lo, hi], "utterances": 300},
+                  "verdict": "better" if hi < 0 else "worse" if lo > 0 else "within noise"}
+                 for row, (lo, hi) in zip(("PQ (M=2)", "RPQ (M=8, α=0.25)"), cis)]
+        return {"training_seeds": seeds, "rows": rows, "differences": diffs}
+
+    def claim(c: dict) -> str:
+        (tmp_path / "demo" / "asr").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "demo" / "asr" / "compare.json").write_text(json.dumps(c))
+        text = demo_report(tmp_path / "demo", tmp_path / "no-docs")
+        return next(line for line in text.splitlines() if "demo run; against k-means (k=500)" in line)
+
+    assert "**held**" in claim(compare([(-3.0, -1.0), (-2.0, -0.5)], [0, 1, 2]))
+    assert "**against**" in claim(compare([(1.0, 3.0), (0.5, 2.0)], [0, 1, 2]))
+    assert "**not at this scale (within noise)**" in claim(compare([(-1.0, 1.0), (-2.0, 0.5)], [0, 1, 2]))
+    assert "mixed: PQ (M=2) better, RPQ (M=8, α=0.25) within noise" in claim(compare([(-3.0, -1.0), (-2.0, 0.5)], [0, 1, 2]))
+    one = claim(compare([(-3.0, -1.0), (-2.0, -0.5)], [0]))
+    assert "not established" in one and "utterance noise only" in one and "[-3.00, -1.00]" in one

@@ -177,16 +177,19 @@ def cmd_bench_quality(args) -> None:
     print(f"{args.out}: quality.json, quality.png")
 
 
+def int_list(text: str, flag: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything else is a one-line error naming ``flag``."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
+
+
 def cmd_bench_latent(args) -> None:
     from .studies.latent_study import latent_study
 
-    def ints(text, flag):
-        try:
-            return [int(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
-
-    seeds, best, middle = ints(args.seeds, "--seeds"), ints(args.best_layers, "--best-layers"), ints(args.middle_layers, "--middle-layers")
+    seeds, best, middle = (int_list(args.seeds, "--seeds"), int_list(args.best_layers, "--best-layers"),
+                           int_list(args.middle_layers, "--middle-layers"))
     if min(args.probe_seeds, args.ft_probe_seeds, args.curve_probe_seeds, args.epochs, args.ft_steps) < 1:
         raise SpeechrqError("--probe-seeds, --ft-probe-seeds, --curve-probe-seeds, --epochs, --ft-steps: each must be >= 1")
     if len(seeds) < 2:
@@ -195,7 +198,7 @@ def cmd_bench_latent(args) -> None:
     if not tasks or any(t not in ("pr", "ft", "sid", "er", "ic") for t in tasks):
         raise SpeechrqError(f"--tasks: {args.tasks!r}: give some of pr, ft, sid, er, ic")
     report = latent_study(args.config, args.latent_config, args.corpus, args.out, seeds, args.steps, best, tasks, args.probe_seeds,
-                          args.reference, ints(args.reference_layers, "--reference-layers") if args.reference_layers else None,
+                          args.reference, int_list(args.reference_layers, "--reference-layers") if args.reference_layers else None,
                           args.reference_set or [], progress=not args.quiet,
                           ft_arms=None if args.ft_arms is None else [a.strip() for a in args.ft_arms.split(";")], epochs=args.epochs,
                           ft_steps=args.ft_steps, middle_layers=middle, ft_probe_seeds=args.ft_probe_seeds,
@@ -374,7 +377,9 @@ def cmd_asr_compare(args) -> None:
         raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
     report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
                      parse_ms(args.rpq, "--rpq"), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
-                     mode, progress=not args.quiet, continuous=not args.no_continuous, jobs=args.jobs)
+                     mode, progress=not args.quiet, continuous=not args.no_continuous, jobs=args.jobs,
+                     seeds=int_list(args.seeds, "--seeds"), kmeans_inputs=tuple(x.strip() for x in args.kmeans_inputs.split(",") if x.strip()),
+                     unit_bpe=args.unit_bpe)
     print(format_compare(report), end="")
     print(f"{args.out}: compare.json, compare.md")
 
@@ -699,7 +704,14 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
     ac.add_argument("--test-split", default="test", help="split scored (default: test)")
     ac.add_argument("--no-continuous", action="store_true", help="leave out the continuous-feature row (the ceiling)")
-    ac.add_argument("--jobs", type=int, default=1, metavar="N", help="run N systems side by side, one process each, sharing "
+    ac.add_argument("--seeds", default="0", metavar="S,S,...", help="training seeds: every system is trained once per seed, "
+                    "CER and WER reported as mean ± standard deviation, differences with bootstrap intervals over utterances and "
+                    "seeds (default: 0; 0,1,2 to see training noise)")
+    ac.add_argument("--kmeans-inputs", default="units", metavar="KINDS", help="k-means rows, from one quantizer: units (raw "
+                    "aligned frames), dedup (repeats removed), bpe (de-dup + unit BPE: the paper's and ESPnet's k-means baseline) "
+                    "(default: units; units,dedup,bpe for the paper's protocol)")
+    ac.add_argument("--unit-bpe", type=int, default=1000, metavar="V", help="unit BPE vocabulary of the bpe row (default: 1000)")
+    ac.add_argument("--jobs", type=int, default=1, metavar="N", help="run N trainings side by side, one process each, sharing "
                     "the cores (for a CPU; default: 1); their times per epoch are then measured on a shared machine")
     ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable)")
     decode_args(ac)

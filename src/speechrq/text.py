@@ -58,6 +58,25 @@ def error_rate(refs: list[str], hyps: list[str], unit: str = "word") -> float:
     return 100.0 * jiwer.wer(refs, [h or "<empty>" for h in hyps])
 
 
+def utterance_errors(refs: list[str], hyps: list[str], unit: str = "char") -> tuple[list[int], list[int]]:
+    """Each utterance's edit count and reference length, in characters (``"char"``) or words (``"word"``), counted
+    as :func:`error_rate` counts them (an empty hypothesis is the word ``<empty>``), so ``100 * sum(errors) /
+    sum(lengths)`` is its rate: what a bootstrap over utterances resamples."""
+    import jiwer
+
+    if unit == "char":
+        out = jiwer.process_characters(refs, [h or "" for h in hyps])
+        lengths = [len(r) for r in refs]
+    else:
+        out = jiwer.process_words(refs, [h or "<empty>" for h in hyps])
+        lengths = [len(r.split()) for r in refs]
+    errors = []
+    for chunks in out.alignments:
+        errors.append(sum((c.hyp_end_idx - c.hyp_start_idx) if c.type == "insert" else (c.ref_end_idx - c.ref_start_idx)
+                          for c in chunks if c.type != "equal"))
+    return errors, lengths
+
+
 def train_sentencepiece(sentences: list[str], vocab_size: int, path: str | Path, **options) -> Path:
     """sentencepiece BPE over ``sentences`` into ``path`` (atomically); one thread, so deterministic.
 

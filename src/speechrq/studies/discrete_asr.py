@@ -2,26 +2,48 @@
 
 For one encoder layer: the continuous features, k-means units, PQ units for each M of a
 list, and RPQ units for each M (with ``alpha``) are each fit on one seeded sample,
-encoded, and used to train the same ASR model for the same steps; every model is then
-decoded on the test split. The table gives CER and WER, the training time per epoch
-(Figure 6: seconds of the trainer's own steps times the steps an epoch takes) and the
-input's bits per second (``M log2 k`` per 40 ms frame; 32 bits per dimension for the
-continuous features). Every stage is reused when finished (units, runs, decodes), so an
-interrupted comparison resumes.
+encoded, and used to train the same ASR model for the same steps, once per training seed;
+every model is then decoded on the test split. The k-means units enter as raw aligned frames
+and, with ``kmeans_inputs``, de-duplicated and de-duplicated with unit BPE: the paper's
+k-means baseline (its Table VI's first row equals Table II's k-means row; ESPnet's asr2
+recipes do the same), built from the same quantizer and units as the raw row. PQ and RPQ
+enter as raw aligned frames, as in the paper.
+
+The table gives CER and WER (mean ± standard deviation over training seeds), the training time
+per epoch (Figure 6: seconds of the trainer's own steps times the steps an epoch takes) and the
+input's bits per second (``M log2 k`` per 40 ms frame; 32 bits per dimension for the continuous
+features). Each PQ, RPQ and continuous row's CER is compared with each k-means row by a bootstrap
+over test utterances and training seeds (:mod:`speechrq.studies.significance`). Every stage is
+reused when finished (units, runs, decodes), so an interrupted comparison resumes; more seeds or
+rows can be added to a finished comparison.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from ..errors import SpeechrqError
 from ..io import atomic_write_json, atomic_write_text, read_json
 
+KMEANS_INPUTS = ("units", "dedup", "bpe")
 
-def systems(k: int, pq_ms: list[int], rpq_ms: list[int], alpha: float, continuous: bool = True) -> list[dict]:
-    """The rows of the table: name, input kind, and the quantizer spec (None for continuous)."""
-    rows = [{"name": "continuous", "input": "continuous", "quantizer": {"kind": "kmeans", "k": k, "num_subspaces": 1}}] if continuous else []
-    rows += [{"name": f"k-means (k={k})", "input": "units", "quantizer": {"kind": "kmeans", "k": k, "num_subspaces": 1}}]
+
+def kmeans_name(k: int, kind: str, unit_bpe: int) -> str:
+    return {"units": f"k-means (k={k})", "dedup": f"k-means (k={k}), de-duplicated",
+            "bpe": f"k-means (k={k}), de-dup + unit BPE {unit_bpe} (the paper's baseline)"}[kind]
+
+
+def systems(k: int, pq_ms: list[int], rpq_ms: list[int], alpha: float, continuous: bool = True,
+            kmeans_inputs: tuple[str, ...] = ("units",), unit_bpe: int = 1000) -> list[dict]:
+    """The rows of the table: name, input kind, and the quantizer spec (the continuous row's names the k-means
+    fit whose sample it shares); a de-dup + BPE row also carries its unit BPE size."""
+    if bad := [i for i in kmeans_inputs if i not in KMEANS_INPUTS]:
+        raise SpeechrqError(f"--kmeans-inputs: {', '.join(map(repr, bad))} not among {', '.join(KMEANS_INPUTS)}")
+    km = {"kind": "kmeans", "k": k, "num_subspaces": 1}
+    rows = [{"name": "continuous", "input": "continuous", "quantizer": km}] if continuous else []
+    rows += [{"name": kmeans_name(k, i, unit_bpe), "input": i, "quantizer": km} | ({"unit_bpe": unit_bpe} if i == "bpe" else {})
+             for i in dict.fromkeys(kmeans_inputs)]
     rows += [{"name": f"PQ (M={m})", "input": "units", "quantizer": {"kind": "pq", "k": k, "num_subspaces": m}} for m in pq_ms]
     rows += [{"name": f"RPQ (M={m}, α={alpha:g})", "input": "units",
               "quantizer": {"kind": "rpq", "k": k, "num_subspaces": m, "alpha": alpha}} for m in rpq_ms]
@@ -32,27 +54,44 @@ def _slug(q: dict) -> str:
     return f"{q['kind']}_k{q['k']}_m{q['num_subspaces']}" + (f"_a{q['alpha']:g}" if q["kind"] == "rpq" else "")
 
 
+def run_dir(out: Path, row: dict, seed: int) -> Path:
+    """``OUT/runs/<quantizer>[_<input>]/seed<S>`` (``OUT/runs/continuous/seed<S>`` for the continuous row)."""
+    base = "continuous" if row["input"] == "continuous" else _slug(row["quantizer"]) + ("" if row["input"] == "units" else f"_{row['input']}")
+    return out / "runs" / base / f"seed{seed}"
+
+
 def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, config: str | Path, k: int, pq_ms: list[int],
             rpq_ms: list[int], alpha: float = 0.125, frames: int = 60000, seed: int = 0, overrides: list[str] = (),
             test_split: str = "test", beam: int = 10, ctc_weight: float = 0.3, mode: str = "joint", progress: bool = True,
-            continuous: bool = True, jobs: int = 1) -> dict:
-    """Run every system (see the module docstring) into ``out``; returns and writes ``compare.json`` / ``compare.md``.
+            continuous: bool = True, jobs: int = 1, seeds: list[int] = (0,), kmeans_inputs: tuple[str, ...] = ("units",),
+            unit_bpe: int = 1000) -> dict:
+    """Run every system (see the module docstring) for every training seed of ``seeds`` into ``out``; returns and
+    writes ``compare.json`` / ``compare.md``.
 
-    ``jobs`` systems run side by side, one process each with its share of the threads
-    (:mod:`speechrq.parallel`; for a CPU: on a GPU keep 1); their time per epoch is then measured
-    while they share the machine, which ``compare.json`` records (``jobs``)."""
+    ``seed`` seeds the quantizers' sample and k-means; ``seeds`` are the ASR models' training seeds
+    (``train.seed``). ``jobs`` trainings run side by side, one process each with its share of the
+    threads (:mod:`speechrq.parallel`; for a CPU: on a GPU keep 1); their time per epoch is then
+    measured while they share the machine, which ``compare.json`` records (``jobs``).
+    """
     from ..asr.config import ASRConfig
     from ..config import config_to_dict, load_config
     from ..encoders import EncoderLayer
     from ..identity import claim, corpus_fingerprint
     from ..parallel import run_in_processes
+    from ..units import QuantizerSpec
+    from ..units.run import encode_units, fit_units
 
     out = Path(out)
     if jobs < 1:
         raise SpeechrqError(f"--jobs: must be >= 1, got {jobs}")
-    rows = systems(k, pq_ms, rpq_ms, alpha, continuous)
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds:
+        raise SpeechrqError("--seeds: give at least one training seed")
+    if unit_bpe < 2:
+        raise SpeechrqError(f"--unit-bpe: must be >= 2, got {unit_bpe}")
+    rows = systems(k, pq_ms, rpq_ms, alpha, continuous, tuple(kmeans_inputs), unit_bpe)
     # OUT holds one comparison: the same encoder weights and layer, corpus content, ASR config and sample; rows (systems)
-    # may be added, and rows are re-decoded when only the decoding settings changed
+    # and training seeds may be added, and runs are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
     identity = {"code": "asr-compare/1", "encoder": EncoderLayer(encoder, layer).fingerprint, "layer": layer,
                 "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k}
@@ -62,77 +101,167 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}
     settings = {"test_split": test_split, "mode": mode, "beam": beam, "ctc_weight": ctc_weight}
     results = read_json(out / "compare.json")["rows"] if (out / "compare.json").exists() else {}
-    todo = [row for row in rows if not (row["name"] in results and "cer" in results[row["name"]]
-                                        and results[row["name"]].get("decoding") == decoding
-                                        and results[row["name"]].get("quantizer") == row["quantizer"])]
-    workers = max(1, min(jobs, len(todo)))
-    tasks = [{"encoder": str(encoder), "layer": layer, "corpus": str(corpus), "out": str(out), "config": str(config),
-              "overrides": list(overrides), "row": row, "frames": frames, "seed": seed, "test_split": test_split,
-              "decoding": decoding, "jobs": workers, "progress": progress and workers == 1} for row in todo]
 
-    def finished(task: dict, result: dict) -> None:  # each row saved as it finishes: an interrupted comparison resumes
-        results[task["row"]["name"]] = result
+    def done(row: dict, s: int) -> bool:
+        r = results.get(row["name"], {})
+        return (r.get("quantizer") == row["quantizer"] and r.get("unit_bpe") == row.get("unit_bpe")
+                and r.get("seeds", {}).get(str(s), {}).get("decoding") == decoding)
+
+    todo = [(row, s) for row in rows for s in seeds if not done(row, s)]
+    # the quantizers first, one after the other (a fit and its units are shared by every row and seed that read them)
+    for slug in dict.fromkeys(_slug(row["quantizer"]) for row, _ in todo):
+        q = next(row["quantizer"] for row, _ in todo if _slug(row["quantizer"]) == slug)
+        bpe = next((row["unit_bpe"] for row, _ in todo if _slug(row["quantizer"]) == slug and row["input"] == "bpe"), None)
+        spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125), seed=seed)
+        if progress:
+            print(f"compare: units {slug}", flush=True)
+        fit_units(encoder, layer, corpus, out / "units" / slug, spec, frames=frames, progress=progress)
+        encode_units(out / "units" / slug, corpus, ["train", "dev", test_split], out / "units" / slug / "corpus", bpe=bpe,
+                     progress=progress)  # reused when done
+    workers = max(1, min(jobs, len(todo)))
+    tasks = [{"out": str(out), "config": str(config), "overrides": list(overrides), "row": row, "seed": s, "test_split": test_split,
+              "decoding": decoding, "jobs": workers, "progress": progress and workers == 1} for row, s in todo]
+
+    def finished(task: dict, result: dict) -> None:  # each run saved as it finishes: an interrupted comparison resumes
+        row = task["row"]
+        r = results.setdefault(row["name"], {})
+        if r.get("quantizer") != row["quantizer"] or r.get("unit_bpe") != row.get("unit_bpe") or "seeds" not in r:
+            r.clear()  # another system under this name, or a row written before training seeds: nothing of it is kept
+        r.update({k: v for k, v in row.items() if k != "name"})
+        r.setdefault("seeds", {})[str(task["seed"])] = result
+        r |= summarize_seeds(r["seeds"])
         atomic_write_json(out / "compare.json", settings | {"rows": results})
         if progress and workers > 1:
-            print(f"compare: {task['row']['name']}: CER {result['cer']:.2f}", flush=True)
+            print(f"compare: {row['name']}, seed {task['seed']}: CER {result['cer']:.2f}", flush=True)
 
     if progress and workers > 1:
-        print(f"compare: {', '.join(t['row']['name'] for t in tasks)} in {workers} processes", flush=True)
-    run_in_processes(_run_system, tasks, workers, progress, desc="systems", on_done=finished)
-    report = settings | {"rows": {r["name"]: results[r["name"]] for r in rows}}
+        print(f"compare: {len(tasks)} trainings in {workers} processes", flush=True)
+    run_in_processes(_train_and_decode, tasks, workers, progress, desc="trainings", on_done=finished)
+    report_rows = {}
+    for row in rows:  # the rows asked for, with the seeds asked for (a row may hold more seeds from earlier calls)
+        r = dict(results[row["name"]])
+        r["seeds"] = {str(s): r["seeds"][str(s)] for s in seeds}
+        report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
+    report = settings | {"training_seeds": seeds, "rows": report_rows, "differences": differences(out, rows, seeds, test_split)}
     atomic_write_json(out / "compare.json", report)
     atomic_write_text(out / "compare.md", format_compare(report))
     return report
 
 
-def _run_system(task: dict) -> dict:
-    """One row of the table: units fit and encoded (reused when done), the ASR model trained (resumed or reused
-    when its config and inputs are the same), test decoded; returns the row's numbers."""
+def summarize_seeds(per_seed: dict) -> dict:
+    """A row's numbers over its training seeds: CER and WER mean and standard deviation, the rest as means."""
+    runs = list(per_seed.values())
+
+    def spread(key: str) -> float:
+        return statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+
+    first = runs[0]
+    return {"cer": statistics.fmean(r["cer"] for r in runs), "cer_std": spread("cer"), "wer": statistics.fmean(r["wer"] for r in runs),
+            "wer_std": spread("wer"), "s_per_step": statistics.fmean(r["s_per_step"] for r in runs),
+            "epoch_s": statistics.fmean(r["epoch_s"] for r in runs), "bits_per_second": first["bits_per_second"],
+            "steps": first["steps"], "utterances": first["utterances"], "jobs": max(r["jobs"] for r in runs),
+            "decoding": first["decoding"], "final_loss": statistics.fmean(r["final_loss"] for r in runs if r["final_loss"] is not None)
+            if any(r["final_loss"] is not None for r in runs) else None}
+
+
+def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
+    """``(char errors [seeds, U], char lengths [U], word errors [seeds, U], word lengths [U], ids)`` of a row's runs."""
+    import numpy as np
+
+    runs = [read_json(run_dir(out, row, s) / f"errors_{test_split}.json") for s in seeds]
+    ids = sorted(runs[0]["ids"])
+    for r in runs:
+        if sorted(r["ids"]) != ids:
+            raise SpeechrqError(f"{out}: the runs of {row['name']} scored different {test_split} utterances; decode them again")
+    order = [{i: k for k, i in enumerate(r["ids"])} for r in runs]
+
+    def stack(key: str):
+        return np.array([[r[key][o[i]] for i in ids] for r, o in zip(runs, order)])
+
+    return stack("char_errors"), stack("chars")[0], stack("word_errors"), stack("words")[0], ids
+
+
+def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) -> list[dict]:
+    """Every PQ, RPQ and continuous row against every k-means row: CER and WER difference (row − k-means; negative is
+    better) with a 95% bootstrap interval over test utterances and training seeds."""
+    from .significance import bootstrap_difference, difference_verdict
+
+    baselines = [r for r in rows if r["quantizer"]["kind"] == "kmeans" and r["input"] != "continuous"]
+    others = [r for r in rows if r not in baselines]
+    errors = {r["name"]: _errors(out, r, seeds, test_split) for r in baselines + others}
+    found = []
+    for base in baselines:
+        bc, bl, bw, bwl, bids = errors[base["name"]]
+        for row in others:
+            rc, rl, rw, rwl, rids = errors[row["name"]]
+            if rids != bids:
+                raise SpeechrqError(f"{out}: {row['name']} and {base['name']} scored different {test_split} utterances")
+            cer = bootstrap_difference(bc, rc, bl)
+            wer = bootstrap_difference(bw, rw, bwl, seed=1)
+            found.append({"row": row["name"], "baseline": base["name"], "cer": cer, "wer": wer, "verdict": difference_verdict(cer)})
+    return found
+
+
+def _train_and_decode(task: dict) -> dict:
+    """One training seed of one row: the ASR model trained on its units (resumed or reused when its config and inputs
+    are the same), test decoded, each utterance's errors kept beside the run; returns the run's numbers."""
     from ..asr.config import ASRConfig
     from ..asr.data import UnitSource
     from ..asr.decode import Recognizer, decode_split
     from ..asr.trainer import train_asr
     from ..checkpoint import latest_checkpoint
     from ..config import load_config
+    from ..text import utterance_errors
     from ..training.engine import read_metrics
-    from ..units import QuantizerSpec
-    from ..units.run import encode_units, fit_units
+    from ..units import UnitQuantizer
 
-    row, out, progress, dec_settings = task["row"], Path(task["out"]), task["progress"], task["decoding"]
-    q, test_split = row["quantizer"], task["test_split"]
-    units_dir = out / "units" / _slug(q)
-    spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125), seed=task["seed"])
+    row, out, progress, dec = task["row"], Path(task["out"]), task["progress"], task["decoding"]
+    units = out / "units" / _slug(row["quantizer"])
+    run = run_dir(out, row, task["seed"])
     if progress:
-        print(f"compare: {row['name']}", flush=True)
-    quant = fit_units(task["encoder"], task["layer"], task["corpus"], units_dir, spec, frames=task["frames"], progress=progress)
-    encode_units(units_dir, task["corpus"], ["train", "dev", test_split], units_dir / "corpus", progress=progress)  # reused when done
-    run = out / "runs" / (row["input"] if row["input"] == "continuous" else _slug(q))
-    cfg = load_config(ASRConfig, task["config"], [*task["overrides"], f"data.units={units_dir / 'corpus'}", f"data.input={row['input']}",
-                                                  f"out_dir={run}"])
+        print(f"compare: {row['name']}, training seed {task['seed']}", flush=True)
+    cfg = load_config(ASRConfig, task["config"], [*task["overrides"], f"data.units={units / 'corpus'}", f"data.input={row['input']}",
+                                                  f"out_dir={run}", f"train.seed={task['seed']}"])
     train_asr(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
     metrics = read_metrics(run)
     s_per_step = sum(r["s_per_step"] for r in metrics) / max(len(metrics), 1)
-    source = UnitSource(units_dir / "corpus")
+    source = UnitSource(units / "corpus")
     train_hours = sum(c.duration for c in source.cuts(cfg.data.train_split)) / 3600
     steps_per_epoch = train_hours * 3600 / cfg.data.max_duration  # batches of max_duration seconds of audio
-    rec = Recognizer(run)
-    dec = decode_split(rec, source.cuts(test_split), dec_settings["mode"], dec_settings["beam"], dec_settings["ctc_weight"],
-                       progress=progress)
+    result = decode_split(Recognizer(run), source.cuts(task["test_split"]), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
+    char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
+    word_errors, words = utterance_errors(result["refs"], result["hyps"], "word")
+    atomic_write_json(run / f"errors_{task['test_split']}.json", {"ids": result["ids"], "char_errors": char_errors, "chars": chars,
+                                                                  "word_errors": word_errors, "words": words, "decoding": dec})
+    quant = UnitQuantizer.load(units)
     bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
-    return {"input": row["input"], "quantizer": q, "cer": dec["cer"], "wer": dec["wer"], "utterances": dec["utterances"],
-            "s_per_step": s_per_step, "epoch_s": s_per_step * steps_per_epoch, "bits_per_second": bits * 25,
-            "steps": cfg.optim.max_steps, "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run),
-            "decoding": dec_settings, "jobs": task["jobs"]}
+    return {"cer": result["cer"], "wer": result["wer"], "utterances": result["utterances"], "s_per_step": s_per_step,
+            "epoch_s": s_per_step * steps_per_epoch, "bits_per_second": bits * 25, "steps": cfg.optim.max_steps,
+            "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run), "decoding": dec, "jobs": task["jobs"]}
 
 
 def format_compare(report: dict) -> str:
+    seeds = report.get("training_seeds", [0])
+    spread = len(seeds) > 1
     lines = [f"Discrete-unit ASR on `{report['test_split']}` ({report['mode']} decoding, beam {report['beam']}, "
-             f"CTC weight {report['ctc_weight']}):",
+             f"CTC weight {report['ctc_weight']}" + (f"; mean ± standard deviation over training seeds {', '.join(map(str, seeds))}"
+                                                      if spread else f"; training seed {seeds[0]}") + "):",
              "", "| input | CER | WER | time per epoch (s) | input bits/s |", "|---|---|---|---|---|"]
     for name, r in report["rows"].items():
-        lines.append(f"| {name} | {r['cer']:.2f} | {r['wer']:.2f} | {r['epoch_s']:.1f} | {r['bits_per_second']:.0f} |")
+        cer = f"{r['cer']:.2f} ± {r['cer_std']:.2f}" if spread else f"{r['cer']:.2f}"
+        wer = f"{r['wer']:.2f} ± {r['wer_std']:.2f}" if spread else f"{r['wer']:.2f}"
+        lines.append(f"| {name} | {cer} | {wer} | {r['epoch_s']:.1f} | {r['bits_per_second']:.0f} |")
     if shared := sorted({r.get("jobs", 1) for r in report["rows"].values()} - {1}):
-        lines += ["", f"Times per epoch were measured with {' or '.join(map(str, shared))} systems training side by side (`--jobs`)."]
+        lines += ["", f"Times per epoch were measured with {' or '.join(map(str, shared))} trainings side by side (`--jobs`)."]
+    if report.get("differences"):
+        lines += ["", "Each row against each k-means row (CER difference, row − k-means: negative is better; 95% bootstrap "
+                  "interval over test utterances" + (" and training seeds" if spread else "; one training seed, so training noise "
+                                                     "is not in it") + "):", "",
+                  "| row | against | ΔCER | 95% interval | ΔWER | verdict |", "|---|---|---|---|---|---|"]
+        for d in report["differences"]:
+            c, w = d["cer"], d["wer"]
+            lines.append(f"| {d['row']} | {d['baseline']} | {c['difference']:+.2f} | [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | "
+                         f"{w['difference']:+.2f} | {d['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
