@@ -15,6 +15,24 @@ from speechrq.features import FeatureStats
 from speechrq.studies.discrete_asr import systems
 
 
+def untrained_checkpoint(corpus, run):
+    """A tiny encoder checkpoint at step 0 (seeded), the source of every comparison below."""
+    from speechrq.pretrain.config import PretrainConfig
+    from speechrq.pretrain.model import build_model
+
+    torch.manual_seed(0)
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(corpus, run))
+    model = build_model(cfg, FeatureStats.load(corpus / "feature_stats.json"))
+    return save_checkpoint(step_dir(run, 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+
+
+def write_asr_config(path, steps: int) -> None:
+    asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
+           "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": steps},
+           "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": steps}}
+    path.write_text(yaml.safe_dump(asr))
+
+
 def test_systems_are_table_twos_rows():
     names = [s["name"] for s in systems(500, [2, 4], [8], 0.125)]
     assert names == ["continuous", "k-means (k=500)", "PQ (M=2)", "PQ (M=4)", "RPQ (M=8, α=0.125)"]
@@ -31,10 +49,7 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
     state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}  # other weights
     other = save_checkpoint(step_dir(tmp_path / "other", 0), state, {}, {"config": config_to_dict(cfg), "step": 0})
-    asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
-           "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 3},
-           "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 3}}
-    (tmp_path / "asr.yaml").write_text(yaml.safe_dump(asr))
+    write_asr_config(tmp_path / "asr.yaml", steps=3)
     args = ["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
             "--out", str(tmp_path / "cmp"), "--k", "16", "--pq", "2", "--rpq", "2", "--alpha", "0.5", "--frames", "3000",
             "--test-split", "dev", "--beam", "2", "--quiet"]
@@ -62,17 +77,8 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
 
 def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
     """--jobs 2: every system in its own process, the same units and rows as one after the other, the shared timing said."""
-    from speechrq.pretrain.config import PretrainConfig
-    from speechrq.pretrain.model import build_model
-
-    torch.manual_seed(0)
-    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run"))
-    model = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
-    ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
-    asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
-           "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 2},
-           "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 2}}
-    (tmp_path / "asr.yaml").write_text(yaml.safe_dump(asr))
+    ckpt = untrained_checkpoint(pretrain_corpus, tmp_path / "run")
+    write_asr_config(tmp_path / "asr.yaml", steps=2)
 
     def run(jobs: int) -> dict:
         out = tmp_path / f"cmp{jobs}"
@@ -100,17 +106,8 @@ def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
 def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, tmp_path):
     """Raw, de-duplicated and de-dup + BPE k-means rows from one quantizer, every row over training seeds with mean ± sd,
     RPQ against each k-means row with a bootstrap interval; a seed added later trains only that seed."""
-    from speechrq.pretrain.config import PretrainConfig
-    from speechrq.pretrain.model import build_model
-
-    torch.manual_seed(0)
-    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run"))
-    model = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
-    ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
-    asr = {"out_dir": "unused", "data": {"units": "unused", "max_duration": 20.0, "num_buckets": 4, "vocab_size": 40},
-           "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 2},
-           "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 2}}
-    (tmp_path / "asr.yaml").write_text(yaml.safe_dump(asr))
+    ckpt = untrained_checkpoint(pretrain_corpus, tmp_path / "run")
+    write_asr_config(tmp_path / "asr.yaml", steps=2)
     out = tmp_path / "cmp"
     args = ["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
             "--out", str(out), "--k", "16", "--pq", "", "--rpq", "2", "--alpha", "0.5", "--frames", "3000", "--no-continuous",
@@ -153,3 +150,15 @@ def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, t
     assert json.loads((out / "compare.json").read_text())["rows"][raw]["cer"] == rows[raw]["cer"]
     for bad in (["--seeds", "x"], ["--kmeans-inputs", "units,raw"], ["--unit-bpe", "1"]):
         assert main([*args, *bad]) == 2
+
+
+def test_compare_on_the_stacked_filterbank(pretrain_corpus, tmp_path):
+    """The 320-dimensional source (a corpus's feature_stats.json, layer -1) goes through fit, encode, training and decoding."""
+    write_asr_config(tmp_path / "asr.yaml", steps=2)
+    out = tmp_path / "cmp"
+    assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(pretrain_corpus / "feature_stats.json"), "--layer", "-1",
+                 "--corpus", str(pretrain_corpus), "--out", str(out), "--k", "16", "--pq", "8", "--rpq", "", "--frames", "3000",
+                 "--test-split", "dev", "--beam", "2", "--quiet"]) == 0
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert rows["continuous"]["bits_per_second"] == 320 * 32 * 25 and rows["PQ (M=8)"]["bits_per_second"] == 8 * 4 * 25
+    assert all(r["utterances"] > 0 and r["cer"] >= 0 for r in rows.values())

@@ -147,3 +147,40 @@ def test_units_encode_refuses_a_quantizer_fitted_on_weights_that_changed_since(t
     err = capsys.readouterr().err
     assert "weights changed" in err and err.strip().count("\n") == 0 and "Traceback" not in err
     assert not any((tmp_path / "units").rglob("*.npy"))
+
+
+def test_the_stacked_filterbank_is_a_wide_unit_source(pretrain_corpus, tmp_path, capsys):
+    """A corpus's feature_stats.json as --encoder: normalised log-Mel stacked onto the 40 ms grid, 320 dimensions,
+    split by PQ into streams of 40; exactly the filterbank baseline's state; any layer but -1 refused in one line."""
+    from speechrq.cli import main
+    from speechrq.encoders import EncoderLayer, FilterbankEncoder
+    from speechrq.features import FeatureNormalizer, FeatureStats
+    from speechrq.units.encode import load_units, manifest_path
+    from speechrq.units.run import encode_units, fit_units
+
+    stats = pretrain_corpus / "feature_stats.json"
+    lay = EncoderLayer(stats, -1)
+    assert lay.dim == 320 and lay.min_samples == 560
+    fbank = FilterbankEncoder(FeatureNormalizer.from_stats(FeatureStats.load(stats)))
+    assert lay.fingerprint == fbank.fingerprint
+    audio, lens = torch.randn(2, 16000), torch.tensor([16000, 9000])
+    (states,), frames = fbank(audio, lens)
+    got, got_lens = lay(audio, lens)
+    assert torch.equal(got, states) and torch.equal(got_lens, frames) and got.shape[-1] == 320
+    q = fit_units(stats, -1, pretrain_corpus, tmp_path / "pq", QuantizerSpec(kind="pq", k=8, num_subspaces=8, niter=2), frames=400,
+                  split="dev", max_duration=MAX_DURATION, progress=False)
+    assert q.dim == 320 and q.num_streams == 8
+    encode_units(tmp_path / "pq", pretrain_corpus, ["dev"], tmp_path / "units", max_duration=MAX_DURATION, progress=False)
+    cuts = list(load_units(manifest_path(tmp_path / "units", "dev")))
+    first = cuts[0].load_custom("units")
+    assert first.shape[1] == 8 and first.max() < 8 and abs(first.shape[0] - round(cuts[0].duration * FRAMES_PER_SECOND)) <= 1
+    assert (first == q.encode(lay(*_audio(cuts[0]))[0][0].numpy())).mean() > 0.99  # batch padding moves a float's last bits
+    assert main(["units", "fit", "--encoder", str(stats), "--layer", "0", "--corpus", str(pretrain_corpus), "--out",
+                 str(tmp_path / "x"), "--frames", "100", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the filterbank has one state, layer -1" in err and err.strip().count("\n") == 0
+
+
+def _audio(cut):
+    samples = torch.as_tensor(cut.load_audio()[0], dtype=torch.float32)
+    return samples[None], torch.tensor([samples.numel()])

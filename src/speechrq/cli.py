@@ -604,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     usub = u.add_subparsers(dest="units_command", required=True, metavar="SUBCOMMAND")
 
     def encoder_args(q) -> None:
-        q.add_argument("--encoder", required=True, help="a speechrq checkpoint or a local Hugging Face model folder")
+        q.add_argument("--encoder", required=True, help="a speechrq checkpoint, a local Hugging Face model folder, or a corpus's feature_stats.json (the stacked log-Mel, 320 dimensions, --layer -1)")
         q.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
         q.add_argument("--corpus", required=True, help="corpus directory")
         q.add_argument("--split", default="train", help="split the training sample is drawn from (default: train)")
@@ -692,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "train CONFIG's ASR model on each and on the continuous features, decode the test split: "
                          "OUT/compare.json, OUT/compare.md (CER, WER, time per epoch, input bits/s). Resumable.")
     ac.add_argument("config", metavar="CONFIG", help="ASR YAML config (data.units, data.input and out_dir are set per system)")
-    ac.add_argument("--encoder", required=True, help="a speechrq checkpoint or a local Hugging Face model folder")
+    ac.add_argument("--encoder", required=True, help="a speechrq checkpoint, a local Hugging Face model folder, or a corpus's feature_stats.json (the stacked log-Mel, 320 dimensions, --layer -1)")
     ac.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
     ac.add_argument("--corpus", required=True, help="corpus directory (train, dev and the test split)")
     ac.add_argument("--out", required=True, help="output directory")

@@ -207,6 +207,7 @@ class FilterbankEncoder(nn.Module):
     def __init__(self, normalizer: FeatureNormalizer):
         super().__init__()
         self.logmel, self.normalizer = LogMel(), normalizer
+        self.dim = SUBSAMPLING * normalizer.mean.numel()  # 4 x 80 = 320
         h = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in (normalizer.mean, normalizer.std)))
         self.fingerprint = "fbank-" + h.hexdigest()[:16]
         freeze(self)
@@ -235,8 +236,17 @@ def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:
     return FrozenEncoder.from_checkpoint(path)
 
 
+def is_feature_stats(path: str | Path) -> bool:
+    """A ``feature_stats.json`` (``speechrq features stats``): the filterbank as a source of units."""
+    return Path(path).is_file() and Path(path).suffix == ".json"
+
+
 class EncoderLayer(nn.Module):
     """One hidden state of a frozen encoder: ``audio [B, S]`` -> ``[B, T, dim]`` on the 40 ms grid, and lengths.
+
+    ``path`` is a speechrq checkpoint, a local Hugging Face folder, or a corpus's ``feature_stats.json``: the
+    normalised log-Mel stacked 4 frames at a time (320 dimensions, layer ``-1`` only), the high-dimensional
+    source HuBERT's first iteration clusters.
 
     The layer index is the evaluation featurizer's: ``-1`` is the front end (a
     Hugging Face model's transformer input, its ``hidden_states[0]``), ``k`` block
@@ -252,7 +262,15 @@ class EncoderLayer(nn.Module):
         from .hf import HuggingFaceEncoder, is_pretrained_folder, pretrained_config
 
         depth = int(pretrained_config(path)["num_hidden_layers"]) if is_pretrained_folder(path) else None
-        if depth is None:
+        if is_feature_stats(path):  # the stacked log-Mel (HuBERT's first-iteration unit source): one state, layer -1
+            from ..features import FeatureStats
+
+            self.source = FilterbankEncoder(FeatureNormalizer.from_stats(FeatureStats.load(path)))
+            if layer != -1:
+                raise SpeechrqError(f"{path}: the filterbank has one state, layer -1 (normalised log-Mel, 4 frames stacked: "
+                                    f"{self.source.dim} dimensions), not layer {layer}")
+            depth = 0
+        elif depth is None:
             self.source = FrozenEncoder.from_checkpoint(path)
             depth = self.source.encoder.num_layers
         if not -1 <= layer < depth:

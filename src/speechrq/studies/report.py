@@ -4,7 +4,8 @@ The report is rendered from JSON only (nothing is typed in): the demo's own outp
 (``DEMO/eval/results.json``, ``DEMO/curves/results.json``, ``DEMO/asr/compare.json``)
 and the shipped studies that the demo does not rerun (``docs/latent_study.json``:
 ``speechrq bench latent``; ``docs/units_report_tiny_bestrq.json``: ``speechrq units
-report``; ``docs/asr_compare_tiny_bestrq.json`` and ``docs/asr_input_kinds_tiny_bestrq.json``:
+report``; ``docs/asr_compare_tiny_bestrq.json``, ``docs/asr_compare_seeds_tiny_bestrq.json`` and
+``docs/asr_input_kinds_tiny_bestrq.json``:
 ``speechrq asr compare`` / ``asr train``). A source that is missing makes its claims
 ``not measured``, never a failure.
 
@@ -170,14 +171,17 @@ def _compare_claims(c: dict, name: str, source: str) -> list[dict]:
     return rows
 
 
-def rpq_claims(compare: dict | None, docs_compare: dict | None, units: dict | None, kinds: dict | None) -> list[dict]:
+def rpq_claims(compare: dict | None, docs_compare: dict | None, units: dict | None, kinds: dict | None,
+               seeded: dict | None = None) -> list[dict]:
     """RPQ's claims from the demo's ASR comparison and the shipped units report."""
     rows = []
-    for name, c in (("demo", compare), ("docs", docs_compare)):
+    sources = {"demo": "DEMO/asr/compare.json", "docs": "docs/asr_compare_tiny_bestrq.json",
+               "docs, training seeds": "docs/asr_compare_seeds_tiny_bestrq.json"}
+    for name, c in (("demo", compare), ("docs", docs_compare), ("docs, training seeds", seeded)):
         if not c:
             continue
         r = c["rows"]
-        source = "DEMO/asr/compare.json" if name == "demo" else "docs/asr_compare_tiny_bestrq.json"
+        source = sources[name]
         if c.get("differences"):
             rows += _compare_claims(c, name, source)
             continue
@@ -236,7 +240,8 @@ def demo_report(demo: str | Path, docs: str | Path = "docs") -> str:
     study = _load(docs / "latent_study.json")
     rows = latent_claims(study, _load(demo / "eval" / "results.json"))
     rows += rpq_claims(_load(demo / "asr" / "compare.json"), _load(docs / "asr_compare_tiny_bestrq.json"),
-                       _load(docs / "units_report_tiny_bestrq.json"), _load(docs / "asr_input_kinds_tiny_bestrq.json"))
+                       _load(docs / "units_report_tiny_bestrq.json"), _load(docs / "asr_input_kinds_tiny_bestrq.json"),
+                       _load(docs / "asr_compare_seeds_tiny_bestrq.json"))
     lines = ["# What the demo measured against the papers' claims", "",
              "Every number below is read from the JSON named in its row. Verdicts: *held* (beyond the noise, in the paper's "
              "direction), *against* (beyond it, the other way), *not at this scale* (within the noise), *not established* "
