@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from conftest import tiny_pretrain_config
@@ -12,7 +14,8 @@ from speechrq.checkpoint import save_checkpoint, step_dir
 from speechrq.cli import main
 from speechrq.config import config_from_dict, config_to_dict
 from speechrq.features import FeatureStats
-from speechrq.studies.discrete_asr import systems
+from speechrq.errors import SpeechrqError
+from speechrq.studies.discrete_asr import parse_rpq, run_dir, systems
 
 
 def untrained_checkpoint(corpus, run):
@@ -37,6 +40,20 @@ def test_systems_are_table_twos_rows():
     names = [s["name"] for s in systems(500, [2, 4], [8], 0.125)]
     assert names == ["continuous", "k-means (k=500)", "PQ (M=2)", "PQ (M=4)", "RPQ (M=8, α=0.125)"]
     assert [s["name"] for s in systems(500, [], [8], 0.25, continuous=False)] == ["k-means (k=500)", "RPQ (M=8, α=0.25)"]
+
+
+def test_rpq_rows_carry_their_own_alpha_and_rvq_rows_their_levels():
+    rpq = parse_rpq("8, 32, 32@0.25,32@0.0625", 0.125)
+    assert rpq == [(8, 0.125), (32, 0.125), (32, 0.25), (32, 0.0625)]
+    rows = systems(500, [], rpq, 0.125, continuous=False, rvq_ms=[2, 4])
+    assert [r["name"] for r in rows] == ["k-means (k=500)", "RPQ (M=8, α=0.125)", "RPQ (M=32, α=0.125)", "RPQ (M=32, α=0.25)",
+                                         "RPQ (M=32, α=0.0625)", "RVQ (V=2)", "RVQ (V=4)"]
+    assert rows[3]["quantizer"] == {"kind": "rpq", "k": 500, "num_subspaces": 32, "alpha": 0.25}
+    assert rows[5]["quantizer"] == {"kind": "rvq", "k": 500, "num_subspaces": 2}
+    assert len({run_dir(Path("o"), r, 0) for r in rows}) == len(rows)  # every row has its own runs and units
+    for bad in ("32@", "x", "32@1.5", "0@0.5"):
+        with pytest.raises(SpeechrqError, match="--rpq"):
+            parse_rpq(bad, 0.125)
 
 
 def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, capsys):

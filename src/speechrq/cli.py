@@ -370,16 +370,16 @@ def cmd_asr_decode(args) -> None:
 
 
 def cmd_asr_compare(args) -> None:
-    from .studies.discrete_asr import compare, format_compare, parse_ms
+    from .studies.discrete_asr import compare, format_compare, parse_ms, parse_rpq
 
     mode, beam, w = _decode_args(args)
     if args.k < 2 or not 0 < args.alpha <= 1 or args.frames < 1:
         raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
     report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
-                     parse_ms(args.rpq, "--rpq"), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
+                     parse_rpq(args.rpq, args.alpha), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
                      mode, progress=not args.quiet, continuous=not args.no_continuous, jobs=args.jobs,
                      seeds=int_list(args.seeds, "--seeds"), kmeans_inputs=tuple(x.strip() for x in args.kmeans_inputs.split(",") if x.strip()),
-                     unit_bpe=args.unit_bpe)
+                     unit_bpe=args.unit_bpe, rvq_ms=parse_ms(args.rvq, "--rvq"))
     print(format_compare(report), end="")
     print(f"{args.out}: compare.json, compare.md")
 
@@ -698,8 +698,10 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--out", required=True, help="output directory")
     ac.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000)")
     ac.add_argument("--pq", default="2,4", help="PQ stream counts (default: 2,4)")
-    ac.add_argument("--rpq", default="4", help="RPQ stream counts (default: 4)")
+    ac.add_argument("--rpq", default="4", metavar="M[@ALPHA],...", help="RPQ stream counts, each with its own share of "
+                    "dimensions after @ or --alpha's (default: 4; 2,4,8,16,32,32@0.25,32@0.5 for Tables II and IV)")
     ac.add_argument("--alpha", type=float, default=0.125, help="RPQ share of dimensions (default: 0.125)")
+    ac.add_argument("--rvq", default="", metavar="V,...", help="RVQ level counts: Table III's rows (default: none)")
     ac.add_argument("--frames", type=int, default=60000, help="k-means training sample in frames (default: 60000)")
     ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
     ac.add_argument("--test-split", default="test", help="split scored (default: test)")

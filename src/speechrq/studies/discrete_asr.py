@@ -34,19 +34,25 @@ def kmeans_name(k: int, kind: str, unit_bpe: int) -> str:
             "bpe": f"k-means (k={k}), de-dup + unit BPE {unit_bpe} (the paper's baseline)"}[kind]
 
 
-def systems(k: int, pq_ms: list[int], rpq_ms: list[int], alpha: float, continuous: bool = True,
-            kmeans_inputs: tuple[str, ...] = ("units",), unit_bpe: int = 1000) -> list[dict]:
+def systems(k: int, pq_ms: list[int], rpq_ms: list, alpha: float, continuous: bool = True,
+            kmeans_inputs: tuple[str, ...] = ("units",), unit_bpe: int = 1000, rvq_ms: list[int] = ()) -> list[dict]:
     """The rows of the table: name, input kind, and the quantizer spec (the continuous row's names the k-means
-    fit whose sample it shares); a de-dup + BPE row also carries its unit BPE size."""
+    fit whose sample it shares); a de-dup + BPE row also carries its unit BPE size.
+
+    ``rpq_ms`` holds stream counts ``M`` (with ``alpha``) or ``(M, α)`` pairs (Table IV's α sweep at one M);
+    ``rvq_ms`` the RVQ level counts ``V`` of Table III."""
     if bad := [i for i in kmeans_inputs if i not in KMEANS_INPUTS]:
         raise SpeechrqError(f"--kmeans-inputs: {', '.join(map(repr, bad))} not among {', '.join(KMEANS_INPUTS)}")
     km = {"kind": "kmeans", "k": k, "num_subspaces": 1}
     rows = [{"name": "continuous", "input": "continuous", "quantizer": km}] if continuous else []
     rows += [{"name": kmeans_name(k, i, unit_bpe), "input": i, "quantizer": km} | ({"unit_bpe": unit_bpe} if i == "bpe" else {})
              for i in dict.fromkeys(kmeans_inputs)]
+    pq_ms, rvq_ms = list(dict.fromkeys(pq_ms)), list(dict.fromkeys(rvq_ms))
     rows += [{"name": f"PQ (M={m})", "input": "units", "quantizer": {"kind": "pq", "k": k, "num_subspaces": m}} for m in pq_ms]
-    rows += [{"name": f"RPQ (M={m}, α={alpha:g})", "input": "units",
-              "quantizer": {"kind": "rpq", "k": k, "num_subspaces": m, "alpha": alpha}} for m in rpq_ms]
+    rpq = [(m, alpha) if isinstance(m, int) else tuple(m) for m in rpq_ms]
+    rows += [{"name": f"RPQ (M={m}, α={a:g})", "input": "units",
+              "quantizer": {"kind": "rpq", "k": k, "num_subspaces": m, "alpha": a}} for m, a in dict.fromkeys(rpq)]
+    rows += [{"name": f"RVQ (V={v})", "input": "units", "quantizer": {"kind": "rvq", "k": k, "num_subspaces": v}} for v in rvq_ms]
     return rows
 
 
@@ -64,7 +70,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
             rpq_ms: list[int], alpha: float = 0.125, frames: int = 60000, seed: int = 0, overrides: list[str] = (),
             test_split: str = "test", beam: int = 10, ctc_weight: float = 0.3, mode: str = "joint", progress: bool = True,
             continuous: bool = True, jobs: int = 1, seeds: list[int] = (0,), kmeans_inputs: tuple[str, ...] = ("units",),
-            unit_bpe: int = 1000) -> dict:
+            unit_bpe: int = 1000, rvq_ms: list[int] = ()) -> dict:
     """Run every system (see the module docstring) for every training seed of ``seeds`` into ``out``; returns and
     writes ``compare.json`` / ``compare.md``.
 
@@ -89,7 +95,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         raise SpeechrqError("--seeds: give at least one training seed")
     if unit_bpe < 2:
         raise SpeechrqError(f"--unit-bpe: must be >= 2, got {unit_bpe}")
-    rows = systems(k, pq_ms, rpq_ms, alpha, continuous, tuple(kmeans_inputs), unit_bpe)
+    rows = systems(k, pq_ms, rpq_ms, alpha, continuous, tuple(kmeans_inputs), unit_bpe, rvq_ms)
     # OUT holds one comparison: the same encoder weights and layer, corpus content, ASR config and sample; rows (systems)
     # and training seeds may be added, and runs are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
@@ -263,6 +269,23 @@ def format_compare(report: dict) -> str:
             lines.append(f"| {d['row']} | {d['baseline']} | {c['difference']:+.2f} | [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | "
                          f"{w['difference']:+.2f} | {d['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def parse_rpq(text: str, alpha: float, flag: str = "--rpq") -> list[tuple[int, float]]:
+    """``"2,8,32@0.25"`` -> ``[(2, alpha), (8, alpha), (32, 0.25)]``: RPQ stream counts, each with ``@α`` or ``alpha``."""
+    pairs = []
+    for item in (x.strip() for x in (text or "").split(",")):
+        if not item:
+            continue
+        m, at, a = item.partition("@")
+        try:
+            pair = (int(m), float(a) if at else alpha)
+        except ValueError:
+            raise SpeechrqError(f"{flag}: {item!r} is not M or M@ALPHA (e.g. 32 or 32@0.125)") from None
+        if pair[0] < 1 or not 0 < pair[1] <= 1:
+            raise SpeechrqError(f"{flag}: {item!r}: M must be >= 1 and alpha in (0, 1]")
+        pairs.append(pair)
+    return pairs
 
 
 def parse_ms(text: str, flag: str) -> list[int]:
