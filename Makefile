@@ -14,7 +14,7 @@ PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test demo reference bench clean
+.PHONY: install test demo reference rpq-tables bench clean
 
 install: $(STAMP)
 
@@ -63,6 +63,20 @@ reference: $(STAMP)
 	    --set out_dir=exp/ref4000 --set optim.max_steps=4000 --set train.checkpoint_every=500 --set train.keep_last=20
 	$(BIN)/speechrq export exp/ref4000/checkpoints/step_00004000 $(REFERENCE)
 	gzip -9 -n < exp/ref4000/metrics.jsonl > $(dir $(patsubst %/,%,$(dir $(REFERENCE))))metrics.jsonl.gz
+
+# The RPQ paper's Tables I-IV, VII and Figure 6 on the stacked log-Mel (320 dimensions), 3 training seeds, 600 ASR steps
+# (docs/rpq_tables_mel.*; about 2 hours on 2 cores, resumable: a rerun trains only what is missing)
+MEL_COMPARE = $(BIN)/speechrq asr compare configs/asr/tiny.yaml --encoder $(DEMO)/corpus/feature_stats.json --layer -1 \
+    --corpus $(DEMO)/corpus --seeds 0,1,2 --jobs 2 --set optim.max_steps=600
+rpq-tables: $(STAMP)
+	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	$(BIN)/speechrq features stats $(DEMO)/corpus
+	$(MEL_COMPARE) --out exp/mel_k500 --k 500 --kmeans-inputs units,bpe --pq 2,4,8,16,32 \
+	    --rpq 2,4,8,16,32,32@0.0625,32@0.25,32@0.5 --rvq 2,8
+	$(MEL_COMPARE) --out exp/mel_k1000 --k 1000 --no-continuous --pq "" --rpq ""
+	$(MEL_COMPARE) --out exp/mel_k2000 --k 2000 --no-continuous --pq "" --rpq ""
+	$(BIN)/speechrq asr tables exp/mel_k500 exp/mel_k1000 exp/mel_k2000 --prefix docs/rpq_tables_mel \
+	    --logs docs/rpq_tables_mel_logs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py

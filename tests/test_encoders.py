@@ -249,8 +249,11 @@ def test_encoder_layer_k_of_a_hugging_face_folder_is_its_hidden_states_k_plus_1(
         hidden = reference(audio, output_hidden_states=True).hidden_states
     assert len(hidden) == 4
     for k in range(-1, 3):
-        got, lens = EncoderLayer(tmp_path / kind, k)(audio, torch.tensor([16000, 16000]))
         h = hidden[k + 1]
+        native, lens = EncoderLayer(tmp_path / kind, k)(audio, torch.tensor([16000, 12000]))  # the model's own 20 ms frames
+        assert native.shape[1] == h.shape[1] == 49 and lens.tolist() == [49, 37]
+        torch.testing.assert_close(native[:1], h[:1], atol=1e-5, rtol=1e-5, msg=f"{kind}, layer {k}, 20 ms")
+        got, lens = EncoderLayer(tmp_path / kind, k, frame_ms=40)(audio, torch.tensor([16000, 16000]))  # pairs: the 40 ms grid
         pairs = h.shape[1] // 2
         want = h[:, : 2 * pairs].reshape(2, pairs, 2, -1).mean(2)
         assert got.shape == (2, int(lens.max()), 32) and pairs <= got.shape[1] <= pairs + 1
@@ -315,10 +318,11 @@ def test_a_hugging_face_encoder_reads_the_minimum_of_its_own_front_end():
                 assert model.feature_extractor(torch.zeros(1, minimum)).shape[-1] == 2
                 assert model.feature_extractor(torch.zeros(1, minimum - 1)).shape[-1] == 1
             assert min_samples(f"{tmp}/{name}") == minimum
-            for m in (load_encoder(f"{tmp}/{name}"), EncoderLayer(f"{tmp}/{name}", 0)):
+            for m, frames in ((load_encoder(f"{tmp}/{name}"), 1), (EncoderLayer(f"{tmp}/{name}", 0, frame_ms=40), 1),
+                              (EncoderLayer(f"{tmp}/{name}", 0), 2)):  # the last at the model's own 20 ms
                 assert m.min_samples == minimum
                 _, lens = m(*_batch(minimum))
-                assert lens.tolist() == [1]
+                assert lens.tolist() == [frames]
                 with pytest.raises(SpeechrqError, match=rf"row 0: {minimum - 1} samples; each needs at least {minimum} samples"):
                     m(*_batch(minimum - 1))
                 with pytest.raises(SpeechrqError, match=r"row 1: 600 samples \(1 of 2\)"):  # enough for a checkpoint, not here

@@ -275,7 +275,7 @@ def test_units_folders_are_read_from_any_directory_and_after_a_move(checkpoint, 
     units = first.load_custom("units")
     shutil.move(tmp_path / "enc", tmp_path / "moved units")
     moved = UnitSource(tmp_path / "moved units")
-    assert moved.quantizer.spec.k == 16 and moved.encoder == (str(checkpoint.resolve()), 1)
+    assert moved.quantizer.spec.k == 16 and moved.encoder == (str(checkpoint.resolve()), 1, 40)
     again = next(c for c in moved.cuts("dev") if c.id == first.id)
     assert np.array_equal(again.load_custom("units"), units)
 

@@ -184,3 +184,76 @@ def test_the_stacked_filterbank_is_a_wide_unit_source(pretrain_corpus, tmp_path,
 def _audio(cut):
     samples = torch.as_tensor(cut.load_audio()[0], dtype=torch.float32)
     return samples[None], torch.tensor([samples.numel()])
+
+
+def _tiny_wavlm(path: Path) -> Path:
+    from transformers import WavLMConfig, WavLMModel
+
+    torch.manual_seed(0)
+    WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                           num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(path)
+    return path
+
+
+def test_a_20_ms_source_keeps_20_ms_frames_through_encode_manifests_asr_batches_and_transcribe(pretrain_corpus, tmp_path, capsys):
+    """A Hugging Face model's units come at its own 20 ms (the RPQ paper's 50 Hz), not averaged to 40 ms: the sample,
+    units.json, the manifest's frame shift and frame counts, the ASR batches, the trained model's encoder layer, the
+    bits/s and transcription all carry 20 ms; --frame-ms 40 averages pairs (half the frames), and a shift the source
+    cannot make is refused in one line."""
+    import yaml
+    from lhotse import CutSet
+
+    from speechrq.asr.data import ASRBatches, UnitSource
+    from speechrq.asr.decode import Recognizer
+    from speechrq.asr.trainer import train_asr
+    from speechrq.asr.config import ASRConfig
+    from speechrq.cli import main
+    from speechrq.config import load_config
+    from speechrq.encoders import EncoderLayer
+    from speechrq.units.encode import load_units, manifest_path
+    from speechrq.units.run import encode_units, fit_units
+
+    hf = _tiny_wavlm(tmp_path / "wavlm")
+    spec = QuantizerSpec(k=8, niter=2)
+    q = fit_units(hf, 1, pretrain_corpus, tmp_path / "km20", spec, frames=400, split="dev", max_duration=MAX_DURATION, progress=False)
+    assert q.source["frame_ms"] == 20
+    q40 = fit_units(hf, 1, pretrain_corpus, tmp_path / "km40", spec, frames=400, split="dev", max_duration=MAX_DURATION,
+                    progress=False, frame_ms=40)
+    assert q40.source["frame_ms"] == 40
+    for name in ("km20", "km40"):
+        encode_units(tmp_path / name, pretrain_corpus, ["train", "dev"], tmp_path / name / "enc", max_duration=MAX_DURATION,
+                     progress=False)
+    cuts20 = {c.id: c for c in load_units(manifest_path(tmp_path / "km20" / "enc", "dev"))}
+    cuts40 = {c.id: c for c in load_units(manifest_path(tmp_path / "km40" / "enc", "dev"))}
+    for cid, c in list(cuts20.items())[:5]:
+        u20, u40 = c.load_custom("units"), cuts40[cid].load_custom("units")
+        assert c.custom["units"].frame_shift == 0.02 and cuts40[cid].custom["units"].frame_shift == 0.04
+        assert abs(u20.shape[0] - c.duration / 0.02) <= 2 and abs(u40.shape[0] - c.duration / 0.04) <= 1
+        assert abs(c.custom["units"].duration - c.duration) <= 0.04  # lhotse sees the array span the audio
+    # ASR batches hold one input per 20 ms frame
+    source = UnitSource(tmp_path / "km20" / "enc")
+    assert source.encoder[2] == 20
+    (tmp_path / "asr.yaml").write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / "asr"), "data": {"units": str(source.dir), "max_duration": 20.0, "num_buckets": 2, "vocab_size": 40},
+        "model": {"preset": "tiny"}, "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": 2},
+        "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 2}}))
+    train_asr(load_config(ASRConfig, tmp_path / "asr.yaml"), progress=False)
+    rec = Recognizer(tmp_path / "asr")
+    some = list(cuts20.values())[:3]
+    batch = ASRBatches("units", rec.tokenizer)[CutSet.from_cuts(some)]
+    assert batch["input_lens"].tolist() == [c.load_custom("units").shape[0] for c in batch["cuts"]]
+    # transcription reads the encoder at the units' 20 ms: the same frames, the same units as the manifest
+    assert rec.spec["frame_ms"] == 20 and rec.layer().frame_ms == 20
+    cut = some[0]
+    states, lens = rec.layer()(*_audio(cut))
+    assert int(lens[0]) == cut.load_custom("units").shape[0]
+    assert (rec.quantizer().encode(states[0, : int(lens[0])].numpy()) == cut.load_custom("units")).mean() > 0.99
+    assert isinstance(rec.transcribe([cut.load_audio()[0]], beam=2)[0], str)
+    # shifts the source cannot make: one line each
+    for enc, ms in ((hf, 30), (pretrain_corpus / "feature_stats.json", 20)):
+        capsys.readouterr()
+        assert main(["units", "fit", "--encoder", str(enc), "--layer", "-1", "--corpus", str(pretrain_corpus), "--out",
+                     str(tmp_path / "bad"), "--frames", "100", "--frame-ms", str(ms), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"frame shift {ms} ms" in err and err.strip().count("\n") == 0
+    assert EncoderLayer(hf, 0, 60).frame_ms == 60  # three 20 ms frames averaged

@@ -259,7 +259,7 @@ def cmd_units_fit(args) -> None:
     spec = QuantizerSpec(kind=args.kind, k=args.k, num_subspaces=1 if args.kind == "kmeans" else (args.M or 8), alpha=args.alpha,
                          seed=args.seed, niter=args.niter, max_points_per_centroid=args.max_points_per_centroid, normalize=args.normalize)
     q = fit_units(args.encoder, args.layer, args.corpus, args.out, spec, frames=frames, fraction=fraction, split=args.split,
-                  max_duration=args.max_duration, progress=not args.quiet)
+                  max_duration=args.max_duration, progress=not args.quiet, frame_ms=args.frame_ms)
     print(format_fit(q), end="")
     print(f"{args.out}: units.json, units.safetensors")
 
@@ -296,7 +296,7 @@ def cmd_units_report(args) -> None:
     points = grid([x.strip() for x in args.kinds.split(",") if x.strip()], ms, alphas)
     report = report_units(args.encoder, args.layer, args.corpus, args.out, args.k, points, frames, eval_split=args.eval_split,
                           eval_frames=args.eval_frames, seed=args.seed, niter=args.niter, normalize=args.normalize,
-                          train_split=args.split, progress=not args.quiet)
+                          train_split=args.split, progress=not args.quiet, frame_ms=args.frame_ms)
     print(format_report(report["rows"]), end="")
     print(f"{args.out}: report.json, report.md, report.png")
 
@@ -379,9 +379,17 @@ def cmd_asr_compare(args) -> None:
                      parse_rpq(args.rpq, args.alpha), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
                      mode, progress=not args.quiet, continuous=not args.no_continuous, jobs=args.jobs,
                      seeds=int_list(args.seeds, "--seeds"), kmeans_inputs=tuple(x.strip() for x in args.kmeans_inputs.split(",") if x.strip()),
-                     unit_bpe=args.unit_bpe, rvq_ms=parse_ms(args.rvq, "--rvq"))
+                     unit_bpe=args.unit_bpe, rvq_ms=parse_ms(args.rvq, "--rvq"), frame_ms=args.frame_ms)
     print(format_compare(report), end="")
     print(f"{args.out}: compare.json, compare.md")
+
+
+def cmd_asr_tables(args) -> None:
+    from .studies.rpq_tables import format_tables, write_tables
+
+    t = write_tables(args.comparisons, args.prefix, args.logs)
+    print(format_tables(t), end="")
+    print(f"{args.prefix}.json, {args.prefix}.md, {args.prefix}_figure6.png")
 
 
 def cmd_asr_transcribe(args) -> None:
@@ -616,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per-dimension feature normalisation before quantizing (default: none)")
         q.add_argument("--max-duration", type=float, default=30.0, help="padded audio seconds per encoder batch (default: 30; more on a GPU)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.add_argument("--frame-ms", type=int, metavar="MS", help="frame shift of the units in ms (default: the source's own: 20 for a Hugging Face "
+                   "model, as in the RPQ paper; 40 for a speechrq checkpoint or the log-Mel). 40 averages a Hugging Face "
+                   "model's 20 ms frames in pairs, the grid evaluation uses")
 
     uf = usub.add_parser("fit", help="sample a layer's frames and fit a quantizer",
                          description="Stream a seeded sample of the layer's frames (float16 shards, bounded memory) into "
@@ -694,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("config", metavar="CONFIG", help="ASR YAML config (data.units, data.input and out_dir are set per system)")
     ac.add_argument("--encoder", required=True, help="a speechrq checkpoint, a local Hugging Face model folder, or a corpus's feature_stats.json (the stacked log-Mel, 320 dimensions, --layer -1)")
     ac.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
+    ac.add_argument("--frame-ms", type=int, metavar="MS", help="frame shift of the units in ms (default: the source's own: 20 for a Hugging Face "
+                   "model, as in the RPQ paper; 40 for a speechrq checkpoint or the log-Mel). 40 averages a Hugging Face "
+                   "model's 20 ms frames in pairs, the grid evaluation uses")
     ac.add_argument("--corpus", required=True, help="corpus directory (train, dev and the test split)")
     ac.add_argument("--out", required=True, help="output directory")
     ac.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000)")
@@ -718,6 +732,15 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable)")
     decode_args(ac)
     ac.set_defaults(func=cmd_asr_compare)
+    atb = asub.add_parser("tables", help="the RPQ paper's Tables I-IV, VII and Figure 6 from finished comparisons",
+                          description="Lay out finished `asr compare` outputs as the RPQ paper's tables: k-means by k (one "
+                          "comparison per k), PQ and RPQ by M against the paper's baseline and raw k-means, RVQ beside them, RPQ "
+                          "by alpha, the learning-rate peak in epochs, time per epoch; every difference with a bootstrap interval "
+                          "over test utterances and training seeds: PREFIX.json, PREFIX.md, PREFIX_figure6.png.")
+    atb.add_argument("comparisons", nargs="+", metavar="OUT", help="`asr compare` output directories")
+    atb.add_argument("--prefix", required=True, help="output path without suffix (e.g. docs/rpq_tables)")
+    atb.add_argument("--logs", metavar="DIR", help="also copy every run's training log there, gzipped (to ship beside the tables)")
+    atb.set_defaults(func=cmd_asr_tables)
     tr = asub.add_parser("transcribe", help="audio files to text: encoder, units, ASR model, search, in one call",
                          description="Transcribe sound files (any rate, resampled to 16 kHz): one line per file, PATH<TAB>TEXT. "
                          + MIN_AUDIO_HELP)

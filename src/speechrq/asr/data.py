@@ -65,9 +65,11 @@ class UnitSource:
         return self.quantizer.spec.k
 
     @property
-    def encoder(self) -> tuple[str, int]:
-        """The encoder path and layer the units were made from (the continuous baseline reads the same)."""
-        return self.quantizer.source["encoder"], int(self.quantizer.source["layer"])
+    def encoder(self) -> tuple[str, int, int]:
+        """The encoder path, layer and frame shift (ms) the units were made at (the continuous baseline reads the same)."""
+        from ..units.run import recorded_frame_ms
+
+        return self.quantizer.source["encoder"], int(self.quantizer.source["layer"]), recorded_frame_ms(self.quantizer.source)
 
     def _manifest(self, split: str) -> Path:
         from ..units.encode import manifest_path

@@ -61,7 +61,8 @@ class Recognizer:
         if self._layer is None:
             from ..encoders import EncoderLayer
 
-            self._layer = EncoderLayer(self.spec["encoder"], int(self.spec["layer"])).to(self.device)
+            # at the units' frame shift (models saved before frame shifts were recorded: all 40 ms)
+            self._layer = EncoderLayer(self.spec["encoder"], int(self.spec["layer"]), int(self.spec.get("frame_ms", 40))).to(self.device)
         return self._layer
 
     @property

@@ -52,10 +52,10 @@ MASK_SEED_STRIDE = 1_000_003
 def model_spec(cfg: ASRConfig, source: UnitSource, vocab: int) -> dict:
     """Everything needed to rebuild the model and its inputs without the YAML (saved in meta.json)."""
     kind = cfg.data.input
-    encoder, layer = source.encoder
+    encoder, layer, frame_ms = source.encoder
     spec = {"input": kind, "vocab": vocab, "preset": cfg.model.preset, "stream_weighting": cfg.model.stream_weighting,
             "dropout": cfg.model.dropout, "units_dir": str(source.dir.resolve()), "quantizer_dir": str(source.quantizer_dir.resolve()),
-            "encoder": str(Path(encoder).resolve()), "layer": layer, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
+            "encoder": str(Path(encoder).resolve()), "layer": layer, "frame_ms": frame_ms, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
     if kind == "units":
         spec |= {"num_streams": source.num_streams, "unit_vocab": source.unit_vocab}
     elif kind == "dedup":

@@ -50,11 +50,12 @@ from ..errors import SpeechrqError
 from ..features import FeatureNormalizer, LogMel, samples_for_frames
 from ..frames import SAMPLE_RATE
 from ..io import file_fingerprint
-from ..models.conformer import SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
+from ..models.conformer import ENCODER_FRAME_SECONDS, SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
 from ..targets.latent import configured_layers, stage_layers
 from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
 
 
+ENCODER_FRAME_MS = round(ENCODER_FRAME_SECONDS * 1000)  # 40: speechrq's encoder frame
 MIN_SAMPLES = samples_for_frames(SUBSAMPLING)
 """560: the fewest 16 kHz samples (35 ms) that give a speechrq encoder one 40 ms frame (4 log-Mel frames)."""
 
@@ -242,7 +243,7 @@ def is_feature_stats(path: str | Path) -> bool:
 
 
 class EncoderLayer(nn.Module):
-    """One hidden state of a frozen encoder: ``audio [B, S]`` -> ``[B, T, dim]`` on the 40 ms grid, and lengths.
+    """One hidden state of a frozen encoder: ``audio [B, S]`` -> ``[B, T, dim]`` at the source's frame rate, and lengths.
 
     ``path`` is a speechrq checkpoint, a local Hugging Face folder, or a corpus's ``feature_stats.json``: the
     normalised log-Mel stacked 4 frames at a time (320 dimensions, layer ``-1`` only), the high-dimensional
@@ -253,15 +254,28 @@ class EncoderLayer(nn.Module):
     (transformer layer) ``k``'s output, so Hugging Face's ``hidden_states[n]`` is
     layer ``n - 1`` here. Nothing above the layer runs.
 
+    ``frame_ms``: the frame shift of the states, in milliseconds. ``None`` (the default) keeps the
+    source's own: 20 ms for a Hugging Face WavLM / HuBERT / wav2vec2 / data2vec front end (the RPQ
+    paper's 50 Hz units), 40 ms for a speechrq checkpoint and the stacked log-Mel. A Hugging Face source
+    may be averaged to a multiple of its own shift (``40``: pairs of 20 ms frames on speechrq's 40 ms
+    grid, the grid evaluation uses); any other value is a :class:`SpeechrqError`.
+
     ``min_samples``: the shortest audio the layer reads (the source encoder's: 560 samples, 35 ms, for a
     checkpoint; 720, 45 ms, for a standard Hugging Face front end); a shorter row is a :class:`SpeechrqError`.
     """
 
-    def __init__(self, path: str | Path, layer: int):
+    def __init__(self, path: str | Path, layer: int, frame_ms: int | None = None):
         super().__init__()
-        from .hf import HuggingFaceEncoder, is_pretrained_folder, pretrained_config
+        from .hf import HuggingFaceEncoder, hf_frame_ms, is_pretrained_folder, pretrained_config
 
-        depth = int(pretrained_config(path)["num_hidden_layers"]) if is_pretrained_folder(path) else None
+        cfg = pretrained_config(path) if is_pretrained_folder(path) else None
+        depth = int(cfg["num_hidden_layers"]) if cfg else None
+        own = hf_frame_ms(cfg) if cfg else ENCODER_FRAME_MS  # checked before any weights load
+        self.frame_ms = int(round(own)) if frame_ms is None else int(frame_ms)
+        if self.frame_ms < 1 or self.frame_ms % own or (own == ENCODER_FRAME_MS and self.frame_ms != own):
+            allowed = f"{own:g} (its own) or a multiple of it, e.g. {2 * own:g}" if own != ENCODER_FRAME_MS else f"{own} only"
+            raise SpeechrqError(f"{path}: frame shift {frame_ms} ms: this source's frames are {own:g} ms; choose {allowed}")
+        self.group = round(self.frame_ms / own)
         if is_feature_stats(path):  # the stacked log-Mel (HuBERT's first-iteration unit source): one state, layer -1
             from ..features import FeatureStats
 
@@ -283,12 +297,19 @@ class EncoderLayer(nn.Module):
         self.min_samples = int(self.source.min_samples)
         freeze(self)
 
+    @property
+    def frame_shift(self) -> float:
+        """Seconds between frames (``frame_ms / 1000``)."""
+        return self.frame_ms / 1000
+
     @torch.no_grad()
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, S]`` audio -> ``[B, T, dim]`` states of the layer and ``[B]`` frame lengths."""
         self.forward_calls += 1
         if isinstance(self.source, FrozenEncoder):
             states, lens = self.source.encoder.extract_features(*self.source.features(audio, audio_lens), num_layers=self.layer + 1)
+        elif self.frame_ms != ENCODER_FRAME_MS:
+            states, lens = self.source.native_states(audio, audio_lens, self.group)  # a Hugging Face model's own frames
         else:
             states, lens = self.source(audio, audio_lens)
         return states[self.layer + 1], lens

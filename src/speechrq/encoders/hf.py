@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import SpeechrqError
 from ..features import num_frames
+from ..frames import SAMPLE_RATE
 from ..models.conformer import ENCODER_HOP, SUBSAMPLING
 
 SUPPORTED = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
@@ -53,6 +54,15 @@ def hf_min_samples(cfg: dict) -> int:
     for k, s in reversed(list(zip(kernels, strides))):
         need = (need - 1) * s + k
     return max(MIN_SAMPLES, need)
+
+
+def hf_frame_ms(cfg: dict) -> float:
+    """A Hugging Face encoder's own frame shift in ms: its convolutional strides' product over 16 kHz (20 for the standard
+    front end)."""
+    hop = 1
+    for s in cfg.get("conv_stride", WAV2VEC2_STRIDES):
+        hop *= int(s)
+    return hop * 1000 / SAMPLE_RATE
 
 
 def is_pretrained_folder(path: str | Path) -> bool:
@@ -117,8 +127,8 @@ class HuggingFaceEncoder(nn.Module):
         prep = Path(path) / "preprocessor_config.json"
         self.normalize = bool(json.loads(prep.read_text()).get("do_normalize", False)) if prep.exists() else False
 
-    def hidden_states(self, audio: torch.Tensor, audio_lens: torch.Tensor, frames: int) -> list[torch.Tensor]:
-        """Every kept state, ``[input, layer 0, ...]``, each ``[B, frames, dim]``."""
+    def _run(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple:
+        """The model on ``[B, S]`` audio: its hidden states ``[input, layer 0, ...]`` at its own frame rate."""
         valid = torch.arange(audio.shape[1], device=audio.device)[None] < audio_lens[:, None]
         x = audio.float()
         if self.normalize:  # per-utterance zero mean, unit variance over the valid samples
@@ -127,8 +137,12 @@ class HuggingFaceEncoder(nn.Module):
             var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
             x = ((x - mean) / (var + 1e-7).sqrt()) * valid
         out = self.model(x, attention_mask=valid.long() if self.use_mask else None, output_hidden_states=True)
+        return out.hidden_states[: self.depth + 1]
+
+    def hidden_states(self, audio: torch.Tensor, audio_lens: torch.Tensor, frames: int) -> list[torch.Tensor]:
+        """Every kept state, ``[input, layer 0, ...]``, each ``[B, frames, dim]`` on the 40 ms grid."""
         states = []
-        for h in out.hidden_states[: self.depth + 1]:
+        for h in self._run(audio, audio_lens):
             b, t, d = h.shape
             if t < self.pool:  # a pre-training batch of only 560..719-sample utterances: one model frame, repeated
                 h, t = F.pad(h.transpose(1, 2), (0, self.pool - t), mode="replicate").transpose(1, 2), self.pool
@@ -138,6 +152,27 @@ class HuggingFaceEncoder(nn.Module):
                 h = F.pad(h.transpose(1, 2), (0, frames - h.shape[1]), mode="replicate").transpose(1, 2)
             states.append(h[:, :frames])
         return states
+
+
+    @torch.no_grad()
+    def native_states(self, audio: torch.Tensor, audio_lens: torch.Tensor, group: int = 1) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``[B, S]`` audio -> ``([input, layer 0, ...], frame lengths)`` at the model's own frame rate (20 ms for
+        the standard front end), or averaged over ``group`` consecutive frames (``group = 2``: 40 ms).
+
+        Lengths are the convolutional feature encoder's (``(n - kernel) // stride + 1`` per layer), divided by
+        ``group`` (a last incomplete group is dropped). Rows under ``min_samples`` are refused.
+        """
+        from .frozen import check_lengths
+
+        self.forward_calls = getattr(self, "forward_calls", 0) + 1
+        check_lengths(audio_lens, self.min_samples)
+        lens = torch.div(self.model._get_feat_extract_output_lengths(audio_lens).long(), group, rounding_mode="floor")
+        states = []
+        for h in self._run(audio, audio_lens):
+            b, t, d = h.shape
+            t = t // group * group
+            states.append(h[:, :t].reshape(b, t // group, group, d).mean(2)[:, : int(lens.max())])
+        return states, lens
 
     @property
     def num_states(self) -> int:

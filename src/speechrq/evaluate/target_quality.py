@@ -46,8 +46,8 @@ from .probes import fold_phone
 
 
 
-def phone_spans(cut, num_frames: int) -> list[tuple[str, int, int]]:
-    """``(phone, first frame, end frame)`` on the encoder's 40 ms grid; phones folded as PR scores them (TIMIT's 61
+def phone_spans(cut, num_frames: int, frame_shift: float = ENCODER_FRAME_SECONDS) -> list[tuple[str, int, int]]:
+    """``(phone, first frame, end frame)`` on a grid of ``frame_shift`` seconds (the encoder's 40 ms); phones folded as PR scores them (TIMIT's 61
     to 39), silence, closures and pauses dropped, empty spans widened to one frame."""
     items = (cut.supervisions[0].alignment or {}).get("phone", [])
     spans = []
@@ -55,8 +55,8 @@ def phone_spans(cut, num_frames: int) -> list[tuple[str, int, int]]:
         phone = fold_phone(it.symbol)
         if phone is None:
             continue
-        s = min(int(round(it.start / ENCODER_FRAME_SECONDS)), num_frames - 1)
-        e = min(max(s + 1, int(round((it.start + it.duration) / ENCODER_FRAME_SECONDS))), num_frames)
+        s = min(int(round(it.start / frame_shift)), num_frames - 1)
+        e = min(max(s + 1, int(round((it.start + it.duration) / frame_shift))), num_frames)
         spans.append((phone, s, e))
     return spans
 

@@ -10,8 +10,9 @@ recipes do the same), built from the same quantizer and units as the raw row. PQ
 enter as raw aligned frames, as in the paper.
 
 The table gives CER and WER (mean ± standard deviation over training seeds), the training time
-per epoch (Figure 6: seconds of the trainer's own steps times the steps an epoch takes) and the
-input's bits per second (``M log2 k`` per 40 ms frame; 32 bits per dimension for the continuous
+per epoch (Figure 6: seconds of the trainer's own steps times the steps an epoch takes, counted from the sampler) and the
+input's bits per second (``M log2 k`` per frame at the source's frame shift: 25 frames/s at 40 ms, 50 at a Hugging Face
+model's 20 ms; a de-duplicated or BPE row is counted per frame too; 32 bits per dimension for the continuous
 features). Each PQ, RPQ and continuous row's CER is compared with each k-means row by a bootstrap
 over test utterances and training seeds (:mod:`speechrq.studies.significance`). Every stage is
 reused when finished (units, runs, decodes), so an interrupted comparison resumes; more seeds or
@@ -70,7 +71,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
             rpq_ms: list[int], alpha: float = 0.125, frames: int = 60000, seed: int = 0, overrides: list[str] = (),
             test_split: str = "test", beam: int = 10, ctc_weight: float = 0.3, mode: str = "joint", progress: bool = True,
             continuous: bool = True, jobs: int = 1, seeds: list[int] = (0,), kmeans_inputs: tuple[str, ...] = ("units",),
-            unit_bpe: int = 1000, rvq_ms: list[int] = ()) -> dict:
+            unit_bpe: int = 1000, rvq_ms: list[int] = (), frame_ms: int | None = None) -> dict:
     """Run every system (see the module docstring) for every training seed of ``seeds`` into ``out``; returns and
     writes ``compare.json`` / ``compare.md``.
 
@@ -99,8 +100,11 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     # OUT holds one comparison: the same encoder weights and layer, corpus content, ASR config and sample; rows (systems)
     # and training seeds may be added, and runs are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
-    identity = {"code": "asr-compare/1", "encoder": EncoderLayer(encoder, layer).fingerprint, "layer": layer,
+    lay = EncoderLayer(encoder, layer, frame_ms)
+    identity = {"code": "asr-compare/1", "encoder": lay.fingerprint, "layer": layer,
                 "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k}
+    if lay.frame_ms != 40:  # (comparisons on the 40 ms grid, all of them before frame shifts were recorded, say nothing)
+        identity["frame_ms"] = lay.frame_ms
     claim(out, identity, "an ASR comparison", hint="use another --out or delete it")
     from ..asr.search import SEARCH_VERSION
 
@@ -121,7 +125,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125), seed=seed)
         if progress:
             print(f"compare: units {slug}", flush=True)
-        fit_units(encoder, layer, corpus, out / "units" / slug, spec, frames=frames, progress=progress)
+        fit_units(encoder, layer, corpus, out / "units" / slug, spec, frames=frames, progress=progress, frame_ms=lay.frame_ms)
         encode_units(out / "units" / slug, corpus, ["train", "dev", test_split], out / "units" / slug / "corpus", bpe=bpe,
                      progress=progress)  # reused when done
     workers = max(1, min(jobs, len(todo)))
@@ -208,6 +212,21 @@ def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) 
     return found
 
 
+def steps_per_epoch(out: Path, spec: dict, seed: int) -> int:
+    """Optimizer steps in the first epoch of one run: the sampler's batches over the row's training units (no audio read)."""
+    from ..asr.config import ASRConfig
+    from ..asr.data import UnitSource
+    from ..config import load_config
+    from ..data.batching import make_sampler
+
+    run = run_dir(out, spec, seed)
+    cfg = load_config(ASRConfig, run / "config.yaml")
+    cuts = UnitSource(out / "units" / _slug(spec["quantizer"]) / "corpus").cuts(cfg.data.train_split).to_eager()
+    sampler = make_sampler(cuts, cfg.data.max_duration, shuffle=True, seed=seed, num_buckets=cfg.data.num_buckets)
+    sampler.set_epoch(0)
+    return sum(1 for _ in sampler) // max(cfg.optim.accum_steps, 1)
+
+
 def _train_and_decode(task: dict) -> dict:
     """One training seed of one row: the ASR model trained on its units (resumed or reused when its config and inputs
     are the same), test decoded, each utterance's errors kept beside the run; returns the run's numbers."""
@@ -220,6 +239,7 @@ def _train_and_decode(task: dict) -> dict:
     from ..text import utterance_errors
     from ..training.engine import read_metrics
     from ..units import UnitQuantizer
+    from ..units.run import recorded_frame_ms
 
     row, out, progress, dec = task["row"], Path(task["out"]), task["progress"], task["decoding"]
     units = out / "units" / _slug(row["quantizer"])
@@ -232,8 +252,6 @@ def _train_and_decode(task: dict) -> dict:
     metrics = read_metrics(run)
     s_per_step = sum(r["s_per_step"] for r in metrics) / max(len(metrics), 1)
     source = UnitSource(units / "corpus")
-    train_hours = sum(c.duration for c in source.cuts(cfg.data.train_split)) / 3600
-    steps_per_epoch = train_hours * 3600 / cfg.data.max_duration  # batches of max_duration seconds of audio
     result = decode_split(Recognizer(run), source.cuts(task["test_split"]), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
     char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
     word_errors, words = utterance_errors(result["refs"], result["hyps"], "word")
@@ -241,8 +259,9 @@ def _train_and_decode(task: dict) -> dict:
                                                                   "word_errors": word_errors, "words": words, "decoding": dec})
     quant = UnitQuantizer.load(units)
     bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
+    frames_per_s = 1000 / recorded_frame_ms(quant.source)  # 50 for 20 ms units, 25 for 40 ms
     return {"cer": result["cer"], "wer": result["wer"], "utterances": result["utterances"], "s_per_step": s_per_step,
-            "epoch_s": s_per_step * steps_per_epoch, "bits_per_second": bits * 25, "steps": cfg.optim.max_steps,
+            "epoch_s": s_per_step * steps_per_epoch(out, row, task["seed"]), "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
             "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run), "decoding": dec, "jobs": task["jobs"]}
 
 

@@ -4,7 +4,8 @@
 writes each utterance's units, ``uint16 [frames, M]``, as ``OUT/arrays/<id>.npy``
 (written atomically; a rerun skips utterances already written, so an interrupted
 job resumes). The manifest ``OUT/cuts_<split>.jsonl.gz`` is the corpus's CutSet with
-the units attached as the temporal array ``cut.units`` (frame shift 40 ms), read
+the units attached as the temporal array ``cut.units`` (frame shift: the layer's, 20 ms for a
+Hugging Face model, 40 ms for a speechrq encoder), read
 with ``cut.load_custom("units")``: discrete-unit ASR reads a manifest, not a private
 format. Single-stream units are also written as Kaldi-style text
 (``OUT/units_<split>.txt``: ``utt-id u1 u2 ...``), what ESPnet's asr2 recipes read.
@@ -22,7 +23,6 @@ from ..data.corpus import text_id
 from ..errors import SpeechrqError
 from ..frames import SAMPLE_RATE
 from ..io import atomic_path, utterance_file
-from ..models.conformer import ENCODER_FRAME_SECONDS
 from .sample import TRIM_EVERY, trim_heap
 
 UNITS_FIELD = "units"
@@ -32,13 +32,13 @@ def manifest_path(out: str | Path, split: str) -> Path:
     return Path(out) / f"cuts_{split}.jsonl.gz"
 
 
-def _attach(cut, arrays_dir: Path, path: Path, frames: int, streams: int):
+def _attach(cut, arrays_dir: Path, path: Path, frames: int, streams: int, frame_shift: float):
     from lhotse.array import Array, TemporalArray
 
     # stored relative to the units folder (resolved by load_units), so the folder can be moved or read from any directory
     array = Array(storage_type="numpy_files", storage_path=arrays_dir.name, storage_key=str(path.relative_to(arrays_dir)),
                   shape=[frames, streams])
-    return cut.with_custom(UNITS_FIELD, TemporalArray(array=array, temporal_dim=0, frame_shift=ENCODER_FRAME_SECONDS, start=0))
+    return cut.with_custom(UNITS_FIELD, TemporalArray(array=array, temporal_dim=0, frame_shift=frame_shift, start=0))
 
 
 def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_duration: float = 30.0, progress: bool = True) -> dict:
@@ -103,7 +103,7 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
                 missing += 1
                 continue
             units = np.load(path)
-            writer.write(_attach(c, arrays, path, units.shape[0], units.shape[1]))
+            writer.write(_attach(c, arrays, path, units.shape[0], units.shape[1], layer.frame_shift))
             if text is not None:
                 text.write(f"{text_id(c.id, kaldi)} {' '.join(map(str, units[:, 0].tolist()))}\n")  # no whitespace in an id
             utterances += 1

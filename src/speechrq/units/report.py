@@ -226,11 +226,12 @@ def plot_report(rows: list[dict], path) -> None:
     plt.close(fig)
 
 
-def frame_phones(cut, num_frames: int) -> np.ndarray:
-    """``[num_frames]`` phone label per 40 ms frame ('' where unaligned, silence or closure), as PR folds them."""
+def frame_phones(cut, num_frames: int, frame_shift: float = 0.04) -> np.ndarray:
+    """``[num_frames]`` phone label per frame of ``frame_shift`` seconds ('' where unaligned, silence or closure), as PR
+    folds them."""
     from ..evaluate.target_quality import phone_spans
 
     labels = np.full(num_frames, "", dtype=object)
-    for phone, s, e in phone_spans(cut, num_frames):
+    for phone, s, e in phone_spans(cut, num_frames, frame_shift):
         labels[s:e] = phone
     return labels

@@ -28,16 +28,27 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def open_layer(encoder: str | Path, layer: int):
-    """The frozen layer, on the GPU when there is one."""
+def open_layer(encoder: str | Path, layer: int, frame_ms: int | None = None):
+    """The frozen layer, on the GPU when there is one, at ``frame_ms`` (default: the source's own frame shift)."""
     from ..encoders import EncoderLayer
 
-    return EncoderLayer(encoder, layer).to(_device())
+    return EncoderLayer(encoder, layer, frame_ms).to(_device())
+
+
+def recorded_frame_ms(source: dict) -> int:
+    """The frame shift a quantizer's units come at (``units.json``'s ``source``; 40 ms where older ones say nothing:
+    they were all made on the 40 ms grid)."""
+    return int(source.get("frame_ms", 40))
 
 
 def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, spec: QuantizerSpec, frames: int | None = None,
-              fraction: float | None = None, split: str = "train", max_duration: float = 30.0, progress: bool = True) -> UnitQuantizer:
-    """Sample ``layer`` of ``encoder`` over ``corpus``'s ``split`` into ``OUT/sample``, fit ``spec`` on it, save to ``OUT``."""
+              fraction: float | None = None, split: str = "train", max_duration: float = 30.0, progress: bool = True,
+              frame_ms: int | None = None) -> UnitQuantizer:
+    """Sample ``layer`` of ``encoder`` over ``corpus``'s ``split`` into ``OUT/sample``, fit ``spec`` on it, save to ``OUT``.
+
+    ``frame_ms``: the units' frame shift (default: the source's own, 20 ms for a Hugging Face model; see
+    :class:`~speechrq.encoders.EncoderLayer`); recorded in ``units.json``, and every later step (encoding, ASR,
+    transcription) reads the encoder at that shift."""
     from ..data.corpus import LazyCuts
     from .sample import load_sample, sample_features
 
@@ -47,16 +58,16 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
 
     spec.validate()
     out = Path(out)
-    lay = open_layer(encoder, layer)
-    # what determines the fit: the encoder's weights and layer, the corpus's content, the sample size, the spec, faiss
+    lay = open_layer(encoder, layer, frame_ms)
+    # what determines the fit: the encoder's weights, layer and frame shift, the corpus's content, the sample size, the spec, faiss
     source = {"encoder": str(Path(encoder).resolve()), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim, "corpus": str(corpus),
               "split": split, "corpus_fingerprint": corpus_fingerprint(corpus, split), "frames": frames, "fraction": fraction,
-              "versions": versions("faiss")}
+              "versions": versions("faiss"), "frame_ms": lay.frame_ms}
     if (out / META_FILE).exists():
         q = UnitQuantizer.load(out)
         # paths are not compared (the same encoder or corpus named from another directory is the same input): their
         # content is, by the fingerprints
-        old = {"spec": asdict(q.spec), **{k: q.source.get(k) for k in source if k not in PATHS}}
+        old = {"spec": asdict(q.spec), **{k: q.source.get(k) for k in source if k not in PATHS}, "frame_ms": recorded_frame_ms(q.source)}
         new = {"spec": asdict(spec), **{k: v for k, v in source.items() if k not in PATHS}}
         if old == new:
             log.info("%s: already fitted with these settings; reused", out)
@@ -76,8 +87,8 @@ def format_fit(q: UnitQuantizer) -> str:
     s, src = q.spec, q.source
     note = (f" (faiss subsampled the sample to max_points_per_centroid x k = {s.max_points_per_centroid * s.k})"
             if src.get("sample_frames", 0) > min(q.trained_points) else "")
-    return (f"{s.kind}, M = {q.num_streams}, k = {s.k}, layer {src['layer']} of {src['encoder']}: sample of {src.get('sample_frames')} "
-            f"frames of {src.get('corpus_frames')}; each codebook trained on {min(q.trained_points)} points{note}\n")
+    return (f"{s.kind}, M = {q.num_streams}, k = {s.k}, layer {src['layer']} of {src['encoder']} at {recorded_frame_ms(src)} ms: sample of "
+            f"{src.get('sample_frames')} frames of {src.get('corpus_frames')}; each codebook trained on {min(q.trained_points)} points{note}\n")
 
 
 def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str], out: str | Path, bpe: int | None = None,
@@ -99,7 +110,7 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     from .quantizers import WEIGHTS_FILE
 
     q = UnitQuantizer.load(quantizer_dir)
-    lay = open_layer(q.source["encoder"], int(q.source["layer"]))
+    lay = open_layer(q.source["encoder"], int(q.source["layer"]), recorded_frame_ms(q.source))
     if lay.fingerprint != q.source["fingerprint"]:
         raise SpeechrqError(f"{quantizer_dir}: was fitted on encoder {q.source['fingerprint']}, but {q.source['encoder']} is now "
                             f"{lay.fingerprint}: the weights changed; fit again")
@@ -107,7 +118,7 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     # units already in OUT are kept only if the same quantizer made them from the same corpus (arrays are skipped by id)
     identity = {"code": "units-encode/1", "quantizer": file_fingerprint(Path(quantizer_dir) / WEIGHTS_FILE), "spec": asdict(q.spec),
                 "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
-                "versions": versions("torch", "faiss")}
+                "versions": versions("torch", "faiss")} | ({"frame_ms": lay.frame_ms} if lay.frame_ms != 40 else {})
     reused = claim(out, identity, "units", hint="use another --out or delete it")
     done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
     earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
@@ -188,7 +199,7 @@ def held_out_frames(lay, cuts, max_frames: int, max_duration: float = 30.0, prog
         for i, cut in enumerate(batch["cuts"]):
             t = int(lens[i])
             xs.append(states[i, :t].float().cpu().numpy())
-            ys.append(frame_phones(cut, t))
+            ys.append(frame_phones(cut, t, lay.frame_shift))
             n += t
         if n >= max_frames:
             break
@@ -199,7 +210,7 @@ def held_out_frames(lay, cuts, max_frames: int, max_duration: float = 30.0, prog
 
 def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, k: int, points: list, frames: int,
                  eval_split: str = "dev", eval_frames: int = 20000, seed: int = 0, niter: int = 20, normalize: str = "none",
-                 train_split: str = "train", progress: bool = True) -> dict:
+                 train_split: str = "train", progress: bool = True, frame_ms: int | None = None) -> dict:
     """Sample ``frames`` training frames, take ``eval_frames`` of ``eval_split``, fit and measure every point: ``OUT/report.{json,md,png}``."""
     from ..data.corpus import LazyCuts
     from ..identity import corpus_fingerprint, describe_difference, versions
@@ -207,7 +218,7 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
     from .sample import load_sample, sample_features
 
     out = Path(out)
-    lay = open_layer(encoder, layer)
+    lay = open_layer(encoder, layer, frame_ms)
     corpus_fp = corpus_fingerprint(corpus)
     sample_features(lay, LazyCuts(corpus, train_split), out / "sample", seed=seed, frames=frames, progress=progress,
                     corpus_fingerprint=corpus_fingerprint(corpus, train_split))
@@ -215,7 +226,8 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
     held, phones = held_out_frames(lay, LazyCuts(corpus, eval_split), eval_frames, progress=progress)
     settings = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(corpus),
                 "corpus_fingerprint": corpus_fp, "k": k, "train_frames": len(train), "eval_split": eval_split, "eval_frames": len(held),
-                "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss")}
+                "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss")} | (
+                    {"frame_ms": lay.frame_ms} if lay.frame_ms != 40 else {})
     path = out / "report.json"
     report = read_json(path) if path.exists() else {"settings": settings, "rows": []}
     old = {k: v for k, v in (report.get("settings") or {}).items() if k not in PATHS}

@@ -56,11 +56,12 @@ def utterance_generator(seed: int, utt_id: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(utt_id.encode()))
 
 
-def expected_frames(cuts) -> tuple[int, int]:
-    """``(encoder frames, utterances)`` of a corpus from its manifest's durations (40 ms frames), without reading audio."""
+def expected_frames(cuts, frame_shift: float = ENCODER_FRAME_SECONDS) -> tuple[int, int]:
+    """``(encoder frames, utterances)`` of a corpus from its manifest's durations (frames of ``frame_shift`` seconds,
+    40 ms by default), without reading audio."""
     frames = n = 0
     for c in cuts:
-        frames += int(c.duration / ENCODER_FRAME_SECONDS)
+        frames += int(c.duration / frame_shift)
         n += 1
     return frames, n
 
@@ -85,7 +86,8 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
     refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any audio is read
     if (frames is None) == (fraction is None):
         raise SpeechrqError("sample: give exactly one of frames (a count) or fraction")
-    total, utterances = expected_frames(cuts)
+    frame_shift = getattr(layer, "frame_shift", ENCODER_FRAME_SECONDS)
+    total, utterances = expected_frames(cuts, frame_shift)
     if total == 0:
         raise SpeechrqError("sample: the corpus has no audio")
     p = min(1.0, frames / total) if frames is not None else fraction
@@ -98,6 +100,8 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
     settings = {"encoder": layer.fingerprint, "layer": layer.layer, "seed": seed, "p": p, "utterances": utterances}
     if corpus_fingerprint is not None:
         settings["corpus"] = corpus_fingerprint
+    if round(frame_shift * 1000) != 40:  # (older samples, all at 40 ms, say nothing)
+        settings["frame_ms"] = round(frame_shift * 1000)
     state = read_json(out / SAMPLE_FILE) if (out / SAMPLE_FILE).exists() else None
     if state is not None and state["settings"] != settings:
         from ..identity import describe_difference

@@ -1,0 +1,256 @@
+"""The RPQ paper's tables from ``speechrq asr compare`` outputs: Tables I-IV, Table VII and Figure 6 in one call.
+
+``rpq_tables(OUT, ...)`` reads finished comparisons (each ``OUT/compare.json`` with its runs) and lays
+their rows out as the paper does (RPQ paper, Sec. V):
+
+- **Table I**: the k-means rows by ``k`` (one comparison per ``k``), each against the smallest ``k``.
+- **Table II**: continuous input, the k-means rows, PQ by ``M`` and RPQ by ``M`` (at the α most RPQ rows
+  share; on a tie, the one nearest the paper's 0.125), each PQ / RPQ row against the paper's baseline (de-dup + unit BPE) and raw k-means.
+- **Table III**: k-means, RVQ by levels ``V``, PQ and RPQ by ``M``, with input bits/s and time per epoch.
+- **Table IV**: RPQ at its largest ``M`` by α.
+- **Table VII**: for every row, the warm-up steps, the step where the learning rate peaks (read from the
+  training log), the optimizer steps one epoch takes (counted from the sampler over the row's units:
+  speechrq batches by seconds of audio, so ``M`` cannot change it) and the peak's epoch.
+- **Figure 6**: time per epoch for k-means, RPQ by ``M`` and continuous input.
+
+Every number is a mean ± standard deviation over the training seeds the comparisons share; every
+difference carries a 95% bootstrap interval over test utterances and seeds
+(:mod:`speechrq.studies.significance`) and the verdict it gives.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from ..errors import SpeechrqError
+from ..io import atomic_write_json, atomic_write_text, read_json
+
+
+def _load(out: Path) -> dict:
+    path = out / "compare.json"
+    if not path.exists():
+        raise SpeechrqError(f"{out}: no compare.json (run `speechrq asr compare --out {out}` first)")
+    report = read_json(path)
+    if "training_seeds" not in report or not report.get("rows"):
+        raise SpeechrqError(f"{path}: not a finished comparison (no training_seeds or rows); run `speechrq asr compare` again")
+    return report
+
+
+def _row_spec(name: str, r: dict) -> dict:
+    """The row as :func:`~speechrq.studies.discrete_asr.systems` describes it (what ``run_dir`` reads)."""
+    return {"name": name, "input": r["input"], "quantizer": r["quantizer"]} | ({"unit_bpe": r["unit_bpe"]} if "unit_bpe" in r else {})
+
+
+def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
+    runs = [r["seeds"][str(s)] for s in seeds]
+    spread = (lambda key: statistics.stdev(x[key] for x in runs) if len(runs) > 1 else 0.0)  # noqa: E731
+    q = r["quantizer"]
+    return {"name": name, "out": str(out), "input": r["input"], "kind": "continuous" if r["input"] == "continuous" else q["kind"],
+            "k": q["k"], "M": q["num_subspaces"], "alpha": q.get("alpha"), "cer": statistics.fmean(x["cer"] for x in runs),
+            "cer_std": spread("cer"), "wer": statistics.fmean(x["wer"] for x in runs), "wer_std": spread("wer"),
+            "bits_per_second": runs[0]["bits_per_second"], "s_per_step": statistics.fmean(x["s_per_step"] for x in runs),
+            "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)}
+
+
+def _difference(a: dict, b: dict, seeds: list[int], test_split: str) -> dict:
+    """``b − a`` in CER and WER (negative: ``b`` is better) with bootstrap intervals and the verdict."""
+    from .discrete_asr import _errors
+    from .significance import bootstrap_difference, difference_verdict
+
+    ac, al, aw, awl, aids = _errors(Path(a["out"]), a["spec"], seeds, test_split)
+    bc, _, bw, _, bids = _errors(Path(b["out"]), b["spec"], seeds, test_split)
+    if aids != bids:
+        raise SpeechrqError(f"{b['name']} ({b['out']}) and {a['name']} ({a['out']}) scored different {test_split} utterances")
+    cer = bootstrap_difference(ac, bc, al)
+    wer = bootstrap_difference(aw, bw, awl, seed=1)
+    return {"row": b["name"], "against": a["name"], "cer": cer, "wer": wer, "verdict": difference_verdict(cer)}
+
+
+def lr_peak(out: Path, spec: dict, seed: int) -> dict:
+    """The warm-up steps of one run's config, the logged step with the highest learning rate, and the run's epoch length."""
+    from ..asr.config import ASRConfig
+    from ..config import load_config
+    from ..training.engine import read_metrics
+    from .discrete_asr import run_dir, steps_per_epoch
+
+    run = run_dir(out, spec, seed)
+    metrics = read_metrics(run)
+    if not metrics:
+        raise SpeechrqError(f"{run}: no training log (metrics.jsonl)")
+    peak = max(metrics, key=lambda m: m["lr"])
+    steps = steps_per_epoch(out, spec, seed)
+    return {"warmup_steps": load_config(ASRConfig, run / "config.yaml").optim.warmup_steps, "peak_step": peak["step"],
+            "peak_lr": peak["lr"], "steps_per_epoch": steps, "peak_epoch": peak["step"] / steps}
+
+
+def rpq_tables(outs: list[str | Path], progress: bool = False) -> dict:
+    """Tables I-IV and VII (and Figure 6's numbers) from finished comparisons ``outs`` (see the module docstring).
+
+    Raises :class:`SpeechrqError` when a directory holds no finished comparison or the comparisons share no
+    training seed or test split."""
+    from .discrete_asr import steps_per_epoch
+
+    outs = [Path(o) for o in outs]
+    if not outs:
+        raise SpeechrqError("rpq tables: give at least one `asr compare` output directory")
+    reports = {o: _load(o) for o in outs}
+    splits = {r["test_split"] for r in reports.values()}
+    if len(splits) != 1:
+        raise SpeechrqError(f"rpq tables: the comparisons score different test splits ({', '.join(sorted(splits))})")
+    test_split = splits.pop()
+    seeds = sorted(set.intersection(*(set(r["training_seeds"]) for r in reports.values())))
+    if not seeds:
+        raise SpeechrqError("rpq tables: the comparisons share no training seed")
+    rows = [_entry(o, name, r, seeds) for o, rep in reports.items() for name, r in rep["rows"].items()]
+    kmeans = [r for r in rows if r["kind"] == "kmeans" and r["input"] != "continuous"]
+    main_out = max(outs, key=lambda o: sum(r["kind"] in ("pq", "rpq", "rvq") for r in rows if r["out"] == str(o)))
+    main = [r for r in rows if r["out"] == str(main_out)]
+    main_km = {r["input"]: r for r in main if r["kind"] == "kmeans" and r["input"] != "continuous"}
+    baselines = [main_km[i] for i in ("bpe", "units") if i in main_km]
+
+    # Table I: k-means by k, each input against the smallest k's row of that input
+    table1 = []
+    for inp in ("units", "dedup", "bpe"):
+        by_k = sorted((r for r in kmeans if r["input"] == inp), key=lambda r: r["k"])
+        for r in by_k:
+            table1.append(r | ({"against_smallest_k": _difference(by_k[0], r, seeds, test_split)} if r is not by_k[0] else {}))
+    # Table II's α: the one with the most RPQ rows; a tie goes to the α nearest the paper's 0.125
+    alphas = Counter(r["alpha"] for r in main if r["kind"] == "rpq")
+    alpha = min(alphas, key=lambda a: (-alphas[a], abs(a - 0.125))) if alphas else None
+    pq = sorted((r for r in main if r["kind"] == "pq"), key=lambda r: r["M"])
+    rpq = sorted((r for r in main if r["kind"] == "rpq" and r["alpha"] == alpha), key=lambda r: r["M"])
+    rvq = sorted((r for r in main if r["kind"] == "rvq"), key=lambda r: r["M"])
+    cont = [r for r in main if r["kind"] == "continuous"]
+    table2 = [r | {"differences": [_difference(b, r, seeds, test_split) for b in baselines]} for r in cont + pq + rpq]
+    for group in (pq, rpq):  # Table II's second claim: more streams help; each M against the smallest
+        for r in table2:
+            if group and r["name"] != group[0]["name"] and r["name"] in {g["name"] for g in group}:
+                r["against_smallest_M"] = _difference(group[0], r, seeds, test_split)
+    table3 = [r | {"differences": [_difference(b, r, seeds, test_split) for b in baselines]} for r in rvq + pq + rpq]
+    top = max((r["M"] for r in main if r["kind"] == "rpq"), default=None)
+    table4 = sorted((r for r in main if r["kind"] == "rpq" and r["M"] == top), key=lambda r: r["alpha"])
+    if table4:
+        best4 = min(table4, key=lambda r: r["cer"])
+        table4 = [r | ({"against_best": _difference(best4, r, seeds, test_split)} if r is not best4 else {"best": True}) for r in table4]
+    km = main_km.get("units") or next(iter(main_km.values()), None)  # the paper's K-means row: raw units
+    first = [km] if km else []
+    table7 = [{"name": r["name"], "M": r["M"], "cer": r["cer"], "cer_std": r["cer_std"], **lr_peak(Path(r["out"]), r["spec"], seeds[0])}
+              for r in first + pq + rpq + rvq]
+    epoch_steps = {t["name"]: t["steps_per_epoch"] for t in table7}
+    figure6 = []
+    for r in first + rpq + cont:
+        steps = epoch_steps.get(r["name"]) or steps_per_epoch(Path(r["out"]), r["spec"], seeds[0])
+        figure6.append({"name": r["name"], "s_per_step": r["s_per_step"], "epoch_s": r["s_per_step"] * steps, "jobs": r["jobs"]})
+    strip = lambda xs: [{k: v for k, v in x.items() if k != "spec"} for x in xs]  # noqa: E731
+    return {"training_seeds": seeds, "test_split": test_split, "comparisons": [str(o) for o in outs], "main": str(main_out),
+            "alpha": alpha, "baselines": [b["name"] for b in baselines], "table1": strip(table1), "table2": strip(table2),
+            "table3": strip(table3), "table4": strip(table4), "table7": table7, "figure6": figure6}
+
+
+def _pm(r: dict, key: str) -> str:
+    return f"{r[key]:.2f} ± {r[key + '_std']:.2f}"
+
+
+def _diff(d: dict | None) -> str:
+    if not d:
+        return ""
+    c = d["cer"]
+    return f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] {d['verdict']}"
+
+
+def format_tables(t: dict) -> str:
+    seeds = ", ".join(map(str, t["training_seeds"]))
+    out = [f"Test split `{t['test_split']}`; CER and WER mean ± standard deviation over training seeds {seeds}; Δ is row − "
+           "reference in CER (negative: fewer errors) with its 95% bootstrap interval over test utterances and seeds.", ""]
+    out += ["**Table I: k-means by k**", "", "| input | k | CER | WER | Δ against the smallest k |", "|---|---|---|---|---|"]
+    out += [f"| {r['input']} | {r['k']} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | {_diff(r.get('against_smallest_k'))} |" for r in t["table1"]]
+    base = t["baselines"]
+    head = " | ".join(f"Δ against {b}" for b in base)
+    out += ["", f"**Table II: PQ and RPQ (α = {t['alpha']:g}) by M**" if t["alpha"] is not None else "**Table II: PQ by M**", "",
+            f"| input | CER | WER | {head} | Δ against the smallest M |", "|---|---|---|---|" + "---|" * len(base)]
+    for r in t["table2"]:
+        out.append(f"| {r['name']} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | " + " | ".join(_diff(d) for d in r["differences"])
+                   + f" | {_diff(r.get('against_smallest_M'))} |")
+    out += ["", "**Table III: RVQ, PQ and RPQ**", "", f"| method | CER | WER | bits/s | {head} |", "|---|---|---|---|" + "---|" * len(base)]
+    for r in t["table3"]:
+        out.append(f"| {r['name']} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | {r['bits_per_second']:.0f} | "
+                   + " | ".join(_diff(d) for d in r["differences"]) + " |")
+    if t["table4"]:
+        out += ["", f"**Table IV: RPQ (M = {t['table4'][0]['M']}) by α**", "", "| α | CER | WER | Δ against the best α |", "|---|---|---|---|"]
+        out += [f"| {r['alpha']:g} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | {'best' if r.get('best') else _diff(r.get('against_best'))} |"
+                for r in t["table4"]]
+    out += ["", f"**Table VII: where the learning rate peaks** (training seed {t['training_seeds'][0]}; speechrq batches by seconds "
+            "of audio, so the steps of an epoch do not depend on M)", "",
+            "| row | warm-up steps | peak step | steps per epoch | peak epoch | CER |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['name']} | {r['warmup_steps']} | {r['peak_step']} | {r['steps_per_epoch']} | {r['peak_epoch']:.2f} | {_pm(r, 'cer')} |"
+            for r in t["table7"]]
+    shared = sorted({r["jobs"] for r in t["figure6"]} - {1})
+    out += ["", "**Figure 6: training time per epoch**" + (f" ({' or '.join(map(str, shared))} trainings side by side)" if shared else ""),
+            "", "| input | s per step | s per epoch |", "|---|---|---|"]
+    out += [f"| {r['name']} | {r['s_per_step']:.3f} | {r['epoch_s']:.1f} |" for r in t["figure6"]]
+    return "\n".join(out) + "\n"
+
+
+def plot_figure6(t: dict, path: str | Path) -> Path:
+    """Figure 6 as bars: seconds per training epoch of each input."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = t["figure6"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows)), 3.2))
+    ax.bar(range(len(rows)), [r["epoch_s"] for r in rows], color=["#777" if "k-means" in r["name"] else "#3a7" if r["name"] == "continuous"
+                                                                   else "#37a" for r in rows])
+    ax.set_xticks(range(len(rows)), [r["name"].replace(", α", "\nα") for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("seconds per epoch")
+    ax.set_title("Figure 6: training time per epoch", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
+
+
+def copy_logs(outs: list[str | Path], directory: str | Path, seeds: list[int]) -> list[Path]:
+    """Every run's training log (``metrics.jsonl``) gzipped into ``DIRECTORY/<comparison>_<system>_seed<S>.jsonl.gz``
+    (byte-reproducible: no timestamp in the gzip header)."""
+    import gzip
+
+    from ..io import atomic_path
+    from .discrete_asr import run_dir
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for out in map(Path, outs):
+        for name, r in _load(out)["rows"].items():
+            for s in seeds:
+                run = run_dir(out, _row_spec(name, r), s)
+                path = directory / f"{out.name}_{run.parent.name}_seed{s}.jsonl.gz"
+                with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as z:
+                    z.write((run / "metrics.jsonl").read_bytes())
+                written.append(path)
+    return written
+
+
+def write_tables(outs: list[str | Path], prefix: str | Path, logs: str | Path | None = None) -> dict:
+    """``PREFIX.json``, ``PREFIX.md`` and ``PREFIX_figure6.png`` from the comparisons ``outs``; with ``logs``, every
+    run's training log gzipped there (:func:`copy_logs`)."""
+    t = rpq_tables(outs)
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    if logs is not None:
+        copy_logs(outs, logs, t["training_seeds"])
+    atomic_write_json(prefix.with_suffix(".json"), t)
+    atomic_write_text(prefix.with_suffix(".md"), format_tables(t))
+    plot_figure6(t, prefix.parent / f"{prefix.name}_figure6.png")
+    return t
+
+
+__all__ = ["copy_logs", "format_tables", "lr_peak", "plot_figure6", "rpq_tables", "write_tables"]

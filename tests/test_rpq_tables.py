@@ -1,0 +1,79 @@
+"""``speechrq asr tables``: the RPQ paper's Tables I-IV, VII and Figure 6 laid out from finished comparisons."""
+
+from __future__ import annotations
+
+import json
+
+from test_discrete_asr import write_asr_config
+
+from speechrq.cli import main
+from speechrq.data.batching import make_sampler
+
+
+def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(pretrain_corpus, tmp_path, capsys):
+    """Two comparisons (k = 16 with RPQ at two α and RVQ; k = 24 k-means alone) over two training seeds on the 320-d
+    log-Mel: Table I holds both k with an interval, Table II's differences equal compare.json's, Table III has the RVQ row,
+    Table II takes the α nearest 0.125 on a tie, Table IV sorts α, Table VII's steps per epoch are the sampler's batches and the peak is the warm-up's end."""
+    write_asr_config(tmp_path / "asr.yaml", steps=2)
+    stats = str(pretrain_corpus / "feature_stats.json")
+    common = ["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", stats, "--layer", "-1", "--corpus", str(pretrain_corpus),
+              "--frames", "3000", "--test-split", "dev", "--mode", "ctc", "--beam", "1", "--seeds", "0,1", "--no-continuous", "--quiet",
+              "--set", "optim.warmup_steps=2"]
+    assert main([*common, "--out", str(tmp_path / "k16"), "--k", "16", "--pq", "", "--rpq", "2,2@0.25", "--alpha", "0.5",
+                 "--rvq", "2"]) == 0
+    assert main([*common, "--out", str(tmp_path / "k24"), "--k", "24", "--pq", "", "--rpq", ""]) == 0
+    capsys.readouterr()
+    prefix = tmp_path / "docs" / "tables"
+    assert main(["asr", "tables", str(tmp_path / "k16"), str(tmp_path / "k24"), "--prefix", str(prefix), "--logs",
+                 str(tmp_path / "logs")]) == 0
+    import gzip
+
+    logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert len(logs) == 2 * 5 and "k16_rvq_k16_m2_seed1.jsonl.gz" in logs and "k24_kmeans_k24_m1_seed0.jsonl.gz" in logs
+    log = gzip.decompress((tmp_path / "logs" / "k16_rvq_k16_m2_seed1.jsonl.gz").read_bytes())
+    assert log == (tmp_path / "k16" / "runs" / "rvq_k16_m2" / "seed1" / "metrics.jsonl").read_bytes()
+    t = json.loads(prefix.with_suffix(".json").read_text())
+    assert t["training_seeds"] == [0, 1] and t["main"] == str(tmp_path / "k16") and t["alpha"] == 0.25
+    assert [(r["k"], "against_smallest_k" in r) for r in t["table1"]] == [(16, False), (24, True)]
+    d = t["table1"][1]["against_smallest_k"]
+    assert abs(d["cer"]["difference"] - (t["table1"][1]["cer"] - t["table1"][0]["cer"])) < 1e-6 and d["cer"]["seeds"] == [2, 2]
+    compare = json.loads((tmp_path / "k16" / "compare.json").read_text())
+    by_pair = {(x["row"], x["baseline"]): x for x in compare["differences"]}
+    assert [r["name"] for r in t["table2"]] == ["RPQ (M=2, α=0.25)"]
+    for r in t["table2"]:
+        (diff,) = r["differences"]
+        assert diff["cer"] == by_pair[(r["name"], "k-means (k=16)")]["cer"]  # the same bootstrap as the comparison's
+    assert [r["name"] for r in t["table3"]] == ["RVQ (V=2)", "RPQ (M=2, α=0.25)"]
+    assert [r["alpha"] for r in t["table4"]] == [0.25, 0.5] and sum(bool(r.get("best")) for r in t["table4"]) == 1
+    from speechrq.asr.data import UnitSource
+
+    cuts = UnitSource(tmp_path / "k16" / "units" / "rvq_k16_m2" / "corpus").cuts("train").to_eager()
+    sampler = make_sampler(cuts, 20.0, seed=0, num_buckets=4)
+    sampler.set_epoch(0)
+    batches = sum(1 for _ in sampler)
+    assert {r["steps_per_epoch"] for r in t["table7"]} == {batches}  # duration batching: M does not change an epoch
+    assert all(r["warmup_steps"] == 2 and r["peak_step"] == 2 and r["peak_epoch"] == 2 / batches for r in t["table7"])
+    assert [r["name"] for r in t["figure6"]] == ["k-means (k=16)", "RPQ (M=2, α=0.25)"]
+    md = prefix.with_suffix(".md").read_text()
+    assert "**Table I" in md and "**Table IV: RPQ (M = 2) by α**" in md and "| RVQ (V=2) |" in md
+    assert (tmp_path / "docs" / "tables_figure6.png").stat().st_size > 1000
+    # the report's claims follow the intervals: flipping every verdict flips the claim
+    import copy
+
+    from speechrq.studies.report import AGAINST, HELD, tables_claims
+
+    claims = {c["claim"]: c for c in tables_claims(t, "docs/x.json")}
+    table2 = claims["PQ and RPQ units beat k-means units for ASR (Table II, wide source; against k-means (k=16))"]
+    assert "RPQ (M=2, α=0.25)" in table2["number"]
+    assert claims["more streams move the learning-rate peak to an earlier epoch (Table VII)"]["verdict"].startswith("does not apply")
+    assert "Table IV" in " ".join(claims) and "Table I)" in " ".join(claims)
+    for forced, want in (("better", HELD), ("worse", AGAINST)):
+        flipped = copy.deepcopy(t)
+        for r in flipped["table2"]:
+            for d in r["differences"]:
+                d["verdict"] = forced
+        assert {c["claim"]: c for c in tables_claims(flipped, "x")}[table2["claim"]]["verdict"] == want
+    capsys.readouterr()
+    assert main(["asr", "tables", str(tmp_path / "nothing"), "--prefix", str(prefix)]) == 2
+    err = capsys.readouterr().err
+    assert "no compare.json" in err and err.count("\n") == 1
