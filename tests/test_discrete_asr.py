@@ -15,7 +15,7 @@ from speechrq.cli import main
 from speechrq.config import config_from_dict, config_to_dict
 from speechrq.features import FeatureStats
 from speechrq.errors import SpeechrqError
-from speechrq.studies.discrete_asr import parse_rpq, run_dir, systems
+from speechrq.studies.discrete_asr import parse_ms, parse_rpq, run_dir, systems
 
 
 def untrained_checkpoint(corpus, run):
@@ -51,9 +51,11 @@ def test_rpq_rows_carry_their_own_alpha_and_rvq_rows_their_levels():
     assert rows[3]["quantizer"] == {"kind": "rpq", "k": 500, "num_subspaces": 32, "alpha": 0.25}
     assert rows[5]["quantizer"] == {"kind": "rvq", "k": 500, "num_subspaces": 2}
     assert len({run_dir(Path("o"), r, 0) for r in rows}) == len(rows)  # every row has its own runs and units
-    for bad in ("32@", "x", "32@1.5", "0@0.5"):
+    for bad in ("32@", "x", "32@1.5", "0@0.5", "32@0.1250001"):  # the last would name the same row as 32@0.125
         with pytest.raises(SpeechrqError, match="--rpq"):
             parse_rpq(bad, 0.125)
+    with pytest.raises(SpeechrqError, match="--rvq: 0, -1: stream counts"):
+        parse_ms("2,0,-1", "--rvq")
 
 
 def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, capsys):

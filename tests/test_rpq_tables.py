@@ -73,7 +73,21 @@ def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(
             for d in r["differences"]:
                 d["verdict"] = forced
         assert {c["claim"]: c for c in tables_claims(flipped, "x")}[table2["claim"]]["verdict"] == want
-    capsys.readouterr()
-    assert main(["asr", "tables", str(tmp_path / "nothing"), "--prefix", str(prefix)]) == 2
-    err = capsys.readouterr().err
-    assert "no compare.json" in err and err.count("\n") == 1
+    # user mistakes: one line each, nothing written
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "hand" ).mkdir()
+    (tmp_path / "hand" / "compare.json").write_text(json.dumps({"training_seeds": [0], "test_split": "dev", "rows": {"x": {}}}))
+    (tmp_path / "again" / "k16").mkdir(parents=True)
+    (tmp_path / "again" / "k16" / "compare.json").write_text((tmp_path / "k16" / "compare.json").read_text())
+    k16 = str(tmp_path / "k16")
+    for args, said in (([str(tmp_path / "nothing"), "--prefix", str(prefix)], "no compare.json"),
+                       ([str(tmp_path / "hand"), "--prefix", str(prefix)], "row 'x' has no input, quantizer, seeds"),
+                       ([k16, "--prefix", str(tmp_path / "docs") + "/"], "a folder"),
+                       ([k16, "--prefix", str(tmp_path / "file" / "p")], "--prefix"),
+                       ([k16, "--prefix", str(prefix), "--logs", str(tmp_path / "file")], "--logs"),
+                       ([k16, str(tmp_path / "again" / "k16"), "--prefix", str(prefix), "--logs", str(tmp_path / "l2")],
+                        "share a folder name")):
+        capsys.readouterr()
+        assert main(["asr", "tables", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, (args, err)

@@ -257,3 +257,11 @@ def test_a_20_ms_source_keeps_20_ms_frames_through_encode_manifests_asr_batches_
         err = capsys.readouterr().err
         assert f"frame shift {ms} ms" in err and err.strip().count("\n") == 0
     assert EncoderLayer(hf, 0, 60).frame_ms == 60  # three 20 ms frames averaged
+    # a shift longer than some utterances: they are named before anything is written, never encoded as empty units
+    assert EncoderLayer(hf, 0, 2000).min_samples == 400 + 99 * 320
+    for args in (["units", "fit", "--frames", "100", "--k", "4"], ["asr", "compare", str(tmp_path / "asr.yaml"), "--k", "4"]):
+        capsys.readouterr()
+        assert main([*args, "--encoder", str(hf), "--layer", "0", "--corpus", str(pretrain_corpus), "--out", str(tmp_path / "long"),
+                     "--frame-ms", "2000", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "too short for encoder layer 0" in err and err.strip().count("\n") == 0 and not (tmp_path / "long").exists()

@@ -373,6 +373,8 @@ def cmd_asr_compare(args) -> None:
     from .studies.discrete_asr import compare, format_compare, parse_ms, parse_rpq
 
     mode, beam, w = _decode_args(args)
+    if float(f"{args.alpha:g}") != args.alpha:
+        raise SpeechrqError(f"--alpha {args.alpha!r}: give at most 6 significant digits (it names the rows: {args.alpha:g})")
     if args.k < 2 or not 0 < args.alpha <= 1 or args.frames < 1:
         raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
     report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
@@ -625,8 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--max-duration", type=float, default=30.0, help="padded audio seconds per encoder batch (default: 30; more on a GPU)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--frame-ms", type=int, metavar="MS", help="frame shift of the units in ms (default: the source's own: 20 for a Hugging Face "
-                   "model, as in the RPQ paper; 40 for a speechrq checkpoint or the log-Mel). 40 averages a Hugging Face "
-                   "model's 20 ms frames in pairs, the grid evaluation uses")
+                   "model, as in the RPQ paper; 40 for a speechrq checkpoint or the log-Mel). 40 puts a Hugging Face model's "
+                   "20 ms frames on speechrq's 40 ms grid (pairs averaged, the last one padded), the grid evaluation uses; "
+                   "60, 80, ... average 3, 4, ... frames")
 
     uf = usub.add_parser("fit", help="sample a layer's frames and fit a quantizer",
                          description="Stream a seeded sample of the layer's frames (float16 shards, bounded memory) into "
@@ -706,8 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--encoder", required=True, help="a speechrq checkpoint, a local Hugging Face model folder, or a corpus's feature_stats.json (the stacked log-Mel, 320 dimensions, --layer -1)")
     ac.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
     ac.add_argument("--frame-ms", type=int, metavar="MS", help="frame shift of the units in ms (default: the source's own: 20 for a Hugging Face "
-                   "model, as in the RPQ paper; 40 for a speechrq checkpoint or the log-Mel). 40 averages a Hugging Face "
-                   "model's 20 ms frames in pairs, the grid evaluation uses")
+                   "model, as in the RPQ paper; 40 for a speechrq checkpoint or the log-Mel). 40 puts a Hugging Face model's "
+                   "20 ms frames on speechrq's 40 ms grid (pairs averaged, the last one padded), the grid evaluation uses; "
+                   "60, 80, ... average 3, 4, ... frames")
     ac.add_argument("--corpus", required=True, help="corpus directory (train, dev and the test split)")
     ac.add_argument("--out", required=True, help="output directory")
     ac.add_argument("--k", type=int, default=2000, help="centroids per codebook (default: 2000)")

@@ -114,7 +114,8 @@ def recorded(directory: str | Path) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
-def claim(directory: str | Path, identity: dict, what: str, hint: str = "use another directory or delete this one") -> bool:
+def claim(directory: str | Path, identity: dict, what: str, hint: str = "use another directory or delete this one",
+          defaults: dict | None = None) -> bool:
     """Check ``directory`` against ``identity``, recording it there when new. Returns True if the directory
     already holds work of this identity (reuse it), False if it is new (recorded now; compute into it).
 
@@ -125,6 +126,8 @@ def claim(directory: str | Path, identity: dict, what: str, hint: str = "use ano
 
     directory = Path(directory)
     old = recorded(directory)
+    if old is not None and defaults:  # keys added since: an identity recorded before them held their default
+        old = json.loads(json.dumps(defaults, default=str)) | old
     canonical = json.loads(json.dumps(identity, default=str))
     if old is not None:
         if old == canonical:

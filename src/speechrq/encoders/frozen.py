@@ -295,6 +295,10 @@ class EncoderLayer(nn.Module):
         self.dim = self.source.dim if hasattr(self.source, "dim") else self.source.encoder.config.dim
         self.fingerprint = self.source.fingerprint
         self.min_samples = int(self.source.min_samples)
+        if cfg and self.frame_ms != ENCODER_FRAME_MS:  # one output frame averages `group` of the model's own
+            from .hf import hf_min_samples
+
+            self.min_samples = max(MIN_SAMPLES, hf_min_samples(cfg, self.group))
         freeze(self)
 
     @property

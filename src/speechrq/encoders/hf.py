@@ -34,8 +34,9 @@ SUPPORTED = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
 WAV2VEC2_KERNELS, WAV2VEC2_STRIDES = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)  # transformers' defaults
 
 
-def hf_min_samples(cfg: dict) -> int:
-    """The fewest 16 kHz samples a Hugging Face encoder of config ``cfg`` turns into one 40 ms frame.
+def hf_min_samples(cfg: dict, frames: int | None = None) -> int:
+    """The fewest 16 kHz samples a Hugging Face encoder of config ``cfg`` turns into one 40 ms frame (or, with
+    ``frames``, into that many frames of its own: one averaged frame at ``frames`` times its shift).
 
     Its convolutional feature encoder (no padding) makes ``(n - kernel) // stride + 1`` frames per
     layer; one 40 ms frame averages ``640 / hop`` of its frames (two 20 ms frames for the standard
@@ -50,7 +51,7 @@ def hf_min_samples(cfg: dict) -> int:
     hop = 1
     for s in strides:
         hop *= s
-    need = max(1, ENCODER_HOP // hop)  # frames of the model per 40 ms frame
+    need = max(1, ENCODER_HOP // hop) if frames is None else frames  # frames of the model per output frame
     for k, s in reversed(list(zip(kernels, strides))):
         need = (need - 1) * s + k
     return max(MIN_SAMPLES, need)
@@ -96,6 +97,9 @@ class HuggingFaceEncoder(nn.Module):
     def __init__(self, path: str | Path, depth: int | None = None):
         super().__init__()
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # loading a local folder takes a moment: no bar between speechrq's own lines
 
         cfg = pretrained_config(path)
         self.path = Path(path)

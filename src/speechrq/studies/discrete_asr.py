@@ -101,11 +101,15 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     # and training seeds may be added, and runs are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
     lay = EncoderLayer(encoder, layer, frame_ms)
-    identity = {"code": "asr-compare/1", "encoder": lay.fingerprint, "layer": layer,
-                "corpus": corpus_fingerprint(corpus), "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k}
-    if lay.frame_ms != 40:  # (comparisons on the 40 ms grid, all of them before frame shifts were recorded, say nothing)
-        identity["frame_ms"] = lay.frame_ms
-    claim(out, identity, "an ASR comparison", hint="use another --out or delete it")
+    from ..data.batching import refuse_short_cuts
+    from ..data.corpus import LazyCuts
+
+    for split in dict.fromkeys(["train", "dev", test_split]):  # before OUT is claimed: a refusal leaves nothing behind
+        refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {layer} at {lay.frame_ms} ms (split {split})")
+    identity = {"code": "asr-compare/1", "encoder": lay.fingerprint, "layer": layer, "corpus": corpus_fingerprint(corpus),
+                "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k, "frame_ms": lay.frame_ms}
+    # comparisons made before frame shifts were recorded were all on the 40 ms grid
+    claim(out, identity, "an ASR comparison", hint="use another --out or delete it", defaults={"frame_ms": 40})
     from ..asr.search import SEARCH_VERSION
 
     decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}
@@ -150,7 +154,9 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     report_rows = {}
     for row in rows:  # the rows asked for, with the seeds asked for (a row may hold more seeds from earlier calls)
         r = dict(results[row["name"]])
-        r["seeds"] = {str(s): r["seeds"][str(s)] for s in seeds}
+        # each epoch counted from the sampler (runs saved by older versions held an estimate from the hours)
+        r["seeds"] = {str(s): r["seeds"][str(s)] | {"epoch_s": r["seeds"][str(s)]["s_per_step"] * steps_per_epoch(out, row, s)}
+                      for s in seeds}
         report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
     report = settings | {"training_seeds": seeds, "rows": report_rows, "differences": differences(out, rows, seeds, test_split)}
     atomic_write_json(out / "compare.json", report)
@@ -303,6 +309,8 @@ def parse_rpq(text: str, alpha: float, flag: str = "--rpq") -> list[tuple[int, f
             raise SpeechrqError(f"{flag}: {item!r} is not M or M@ALPHA (e.g. 32 or 32@0.125)") from None
         if pair[0] < 1 or not 0 < pair[1] <= 1:
             raise SpeechrqError(f"{flag}: {item!r}: M must be >= 1 and alpha in (0, 1]")
+        if float(f"{pair[1]:g}") != pair[1]:  # rows, units and runs are named by α's 6 significant digits
+            raise SpeechrqError(f"{flag}: {item!r}: give alpha in at most 6 significant digits (it names the row: {pair[1]:g})")
         pairs.append(pair)
     return pairs
 
@@ -312,7 +320,7 @@ def parse_ms(text: str, flag: str) -> list[int]:
         ms = [int(x) for x in text.split(",") if x.strip()] if text else []
     except ValueError:
         raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
-    if any(m < 1 for m in ms):
-        raise SpeechrqError(f"{flag}: stream counts must be >= 1")
+    if bad := [m for m in ms if m < 1]:
+        raise SpeechrqError(f"{flag}: {', '.join(map(str, bad))}: stream counts must be >= 1")
     return ms
 

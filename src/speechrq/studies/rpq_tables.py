@@ -33,8 +33,13 @@ def _load(out: Path) -> dict:
     if not path.exists():
         raise SpeechrqError(f"{out}: no compare.json (run `speechrq asr compare --out {out}` first)")
     report = read_json(path)
-    if "training_seeds" not in report or not report.get("rows"):
+    if not isinstance(report, dict) or "training_seeds" not in report or not isinstance(report.get("rows"), dict) or not report["rows"]:
         raise SpeechrqError(f"{path}: not a finished comparison (no training_seeds or rows); run `speechrq asr compare` again")
+    for name, r in report["rows"].items():
+        missing = [k for k in ("input", "quantizer", "seeds") if not isinstance(r, dict) or k not in r]
+        if missing or any(str(s) not in r["seeds"] for s in report["training_seeds"]):
+            what = f"no {', '.join(missing)}" if missing else f"not every training seed of {report['training_seeds']}"
+            raise SpeechrqError(f"{path}: row {name!r} has {what}; run `speechrq asr compare` again")
     return report
 
 
@@ -226,7 +231,8 @@ def copy_logs(outs: list[str | Path], directory: str | Path, seeds: list[int]) -
     from .discrete_asr import run_dir
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    _distinct_names(outs)
+    _writable_dir(directory, "--logs")
     written = []
     for out in map(Path, outs):
         for name, r in _load(out)["rows"].items():
@@ -242,15 +248,42 @@ def copy_logs(outs: list[str | Path], directory: str | Path, seeds: list[int]) -
 def write_tables(outs: list[str | Path], prefix: str | Path, logs: str | Path | None = None) -> dict:
     """``PREFIX.json``, ``PREFIX.md`` and ``PREFIX_figure6.png`` from the comparisons ``outs``; with ``logs``, every
     run's training log gzipped there (:func:`copy_logs`)."""
-    t = rpq_tables(outs)
+    if str(prefix).endswith(("/", "\\")) or Path(prefix).is_dir():
+        raise SpeechrqError(f"--prefix {prefix}: a folder; give a path without suffix inside one (e.g. {Path(prefix) / 'tables'})")
     prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    _writable_dir(prefix.parent, "--prefix")
     if logs is not None:
-        copy_logs(outs, logs, t["training_seeds"])
-    atomic_write_json(prefix.with_suffix(".json"), t)
-    atomic_write_text(prefix.with_suffix(".md"), format_tables(t))
-    plot_figure6(t, prefix.parent / f"{prefix.name}_figure6.png")
+        _distinct_names(outs)
+        _writable_dir(Path(logs), "--logs")
+    t = rpq_tables(outs)
+    try:
+        if logs is not None:
+            copy_logs(outs, logs, t["training_seeds"])
+        atomic_write_json(prefix.with_suffix(".json"), t)
+        atomic_write_text(prefix.with_suffix(".md"), format_tables(t))
+        plot_figure6(t, prefix.parent / f"{prefix.name}_figure6.png")
+    except OSError as e:
+        raise SpeechrqError(f"{e.filename or prefix}: cannot write ({e.strerror})") from None
     return t
+
+
+def _distinct_names(outs: list) -> None:
+    names = [Path(o).resolve().name for o in outs]
+    if len(set(names)) < len(names):
+        raise SpeechrqError(f"--logs: the comparisons {', '.join(map(str, outs))} share a folder name; their logs would overwrite "
+                            "each other (rename one)")
+
+
+def _writable_dir(directory: Path, flag: str) -> None:
+    """Make ``directory`` (and its parents), or say in one line why it cannot be."""
+    import os
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpeechrqError(f"{flag}: {e.filename or directory}: cannot make the folder ({e.strerror})") from None
+    if not os.access(directory, os.W_OK):
+        raise SpeechrqError(f"{flag}: {directory}: not writable")
 
 
 __all__ = ["copy_logs", "format_tables", "lr_peak", "plot_figure6", "rpq_tables", "write_tables"]

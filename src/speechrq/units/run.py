@@ -118,8 +118,8 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     # units already in OUT are kept only if the same quantizer made them from the same corpus (arrays are skipped by id)
     identity = {"code": "units-encode/1", "quantizer": file_fingerprint(Path(quantizer_dir) / WEIGHTS_FILE), "spec": asdict(q.spec),
                 "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
-                "versions": versions("torch", "faiss")} | ({"frame_ms": lay.frame_ms} if lay.frame_ms != 40 else {})
-    reused = claim(out, identity, "units", hint="use another --out or delete it")
+                "versions": versions("torch", "faiss"), "frame_ms": lay.frame_ms}
+    reused = claim(out, identity, "units", hint="use another --out or delete it", defaults={"frame_ms": 40})
     done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
     earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
     if done and set(splits) <= set(done["splits"]) and bpe in (None, earlier_bpe):
@@ -226,11 +226,10 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
     held, phones = held_out_frames(lay, LazyCuts(corpus, eval_split), eval_frames, progress=progress)
     settings = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(corpus),
                 "corpus_fingerprint": corpus_fp, "k": k, "train_frames": len(train), "eval_split": eval_split, "eval_frames": len(held),
-                "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss")} | (
-                    {"frame_ms": lay.frame_ms} if lay.frame_ms != 40 else {})
+                "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss"), "frame_ms": lay.frame_ms}
     path = out / "report.json"
     report = read_json(path) if path.exists() else {"settings": settings, "rows": []}
-    old = {k: v for k, v in (report.get("settings") or {}).items() if k not in PATHS}
+    old = {"frame_ms": 40} | {k: v for k, v in (report.get("settings") or {}).items() if k not in PATHS}  # older: all 40 ms
     if (why := describe_difference(old, {k: v for k, v in settings.items() if k not in PATHS})):
         # rows of other settings are never mixed in, nor silently replaced
         raise SpeechrqError(f"{path}: a report made with other settings ({why}); use another --out or delete it")

@@ -100,9 +100,10 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
     settings = {"encoder": layer.fingerprint, "layer": layer.layer, "seed": seed, "p": p, "utterances": utterances}
     if corpus_fingerprint is not None:
         settings["corpus"] = corpus_fingerprint
-    if round(frame_shift * 1000) != 40:  # (older samples, all at 40 ms, say nothing)
-        settings["frame_ms"] = round(frame_shift * 1000)
+    settings["frame_ms"] = round(frame_shift * 1000)
     state = read_json(out / SAMPLE_FILE) if (out / SAMPLE_FILE).exists() else None
+    if state is not None:
+        state["settings"] = {"frame_ms": 40} | state["settings"]  # samples made before frame shifts were recorded: 40 ms
     if state is not None and state["settings"] != settings:
         from ..identity import describe_difference
 
