@@ -318,15 +318,22 @@ def test_a_hugging_face_encoder_reads_the_minimum_of_its_own_front_end():
                 assert model.feature_extractor(torch.zeros(1, minimum)).shape[-1] == 2
                 assert model.feature_extractor(torch.zeros(1, minimum - 1)).shape[-1] == 1
             assert min_samples(f"{tmp}/{name}") == minimum
-            for m, frames in ((load_encoder(f"{tmp}/{name}"), 1), (EncoderLayer(f"{tmp}/{name}", 0, frame_ms=40), 1),
-                              (EncoderLayer(f"{tmp}/{name}", 0), 2)):  # the last at the model's own 20 ms
+            for m in (load_encoder(f"{tmp}/{name}"), EncoderLayer(f"{tmp}/{name}", 0, frame_ms=40)):
                 assert m.min_samples == minimum
                 _, lens = m(*_batch(minimum))
-                assert lens.tolist() == [frames]
+                assert lens.tolist() == [1]
                 with pytest.raises(SpeechrqError, match=rf"row 0: {minimum - 1} samples; each needs at least {minimum} samples"):
                     m(*_batch(minimum - 1))
                 with pytest.raises(SpeechrqError, match=r"row 1: 600 samples \(1 of 2\)"):  # enough for a checkpoint, not here
                     m(*_batch(16000, 600))
+            # at the model's own 20 ms one frame is enough: its receptive field, and never under a checkpoint's 560
+            native = EncoderLayer(f"{tmp}/{name}", 0)
+            own = {"standard": 560, "wide": 640}[name]
+            assert native.min_samples == own
+            _, lens = native(*_batch(own))
+            assert lens.tolist() == [1]
+            with pytest.raises(SpeechrqError, match=rf"row 0: {own - 1} samples; each needs at least {own} samples"):
+                native(*_batch(own - 1))
 
 
 def _short_corpus(root: Path, lengths: dict[str, int]) -> Path:

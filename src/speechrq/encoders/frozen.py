@@ -260,8 +260,9 @@ class EncoderLayer(nn.Module):
     may be averaged to a multiple of its own shift (``40``: pairs of 20 ms frames on speechrq's 40 ms
     grid, the grid evaluation uses); any other value is a :class:`SpeechrqError`.
 
-    ``min_samples``: the shortest audio the layer reads (the source encoder's: 560 samples, 35 ms, for a
-    checkpoint; 720, 45 ms, for a standard Hugging Face front end); a shorter row is a :class:`SpeechrqError`.
+    ``min_samples``: the shortest audio the layer reads (560 samples, 35 ms, for a checkpoint and for a
+    standard Hugging Face front end at its own 20 ms; 720, 45 ms, for one at 40 ms; one frame's receptive
+    field when frames are averaged further); a shorter row is a :class:`SpeechrqError`.
     """
 
     def __init__(self, path: str | Path, layer: int, frame_ms: int | None = None):
@@ -296,9 +297,7 @@ class EncoderLayer(nn.Module):
         self.fingerprint = self.source.fingerprint
         self.min_samples = int(self.source.min_samples)
         if cfg and self.frame_ms != ENCODER_FRAME_MS:  # one output frame averages `group` of the model's own
-            from .hf import hf_min_samples
-
-            self.min_samples = max(MIN_SAMPLES, hf_min_samples(cfg, self.group))
+            self.min_samples = self.source.native_min_samples(self.group)
         freeze(self)
 
     @property

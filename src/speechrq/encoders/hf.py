@@ -125,6 +125,7 @@ class HuggingFaceEncoder(nn.Module):
         if ENCODER_HOP % hop:
             raise SpeechrqError(f"{path}: frame hop {hop} samples does not divide speechrq's {ENCODER_HOP}")
         self.pool = ENCODER_HOP // hop
+        self.cfg = cfg
         self.min_samples = hf_min_samples(cfg)  # shorter rows are refused by forward
         # models with a group-normalised feature encoder were trained without attention masks
         self.use_mask = cfg.get("feat_extract_norm") == "layer"
@@ -158,18 +159,25 @@ class HuggingFaceEncoder(nn.Module):
         return states
 
 
+    def native_min_samples(self, group: int = 1) -> int:
+        """The fewest samples that give one frame of ``group`` of the model's own (560 for one standard 20 ms frame:
+        its 400-sample receptive field, never under a speechrq checkpoint's 560)."""
+        from .frozen import MIN_SAMPLES
+
+        return max(MIN_SAMPLES, hf_min_samples(self.cfg, group))
+
     @torch.no_grad()
     def native_states(self, audio: torch.Tensor, audio_lens: torch.Tensor, group: int = 1) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``[B, S]`` audio -> ``([input, layer 0, ...], frame lengths)`` at the model's own frame rate (20 ms for
         the standard front end), or averaged over ``group`` consecutive frames (``group = 2``: 40 ms).
 
         Lengths are the convolutional feature encoder's (``(n - kernel) // stride + 1`` per layer), divided by
-        ``group`` (a last incomplete group is dropped). Rows under ``min_samples`` are refused.
+        ``group`` (a last incomplete group is dropped). Rows shorter than :meth:`native_min_samples` are refused.
         """
         from .frozen import check_lengths
 
         self.forward_calls = getattr(self, "forward_calls", 0) + 1
-        check_lengths(audio_lens, self.min_samples)
+        check_lengths(audio_lens, self.native_min_samples(group))
         lens = torch.div(self.model._get_feat_extract_output_lengths(audio_lens).long(), group, rounding_mode="floor")
         states = []
         for h in self._run(audio, audio_lens):
