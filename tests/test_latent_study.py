@@ -89,6 +89,10 @@ def test_the_report_renders_the_shipped_rpq_results_with_verdicts(tmp_path):
     assert "60.22" in rows["PQ and RPQ units beat k-means"] and "not established" in rows["PQ and RPQ units beat k-means"]
     assert "all worse here" in rows["PQ and RPQ units beat k-means"]
     assert "**against (eq. 17's ρ); eq. 13's form with the measured ρ and coverage: held**" in rows["eq. 13 with eq. 17"]
+    # the wide-source tables (docs/rpq_tables_mel.json): the paper's operating point against raw k-means, from its interval
+    point = next(line for line in text.splitlines() if "paper's operating point" in line and "against k-means (k=500))" in line)
+    assert "-7.61 [-10.99, -4.78]" in point and "**held**" in point
+    assert "**does not apply here" in next(line for line in text.splitlines() if "(Table VII)" in line)
 
 
 def test_the_rpq_claim_follows_the_bootstrap_intervals_in_either_direction(tmp_path):
