@@ -200,22 +200,25 @@ def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
 def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) -> list[dict]:
     """Every PQ, RPQ and continuous row against every k-means row: CER and WER difference (row − k-means; negative is
     better) with a 95% bootstrap interval over test utterances and training seeds."""
-    from .significance import bootstrap_difference, difference_verdict
-
     baselines = [r for r in rows if r["quantizer"]["kind"] == "kmeans" and r["input"] != "continuous"]
     others = [r for r in rows if r not in baselines]
     errors = {r["name"]: _errors(out, r, seeds, test_split) for r in baselines + others}
-    found = []
-    for base in baselines:
-        bc, bl, bw, bwl, bids = errors[base["name"]]
-        for row in others:
-            rc, rl, rw, rwl, rids = errors[row["name"]]
-            if rids != bids:
-                raise SpeechrqError(f"{out}: {row['name']} and {base['name']} scored different {test_split} utterances")
-            cer = bootstrap_difference(bc, rc, bl)
-            wer = bootstrap_difference(bw, rw, bwl, seed=1)
-            found.append({"row": row["name"], "baseline": base["name"], "cer": cer, "wer": wer, "verdict": difference_verdict(cer)})
-    return found
+    return [{"row": row["name"], "baseline": base["name"]} | paired_difference(
+                errors[base["name"]], errors[row["name"]], f"{out}: {row['name']} and {base['name']}", test_split)
+            for base in baselines for row in others]
+
+
+def paired_difference(a, b, what: str, test_split: str) -> dict:
+    """``b − a`` in CER and WER (negative: ``b`` is better) from two rows' :func:`_errors`, with bootstrap intervals and
+    the verdict; ``what`` names the pair in the error raised when they scored different utterances."""
+    from .significance import bootstrap_difference, difference_verdict
+
+    ac, al, aw, awl, aids = a
+    bc, _, bw, _, bids = b
+    if aids != bids:
+        raise SpeechrqError(f"{what} scored different {test_split} utterances")
+    cer = bootstrap_difference(ac, bc, al)
+    return {"cer": cer, "wer": bootstrap_difference(aw, bw, awl, seed=1), "verdict": difference_verdict(cer)}
 
 
 def steps_per_epoch(out: Path, spec: dict, seed: int) -> int:

@@ -61,16 +61,11 @@ def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
 
 def _difference(a: dict, b: dict, seeds: list[int], test_split: str) -> dict:
     """``b − a`` in CER and WER (negative: ``b`` is better) with bootstrap intervals and the verdict."""
-    from .discrete_asr import _errors
-    from .significance import bootstrap_difference, difference_verdict
+    from .discrete_asr import _errors, paired_difference
 
-    ac, al, aw, awl, aids = _errors(Path(a["out"]), a["spec"], seeds, test_split)
-    bc, _, bw, _, bids = _errors(Path(b["out"]), b["spec"], seeds, test_split)
-    if aids != bids:
-        raise SpeechrqError(f"{b['name']} ({b['out']}) and {a['name']} ({a['out']}) scored different {test_split} utterances")
-    cer = bootstrap_difference(ac, bc, al)
-    wer = bootstrap_difference(aw, bw, awl, seed=1)
-    return {"row": b["name"], "against": a["name"], "cer": cer, "wer": wer, "verdict": difference_verdict(cer)}
+    return {"row": b["name"], "against": a["name"]} | paired_difference(
+        _errors(Path(a["out"]), a["spec"], seeds, test_split), _errors(Path(b["out"]), b["spec"], seeds, test_split),
+        f"{b['name']} ({b['out']}) and {a['name']} ({a['out']})", test_split)
 
 
 def lr_peak(out: Path, spec: dict, seed: int) -> dict:
