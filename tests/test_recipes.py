@@ -133,14 +133,184 @@ def test_iemocap(tmp_path, voices):
     assert sups["Ses01F_impro01_F002"].custom["emotion"] == "happy"  # excited merged into happy
 
 
+# ---------------------------------------------------------------- multilingual corpora
+
+
+def _report(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "import_report.json").read_text())
+
+
+def _mlsuperb_tree(src: Path, voices) -> dict[str, tuple]:
+    """Two datasets and languages, four utterances each; a malformed dev line and a test line without its wav."""
+    texts = {("mls", "eng"): ["café au lait", "hello world", "good night", "fine thanks"],
+             ("fleurs", "rus"): ["привет мир", "до свидания", "спасибо", "?! …"]}  # the last one normalises to nothing
+    made = {}
+    for (dataset, lang), lines in texts.items():
+        d = src / dataset / lang
+        utt = [f"{dataset}_{lang}_{k:06d}" for k in range(4)]
+        for k, text in enumerate(lines):
+            _write(d / "wav" / f"{utt[k]}.wav", voices[k][0])
+            made[utt[k]] = (lang, dataset, text, len(voices[k][0]))
+        (d / "transcript_10min_train.txt").write_text(f"{utt[0]} A {lines[0]}\n", encoding="utf-8")
+        (d / "transcript_1h_train.txt").write_text(f"{utt[0]} A {lines[0]}\n{utt[1]} A {lines[1]}\n", encoding="utf-8")
+        (d / "transcript_10min_dev.txt").write_text(f"{utt[2]} A {lines[2]}\n{dataset}_{lang}_bad A\n", encoding="utf-8")
+        (d / "transcript_10min_test.txt").write_text(f"{utt[3]} A {lines[3]}\n{dataset}_{lang}_000009 A lost\n", encoding="utf-8")
+    return made
+
+
+def test_mlsuperb(tmp_path, voices, capsys):
+    from speechrq.cli import main
+
+    out = tmp_path / "corpus"
+    src = out / "mlsuperb"  # the audio inside OUT: stored relative to it, once per file though in two splits
+    made = _mlsuperb_tree(src, voices)
+    summary, report = import_corpus("mlsuperb", src, out, workers=2, progress=False)
+    assert {k: v["utterances"] for k, v in summary["splits"].items()} == {"train_10min": 2, "train_1h": 4, "dev": 2, "test": 2}
+    assert report.kept == 8  # the 10-minute utterances are checked once, not again for the 1-hour split
+    for dataset, lang in (("mls", "eng"), ("fleurs", "rus")):
+        assert report.skipped[f"{src / dataset / lang / 'transcript_10min_dev.txt'}:2"].startswith("expected 'UTTERANCE-ID FIELD")
+        assert report.skipped[str(src / dataset / lang / "wav" / f"{dataset}_{lang}_000009.wav")] == "no such file"
+    assert len(report.skipped) == 4
+    cuts = {split: {c.id.split("-")[0]: c for c in load_cuts(out, split)} for split in summary["splits"]}
+    assert set(cuts["train_10min"]) == {"mls_eng_000000", "fleurs_rus_000000"}
+    assert set(cuts["train_1h"]) == {f"{d}_{lang}_00000{k}" for d, lang in (("mls", "eng"), ("fleurs", "rus")) for k in (0, 1)}
+    for split, by_id in cuts.items():
+        for uid, cut in by_id.items():
+            lang, dataset, text, n = made[uid]
+            sup = cut.supervisions[0]
+            assert (sup.id, sup.language, sup.custom["dataset"], sup.text, sup.speaker) == (uid, lang, dataset, text, None)
+            assert cut.load_audio().shape == (1, n)
+    assert all(not Path(s).is_absolute() and s.startswith("mlsuperb/") for s in _stored_sources(out))
+    assert _report(out)["empty_transcripts"] == {"count": 1, "ids": ["fleurs_rus_000003"]}
+    assert cuts["test"]["fleurs_rus_000003"].supervisions[0].text == "?! …"  # kept, as written
+    # the CLI says how many and where the list is, in one line
+    assert main(["data", "import", "mlsuperb", str(src), str(tmp_path / "cli"), "--quiet", "--workers", "1"]) in (0, None)
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and "1 transcript is empty once normalised" in err[0] and str(tmp_path / "cli" / "import_report.json") in err[0]
+    # one utterance listed twice in one split is still refused, naming it
+    with open(src / "mls" / "eng" / "transcript_1h_train.txt", "a", encoding="utf-8") as f:
+        f.write("mls_eng_000001 A hello again\n")
+    with pytest.raises(SpeechrqError, match="utterance id 'mls_eng_000001' occurs more than once"):
+        import_corpus("mlsuperb", src, tmp_path / "again", progress=False)
+
+
+def test_wenetspeech(tmp_path, voices):
+    import json
+
+    src = tmp_path / "wenetspeech"
+    long1 = np.concatenate([v[0] for v in voices[:4]])  # a long recording at 16 kHz, and one at 48 kHz
+    long2 = np.repeat(np.concatenate([v[0] for v in voices[4:6]]), 3)  # 3.7 s at 48 kHz (crudely upsampled)
+    path1, path2 = "audio/train/youtube/B00000/Y0001.opus", "audio/dev/podcast/B00000/P0002.opus"
+    for rel, x, rate in ((path1, long1, 16000), (path2, long2, 48000)):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(src / rel, x, rate, format="OGG", subtype="OPUS")
+    dur1 = len(long1) / 16000
+
+    def seg(sid, begin, end, text, subsets):
+        return {"sid": sid, "confidence": 1.0, "begin_time": begin, "end_time": end, "subsets": subsets, "text": text}
+
+    meta = {"dataset": "WenetSpeech", "audios": [
+        {"aid": "Y0001", "path": path1, "duration": round(dur1, 2), "segments": [
+            seg("Y0001_S0", 0.5, 1.7, "你好世界", ["{L}", "{M}"]),  # tags with braces, as some copies write them
+            seg("Y0001_S1", 2.0, 3.25, "今天天气很好", ["L"]),
+            seg("Y0001_S2", round(dur1 - 0.5, 2), round(dur1 + 0.5, 2), "超出", ["L"]),  # past the recording's end
+            {"sid": "Y0001_S3", "begin_time": 1.0, "text": "坏", "subsets": ["L"]},  # no end_time
+            seg("Y0001_S4", 3.5, 4.0, "。？", ["L"]),  # empty once normalised
+        ]},
+        {"aid": "P0002", "path": path2, "segments": [seg("P0002_S0", 0.2, 1.0, "开会", ["DEV"]),
+                                                      seg("P0002_S1", 1.0, 2.0, "Meeting 会议", ["TEST_MEETING"])]},
+        {"aid": "Y0404", "path": "audio/train/youtube/B00000/Y0404.opus", "segments": [seg("Y0404_S0", 0.0, 1.0, "丢", ["L"])]},
+    ]}
+    (src / "WenetSpeech.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    summary, report = import_corpus("wenetspeech", src, tmp_path / "out", workers=2, progress=False)
+    assert {k: v["utterances"] for k, v in summary["splits"].items()} == {"train_l": 3, "train_m": 1, "dev": 1, "test_meeting": 1}
+    assert report.kept == 2
+    assert report.skipped[str(src / "audio/train/youtube/B00000/Y0404.opus")] == "no such file"
+    past = report.skipped[f"{src / path1} (segment Y0001_S2)"]
+    assert "past the end of its recording" in past and f"{dur1:.3f}" in past
+    assert "begin_time 1.0, end_time None" in report.skipped[f"{src / 'WenetSpeech.json'}: Y0001_S3"]
+    assert len(report.skipped) == 3
+    decoded, rate = sf.read(src / path1, dtype="float32")
+    assert rate == 16000 and len(decoded) == len(long1)
+    train_l = {c.id: c for c in load_cuts(tmp_path / "out", "train_l")}
+    assert set(train_l) == {"Y0001_S0", "Y0001_S1", "Y0001_S4"}
+    for sid, (begin, end, text) in {"Y0001_S0": (0.5, 1.7, "你好世界"), "Y0001_S1": (2.0, 3.25, "今天天气很好")}.items():
+        cut = train_l[sid]
+        sup = cut.supervisions[0]
+        assert (cut.recording.id, sup.recording_id, sup.language, sup.text, sup.speaker) == ("Y0001", "Y0001", "cmn", text, None)
+        assert sup.start == 0 and abs(sup.duration - (end - begin)) < 1e-9 and abs(cut.duration - (end - begin)) < 1e-9
+        audio = cut.load_audio()[0]
+        assert np.array_equal(audio, decoded[round(begin * 16000):round(end * 16000)])  # exactly that stretch of the long file
+    m = next(iter(load_cuts(tmp_path / "out", "train_m")))
+    assert m.id == "Y0001_S0" and np.array_equal(m.load_audio(), train_l["Y0001_S0"].load_audio())
+    test = next(iter(load_cuts(tmp_path / "out", "test_meeting")))  # a 48 kHz file, its segment resampled on loading
+    assert test.sampling_rate == 16000 and test.load_audio().shape == (1, 16000) and test.supervisions[0].text == "Meeting 会议"
+    assert _report(tmp_path / "out")["empty_transcripts"] == {"count": 1, "ids": ["Y0001_S4"]}
+    # one aid for two files is refused, naming both
+    meta["audios"][1]["aid"] = "Y0001"
+    (src / "WenetSpeech.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("wenetspeech", src, tmp_path / "again", progress=False)
+    assert "'Y0001'" in str(e.value) and "Y0001.opus" in str(e.value) and "P0002.opus" in str(e.value)
+
+
+def test_commonvoice(tmp_path, voices):
+    src = tmp_path / "cv-corpus-17.0"
+    columns = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age", "gender",
+               "accents", "variant", "locale", "segment"]
+    rows = {("en", "train"): [("aaa1", "Café au lait, please."), ("aaa1", 'He said "hi')],  # an unbalanced quote, as CV has
+            ("en", "dev"): [("bbb2", "Good night")],
+            ("en", "test"): [("ccc3", "Fine thanks")],
+            ("ru", "train"): [("ddd4", "Привет мир")],
+            ("ru", "dev"): [("eee5", "До свидания")],
+            ("ru", "test"): [("fff6", "...")]}  # empty once normalised
+    made, k = {}, 0
+    for (lang, split), items in rows.items():
+        lines = ["\t".join(columns)]
+        for client, sentence in items:
+            name = f"common_voice_{lang}_{1000 + k}.mp3"
+            audio = voices[k % len(voices)][0]
+            (src / lang / "clips").mkdir(parents=True, exist_ok=True)
+            sf.write(src / lang / "clips" / name, audio, 16000, format="MP3")
+            made[name[:-4]] = (split, lang, client, sentence, len(audio))
+            lines.append("\t".join([client, name, "s", sentence, "", "2", "0", "twenties", "female_feminine", "", "", lang, ""]))
+            k += 1
+        if (lang, split) == ("en", "test"):
+            lines.append("ggg7\tcommon_voice_en_broken.mp3")  # a short row
+            lines.append("\t".join(["hhh8", "common_voice_en_9999.mp3", "s", "lost", "", "2", "0", "", "", "", "", "en", ""]))
+        (src / lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (src / "en" / "validated.tsv").write_text((src / "en" / "train.tsv").read_text().replace("aaa1", "zzz9"))  # not read
+    summary, report = import_corpus("commonvoice", src, tmp_path / "out", workers=2, progress=False)
+    assert {k: (v["utterances"], v["speakers"]) for k, v in summary["splits"].items()} == {"train": (3, 2), "dev": (2, 2), "test": (2, 2)}
+    assert report.kept == 7
+    assert report.skipped[f"{src / 'en' / 'test.tsv'}:3"].startswith("a row with missing fields")
+    assert report.skipped[str(src / "en" / "clips" / "common_voice_en_9999.mp3")] == "no such file"
+    assert len(report.skipped) == 2
+    for split in ("train", "dev", "test"):
+        for cut in load_cuts(tmp_path / "out", split):
+            sup = cut.supervisions[0]
+            assert made[sup.id][:4] == (split, sup.language, sup.speaker, sup.text)
+            assert sup.custom["gender"] == "female_feminine" and cut.load_audio().shape == (1, made[sup.id][4])
+    assert _report(tmp_path / "out")["empty_transcripts"] == {"count": 1, "ids": ["common_voice_ru_1006"]}
+
+
 def test_wrong_tree_is_a_one_line_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    for kind in ("librispeech", "timit", "voxceleb1", "fsc", "iemocap", "folder"):
+    for kind in ("librispeech", "timit", "voxceleb1", "fsc", "iemocap", "mlsuperb", "wenetspeech", "commonvoice", "folder"):
         with pytest.raises(SpeechrqError) as e:
             import_corpus(kind, tmp_path / "empty", tmp_path / "out", progress=False)
         assert str(tmp_path / "empty") in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SpeechrqError, match=r"no ML-SUPERB transcript_\*\.txt under SRC/DATASET/LANG/"):
+        import_corpus("mlsuperb", tmp_path / "empty", tmp_path / "out", progress=False)
     with pytest.raises(SpeechrqError, match="unknown KIND"):
-        import_corpus("commonvoice", tmp_path / "empty", tmp_path / "out")
+        import_corpus("nosuchcorpus", tmp_path / "empty", tmp_path / "out")
+    # WenetSpeech's one label file, unreadable as JSON: nothing to import, one line naming it
+    (tmp_path / "empty" / "WenetSpeech.json").write_text('{"audios": [')
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("wenetspeech", tmp_path / "empty", tmp_path / "out", progress=False)
+    assert str(tmp_path / "empty" / "WenetSpeech.json") in str(e.value) and "\n" not in str(e.value)
 
 
 # ---------------------------------------------------------------- paths and ids that must not break later
@@ -185,6 +355,27 @@ def _minimal_tree(kind: str, src: Path, voices) -> None:
     elif kind == "folder":
         for k in range(2):
             _write(src / "a" / f"x{k}.wav", voices[k][0])
+    elif kind == "mlsuperb":
+        d = src / "mls" / "eng"
+        for k, name in enumerate(("10min_train", "1h_train", "10min_dev", "10min_test")):
+            _write(d / "wav" / f"mls_eng_{k:06d}.wav", voices[k][0])
+            (d / f"transcript_{name}.txt").write_text(f"mls_eng_{k:06d} A {voices[k][1]}\n")
+    elif kind == "wenetspeech":
+        import json
+
+        audios = []
+        for k in range(2):
+            rel = f"audio/train/youtube/B00000/Y000{k}.opus"
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(src / rel, voices[k][0], 16000, format="OGG", subtype="OPUS")
+            audios.append({"aid": f"Y000{k}", "path": rel, "segments": [
+                {"sid": f"Y000{k}_S0", "begin_time": 0.1, "end_time": 0.9, "text": "你好", "subsets": ["L"]}]})
+        (src / "WenetSpeech.json").write_text(json.dumps({"audios": audios}))
+    elif kind == "commonvoice":
+        for k, split in enumerate(("train", "dev", "test")):
+            (src / "ru" / "clips").mkdir(parents=True, exist_ok=True)
+            sf.write(src / "ru" / "clips" / f"common_voice_ru_{k}.mp3", voices[k][0], 16000, format="MP3")
+            (src / "ru" / f"{split}.tsv").write_text(f"client_id\tpath\tsentence\nc{k}\tcommon_voice_ru_{k}.mp3\tпривет мир\n")
 
 
 def _stored_sources(corpus: Path) -> list[str]:
@@ -207,7 +398,7 @@ def _read_every_cut(corpus) -> int:
     return n
 
 
-@pytest.mark.parametrize("kind", ["librispeech", "timit", "voxceleb1", "fsc", "iemocap", "folder"])
+@pytest.mark.parametrize("kind", ["librispeech", "timit", "voxceleb1", "fsc", "iemocap", "mlsuperb", "wenetspeech", "commonvoice", "folder"])
 def test_a_relative_source_and_out_give_a_corpus_readable_from_anywhere_and_after_a_move(kind, tmp_path, voices, monkeypatch):
     """Issue 21.4: ``data import folder relsrc out`` stored paths relative to the directory the import ran in, which the
     loader read against the corpus folder: nothing could be read, and ``features stats`` ended in a raw RuntimeError."""
@@ -226,7 +417,7 @@ def test_a_relative_source_and_out_give_a_corpus_readable_from_anywhere_and_afte
     (work / "out").rename(tmp_path / "moved corpus")
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert _read_every_cut("../moved corpus") == report.kept
-    split = next(iter(load_cuts("../moved corpus", s) for s in ("train", "train-clean-100", "session1") if
+    split = next(iter(load_cuts("../moved corpus", s) for s in ("train", "train-clean-100", "session1", "train_10min", "train_l") if
                       (tmp_path / "moved corpus" / f"cuts_{s}.jsonl.gz").exists()))
     assert compute_stats(split, progress=False).utterances == len(split)
 

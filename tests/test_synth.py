@@ -254,3 +254,48 @@ def test_every_voice_variant_speaks_identically_in_every_process():
     differ = sorted(v for v in runs[0] if any(r[v] != runs[0][v] for r in runs[1:]))
     assert not differ, f"not reproducible across processes: {differ}"
     assert len(runs[0]) == len(__import__("speechrq.data.synth", fromlist=["VARIANTS"]).VARIANTS)
+
+
+def test_a_multilingual_corpus_is_byte_identical_and_labels_language_phones_and_speakers(tmp_path):
+    from speechrq.text import normalize_text
+
+    config = SynthConfig(hours=0.03, speakers=6, seed=2, shard_size=12, command_share=0.0, languages="fr,ru,cmn")
+    synthesize_corpus(tmp_path / "a", config, workers=1, progress=False)
+    synthesize_corpus(tmp_path / "b", config, workers=2, progress=False)
+    a = _tree_digest(tmp_path / "a")
+    assert a == _tree_digest(tmp_path / "b")
+    assert "languages" in json.loads((tmp_path / "a" / "plan.json").read_text())["config"]
+    cuts = [c for split in _all_cuts(tmp_path / "a").values() for c in split]
+    sups = [c.supervisions[0] for c in cuts]
+    assert {s.language for s in sups} == {"fr", "ru", "cmn"}
+    by_speaker = {}
+    for s in sups:
+        by_speaker.setdefault(s.speaker, set()).add(s.language)
+    assert len(by_speaker) == 6 and all(len(v) == 1 for v in by_speaker.values()), "each speaker speaks one language"
+    for s in sups:
+        text = s.text
+        assert normalize_text(text) == text and text  # written as it is scored
+        if s.language == "cmn":
+            assert " " not in text and all("\u4e00" <= ch <= "\u9fff" for ch in text)
+        elif s.language == "ru":
+            assert any("\u0400" <= ch <= "\u04ff" for ch in text)
+        phones = [it.symbol for it in s.alignment["phone"]]
+        assert len([p for p in phones if p != "sil"]) >= 3 and not any(p.startswith("(") for p in phones)
+    assert all(c.supervisions[0].alignment["phone"][-1].end <= c.duration + 1e-6 for c in cuts)
+    # Mandarin is spoken in Mandarin phones (espeak's pinyin-like mnemonics), not in another language's
+    cmn = {it.symbol for s in sups if s.language == "cmn" for it in s.alignment["phone"]}
+    ru = {it.symbol for s in sups if s.language == "ru" for it in s.alignment["phone"]}
+    assert cmn != ru and len(cmn - ru) >= 5
+    other = SynthConfig(hours=0.03, speakers=6, seed=3, shard_size=12, command_share=0.0, languages="fr,ru,cmn")
+    assert plan_corpus(other).utterances != plan_corpus(config).utterances
+
+
+def test_multilingual_config_errors_are_one_line():
+    with pytest.raises(SpeechrqError, match="'ja'.*not spoken here"):
+        SynthConfig(languages="en,ja", command_share=0.0).validate()
+    with pytest.raises(SpeechrqError, match="twice"):
+        SynthConfig(languages="en,fr,en", command_share=0.0).validate()
+    with pytest.raises(SpeechrqError, match="at least 2"):
+        SynthConfig(languages="en,fr,de", speakers=4, command_share=0.0).validate()
+    with pytest.raises(SpeechrqError, match="--command-share"):
+        SynthConfig(languages="en,fr").validate()  # commands are English

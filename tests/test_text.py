@@ -6,12 +6,40 @@ import pytest
 import torch
 
 from speechrq.errors import SpeechrqError
-from speechrq.text import CHARS, BPETokenizer, error_rate, greedy_ctc, greedy_ctc_text, normalize_text
+from speechrq.text import CHARS, BPETokenizer, char_inventory, error_rate, greedy_ctc, greedy_ctc_text, normalize_text, utterance_errors
 
 
 def test_normalize_text():
     assert normalize_text("  Turn ON the Lights, please!  It's late. ") == "turn on the lights please it's late"
     assert normalize_text(None) == ""
+
+
+def test_normalize_text_keeps_every_script_and_digits():
+    assert normalize_text("CAFÉ NAÏVE SÃO PAULO") == "café naïve são paulo"
+    assert normalize_text("ROOM 101 AT 9 PM") == "room 101 at 9 pm"  # digits kept as written
+    assert normalize_text("Привет, МИР!") == "привет мир"
+    assert normalize_text("नमस्ते, दुनिया।") == "नमस्ते दुनिया"  # vowel signs (marks) kept, the danda dropped
+    assert normalize_text("مرحبا، بالعالم؟") == "مرحبا بالعالم"
+    assert normalize_text("ＴＶ２ It’s") == "tv2 it's"  # NFKC full-width forms; the typographic apostrophe
+    # no spaces between characters of scripts written without them; kept beside other scripts
+    assert normalize_text("你好， 世界。") == "你好世界"
+    assert normalize_text("我在 Tokyo 工作") == "我在 tokyo 工作"
+    assert normalize_text("日本語の テキスト") == "日本語のテキスト"
+    assert normalize_text("Straße") == "straße"  # lower case, not case folding to "ss"
+    assert normalize_text("!!! ... ？") == ""
+
+
+def test_chinese_cer_counts_characters():
+    refs = [normalize_text("你好，世界。")]
+    hyps = [normalize_text("你好 世间")]
+    assert error_rate(refs, hyps, "char") == 25.0  # one substitution in four characters, no space counted
+    assert utterance_errors(refs, hyps, "char") == ([1], [4])
+
+
+def test_char_inventory_comes_from_the_transcripts():
+    assert char_inventory(["Привет мир", "你好"]) == " веимпрт你好"
+    with pytest.raises(SpeechrqError, match="no transcript"):
+        char_inventory(["...", ""])
 
 
 def test_greedy_ctc_merges_repeats_only_across_no_blank_and_stops_at_the_length():

@@ -33,10 +33,11 @@ def _cpu_count() -> int:
 
 def cmd_synth(args) -> None:
     from .data.corpus import format_summary
-    from .data.synth import SynthConfig, synthesize_corpus
+    from .data.synth import COMMAND_SHARE, SynthConfig, synthesize_corpus
 
-    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed, command_share=args.command_share,
-                         rate_jitter=args.rate_jitter, pitch_jitter=args.pitch_jitter, snr_db=args.snr)
+    share = args.command_share if args.command_share is not None else 0.0 if args.languages else COMMAND_SHARE
+    config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed, command_share=share,
+                         rate_jitter=args.rate_jitter, pitch_jitter=args.pitch_jitter, snr_db=args.snr, languages=args.languages)
     config.validate()
     out = Path(args.out_dir)
     complete = (out / "summary.json").exists()
@@ -56,6 +57,11 @@ def cmd_data_import(args) -> None:
     summary, report = import_corpus(args.kind, args.src, args.out, workers=args.workers, progress=not args.quiet)
     print(format_summary(summary, title=f"{args.kind} corpus {args.out}"))
     print(report.format())
+    empty = summary.get("empty_transcripts") or {}
+    if empty.get("count"):
+        n = empty["count"]
+        print(f"warning: {n} transcript{' is' if n == 1 else 's are'} empty once normalised (e.g. {', '.join(empty['examples'])}); kept in the "
+              f"corpus, all listed under empty_transcripts in {Path(args.out) / 'import_report.json'}", file=sys.stderr)
 
 
 def cmd_data_summary(args) -> None:
@@ -363,8 +369,11 @@ def cmd_asr_decode(args) -> None:
         r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet)
         atomic_write_text(out / f"hyp_{split}.txt", "".join(f"{text_id(i, out / f'hyp_{split}.txt')} {h}\n"  # no whitespace in an id
                                                           for i, h in zip(r["ids"], r["hyps"])))
-        rows[split] = {k: r[k] for k in ("cer", "wer", "utterances")}
-        print(f"{split}: CER {r['cer']:.2f}  WER {r['wer']:.2f}  ({r['utterances']} utterances, {mode}, beam {beam})")
+        rows[split] = {k: r[k] for k in ("cer", "wer", "utterances", "unscored", "cer_by_language") if k in r}
+        unscored = f", {r['unscored']} without a transcript not scored" if r["unscored"] else ""
+        print(f"{split}: CER {r['cer']:.2f}  WER {r['wer']:.2f}  ({r['utterances']} utterances{unscored}, {mode}, beam {beam})")
+        if r.get("cer_by_language"):
+            print(f"{split}: CER per language: " + ", ".join(f"{lang} {c:.2f}" for lang, c in r["cer_by_language"].items()))
     atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "units": str(source.dir), **made, "splits": rows})
     print(f"{out}: results.json, hyp_*.txt")
 
@@ -486,17 +495,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"speechrq {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("synth", help="synthesize the embedded labelled English corpus with espeak-ng",
+    s = sub.add_parser("synth", help="synthesize the embedded labelled corpus (English, or --languages) with espeak-ng",
                        description="Synthesize the embedded corpus: speakers, transcripts, commands with intents, "
-                       "four emotion styles and phone alignments, as lhotse manifests. Resumable: a second run "
+                       "four emotion styles and phone alignments, as lhotse manifests; with --languages, read sentences "
+                       "in each language with its language id. Resumable: a second run "
                        "reuses finished shards or the finished corpus.")
     s.add_argument("out_dir", metavar="OUT_DIR")
     s.add_argument("--hours", type=float, default=1.0, help="approximate total audio (default: 1.0)")
     s.add_argument("--speakers", type=int, default=32, help="number of speakers (default: 32)")
     s.add_argument("--seed", type=int, default=0, help="random seed; one seed gives byte-identical output (default: 0)")
-    s.add_argument("--command-share", type=float, default=COMMAND_SHARE, metavar="P",
+    s.add_argument("--command-share", type=float, default=None, metavar="P",
                    help=f"share of utterances that are spoken commands (IC), the rest read sentences; 1.0 makes a "
-                        f"command corpus for IC probes (default: {COMMAND_SHARE})")
+                        f"command corpus for IC probes (default: {COMMAND_SHARE}; 0 with --languages)")
+    s.add_argument("--languages", default="", metavar="L1,L2,...",
+                   help="a multilingual corpus of read sentences in these languages (e.g. en,fr,de,es,ru,cmn): wordfreq's "
+                        "frequent words in espeak-ng's voice for each, the language id as a label; --hours and --speakers "
+                        "are totals over the languages (default: the English corpus)")
     s.add_argument("--rate-jitter", type=float, default=0.0, metavar="R", help="per-utterance speaking rate: the speaker's "
                    "times a factor in [1-R, 1+R] (default: 0, each speaker one rate)")
     s.add_argument("--pitch-jitter", type=float, default=0.0, metavar="P", help="per-utterance pitch moved by up to P on "
@@ -518,7 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory and OUT can be moved or renamed. Utterance and speaker ids are made safe for Kaldi/ESPnet "
                         "text and file names: whitespace and control characters become '_', '/' becomes '__' (the original "
                         "is kept in the manifest as custom source_id / source_speaker); two names that would become one id "
-                        "are refused, naming both.")
+                        "are refused, naming both. Multilingual corpora: mlsuperb (SRC/DATASET/LANG/transcript_*.txt and "
+                        "wav/), commonvoice (SRC/LANG/{train,dev,test}.tsv and clips/), wenetspeech (SRC/WenetSpeech.json); "
+                        "the language id goes to each supervision. Transcripts that normalise to nothing are kept and "
+                        "listed in OUT/import_report.json (a warning says how many).")
     i.add_argument("kind", metavar="KIND", choices=sorted(RECIPES), help=f"one of: {', '.join(RECIPES)}")
     i.add_argument("src", metavar="SRC", help="the corpus as released")
     i.add_argument("out", metavar="OUT", help="corpus directory to write")

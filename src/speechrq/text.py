@@ -1,7 +1,9 @@
-"""Text and tokens, shared by the evaluation probes and discrete-unit ASR.
+"""Text and tokens, shared by the evaluation probes and discrete-unit ASR, in every script.
 
-- :data:`CHARS` and :func:`normalize_text`: the character set transcripts are scored in
-  (lower case, apostrophes kept, punctuation dropped, spaces collapsed);
+- :func:`normalize_text`: how every transcript is compared and modelled, in any language
+  (the rules are in its docstring);
+- :func:`char_inventory`: the characters a set of training transcripts uses: the output
+  units of the CTC probes and of character ASR (never a fixed alphabet);
 - :func:`greedy_ctc`: best CTC path, repeats merged, blanks (index 0) removed;
 - :func:`error_rate`: WER or CER (or PER over space-separated phones) by jiwer, with an
   empty hypothesis counted as all deletions;
@@ -11,8 +13,10 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 
+import regex
 import torch
 
 from .errors import SpeechrqError
@@ -20,13 +24,55 @@ from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
+# The English alphabet of the embedded corpus: tests and examples only; vocabularies come from
+# the training transcripts (char_inventory).
 CHARS = " abcdefghijklmnopqrstuvwxyz'"
-_KEEP = set(CHARS)
+
+# Scripts written without spaces between words: a space between two of their characters is
+# dropped, so CER counts their characters as ML-SUPERB and WenetSpeech score them.
+SPACELESS_SCRIPTS = ("Han", "Hiragana", "Katakana", "Thai", "Lao", "Myanmar", "Khmer", "Tibetan")
+_SPACELESS = "".join(rf"\p{{{s}}}" for s in SPACELESS_SCRIPTS)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})  # right single quote, modifier letter, full-width
+_DROP = regex.compile(r"[^\p{L}\p{M}\p{N}' ]+")  # everything but letters, marks, digits, the apostrophe
+_GAP = regex.compile(rf"(?<=[{_SPACELESS}]) (?=[{_SPACELESS}])")
 
 
 def normalize_text(text: str | None) -> str:
-    """Lower case, characters of :data:`CHARS` only, single spaces."""
-    return " ".join("".join(ch for ch in (text or "").lower() if ch in _KEEP).split())
+    r"""A transcript as speechrq compares and models it, in any script.
+
+    The rules, in order:
+
+    1. Unicode NFKC (full-width and compatibility forms to their plain letters and digits,
+       ligatures split, ``"２"`` to ``"2"``); the apostrophes ``’``, ``ʼ`` and ``＇`` read as ``'``.
+    2. Lower case where the script has case (Unicode's lowercase mapping: ``"CAFÉ"`` to
+       ``"café"``; ``ß`` and a final ``ς`` stay as written).
+    3. Letters (``\p{L}``) and combining marks (``\p{M}``, Devanagari vowel signs, Arabic harakat)
+       of every script are kept, and the apostrophe; punctuation, symbols and control
+       characters of every script become a space.
+    4. **Digits are kept as written** (``\p{N}``: ``"ROOM 101"`` is ``"room 101"``): spelling a
+       number out depends on the language and on how it was read, which the transcript does not say.
+    5. Spaces are collapsed, and a space between two characters of a script written without
+       spaces (:data:`SPACELESS_SCRIPTS`: Han, kana, Thai, ...) is removed, so
+       ``"你好， 世界"`` is ``"你好世界"`` and its CER counts characters; ``"hello 世界"`` keeps its space.
+
+    The rules are the same for every language, so one corpus may mix languages (ML-SUPERB).
+    """
+    text = unicodedata.normalize("NFKC", text or "").translate(_APOSTROPHES).lower()
+    text = " ".join(_DROP.sub(" ", text).split())
+    return _GAP.sub("", text)
+
+
+def char_inventory(texts) -> str:
+    """The characters of normalised ``texts``, space first then in code-point order: a CTC or character ASR vocabulary.
+
+    ``texts`` are normalised here. Raises :class:`SpeechrqError` when none holds a character.
+    """
+    chars = set()
+    for t in texts:
+        chars.update(normalize_text(t))
+    if not chars - {" "}:
+        raise SpeechrqError("no transcript holds a character after normalisation (speechrq.text.normalize_text)")
+    return " " + "".join(sorted(chars - {" "}))
 
 
 def greedy_ctc(logp: torch.Tensor, lens: torch.Tensor) -> list[list[int]]:
@@ -123,12 +169,19 @@ class BPETokenizer:
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
 
     @classmethod
-    def train(cls, texts: list[str], vocab_size: int, path: str | Path) -> "BPETokenizer":
-        """Train on ``texts`` (normalised here) into ``path``; sentencepiece is deterministic with one thread."""
+    def train(cls, texts: list[str], vocab_size: int, path: str | Path, **options) -> "BPETokenizer":
+        """Train on ``texts`` (normalised here) into ``path``; sentencepiece is deterministic with one thread.
+        ``options`` go to sentencepiece (``model_type="char"``: one token per character, :meth:`characters`)."""
         texts = [t for t in (normalize_text(x) for x in texts) if t]
         if not texts:
             raise SpeechrqError("BPE: no transcripts to train on")
-        return cls(train_sentencepiece(texts, vocab_size, path))
+        return cls(train_sentencepiece(texts, vocab_size, path, **options))
+
+    @classmethod
+    def characters(cls, texts: list[str], path: str | Path) -> "BPETokenizer":
+        """Character output tokens: one per character of :func:`char_inventory` (``texts`` normalised here), plus
+        sentencepiece's word boundary and ``unk``: the RPQ paper's Mandarin character units (Table V)."""
+        return cls.train(texts, len(char_inventory(texts)) + 1, path, model_type="char")
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()

@@ -28,6 +28,9 @@ class ASRDataConfig:
     num_buckets: int = 10
     num_workers: int = 0
     vocab_size: int = 0  # output BPE tokens; 0: min(6000, distinct training words // 2, at least 32)
+    # output tokens: "bpe" (sentencepiece BPE of vocab_size), or "char": one per character of the training transcripts,
+    # in any script (the RPQ paper's Mandarin character output, Table V; vocab_size is then unused)
+    output: Literal["bpe", "char"] = "bpe"
 
     def validate(self) -> None:
         if not self.units:

@@ -8,6 +8,7 @@ chain, audio -> encoder layer -> units -> model -> text, in one call.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from ..frames import SAMPLE_RATE
 from ..text import BPETokenizer, error_rate, normalize_text
 from .search import attention_greedy, ctc_greedy, joint_beam_search
 from .trainer import TOKENIZER_KEY, UNIT_BPE_KEY, build
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -152,7 +155,13 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
     from ..data.batching import padded_groups, refuse_short_cuts, sequential_batches
     from .data import pad_ids, unit_sequence
 
+    cuts = list(cuts)
+    if (empty := [c.id for c in cuts if not normalize_text(c.supervisions[0].text if c.supervisions else "")]):
+        log.warning("%d of %d utterances have no transcript left after normalisation (speechrq.text.normalize_text) and are "
+                    "not scored: %s", len(empty), len(cuts), name_list(empty, shown=5))
+    unscored = len(empty)
     cuts = sorted((c for c in cuts if normalize_text(c.supervisions[0].text if c.supervisions else "")), key=lambda c: c.duration)
+    language = {c.id: c.supervisions[0].language for c in cuts}
     if rec.kind == "continuous":
         refuse_short_cuts(cuts, rec.min_samples, f"encoder layer {rec.spec['layer']} of {rec.spec['encoder']}")
     elif (empty := [describe_cut(c) for c in cuts if _unit_frames(c) == 0]):
@@ -175,8 +184,14 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
         ids += [c.id for c in chunk]
         hyps += out
         refs += [normalize_text(c.supervisions[0].text) for c in chunk]
-    return {"ids": ids, "hyps": hyps, "refs": refs, "cer": error_rate(refs, hyps, "char"), "wer": error_rate(refs, hyps, "word"),
-            "utterances": len(ids)}
+    languages = [language[i] for i in ids]
+    result = {"ids": ids, "hyps": hyps, "refs": refs, "cer": error_rate(refs, hyps, "char"), "wer": error_rate(refs, hyps, "word"),
+              "utterances": len(ids), "unscored": unscored, "languages": languages}
+    if len(set(languages) - {None}) > 1:  # several languages: each one's CER, as ML-SUPERB scores them
+        result["cer_by_language"] = {
+            lang: error_rate([r for r, g in zip(refs, languages) if g == lang], [h for h, g in zip(hyps, languages) if g == lang], "char")
+            for lang in sorted(set(languages) - {None})}
+    return result
 
 
 def _unit_frames(cut) -> int:

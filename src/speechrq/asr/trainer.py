@@ -32,7 +32,7 @@ from ..config import config_to_dict, dump_yaml
 from ..data.batching import BatchStream, refuse_short_cuts
 from ..errors import SpeechrqError
 from ..io import atomic_write_text
-from ..text import BPETokenizer
+from ..text import BPETokenizer, normalize_text
 from ..training import engine
 from ..training.optim import lr_factor, make_optimizer, set_lr
 from .config import ASRConfig
@@ -82,12 +82,16 @@ def as_bytes_tensor(path: Path) -> torch.Tensor:
 
 
 def output_tokens(cfg: ASRConfig, cuts, out: Path, ctx: dist.Context, resumed: bool) -> BPETokenizer:
-    """``OUT/tokens.model``: BPE over the training transcripts, trained by rank 0 for a new run; a resumed run (whose
-    config and training manifest were checked equal) reuses it, a new run never reuses one left in ``out``."""
+    """``OUT/tokens.model``: BPE (or characters, ``data.output: char``) over the training transcripts, trained by rank 0
+    for a new run; a resumed run (whose config and training manifest were checked equal) reuses it, a new run never
+    reuses one left in ``out``."""
     path = out / "tokens.model"
     if ctx.is_main and (not resumed or not path.exists()):
         texts = [c.supervisions[0].text or "" for c in cuts if c.supervisions]
-        BPETokenizer.train(texts, cfg.data.vocab_size or auto_vocab_size(texts), path)
+        if cfg.data.output == "char":
+            BPETokenizer.characters(texts, path)
+        else:
+            BPETokenizer.train(texts, cfg.data.vocab_size or auto_vocab_size(texts), path)
     dist.barrier(ctx)
     return BPETokenizer(path)
 
@@ -133,6 +137,9 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
         return resume_from
     cuts = source.cuts(cfg.data.train_split).to_eager()
+    if ctx.is_main and (empty := [c.id for c in cuts if not normalize_text(c.supervisions[0].text if c.supervisions else "")]):
+        log.warning("%d of %d training utterances have no transcript left after normalisation (speechrq.text.normalize_text) "
+                    "and are left out of training: %s", len(empty), len(cuts), name_list(empty, shown=5))
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     tokenizer = output_tokens(cfg, cuts, out, ctx, resumed=resume_from is not None)

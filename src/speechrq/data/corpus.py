@@ -144,7 +144,7 @@ def summarize(corpus_dir: str | Path) -> dict:
     from lhotse import CutSet
 
     out = {"splits": {}}
-    speakers, emotions, intents, kinds = set(), Counter(), Counter(), Counter()
+    speakers, emotions, intents, kinds, languages = set(), Counter(), Counter(), Counter(), Counter()
     with_phones = total = 0
     for split, path in cut_files(corpus_dir).items():
         cuts = CutSet.from_file(path)
@@ -161,6 +161,7 @@ def summarize(corpus_dir: str | Path) -> dict:
                 if "intent" in custom:
                     intents[custom["intent"]] += 1
                 kinds[custom.get("kind", "text" if sup.text else "audio")] += 1
+                languages[sup.language] += 1
                 with_phones += bool(sup.alignment and sup.alignment.get("phone"))
         total += n
         speakers |= spk
@@ -172,6 +173,8 @@ def summarize(corpus_dir: str | Path) -> dict:
     out["emotions"] = dict(sorted(emotions.items()))
     out["intents"] = len(intents)
     out["phone_aligned"] = with_phones
+    if len(languages) > 1:  # a multilingual corpus: utterances per language id (the LID labels)
+        out["languages"] = {str(k): v for k, v in sorted(languages.items(), key=lambda kv: str(kv[0]))}
     return out
 
 
@@ -183,6 +186,8 @@ def format_summary(summary: dict, title: str = "") -> str:
     lines.append(f"{'total':<18}{summary['utterances']:>11}{summary['hours']:>9.3f}{summary['speakers']:>10}")
     if summary.get("kinds"):
         lines.append("kinds:    " + ", ".join(f"{k}={v}" for k, v in summary["kinds"].items()))
+    if summary.get("languages"):
+        lines.append("languages: " + ", ".join(f"{k}={v}" for k, v in summary["languages"].items()))
     if summary.get("emotions"):
         lines.append("emotions: " + ", ".join(f"{k}={v}" for k, v in summary["emotions"].items()))
     if summary.get("intents"):

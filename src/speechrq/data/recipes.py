@@ -17,16 +17,36 @@ original kept in ``custom``), and two names that become one id stop the import w
 one line naming both.
 
 Why not call lhotse's own recipes (``prepare_librispeech``, ``prepare_timit``,
-``prepare_slu``)? They stop at the first unreadable file, and a single bad file
-must never stop an import. The label parsing here follows them (TIMIT's split
-speakers come from lhotse itself); SID's VoxCeleb1 identification split and
-IEMOCAP have no lhotse recipe for what SUPERB needs.
+``prepare_slu``, ``prepare_commonvoice``, ``prepare_wenet_speech``)? They stop at the
+first unreadable file or label, and a single bad file must never stop an import. The
+label parsing here follows them (TIMIT's split speakers come from lhotse itself);
+SID's VoxCeleb1 identification split, IEMOCAP and ML-SUPERB have no lhotse recipe for
+what SUPERB needs (ML-SUPERB follows ESPnet's ``egs2/ml_superb``). Each multilingual
+recipe says what exactly it takes from lhotse's.
+
+**Languages.** An entry's ``language`` (ML-SUPERB's ISO 639-3 folder, Common Voice's
+locale folder, ``cmn`` for WenetSpeech) is written to ``supervisions[0].language``: the
+language-id label, and what picks a transcript's text rules.
+
+**Segments.** An entry with a ``segment`` (start, duration in seconds) is one stretch of
+a long recording (WenetSpeech): its ``recording`` id names the file, which is checked
+once however many segments it holds, and the cut is that stretch of it (``cut.start``
+into the recording, the supervision at 0 in the cut, as lhotse's
+``trim_to_supervisions`` lays cuts out), so loading the cut's audio gives exactly the
+segment. A segment that ends past its recording's end is rejected, named.
+
+**Empty transcripts.** A transcript that is given but normalises to nothing
+(:func:`speechrq.text.normalize_text`: only punctuation, say) is kept, never dropped
+silently: the import counts them and lists their ids under ``empty_transcripts`` in
+``import_report.json`` (the CLI warns), and ASR training reports them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,7 +55,8 @@ from typing import Callable
 
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, read_json
-from .audio import AUDIO_EXTENSIONS, TARGET_RATE, inspect_many
+from ..text import normalize_text
+from .audio import AUDIO_EXTENSIONS, MIN_DURATION, TARGET_RATE, inspect_many
 
 
 @dataclass
@@ -49,6 +70,9 @@ class Entry:
     speaker: str | None = None
     custom: dict = field(default_factory=dict)
     alignment: dict | None = None  # {"phone": [(symbol, start_s, duration_s), ...], ...}
+    language: str | None = None  # the language id (supervision.language): LID label, picks text rules
+    segment: tuple[float, float] | None = None  # (start_s, duration_s) within the audio file; None: the whole file
+    recording: str | None = None  # the audio file's id when it holds segments (else the utterance id)
 
 
 @dataclass
@@ -260,30 +284,208 @@ def folder(src: Path) -> list[Entry | Rejected]:
     return [Entry("train", p, str(p.relative_to(src).with_suffix(""))) for p in files]
 
 
+MLSUPERB_FILES = {  # ESPnet egs2/ml_superb/asr1/local/data_prep.py reads these four per DATASET/LANG
+    "transcript_10min_train.txt": "train_10min",
+    "transcript_1h_train.txt": "train_1h",
+    "transcript_10min_dev.txt": "dev",
+    "transcript_10min_test.txt": "test",
+}
+
+
+def mlsuperb(src: Path) -> list[Entry | Rejected]:
+    """ML-SUPERB as released (the layout ESPnet's ``egs2/ml_superb/asr1/local/data_prep.py`` reads):
+    ``SRC/{DATASET}/{LANG}/transcript_{10min,1h}_train.txt``, ``transcript_10min_{dev,test}.txt``
+    and the audio ``SRC/{DATASET}/{LANG}/wav/{UTT-ID}.wav``.
+
+    A transcript line is ``UTT-ID FIELD TRANSCRIPT``, split on whitespace at most twice as ESPnet
+    does; the middle field is not used (nor by ESPnet). Splits: ``train_10min``, ``train_1h`` (ESPnet's
+    ``train_10min`` / ``train_1h``; an utterance listed in both is in both splits, its file checked
+    once), ``dev`` and ``test`` (ESPnet's ``dev_10min`` / ``test_10min``, from the ``10min_dev`` and
+    ``10min_test`` files for both durations). Every dataset folder is read (ESPnet lists 14 by name).
+    The language is the ISO 639-3 folder name (``supervision.language``), the dataset is ``custom.dataset``;
+    ML-SUPERB has no speakers (ESPnet maps each utterance to itself). Not applied here, being benchmark
+    protocol rather than data: ESPnet's 20 s cap on training utterances and its few-shot subset of the
+    20 reserved languages. The transcript is kept as written (ESPnet upper-cases it and strips
+    punctuation when it writes its ``text``).
+    """
+    lang_dirs = sorted({t.parent for t in src.glob("*/*/transcript_*.txt")})
+    if not lang_dirs:
+        raise SpeechrqError(f"{src}: no ML-SUPERB transcript_*.txt under SRC/DATASET/LANG/ "
+                            "(expected e.g. SRC/mls/eng/transcript_10min_train.txt and SRC/mls/eng/wav/)")
+    entries = []
+    for lang_dir in lang_dirs:
+        dataset, lang = lang_dir.parent.name, lang_dir.name
+        for name, split in MLSUPERB_FILES.items():
+            transcript = lang_dir / name
+            try:
+                lines = _read_labels(transcript).splitlines()
+            except LabelError as e:
+                entries.append(Rejected(e.source, e.problem))
+                continue
+            for lineno, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                fields = line.strip().split(maxsplit=2)
+                if len(fields) != 3:
+                    entries.append(Rejected(f"{transcript}:{lineno}", f"expected 'UTTERANCE-ID FIELD TRANSCRIPT', got {line[:80]!r}"))
+                    continue
+                utt, _, text = fields
+                entries.append(Entry(split, lang_dir / "wav" / f"{utt}.wav", utt, text=text, language=lang,
+                                     custom={"dataset": dataset}))
+    return entries
+
+
+WENETSPEECH_SUBSETS = {  # the JSON's subset tags -> splits, named as WenetSpeech's own WeNet toolkit names them
+    "L": "train_l", "M": "train_m", "S": "train_s", "W": "train_w",
+    "DEV": "dev", "TEST_NET": "test_net", "TEST_MEETING": "test_meeting",
+}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def wenetspeech(src: Path) -> list[Entry | Rejected]:
+    """WenetSpeech: ``SRC/WenetSpeech.json`` (``"audios"``: each with ``aid``, ``path`` relative to SRC
+    (an ``.opus`` file) and ``segments``: each with ``sid``, ``begin_time``, ``end_time`` (seconds),
+    ``text`` and ``subsets``), the field names lhotse's ``prepare_wenet_speech`` reads.
+
+    Each subset is a split, as in lhotse's recipe (and WeNet's): a segment tagged with several
+    subsets is in each of them (S is part of M, M of L). Splits: ``train_l``, ``train_m``,
+    ``train_s``, ``train_w`` (the weakly labelled W, which lhotse leaves out), ``dev``,
+    ``test_net``, ``test_meeting``; tags are read with or without braces (``"L"`` or ``"{L}"``).
+    An utterance is a segment of its audio file (``aid`` is the recording); language ``cmn``;
+    WenetSpeech has no speakers. The transcript is kept as written (stripped, as lhotse does).
+
+    Not lhotse's recipe itself: it takes each recording's length from the JSON instead of the file,
+    stops at the first entry with a missing field, and lhotse's validation then fails the whole
+    import on a segment past its recording's end; here each such segment or entry is rejected, named,
+    and the import goes on.
+    """
+    meta = src / "WenetSpeech.json"
+    if not meta.is_file():
+        raise SpeechrqError(f"{src}: no WenetSpeech.json (expected SRC/WenetSpeech.json and SRC/audio/...)")
+    try:
+        audios = json.loads(_read_labels(meta)).get("audios")
+    except LabelError as e:  # the one label file: nothing can be imported without it
+        raise SpeechrqError(str(e)) from None
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise SpeechrqError(f"{meta}: not a WenetSpeech JSON ({e})") from None
+    if not isinstance(audios, list):
+        raise SpeechrqError(f"{meta}: holds no \"audios\" list")
+    entries = []
+    for k, audio in enumerate(audios):
+        where = f"{meta}: audios[{k}]"
+        if not isinstance(audio, dict) or not all(isinstance(audio.get(f), str) and audio.get(f) for f in ("aid", "path")) \
+                or not isinstance(audio.get("segments"), list):
+            entries.append(Rejected(where, "an entry without \"aid\", \"path\" or a \"segments\" list"))
+            continue
+        path = src / audio["path"]
+        for j, seg in enumerate(audio["segments"]):
+            sid = seg.get("sid") if isinstance(seg, dict) else None
+            here = f"{meta}: {sid}" if isinstance(sid, str) and sid else f"{where}.segments[{j}]"
+            if not isinstance(sid, str) or not sid or not isinstance(seg.get("text"), str) or not isinstance(seg.get("subsets"), list):
+                entries.append(Rejected(here, "a segment without \"sid\", \"text\" or a \"subsets\" list"))
+                continue
+            begin, end = _number(seg.get("begin_time")), _number(seg.get("end_time"))
+            if begin is None or end is None or begin < 0 or end <= begin:
+                entries.append(Rejected(here, f"begin_time {seg.get('begin_time')!r}, end_time {seg.get('end_time')!r}: "
+                                              "not two times with 0 <= begin < end"))
+                continue
+            tags = [t.strip("{}") for t in seg["subsets"] if isinstance(t, str)]
+            splits = [WENETSPEECH_SUBSETS[t] for t in tags if t in WENETSPEECH_SUBSETS]
+            if not splits:
+                entries.append(Rejected(here, f"subsets {seg['subsets']!r}: none of {', '.join(WENETSPEECH_SUBSETS)}"))
+                continue
+            custom = {"confidence": seg["confidence"]} if _number(seg.get("confidence")) is not None else {}
+            for split in dict.fromkeys(splits):
+                entries.append(Entry(split, path, sid, text=seg["text"].strip(), language="cmn", custom=dict(custom),
+                                     segment=(begin, end - begin), recording=audio["aid"]))
+    return entries
+
+
+COMMONVOICE_SPLITS = ("train", "dev", "test")
+COMMONVOICE_COLUMNS = ("client_id", "path", "sentence")
+COMMONVOICE_EXTRA = ("age", "gender", "accents", "accent", "variant", "locale")  # kept in custom when given
+
+
+def commonvoice(src: Path) -> list[Entry | Rejected]:
+    """Common Voice: ``SRC/{LANG}/{train,dev,test}.tsv`` and ``SRC/{LANG}/clips/*.mp3``, any number of
+    languages (the folder names: Common Voice locales such as ``en``, ``ru``, ``zh-CN``).
+
+    The tables are read as lhotse's ``prepare_commonvoice`` reads them (tab-separated, no quoting:
+    Common Voice sentences hold unbalanced quotes); columns used: ``client_id`` (the speaker), ``path``
+    (under ``clips/``; its stem is the utterance id), ``sentence`` (the transcript, stripped as lhotse
+    does, otherwise as written); ``age``, ``gender``, ``accents`` (``accent`` in old releases),
+    ``variant`` and ``locale`` go to ``custom`` when given. Splits: ``train``, ``dev``, ``test``, each
+    holding every language; ``validated``, ``invalidated``, ``other`` and ``reported`` are not read.
+
+    Not lhotse's recipe itself: it opens every clip to measure it and stops at the first unreadable
+    one, drops missing clips with only a log line, requires the gender/age/accents/variant columns,
+    and with ``languages="auto"`` takes only the 23 locales it lists.
+    """
+    lang_dirs = sorted(p for p in src.iterdir() if p.is_dir() and any((p / f"{s}.tsv").is_file() for s in COMMONVOICE_SPLITS))
+    if not lang_dirs:
+        raise SpeechrqError(f"{src}: no Common Voice language folder "
+                            "(expected SRC/LANG/train.tsv, dev.tsv, test.tsv and SRC/LANG/clips/)")
+    entries = []
+    for lang_dir in lang_dirs:
+        for split in COMMONVOICE_SPLITS:
+            table = lang_dir / f"{split}.tsv"
+            try:
+                reader = csv.DictReader(io.StringIO(_read_labels(table), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+                missing = set(COMMONVOICE_COLUMNS) - set(reader.fieldnames or [])
+                if missing:
+                    raise LabelError(table, f"missing column(s) {', '.join(sorted(missing))}")
+                rows = list(reader)
+            except (LabelError, csv.Error) as e:
+                entries.append(Rejected(*(e.source, e.problem) if isinstance(e, LabelError) else (table, f"malformed TSV ({e})")))
+                continue
+            for lineno, row in enumerate(rows, 2):
+                if not row.get("client_id") or not row.get("path") or row.get("sentence") is None or None in row:
+                    entries.append(Rejected(f"{table}:{lineno}", "a row with missing fields (expected client_id, path, sentence, ... "
+                                                                 "separated by tabs)"))
+                    continue
+                custom = {k: row[k] for k in COMMONVOICE_EXTRA if row.get(k)}
+                entries.append(Entry(split, lang_dir / "clips" / row["path"], Path(row["path"]).stem, text=row["sentence"].strip(),
+                                     speaker=row["client_id"], language=lang_dir.name, custom=custom))
+    return entries
+
+
 RECIPES: dict[str, Callable[[Path], list[Entry | Rejected]]] = {
     "librispeech": librispeech,
     "timit": timit,
     "voxceleb1": voxceleb1,
     "fsc": fsc,
     "iemocap": iemocap,
+    "mlsuperb": mlsuperb,
+    "wenetspeech": wenetspeech,
+    "commonvoice": commonvoice,
     "folder": folder,
 }
 
 
 # --------------------------------------------------------------------------- driver
 
+SEGMENT_TOLERANCE = 0.01  # s: a segment may end this much past its recording's end (times given to 10 ms); it is cut there
+EMPTY_EXAMPLES = 5  # ids of empty transcripts shown in the summary (import_report.json lists them all)
+
 
 def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rejected]]:
-    """Every utterance and speaker id through :func:`~speechrq.data.corpus.safe_id`, originals kept in ``custom``.
+    """Every utterance, speaker and recording id through :func:`~speechrq.data.corpus.safe_id`, originals kept in ``custom``.
 
-    An empty id is rejected (reported like bad audio); two different names that become one id, or one
-    utterance id given twice, stop the import with one line naming both.
+    An empty id is rejected (reported like bad audio); two different names that become one id, one
+    utterance id given twice in a split (or for two different stretches of audio), or one recording id
+    for two files, stop the import with one line naming both. One utterance may be in several splits
+    (an ML-SUPERB utterance listed for both 10 minutes and 1 hour; a WenetSpeech segment in S, M and L).
     """
     from .corpus import safe_id
 
     kept, rejected = [], []
     utt_names: dict[str, Entry] = {}
+    in_split: set[tuple[str, str]] = set()
     speaker_names: dict[str, str] = {}
+    recording_names: dict[str, Entry] = {}
     for e in entries:
         uid = safe_id(e.id)
         if not uid:
@@ -291,11 +493,13 @@ def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rej
             continue
         if uid in utt_names:
             first = utt_names[uid]
-            if first.id == e.id:
+            if first.id != e.id:
+                raise SpeechrqError(f"{src}: utterance ids {first.id!r} ({first.audio}) and {e.id!r} ({e.audio}) both become {uid!r} "
+                                    "(whitespace and control characters become '_', '/' becomes '__'); rename one of them")
+            if (uid, e.split) in in_split or (first.audio, first.segment) != (e.audio, e.segment):
                 raise SpeechrqError(f"{src}: utterance id {e.id!r} occurs more than once ({first.audio} and {e.audio})")
-            raise SpeechrqError(f"{src}: utterance ids {first.id!r} ({first.audio}) and {e.id!r} ({e.audio}) both become {uid!r} "
-                                "(whitespace and control characters become '_', '/' becomes '__'); rename one of them")
-        utt_names[uid] = e
+        utt_names.setdefault(uid, e)
+        in_split.add((uid, e.split))
         custom = dict(e.custom)
         if uid != e.id:
             custom["source_id"] = e.id
@@ -307,7 +511,20 @@ def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rej
                                     "(whitespace and control characters become '_', '/' becomes '__'); rename one of them")
             if speaker != e.speaker:
                 custom["source_speaker"] = e.speaker
-        kept.append(Entry(e.split, e.audio, uid, text=e.text, speaker=speaker, custom=custom, alignment=e.alignment))
+        recording = uid
+        if e.recording is not None:
+            recording = safe_id(e.recording)
+            if not recording:
+                rejected.append(Rejected(str(e.audio), "empty recording id"))
+                continue
+            if recording != e.recording:
+                custom["source_recording"] = e.recording
+        first_rec = recording_names.setdefault(recording, e)
+        if (first_rec.recording or first_rec.id) != (e.recording or e.id) or first_rec.audio != e.audio:
+            raise SpeechrqError(f"{src}: recording {first_rec.recording or first_rec.id!r} ({first_rec.audio}) and "
+                                f"{e.recording or e.id!r} ({e.audio}) both have the id {recording!r}; rename one of them")
+        kept.append(Entry(e.split, e.audio, uid, text=e.text, speaker=speaker, custom=custom, alignment=e.alignment,
+                          language=e.language, segment=e.segment, recording=recording))
     return kept, rejected
 
 
@@ -328,9 +545,11 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     """Import corpus ``kind`` from ``src`` into the corpus directory ``out``.
 
     Returns ``(summary, report)``: the corpus summary (with the audio report under
-    ``"audio"``) and the :class:`~speechrq.data.audio.InspectionReport`.
+    ``"audio"`` and ``"empty_transcripts"``: how many transcripts normalise to nothing, with a few ids) and the
+    :class:`~speechrq.data.audio.InspectionReport` (``kept`` counts audio files: one file may hold
+    several segments, one utterance be in several splits).
     """
-    from lhotse import CutSet, RecordingSet, SupervisionSet
+    from lhotse import CutSet, MonoCut, MultiCut, RecordingSet, SupervisionSet
     from lhotse.supervision import AlignmentItem, SupervisionSegment
     from lhotse.utils import fastcopy
 
@@ -362,42 +581,73 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
         if (stale := [p.name for split, p in cut_files(out).items() if split not in splits]):
             raise SpeechrqError(f"{out}: holds {', '.join(stale)}, which this import of {src} no longer makes; "
                                 "import into another directory or delete it")
-    recordings, report = inspect_many(((e.audio, e.id) for e in entries), workers=workers, progress=progress)
+    # one check per audio file, however many utterances (segments, splits) it holds
+    files = {e.recording: e.audio for e in entries}
+    recordings, report = inspect_many(((audio, rid) for rid, audio in files.items()), workers=workers, progress=progress)
     report.skipped.update({r.source: r.problem for r in rejected})
+    # the stored paths, once per recording (a recording is in several cuts and splits)
+    recordings = {rid: fastcopy(rec, sources=[fastcopy(s, source=stored_path(s.source, out)) for s in rec.sources])
+                  for rid, rec in recordings.items()}
+    spans: dict[tuple[str, str], tuple[float, float]] = {}  # (split, utterance) -> its segment, checked against its recording
+    for e in entries:
+        if e.segment is None or e.recording not in recordings:
+            continue
+        total, (start, duration) = recordings[e.recording].duration, e.segment
+        where = f"{e.audio} (segment {e.custom.get('source_id', e.id)})"
+        if start + duration > total + SEGMENT_TOLERANCE:
+            report.skipped[where] = f"ends at {start + duration:.3f} s, past the end of its recording ({total:.3f} s)"
+        elif min(duration, total - start) < MIN_DURATION:
+            report.skipped[where] = f"too short ({max(0.0, min(duration, total - start)):.3f} s; at least {MIN_DURATION} s)"
+        else:
+            spans[e.split, e.id] = (start, min(duration, total - start))
     out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Entry] = {}
     for split in sorted({e.split for e in entries}):
-        recs, sups = [], []
+        recs, sups, segment_cuts = [], [], []
         for e in entries:
-            if e.split != split or e.id not in recordings:
+            if e.split != split or e.recording not in recordings or (e.segment is not None and (split, e.id) not in spans):
                 continue
-            rec = recordings[e.id]
+            rec = recordings[e.recording]
+            channel = rec.channel_ids[0] if len(rec.channel_ids) == 1 else rec.channel_ids
+            # the audio's content in the manifest: a re-import of changed files changes the corpus's fingerprint
+            # (speechrq.identity), so nothing computed from the old audio is reused
+            custom = (e.custom or {}) | {"audio_sha256": report.digests[e.recording]}
+            written.setdefault(e.id, e)
+            if e.segment is not None:  # a stretch of a long recording: the cut starts there, its supervision at 0
+                start, duration = spans[split, e.id]
+                sup = SupervisionSegment(id=e.id, recording_id=e.recording, start=0.0, duration=duration, channel=channel,
+                                         text=e.text, speaker=e.speaker, language=e.language, custom=custom)
+                cut_type = MonoCut if isinstance(channel, int) else MultiCut
+                segment_cuts.append(cut_type(id=e.id, start=start, duration=duration, channel=channel, supervisions=[sup],
+                                             recording=rec))
+                continue
             alignment = None
             if e.alignment:
                 alignment = {
                     k: [AlignmentItem(s, round(st, 5), round(min(du, rec.duration - st), 5)) for s, st, du in items if st < rec.duration]
                     for k, items in e.alignment.items()
                 }
-            channel = rec.channel_ids[0] if len(rec.channel_ids) == 1 else rec.channel_ids
-            rec.sources = [fastcopy(source, source=stored_path(source.source, out)) for source in rec.sources]
             recs.append(rec)
-            # the audio's content in the manifest: a re-import of changed files changes the corpus's fingerprint
-            # (speechrq.identity), so nothing computed from the old audio is reused
-            custom = (e.custom or {}) | {"audio_sha256": report.digests[e.id]}
             sups.append(SupervisionSegment(
-                id=e.id, recording_id=e.id, start=0.0, duration=rec.duration, channel=channel,
-                text=e.text, speaker=e.speaker, custom=custom, alignment=alignment,
+                id=e.id, recording_id=e.recording, start=0.0, duration=rec.duration, channel=channel,
+                text=e.text, speaker=e.speaker, language=e.language, custom=custom, alignment=alignment,
             ))
-        if not recs:
+        if not recs and not segment_cuts:
             continue
-        cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups))
+        cuts = list(CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs),
+                                          supervisions=SupervisionSet.from_segments(sups))) if recs else []
         # Other sample rates are resampled lazily, when a cut's audio is loaded.
-        cuts = CutSet.from_cuts(c.resample(TARGET_RATE) if c.sampling_rate != TARGET_RATE else c for c in cuts)
+        cuts = CutSet.from_cuts(c.resample(TARGET_RATE) if c.sampling_rate != TARGET_RATE else c for c in cuts + segment_cuts)
         with atomic_path(out / f"cuts_{split}.jsonl.gz") as tmp:
             cuts.to_file(tmp)
-    atomic_write_json(out / "import_report.json", {"kind": kind, "source": str(src.resolve()), **report.to_dict()})
+    # given but empty once normalised: kept (ASR training reports them), never dropped silently
+    empty = [uid for uid, e in written.items() if e.text is not None and not normalize_text(e.text)]
+    atomic_write_json(out / "import_report.json", {"kind": kind, "source": str(src.resolve()), **report.to_dict(),
+                                                   "empty_transcripts": {"count": len(empty), "ids": empty}})
     if report.kept == 0:
-        raise SpeechrqError(f"{src}: no usable audio among {len(entries)} files (see {out / 'import_report.json'})")
+        raise SpeechrqError(f"{src}: no usable audio among {len(files)} files (see {out / 'import_report.json'})")
     summary = summarize(out)
     summary["audio"] = report.to_dict()
+    summary["empty_transcripts"] = {"count": len(empty), "examples": empty[:EMPTY_EXAMPLES]}
     atomic_write_json(out / "summary.json", summary)
     return summary, report

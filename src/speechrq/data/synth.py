@@ -1,8 +1,14 @@
-"""``speechrq synth``: the embedded English corpus, spoken offline by espeak-ng.
+"""``speechrq synth``: the embedded corpora, spoken offline by espeak-ng.
 
-The corpus carries every label the rest of speechrq needs: speakers (SID),
+The English corpus carries every label the rest of speechrq needs: speakers (SID),
 transcripts (ASR), command intents with slots (IC), four prosody styles (ER) and
 phone/word alignments from espeak's own events (target analyses).
+
+The multilingual corpus (``--languages en,fr,ru,cmn,...``, the analogue of ML-SUPERB
+for the RPQ paper's multilingual column) reads sentences of each language, drawn from
+wordfreq's list of its most frequent words, in espeak-ng's voice for that language;
+each utterance carries its language id (``supervision.language``, the LID label),
+speaker, style and espeak's phone alignment in that language (:data:`LANGUAGES`).
 
 How it is made, in three steps:
 
@@ -65,6 +71,15 @@ STYLES = {
     "sad": (-12, -30, 0.82, 75),
     "angry": (4, 15, 1.18, 150),
 }
+# The multilingual corpus's languages: id -> (espeak-ng voice, wordfreq word list). Each is one that wordfreq lists
+# and espeak-ng speaks in its own voice, checked by speaking ten of its frequent words: ja is left out (espeak reads
+# kanji as English), fil and sh have no espeak voice. cmn and yue read wordfreq's Chinese (simplified) words.
+LANGUAGES = {code: (code, code) for code in (
+    "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hu", "id", "is", "it",
+    "ko", "lt", "lv", "mk", "ms", "nb", "nl", "pl", "pt", "ro", "ru", "sk", "sl", "sv", "ta", "tr", "uk", "ur", "vi",
+)} | {"cmn": ("cmn", "zh"), "yue": ("yue", "zh")}
+VOCABULARY = 3000  # the most frequent words of a language that sentences are drawn from
+SENTENCE_WORDS = (4, 10)  # words per sentence (characters-words in a script without spaces count the same)
 COMMAND_SHARE = 0.3  # default share of utterances that are spoken commands (IC), the rest read sentences
 NOISE_FLOOR = 10.0  # standard deviation, int16 units
 NOISE_TABLE = 1 << 20  # samples of the seeded noise table (65 s at 16 kHz)
@@ -89,6 +104,12 @@ class SynthConfig:
     pitch_jitter: float = 0.0
     # White noise at this SNR (dB) to the utterance's speech power; None: only the faint floor.
     snr_db: float | None = None
+    # "" makes the English corpus; comma-separated ids of LANGUAGES make the multilingual one (read sentences only)
+    languages: str = ""
+
+    @property
+    def language_list(self) -> list[str]:
+        return [c.strip() for c in self.languages.split(",") if c.strip()]
 
     def validate(self) -> None:
         if not (self.hours > 0):
@@ -105,6 +126,18 @@ class SynthConfig:
             raise SpeechrqError(f"--pitch-jitter: must be in [0, 30], got {self.pitch_jitter}")
         if self.snr_db is not None and not (-10.0 <= self.snr_db <= 60.0):
             raise SpeechrqError(f"--snr: must be between -10 and 60 dB, got {self.snr_db}")
+        if self.languages:
+            codes = self.language_list
+            if (unknown := [c for c in codes if c not in LANGUAGES]):
+                raise SpeechrqError(f"--languages: {', '.join(map(repr, unknown))} not spoken here (choose from {', '.join(sorted(LANGUAGES))})")
+            if len(set(codes)) != len(codes):
+                raise SpeechrqError(f"--languages: {self.languages!r} names a language twice")
+            if self.speakers < 2 * len(codes):
+                raise SpeechrqError(f"--speakers: {self.speakers} speakers for {len(codes)} languages; each language needs "
+                                    f"at least 2 (ask for >= {2 * len(codes)})")
+            if self.command_share:
+                raise SpeechrqError(f"--command-share: the multilingual corpus holds read sentences only (commands are "
+                                    f"English); got {self.command_share}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +165,7 @@ class Utterance:
     pitch_jitter: int = 0
     rate_factor: float = 1.0  # SynthConfig.rate_jitter's draw
     pitch_offset: int = 0  # SynthConfig.pitch_jitter's draw
+    language: str = "English"  # the supervision's language: an id of LANGUAGES in the multilingual corpus
 
 
 @dataclass
@@ -157,9 +191,93 @@ def _estimated_seconds(text: str, rate_wpm: float) -> float:
     return 0.72 * len(text.split()) * 60.0 / rate_wpm + 0.3
 
 
+def word_list(language: str) -> tuple[list[str], list[float]]:
+    """The :data:`VOCABULARY` most frequent words of ``language`` (an id of :data:`LANGUAGES`) by wordfreq, with
+    cumulative weights (the square root of each word's frequency, so that sentences are not all function words).
+
+    A word is kept when :func:`speechrq.text.normalize_text` leaves it as it is (no digits-only or punctuation
+    tokens) and, in a script written with spaces, when it is longer than one character (wordfreq splits French
+    ``l'`` and ``d'`` into single letters).
+    """
+    import wordfreq
+
+    from ..text import normalize_text
+
+    source = LANGUAGES[language][1]
+    words = []
+    for w in wordfreq.top_n_list(source, 3 * VOCABULARY, wordlist="best"):
+        norm = normalize_text(w)
+        if norm == w and not w.isdigit() and (len(w) > 1 or _spaceless(w)):
+            words.append(w)
+        if len(words) == VOCABULARY:
+            break
+    freq = wordfreq.get_frequency_dict(source, wordlist="best")  # the list's own frequencies, no tokenizer needed
+    cum, total = [], 0.0
+    for w in words:
+        total += freq[w] ** 0.5
+        cum.append(total)
+    return words, cum
+
+
+def _spaceless(text: str) -> bool:
+    from ..text import normalize_text
+
+    return " " not in normalize_text(f"{text} {text}")  # two words of a spaceless script lose the space between them
+
+
+def _sentence(rng: random.Random, words: list[str], cum: list[float]) -> str:
+    picked = rng.choices(words, cum_weights=cum, k=rng.randint(*SENTENCE_WORDS))
+    return ("" if _spaceless(picked[0]) else " ").join(picked)
+
+
+def _plan_multilingual(config: SynthConfig) -> Plan:
+    """Speakers spread over the languages in turn; each utterance a read sentence in its speaker's language."""
+    rng = random.Random(config.seed)
+    codes = config.language_list
+    vocab = {c: word_list(c) for c in codes}
+    speakers, taken, language = [], set(), {}
+    variants = rng.sample(VARIANTS, len(VARIANTS))
+    for i in range(config.speakers):
+        code = codes[i % len(codes)]
+        voice, variant = LANGUAGES[code][0], variants[i % len(variants)]
+        while True:
+            band, rate = rng.choice(sorted(PITCH_BANDS)), rng.choice(sorted(RATES))
+            if (voice, variant, band, rate) not in taken:
+                break
+        taken.add((voice, variant, band, rate))
+        speakers.append(Speaker(f"spk{i:03d}", voice, variant, band, rate))
+        language[speakers[-1].id] = code
+    target = config.hours * 3600.0
+    total, utterances = 0.0, []
+    while total < target:
+        i = len(utterances)
+        spk = speakers[i % len(speakers)]
+        k = i // len(speakers)
+        split = "dev" if k % 10 == 1 else "test" if k % 10 == 2 else "train"
+        style = rng.choice(sorted(STYLES))
+        code = language[spk.id]
+        text = _sentence(rng, *vocab[code])
+        utterances.append(Utterance(f"{spk.id}-{i:06d}", spk.id, split, "sentence", style, text, None, rng.randint(-3, 3),
+                                    language=code))
+        # measured on espeak-ng at 172 words/min: ~0.047 s per letter (0.040 fr to 0.051 en), ~0.23 s per Chinese character
+        per_char = 0.23 if _spaceless(text) else 0.047
+        total += per_char * len(text) * 172.0 / (RATES[spk.rate_band] * STYLES[style][2]) + 0.3
+    train_texts = {u.text for u in utterances if u.split == "train"}
+    for i, u in enumerate(utterances):
+        if u.split != "train" and u.text in train_texts:  # dev and test sentences are unseen in training
+            text = u.text
+            while text in train_texts:
+                text = _sentence(rng, *vocab[u.language])
+            utterances[i] = Utterance(u.id, u.speaker, u.split, u.kind, u.style, text, None, u.pitch_jitter, language=u.language)
+    return Plan(config, speakers, utterances)
+
+
 def plan_corpus(config: SynthConfig) -> Plan:
     """Decide every speaker and utterance of the corpus from the seed alone."""
     config.validate()
+    if config.languages:
+        plan = _plan_multilingual(config)
+        return _jittered(plan) if config.rate_jitter or config.pitch_jitter else plan
     rng = random.Random(config.seed)
     speakers, taken = [], set()
     variants = rng.sample(VARIANTS, len(VARIANTS))
@@ -202,13 +320,18 @@ def plan_corpus(config: SynthConfig) -> Plan:
                 text = grammar.sentence(rng)
             if text != u.text:
                 utterances[i] = Utterance(u.id, u.speaker, u.split, u.kind, u.style, text, u.intent, u.pitch_jitter)
-    if config.rate_jitter or config.pitch_jitter:
-        from dataclasses import replace
+    plan = Plan(config, speakers, utterances)
+    return _jittered(plan) if config.rate_jitter or config.pitch_jitter else plan
 
-        vary = random.Random(f"speechrq-prosody-{config.seed}")  # its own stream: the plan above is unchanged
-        utterances = [replace(u, rate_factor=round(1.0 + vary.uniform(-config.rate_jitter, config.rate_jitter), 4),
-                              pitch_offset=round(vary.uniform(-config.pitch_jitter, config.pitch_jitter))) for u in utterances]
-    return Plan(config, speakers, utterances)
+
+def _jittered(plan: Plan) -> Plan:
+    from dataclasses import replace
+
+    config = plan.config
+    vary = random.Random(f"speechrq-prosody-{config.seed}")  # its own stream: the plan above is unchanged
+    utterances = [replace(u, rate_factor=round(1.0 + vary.uniform(-config.rate_jitter, config.rate_jitter), 4),
+                          pitch_offset=round(vary.uniform(-config.pitch_jitter, config.pitch_jitter))) for u in plan.utterances]
+    return Plan(config, plan.speakers, utterances)
 
 
 # --------------------------------------------------------------------------- shards
@@ -227,10 +350,12 @@ def _prosody(spk: Speaker, utt: Utterance):
     )
 
 
-def _phone_symbol(mnemonic: str) -> str:
+def _phone_symbol(mnemonic: str) -> str | None:
     # espeak marks stress inside the mnemonic ('oU, ,a); pauses are _ , _: , _!
     if mnemonic.startswith("_"):
         return "sil"
+    if mnemonic.startswith("("):  # a switch of language, "(en)": no phone of its own
+        return None
     return mnemonic.replace("'", "").replace(",", "") or "sil"
 
 
@@ -238,8 +363,9 @@ def _alignments(syn, text: str, rate_in: int) -> dict:
     """Phone and word alignments in seconds from espeak's phoneme and word events."""
     n = len(syn.samples)
     phones = []
-    for j, (name, start) in enumerate(syn.phones):
-        end = syn.phones[j + 1][1] if j + 1 < len(syn.phones) else n
+    events = [(name, start) for name, start in syn.phones if _phone_symbol(name) is not None]
+    for j, (name, start) in enumerate(events):
+        end = events[j + 1][1] if j + 1 < len(events) else n
         if end > start:
             phones.append([_phone_symbol(name), round(start / rate_in, 5), round((end - start) / rate_in, 5)])
     # espeak sends no word event for clitics it speaks with a neighbour ("on the"),
@@ -381,7 +507,7 @@ def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance
             "duration": duration,
             "channel": 0,
             "text": utt.text,
-            "language": "English",
+            "language": utt.language,
             "speaker": spk.id,
             "custom": custom,
             "alignment": {
@@ -396,8 +522,15 @@ def _synthesize_shard(out_dir: str, shard_index: int, utterances: list[Utterance
 # --------------------------------------------------------------------------- driver
 
 
+def _config_record(config: SynthConfig) -> dict:
+    record = asdict(config)
+    if not record["languages"]:  # the English corpus's plan.json as before the multilingual corpus
+        del record["languages"]
+    return record
+
+
 def _plan_record(plan: Plan) -> dict:
-    return {"config": asdict(plan.config), "speakers": [asdict(s) | {"voice": s.voice} for s in plan.speakers], "num_utterances": len(plan.utterances)}
+    return {"config": _config_record(plan.config), "speakers": [asdict(s) | {"voice": s.voice} for s in plan.speakers], "num_utterances": len(plan.utterances)}
 
 
 def synthesize_corpus(
@@ -415,17 +548,17 @@ def synthesize_corpus(
     plan = plan_corpus(config)
     from ..identity import versions
 
-    record = _plan_record(plan) | {"versions": versions("espeakng-loader")}
+    record = _plan_record(plan) | {"versions": versions(*(("espeakng-loader", "wordfreq") if config.languages else ("espeakng-loader",)))}
     plan_file = out / "plan.json"
     if plan_file.exists():
         old = json.loads(plan_file.read_text())
         # a field added since the corpus was made reads as its default, so the corpus stays valid
         defaults = {f.name: f.default for f in fields(SynthConfig)}
-        if {**defaults, **(old.get("config") or {})} != record["config"]:
+        if {**defaults, **(old.get("config") or {})} != asdict(config):
             from ..identity import describe_difference
 
             raise SpeechrqError(f"{out}: holds a corpus made with other settings "
-                                f"({describe_difference({**defaults, **(old.get('config') or {})}, record['config'])}); "
+                                f"({describe_difference({**defaults, **(old.get('config') or {})}, asdict(config))}); "
                                 "use another directory or delete this one")
         summary_file = out / "summary.json"
         if summary_file.exists():  # finished: used as it is, whichever speechrq made it

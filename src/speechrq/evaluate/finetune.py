@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..features import check_logmel
-from ..text import CHARS, error_rate, greedy_ctc_text
+from ..text import char_inventory, error_rate, greedy_ctc_text
 from .probes import ProbeResult, label_of
 
 
@@ -130,13 +130,20 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
         vocab = sorted({t for c in train for t in tokens(c)})
     else:  # characters, the space as "|" so that CER counts word boundaries
         tokens = lambda c: ["|" if ch == " " else ch for ch in label_of("asr", c)]  # noqa: E731
-        vocab = ["|" if ch == " " else ch for ch in CHARS]
+        vocab = ["|" if ch == " " else ch for ch in char_inventory(label_of("asr", c) for c in train)]
     index = {t: k + 1 for k, t in enumerate(vocab)}
     data = {name: (_features(enc, cs), [tokens(c) for c in cs]) for name, cs in (("train", train), ("dev", dev), ("test", test))}
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    def score(model, split) -> float:
+    test_languages = [c.supervisions[0].language for c in test]
+    multilingual = len(set(test_languages) - {None}) > 1
+
+    def score(model, split, language: str | None = None) -> float:
+        """The error rate on ``split``, or on its utterances of one ``language``."""
         feats, labels = data[split]
+        if language is not None:
+            keep = [i for i, lang in enumerate(test_languages) if lang == language]
+            feats, labels = [feats[i] for i in keep], [labels[i] for i in keep]
         model.eval()
         hyps = []
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
@@ -206,5 +213,7 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
             sweep[f"{lr:g}"] = lr_best
         dev_score, lr, step, state, model = best
         model.load_state_dict(state)
-        results.append(ProbeResult("ft", "per" if task == "pr" else "cer", score(model, "test"), dev_score, lr, step, [], sweep))
+        by_language = {lang: score(model, "test", lang) for lang in sorted(set(test_languages) - {None})} if multilingual else {}
+        results.append(ProbeResult("ft", "per" if task == "pr" else "cer", score(model, "test"), dev_score, lr, step, [], sweep,
+                                   by_language=by_language))
     return results

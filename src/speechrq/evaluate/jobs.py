@@ -38,6 +38,7 @@ class ProbeJob:
     epochs: int
     preset: str
     seed: int
+    languages: dict | None = None  # test utterance id -> language, on a corpus of several (scored per language)
 
 
 def default_jobs() -> int:
@@ -88,7 +89,8 @@ def _store(cache_root: str, fingerprint: str, ids: tuple[str, ...]) -> StateStor
 def run_job(job: ProbeJob) -> ProbeResult:
     """Train one probe (in a worker or in the calling process)."""
     store = _store(job.cache_root, job.fingerprint, job.ids)
-    return run_probe(job.task, store, job.data, list(job.lrs), job.epochs, preset=job.preset, seed=job.seed)
+    return run_probe(job.task, store, job.data, list(job.lrs), job.epochs, preset=job.preset, seed=job.seed,
+                     languages=job.languages)
 
 
 def run_jobs(jobs: list[ProbeJob], workers: int, progress: bool = True, on_done=None) -> list[ProbeResult]:

@@ -35,10 +35,11 @@ from torch import nn
 from ..checks import name_list
 from ..encoders.cache import pad_states
 from ..errors import SpeechrqError
-from ..text import CHARS, error_rate, greedy_ctc_text, normalize_text
+from ..text import char_inventory, error_rate, greedy_ctc_text, normalize_text
 from .featurizer import WeightedSum
 
-TASKS = ("asr", "sid", "ic", "er", "pr", "ft")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
+TASKS = ("asr", "sid", "ic", "er", "pr", "ft", "lid")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
+UTTERANCE_TASKS = ("sid", "ic", "er", "lid")  # one label per utterance: accuracy
 SUPERB_TASKS = ("asr", "sid", "ic", "er")  # the paper's Table 1 and its Avg
 CTC_TASKS = ("asr", "pr")  # sequence tasks: lower error is better
 # hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM
@@ -77,6 +78,8 @@ def label_of(task: str, cut):
         return sup.speaker
     if task == "er":
         return custom.get("emotion")
+    if task == "lid":  # ML-SUPERB's language identification: the supervision's language
+        return sup.language
     if task == "ic":
         slots = tuple(custom.get(s) for s in SLOTS)
         return slots if all(slots) else None
@@ -102,6 +105,16 @@ class ProbeResult:
     test_std: float = 0.0
     # with several folds (leave one session out): test is their mean, and each fold's test score is kept
     fold_tests: dict[str, float] = field(default_factory=dict)
+    # on a corpus of several languages: the test score of each language's utterances (ML-SUPERB's per-language columns)
+    by_language: dict[str, float] = field(default_factory=dict)
+
+
+def _mean_by_language(results: list["ProbeResult"]) -> dict[str, float]:
+    import statistics
+
+    if not all(r.by_language for r in results):
+        return {}
+    return {lang: statistics.fmean(r.by_language[lang] for r in results) for lang in results[0].by_language}
 
 
 def over_seeds(results: list["ProbeResult"]) -> "ProbeResult":
@@ -112,7 +125,8 @@ def over_seeds(results: list["ProbeResult"]) -> "ProbeResult":
     tests = [r.test for r in results]
     if len(tests) == 1:
         return results[0]
-    return replace(results[0], test=statistics.fmean(tests), test_std=statistics.stdev(tests), seed_tests=tests)
+    return replace(results[0], test=statistics.fmean(tests), test_std=statistics.stdev(tests), seed_tests=tests,
+                   by_language=_mean_by_language(results))
 
 
 def over_folds(results: dict[str, "ProbeResult"]) -> "ProbeResult":
@@ -128,7 +142,7 @@ def over_folds(results: dict[str, "ProbeResult"]) -> "ProbeResult":
     weights = [statistics.fmean(w) for w in zip(*(r.layer_weights for r in rs))]
     return replace(rs[0], test=statistics.fmean(r.test for r in rs), dev=statistics.fmean(r.dev for r in rs), layer_weights=weights,
                    seed_tests=seed_tests, test_std=statistics.stdev(seed_tests) if len(seed_tests) > 1 else 0.0,
-                   fold_tests={name: r.test for name, r in results.items()})
+                   fold_tests={name: r.test for name, r in results.items()}, by_language=_mean_by_language(rs))
 
 
 class UtteranceProbe(nn.Module):
@@ -151,12 +165,12 @@ class UtteranceProbe(nn.Module):
 
 
 class CTCProbe(nn.Module):
-    def __init__(self, num_states: int, dim: int, hidden: int, layers: int = 2):
+    def __init__(self, num_states: int, dim: int, hidden: int, layers: int = 2, vocab: int = 28):
         super().__init__()
         self.featurizer = WeightedSum(num_states)
         self.proj = nn.Linear(dim, hidden)
         self.lstm = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(2 * hidden, len(CHARS) + 1)  # + blank (index 0)
+        self.out = nn.Linear(2 * hidden, vocab + 1)  # the characters of the training transcripts + blank (index 0)
 
     def forward(self, states: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.featurizer(states, lens))
@@ -216,13 +230,19 @@ def _batches(items: list, size: int, rng: random.Random | None):
 
 
 def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, object]]], lrs: list[float], epochs: int,
-              preset: str = "cpu", batch_size: int = 32, seed: int = 0) -> ProbeResult:
-    """Train ``task``'s probe (sized by ``preset``) for each lr on ``data["train"]``, select on dev, score test."""
+              preset: str = "cpu", batch_size: int = 32, seed: int = 0, languages: dict[str, str] | None = None) -> ProbeResult:
+    """Train ``task``'s probe (sized by ``preset``) for each lr on ``data["train"]``, select on dev, score test.
+
+    ASR's output units are the characters of the training transcripts (:func:`speechrq.text.char_inventory`),
+    scored as WER, or as CER when ``languages`` (utterance id -> language) is given: a corpus of several languages,
+    scored per language too (``by_language``), as ML-SUPERB scores CER per language.
+    """
 
     first = next(iter(store.states.values()))
     num_states, dim = first.shape[0], first.shape[2]
     if task == "asr":
-        vocab = None
+        chars = char_inventory(lab for _, lab in data["train"])
+        char_index = {ch: k + 1 for k, ch in enumerate(chars)}  # 0 is the blank
     elif task == "pr":
         phones = sorted({p for _, lab in data["train"] for p in lab})
         phone_index = {p: k + 1 for k, p in enumerate(phones)}  # 0 is the blank
@@ -244,15 +264,15 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
             return tuple(t.to(device) for t in store.batch(list(ids)))
         return store.pooled(list(ids)).to(device), None
 
-    def score(model, split) -> float:
+    def score(model, split: str | list) -> float:
         model.eval()
         hyps, refs, right, total = [], [], 0, 0
         with torch.no_grad():
-            for chunk in _batches(data[split], 64, None):
+            for chunk in _batches(data[split] if isinstance(split, str) else split, 64, None):
                 ids, labels = zip(*chunk)
                 states, lens = read(ids)
                 if task == "asr":
-                    hyps += greedy_ctc_text(model(states, lens), lens)
+                    hyps += greedy_ctc_text(model(states, lens), lens, chars)
                     refs += list(labels)
                 elif task == "pr":
                     hyps += greedy_ctc_text(model(states, lens), lens, phones, sep=" ")
@@ -263,8 +283,8 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                     ok = torch.stack([p == g for p, g in zip(preds, gold)]).all(0)
                     right += int(ok.sum())
                     total += len(ids)
-        if task in CTC_TASKS:  # word or phone error rate: jiwer over space-separated tokens
-            return error_rate(refs, hyps)
+        if task in CTC_TASKS:  # word or phone error rate: jiwer over space-separated tokens; CER over languages
+            return error_rate(refs, hyps, "char" if task == "asr" and languages else "word")
         return 100.0 * right / max(total, 1)
 
     better = (lambda a, b: a < b) if task in CTC_TASKS else (lambda a, b: a > b)
@@ -273,7 +293,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
     for lr in lrs:
         torch.manual_seed(seed)
         size = PROBE_PRESETS[preset]
-        model = (CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"]) if task == "asr"
+        model = (CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"], len(chars)) if task == "asr"
                  else LinearCTCProbe(num_states, dim, len(phones)) if task == "pr"
                  else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab])).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -286,7 +306,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                 states, lens = read(ids)
                 if task in CTC_TASKS:
                     logp = model(states, lens)
-                    targets = [torch.tensor([CHARS.index(c) + 1 for c in lab] if task == "asr" else [phone_index[p] for p in lab])
+                    targets = [torch.tensor([char_index[c] for c in lab] if task == "asr" else [phone_index[p] for p in lab])
                                for lab in labels]
                     loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), lens.cpu(), torch.tensor([len(t) for t in targets]),
                                       blank=0, zero_infinity=True)
@@ -305,8 +325,13 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
         sweep[f"{lr:g}"] = lr_best
     dev, lr, epoch, state, model = best
     model.load_state_dict(state)
-    return ProbeResult(task, {"asr": "wer", "pr": "per"}.get(task, "accuracy"), score(model, "test"), dev, lr, epoch + 1,
-                       model.featurizer.layer_weights().detach().tolist(), sweep)
+    by_language = {}
+    if languages:
+        for lang in sorted({languages[i] for i, _ in data["test"]}):
+            by_language[lang] = score(model, [item for item in data["test"] if languages[item[0]] == lang])
+    metric = {"asr": "cer" if languages else "wer", "pr": "per"}.get(task, "accuracy")
+    return ProbeResult(task, metric, score(model, "test"), dev, lr, epoch + 1, model.featurizer.layer_weights().detach().tolist(),
+                       sweep, by_language=by_language)
 
 
 def superb_average(results: dict[str, ProbeResult]) -> float | None:

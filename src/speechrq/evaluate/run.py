@@ -84,7 +84,8 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
     settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances, "seeds": seeds} if task == "ft" else
                 {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances}
                 | ({"seeds": seeds} if seeds > 1 else {}))
-    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/1"}
+    # probe/2: ASR's characters from the training transcripts in every script (speechrq.text), CER per language
+    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/2"}
     if fold != DEFAULT_FOLD:
         settings["fold"] = asdict(fold)
     key = digest({k: v for k, v in settings.items() if k != "corpus"})  # the corpus by content; a moved corpus keeps its probes
@@ -148,6 +149,12 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
                                     f"test={'+'.join(f.test)})")
     needed = sorted({i for t in tasks if t != "ft" for p in cuts for i, _ in labelled[t][p]})
     by_id = {c.id: c for p in cuts for c in cuts[p]}
+    language_of = {c.id: c.supervisions[0].language for c in by_id.values() if c.supervisions}
+    if "lid" in tasks and len(held := set(language_of.values()) - {None}) < 2:
+        raise SpeechrqError(f"{corpus}: task lid needs utterances of two languages or more (supervision.language); "
+                            f"this corpus holds {', '.join(map(str, held)) or 'none'}")
+    # a corpus of several languages is scored per language (ML-SUPERB), ASR as CER
+    multilingual = len(set(language_of.values()) - {None}) > 1
 
     def cuts_of(roles: dict[str, list]) -> dict[str, list]:
         return {role: [by_id[i] for i, _ in items] for role, items in roles.items()}
@@ -172,8 +179,9 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
                 records[name, t, f.name] = rec = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
                                                                seeds, f, finetune if t == "ft" else None, corpus_fp)
                 if rec[2] is None and t != "ft":
+                    langs = {i: language_of[i] for i, _ in data[t][f.name]["test"]} if multilingual else None
                     jobs += [ProbeJob((name, t, f.name), t, str(cache_root), enc.fingerprint, tuple(needed), data[t][f.name],
-                                      tuple(lrs), epochs, preset, seed) for seed in range(seeds)]
+                                      tuple(lrs), epochs, preset, seed, langs) for seed in range(seeds)]
     by_seed: dict[tuple, dict[int, ProbeResult]] = {}
 
     def finished(job: ProbeJob, result: ProbeResult) -> None:  # a probe's seeds all done: its result is saved at once
@@ -241,8 +249,8 @@ def _runs(results: dict) -> dict[str, list[tuple[int, str]]]:
 def format_table(results: dict) -> str:
     tasks = results["tasks"]
     ft = results.get("finetune") or {}
-    head = {"asr": "ASR WER ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑", "pr": "PR PER ↓",
-            "ft": f"FT {ft.get('minutes', 0):g} min, {ft.get('steps', 0)} steps {_ft_metric(results)} ↓"}
+    head = {"asr": f"ASR {_metric(results, 'asr', 'WER')} ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑", "pr": "PR PER ↓",
+            "lid": "LID acc ↑", "ft": f"FT {ft.get('minutes', 0):g} min, {ft.get('steps', 0)} steps {_metric(results, 'ft', 'PER')} ↓"}
     lines = ["| model | " + " | ".join(head[t] for t in tasks) + " | Avg ↑ |", "|---" * (len(tasks) + 2) + "|"]
     for name, m in results["models"].items():
         cells = ["-" if t not in m["tasks"] else
@@ -258,6 +266,13 @@ def format_table(results: dict) -> str:
         f = folds[0]
         dev = "+".join(f["dev"]) or f"{f['dev_share']:g} of train"
         lines += ["", f"Splits: train {'+'.join(f['train'])}, dev {dev}, test {'+'.join(f['test'])}."]
+    by_language = [(name, t, m["tasks"][t]["by_language"]) for name, m in results["models"].items() for t in tasks
+                   if m["tasks"].get(t, {}).get("by_language")]
+    if by_language:
+        langs = sorted({lang for _, _, b in by_language for lang in b})
+        lines += ["", "Per language (test):", "", "| model | task | " + " | ".join(langs) + " |", "|---" * (len(langs) + 2) + "|"]
+        for name, t, b in by_language:
+            lines.append(f"| {name} | {head[t]} | " + " | ".join(f"{b[lang]:.2f}" if lang in b else "-" for lang in langs) + " |")
     if results.get("target_quality"):
         lines += ["", "Target separability (random projections; 5-NN accuracy %, silhouette):", "",
                   "| targets | phones 5-NN ↑ | phones silhouette ↑ | speakers 5-NN ↑ | speakers silhouette ↑ |", "|---|---|---|---|---|"]
@@ -267,10 +282,10 @@ def format_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ft_metric(results: dict) -> str:
-    """PER or CER: what the ``ft`` task scored on this corpus."""
-    metrics = {m["tasks"]["ft"]["metric"] for m in results["models"].values() if "ft" in m["tasks"]}
-    return "/".join(sorted(metrics)).upper() or "PER"
+def _metric(results: dict, task: str, default: str) -> str:
+    """What ``task`` scored on this corpus: PER or CER for ``ft``, WER or CER (several languages) for ``asr``."""
+    metrics = {m["tasks"][task]["metric"] for m in results["models"].values() if task in m["tasks"]}
+    return "/".join(sorted(metrics)).upper() or default
 
 
 def _score(m: dict, task: str) -> float | None:
@@ -287,8 +302,8 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = list(results["tasks"]) + (["avg"] if all(t in results["tasks"] for t in SUPERB_TASKS) else [])
-    label = {"asr": "ASR WER (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓",
-             "ft": f"FT {_ft_metric(results)} (%) ↓", "avg": "Avg"}
+    label = {"asr": f"ASR {_metric(results, 'asr', 'WER')} (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓", "lid": "LID acc (%)",
+             "ft": f"FT {_metric(results, 'ft', 'PER')} (%) ↓", "avg": "Avg"}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
     for ax, task in zip(axes[0], panels):
         for run, points in _runs(results).items():

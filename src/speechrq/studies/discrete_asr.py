@@ -177,7 +177,20 @@ def summarize_seeds(per_seed: dict) -> dict:
             "epoch_s": statistics.fmean(r["epoch_s"] for r in runs), "bits_per_second": first["bits_per_second"],
             "steps": first["steps"], "utterances": first["utterances"], "jobs": max(r["jobs"] for r in runs),
             "decoding": first["decoding"], "final_loss": statistics.fmean(r["final_loss"] for r in runs if r["final_loss"] is not None)
-            if any(r["final_loss"] is not None for r in runs) else None}
+            if any(r["final_loss"] is not None for r in runs) else None} | _by_language(runs)
+
+
+def _by_language(runs: list[dict]) -> dict:
+    """On a corpus of several languages: each language's CER over the seeds (mean, sd) and their macro average
+    (``cer_language_mean``, each language counted once: ML-SUPERB's averaged CER)."""
+    if not all(r.get("cer_by_language") for r in runs):
+        return {}
+    langs = sorted(runs[0]["cer_by_language"])
+    per = {lang: [r["cer_by_language"][lang] for r in runs] for lang in langs}
+    macro = [statistics.fmean(r["cer_by_language"][lang] for lang in langs) for r in runs]
+    return {"cer_by_language": {lang: {"cer": statistics.fmean(v), "cer_std": statistics.stdev(v) if len(v) > 1 else 0.0}
+                                for lang, v in per.items()},
+            "cer_language_mean": statistics.fmean(macro), "cer_language_mean_std": statistics.stdev(macro) if len(macro) > 1 else 0.0}
 
 
 def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
@@ -194,7 +207,8 @@ def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
     def stack(key: str):
         return np.array([[r[key][o[i]] for i in ids] for r, o in zip(runs, order)])
 
-    return stack("char_errors"), stack("chars")[0], stack("word_errors"), stack("words")[0], ids
+    languages = dict(zip(runs[0]["ids"], runs[0].get("languages") or [None] * len(runs[0]["ids"])))
+    return stack("char_errors"), stack("chars")[0], stack("word_errors"), stack("words")[0], ids, [languages[i] for i in ids]
 
 
 def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) -> list[dict]:
@@ -203,9 +217,24 @@ def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) 
     baselines = [r for r in rows if r["quantizer"]["kind"] == "kmeans" and r["input"] != "continuous"]
     others = [r for r in rows if r not in baselines]
     errors = {r["name"]: _errors(out, r, seeds, test_split) for r in baselines + others}
-    return [{"row": row["name"], "baseline": base["name"]} | paired_difference(
-                errors[base["name"]], errors[row["name"]], f"{out}: {row['name']} and {base['name']}", test_split)
-            for base in baselines for row in others]
+    out_rows = []
+    for base in baselines:
+        for row in others:
+            what = f"{out}: {row['name']} and {base['name']}"
+            d = {"row": row["name"], "baseline": base["name"]} | paired_difference(errors[base["name"]], errors[row["name"]], what, test_split)
+            languages = errors[base["name"]][5]
+            if len(set(languages) - {None}) > 1:  # each language's utterances on their own
+                d["by_language"] = {lang: paired_difference(_subset(errors[base["name"]], lang), _subset(errors[row["name"]], lang),
+                                                            what, test_split) for lang in sorted(set(languages) - {None})}
+            out_rows.append(d)
+    return out_rows
+
+
+def _subset(errors: tuple, language: str) -> tuple:
+    """:func:`_errors` of one language's utterances."""
+    ce, cl, we, wl, ids, langs = errors
+    keep = [k for k, g in enumerate(langs) if g == language]
+    return ce[:, keep], cl[keep], we[:, keep], wl[keep], [ids[k] for k in keep], [language] * len(keep)
 
 
 def paired_difference(a, b, what: str, test_split: str) -> dict:
@@ -213,8 +242,8 @@ def paired_difference(a, b, what: str, test_split: str) -> dict:
     the verdict; ``what`` names the pair in the error raised when they scored different utterances."""
     from .significance import bootstrap_difference, difference_verdict
 
-    ac, al, aw, awl, aids = a
-    bc, _, bw, _, bids = b
+    ac, al, aw, awl, aids = a[:5]
+    bc, _, bw, _, bids = b[:5]
     if aids != bids:
         raise SpeechrqError(f"{what} scored different {test_split} utterances")
     cer = bootstrap_difference(ac, bc, al)
@@ -265,13 +294,15 @@ def _train_and_decode(task: dict) -> dict:
     char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
     word_errors, words = utterance_errors(result["refs"], result["hyps"], "word")
     atomic_write_json(run / f"errors_{task['test_split']}.json", {"ids": result["ids"], "char_errors": char_errors, "chars": chars,
-                                                                  "word_errors": word_errors, "words": words, "decoding": dec})
+                                                                  "word_errors": word_errors, "words": words, "decoding": dec,
+                                                                  "languages": result["languages"]})
     quant = UnitQuantizer.load(units)
     bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
     frames_per_s = 1000 / recorded_frame_ms(quant.source)  # 50 for 20 ms units, 25 for 40 ms
     return {"cer": result["cer"], "wer": result["wer"], "utterances": result["utterances"], "s_per_step": s_per_step,
             "epoch_s": s_per_step * steps_per_epoch(out, row, task["seed"]), "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
-            "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run), "decoding": dec, "jobs": task["jobs"]}
+            "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run), "decoding": dec, "jobs": task["jobs"]} | (
+                {"cer_by_language": result["cer_by_language"]} if "cer_by_language" in result else {})
 
 
 def format_compare(report: dict) -> str:
@@ -285,6 +316,15 @@ def format_compare(report: dict) -> str:
         cer = f"{r['cer']:.2f} ± {r['cer_std']:.2f}" if spread else f"{r['cer']:.2f}"
         wer = f"{r['wer']:.2f} ± {r['wer_std']:.2f}" if spread else f"{r['wer']:.2f}"
         lines.append(f"| {name} | {cer} | {wer} | {r['epoch_s']:.1f} | {r['bits_per_second']:.0f} |")
+    if (langs := sorted({lang for r in report["rows"].values() for lang in r.get("cer_by_language", {})})):
+        lines += ["", "CER per language, and their mean (each language counted once, as ML-SUPERB averages):", "",
+                  "| input | " + " | ".join(langs) + " | mean |", "|---" * (len(langs) + 2) + "|"]
+        for name, r in report["rows"].items():
+            by = r.get("cer_by_language", {})
+            cells = [(f"{by[lang]['cer']:.2f} ± {by[lang]['cer_std']:.2f}" if spread else f"{by[lang]['cer']:.2f}") if lang in by else "-"
+                     for lang in langs]
+            mean = (f"{r['cer_language_mean']:.2f}" + (f" ± {r['cer_language_mean_std']:.2f}" if spread else "")) if by else "-"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
     if shared := sorted({r.get("jobs", 1) for r in report["rows"].values()} - {1}):
         lines += ["", f"Times per epoch were measured with {' or '.join(map(str, shared))} trainings side by side (`--jobs`)."]
     if report.get("differences"):
@@ -296,6 +336,14 @@ def format_compare(report: dict) -> str:
             c, w = d["cer"], d["wer"]
             lines.append(f"| {d['row']} | {d['baseline']} | {c['difference']:+.2f} | [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | "
                          f"{w['difference']:+.2f} | {d['verdict']} |")
+        if (by := [d for d in report["differences"] if d.get("by_language")]):
+            langs = sorted({lang for d in by for lang in d["by_language"]})
+            lines += ["", "The same differences per language (ΔCER [95% interval]):", "",
+                      "| row | against | " + " | ".join(langs) + " |", "|---" * (len(langs) + 2) + "|"]
+            for d in by:
+                cells = [(lambda c: f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]")(d["by_language"][lang]["cer"])
+                         if lang in d["by_language"] else "-" for lang in langs]
+                lines.append(f"| {d['row']} | {d['baseline']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
