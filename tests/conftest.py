@@ -27,6 +27,20 @@ def pretrain_corpus(tiny_corpus):
     return tiny_corpus
 
 
+@pytest.fixture(scope="session")
+def multilingual_corpus(tmp_path_factory):
+    """English, Russian and Mandarin read sentences (~5 minutes, 6 speakers), with log-Mel statistics."""
+    from speechrq.data.corpus import load_cuts
+    from speechrq.data.synth import SynthConfig, synthesize_corpus
+    from speechrq.features import compute_stats
+
+    out = tmp_path_factory.mktemp("corpus") / "multilingual"
+    synthesize_corpus(out, SynthConfig(hours=0.08, speakers=6, seed=5, command_share=0.0, languages="en,ru,cmn"), workers=2,
+                      progress=False)
+    compute_stats(load_cuts(out, "train"), max_utterances=200, progress=False).save(out / "feature_stats.json")
+    return out
+
+
 def tiny_pretrain_config(corpus, out_dir, **sections) -> dict:
     """A pre-training config small enough for a test: tiny encoder, 4 x 256 codebooks, 8 s batches."""
     cfg = {

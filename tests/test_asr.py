@@ -208,6 +208,13 @@ def test_transcribe_turns_wav_files_into_their_transcripts(units, tmp_path):
     from_audio = [hyps[w] for w in wavs]
     assert error_rate(refs, from_audio, "char") <= 10.0, (refs, from_audio)
     assert from_audio == [dict(zip(from_units["ids"], from_units["hyps"]))[c.id] for c in cuts]
+    # a transcript that normalises to nothing is counted as not scored, never dropped without a word
+    from lhotse.utils import fastcopy
+
+    blank = [fastcopy(c, supervisions=[fastcopy(c.supervisions[0], text="¿ … !")]) if k == 2 else c for k, c in enumerate(cuts)]
+    partial = decode_split(Recognizer(tmp_path / "run"), blank, "joint", beam=4, progress=False)
+    assert partial["unscored"] == 1 and partial["utterances"] == 5 and cuts[2].id not in partial["ids"]
+    assert from_units["unscored"] == 0
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

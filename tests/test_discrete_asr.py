@@ -83,6 +83,18 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     before = (tmp_path / "cmp" / "compare.json").read_text()
     assert main(args) == 0  # every system reused: the same numbers
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]
+    # a comparison recorded before transcripts were (when only a-z were read): this English text reads alike, so it is
+    # reused, runs and all (each run's checkpoint without the digest either)
+    identity = json.loads((tmp_path / "cmp" / "identity.json").read_text())
+    del identity["transcripts"]
+    (tmp_path / "cmp" / "identity.json").write_text(json.dumps(identity))
+    for meta in (tmp_path / "cmp" / "runs").rglob("meta.json"):
+        m = json.loads(meta.read_text())
+        del m["inputs"]["transcripts"]
+        meta.write_text(json.dumps(m))
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("model.safetensors")}
+    assert stamps and main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("model.safetensors")} == stamps
     # another layer, encoder or config into the same --out is refused in one line naming it, never the first run's table
     capsys.readouterr()
     for flag, value, named in (("--layer", "0", "layer 1 -> 0"), ("--k", "12", "k 16 -> 12"), ("--encoder", str(other), "encoder"),
@@ -181,3 +193,44 @@ def test_compare_on_the_stacked_filterbank(pretrain_corpus, tmp_path):
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert rows["continuous"]["bits_per_second"] == 320 * 32 * 25 and rows["PQ (M=8)"]["bits_per_second"] == 8 * 4 * 25
     assert all(r["utterances"] > 0 and r["cer"] >= 0 for r in rows.values())
+
+
+def test_compare_with_character_output_scores_each_language(multilingual_corpus, tmp_path):
+    """ML-SUPERB's analogue: character output units from the training transcripts (Mandarin characters, Cyrillic, Latin),
+    CER per language, their mean, and each difference per language."""
+    write_asr_config(tmp_path / "asr.yaml", steps=2)
+    out = tmp_path / "cmp"
+    assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(multilingual_corpus / "feature_stats.json"),
+                 "--layer", "-1", "--corpus", str(multilingual_corpus), "--out", str(out), "--k", "16", "--pq", "", "--rpq", "4",
+                 "--frames", "3000", "--beam", "2", "--no-continuous", "--seeds", "0,1", "--set", "data.output=char", "--quiet"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    for name, row in report["rows"].items():
+        by = row["cer_by_language"]
+        assert set(by) == {"en", "ru", "cmn"}
+        for seed in ("0", "1"):
+            errors = json.loads((run_dir(out, row, int(seed)) / "errors_test.json").read_text())
+            for lang in by:  # each language's CER is its utterances' character errors over their characters
+                keep = [k for k, g in enumerate(errors["languages"]) if g == lang]
+                assert keep and row["seeds"][seed]["cer_by_language"][lang] == pytest.approx(
+                    100 * sum(errors["char_errors"][k] for k in keep) / sum(errors["chars"][k] for k in keep))
+        mean = [sum(row["seeds"][s]["cer_by_language"].values()) / 3 for s in ("0", "1")]
+        assert row["cer_language_mean"] == pytest.approx(sum(mean) / 2)  # each language counted once, then over seeds
+    # the output tokens are the characters of the training transcripts, Mandarin ones among them
+    from speechrq.text import BPETokenizer
+
+    tok = BPETokenizer(run_dir(out, next(iter(report["rows"].values())), 0) / "tokens.model")
+    pieces = {tok.sp.id_to_piece(i) for i in range(len(tok))}
+    assert all(len(p) == 1 for p in pieces - {"<unk>"}) and any("\u4e00" <= p <= "\u9fff" for p in pieces)
+    (diff,) = report["differences"]
+    assert set(diff["by_language"]) == {"en", "ru", "cmn"} and all("ci" in d["cer"] for d in diff["by_language"].values())
+    md = (out / "compare.md").read_text()
+    assert "CER per language" in md and "| input | cmn | en | ru | mean |" in md
+    # recorded when transcripts were read as a-z only, this comparison would have read other text: never reused
+    identity = json.loads((out / "identity.json").read_text())
+    del identity["transcripts"]
+    (out / "identity.json").write_text(json.dumps(identity))
+    with pytest.raises(SpeechrqError, match="transcripts"):
+        from speechrq.studies.discrete_asr import compare
+
+        compare(multilingual_corpus / "feature_stats.json", -1, multilingual_corpus, out, tmp_path / "asr.yaml", 16, [], [4],
+                frames=3000, continuous=False, seeds=[0, 1], overrides=["data.output=char"], progress=False, beam=2)

@@ -196,3 +196,37 @@ def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, t
     assert len(list((tmp_path / "two" / "probes").rglob("*.json"))) == 4  # one file per (encoder, task), both seeds in it
     assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(tmp_path / "x"),
                  "--probe-jobs", "0", "--quiet"]) == 2
+
+
+def test_language_id_and_every_probe_scored_per_language(multilingual_corpus, tmp_path):
+    out = tmp_path / "ev"
+    ckpt = make_checkpoint(multilingual_corpus, tmp_path / "run", seed=0)
+    assert main(["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(multilingual_corpus), "--tasks", "lid,asr,pr", "--out", str(out),
+                 "--no-target-analysis", "--epochs", "6", "--lrs", "1e-2", "--quiet"]) == 0
+    tasks = json.loads((out / "results.json").read_text())["models"]["fbank"]["tasks"]
+    assert tasks["lid"]["metric"] == "accuracy" and tasks["asr"]["metric"] == "cer" and tasks["pr"]["metric"] == "per"
+    assert tasks["lid"]["test"] > 50  # three languages (chance 33%): the voices' languages are told apart from log-Mel
+    for t in ("lid", "asr", "pr"):
+        by = tasks[t]["by_language"]
+        assert set(by) == {"en", "ru", "cmn"}
+        # the whole test set's score is a weighted mean of its languages' scores
+        assert min(by.values()) - 1e-6 <= tasks[t]["test"] <= max(by.values()) + 1e-6
+    table = (out / "results.md").read_text()
+    assert "LID acc ↑" in table and "ASR CER ↓" in table and "Per language (test):" in table and "| cmn | en | ru |" in table
+
+
+def test_language_id_needs_two_languages(pretrain_corpus, tmp_path, capsys):
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "lid", "--out", str(tmp_path / "ev"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task lid needs utterances of two languages" in err and "English" in err and len(err.splitlines()) == 1
+
+
+def test_the_asr_probe_reads_every_script_its_training_transcripts_hold(multilingual_corpus):
+    from speechrq.data.corpus import load_cuts
+    from speechrq.text import char_inventory
+
+    cuts = list(load_cuts(multilingual_corpus, "train"))
+    chars = char_inventory(label_of("asr", c) for c in cuts)
+    assert any("\u0400" <= ch <= "\u04ff" for ch in chars) and any("\u4e00" <= ch <= "\u9fff" for ch in chars)
+    assert {label_of("lid", c) for c in cuts} == {"en", "ru", "cmn"}

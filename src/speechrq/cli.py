@@ -596,7 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"share of the training utterances held out as dev when no dev part is named (default: {DEV_SHARE})")
     ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated, of asr, sid, ic, er, pr (phone "
                     "recognition, linear CTC; needs phone alignments) and ft (the whole encoder fine-tuned with a CTC head on "
-                    "--ft-minutes of labelled audio: PER with phone alignments, else CER) (default: asr,sid,ic,er)")
+                    "--ft-minutes of labelled audio: PER with phone alignments, else CER) and lid (language identification; needs two "
+                    "languages or more); on a corpus of several languages every probe is also scored per language "
+                    "(default: asr,sid,ic,er)")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--random-baseline", action="store_true", help="also probe a randomly initialised encoder of the same shape")
     ev.add_argument("--fbank-baseline", action="store_true", help="also probe normalised log-Mel stacked to the 40 ms grid "

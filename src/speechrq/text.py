@@ -62,6 +62,30 @@ def normalize_text(text: str | None) -> str:
     return _GAP.sub("", text)
 
 
+def legacy_ascii_text(text: str | None) -> str:
+    """The rule transcripts were read by before :func:`normalize_text` kept every script: lower case, ``a-z``, the
+    apostrophe and single spaces, everything else dropped. Used only to tell whether work made then read the same
+    transcripts as today (:func:`transcripts_digest`); never to score."""
+    return " ".join("".join(ch for ch in (text or "").lower() if ch in _LEGACY).split())
+
+
+_LEGACY = set(CHARS)
+
+
+def transcripts_digest(texts, rule=normalize_text) -> str:
+    """sha256 (16 hex digits) of ``texts`` as ``rule`` reads them, in order: what a model trained on them learnt.
+
+    Work recorded before the digest existed was made under :func:`legacy_ascii_text`; its digest under that rule
+    standing in for the missing one, work is reused exactly when both rules read the corpus alike (plain English)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(rule(t).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
 def char_inventory(texts) -> str:
     """The characters of normalised ``texts``, space first then in code-point order: a CTC or character ASR vocabulary.
 

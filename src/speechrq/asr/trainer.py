@@ -32,7 +32,7 @@ from ..config import config_to_dict, dump_yaml
 from ..data.batching import BatchStream, refuse_short_cuts
 from ..errors import SpeechrqError
 from ..io import atomic_write_text
-from ..text import BPETokenizer, normalize_text
+from ..text import BPETokenizer, legacy_ascii_text, normalize_text, transcripts_digest
 from ..training import engine
 from ..training.optim import lr_factor, make_optimizer, set_lr
 from .config import ASRConfig
@@ -133,7 +133,11 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         from ..io import file_fingerprint
 
         inputs["unit_bpe"] = file_fingerprint(source.dir / "bpe.model") if (source.dir / "bpe.model").exists() else None
-    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs)
+    # the transcripts as read (speechrq.text): a run made when only a-z were kept is reused only if it read the same
+    texts = [c.supervisions[0].text if c.supervisions else "" for c in source.cuts(cfg.data.train_split)]
+    inputs["transcripts"] = transcripts_digest(texts)
+    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs,
+                                            defaults={"transcripts": transcripts_digest(texts, legacy_ascii_text)})
     if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
         return resume_from
     cuts = source.cuts(cfg.data.train_split).to_eager()

@@ -106,10 +106,16 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
 
     for split in dict.fromkeys(["train", "dev", test_split]):  # before OUT is claimed: a refusal leaves nothing behind
         refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {layer} at {lay.frame_ms} ms (split {split})")
+    from ..text import legacy_ascii_text, transcripts_digest
+
+    texts = [c.supervisions[0].text if c.supervisions else "" for split in dict.fromkeys(["train", "dev", test_split])
+             for c in LazyCuts(corpus, split)]
     identity = {"code": "asr-compare/1", "encoder": lay.fingerprint, "layer": layer, "corpus": corpus_fingerprint(corpus),
-                "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k, "frame_ms": lay.frame_ms}
-    # comparisons made before frame shifts were recorded were all on the 40 ms grid
-    claim(out, identity, "an ASR comparison", hint="use another --out or delete it", defaults={"frame_ms": 40})
+                "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k, "frame_ms": lay.frame_ms,
+                "transcripts": transcripts_digest(texts)}
+    # comparisons made before frame shifts were recorded were all on the 40 ms grid, and read transcripts as a-z only
+    claim(out, identity, "an ASR comparison", hint="use another --out or delete it",
+          defaults={"frame_ms": 40, "transcripts": transcripts_digest(texts, legacy_ascii_text)})
     from ..asr.search import SEARCH_VERSION
 
     decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}

@@ -35,14 +35,15 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[str],
-                 ctx: dist.Context, inputs: dict | None = None) -> tuple[Path | None, dict | None]:
+                 ctx: dist.Context, inputs: dict | None = None, defaults: dict | None = None) -> tuple[Path | None, dict | None]:
     """The checkpoint a run continues from and its meta (None, None for a new run); refuses what cannot resume.
 
     The saved config is read through today's dataclasses (keys added since take their
     defaults) and compared with ``cfg``; only the keys in ``resumable`` may differ.
     ``inputs`` (what the run reads besides its config: fingerprints of the corpus, statistics,
     a checkpoint it branches from; :mod:`speechrq.identity`) is saved with every checkpoint as
-    ``meta["inputs"]``; a run whose inputs changed is refused, naming the first that differs.
+    ``meta["inputs"]``; a run whose inputs changed is refused, naming the first that differs. ``defaults`` stand in
+    for inputs a checkpoint saved before they were recorded (what they were then).
     """
     from ..checkpoint import latest_checkpoint, list_checkpoints, read_meta
     from ..config import config_from_dict, config_to_dict, diff_configs
@@ -66,7 +67,7 @@ def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[
     if inputs is not None and "inputs" in meta:
         from ..identity import describe_difference
 
-        if (why := describe_difference(meta["inputs"], json.loads(json.dumps(inputs)))):
+        if (why := describe_difference(json.loads(json.dumps(defaults or {})) | meta["inputs"], json.loads(json.dumps(inputs)))):
             raise SpeechrqError(f"{path}: the run was trained on other inputs ({why}); a resumed run must read the same "
                                 "(start a new out_dir instead)")
     elif inputs is not None and ctx.is_main:
