@@ -225,6 +225,16 @@ def test_compare_with_character_output_scores_each_language(multilingual_corpus,
     assert set(diff["by_language"]) == {"en", "ru", "cmn"} and all("ci" in d["cer"] for d in diff["by_language"].values())
     md = (out / "compare.md").read_text()
     assert "CER per language" in md and "| input | cmn | en | ru | mean |" in md
+    # the tables (speechrq asr tables) carry the per-language CER and each difference per language, equal to compare's
+    from speechrq.studies.rpq_tables import write_tables
+
+    t = write_tables([out], tmp_path / "tables" / "ml")
+    (rpq,) = [r for r in t["table2"] if r["kind"] == "rpq"]
+    for lang, got in rpq["cer_by_language"].items():
+        assert got["cer"] == pytest.approx(report["rows"][rpq["name"]]["cer_by_language"][lang]["cer"])
+        assert rpq["differences"][0]["by_language"][lang]["cer"] == diff["by_language"][lang]["cer"]  # the same bootstrap
+    tables = (tmp_path / "tables" / "ml.md").read_text()
+    assert "**Per language: CER**" in tables and "| input | cmn | en | ru | mean |" in tables and "**Per language: Δ CER" in tables
     # recorded when transcripts were read as a-z only, this comparison would have read other text: never reused
     identity = json.loads((out / "identity.json").read_text())
     del identity["transcripts"]

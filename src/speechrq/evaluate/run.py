@@ -139,6 +139,12 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     for name, enc in encoders.items():  # every encoder reads every cut: a short one is refused, named, before any work
         refuse_short_cuts((c for p in cuts for c in cuts[p]), enc.min_samples, f"encoder {name}")
     labelled = {t: {p: [(c.id, lab) for c in cuts[p] if (lab := label_of(t, c)) is not None] for p in cuts} for t in tasks}
+    if "asr" in tasks and (emptied := [c.id for p in cuts for c in cuts[p] if c.supervisions and c.supervisions[0].text
+                                       and label_of("asr", c) is None]):
+        from ..checks import name_list
+
+        print(f"asr: {len(emptied)} utterance(s) have a transcript that normalises to nothing (speechrq.text.normalize_text) "
+              f"and are left out of the ASR probe: {name_list(emptied, shown=5)}")
     data = {t: {f.name: f.assign(labelled[t]) for f in folds} for t in tasks}
     for t in tasks:
         for f in folds:

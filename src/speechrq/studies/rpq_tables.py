@@ -12,6 +12,8 @@ their rows out as the paper does (RPQ paper, Sec. V):
   training log), the optimizer steps one epoch takes (counted from the sampler over the row's units:
   speechrq batches by seconds of audio, so ``M`` cannot change it) and the peak's epoch.
 - **Figure 6**: time per epoch for k-means, RPQ by ``M`` and continuous input.
+- **Per language** (a corpus of several languages, ML-SUPERB's column): each row's CER per language and their
+  mean (each language once), and each Table II difference per language.
 
 Every number is a mean ± standard deviation over the training seeds the comparisons share; every
 difference carries a 95% bootstrap interval over test utterances and seeds
@@ -49,6 +51,8 @@ def _row_spec(name: str, r: dict) -> dict:
 
 
 def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
+    from .discrete_asr import _by_language
+
     runs = [r["seeds"][str(s)] for s in seeds]
     spread = (lambda key: statistics.stdev(x[key] for x in runs) if len(runs) > 1 else 0.0)  # noqa: E731
     q = r["quantizer"]
@@ -56,16 +60,19 @@ def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
             "k": q["k"], "M": q["num_subspaces"], "alpha": q.get("alpha"), "cer": statistics.fmean(x["cer"] for x in runs),
             "cer_std": spread("cer"), "wer": statistics.fmean(x["wer"] for x in runs), "wer_std": spread("wer"),
             "bits_per_second": runs[0]["bits_per_second"], "s_per_step": statistics.fmean(x["s_per_step"] for x in runs),
-            "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)}
+            "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)} | _by_language(runs)
 
 
 def _difference(a: dict, b: dict, seeds: list[int], test_split: str) -> dict:
     """``b − a`` in CER and WER (negative: ``b`` is better) with bootstrap intervals and the verdict."""
-    from .discrete_asr import _errors, paired_difference
+    from .discrete_asr import _errors, _subset, paired_difference
 
-    return {"row": b["name"], "against": a["name"]} | paired_difference(
-        _errors(Path(a["out"]), a["spec"], seeds, test_split), _errors(Path(b["out"]), b["spec"], seeds, test_split),
-        f"{b['name']} ({b['out']}) and {a['name']} ({a['out']})", test_split)
+    ea, eb = _errors(Path(a["out"]), a["spec"], seeds, test_split), _errors(Path(b["out"]), b["spec"], seeds, test_split)
+    what = f"{b['name']} ({b['out']}) and {a['name']} ({a['out']})"
+    d = {"row": b["name"], "against": a["name"]} | paired_difference(ea, eb, what, test_split)
+    if len(languages := sorted(set(ea[5]) - {None})) > 1:  # each language's utterances on their own
+        d["by_language"] = {lang: paired_difference(_subset(ea, lang), _subset(eb, lang), what, test_split) for lang in languages}
+    return d
 
 
 def lr_peak(out: Path, spec: dict, seed: int) -> dict:
@@ -186,6 +193,19 @@ def format_tables(t: dict) -> str:
             "| row | warm-up steps | peak step | steps per epoch | peak epoch | CER |", "|---|---|---|---|---|---|"]
     out += [f"| {r['name']} | {r['warmup_steps']} | {r['peak_step']} | {r['steps_per_epoch']} | {r['peak_epoch']:.2f} | {_pm(r, 'cer')} |"
             for r in t["table7"]]
+    if (langs := sorted({lang for r in t["table2"] + t["table1"] for lang in r.get("cer_by_language", {})})):
+        out += ["", "**Per language: CER** (mean ± sd over seeds; *mean* counts each language once, as ML-SUPERB averages)", "",
+                "| input | " + " | ".join(langs) + " | mean |", "|---" * (len(langs) + 2) + "|"]
+        for r in [*t["table1"], *t["table2"]]:
+            by = r.get("cer_by_language", {})
+            out.append(f"| {r['name']} | " + " | ".join(_pm(by[lang], "cer") if lang in by else "-" for lang in langs)
+                       + (f" | {_pm(r, 'cer_language_mean')} |" if by else " | - |"))
+        out += ["", "**Per language: Δ CER against each k-means baseline** [95% interval] verdict", "",
+                "| input | against | " + " | ".join(langs) + " |", "|---" * (len(langs) + 2) + "|"]
+        for r in t["table2"]:
+            for d in r["differences"]:
+                by = d.get("by_language", {})
+                out.append(f"| {r['name']} | {d['against']} | " + " | ".join(_diff(by[lang]) if lang in by else "-" for lang in langs) + " |")
     shared = sorted({r["jobs"] for r in t["figure6"]} - {1})
     out += ["", "**Figure 6: training time per epoch**" + (f" ({' or '.join(map(str, shared))} trainings side by side)" if shared else ""),
             "", "| input | s per step | s per epoch |", "|---|---|---|"]
