@@ -189,11 +189,14 @@ def test_mlsuperb(tmp_path, voices, capsys):
     assert main(["data", "import", "mlsuperb", str(src), str(tmp_path / "cli"), "--quiet", "--workers", "1"]) in (0, None)
     err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(err) == 1 and "1 transcript is empty once normalised" in err[0] and str(tmp_path / "cli" / "import_report.json") in err[0]
-    # one utterance listed twice in one split is still refused, naming it
+    # one utterance listed twice in one split: the repeated line is skipped and reported, the import goes on
     with open(src / "mls" / "eng" / "transcript_1h_train.txt", "a", encoding="utf-8") as f:
         f.write("mls_eng_000001 A hello again\n")
-    with pytest.raises(SpeechrqError, match="utterance id 'mls_eng_000001' occurs more than once"):
-        import_corpus("mlsuperb", src, tmp_path / "again", progress=False)
+    summary, report = import_corpus("mlsuperb", src, tmp_path / "again", progress=False)
+    (problem,) = [p for s, p in report.skipped.items() if "mls_eng_000001" in s]
+    assert "'mls_eng_000001' listed again in split train_1h" in problem
+    assert {k: v["utterances"] for k, v in summary["splits"].items()} == {"train_10min": 2, "train_1h": 4, "dev": 2, "test": 2}
+    assert "hello again" not in {c.supervisions[0].text for c in load_cuts(tmp_path / "again", "train_1h")}  # the first kept
 
 
 def test_wenetspeech(tmp_path, voices):
@@ -248,6 +251,12 @@ def test_wenetspeech(tmp_path, voices):
     test = next(iter(load_cuts(tmp_path / "out", "test_meeting")))  # a 48 kHz file, its segment resampled on loading
     assert test.sampling_rate == 16000 and test.load_audio().shape == (1, 16000) and test.supervisions[0].text == "Meeting 会议"
     assert _report(tmp_path / "out")["empty_transcripts"] == {"count": 1, "ids": ["Y0001_S4"]}
+    # a path leading outside SRC is not followed: that entry is rejected, the rest imported
+    meta["audios"].append({"aid": "X0001", "path": "../outside.opus", "segments": [seg("X0001_S0", 0.0, 1.0, "外", ["L"])]})
+    (src / "WenetSpeech.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    _, report = import_corpus("wenetspeech", src, tmp_path / "outside", progress=False)
+    assert "leads outside" in report.skipped[f"{src / 'WenetSpeech.json'}: audios[3]"] and report.kept == 2
+    meta["audios"].pop()
     # one aid for two files is refused, naming both
     meta["audios"][1]["aid"] = "Y0001"
     (src / "WenetSpeech.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")

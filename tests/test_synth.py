@@ -299,3 +299,17 @@ def test_multilingual_config_errors_are_one_line():
         SynthConfig(languages="en,fr,de", speakers=4, command_share=0.0).validate()
     with pytest.raises(SpeechrqError, match="--command-share"):
         SynthConfig(languages="en,fr").validate()  # commands are English
+    for bad in (",", "en,,fr", "en,"):
+        with pytest.raises(SpeechrqError, match="empty item"):
+            SynthConfig(languages=bad, command_share=0.0).validate()
+
+
+def test_the_cli_spells_a_language_list_one_way(tmp_path, capsys):
+    from speechrq.cli import main
+
+    assert main(["synth", str(tmp_path / "a"), "--languages", "EN, Fr", "--hours", "0.002", "--speakers", "4", "--quiet"]) in (0, None)
+    assert json.loads((tmp_path / "a" / "plan.json").read_text())["config"]["languages"] == "en,fr"
+    assert main(["synth", str(tmp_path / "a"), "--languages", "en,fr", "--hours", "0.002", "--speakers", "4", "--quiet"]) in (0, None)
+    assert "already complete" in capsys.readouterr().out  # the same corpus, reused
+    assert main(["synth", str(tmp_path / "b"), "--languages", "", "--quiet"]) == 2
+    assert "--languages: give at least one language id" in capsys.readouterr().err

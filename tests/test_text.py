@@ -66,3 +66,20 @@ def test_bpe_tokens_round_trip(tmp_path):
     assert again.encode("turn off the lights") == tok.encode("turn off the lights")
     with pytest.raises(SpeechrqError, match="no transcripts"):
         BPETokenizer.train(["!!!"], 40, tmp_path / "x.model")
+
+
+def test_normalize_text_drops_what_is_written_but_not_read():
+    assert normalize_text("hello 😀 world 👍🏽 ❤️") == "hello world"  # no emoji modifier or variation selector left
+    assert normalize_text("العـــربية") == "العربية" and normalize_text("ـ") == ""  # tatweel
+    assert normalize_text("می\u200cخواهم") == "میخواهم" and normalize_text("co\xadoperate") == "cooperate"  # ZWNJ, soft hyphen
+    assert normalize_text("İSTANBUL") == "istanbul"  # no dot left over as a character of its own
+    assert normalize_text("½ 10⁵") == "½ 10⁵"  # not "1 2 105": other numbers are kept as written
+    assert normalize_text("rock ’n’ roll, students' books") == "rock 'n' roll students' books"
+    assert normalize_text("' ’ ''") == ""  # apostrophes beside no letter
+
+
+def test_mandarin_is_told_written_without_spaces():
+    from speechrq.text import written_without_spaces
+
+    assert written_without_spaces(["你好，世界。", "今天 天气 很好", "hello"])
+    assert not written_without_spaces(["hello world", "你好"]) and not written_without_spaces([])

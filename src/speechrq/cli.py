@@ -35,9 +35,14 @@ def cmd_synth(args) -> None:
     from .data.corpus import format_summary
     from .data.synth import COMMAND_SHARE, SynthConfig, synthesize_corpus
 
-    share = args.command_share if args.command_share is not None else 0.0 if args.languages else COMMAND_SHARE
+    languages = ""
+    if args.languages is not None:  # one spelling of a list: "en, FR" is "en,fr" (a corpus made with either is reused)
+        languages = ",".join(c.strip().lower() for c in args.languages.split(","))
+        if not languages.strip(","):
+            raise SpeechrqError("--languages: give at least one language id (e.g. en,fr,cmn), or leave the flag out for the English corpus")
+    share = args.command_share if args.command_share is not None else 0.0 if languages else COMMAND_SHARE
     config = SynthConfig(hours=args.hours, speakers=args.speakers, seed=args.seed, command_share=share,
-                         rate_jitter=args.rate_jitter, pitch_jitter=args.pitch_jitter, snr_db=args.snr, languages=args.languages)
+                         rate_jitter=args.rate_jitter, pitch_jitter=args.pitch_jitter, snr_db=args.snr, languages=languages)
     config.validate()
     out = Path(args.out_dir)
     complete = (out / "summary.json").exists()
@@ -507,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--command-share", type=float, default=None, metavar="P",
                    help=f"share of utterances that are spoken commands (IC), the rest read sentences; 1.0 makes a "
                         f"command corpus for IC probes (default: {COMMAND_SHARE}; 0 with --languages)")
-    s.add_argument("--languages", default="", metavar="L1,L2,...",
+    s.add_argument("--languages", default=None, metavar="L1,L2,...",
                    help="a multilingual corpus of read sentences in these languages (e.g. en,fr,de,es,ru,cmn): wordfreq's "
                         "frequent words in espeak-ng's voice for each, the language id as a label; --hours and --speakers "
                         "are totals over the languages (default: the English corpus)")

@@ -33,8 +33,14 @@ CHARS = " abcdefghijklmnopqrstuvwxyz'"
 SPACELESS_SCRIPTS = ("Han", "Hiragana", "Katakana", "Thai", "Lao", "Myanmar", "Khmer", "Tibetan")
 _SPACELESS = "".join(rf"\p{{{s}}}" for s in SPACELESS_SCRIPTS)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})  # right single quote, modifier letter, full-width
+_NOT_OTHER_NUMBER = regex.compile(r"[^\p{No}]+")  # NFKC would turn ½ into "1⁄2" and 10⁵ into "105"
+# written but not read: format characters (ZWJ, ZWNJ, soft hyphen, direction marks), variation selectors, tatweel
+_INVISIBLE = regex.compile(r"[\p{Cf}\uFE00-\uFE0F\U000E0100-\U000E01EF\u0640]+")
 _DROP = regex.compile(r"[^\p{L}\p{M}\p{N}' ]+")  # everything but letters, marks, digits, the apostrophe
+_ORPHAN = regex.compile(r"(?<![\p{L}\p{N}\p{M}])\p{M}+")  # marks left on nothing (an emoji's skin tone, say)
+_LONE_APOSTROPHE = regex.compile(r"(?<!\p{L})'+(?!\p{L})")
 _GAP = regex.compile(rf"(?<=[{_SPACELESS}]) (?=[{_SPACELESS}])")
+_SPACELESS_CHAR = regex.compile(rf"[{_SPACELESS}]")
 
 
 def normalize_text(text: str | None) -> str:
@@ -43,23 +49,38 @@ def normalize_text(text: str | None) -> str:
     The rules, in order:
 
     1. Unicode NFKC (full-width and compatibility forms to their plain letters and digits,
-       ligatures split, ``"２"`` to ``"2"``); the apostrophes ``’``, ``ʼ`` and ``＇`` read as ``'``.
+       ligatures split, ``"２"`` to ``"2"``), except numbers such as ``½`` and ``⁵`` (``\p{No}``),
+       which NFKC would turn into other numbers (``"1 2"``, and ``"105"`` from ``"10⁵"``); the
+       apostrophes ``’``, ``ʼ`` and ``＇`` read as ``'``.
     2. Lower case where the script has case (Unicode's lowercase mapping: ``"CAFÉ"`` to
-       ``"café"``; ``ß`` and a final ``ς`` stay as written).
-    3. Letters (``\p{L}``) and combining marks (``\p{M}``, Devanagari vowel signs, Arabic harakat)
-       of every script are kept, and the apostrophe; punctuation, symbols and control
-       characters of every script become a space.
-    4. **Digits are kept as written** (``\p{N}``: ``"ROOM 101"`` is ``"room 101"``): spelling a
+       ``"café"``; ``ß`` and a final ``ς`` stay as written; ``"İ"`` to ``"i"``).
+    3. Characters written but not read are removed: format characters (zero-width joiners and
+       non-joiners, soft hyphens, direction marks), variation selectors and the Arabic tatweel, so
+       ``"می‌خواهم"`` stays one word.
+    4. Letters (``\p{L}``) and combining marks (``\p{M}``, Devanagari vowel signs, Arabic harakat)
+       of every script are kept, and the apostrophe beside a letter; punctuation, symbols and
+       control characters of every script become a space; marks left on nothing (an emoji's
+       modifiers) and apostrophes beside no letter go.
+    5. **Digits are kept as written** (``\p{N}``: ``"ROOM 101"`` is ``"room 101"``): spelling a
        number out depends on the language and on how it was read, which the transcript does not say.
-    5. Spaces are collapsed, and a space between two characters of a script written without
+    6. Spaces are collapsed, and a space between two characters of a script written without
        spaces (:data:`SPACELESS_SCRIPTS`: Han, kana, Thai, ...) is removed, so
        ``"你好， 世界"`` is ``"你好世界"`` and its CER counts characters; ``"hello 世界"`` keeps its space.
 
     The rules are the same for every language, so one corpus may mix languages (ML-SUPERB).
     """
-    text = unicodedata.normalize("NFKC", text or "").translate(_APOSTROPHES).lower()
-    text = " ".join(_DROP.sub(" ", text).split())
+    text = _NOT_OTHER_NUMBER.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text or "")
+    text = text.translate(_APOSTROPHES).lower().replace("i\u0307", "i")
+    text = _DROP.sub(" ", _INVISIBLE.sub("", text))
+    text = " ".join(_LONE_APOSTROPHE.sub("", _ORPHAN.sub("", text)).split())
     return _GAP.sub("", text)
+
+
+def written_without_spaces(texts) -> bool:
+    """Whether most of ``texts`` (normalised here) are in a script written without spaces (Mandarin, Thai): then a
+    word is not what such a transcript is scored in, and CER is the measure (as WenetSpeech scores)."""
+    texts = [t for t in (normalize_text(x) for x in texts) if t]
+    return bool(texts) and 2 * sum(1 for t in texts if " " not in t and _SPACELESS_CHAR.search(t)) > len(texts)
 
 
 def legacy_ascii_text(text: str | None) -> str:

@@ -381,6 +381,9 @@ def wenetspeech(src: Path) -> list[Entry | Rejected]:
             entries.append(Rejected(where, "an entry without \"aid\", \"path\" or a \"segments\" list"))
             continue
         path = src / audio["path"]
+        if not os.path.abspath(path).startswith(os.path.abspath(src) + os.sep):  # "path" is relative to SRC, never outside it
+            entries.append(Rejected(where, f"path {audio['path']!r} leads outside {src}"))
+            continue
         for j, seg in enumerate(audio["segments"]):
             sid = seg.get("sid") if isinstance(seg, dict) else None
             here = f"{meta}: {sid}" if isinstance(sid, str) and sid else f"{where}.segments[{j}]"
@@ -474,9 +477,9 @@ EMPTY_EXAMPLES = 5  # ids of empty transcripts shown in the summary (import_repo
 def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rejected]]:
     """Every utterance, speaker and recording id through :func:`~speechrq.data.corpus.safe_id`, originals kept in ``custom``.
 
-    An empty id is rejected (reported like bad audio); two different names that become one id, one
-    utterance id given twice in a split (or for two different stretches of audio), or one recording id
-    for two files, stop the import with one line naming both. One utterance may be in several splits
+    An empty id is rejected (reported like bad audio), and so is an utterance listed again in a split for the same
+    audio (a repeated label line: the first is kept); two different names that become one id, one utterance id for
+    two different stretches of audio, or one recording id for two files, stop the import with one line naming both. One utterance may be in several splits
     (an ML-SUPERB utterance listed for both 10 minutes and 1 hour; a WenetSpeech segment in S, M and L).
     """
     from .corpus import safe_id
@@ -496,8 +499,13 @@ def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rej
             if first.id != e.id:
                 raise SpeechrqError(f"{src}: utterance ids {first.id!r} ({first.audio}) and {e.id!r} ({e.audio}) both become {uid!r} "
                                     "(whitespace and control characters become '_', '/' becomes '__'); rename one of them")
-            if (uid, e.split) in in_split or (first.audio, first.segment) != (e.audio, e.segment):
-                raise SpeechrqError(f"{src}: utterance id {e.id!r} occurs more than once ({first.audio} and {e.audio})")
+            if (first.audio, first.segment) != (e.audio, e.segment):
+                raise SpeechrqError(f"{src}: utterance id {e.id!r} occurs more than once, for two stretches of audio "
+                                    f"({first.audio}{_span(first)} and {e.audio}{_span(e)}); rename one of them")
+            if (uid, e.split) in in_split:
+                rejected.append(Rejected(f"{e.audio}{_span(e)}", f"utterance {e.id!r} listed again in split {e.split} "
+                                         "(a repeated label line; the first is kept)"))
+                continue
         utt_names.setdefault(uid, e)
         in_split.add((uid, e.split))
         custom = dict(e.custom)
@@ -526,6 +534,10 @@ def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rej
         kept.append(Entry(e.split, e.audio, uid, text=e.text, speaker=speaker, custom=custom, alignment=e.alignment,
                           language=e.language, segment=e.segment, recording=recording))
     return kept, rejected
+
+
+def _span(e: Entry) -> str:
+    return f" at {e.segment[0]:g}-{e.segment[0] + e.segment[1]:g} s" if e.segment else ""
 
 
 def stored_path(audio: str | Path, out: Path) -> str:
@@ -601,7 +613,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
         else:
             spans[e.split, e.id] = (start, min(duration, total - start))
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Entry] = {}
+    written: dict[tuple[str, str], Entry] = {}
     for split in sorted({e.split for e in entries}):
         recs, sups, segment_cuts = [], [], []
         for e in entries:
@@ -612,7 +624,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             # the audio's content in the manifest: a re-import of changed files changes the corpus's fingerprint
             # (speechrq.identity), so nothing computed from the old audio is reused
             custom = (e.custom or {}) | {"audio_sha256": report.digests[e.recording]}
-            written.setdefault(e.id, e)
+            written[split, e.id] = e
             if e.segment is not None:  # a stretch of a long recording: the cut starts there, its supervision at 0
                 start, duration = spans[split, e.id]
                 sup = SupervisionSegment(id=e.id, recording_id=e.recording, start=0.0, duration=duration, channel=channel,
@@ -641,7 +653,8 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
         with atomic_path(out / f"cuts_{split}.jsonl.gz") as tmp:
             cuts.to_file(tmp)
     # given but empty once normalised: kept (ASR training reports them), never dropped silently
-    empty = [uid for uid, e in written.items() if e.text is not None and not normalize_text(e.text)]
+    # (an utterance in several splits is counted once, if any of its transcripts is empty)
+    empty = list(dict.fromkeys(uid for (_, uid), e in sorted(written.items()) if e.text is not None and not normalize_text(e.text)))
     atomic_write_json(out / "import_report.json", {"kind": kind, "source": str(src.resolve()), **report.to_dict(),
                                                    "empty_transcripts": {"count": len(empty), "ids": empty}})
     if report.kept == 0:

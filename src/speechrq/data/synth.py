@@ -128,8 +128,12 @@ class SynthConfig:
             raise SpeechrqError(f"--snr: must be between -10 and 60 dB, got {self.snr_db}")
         if self.languages:
             codes = self.language_list
+            if not codes or len(codes) != len(self.languages.split(",")):
+                raise SpeechrqError(f"--languages: {self.languages!r} holds an empty item; give ids separated by commas (e.g. en,fr,cmn)")
             if (unknown := [c for c in codes if c not in LANGUAGES]):
-                raise SpeechrqError(f"--languages: {', '.join(map(repr, unknown))} not spoken here (choose from {', '.join(sorted(LANGUAGES))})")
+                why = " (ja: espeak-ng reads kanji as English)" if "ja" in unknown else ""
+                raise SpeechrqError(f"--languages: {', '.join(map(repr, unknown))} not spoken here{why} "
+                                    f"(choose from {', '.join(sorted(LANGUAGES))})")
             if len(set(codes)) != len(codes):
                 raise SpeechrqError(f"--languages: {self.languages!r} names a language twice")
             if self.speakers < 2 * len(codes):

@@ -35,7 +35,7 @@ from torch import nn
 from ..checks import name_list
 from ..encoders.cache import pad_states
 from ..errors import SpeechrqError
-from ..text import char_inventory, error_rate, greedy_ctc_text, normalize_text
+from ..text import char_inventory, error_rate, greedy_ctc_text, normalize_text, written_without_spaces
 from .featurizer import WeightedSum
 
 TASKS = ("asr", "sid", "ic", "er", "pr", "ft", "lid")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
@@ -234,12 +234,14 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
     """Train ``task``'s probe (sized by ``preset``) for each lr on ``data["train"]``, select on dev, score test.
 
     ASR's output units are the characters of the training transcripts (:func:`speechrq.text.char_inventory`),
-    scored as WER, or as CER when ``languages`` (utterance id -> language) is given: a corpus of several languages,
-    scored per language too (``by_language``), as ML-SUPERB scores CER per language.
+    scored as WER, or as CER when ``languages`` (utterance id -> language) is given (a corpus of several languages,
+    scored per language too, ``by_language``, as ML-SUPERB scores CER per language) or when the transcripts are
+    in a script written without spaces (Mandarin, as WenetSpeech scores).
     """
 
     first = next(iter(store.states.values()))
     num_states, dim = first.shape[0], first.shape[2]
+    by_char = task == "asr" and (bool(languages) or written_without_spaces(lab for _, lab in data["train"]))
     if task == "asr":
         chars = char_inventory(lab for _, lab in data["train"])
         char_index = {ch: k + 1 for k, ch in enumerate(chars)}  # 0 is the blank
@@ -284,7 +286,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
                     right += int(ok.sum())
                     total += len(ids)
         if task in CTC_TASKS:  # word or phone error rate: jiwer over space-separated tokens; CER over languages
-            return error_rate(refs, hyps, "char" if task == "asr" and languages else "word")
+            return error_rate(refs, hyps, "char" if by_char else "word")
         return 100.0 * right / max(total, 1)
 
     better = (lambda a, b: a < b) if task in CTC_TASKS else (lambda a, b: a > b)
@@ -329,7 +331,7 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
     if languages:
         for lang in sorted({languages[i] for i, _ in data["test"]}):
             by_language[lang] = score(model, [item for item in data["test"] if languages[item[0]] == lang])
-    metric = {"asr": "cer" if languages else "wer", "pr": "per"}.get(task, "accuracy")
+    metric = {"asr": "cer" if by_char else "wer", "pr": "per"}.get(task, "accuracy")
     return ProbeResult(task, metric, score(model, "test"), dev, lr, epoch + 1, model.featurizer.layer_weights().detach().tolist(),
                        sweep, by_language=by_language)
 
