@@ -109,6 +109,32 @@ def _read_labels(path: Path) -> str:
         raise LabelError(path, f"cannot read ({e.strerror or e})") from None
 
 
+def _label_lines(path: Path, entries: list) -> list[tuple[int, str]]:
+    """A label file's non-blank lines with their numbers; a file that cannot be read is a :class:`Rejected` appended to
+    ``entries`` (and no line)."""
+    try:
+        lines = _read_labels(path).splitlines()
+    except LabelError as e:
+        entries.append(Rejected(e.source, e.problem))
+        return []
+    return [(lineno, line) for lineno, line in enumerate(lines, 1) if line.strip()]
+
+
+def _table_rows(path: Path, columns, entries: list, kind: str, **dialect) -> list[dict] | None:
+    """A label table's rows (``csv.DictReader`` with ``dialect``), or None, with a :class:`Rejected` appended to
+    ``entries``, when it cannot be read, is malformed or lacks one of ``columns``."""
+    try:
+        reader = csv.DictReader(io.StringIO(_read_labels(path), newline=""), **dialect)
+        if (missing := set(columns) - set(reader.fieldnames or [])):
+            raise LabelError(path, f"missing column(s) {', '.join(sorted(missing))}")
+        return list(reader)
+    except LabelError as e:
+        entries.append(Rejected(e.source, e.problem))
+    except csv.Error as e:
+        entries.append(Rejected(str(path), f"malformed {kind} ({e})"))
+    return None
+
+
 # --------------------------------------------------------------------------- recipes
 
 
@@ -121,14 +147,7 @@ def librispeech(src: Path) -> list[Entry | Rejected]:
         raise SpeechrqError(f"{src}: no LibriSpeech part found (expected PART/SPEAKER/CHAPTER/*.trans.txt)")
     for part in parts:
         for trans in sorted(part.glob("*/*/*.trans.txt")):
-            try:
-                lines = _read_labels(trans).splitlines()
-            except LabelError as e:
-                entries.append(Rejected(e.source, e.problem))
-                continue
-            for lineno, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
+            for lineno, line in _label_lines(trans, entries):
                 utt, _, text = line.strip().partition(" ")
                 if not text:
                     entries.append(Rejected(f"{trans}:{lineno}", f"expected 'UTTERANCE-ID TRANSCRIPT', got {line[:80]!r}"))
@@ -213,15 +232,8 @@ def fsc(src: Path) -> list[Entry | Rejected]:
     entries = []
     for name, split in (("train", "train"), ("valid", "dev"), ("test", "test")):
         table = _require(src / "data" / f"{name}_data.csv", "Fluent Speech Commands split table")
-        try:
-            reader = csv.DictReader(io.StringIO(_read_labels(table), newline=""))
-            columns = ("path", "speakerId", "transcription", "action", "object", "location")
-            missing = set(columns) - set(reader.fieldnames or [])
-            if missing:
-                raise LabelError(table, f"missing column(s) {', '.join(sorted(missing))}")
-            rows = list(reader)
-        except (LabelError, csv.Error) as e:
-            entries.append(Rejected(*(e.source, e.problem) if isinstance(e, LabelError) else (table, f"malformed CSV ({e})")))
+        columns = ("path", "speakerId", "transcription", "action", "object", "location")
+        if (rows := _table_rows(table, columns, entries, "CSV")) is None:
             continue
         for lineno, row in enumerate(rows, 2):
             if any(not row.get(k) for k in columns):
@@ -317,14 +329,7 @@ def mlsuperb(src: Path) -> list[Entry | Rejected]:
         dataset, lang = lang_dir.parent.name, lang_dir.name
         for name, split in MLSUPERB_FILES.items():
             transcript = lang_dir / name
-            try:
-                lines = _read_labels(transcript).splitlines()
-            except LabelError as e:
-                entries.append(Rejected(e.source, e.problem))
-                continue
-            for lineno, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
+            for lineno, line in _label_lines(transcript, entries):
                 fields = line.strip().split(maxsplit=2)
                 if len(fields) != 3:
                     entries.append(Rejected(f"{transcript}:{lineno}", f"expected 'UTTERANCE-ID FIELD TRANSCRIPT', got {line[:80]!r}"))
@@ -435,14 +440,7 @@ def commonvoice(src: Path) -> list[Entry | Rejected]:
     for lang_dir in lang_dirs:
         for split in COMMONVOICE_SPLITS:
             table = lang_dir / f"{split}.tsv"
-            try:
-                reader = csv.DictReader(io.StringIO(_read_labels(table), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-                missing = set(COMMONVOICE_COLUMNS) - set(reader.fieldnames or [])
-                if missing:
-                    raise LabelError(table, f"missing column(s) {', '.join(sorted(missing))}")
-                rows = list(reader)
-            except (LabelError, csv.Error) as e:
-                entries.append(Rejected(*(e.source, e.problem) if isinstance(e, LabelError) else (table, f"malformed TSV ({e})")))
+            if (rows := _table_rows(table, COMMONVOICE_COLUMNS, entries, "TSV", delimiter="\t", quoting=csv.QUOTE_NONE)) is None:
                 continue
             for lineno, row in enumerate(rows, 2):
                 if not row.get("client_id") or not row.get("path") or row.get("sentence") is None or None in row:

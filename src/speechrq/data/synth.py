@@ -234,6 +234,23 @@ def _sentence(rng: random.Random, words: list[str], cum: list[float]) -> str:
     return ("" if _spaceless(picked[0]) else " ").join(picked)
 
 
+def _new_speaker(rng: random.Random, taken: set, i: int, accent: str, variant: str) -> Speaker:
+    """Speaker ``i``: a pitch band and rate drawn until the (voice, variant, band, rate) is one no speaker has."""
+    while True:
+        band, rate = rng.choice(sorted(PITCH_BANDS)), rng.choice(sorted(RATES))
+        if (accent, variant, band, rate) not in taken:
+            break
+    taken.add((accent, variant, band, rate))
+    return Speaker(f"spk{i:03d}", accent, variant, band, rate)
+
+
+def _split_of(i: int, num_speakers: int) -> str:
+    """Utterance ``i``'s split: its speaker's k-th utterance (speakers take turns); 8 of 10 go to train, 1 to dev, 1 to
+    test, and a speaker with 3 utterances is already in every split (SID needs that)."""
+    k = i // num_speakers
+    return "dev" if k % 10 == 1 else "test" if k % 10 == 2 else "train"
+
+
 def _plan_multilingual(config: SynthConfig) -> Plan:
     """Speakers spread over the languages in turn; each utterance a read sentence in its speaker's language."""
     rng = random.Random(config.seed)
@@ -243,21 +260,13 @@ def _plan_multilingual(config: SynthConfig) -> Plan:
     variants = rng.sample(VARIANTS, len(VARIANTS))
     for i in range(config.speakers):
         code = codes[i % len(codes)]
-        voice, variant = LANGUAGES[code][0], variants[i % len(variants)]
-        while True:
-            band, rate = rng.choice(sorted(PITCH_BANDS)), rng.choice(sorted(RATES))
-            if (voice, variant, band, rate) not in taken:
-                break
-        taken.add((voice, variant, band, rate))
-        speakers.append(Speaker(f"spk{i:03d}", voice, variant, band, rate))
+        speakers.append(_new_speaker(rng, taken, i, LANGUAGES[code][0], variants[i % len(variants)]))
         language[speakers[-1].id] = code
     target = config.hours * 3600.0
     total, utterances = 0.0, []
     while total < target:
         i = len(utterances)
-        spk = speakers[i % len(speakers)]
-        k = i // len(speakers)
-        split = "dev" if k % 10 == 1 else "test" if k % 10 == 2 else "train"
+        spk, split = speakers[i % len(speakers)], _split_of(i, len(speakers))
         style = rng.choice(sorted(STYLES))
         code = language[spk.id]
         text = _sentence(rng, *vocab[code])
@@ -287,24 +296,13 @@ def plan_corpus(config: SynthConfig) -> Plan:
     variants = rng.sample(VARIANTS, len(VARIANTS))
     for i in range(config.speakers):
         # Every speaker has a variant of its own while they last (37); accents rotate.
-        accent = ACCENTS[i % len(ACCENTS)]
-        variant = variants[i % len(variants)]
-        while True:
-            band, rate = rng.choice(sorted(PITCH_BANDS)), rng.choice(sorted(RATES))
-            if (accent, variant, band, rate) not in taken:
-                break
-        taken.add((accent, variant, band, rate))
-        speakers.append(Speaker(f"spk{i:03d}", accent, variant, band, rate))
+        speakers.append(_new_speaker(rng, taken, i, ACCENTS[i % len(ACCENTS)], variants[i % len(variants)]))
 
     target = config.hours * 3600.0
     total, utterances = 0.0, []
     while total < target:
         i = len(utterances)
-        spk = speakers[i % len(speakers)]
-        # This speaker's k-th utterance: 8 of 10 go to train, 1 to dev, 1 to test, and
-        # a speaker with 3 utterances is already in every split (SID needs that).
-        k = i // len(speakers)
-        split = "dev" if k % 10 == 1 else "test" if k % 10 == 2 else "train"
+        spk, split = speakers[i % len(speakers)], _split_of(i, len(speakers))
         style = rng.choice(sorted(STYLES))
         if rng.random() < config.command_share:
             text, intent = grammar.command(rng)
