@@ -159,8 +159,8 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
     if (empty := [c.id for c in cuts if not normalize_text(c.supervisions[0].text if c.supervisions else "")]):
         log.warning("%d of %d utterances have no transcript left after normalisation (speechrq.text.normalize_text) and are "
                     "not scored: %s", len(empty), len(cuts), name_list(empty, shown=5))
-    unscored = len(empty)
-    cuts = sorted((c for c in cuts if normalize_text(c.supervisions[0].text if c.supervisions else "")), key=lambda c: c.duration)
+    unscored, left_out = len(empty), set(empty)
+    cuts = sorted((c for c in cuts if c.id not in left_out), key=lambda c: c.duration)
     language = {c.id: c.supervisions[0].language for c in cuts}
     if rec.kind == "continuous":
         refuse_short_cuts(cuts, rec.min_samples, f"encoder layer {rec.spec['layer']} of {rec.spec['encoder']}")

@@ -134,13 +134,13 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
 
         inputs["unit_bpe"] = file_fingerprint(source.dir / "bpe.model") if (source.dir / "bpe.model").exists() else None
     # the transcripts as read (speechrq.text): a run made when only a-z were kept is reused only if it read the same
-    texts = [c.supervisions[0].text if c.supervisions else "" for c in source.cuts(cfg.data.train_split)]
+    cuts = source.cuts(cfg.data.train_split).to_eager()
+    texts = [c.supervisions[0].text if c.supervisions else "" for c in cuts]
     inputs["transcripts"] = transcripts_digest(texts)
     resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs,
                                             defaults={"transcripts": transcripts_digest(texts, legacy_ascii_text)})
     if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
         return resume_from
-    cuts = source.cuts(cfg.data.train_split).to_eager()
     if ctx.is_main and (empty := [c.id for c in cuts if not normalize_text(c.supervisions[0].text if c.supervisions else "")]):
         log.warning("%d of %d training utterances have no transcript left after normalisation (speechrq.text.normalize_text) "
                     "and are left out of training: %s", len(empty), len(cuts), name_list(empty, shown=5))

@@ -39,7 +39,6 @@ from ..text import char_inventory, error_rate, greedy_ctc_text, normalize_text, 
 from .featurizer import WeightedSum
 
 TASKS = ("asr", "sid", "ic", "er", "pr", "ft", "lid")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
-UTTERANCE_TASKS = ("sid", "ic", "er", "lid")  # one label per utterance: accuracy
 SUPERB_TASKS = ("asr", "sid", "ic", "er")  # the paper's Table 1 and its Avg
 CTC_TASKS = ("asr", "pr")  # sequence tasks: lower error is better
 # hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM
