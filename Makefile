@@ -106,6 +106,7 @@ bench: $(STAMP)
 	$(BIN)/speechrq bench pretrain --preset small --latent --steps 5
 	$(BIN)/python benchmarks/bench_units.py kmeans --n 50000 --dim 768 --k 500
 	$(BIN)/python benchmarks/bench_units.py memory --hours 0.5 --scale 10
+	$(BIN)/python benchmarks/bench_passes.py
 
 clean:
 	rm -rf $(VENV) exp

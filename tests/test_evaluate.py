@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_a_hugging_face_folder_is_a_baseline(pretrain_corpus, tmp_path):
                  conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
     WavLMModel(WavLMConfig(**shape)).save_pretrained(tmp_path / "wavlm")
     out = tmp_path / "ev"
-    assert main(["evaluate", str(tmp_path / "wavlm"), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(out),
+    assert main(["evaluate", str(tmp_path / "wavlm"), "--corpus", str(pretrain_corpus), "--tasks", "sid,pr", "--out", str(out),
                  "--epochs", "1", "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text())
     m = res["models"]["wavlm"]
@@ -108,8 +109,10 @@ def test_a_hugging_face_folder_is_a_baseline(pretrain_corpus, tmp_path):
     from speechrq.features import num_frames
 
     cut = next(iter(load_cuts(pretrain_corpus, "dev")))
-    states = np.load(out / "hidden_states" / res["corpus_fingerprint"] / m["fingerprint"] / f"{cut.id}.npy")
+    states = np.load(Path(res["hidden_states"]) / m["fingerprint"] / f"{cut.id}.npy")  # what PR reads
     assert states.shape == (4, num_frames(cut.num_samples) // 4, 32)
+    mean = np.load(Path(res["hidden_states"]) / m["fingerprint"] / f"{cut.id}.mean.npy")  # what SID reads: the same states' mean
+    assert mean.dtype == np.float32 and np.allclose(mean, states.astype(np.float64).mean(1), rtol=1e-6, atol=1e-7)
 
 
 def test_phone_recognition_probe_and_the_filterbank_baseline(pretrain_corpus, tmp_path):
@@ -230,3 +233,33 @@ def test_the_asr_probe_reads_every_script_its_training_transcripts_hold(multilin
     chars = char_inventory(label_of("asr", c) for c in cuts)
     assert any("\u0400" <= ch <= "\u04ff" for ch in chars) and any("\u4e00" <= ch <= "\u9fff" for ch in chars)
     assert {label_of("lid", c) for c in cuts} == {"en", "ru", "cmn"}
+
+
+def test_a_cache_budget_smaller_than_the_states_gives_the_same_results(pretrain_corpus, tmp_path, capsys):
+    """Within --cache-max-gb, what does not fit is recomputed when read, in the batch the cache pass uses: the probes and
+    target analyses are the same bits as with every state cached, and the cache stays within the budget."""
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    common = ["--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--epochs", "2", "--lrs", "1e-2", "--quiet", "--probe-jobs", "1"]
+    assert main(["evaluate", str(ckpt), *common, "--out", str(tmp_path / "full")]) == 0
+    said = capsys.readouterr().out
+    assert "hidden states: 1 encoder(s), reading frames of" in said and "caching all of it" in said
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    size = sum(f.stat().st_size for f in Path(full["hidden_states"]).rglob("*.npy"))
+    for gb in (size / 3 / 1e9, 0.0):
+        out = tmp_path / f"budget{gb:g}"
+        assert main(["evaluate", str(ckpt), *common, "--out", str(out), "--cache-max-gb", f"{gb!r}"]) == 0
+        said = capsys.readouterr().out
+        assert "utterances are recomputed whenever a probe reads them" in said, said
+        res = json.loads((out / "results.json").read_text())
+        cached = sum(f.stat().st_size for f in Path(res["hidden_states"]).rglob("*.npy"))
+        assert cached <= gb * 1e9 and (cached > 0) == (gb > 0)
+        (name, m), = res["models"].items()
+        assert m["tasks"] == full["models"][name]["tasks"]  # every score, lr sweep and layer weight
+        assert res["target_quality"] == full["target_quality"]
+
+
+def test_a_cache_budget_is_checked(pretrain_corpus, tmp_path, capsys):
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(tmp_path / "ev"),
+                 "--cache-max-gb", "-1", "--quiet"]) == 2
+    assert "--cache-max-gb: a size in GB >= 0, got -1" in capsys.readouterr().err

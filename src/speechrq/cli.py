@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import SpeechrqError
+from .errors import OtherRankFailed, SpeechrqError
 
 
 # The shortest audio each encoder kind reads, quoted by the help of every command that reads audio at inference.
@@ -86,16 +86,27 @@ def cmd_features_stats(args) -> None:
     out = Path(args.out) if args.out else Path(args.corpus_dir) / STATS_FILE
     source = {"corpus": corpus_fingerprint(args.corpus_dir, args.split), "split": args.split, "seed": args.seed,
               "max_utterances": args.max_utterances}
-    if out.exists() and not args.force:
-        stats = FeatureStats.load(out)
-        check_stats_source(out, stats, source)  # reused only if made from this corpus's content with these settings
-        print(f"{out}: exists ({stats.utterances} utterances, {stats.frames} frames), reusing it (--force to recompute)")
-        return
-    cuts = load_cuts(args.corpus_dir, args.split)
-    stats = compute_stats(cuts, max_utterances=args.max_utterances, seed=args.seed, progress=not args.quiet)
-    stats.source = source
-    stats.save(out)
-    print(f"{out}: global log-Mel mean/std from {stats.utterances} utterances, {stats.frames} frames")
+    from . import distributed
+
+    def existing():
+        if out.exists() and not args.force:
+            stats = FeatureStats.load(out)
+            check_stats_source(out, stats, source)  # reused only if made from this corpus's content with these settings
+            return stats
+        load_cuts(args.corpus_dir, args.split)  # the split is checked before any work
+        return None
+
+    with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (the sample's batches are shared)
+        if (stats := distributed.on_main(existing, ctx)) is not None:
+            if ctx.is_main:
+                print(f"{out}: exists ({stats.utterances} utterances, {stats.frames} frames), reusing it (--force to recompute)")
+            return
+        stats = compute_stats(load_cuts(args.corpus_dir, args.split), max_utterances=args.max_utterances, seed=args.seed,
+                              progress=not args.quiet, ctx=ctx)
+    if ctx.is_main:
+        stats.source = source
+        stats.save(out)
+        print(f"{out}: global log-Mel mean/std from {stats.utterances} utterances, {stats.frames} frames")
 
 
 # --------------------------------------------------------------------------- pretrain
@@ -269,8 +280,13 @@ def cmd_units_fit(args) -> None:
         raise SpeechrqError(f"--M {args.M}: k-means has one stream; --M sets the streams of rvq, pq and rpq")
     spec = QuantizerSpec(kind=args.kind, k=args.k, num_subspaces=1 if args.kind == "kmeans" else (args.M or 8), alpha=args.alpha,
                          seed=args.seed, niter=args.niter, max_points_per_centroid=args.max_points_per_centroid, normalize=args.normalize)
-    q = fit_units(args.encoder, args.layer, args.corpus, args.out, spec, frames=frames, fraction=fraction, split=args.split,
-                  max_duration=args.max_duration, progress=not args.quiet, frame_ms=args.frame_ms)
+    from . import distributed
+
+    with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (the sample's pass is shared)
+        q = fit_units(args.encoder, args.layer, args.corpus, args.out, spec, frames=frames, fraction=fraction, split=args.split,
+                      max_duration=args.max_duration, progress=not args.quiet, frame_ms=args.frame_ms, ctx=ctx)
+    if q is None:  # not rank 0
+        return
     print(format_fit(q), end="")
     print(f"{args.out}: units.json, units.safetensors")
 
@@ -281,10 +297,16 @@ def cmd_units_encode(args) -> None:
     if args.bpe is not None and args.bpe < 2:
         raise SpeechrqError(f"--bpe: a vocabulary size >= 2, got {args.bpe}")
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    summary = encode_units(args.quantizer, args.corpus, splits, args.out, bpe=args.bpe, max_duration=args.max_duration,
-                           progress=not args.quiet)
+    from . import distributed
+
+    with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (each split's pass is shared)
+        summary = encode_units(args.quantizer, args.corpus, splits, args.out, bpe=args.bpe, max_duration=args.max_duration,
+                               progress=not args.quiet, ctx=ctx)
+    if not summary:  # not rank 0
+        return
     for s in summary["splits"].values():
-        rate = f"; encoded {s['encoded_frames']} frames at {s['frames_per_s']:.0f} frames/s" if s["frames_per_s"] else ""
+        per = f" per process, {s['processes']} processes" if s.get("processes", 1) > 1 else ""
+        rate = f"; encoded {s['encoded_frames']} frames at {s['frames_per_s']:.0f} frames/s{per}" if s["frames_per_s"] else ""
         print(f"{s['manifest']}: {s['utterances']} utterances{rate}")
     if "bpe" in summary:
         print(format_lengths(summary["bpe"]), end="")
@@ -339,13 +361,20 @@ def _decode_args(args) -> tuple[str, int, float]:
 
 
 def cmd_asr_decode(args) -> None:
+    from . import distributed
+
+    mode, beam, w = _decode_args(args)
+    with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (each split's batches are shared)
+        _asr_decode(args, mode, beam, w, ctx)
+
+
+def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
     from .asr.data import UnitSource
     from .asr.decode import Recognizer, decode_split
     from .data.corpus import text_id
     from .io import atomic_write_json, atomic_write_text
 
-    mode, beam, w = _decode_args(args)
-    rec = Recognizer(args.checkpoint)
+    rec = Recognizer(args.checkpoint, device=str(ctx.device) if ctx.distributed else None)
     source = UnitSource(args.units or rec.spec["units_dir"])
     from .io import file_fingerprint
     from .units.quantizers import WEIGHTS_FILE
@@ -366,12 +395,19 @@ def cmd_asr_decode(args) -> None:
 
     made = {"model": file_fingerprint(rec.path / MODEL_FILE), "units_fingerprint": source.fingerprint, "mode": mode, "beam": beam,
             "ctc_weight": w, "search": SEARCH_VERSION}
-    previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
-    if previous and (why := describe_difference({k: previous.get(k) for k in made}, made)):
-        raise SpeechrqError(f"{out}: holds decodes made otherwise ({why}); use another --out or delete it")
-    rows = dict(previous.get("splits", {}))
+    def previous_rows() -> dict:
+        previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
+        if previous and (why := describe_difference({k: previous.get(k) for k in made}, made)):
+            raise SpeechrqError(f"{out}: holds decodes made otherwise ({why}); use another --out or delete it")
+        return dict(previous.get("splits", {}))
+
+    from .distributed import on_main
+
+    rows = on_main(previous_rows, ctx)
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet)
+        r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet, ctx=ctx)
+        if not ctx.is_main:
+            continue
         atomic_write_text(out / f"hyp_{split}.txt", "".join(f"{text_id(i, out / f'hyp_{split}.txt')} {h}\n"  # no whitespace in an id
                                                           for i, h in zip(r["ids"], r["hyps"])))
         rows[split] = {k: r[k] for k in ("cer", "wer", "utterances", "unscored", "cer_by_language") if k in r}
@@ -379,8 +415,9 @@ def cmd_asr_decode(args) -> None:
         print(f"{split}: CER {r['cer']:.2f}  WER {r['wer']:.2f}  ({r['utterances']} utterances{unscored}, {mode}, beam {beam})")
         if r.get("cer_by_language"):
             print(f"{split}: CER per language: " + ", ".join(f"{lang} {c:.2f}" for lang, c in r["cer_by_language"].items()))
-    atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "units": str(source.dir), **made, "splits": rows})
-    print(f"{out}: results.json, hyp_*.txt")
+    if ctx.is_main:
+        atomic_write_json(out / "results.json", {"checkpoint": str(rec.path), "units": str(source.dir), **made, "splits": rows})
+        print(f"{out}: results.json, hyp_*.txt")
 
 
 def cmd_asr_compare(args) -> None:
@@ -479,9 +516,14 @@ def cmd_evaluate(args) -> None:
     if args.ft_minutes <= 0 or args.ft_steps < 1:
         raise SpeechrqError(f"--ft-minutes / --ft-steps: must be positive, got {args.ft_minutes:g} / {args.ft_steps}")
     ft = FinetuneConfig(minutes=args.ft_minutes, steps=args.ft_steps, lrs=ft_lrs)
-    results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
-                       target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
-                       folds=folds, finetune=ft, probe_jobs=args.probe_jobs)
+    from . import distributed
+
+    with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (states and probes are shared)
+        results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
+                           target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
+                           folds=folds, finetune=ft, probe_jobs=args.probe_jobs, cache_max_gb=args.cache_max_gb, ctx=ctx)
+    if results is None:  # not rank 0
+        return
     print(format_table(results), end="")
     written = ["results.json", "results.md"]
     written += [f for f in ("layer_weights.png", "curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
@@ -628,6 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--probe-jobs", type=int, metavar="N", help="train N probes side by side, one process each, sharing the "
                     "cores (default: one per core on a CPU, at most 8; one on a GPU); fewer when their hidden states would not fit "
                     "in half the available memory")
+    ev.add_argument("--cache-max-gb", type=float, metavar="GB", help="disk budget for the cached hidden states of all encoders "
+                    "(decimal GB; default: 80%% of the free space where they are kept). What the probes read is estimated first "
+                    "and printed; utterance means are cached before frames, and what does not fit is recomputed whenever a probe "
+                    "reads it, with the same results. 0 caches nothing (s3prl's way)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -883,7 +929,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except SpeechrqError as e:
-        print(f"speechrq: error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+        print(f"speechrq: error{'' if rank == '0' else f' (rank {rank})'}: {e}", file=sys.stderr)
+        return 2
+    except OtherRankFailed:  # rank 0 said why, once
         return 2
     except KeyboardInterrupt:
         print("speechrq: interrupted", file=sys.stderr)

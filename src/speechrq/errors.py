@@ -9,3 +9,8 @@ exceptions so that they keep their tracebacks.
 
 class SpeechrqError(Exception):
     """A problem with the user's input (a file, a key, a value), told in one line."""
+
+
+class OtherRankFailed(Exception):
+    """Under torchrun, rank 0 refused the job and said why; the other ranks stop without repeating it
+    (:func:`speechrq.distributed.on_main`)."""

@@ -257,29 +257,46 @@ def check_logmel(feats: torch.Tensor, lens: torch.Tensor, audio: torch.Tensor, c
 
 
 @torch.no_grad()
-def compute_stats(cuts, max_utterances: int = 2000, max_duration: float = 200.0, seed: int = 0, device: str = "cpu", progress: bool = True) -> FeatureStats:
+def compute_stats(cuts, max_utterances: int = 2000, max_duration: float = 200.0, seed: int = 0, device: str = "cpu", progress: bool = True,
+                  ctx=None) -> FeatureStats:
     """Global mean and std of log-Mel over a seeded random sample of ``cuts``.
 
     Sums are accumulated in float64 over every valid frame (padding excluded). A batch whose
     log-Mel holds NaN or inf is refused, naming the utterance, its file and its audio's peak
     (:func:`check_logmel`); the result is checked again before it is returned (:meth:`FeatureStats.problem`).
+    The sample is read in consecutive batches of at most ``max_duration`` padded seconds; ``ctx``
+    (:class:`speechrq.distributed.Context`): under torchrun each rank reads its share of those batches
+    (:func:`speechrq.distributed.shard_cuts`) and the float64 sums are added over ranks, so every rank
+    returns the statistics of one process to float64 rounding.
     """
     from tqdm import tqdm
 
-    from .data.batching import make_loader
+    from . import distributed
+    from .data.batching import no_audio_error, sequential_batches
     from .data.corpus import seeded_subset
 
+    ctx = ctx or distributed.Context()
     logmel = LogMel().to(device)
-    moments, utts = Moments(), 0
-    loader = make_loader(seeded_subset(cuts, max_utterances, seed), max_duration=max_duration, shuffle=False)
-    for batch in tqdm(loader, desc="feature stats", unit="batch", disable=not progress):
+    moments, utts, skipped = Moments(), 0, []
+    sample = list(seeded_subset(cuts, max_utterances, seed))
+    share = distributed.rank_cuts(sample, max_duration, ctx)
+    batches = sequential_batches(share, max_duration, skipped=skipped)
+    for batch in tqdm(batches, desc="feature stats", unit="batch", disable=not progress or not ctx.is_main):
         audio = batch["audio"].to(device)
         feats, lens = logmel(audio, batch["audio_lens"].to(device))
         check_logmel(feats, lens, audio, batch["cuts"], where="feature statistics: ")
         moments.add(feats[~lengths_to_padding_mask(lens, feats.shape[1])])
         utts += feats.shape[0]
-    if moments.count == 0:
-        raise SpeechrqError("feature statistics: no audio could be loaded from the sample")
+    if ctx.distributed:  # the float64 sums of every rank's share, added
+        zeros = torch.zeros(logmel.num_mel_bins, dtype=torch.float64)
+        sums = torch.stack([moments.sum.cpu() if moments.sum is not None else zeros, moments.sum_sq.cpu() if moments.sum_sq is not None else zeros])
+        counts = torch.tensor([moments.count, utts], dtype=torch.float64)
+        distributed.all_reduce_sum(sums, ctx)
+        distributed.all_reduce_sum(counts, ctx)
+        moments.sum, moments.sum_sq = sums[0], sums[1]
+        moments.count, utts = int(counts[0]), int(counts[1])
+    if moments.count == 0:  # every file failed: why, in one line
+        raise no_audio_error([s for part in distributed.gather_objects(skipped, ctx) for s in part])
     mean, std = moments.mean_std()
     stats = FeatureStats(mean=mean.tolist(), std=std.tolist(), frames=moments.count, utterances=utts)
     if (problem := stats.problem()):

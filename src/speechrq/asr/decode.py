@@ -141,13 +141,19 @@ class Recognizer:
 
 
 def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc_weight: float = 0.3, max_duration: float = 60.0,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, ctx=None) -> dict:
     """Hypotheses of every cut with a transcript, and CER/WER against the references.
 
     Nothing is left out silently: with continuous input, a cut shorter than the encoder's minimum (560 samples,
     35 ms, for a speechrq checkpoint) is refused before decoding, naming each; with units, a cut with no unit
-    frame is refused likewise.
+    frame is refused likewise. Cuts are decoded shortest first, in batches of at most ``max_duration`` padded
+    seconds; ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun each rank decodes its share of those
+    batches (:func:`speechrq.distributed.shard_cuts`) and every rank returns the whole split's result, the same
+    hypotheses in the same order as one process.
     """
+    from .. import distributed
+
+    ctx = ctx or distributed.Context()
     from lhotse import CutSet
     from tqdm import tqdm
 
@@ -162,16 +168,21 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
     unscored, left_out = len(empty), set(empty)
     cuts = sorted((c for c in cuts if c.id not in left_out), key=lambda c: c.duration)
     language = {c.id: c.supervisions[0].language for c in cuts}
-    if rec.kind == "continuous":
-        refuse_short_cuts(cuts, rec.min_samples, f"encoder layer {rec.spec['layer']} of {rec.spec['encoder']}")
-    elif (empty := [describe_cut(c) for c in cuts if _unit_frames(c) == 0]):
-        raise SpeechrqError(f"{len(empty)} utterance(s) have no unit frame (audio too short for the encoder when encoded): "
-                            f"{name_list(empty, shown=10)}; encode the units again")
+
+    def check() -> None:
+        if rec.kind == "continuous":
+            refuse_short_cuts(cuts, rec.min_samples, f"encoder layer {rec.spec['layer']} of {rec.spec['encoder']}")
+        elif (empty := [describe_cut(c) for c in cuts if _unit_frames(c) == 0]):
+            raise SpeechrqError(f"{len(empty)} utterance(s) have no unit frame (audio too short for the encoder when encoded): "
+                                f"{name_list(empty, shown=10)}; encode the units again")
+
+    distributed.on_main(check, ctx)
     ids, hyps, refs = [], [], []
-    batches = (sequential_batches(CutSet.from_cuts(cuts), max_duration, rec.min_samples) if rec.kind == "continuous"
-               else padded_groups(cuts, max_duration))
+    share = list(distributed.rank_cuts(cuts, max_duration, ctx))  # whole batches: each decoded as in one process
+    batches = (sequential_batches(CutSet.from_cuts(share), max_duration, rec.min_samples) if rec.kind == "continuous"
+               else padded_groups(share, max_duration))
     for batch in tqdm(batches,
-                      desc=f"decode {mode}", unit="batch", disable=not progress):
+                      desc=f"decode {mode}", unit="batch", disable=not progress or not ctx.is_main):
         if rec.kind == "continuous":
             states, lens = rec.layer()(batch["audio"].to(rec.device), batch["audio_lens"].to(rec.device))
             require_finite(states, lens, [describe_cut(c) for c in batch["cuts"]], f"encoder layer {rec.spec['layer']} states")
@@ -184,6 +195,9 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
         ids += [c.id for c in chunk]
         hyps += out
         refs += [normalize_text(c.supervisions[0].text) for c in chunk]
+    if ctx.distributed:  # every rank's share, in rank order: the one-process order
+        parts = distributed.gather_objects((ids, hyps, refs), ctx)
+        ids, hyps, refs = ([x for part in parts for x in part[k]] for k in range(3))
     languages = [language[i] for i in ids]
     result = {"ids": ids, "hyps": hyps, "refs": refs, "cer": error_rate(refs, hyps, "char"), "wer": error_rate(refs, hyps, "word"),
               "utterances": len(ids), "unscored": unscored, "languages": languages}

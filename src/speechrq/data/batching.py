@@ -222,7 +222,14 @@ def padded_groups(cuts, max_duration: float):
         yield group
 
 
-def sequential_batches(cuts, max_duration: float, min_samples: int = 1):
+def group_plan(cuts, max_duration: float) -> list[tuple[int, float]]:
+    """Each of :func:`padded_groups`' groups as ``(cuts in it, padded seconds)``, in order: the plan of a corpus pass,
+    read from the manifest's durations (no audio, no cut kept), from which ranks take their shares
+    (:func:`speechrq.distributed.shard_range`)."""
+    return [(len(g), len(g) * max(c.duration for c in g)) for g in padded_groups(cuts, max_duration)]
+
+
+def sequential_batches(cuts, max_duration: float, min_samples: int = 1, skip=None, skipped: list | None = None):
     """Audio batches of consecutive cuts of an iterable (a lazy manifest), in order, each at most ``max_duration``
     seconds padded (:func:`padded_groups`), so no batch tensor grows with the corpus.
 
@@ -231,13 +238,23 @@ def sequential_batches(cuts, max_duration: float, min_samples: int = 1):
     the cuts read so far up to this batch (loaded or not), so a job can resume after a batch.
     A group whose every file failed (each named by a warning) is not yielded: every yielded
     batch holds at least one utterance. Audio under ``min_samples`` is skipped with a warning.
+    ``skip(group) -> bool`` leaves out whole groups (a resumed pass skips those it finished), so the
+    groups that remain are the same as in an uninterrupted pass: an utterance is always computed in the
+    same batch, whatever the resume point or the number of ranks sharing the pass (encoders are not
+    batch-invariant to the last bit: padding changes the matrix shapes, and so the sums' order).
+    ``skipped``: a list that receives every cut left out (``id (file): problem``), so a caller whose
+    pass loaded nothing can say why (:func:`no_audio_error`).
     """
     from lhotse import CutSet
 
     loader, consumed = AudioBatches(min_samples), 0
     for group in padded_groups(cuts, max_duration):
         consumed += len(group)
+        if skip is not None and skip(group):  # e.g. every utterance of the group already written: no audio read
+            continue
         batch = loader[CutSet.from_cuts(group)]
+        if skipped is not None:
+            skipped += batch["skipped"]
         if len(batch["cuts"]):
             yield batch | {"consumed": consumed}
 

@@ -39,6 +39,8 @@ class ProbeJob:
     preset: str
     seed: int
     languages: dict | None = None  # test utterance id -> language, on a corpus of several (scored per language)
+    mean_ids: tuple[str, ...] = ()  # utterances whose means (not frames) the encoder's utterance-level probes read
+    in_memory: bool = True  # hold the cached frames in memory (else read from disk per batch)
 
 
 def default_jobs() -> int:
@@ -46,12 +48,13 @@ def default_jobs() -> int:
     return 1 if torch.cuda.is_available() else max(1, min(cores(), MAX_DEFAULT_JOBS))
 
 
-def store_bytes(cache_root: str | Path, fingerprint: str, ids) -> int:
-    """Memory one worker needs for an encoder's states: the cached float16 files' sizes."""
+def store_bytes(cache_root: str | Path, fingerprint: str, ids, mean_ids=()) -> int:
+    """Memory one worker needs for an encoder's states: the cached files' sizes (frames of ``ids``, means of ``mean_ids``)."""
     from ..encoders import HiddenStateCache
 
     cache = HiddenStateCache(cache_root, fingerprint)
-    return sum(cache.path(i).stat().st_size for i in ids if cache.path(i).exists())
+    return (sum(cache.path(i).stat().st_size for i in ids if cache.path(i).exists())
+            + sum(cache.mean_path(i).stat().st_size for i in mean_ids if cache.mean_path(i).exists()))
 
 
 def available_memory() -> int | None:
@@ -74,27 +77,33 @@ def fit_jobs(jobs: int, per_worker_bytes: int) -> int:
 
 
 _STORE: dict = {}  # a worker's states of the encoder it read last
+PROVIDED: dict = {}  # fingerprint -> a StateStore made by the caller (one that recomputes states: jobs run in the calling process)
 
 
-def _store(cache_root: str, fingerprint: str, ids: tuple[str, ...]) -> StateStore:
+def _store(job: ProbeJob) -> StateStore:
     from ..encoders import HiddenStateCache
 
-    key = (cache_root, fingerprint, ids)
+    if job.fingerprint in PROVIDED:
+        return PROVIDED[job.fingerprint]
+    key = (job.cache_root, job.fingerprint, job.ids, job.mean_ids, job.in_memory)
     if key not in _STORE:
         _STORE.clear()  # one encoder's states at a time
-        _STORE[key] = StateStore(HiddenStateCache(cache_root, fingerprint), list(ids))
+        _STORE[key] = StateStore(HiddenStateCache(job.cache_root, job.fingerprint), list(job.ids), list(job.mean_ids),
+                                 in_memory=job.in_memory)
     return _STORE[key]
 
 
 def run_job(job: ProbeJob) -> ProbeResult:
     """Train one probe (in a worker or in the calling process)."""
-    store = _store(job.cache_root, job.fingerprint, job.ids)
+    store = _store(job)
     return run_probe(job.task, store, job.data, list(job.lrs), job.epochs, preset=job.preset, seed=job.seed,
                      languages=job.languages)
 
 
 def run_jobs(jobs: list[ProbeJob], workers: int, progress: bool = True, on_done=None) -> list[ProbeResult]:
     """Every job's result, in the order of ``jobs``, from ``workers`` processes (:func:`speechrq.parallel.run_in_processes`)."""
+    if any(j.fingerprint in PROVIDED for j in jobs):
+        workers = 1  # a store that recomputes holds its encoder: it lives in this process
     results = run_in_processes(run_job, jobs, workers, progress, desc="probes", on_done=on_done)
     _STORE.clear()  # the states read here (one worker) are not kept past the evaluation
     return results

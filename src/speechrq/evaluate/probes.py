@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import name_list
-from ..encoders.cache import pad_states
+from ..encoders.cache import pad_states, utterance_means
 from ..errors import SpeechrqError
 from ..text import char_inventory, error_rate, greedy_ctc_text, normalize_text, written_without_spaces
 from .featurizer import WeightedSum
@@ -192,31 +192,86 @@ class LinearCTCProbe(nn.Module):
 
 
 class StateStore:
-    """Cached hidden states held in memory (float16) for fast probe epochs."""
+    """What probes read of one encoder's hidden states: frames ``[L + 1, T, dim]`` for the CTC probes, utterance means
+    ``[L + 1, dim]`` for the others.
 
-    def __init__(self, cache, ids: list[str]):
-        self.states = {}
-        self._means = {}
+    Cached frames are held in memory (float16) when ``in_memory``, else read from the cache per batch; means are
+    held in memory (float32, small). What the cache does not hold is computed by ``recompute``
+    (:class:`~speechrq.encoders.cache.Recomputer`) when read, the same bits as cached states; without one, a missing
+    utterance is a KeyError. NaN or inf in states read is refused in one line naming the utterances.
+    """
+
+    def __init__(self, cache, ids: list[str], mean_ids: list[str] = (), recompute=None, in_memory: bool = True):
+        self.cache, self.recompute = cache, recompute
+        self.states: dict[str, torch.Tensor] = {}
+        self._means: dict[str, torch.Tensor] = {}
+        self.shape: tuple[int, int] | None = None  # (L + 1, dim)
+        missing = []
         for i in ids:
-            a = cache.get(i)
-            if a is None:
-                raise KeyError(f"hidden states of {i} are not cached")
-            self.states[i] = torch.from_numpy(a)
+            if in_memory:
+                a = cache.get(i)
+                if a is not None:
+                    self.states[i] = torch.from_numpy(a)
+                    continue
+            elif cache.path(i).exists():
+                continue
+            missing.append(i)
+        for i in mean_ids:
+            m = cache.get_mean(i)
+            if m is not None:
+                self._means[i] = torch.from_numpy(m)
+            elif i not in self.states and not cache.path(i).exists():
+                missing.append(i)
+        self._checked(self.states)
+        self._checked(self._means)
+        if missing and recompute is None:
+            raise KeyError(f"hidden states of {missing[0]} are not cached")
+        first = next(iter(self.states.values()), None)
+        if first is not None:
+            self.shape = (first.shape[0], first.shape[2])
+        elif self._means:
+            m = next(iter(self._means.values()))
+            self.shape = (m.shape[0], m.shape[1])
+
+    def _checked(self, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # a probe must never train on NaN or inf (a cache written before states were checked, float16 overflow)
-        bad = [i for i, a in self.states.items() if not bool(torch.isfinite(a).all())]
-        if bad:
-            raise SpeechrqError(f"hidden states cached in {cache.dir}: NaN or inf in utterance {name_list(bad, len(self.states))}; "
+        if bad := [i for i, a in arrays.items() if not bool(torch.isfinite(a).all())]:
+            raise SpeechrqError(f"hidden states cached in {self.cache.dir}: NaN or inf in utterance {name_list(bad, len(arrays))}; "
                                 "delete that folder to compute them again")
+        return arrays
+
+    def frames(self, ids: list[str]) -> list[torch.Tensor]:
+        """Each utterance's float16 ``[L + 1, T_i, dim]``: from memory, the cache, or computed (one call for all missing)."""
+        found = {i: self.states[i] for i in ids if i in self.states}
+        for i in ids:
+            if i not in found and (a := self.cache.get(i)) is not None:
+                found[i] = torch.from_numpy(a)
+        if missing := [i for i in ids if i not in found]:
+            if self.recompute is None:
+                raise KeyError(f"hidden states of {missing[0]} are not cached")
+            computed = self.recompute.states(missing)
+            if lost := [i for i in missing if i not in computed]:
+                raise SpeechrqError(f"hidden states: the audio of {name_list(lost)} no longer loads (it did when the probe's "
+                                    "utterances were chosen)")
+            found |= {i: torch.from_numpy(a) for i, a in computed.items()}
+        if self.shape is None and found:
+            a = next(iter(found.values()))
+            self.shape = (a.shape[0], a.shape[2])
+        fresh = self._checked({i: found[i] for i in ids if i not in self.states})  # read now: checked as read
+        return [self.states[i] if i in self.states else fresh[i] for i in ids]
 
     def batch(self, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, L + 1, T, dim]`` float32, padded, and lengths ``[B]``."""
-        return pad_states([self.states[i] for i in ids])
+        return pad_states(self.frames(ids))
 
     def pooled(self, ids: list[str]) -> torch.Tensor:
-        """Each utterance's states averaged over its frames: ``[B, L + 1, dim]`` float32 (computed once per utterance)."""
-        for i in ids:
-            if i not in self._means:
-                self._means[i] = self.states[i].float().mean(1)
+        """Each utterance's states averaged over its frames: ``[B, L + 1, dim]`` float32 (cached, or computed once per
+        utterance from its frames by :func:`~speechrq.encoders.cache.utterance_means`, the same bits)."""
+        if todo := [i for i in ids if i not in self._means]:
+            for i, a in zip(todo, self.frames(todo)):
+                self._means[i] = utterance_means(a)
+                if self.shape is None:
+                    self.shape = (a.shape[0], a.shape[2])
         return torch.stack([self._means[i] for i in ids])
 
 
@@ -238,8 +293,9 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
     in a script written without spaces (Mandarin, as WenetSpeech scores).
     """
 
-    first = next(iter(store.states.values()))
-    num_states, dim = first.shape[0], first.shape[2]
+    if store.shape is None:  # nothing held yet: read one utterance of the training set
+        store.pooled([data["train"][0][0]]) if task not in CTC_TASKS else store.frames([data["train"][0][0]])
+    num_states, dim = store.shape
     by_char = task == "asr" and (bool(languages) or written_without_spaces(lab for _, lab in data["train"]))
     if task == "asr":
         chars = char_inventory(lab for _, lab in data["train"])

@@ -20,6 +20,7 @@ the same folder never reads them (:mod:`speechrq.identity`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,15 +28,18 @@ import torch
 
 from ..checkpoint import list_checkpoints
 from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
+from ..encoders.cache import STATES_BATCH_SECONDS, Recomputer, plan_cache, state_shape
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 from .finetune import FinetuneConfig
 from .finetune import finetune as finetune_encoder
-from .jobs import ProbeJob, default_jobs, fit_jobs, run_jobs, store_bytes
-from .probes import SUPERB_TASKS, TASKS, ProbeResult, label_of, over_folds, over_seeds, superb_average
+from .jobs import MEMORY_SHARE, PROVIDED, ProbeJob, available_memory, default_jobs, fit_jobs, run_jobs, store_bytes
+from .probes import CTC_TASKS, SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_seeds, superb_average
 from .splits import DEFAULT_FOLD, Fold
 
 RANDOM_BASELINE = "random-init"
+DISK_SHARE = 0.8  # the default cache budget: this share of the free space where hidden states are kept
+TARGET_SAMPLE = {"per_speaker": 20, "seed": 0}  # the utterances target analysis reads (Figures 5 and 6)
 FBANK_BASELINE = "fbank"
 
 
@@ -84,8 +88,9 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
     settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances, "seeds": seeds} if task == "ft" else
                 {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances}
                 | ({"seeds": seeds} if seeds > 1 else {}))
-    # probe/2: ASR's characters from the training transcripts in every script (speechrq.text), CER per language
-    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/2"}
+    # probe/2: ASR's characters from the training transcripts in every script (speechrq.text), CER per language;
+    # probe/3: states computed in the cache pass's fixed batches, utterance means summed in float64 (encoders.cache)
+    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/3"}
     if fold != DEFAULT_FOLD:
         settings["fold"] = asdict(fold)
     key = digest({k: v for k, v in settings.items() if k != "corpus"})  # the corpus by content; a moved corpus keeps its probes
@@ -98,10 +103,78 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
     return path, settings, None
 
 
+def _read_by_probes(tasks: list[str], labelled: dict, cuts: dict, folds: list[Fold], target_analysis: bool
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """``(frame ids, target-analysis ids, mean ids)`` in manifest order: the utterances whose frames the CTC probes read,
+    those whose frames target analysis reads, and those whose utterance means the utterance-level probes read."""
+    from lhotse import CutSet
+
+    from .target_quality import sample_cuts
+
+    order = list(dict.fromkeys(c.id for p in cuts for c in cuts[p]))
+    frames = {i for t in tasks if t in CTC_TASKS for p in cuts for i, _ in labelled[t][p]}
+    sample = set()
+    if target_analysis:
+        train = CutSet.from_cuts([c for p in folds[0].train for c in cuts[p]])
+        sample = {c.id for c in sample_cuts(train, TARGET_SAMPLE["per_speaker"], TARGET_SAMPLE["seed"])}
+    means = {i for t in tasks if t not in CTC_TASKS and t != "ft" for p in cuts for i, _ in labelled[t][p]}
+    return [i for i in order if i in frames], [i for i in order if i in sample], [i for i in order if i in means]
+
+
+def _analysed(encoders: dict, steps: dict[str, int] | None) -> set[str]:
+    """The models target analysis reads: speechrq checkpoints (not the baselines), the newest of each run and any without a step."""
+    newest: dict[str, tuple[int, str]] = {}
+    for name, step in (steps or {}).items():
+        run = name.rsplit("@", 1)[0]
+        newest[run] = max(newest.get(run, (step, name)), (step, name))
+    keep = {n for _, n in newest.values()}
+    return {n for n, e in encoders.items() if n not in (RANDOM_BASELINE, FBANK_BASELINE) and getattr(e, "checkpoint", None) is not None
+            and (n in keep or (steps or {}).get(n) is None)}
+
+
+def _plan_states(encoders: dict, frame_ids: dict[str, list[str]], mean_ids: list[str], by_id: dict, cache_root: Path,
+                 cache_max_gb: float | None, tasks: list[str], probe_frames: list[str], ctx) -> dict:
+    """Each encoder's :class:`~speechrq.encoders.cache.CachePlan` within the budget (``frame_ids``: the frames each encoder's
+    readers need), the plan said in a few lines (rank 0)."""
+    import shutil
+
+    if cache_max_gb is not None and not cache_max_gb >= 0:
+        raise SpeechrqError(f"--cache-max-gb: a size in GB >= 0, got {cache_max_gb}")
+    items = {name: [(i, by_id[i].duration) for i in frame_ids[name]] for name in encoders}
+    needs = {name: plan_cache(state_shape(enc), items[name], mean_ids, None).bytes_needed for name, enc in encoders.items()}
+    total = sum(needs.values())
+    if cache_max_gb is None:
+        where = next(p for p in [cache_root, *cache_root.parents] if p.exists())
+        free = shutil.disk_usage(where).free
+        budget, said = DISK_SHARE * free, (f"{DISK_SHARE * free / 1e9:.1f} GB, {DISK_SHARE:.0%} of the {free / 1e9:.1f} GB free "
+                                           f"on {where} (set it with --cache-max-gb)")
+    else:
+        budget, said = cache_max_gb * 1e9, f"{cache_max_gb:g} GB (--cache-max-gb)"
+    # every encoder caches the same share of what it needs
+    plans = {name: plan_cache(state_shape(enc), items[name], mean_ids, None if total <= budget else budget * needs[name] / total)
+             for name, enc in encoders.items()}
+    most = max((len(v) for v in frame_ids.values()), default=0)
+    if ctx.is_main and (most or mean_ids):
+        frame_readers = [t for t in tasks if t in CTC_TASKS] + (["target analysis"] if any(len(v) > len(probe_frames) for v in frame_ids.values()) else [])
+        mean_readers = [t for t in tasks if t not in CTC_TASKS and t != "ft"]
+        reads = "; ".join([f"frames of {'up to ' if len({len(v) for v in frame_ids.values()}) > 1 else ''}{most} utterances "
+                           f"({', '.join(frame_readers)})"] * bool(most) + [f"means of {len(mean_ids)} ({', '.join(mean_readers)})"] * bool(mean_ids))
+        print(f"hidden states: {len(encoders)} encoder(s), reading {reads}: {total / 1e9:.2f} GB in all; budget {said}")
+        if total <= budget:
+            print(f"hidden states: caching all of it in {cache_root}")
+        else:
+            for name, plan in plans.items():
+                print(f"hidden states: {name}: caching {plan.bytes_cached / 1e9:.2f} of {plan.bytes_needed / 1e9:.2f} GB "
+                      f"(frames of {len(plan.frames)} of {len(frame_ids[name])}, means of {len(plan.means)} of {len(mean_ids)}); "
+                      f"{len(plan.recomputed)} utterances are recomputed whenever a probe reads them (every epoch)")
+    return plans
+
+
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
              target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
-             folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig(), probe_jobs: int | None = None) -> dict:
+             folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig(), probe_jobs: int | None = None,
+             cache_max_gb: float | None = None, ctx=None) -> dict | None:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
 
     ``folds`` say which corpus parts each probe trains, selects and scores on
@@ -115,7 +188,19 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     ``parents`` (model name -> the model it was branched from) joins a branched
     stage's line to its parent's point;
     ``target_analysis`` adds Figures 5 and 6 for the newest checkpoint of each run.
+
+    Hidden states (:mod:`speechrq.encoders.cache`): what the probes read is estimated from the manifest first and
+    cached within ``cache_max_gb`` (decimal GB, all encoders together; default: :data:`DISK_SHARE` of the free space
+    where they are kept), utterance means before frames; what does not fit is recomputed whenever a probe reads it,
+    the same bits, so the results do not depend on the budget. The plan is printed before any audio is read.
+
+    ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun the ranks share the hidden-state pass
+    and the probes (every seed of one probe on one rank); rank 0 writes the outputs and returns the results
+    (None on the other ranks).
     """
+    from .. import distributed
+
+    ctx = ctx or distributed.Context()
     from lhotse import CutSet
 
     from ..data.batching import refuse_short_cuts
@@ -134,7 +219,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     # hidden states and probes are keyed by the content of the parts read, not the corpus's path: a corpus made
     # again in the same folder (another seed, other labels) never reads the old one's states or probes
     corpus_fp = corpus_fingerprint(corpus, sorted({p for f in folds for p in f.parts}))
-    cache_root = (Path(cache_root) if cache_root else out / "hidden_states") / corpus_fp
+    # states are keyed by the pass's batching too: each utterance is computed in one fixed batch (encoders.cache)
+    cache_root = (Path(cache_root) if cache_root else out / "hidden_states") / corpus_fp / f"batch{STATES_BATCH_SECONDS:g}s"
     cuts = {part: load_cuts(corpus, part) for part in sorted({p for f in folds for p in f.parts})}
     for name, enc in encoders.items():  # every encoder reads every cut: a short one is refused, named, before any work
         refuse_short_cuts((c for p in cuts for c in cuts[p]), enc.min_samples, f"encoder {name}")
@@ -153,7 +239,6 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
                 raise SpeechrqError(f"{corpus}: {where}task {t} has no labelled utterance in {', '.join(missing)} "
                                     f"(train={'+'.join(f.train)}, dev={'+'.join(f.dev) or f'{f.dev_share:g} of train'}, "
                                     f"test={'+'.join(f.test)})")
-    needed = sorted({i for t in tasks if t != "ft" for p in cuts for i, _ in labelled[t][p]})
     by_id = {c.id: c for p in cuts for c in cuts[p]}
     language_of = {c.id: c.supervisions[0].language for c in by_id.values() if c.supervisions}
     if "lid" in tasks and len(held := set(language_of.values()) - {None}) < 2:
@@ -167,14 +252,20 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
 
     results: dict = {"corpus": str(corpus), "corpus_fingerprint": corpus_fp, "hidden_states": str(cache_root), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
                      "folds": [asdict(f) for f in folds], "models": {}} | ({"finetune": asdict(finetune)} if "ft" in tasks else {})
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # encoder passes and probes on the GPU when there is one
+    device = ctx.device if ctx.distributed else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # what the probes read (CTC probes: frames; the others: utterance means; target analysis: frames of a sample),
+    # estimated and planned against the budget before any audio is read
+    frame_ids, sample_ids, mean_ids = _read_by_probes(tasks, labelled, cuts, folds, target_analysis)
+    analysed = _analysed(encoders, steps) if target_analysis else set()
+    reads = {name: [i for i in dict.fromkeys(frame_ids + (sample_ids if name in analysed else []))] for name in encoders}
+    plans = _plan_states(encoders, reads, mean_ids, by_id, cache_root, cache_max_gb, tasks, frame_ids, ctx)
     computed = {}
-    for name, enc in encoders.items():  # every encoder's states first: the probes read only the cache
+    for name, enc in encoders.items():  # every encoder's states first: the probes read only the cache (or recompute)
         enc.to(device)
         cache = HiddenStateCache(cache_root, enc.fingerprint)
-        # fine-tuning reads audio, not cached states: an ft-only evaluation encodes nothing
-        computed[name] = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress) for p in cuts) if needed or target_analysis else 0
+        computed[name] = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress, plan=plans[name], ctx=ctx) for p in cuts)
         enc.to("cpu")
+    computed = {name: sum(n) for name, n in zip(encoders, zip(*distributed.gather_objects(list(computed.values()), ctx)))}
     # every probe: its saved result, or one job per probe seed (fine-tuning trains the encoder itself, here, below)
     records, jobs = {}, []
     for name, enc in encoders.items():
@@ -182,12 +273,20 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
             if t == "ft" and not isinstance(enc, FrozenEncoder):
                 continue  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
             for f in folds:
-                records[name, t, f.name] = rec = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
-                                                               seeds, f, finetune if t == "ft" else None, corpus_fp)
-                if rec[2] is None and t != "ft":
-                    langs = {i: language_of[i] for i, _ in data[t][f.name]["test"]} if multilingual else None
-                    jobs += [ProbeJob((name, t, f.name), t, str(cache_root), enc.fingerprint, tuple(needed), data[t][f.name],
-                                      tuple(lrs), epochs, preset, seed, langs) for seed in range(seeds)]
+                records[name, t, f.name] = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
+                                                         seeds, f, finetune if t == "ft" else None, corpus_fp)
+    # under torchrun the probes to train are dealt out to the ranks, every seed of one probe to one rank
+    todo = [key for key, rec in records.items() if rec[2] is None]
+    mine = set(todo[ctx.rank::ctx.world_size])
+    held = {name: store_bytes(cache_root, enc.fingerprint, frame_ids, mean_ids) for name, enc in encoders.items()}
+    free = available_memory()
+    in_memory = {name: free is None or b <= MEMORY_SHARE * free for name, b in held.items()}
+    for key in (k for k in todo if k in mine and k[1] != "ft"):
+        name, t, fold_name = key
+        enc = encoders[name]
+        langs = {i: language_of[i] for i, _ in data[t][fold_name]["test"]} if multilingual else None
+        jobs += [ProbeJob(key, t, str(cache_root), enc.fingerprint, tuple(frame_ids), data[t][fold_name], tuple(lrs), epochs, preset,
+                          seed, langs, tuple(mean_ids), in_memory[name]) for seed in range(seeds)]
     by_seed: dict[tuple, dict[int, ProbeResult]] = {}
 
     def finished(job: ProbeJob, result: ProbeResult) -> None:  # a probe's seeds all done: its result is saved at once
@@ -198,19 +297,40 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
             atomic_write_json(path, {"settings": settings, "result": asdict(records[job.key][2])})
 
     if jobs:
-        workers = probe_jobs if probe_jobs is not None else default_jobs()
-        largest = max(store_bytes(cache_root, enc.fingerprint, needed) for enc in encoders.values())
+        # by default the cores are shared by the ranks on this node (torchrun's LOCAL_WORLD_SIZE)
+        workers = probe_jobs if probe_jobs is not None else max(1, default_jobs() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        largest = max(held[name] for name in encoders if in_memory[name])  if any(in_memory.values()) else 0
         if (fitted := fit_jobs(workers, largest)) < workers:
             print(f"probes: {fitted} processes, not {workers}: each holds up to {largest / 2**30:.1f} GiB of hidden states "
                   "and more would not fit in half the available memory")
-        run_jobs(jobs, fitted, progress, on_done=finished)
-    for (name, t, fold_name), (path, settings, result) in records.items():
-        if t == "ft" and result is None:
-            enc = encoders[name].to(device)
-            result = over_seeds(finetune_encoder(enc, cuts_of(data[t][fold_name]), finetune, seeds=range(seeds), progress=progress))
-            atomic_write_json(path, {"settings": settings, "result": asdict(result)})
-            records[name, t, fold_name] = (path, settings, result)
-            enc.to("cpu")
+        for name, enc in encoders.items():  # states the cache does not hold are recomputed, by this process's encoder
+            if not plans[name].complete and any(j.fingerprint == enc.fingerprint for j in jobs):
+                PROVIDED[enc.fingerprint] = StateStore(HiddenStateCache(cache_root, enc.fingerprint), frame_ids, mean_ids,
+                                                       recompute=Recomputer(enc.to(device), [list(cuts[p]) for p in cuts]),
+                                                       in_memory=in_memory[name])
+        try:
+            run_jobs(jobs, fitted, progress, on_done=finished)
+        finally:
+            for enc in encoders.values():
+                PROVIDED.pop(enc.fingerprint, None)
+                enc.to("cpu")
+    for key in (k for k in todo if k in mine and k[1] == "ft"):
+        name, t, fold_name = key
+        path, settings, _ = records[key]
+        enc = encoders[name].to(device)
+        result = over_seeds(finetune_encoder(enc, cuts_of(data[t][fold_name]), finetune, seeds=range(seeds), progress=progress))
+        atomic_write_json(path, {"settings": settings, "result": asdict(result)})
+        records[key] = (path, settings, result)
+        enc.to("cpu")
+    distributed.barrier(ctx)  # every rank's probes are saved
+    if not ctx.is_main:
+        return None
+    for key in todo:
+        if key not in mine:  # trained by another rank: read back from the file it saved
+            name, t, fold_name = key
+            f = next(f for f in folds if f.name == fold_name)
+            records[key] = _probe_record(t, encoders[name].fingerprint, data[t][fold_name], lrs, epochs, preset, out, corpus, seeds, f,
+                                         finetune if t == "ft" else None, corpus_fp)
     for name, enc in encoders.items():
         probed = {}
         for t in tasks:
@@ -229,12 +349,14 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         from .target_quality import target_quality
 
         # the newest evaluated checkpoint of each run (curves evaluate many), and any model without a step
-        newest = {points[-1][1] for points in _runs(results).values()}
-        analysed = {n: e for n, e in encoders.items() if n not in (RANDOM_BASELINE, FBANK_BASELINE) and e.checkpoint is not None
-                    and (n in newest or results["models"][n]["step"] is None)}
+        analysed = {n: e for n, e in encoders.items() if n in analysed}
         if analysed:
             train = CutSet.from_cuts([c for p in folds[0].train for c in cuts[p]])
-            results["target_quality"] = target_quality(analysed, train, cache_root, out)
+            # target analysis runs its encoders on the CPU (it feeds them CPU audio): so does the recomputation it needs
+            stores = {n: StateStore(HiddenStateCache(cache_root, e.fingerprint), [], recompute=Recomputer(e.to("cpu"), [list(cuts[p]) for p in cuts]),
+                                    in_memory=False) for n, e in analysed.items() if not plans[n].complete}
+            results["target_quality"] = target_quality(analysed, train, cache_root, out, per_speaker=TARGET_SAMPLE["per_speaker"],
+                                                       seed=TARGET_SAMPLE["seed"], stores=stores)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", format_table(results))
     plot_layer_weights(results, out / "layer_weights.png")

@@ -157,12 +157,13 @@ def next_stage_targets(encoder: FrozenEncoder, train_cuts, max_duration: float =
     return latent
 
 
-def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, train_cuts=None) -> dict[str, _Points]:
+def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, train_cuts=None, stores: dict | None = None) -> dict[str, _Points]:
     """Projections of every source, pooled per phone segment and per utterance.
 
     Sources: ``Mel`` (the first encoder's Mel quantizer) and ``NAME layer K`` for each
     encoder's target layers (:func:`next_stage_targets`, fitted on ``train_cuts``,
-    default ``cuts``). Hidden states come from the featurizer's cache.
+    default ``cuts``). Hidden states come from the featurizer's cache, or from ``stores[name]`` (a
+    :class:`~speechrq.evaluate.probes.StateStore` that recomputes what a budget left uncached) where given.
     """
     first = next(iter(encoders.values()))
     mel = mel_projections(first, cuts)
@@ -172,13 +173,16 @@ def collect_points(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | P
         sources["Mel"].add(mel[c.id], c)
     for name, enc in encoders.items():
         latent = next_stage_targets(enc, train_cuts if train_cuts is not None else cuts)
-        cache = HiddenStateCache(cache_root, enc.fingerprint)
-        states = {}
-        for c in cuts:
-            a = cache.get(c.id)
-            if a is None:
-                raise KeyError(f"hidden states of {c.id} are not cached for {name}")
-            states[c.id] = torch.from_numpy(a).float()
+        if stores and name in stores:
+            states = {c.id: a.float() for c, a in zip(cuts, stores[name].frames([c.id for c in cuts]))}
+        else:
+            cache = HiddenStateCache(cache_root, enc.fingerprint)
+            states = {}
+            for c in cuts:
+                a = cache.get(c.id)
+                if a is None:
+                    raise KeyError(f"hidden states of {c.id} are not cached for {name}")
+                states[c.id] = torch.from_numpy(a).float()
         q = enc.checkpoint.quantizer
         for layer, norm in zip(latent.layers, latent.normalizers):
             # the fair comparison: every layer projected by as many codebooks as Mel (N), not its N / K share
@@ -294,13 +298,13 @@ def format_ranking(report: dict) -> str:
 
 
 def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, out: str | Path, per_speaker: int = 20,
-                   top_phones: int = 10, per_phone: int = 150, plot_speakers: int = 10, seed: int = 0) -> dict:
+                   top_phones: int = 10, per_phone: int = 150, plot_speakers: int = 10, seed: int = 0, stores: dict | None = None) -> dict:
     """Separability numbers per source, and ``target_tsne_phones.png`` / ``target_tsne_speakers.png`` in ``out``.
 
     Phones need alignments in the supervisions; without them ``phones`` is None and only speakers are drawn.
     """
     sample = sample_cuts(cuts, per_speaker, seed)
-    sources = collect_points(encoders, sample, cache_root, train_cuts=cuts)
+    sources = collect_points(encoders, sample, cache_root, train_cuts=cuts, stores=stores)
     results, phone_sets, speaker_sets = {}, {}, {}
     for name, pts in sources.items():
         xs, ys = np.stack(pts.speakers), pts.speaker_labels

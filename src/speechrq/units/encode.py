@@ -41,29 +41,41 @@ def _attach(cut, arrays_dir: Path, path: Path, frames: int, streams: int, frame_
     return cut.with_custom(UNITS_FIELD, TemporalArray(array=array, temporal_dim=0, frame_shift=frame_shift, start=0))
 
 
-def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_duration: float = 30.0, progress: bool = True) -> dict:
+def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_duration: float = 30.0, progress: bool = True,
+                  ctx=None) -> dict:
     """Units of every cut of ``cuts`` (a re-iterable, best a lazy :class:`~speechrq.data.corpus.LazyCuts`) into ``out``.
 
     One pass encodes the utterances not written yet, a second streams the manifest (and the
     Kaldi text): memory is one batch, whatever the corpus size. Returns counts and throughput.
     Cuts too short for ``layer`` are the caller's to refuse first (:func:`~speechrq.units.run.encode_units` checks
     every split before encoding any); the layer itself refuses a short row.
+
+    The pass's batches are consecutive cuts of at most ``max_duration`` padded seconds; a batch whose
+    utterances are all written is skipped whole, so a resumed pass computes each utterance in the same
+    batch as an uninterrupted one. ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun each
+    rank encodes its share of those batches (:func:`speechrq.distributed.shard_cuts`) and rank 0 writes
+    the manifest and the text once all are done: the output is one process's (arrays and texts byte for byte,
+    the manifest as decompressed, with the same threads per process).
+    Throughput (``frames_per_s``) is per process; ``processes`` says how many shared the pass.
     """
     import time
 
     import torch
-    from lhotse import CutSet
     from tqdm import tqdm
 
+    from .. import distributed
     from ..data.batching import sequential_batches
 
+    ctx = ctx or distributed.Context()
     out = Path(out)
     arrays = out / "arrays"
     arrays.mkdir(parents=True, exist_ok=True)
     device = next(iter([*layer.parameters(), *layer.buffers()]), torch.zeros(0)).device
     frames, t_encode, t_quantize = 0, 0.0, 0.0
-    todo = (c for c in cuts if not utterance_file(arrays, c.id).exists())
-    for i, batch in enumerate(tqdm(sequential_batches(todo, max_duration, layer.min_samples), desc=f"units {split}", unit="batch", disable=not progress)):
+    done = lambda group: all(utterance_file(arrays, c.id).exists() for c in group)  # noqa: E731
+    share = distributed.rank_cuts(cuts, max_duration, ctx)
+    batches = sequential_batches(share, max_duration, layer.min_samples, skip=done)
+    for i, batch in enumerate(tqdm(batches, desc=f"units {split}", unit="batch", disable=not progress or not ctx.is_main)):
         if i % TRIM_EVERY == 0:
             trim_heap()  # RSS stays flat over a long pass (see speechrq.units.sample.trim_heap)
         if not len(batch["cuts"]):
@@ -83,12 +95,25 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
         t_quantize += time.perf_counter() - t1
         t_encode += t1 - t0
         offset = 0
-        for i, cut in enumerate(batch["cuts"]):
-            n = int(lens[i])
+        for j, cut in enumerate(batch["cuts"]):
+            n = int(lens[j])
             with atomic_path(utterance_file(arrays, cut.id)) as tmp:
                 np.save(tmp, codes[offset: offset + n])
             offset += n
         frames += len(flat)
+    per_rank = distributed.gather_objects((frames, t_encode, t_quantize), ctx)  # every rank's share done past here
+    if not ctx.is_main:
+        return {}
+    return _write_manifest(layer, quantizer, cuts, out, split, arrays, per_rank)
+
+
+def _write_manifest(layer, quantizer, cuts, out: Path, split: str, arrays: Path, per_rank: list) -> dict:
+    """The manifest and Kaldi text of every written utterance, in ``cuts``' order, and the pass's counts."""
+    from lhotse import CutSet
+
+    frames = sum(f for f, _, _ in per_rank)
+    busy = [e + q for _, e, q in per_rank]
+    t_encode, t_quantize = sum(e for _, e, _ in per_rank), sum(q for _, _, q in per_rank)
     # the manifest: every cut with its units, streamed (cuts whose audio failed to load have none and are left out)
     manifest = manifest_path(out, split)
     kaldi = out / f"units_{split}.txt" if quantizer.num_streams == 1 else None
@@ -111,8 +136,9 @@ def encode_corpus(layer, quantizer, cuts, out: str | Path, split: str, max_durat
     if not utterances:
         raise SpeechrqError(f"{out}: no utterance of split {split} could be encoded")
     return {"split": split, "utterances": utterances, "missing": missing, "encoded_frames": frames,
-            "encoder_s": t_encode, "quantize_s": t_quantize,
-            "frames_per_s": frames / (t_encode + t_quantize) if frames else None, "manifest": str(manifest),
+            "encoder_s": t_encode, "quantize_s": t_quantize, "processes": len(per_rank),
+            # frames per second of one process's busy time (the pass's wall clock is about that over the processes)
+            "frames_per_s": frames / sum(busy) if frames and sum(busy) else None, "manifest": str(manifest),
             "audio_hours": hours, "sample_rate": SAMPLE_RATE}
 
 

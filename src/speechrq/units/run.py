@@ -28,11 +28,12 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def open_layer(encoder: str | Path, layer: int, frame_ms: int | None = None):
-    """The frozen layer, on the GPU when there is one, at ``frame_ms`` (default: the source's own frame shift)."""
+def open_layer(encoder: str | Path, layer: int, frame_ms: int | None = None, device=None):
+    """The frozen layer, on ``device`` (default: the GPU when there is one), at ``frame_ms`` (default: the source's own
+    frame shift)."""
     from ..encoders import EncoderLayer
 
-    return EncoderLayer(encoder, layer, frame_ms).to(_device())
+    return EncoderLayer(encoder, layer, frame_ms).to(device or _device())
 
 
 def recorded_frame_ms(source: dict) -> int:
@@ -43,12 +44,17 @@ def recorded_frame_ms(source: dict) -> int:
 
 def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, spec: QuantizerSpec, frames: int | None = None,
               fraction: float | None = None, split: str = "train", max_duration: float = 30.0, progress: bool = True,
-              frame_ms: int | None = None) -> UnitQuantizer:
+              frame_ms: int | None = None, ctx=None) -> UnitQuantizer | None:
     """Sample ``layer`` of ``encoder`` over ``corpus``'s ``split`` into ``OUT/sample``, fit ``spec`` on it, save to ``OUT``.
 
     ``frame_ms``: the units' frame shift (default: the source's own, 20 ms for a Hugging Face model; see
     :class:`~speechrq.encoders.EncoderLayer`); recorded in ``units.json``, and every later step (encoding, ASR,
-    transcription) reads the encoder at that shift."""
+    transcription) reads the encoder at that shift. ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun
+    the ranks share the sample's pass (:func:`~speechrq.units.sample.sample_features`) and rank 0 fits and returns
+    the quantizer (None on the other ranks)."""
+    from .. import distributed
+
+    ctx = ctx or distributed.Context()
     from ..data.corpus import LazyCuts
     from .sample import load_sample, sample_features
 
@@ -58,12 +64,14 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
 
     spec.validate()
     out = Path(out)
-    lay = open_layer(encoder, layer, frame_ms)
+    lay = open_layer(encoder, layer, frame_ms, ctx.device if ctx.distributed else None)
     # what determines the fit: the encoder's weights, layer and frame shift, the corpus's content, the sample size, the spec, faiss
     source = {"encoder": str(Path(encoder).resolve()), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim, "corpus": str(corpus),
               "split": split, "corpus_fingerprint": corpus_fingerprint(corpus, split), "frames": frames, "fraction": fraction,
               "versions": versions("faiss"), "frame_ms": lay.frame_ms}
-    if (out / META_FILE).exists():
+    def fitted() -> bool:
+        if not (out / META_FILE).exists():
+            return False
         q = UnitQuantizer.load(out)
         # paths are not compared (the same encoder or corpus named from another directory is the same input): their
         # content is, by the fingerprints
@@ -71,11 +79,16 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
         new = {"spec": asdict(spec), **{k: v for k, v in source.items() if k not in PATHS}}
         if old == new:
             log.info("%s: already fitted with these settings; reused", out)
-            return q
+            return True
         raise SpeechrqError(f"{out}: holds a quantizer fitted with other settings ({describe_difference(old, new)}); "
                             "use another directory or delete this one")
+
+    if distributed.on_main(fitted, ctx):
+        return UnitQuantizer.load(out) if ctx.is_main else None
     state = sample_features(lay, LazyCuts(corpus, split), out / "sample", seed=spec.seed, frames=frames, fraction=fraction,
-                            max_duration=max_duration, progress=progress, corpus_fingerprint=source["corpus_fingerprint"])
+                            max_duration=max_duration, progress=progress, corpus_fingerprint=source["corpus_fingerprint"], ctx=ctx)
+    if not ctx.is_main:
+        return None
     x = load_sample(out / "sample")
     q = UnitQuantizer.fit(x, spec, source | {"sample_frames": len(x), "corpus_frames": state["corpus_frames"]}, progress=progress)
     q.save(out)
@@ -92,14 +105,20 @@ def format_fit(q: UnitQuantizer) -> str:
 
 
 def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str], out: str | Path, bpe: int | None = None,
-                 max_duration: float = 30.0, progress: bool = True) -> dict:
+                 max_duration: float = 30.0, progress: bool = True, ctx=None) -> dict:
     """Encode ``splits`` of ``corpus`` with a fitted quantizer into ``OUT`` (manifests, arrays, Kaldi text; BPE on request).
 
     ``OUT`` keeps a copy of the quantizer (``OUT/quantizer``, what :class:`~speechrq.asr.data.UnitSource` reads), so the
     units stay usable when the quantizer's folder moves. Splits encoded by earlier calls stay; the unit BPE (``bpe``, or
     the size an earlier call asked for) is always trained and applied over every split ``OUT`` holds, so no split keeps
     texts of another BPE model.
+
+    ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun the ranks share each split's pass
+    (:func:`~speechrq.units.encode.encode_corpus`) and rank 0 checks, merges and returns the summary ({} on the others).
     """
+    from .. import distributed
+
+    ctx = ctx or distributed.Context()
     import shutil
     from dataclasses import asdict
 
@@ -110,34 +129,45 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     from .quantizers import WEIGHTS_FILE
 
     q = UnitQuantizer.load(quantizer_dir)
-    lay = open_layer(q.source["encoder"], int(q.source["layer"]), recorded_frame_ms(q.source))
-    if lay.fingerprint != q.source["fingerprint"]:
-        raise SpeechrqError(f"{quantizer_dir}: was fitted on encoder {q.source['fingerprint']}, but {q.source['encoder']} is now "
-                            f"{lay.fingerprint}: the weights changed; fit again")
+    lay = open_layer(q.source["encoder"], int(q.source["layer"]), recorded_frame_ms(q.source), ctx.device if ctx.distributed else None)
     out = Path(out)
     # units already in OUT are kept only if the same quantizer made them from the same corpus (arrays are skipped by id)
     identity = {"code": "units-encode/1", "quantizer": file_fingerprint(Path(quantizer_dir) / WEIGHTS_FILE), "spec": asdict(q.spec),
                 "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
                 "versions": versions("torch", "faiss"), "frame_ms": lay.frame_ms}
-    reused = claim(out, identity, "units", hint="use another --out or delete it", defaults={"frame_ms": 40})
-    done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
-    earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
-    if done and set(splits) <= set(done["splits"]) and bpe in (None, earlier_bpe):
-        log.info("%s: these splits are already encoded with this quantizer; reused", out)
-        return done
-    from ..data.batching import refuse_short_cuts
 
-    for split in splits:  # every split checked before any is encoded: a refusal leaves nothing half-made
-        refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {lay.layer} (split {split})")
-    if not (out / "quantizer" / WEIGHTS_FILE).exists():  # its two files (the folder may hold the sample, or OUT itself)
-        (out / "quantizer").mkdir(parents=True, exist_ok=True)
-        for name in (META_FILE, WEIGHTS_FILE):
-            with atomic_path(out / "quantizer" / name) as tmp:
-                shutil.copyfile(Path(quantizer_dir) / name, tmp)
+    def prepare() -> tuple[bool, dict, int | None]:
+        """Whether OUT already holds all that is asked, its summary and unit BPE size, after every check: rank 0's alone,
+        so a refusal is one line."""
+        if lay.fingerprint != q.source["fingerprint"]:
+            raise SpeechrqError(f"{quantizer_dir}: was fitted on encoder {q.source['fingerprint']}, but {q.source['encoder']} is now "
+                                f"{lay.fingerprint}: the weights changed; fit again")
+        reused = claim(out, identity, "units", hint="use another --out or delete it", defaults={"frame_ms": 40})
+        done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
+        earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
+        if done and set(splits) <= set(done["splits"]) and bpe in (None, earlier_bpe):
+            log.info("%s: these splits are already encoded with this quantizer; reused", out)
+            return True, done, earlier_bpe
+        from ..data.batching import refuse_short_cuts
+
+        for split in splits:  # every split checked before any is encoded: a refusal leaves nothing half-made
+            refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {lay.layer} (split {split})")
+        if not (out / "quantizer" / WEIGHTS_FILE).exists():  # its two files (the folder may hold the sample, or OUT itself)
+            (out / "quantizer").mkdir(parents=True, exist_ok=True)
+            for name in (META_FILE, WEIGHTS_FILE):
+                with atomic_path(out / "quantizer" / name) as tmp:
+                    shutil.copyfile(Path(quantizer_dir) / name, tmp)
+        return False, done, earlier_bpe
+
+    reused, done, earlier_bpe = distributed.on_main(prepare, ctx)
+    if reused:
+        return done if ctx.is_main else {}
     summary = {"quantizer": str(Path(quantizer_dir).resolve()), "identity": identity,
                "splits": dict(done.get("splits", {}))}  # splits encoded by earlier calls stay listed
     for split in splits:
-        summary["splits"][split] = encode_corpus(lay, q, LazyCuts(corpus, split), out, split, max_duration, progress)
+        summary["splits"][split] = encode_corpus(lay, q, LazyCuts(corpus, split), out, split, max_duration, progress, ctx=ctx)
+    if not ctx.is_main:
+        return {}
     if (vocab := bpe or earlier_bpe):
         if earlier_bpe and vocab != earlier_bpe:
             log.warning("%s: unit BPE %d replaces the earlier %d on every split (%s)", out, vocab, earlier_bpe, ", ".join(summary["splits"]))

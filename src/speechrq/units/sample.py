@@ -68,7 +68,7 @@ def expected_frames(cuts, frame_shift: float = ENCODER_FRAME_SECONDS) -> tuple[i
 
 def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | None = None, fraction: float | None = None,
                     max_duration: float = 30.0, shard_frames: int = 200_000, progress: bool = True,
-                    corpus_fingerprint: str | None = None) -> dict:
+                    corpus_fingerprint: str | None = None, ctx=None) -> dict:
     """Stream ``layer`` (an :class:`~speechrq.encoders.EncoderLayer`) over ``cuts`` into a seeded sample in ``out``.
 
     ``cuts``: any re-iterable of cuts in a fixed order, best a :class:`~speechrq.data.corpus.LazyCuts`
@@ -76,44 +76,88 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
     ``corpus_frames`` (from the manifest's durations), ``p``, ``shards``. A finished sample with the
     same settings is reused; another one is an error (a new ``out`` is needed). ``corpus_fingerprint``
     (:func:`speechrq.identity.corpus_fingerprint`) keys the sample by the corpus's content, not only its size.
+
+    ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun each rank samples its share of the
+    pass's batches into ``out/partRofN`` (resumable on its own) and rank 0 lists every part's shards, in
+    rank order, in ``out/sample.json``: the frames, their order and values are those of one process.
     """
+    from .. import distributed
+
+    ctx = ctx or distributed.Context()
+    out = Path(out)
+
+    def prepare():
+        from ..data.batching import refuse_short_cuts
+
+        refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any audio is read
+        if (frames is None) == (fraction is None):
+            raise SpeechrqError("sample: give exactly one of frames (a count) or fraction")
+        frame_shift = getattr(layer, "frame_shift", ENCODER_FRAME_SECONDS)
+        total, utterances = expected_frames(cuts, frame_shift)
+        if total == 0:
+            raise SpeechrqError("sample: the corpus has no audio")
+        p = min(1.0, frames / total) if frames is not None else fraction
+        if not 0 < p <= 1:
+            raise SpeechrqError(f"sample: fraction {p}: must be in (0, 1]")
+        if frames is not None and frames > total:  # never silently: the sample is the whole corpus, and sample.json says how many
+            log.warning("sample: %d frames asked for, the corpus holds about %d; taking every frame (recorded as 'frames' in %s)",
+                        frames, total, out / SAMPLE_FILE)
+        settings = {"encoder": layer.fingerprint, "layer": layer.layer, "seed": seed, "p": p, "utterances": utterances}
+        if corpus_fingerprint is not None:
+            settings["corpus"] = corpus_fingerprint
+        settings["frame_ms"] = round(frame_shift * 1000)
+        state = read_json(out / SAMPLE_FILE) if (out / SAMPLE_FILE).exists() else None
+        if state is not None:
+            state["settings"] = {"frame_ms": 40} | state["settings"]  # samples made before frame shifts were recorded: 40 ms
+        if state is not None and state["settings"] != settings:
+            from ..identity import describe_difference
+
+            raise SpeechrqError(f"{out}: holds a sample made with other settings ({describe_difference(state['settings'], settings)}); "
+                                "use another directory or delete this one")
+        return total, state or {"settings": settings, "dim": layer.dim, "shards": [], "done": False}
+
+    total, state = distributed.on_main(prepare, ctx)
+    if state["done"]:
+        return state
+    if not ctx.distributed:
+        _sample_share(layer, cuts, out, state, max_duration, shard_frames, progress)
+    else:
+        begin, end = distributed.shard_cuts(cuts, max_duration, ctx)
+        part_dir = out / f"part{ctx.rank}of{ctx.world_size}"
+        settings = state["settings"] | {"cuts": [begin, end]}
+        part = read_json(part_dir / SAMPLE_FILE) if (part_dir / SAMPLE_FILE).exists() else None
+        if part is None or part["settings"] != settings:  # another corpus, world size or settings: this share starts afresh
+            part = {"settings": settings, "dim": layer.dim, "shards": [], "done": False}
+        if not part["done"]:
+            _sample_share(layer, distributed.rank_cuts(cuts, max_duration, ctx), part_dir, part, max_duration, shard_frames,
+                          progress and ctx.is_main)
+            part["done"] = True
+            atomic_write_json(part_dir / SAMPLE_FILE, part)
+        parts = distributed.gather_objects((part_dir.name, begin, part["shards"]), ctx)
+        state["shards"] = [{"file": f"{name}/{sh['file']}", "frames": sh["frames"], "cuts": offset + sh["cuts"]}
+                           for name, offset, shards in parts for sh in shards]
+    state["frames"] = sum(sh["frames"] for sh in state["shards"])
+    state["corpus_frames"] = total
+    state["done"] = True
+    if ctx.is_main:
+        atomic_write_json(out / SAMPLE_FILE, state)
+    distributed.barrier(ctx)
+    return state
+
+
+def _sample_share(layer, cuts, out: Path, state: dict, max_duration: float, shard_frames: int, progress: bool) -> None:
+    """The sampling loop over ``cuts`` (one process's, or one rank's share), resumed after the last shard ``state`` lists;
+    ``state`` (``out/sample.json``) is updated and saved as each shard is written."""
     from itertools import islice
 
     from tqdm import tqdm
 
-    from ..data.batching import refuse_short_cuts, sequential_batches
+    from ..data.batching import sequential_batches
 
-    refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any audio is read
-    if (frames is None) == (fraction is None):
-        raise SpeechrqError("sample: give exactly one of frames (a count) or fraction")
-    frame_shift = getattr(layer, "frame_shift", ENCODER_FRAME_SECONDS)
-    total, utterances = expected_frames(cuts, frame_shift)
-    if total == 0:
-        raise SpeechrqError("sample: the corpus has no audio")
-    p = min(1.0, frames / total) if frames is not None else fraction
-    if not 0 < p <= 1:
-        raise SpeechrqError(f"sample: fraction {p}: must be in (0, 1]")
-    if frames is not None and frames > total:  # never silently: the sample is the whole corpus, and sample.json says how many
-        log.warning("sample: %d frames asked for, the corpus holds about %d; taking every frame (recorded as 'frames' in %s)",
-                    frames, total, Path(out) / SAMPLE_FILE)
-    out = Path(out)
-    settings = {"encoder": layer.fingerprint, "layer": layer.layer, "seed": seed, "p": p, "utterances": utterances}
-    if corpus_fingerprint is not None:
-        settings["corpus"] = corpus_fingerprint
-    settings["frame_ms"] = round(frame_shift * 1000)
-    state = read_json(out / SAMPLE_FILE) if (out / SAMPLE_FILE).exists() else None
-    if state is not None:
-        state["settings"] = {"frame_ms": 40} | state["settings"]  # samples made before frame shifts were recorded: 40 ms
-    if state is not None and state["settings"] != settings:
-        from ..identity import describe_difference
-
-        raise SpeechrqError(f"{out}: holds a sample made with other settings ({describe_difference(state['settings'], settings)}); "
-                            "use another directory or delete this one")
-    state = state or {"settings": settings, "dim": layer.dim, "shards": [], "done": False}
-    if state["done"]:
-        return state
+    p = state["settings"]["p"]
+    utterances = sum(1 for _ in cuts)
     out.mkdir(parents=True, exist_ok=True)
-    start = state["shards"][-1]["cuts"] if state["shards"] else 0  # cuts consumed by the finished shards, in manifest order
+    start = state["shards"][-1]["cuts"] if state["shards"] else 0  # cuts consumed by the finished shards, in order
     device = next(iter([*layer.parameters(), *layer.buffers()]), torch.zeros(0)).device
     buf, buf_n, consumed = [], 0, start
 
@@ -127,6 +171,7 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
         buf, buf_n = [], 0
 
     bar = tqdm(total=utterances, initial=start, desc=f"sample layer {layer.layer}", unit="utt", disable=not progress)
+    # a resumed pass starts at a batch boundary (shards close after a batch), so its batches are those of an uninterrupted one
     for i, batch in enumerate(sequential_batches(islice(iter(cuts), start, None), max_duration, layer.min_samples)):
         if i % TRIM_EVERY == 0:
             trim_heap()
@@ -136,11 +181,11 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
                 states, lens, [describe_cut(c) for c in batch["cuts"]], f"encoder layer {layer.layer} states",
                 limit=FLOAT16_MAX)
             states = states.to("cpu", torch.float16)
-            for i, cut in enumerate(batch["cuts"]):
-                n = int(lens[i])
-                keep = torch.rand(n, generator=utterance_generator(seed, cut.id)) < p
+            for j, cut in enumerate(batch["cuts"]):
+                n = int(lens[j])
+                keep = torch.rand(n, generator=utterance_generator(state["settings"]["seed"], cut.id)) < p
                 if keep.any():
-                    buf.append(states[i, :n][keep].numpy())
+                    buf.append(states[j, :n][keep].numpy())
                     buf_n += int(keep.sum())
         bar.update(start + batch["consumed"] - consumed)
         consumed = start + batch["consumed"]
@@ -149,11 +194,6 @@ def sample_features(layer, cuts, out: str | Path, seed: int = 0, frames: int | N
     bar.close()
     if consumed > (state["shards"][-1]["cuts"] if state["shards"] else 0):
         flush()
-    state["frames"] = sum(sh["frames"] for sh in state["shards"])
-    state["corpus_frames"] = total
-    state["done"] = True
-    atomic_write_json(out / SAMPLE_FILE, state)
-    return state
 
 
 def load_sample(directory: str | Path, max_frames: int | None = None) -> np.ndarray:
