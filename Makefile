@@ -14,7 +14,7 @@ PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test demo reference rpq-tables ml-tables bench clean
+.PHONY: install test docs demo reference rpq-tables ml-tables bench clean
 
 install: $(STAMP)
 
@@ -22,11 +22,17 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $@
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The documentation site (mkdocs.yml): the results pages rendered from the JSON in docs/, then site/, strict (a warning,
+# a broken link or anchor included, fails the build). Not --quiet: it drops the warnings before strict can count them.
+docs: $(STAMP)
+	$(BIN)/python -m speechrq.studies.results_pages docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The main job on the embedded corpus: BEST-RQ pre-training and a Latent-RQ stage branched at half of it (seed 0 of
 # the study in docs/latent_study.md), PR and ER probes against the filterbank, Figure 3's curves, discrete-unit ASR
@@ -109,4 +115,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_passes.py
 
 clean:
-	rm -rf $(VENV) exp
+	rm -rf $(VENV) exp site

@@ -1,0 +1,199 @@
+"""The documentation's results pages, rendered from the JSON files that hold the measurements.
+
+Every results table of the documentation is made here, at build time (``make docs`` runs
+``python -m speechrq.studies.results_pages docs``), by the same formatter that printed it when it
+was measured, from the JSON the measurement wrote into ``docs/``: a number on a results page cannot
+drift from its measurement. Each page names the command that reproduces it. The list of pages is
+:data:`PAGES`; ``tests/test_results_pages.py`` renders every one and checks the README's headline
+table against its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str  # docs/results/<name>.md
+    title: str
+    source: str  # the JSON in docs/
+    command: str  # what reproduces it
+    render: Callable[[dict], str]
+    figure: str | None = None  # a PNG in docs/ made with the JSON
+    logs: str | None = None  # a folder of training logs in docs/
+
+
+def _latent(d: dict) -> str:
+    from .latent_study import format_study
+
+    return format_study(d)
+
+
+def _tables(d: dict) -> str:
+    from .rpq_tables import format_tables
+
+    return format_tables(d)
+
+
+def _probes(d: dict) -> str:
+    from ..evaluate.run import format_table
+
+    return format_table(d)
+
+
+def _quality(d: dict) -> str:
+    from .quality import format_quality
+
+    return format_quality(d)
+
+
+def _sweep(d: dict) -> str:
+    from .sweep import format_sweep
+
+    return format_sweep(d)
+
+
+def _units_report(d: dict) -> str:
+    from ..units.report import format_report
+
+    return format_report(d["rows"])
+
+
+def _compare(d: dict) -> str:
+    from .discrete_asr import format_compare
+
+    return format_compare(d)
+
+
+def _input_kinds(d: dict) -> str:
+    lines = [d["note"], "", f"Test split: {d['test_split']}.", "", "| input | CER | WER | input length against k-means units |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {r['cer']:.2f} | {r['wer']:.2f} | {100 * r['length_change']:+.0f}% |" for name, r in d["rows"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _bench_passes(d: dict) -> str:
+    cores = d["cores"]
+    lines = [f"Corpus `{d['corpus']}` ({d['split']}), encoder `{Path(d['encoder']).name}`, {cores} cores; the sharded outputs were "
+             "checked equal to the one-process ones.", "",
+             f"| pass | processes x threads | frames | seconds | frames/s per process | speed-up vs 1 x 1 | speed-up vs 1 x {cores} |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['pass']} | {r['processes']} x {r['threads']} | {r['frames']} | {r['seconds']:.1f} | {r['frames_per_s_per_process']:.0f} | "
+              f"{r['speedup_vs_1x1']:.2f} | {r[f'speedup_vs_1x{cores}']:.2f} |" for r in d["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = [
+    Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json",
+         "speechrq bench latent --corpus exp/demo/corpus --out exp/latent --seeds 0,1,2 --steps 1000 --best-layers=-1,0 ...",
+         _latent, "latent_study.png", "latent_study_logs"),
+    Page("rpq_tables_mel", "The RPQ paper's tables on the stacked log-Mel", "rpq_tables_mel.json", "make rpq-tables", _tables,
+         "rpq_tables_mel_figure6.png", "rpq_tables_mel_logs"),
+    Page("ml_tables", "The multilingual column (ML-SUPERB analogue)", "ml_tables.json", "make ml-tables", _tables,
+         "ml_tables_figure6.png", "ml_tables_logs"),
+    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-tables", _probes),
+    Page("asr_compare_seeds_tiny_bestrq", "Table II on a narrow source, with training seeds", "asr_compare_seeds_tiny_bestrq.json",
+         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 ...",
+         _compare, None, "asr_compare_seeds_logs"),
+    Page("asr_compare_tiny_bestrq", "Table II on a narrow source, one seed", "asr_compare_tiny_bestrq.json",
+         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 ...",
+         _compare),
+    Page("asr_input_kinds_tiny_bestrq", "ASR input kinds", "asr_input_kinds_tiny_bestrq.json",
+         "speechrq asr compare ... (see the page's note)", _input_kinds),
+    Page("units_report_tiny_bestrq", "Units report: k-means, PQ and RPQ against the paper's theory", "units_report_tiny_bestrq.json",
+         "speechrq units report --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 --corpus exp/demo/corpus ...",
+         _units_report, "units_report_tiny_bestrq.png"),
+    Page("quality_tiny_4x1024", "Pre-training quality along steps, tiny default", "quality_tiny_4x1024.json",
+         "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality_4x1024 --steps 2000 --every 250 "
+         "--tasks pr --probe-seeds 3", _quality, "quality_tiny_4x1024.png"),
+    Page("quality_tiny_bestrq", "Pre-training quality along steps, the reference run", "quality_tiny_bestrq.json",
+         "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality --steps 4000 --every 500 "
+         "--tasks pr --probe-seeds 3 --set quantizer.num_codebooks=8 --set quantizer.codebook_size=4096", _quality, "quality_tiny_bestrq.png"),
+    Page("sweep_tiny", "Small-scale recipe sweep", "sweep_tiny.json",
+         "speechrq bench sweep benchmarks/sweep_tiny.yaml --corpus exp/demo/corpus --out exp/sweep", _sweep),
+    Page("bench_passes", "Corpus passes: one process against two", "bench_passes.json",
+         "python benchmarks/bench_passes.py --corpus exp/demo/corpus --split train --json docs/bench_passes.json", _bench_passes),
+]
+
+
+HEADLINE_BEGIN = "<!-- headline results: rendered from docs/*.json by `python -m speechrq.studies.results_pages docs --readme README.md` -->"
+HEADLINE_END = "<!-- end of headline results -->"
+HEADLINE_CLAIMS = ("Latent-RQ beats BEST-RQ on phone recognition", "Latent-RQ beats BEST-RQ on SID",
+                   "RPQ at the paper's operating point", "RPQ gets better as M grows", "PQ gets better as M grows")
+
+
+def headline_table(docs: str | Path) -> str:
+    """The README's short results table: the headline claims of both papers, each with the number measured here and its
+    verdict, from the shipped studies' JSON (:mod:`speechrq.studies.report`: the same rows ``speechrq report`` writes)."""
+    from ..io import read_json
+    from .report import latent_claims, tables_claims
+
+    docs = Path(docs)
+    rows = latent_claims(read_json(docs / "latent_study.json"), None) + tables_claims(read_json(docs / "rpq_tables_mel.json"),
+                                                                                       "docs/rpq_tables_mel.json")
+    chosen = []
+    for key in HEADLINE_CLAIMS:  # the first row of each headline claim (Table II's first comparison: the paper's baseline)
+        chosen += [next(r for r in rows if r["claim"].startswith(key))]
+    lines = [HEADLINE_BEGIN, "", "| paper | claim | measured here | verdict |", "|---|---|---|---|"]
+    lines += [f"| {r['paper']} | {r['claim']} | {r['number']} | **{r['verdict']}** |" for r in chosen]
+    return "\n".join([*lines, "", HEADLINE_END])
+
+
+def update_readme(readme: str | Path, docs: str | Path) -> bool:
+    """Replace the headline block of ``readme`` by :func:`headline_table`; returns whether it changed."""
+    from ..errors import SpeechrqError
+    from ..io import atomic_write_text
+
+    text = Path(readme).read_text()
+    if HEADLINE_BEGIN not in text or HEADLINE_END not in text:
+        raise SpeechrqError(f"{readme}: no headline block ({HEADLINE_BEGIN!r} ... {HEADLINE_END!r})")
+    head, rest = text.split(HEADLINE_BEGIN, 1)
+    new = head + headline_table(docs) + rest.split(HEADLINE_END, 1)[1]
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
+
+
+def render(page: Page, docs: Path) -> str:
+    """One results page: title, the reproducing command, the table(s) rendered from ``docs/<page.source>``, figure, logs."""
+    data = json.loads((docs / page.source).read_text())
+    parts = [f"# {page.title}", "", "Rendered from [`{0}`](../{0}) when the documentation is built; reproduce it with:".format(page.source), "",
+             "```sh", page.command, "```", "", page.render(data).rstrip(), ""]
+    if page.figure:
+        parts += [f"![{page.title}](../{page.figure})", ""]
+    if page.logs:
+        parts += [f"Training logs: `docs/{page.logs}/`.", ""]
+    return "\n".join(parts)
+
+
+def write_pages(docs: str | Path) -> list[Path]:
+    """Every page of :data:`PAGES` into ``docs/results/``, and their index; returns the paths written."""
+    from ..io import atomic_write_text
+
+    docs = Path(docs)
+    written = []
+    for page in PAGES:
+        path = docs / "results" / f"{page.name}.md"
+        atomic_write_text(path, render(page, docs))
+        written.append(path)
+    index = ["# Results", "", "Every table here is rendered from the JSON its measurement wrote, when the documentation is built.", ""]
+    index += [f"- [{p.title}]({p.name}.md), from `docs/{p.source}`" for p in PAGES]
+    atomic_write_text(docs / "results" / "index.md", "\n".join(index) + "\n")
+    return [*written, docs / "results" / "index.md"]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Render docs/results/*.md from the JSON in DOCS (and the README's headline table).")
+    ap.add_argument("docs", nargs="?", default="docs")
+    ap.add_argument("--readme", help="also rewrite this README's headline block")
+    a = ap.parse_args()
+    for p in write_pages(a.docs):
+        print(p)
+    if a.readme and update_readme(a.readme, a.docs):
+        print(f"{a.readme}: headline table updated")
