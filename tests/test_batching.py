@@ -119,3 +119,13 @@ def test_a_job_that_can_load_no_audio_at_all_says_why_in_one_line(tmp_path, caps
     r = subprocess.run([sys.executable, "-m", "speechrq", "features", "stats", str(tmp_path), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "does not exist" in r.stderr, r.stderr
     assert r.stderr.count("speechrq: error:") == 1
+
+
+def test_a_loader_never_shards_from_torchruns_environment(tmp_path, monkeypatch):
+    """lhotse's samplers read WORLD_SIZE and RANK when not told: under torchrun a one-process loader (target analysis,
+    fine-tuning's statistics) would silently read half the corpus."""
+    cuts = _corpus_of(tmp_path, {f"u{i}": 8000 for i in range(6)})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    got = [c.id for b in make_loader(cuts, 60.0, shuffle=False) for c in b["cuts"]]
+    assert sorted(got) == sorted(c.id for c in cuts)

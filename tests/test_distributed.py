@@ -120,8 +120,7 @@ def test_features_stats_are_the_same_to_float64_rounding_in_two_processes(pretra
 
 
 def test_evaluate_caches_the_same_hidden_states_and_probes_alike_in_two_processes(pretrain_corpus, tmp_path):
-    args = ["--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--epochs", "2", "--lrs", "1e-2", "--probe-jobs", "1",
-            "--no-target-analysis"]
+    args = ["--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--epochs", "2", "--lrs", "1e-2", "--probe-jobs", "1"]
     one("evaluate", str(FIXTURE), *args, "--out", str(tmp_path / "one"))
     r = two("evaluate", str(FIXTURE), *args, "--out", str(tmp_path / "two"))
     assert r.stdout.count("hidden states: 1 encoder(s)") == 1  # the plan is said once, by rank 0
@@ -131,11 +130,23 @@ def test_evaluate_caches_the_same_hidden_states_and_probes_alike_in_two_processe
     (name, m1), = res["one"]["models"].items()
     m2 = res["two"]["models"][name]
     assert m1["tasks"] == m2["tasks"] and m1["utterances_encoded"] == m2["utterances_encoded"] > 0
+    # target analysis reads every utterance of its sample on rank 0 (lhotse's samplers would shard by torchrun's env)
+    assert res["one"]["target_quality"] == res["two"]["target_quality"]
 
 
 def test_a_refusal_under_torchrun_is_said_once(unit_runs, pretrain_corpus, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "speechrq",
-                        "units", "encode", str(unit_runs / "one" / "q"), "--corpus", str(pretrain_corpus), "--splits", "nosuch",
-                        "--out", str(tmp_path / "u"), "--quiet"], capture_output=True, text=True, env=ENV, timeout=600)
-    assert r.returncode != 0
-    assert r.stderr.count("speechrq: error") == 1 and "nosuch" in r.stderr, r.stderr[-2000:]
+    """Inputs are refused before any rank's share begins: rank 0 alone says it, whichever command and check."""
+    cases = [["units", "encode", str(unit_runs / "one" / "q"), "--corpus", str(pretrain_corpus), "--splits", "nosuch",
+              "--out", str(tmp_path / "u")],
+             ["features", "stats", str(tmp_path / "nosuch")],
+             ["evaluate", str(FIXTURE), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--cache-max-gb", "-1",
+              "--out", str(tmp_path / "ev")],
+             ["evaluate", str(FIXTURE), "--corpus", str(pretrain_corpus), "--cache-max-gb", "abc", "--out", str(tmp_path / "ev")],
+             ["units", "fit", "--encoder", str(FIXTURE), "--layer", "1", "--corpus", str(pretrain_corpus), "--k", "8",
+              "--out", str(unit_runs / "one" / "u")]]
+    for argv in cases:
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "speechrq",
+                            *argv, "--quiet"], capture_output=True, text=True, env=ENV, timeout=600)
+        assert r.returncode != 0, argv
+        assert r.stderr.count("speechrq: error") + r.stderr.count("usage: speechrq") == 1, (argv, r.stderr[-2000:])
+    assert not (tmp_path / "u").exists()  # a refused encode claims no folder

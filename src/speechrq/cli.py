@@ -397,6 +397,8 @@ def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
             "ctc_weight": w, "search": SEARCH_VERSION}
     def previous_rows() -> dict:
         previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
+        if previous and "search" not in previous:
+            raise SpeechrqError(f"{out}: holds a results.json that `asr decode` did not write; use another --out")
         if previous and (why := describe_difference({k: previous.get(k) for k in made}, made)):
             raise SpeechrqError(f"{out}: holds decodes made otherwise ({why}); use another --out or delete it")
         return dict(previous.get("splits", {}))
@@ -922,20 +924,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _other_rank() -> str | None:
+    """Under torchrun, this process's rank when it is not rank 0 (None otherwise)."""
+    rank = os.environ.get("RANK", "0")
+    return rank if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="speechrq: %(levelname)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    rank = _other_rank()
+    if rank is None:
+        args = parser.parse_args(argv)
+    else:  # every rank parses the same command line: a usage error is rank 0's to print
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = parser.parse_args(argv)
     try:
         args.func(args)
     except SpeechrqError as e:
-        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
-        print(f"speechrq: error{'' if rank == '0' else f' (rank {rank})'}: {e}", file=sys.stderr)
+        from .distributed import share_started
+
+        # before its share of a pass, a rank refuses exactly what rank 0 refuses (same inputs, same code): said once
+        if rank is None or share_started():
+            print(f"speechrq: error{'' if rank is None else f' (rank {rank})'}: {e}", file=sys.stderr)
         return 2
     except OtherRankFailed:  # rank 0 said why, once
         return 2
     except KeyboardInterrupt:
-        print("speechrq: interrupted", file=sys.stderr)
+        if rank is None:
+            print("speechrq: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -177,11 +177,22 @@ def shard_range(costs: list[float], rank: int, world_size: int) -> tuple[int, in
     return lo, max(lo, hi)
 
 
+_SHARE_STARTED = False
+
+
+def share_started() -> bool:
+    """Whether this process has begun its own share of a corpus pass. Before that, every rank has read the same inputs
+    with the same code, so a refusal is the same on every rank and rank 0 alone says it (the CLI)."""
+    return _SHARE_STARTED
+
+
 def shard_cuts(cuts, max_duration: float, ctx: Context) -> tuple[int, int]:
     """``[start, stop)``: this rank's cuts of a corpus pass, as indices into ``cuts`` (re-iterable, in a fixed order):
     whole batches of :func:`speechrq.data.batching.group_plan`, balanced by padded seconds (:func:`shard_range`)."""
     from .data.batching import group_plan
 
+    global _SHARE_STARTED
+    _SHARE_STARTED = True
     plan = group_plan(cuts, max_duration)
     lo, hi = shard_range([seconds for _, seconds in plan], ctx.rank, ctx.world_size)
     start = sum(n for n, _ in plan[:lo])

@@ -69,6 +69,10 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpeechrqError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpeechrqError(f"{path}: a directory, not a JSON file") from None
+    except (PermissionError, UnicodeDecodeError) as e:
+        raise SpeechrqError(f"{path}: cannot be read as JSON ({e.__class__.__name__})") from None
     except json.JSONDecodeError as e:
         raise SpeechrqError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 

@@ -178,9 +178,13 @@ def make_sampler(cuts, max_duration: float, shuffle: bool = True, seed: int = 0,
     """A lhotse DynamicBucketingSampler: batches of at most ``max_duration`` seconds.
 
     A CutSet smaller than ``num_buckets`` gets fewer buckets (lhotse needs at least
-    one cut per bucket), or none at all below two cuts.
+    one cut per bucket), or none at all below two cuts. ``world_size`` and ``rank`` default to one
+    process: lhotse would otherwise read them from torchrun's environment and silently give each rank
+    a share; a caller that shards says so (:class:`BatchStream`).
     """
     import warnings
+
+    world_size, rank = (1, 0) if world_size is None else (world_size, rank)
 
     from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 

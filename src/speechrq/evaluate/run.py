@@ -132,6 +132,11 @@ def _analysed(encoders: dict, steps: dict[str, int] | None) -> set[str]:
             and (n in keep or (steps or {}).get(n) is None)}
 
 
+def _size(n: float) -> str:
+    """Bytes in decimal GB, or MB below a GB (``0.00 GB`` tells nothing)."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 or n == 0 else f"{n / 1e6:.1f} MB"
+
+
 def _plan_states(encoders: dict, frame_ids: dict[str, list[str]], mean_ids: list[str], by_id: dict, cache_root: Path,
                  cache_max_gb: float | None, tasks: list[str], probe_frames: list[str], ctx) -> dict:
     """Each encoder's :class:`~speechrq.encoders.cache.CachePlan` within the budget (``frame_ids``: the frames each encoder's
@@ -139,7 +144,7 @@ def _plan_states(encoders: dict, frame_ids: dict[str, list[str]], mean_ids: list
     import shutil
 
     if cache_max_gb is not None and not cache_max_gb >= 0:
-        raise SpeechrqError(f"--cache-max-gb: a size in GB >= 0, got {cache_max_gb}")
+        raise SpeechrqError(f"--cache-max-gb: a size in GB >= 0, got {cache_max_gb:g}")
     items = {name: [(i, by_id[i].duration) for i in frame_ids[name]] for name in encoders}
     needs = {name: plan_cache(state_shape(enc), items[name], mean_ids, None).bytes_needed for name, enc in encoders.items()}
     total = sum(needs.values())
@@ -149,7 +154,7 @@ def _plan_states(encoders: dict, frame_ids: dict[str, list[str]], mean_ids: list
         budget, said = DISK_SHARE * free, (f"{DISK_SHARE * free / 1e9:.1f} GB, {DISK_SHARE:.0%} of the {free / 1e9:.1f} GB free "
                                            f"on {where} (set it with --cache-max-gb)")
     else:
-        budget, said = cache_max_gb * 1e9, f"{cache_max_gb:g} GB (--cache-max-gb)"
+        budget, said = cache_max_gb * 1e9, f"{_size(cache_max_gb * 1e9)} (--cache-max-gb)"
     # every encoder caches the same share of what it needs
     plans = {name: plan_cache(state_shape(enc), items[name], mean_ids, None if total <= budget else budget * needs[name] / total)
              for name, enc in encoders.items()}
@@ -159,12 +164,12 @@ def _plan_states(encoders: dict, frame_ids: dict[str, list[str]], mean_ids: list
         mean_readers = [t for t in tasks if t not in CTC_TASKS and t != "ft"]
         reads = "; ".join([f"frames of {'up to ' if len({len(v) for v in frame_ids.values()}) > 1 else ''}{most} utterances "
                            f"({', '.join(frame_readers)})"] * bool(most) + [f"means of {len(mean_ids)} ({', '.join(mean_readers)})"] * bool(mean_ids))
-        print(f"hidden states: {len(encoders)} encoder(s), reading {reads}: {total / 1e9:.2f} GB in all; budget {said}")
+        print(f"hidden states: {len(encoders)} encoder(s), reading {reads}: {_size(total)} in all; budget {said}")
         if total <= budget:
             print(f"hidden states: caching all of it in {cache_root}")
         else:
             for name, plan in plans.items():
-                print(f"hidden states: {name}: caching {plan.bytes_cached / 1e9:.2f} of {plan.bytes_needed / 1e9:.2f} GB "
+                print(f"hidden states: {name}: caching {_size(plan.bytes_cached)} of {_size(plan.bytes_needed)} "
                       f"(frames of {len(plan.frames)} of {len(frame_ids[name])}, means of {len(plan.means)} of {len(mean_ids)}); "
                       f"{len(plan.recomputed)} utterances are recomputed whenever a probe reads them (every epoch)")
     return plans
@@ -211,6 +216,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         if t not in TASKS:
             raise SpeechrqError(f"--tasks: {t!r} is not one of {', '.join(TASKS)}")
     out = Path(out)
+    if (held := [n for n in ("identity.json", "units.json", "encode.json") if (out / n).exists()]):
+        raise SpeechrqError(f"{out}: holds another command's output ({', '.join(held)}), not an evaluation; use another --out")
     folds = folds or [DEFAULT_FOLD]
     have = cut_files(corpus)
     if missing := sorted({p for f in folds for p in f.parts} - set(have)):

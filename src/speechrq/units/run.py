@@ -71,6 +71,8 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
               "versions": versions("faiss"), "frame_ms": lay.frame_ms}
     def fitted() -> bool:
         if not (out / META_FILE).exists():
+            if (held := [n for n in ("identity.json", "results.json", "encode.json") if (out / n).exists()]):
+                raise SpeechrqError(f"{out}: holds another command's output ({', '.join(held)}), not a quantizer; use another --out")
             return False
         q = UnitQuantizer.load(out)
         # paths are not compared (the same encoder or corpus named from another directory is the same input): their
@@ -142,16 +144,16 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
         if lay.fingerprint != q.source["fingerprint"]:
             raise SpeechrqError(f"{quantizer_dir}: was fitted on encoder {q.source['fingerprint']}, but {q.source['encoder']} is now "
                                 f"{lay.fingerprint}: the weights changed; fit again")
+        from ..data.batching import refuse_short_cuts
+
+        for split in splits:  # every split checked before OUT is claimed or any is encoded: a refusal leaves nothing
+            refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {lay.layer} (split {split})")
         reused = claim(out, identity, "units", hint="use another --out or delete it", defaults={"frame_ms": 40})
         done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
         earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
         if done and set(splits) <= set(done["splits"]) and bpe in (None, earlier_bpe):
             log.info("%s: these splits are already encoded with this quantizer; reused", out)
             return True, done, earlier_bpe
-        from ..data.batching import refuse_short_cuts
-
-        for split in splits:  # every split checked before any is encoded: a refusal leaves nothing half-made
-            refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {lay.layer} (split {split})")
         if not (out / "quantizer" / WEIGHTS_FILE).exists():  # its two files (the folder may hold the sample, or OUT itself)
             (out / "quantizer").mkdir(parents=True, exist_ok=True)
             for name in (META_FILE, WEIGHTS_FILE):
