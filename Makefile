@@ -57,7 +57,7 @@ demo: $(STAMP)
 	    --layer -1 --corpus $(DEMO)/corpus --out $(DEMO)/asr --k 500 --pq "" --rpq 32 --alpha 0.125 --no-continuous \
 	    --set optim.max_steps=600 --jobs 2
 	@$(PHASE) "report" $(BIN)/speechrq report $(DEMO)
-	@$(PHASE) --summary
+	@$(PHASE) --summary --json $(DEMO)/phases.json
 
 # How $(REFERENCE) was made (33 minutes on 2 cores): the demo corpus, the tiny recipe for 4000 steps with
 # the 8 x 4096 heads it had then (the default is now 4 x 1024), exported without the prediction heads and

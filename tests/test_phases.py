@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from speechrq.phases import main, minutes
@@ -25,3 +26,16 @@ def test_phases_time_each_command_and_sum_one_run(tmp_path, capsys):
 
 def test_minutes():
     assert minutes(437.2) == "7 min 17 s" and minutes(59.6) == "1 min 00 s" and minutes(12) == "12 s"
+
+
+def test_the_summary_as_json_is_what_the_results_page_renders(tmp_path):
+    from speechrq.phases import format_phases
+
+    file = tmp_path / "phases.tsv"
+    file.write_text("r1\tcorpus\t10.0\t0\nr1\ttraining\t200.5\t1\nr2\tcorpus\t3.0\t0\n")
+    assert main([str(file), "--run", "r1", "--summary", "--json", str(tmp_path / "p.json")]) == 0
+    d = json.loads((tmp_path / "p.json").read_text())
+    assert d == {"run": "r1", "phases": [{"name": "corpus", "seconds": 10.0, "exit": 0}, {"name": "training", "seconds": 200.5, "exit": 1}],
+                 "total_seconds": 210.5}
+    assert format_phases(d).splitlines()[2:] == ["| corpus | 10 s |", "| training | 3 min 20 s (exit 1) |", "| total | 3 min 30 s |"]
+    assert main([str(file), "--run", "r1", "--summary", "--json"]) == 2  # --json needs a path

@@ -87,7 +87,20 @@ def _bench_passes(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _phases(d: dict) -> str:
+    from ..phases import format_phases, minutes
+
+    lines = [f"`make demo` from a fresh clone, on {d['machine']}." if d.get("machine") else "", ""]
+    if d.get("install_seconds") is not None:
+        lines += [f"Before the demo, `make install` (the virtual environment, torch 2.13.0 for the CPU, speechrq) took "
+                  f"{minutes(d['install_seconds'])}.", ""]
+    after = [f"", f"A second `make demo` reuses what the first finished and took {minutes(d['second_run_seconds'])}."] if d.get("second_run_seconds") else []
+    return "\n".join(lines) + "\n" + format_phases(d) + "\n".join(after) + ("\n" if after else "")
+
+
 PAGES = [
+    Page("demo_phases", "The demo's phase times", "demo_phases.json",
+         "git clone REPO fresh && cd fresh && make install && make demo   # exp/demo/phases.json", _phases),
     Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json",
          "speechrq bench latent --corpus exp/demo/corpus --out exp/latent --seeds 0,1,2 --steps 1000 --best-layers=-1,0 ...",
          _latent, "latent_study.png", "latent_study_logs"),
