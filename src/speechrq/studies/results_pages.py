@@ -102,7 +102,10 @@ PAGES = [
     Page("demo_phases", "The demo's phase times", "demo_phases.json",
          "git clone REPO fresh && cd fresh && make install && make demo   # exp/demo/phases.json", _phases),
     Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json",
-         "speechrq bench latent --corpus exp/demo/corpus --out exp/latent --seeds 0,1,2 --steps 1000 --best-layers=-1,0 ...",
+         "speechrq bench latent --corpus exp/demo/corpus --out exp/latent --seeds 0,1,2 --steps 1000 --best-layers=-1,0 \\\n"
+         "  --tasks pr,sid,er,ft --probe-seeds 3 --reference assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
+         "  --reference-layers=-1,0 --reference-set quantizer.num_codebooks=8 --reference-set quantizer.codebook_size=4096 \\\n"
+         "  --ft-arms \"BEST-RQ;Latent-RQ layers [-1, 0] (ranked best, branch 50%)\"",
          _latent, "latent_study.png", "latent_study_logs"),
     Page("rpq_tables_mel", "The RPQ paper's tables on the stacked log-Mel", "rpq_tables_mel.json", "make rpq-tables", _tables,
          "rpq_tables_mel_figure6.png", "rpq_tables_mel_logs"),
@@ -110,15 +113,25 @@ PAGES = [
          "ml_tables_figure6.png", "ml_tables_logs"),
     Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-tables", _probes),
     Page("asr_compare_seeds_tiny_bestrq", "Table II on a narrow source, with training seeds", "asr_compare_seeds_tiny_bestrq.json",
-         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 ...",
+         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
+         "    --layer 2 --corpus exp/demo/corpus --out exp/table2 --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 --frames 70000 \\\n"
+         "    --no-continuous --kmeans-inputs units,dedup,bpe --unit-bpe 1000 --seeds 0,1,2 --jobs 2 \\\n"
+         "    --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400",
          _compare, None, "asr_compare_seeds_logs"),
     Page("asr_compare_tiny_bestrq", "Table II on a narrow source, one seed", "asr_compare_tiny_bestrq.json",
-         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 ...",
+         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
+         "    --layer 2 --corpus exp/demo/corpus --out exp/asr_compare --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 \\\n"
+         "    --frames 70000 --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400",
          _compare),
     Page("asr_input_kinds_tiny_bestrq", "ASR input kinds", "asr_input_kinds_tiny_bestrq.json",
-         "speechrq asr compare ... (see the page's note)", _input_kinds),
+         "# after the one-seed Table II (exp/asr_compare), from its k-means quantizer:\n"
+         "speechrq units encode exp/asr_compare/units/kmeans_k500_m1 --corpus exp/demo/corpus --out exp/kinds --bpe 1000\n"
+         "for input in dedup bpe; do speechrq asr train configs/asr/tiny.yaml --set data.units=exp/kinds --set data.input=$input \\\n"
+         "    --set out_dir=exp/kinds_$input --set optim.max_steps=1200 --set optim.warmup_steps=120; "
+         "speechrq asr decode exp/kinds_$input --splits test; done", _input_kinds),
     Page("units_report_tiny_bestrq", "Units report: k-means, PQ and RPQ against the paper's theory", "units_report_tiny_bestrq.json",
-         "speechrq units report --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 --corpus exp/demo/corpus ...",
+         "speechrq units report --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 \\\n"
+         "    --corpus exp/demo/corpus --frames 70000 --k 500 --kinds kmeans,rvq,pq,rpq --out exp/units_report",
          _units_report, "units_report_tiny_bestrq.png"),
     Page("quality_tiny_4x1024", "Pre-training quality along steps, tiny default", "quality_tiny_4x1024.json",
          "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality_4x1024 --steps 2000 --every 250 "
