@@ -306,7 +306,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     if jobs:
         # by default the cores are shared by the ranks on this node (torchrun's LOCAL_WORLD_SIZE)
         workers = probe_jobs if probe_jobs is not None else max(1, default_jobs() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        largest = max(held[name] for name in encoders if in_memory[name])  if any(in_memory.values()) else 0
+        largest = max(held[name] for name in encoders if in_memory[name]) if any(in_memory.values()) else 0
         if (fitted := fit_jobs(workers, largest)) < workers:
             print(f"probes: {fitted} processes, not {workers}: each holds up to {largest / 2**30:.1f} GiB of hidden states "
                   "and more would not fit in half the available memory")
