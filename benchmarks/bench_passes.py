@@ -125,15 +125,12 @@ def main() -> None:
                              "frames_per_s_per_process": t["frames"] / t["seconds"] / procs,
                              "speedup_vs_1x1": base_one["seconds"] / t["seconds"],
                              f"speedup_vs_1x{cores}": base_all["seconds"] / t["seconds"]})
-    print(f"corpus {corpus} ({args.split}), encoder {args.encoder}, {cores} cores; outputs of {args.procs} processes equal one's\n")
-    print(f"| pass | processes x threads | frames | seconds | frames/s per process | speed-up vs 1 x 1 | speed-up vs 1 x {cores} |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['pass']} | {r['processes']} x {r['threads']} | {r['frames']} | {r['seconds']:.1f} | {r['frames_per_s_per_process']:.0f} | "
-              f"{r['speedup_vs_1x1']:.2f} | {r[f'speedup_vs_1x{cores}']:.2f} |")
+    from speechrq.studies.results_pages import format_bench_passes
+
+    report = {"corpus": str(corpus), "split": args.split, "encoder": str(args.encoder), "cores": cores, "rows": rows}
+    print(format_bench_passes(report), end="")
     if args.json:
-        args.json.write_text(json.dumps({"corpus": str(corpus), "split": args.split, "encoder": str(args.encoder), "cores": cores,
-                                         "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def _input_kinds(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bench_passes(d: dict) -> str:
+def format_bench_passes(d: dict) -> str:
+    """`benchmarks/bench_passes.py`'s table (what it prints, and its results page) from its JSON."""
     cores = d["cores"]
     lines = [f"Corpus `{d['corpus']}` ({d['split']}), encoder `{Path(d['encoder']).name}`, {cores} cores; the sharded outputs were "
              "checked equal to the one-process ones.", "",
@@ -142,7 +143,7 @@ PAGES = [
     Page("sweep_tiny", "Small-scale recipe sweep", "sweep_tiny.json",
          "speechrq bench sweep benchmarks/sweep_tiny.yaml --corpus exp/demo/corpus --out exp/sweep", _sweep),
     Page("bench_passes", "Corpus passes: one process against two", "bench_passes.json",
-         "python benchmarks/bench_passes.py --corpus exp/demo/corpus --split train --json docs/bench_passes.json", _bench_passes),
+         "python benchmarks/bench_passes.py --corpus exp/demo/corpus --split train --json docs/bench_passes.json", format_bench_passes),
 ]
 
 
