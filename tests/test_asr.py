@@ -551,3 +551,96 @@ def test_transcribe_names_every_unusable_file_at_its_own_precision(tmp_path, cap
     assert err.count("\n") == 1 and "3 of 4 file(s) cannot be transcribed" in err
     assert "empty.wav: empty file (0 bytes)" in err and "huge.wav: absurd amplitude: samples peak at 1e+300" in err
     assert "nan.wav: 16000 non-finite" in err and "ok.wav" not in err
+
+
+# ---------------------------------------------------------------- a resumed run writes what the uninterrupted run writes
+ASR_WALL_CLOCK = ("s_per_step",)  # the only measured field of an ASR record
+
+
+def _kill_at_micro_batch(monkeypatch, call: int):
+    """The ``call``-th micro-batch's forward raises KeyboardInterrupt (a kill: nothing is cleaned up); returns an undo."""
+    from speechrq.asr.model import DiscreteASR
+
+    forward, calls = DiscreteASR.forward, [0]
+
+    def killed(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiscreteASR, "forward", killed)
+    return lambda: monkeypatch.setattr(DiscreteASR, "forward", forward)
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch):
+    """A step clock that advances one second per reading: a step measured from its start to its end lasts 1 s."""
+    from speechrq.training import engine
+
+    ticks = itertools.count()
+    monkeypatch.setattr(engine, "now", lambda: float(next(ticks)), raising=False)
+
+
+@pytest.mark.parametrize("log_every,kill_at", [(10, 7), (3, 8)])  # the issue's case; a record (6) past the checkpoint
+def test_a_resumed_asr_run_logs_every_field_as_the_uninterrupted_run(dev_units, tmp_path, monkeypatch, one_thread, ticking_clock,
+                                                                     log_every, kill_at):
+    """Killed after its checkpoint at step 5 and resumed: every record (the window's loss, CTC and attention terms,
+    accuracy, CTC-infeasible share, learning rate) is the uninterrupted run's, the last one (compare.json's
+    final_loss) included, and none is written twice; seconds per step are the sums of measured step times."""
+    from speechrq.asr.trainer import train_asr
+
+    _, ref = _train_config(dev_units, tmp_path / "ref", tmp_path, "ref", max_steps=12, log_every=log_every, checkpoint_every=5)
+    train_asr(ref, progress=False)
+    _, cfg = _train_config(dev_units, tmp_path / "run", tmp_path, "run", max_steps=12, log_every=log_every, checkpoint_every=5)
+    undo = _kill_at_micro_batch(monkeypatch, kill_at)
+    with pytest.raises(KeyboardInterrupt):
+        train_asr(cfg, progress=False)
+    undo()
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [5]
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == ([] if log_every == 10 else [3, 6])
+    train_asr(cfg, resume=True, progress=False)
+    a, b = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
+    assert [r["step"] for r in b] == [r["step"] for r in a] == sorted({*range(log_every, 13, log_every), 12})
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ASR_WALL_CLOCK} for r in rs]  # noqa: E731
+    assert strip(b) == strip(a)
+    assert [r["s_per_step"] for r in b] == [r["s_per_step"] for r in a] == [1.0] * len(a)
+    x, y = (load_model_state(tmp_path / run / "checkpoints" / "step_00000012") for run in ("ref", "run"))
+    assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_a_run_of_skipped_steps_continues_across_a_resume(dev_units, tmp_path, monkeypatch, one_thread):
+    """Steps 4, 5 and 6 non-finite with train.max_nonfinite = 3: the uninterrupted run stops at step 6; so does a run
+    killed in step 6 and resumed from step 5's checkpoint (two skipped steps already in a row), with the same message
+    and the same records."""
+    from speechrq.asr.trainer import train_asr
+    from speechrq.errors import SpeechrqError
+
+    _, ref = _train_config(dev_units, tmp_path / "ref", tmp_path, "ref", max_steps=12, max_nonfinite=3)
+    _poison_steps(monkeypatch, {4, 5, 6})
+    with pytest.raises(SpeechrqError) as stopped:
+        train_asr(ref, progress=False)
+    assert "non-finite for 3 steps in a row (up to step 6)" in str(stopped.value)
+    monkeypatch.undo()
+    _, cfg = _train_config(dev_units, tmp_path / "run", tmp_path, "run", max_steps=12, max_nonfinite=3)
+    _poison_steps(monkeypatch, {4, 5})
+    _kill_at_micro_batch(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        train_asr(cfg, progress=False)
+    monkeypatch.undo()
+    _poison_steps(monkeypatch, {1})  # step 6, the resumed run's first
+    with pytest.raises(SpeechrqError) as again:
+        train_asr(cfg, resume=True, progress=False)
+    assert str(again.value).replace(str(tmp_path / "run"), "R") == str(stopped.value).replace(str(tmp_path / "ref"), "R")
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ASR_WALL_CLOCK} for r in rs]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "run")) == strip(read_metrics(tmp_path / "ref"))
+
+
+def test_a_runs_seconds_per_step_weights_each_window_by_its_steps():
+    """compare.json's s_per_step (times per epoch): a last window of 2 steps counts as 2 steps, not as a window of 10."""
+    from speechrq.training.engine import seconds_per_step
+
+    records = [{"step": 10, "loss": 1.0, "s_per_step": 1.0}, {"step": 12, "loss": 0.5, "s_per_step": 4.0}]
+    assert seconds_per_step(records) == pytest.approx(18 / 12)
+    assert seconds_per_step([{"step": 7, "s_per_step": 2.0}, {"step": 9, "s_per_step": 1.0}], start=5) == pytest.approx(6 / 4)
+    assert seconds_per_step([]) is None

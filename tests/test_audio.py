@@ -152,11 +152,17 @@ def test_label_files_that_cannot_be_read_are_named_and_the_import_goes_on(tmp_pa
         sf.write(d / f"{spk}-{chapter}-0000.flac", _tone(1.0), 16000)
         (d / f"{spk}-{chapter}.trans.txt").write_bytes(f"{spk}-{chapter}-0000 ".encode() + text + b"\n")
     (src / "84" / "121123" / "84-121123.trans.txt").write_text("84-121123-0000 HELLO WORLD\nJUSTONEFIELD\n")
+    # issue 34.4: a file that cannot be decoded loses all its lines: one line naming it and the byte, not a skipped entry
+    from speechrq.errors import SpeechrqError
+
+    with pytest.raises(SpeechrqError, match=r"85-200\.trans\.txt: not UTF-8 text \(byte 0xc9 at offset 15\)") as e:
+        import_corpus("librispeech", src.parent, tmp_path / "out", workers=1, progress=False)
+    assert "\n" not in str(e.value)
+    (src / "85" / "200" / "85-200.trans.txt").write_text("85-200-0000 CAFÉ AU LAIT\n", encoding="utf-8")
     summary, report = import_corpus("librispeech", src.parent, tmp_path / "out", workers=1, progress=False)
-    assert summary["utterances"] == 1
+    assert summary["utterances"] == 2  # a malformed line (1 of 2) is named and the import goes on
     problems = {p.split("/")[-1]: why for p, why in report.skipped.items()}
-    assert "not UTF-8" in problems["85-200.trans.txt"]
-    assert "expected 'UTTERANCE-ID TRANSCRIPT'" in problems["84-121123.trans.txt:2"]
+    assert "expected 'UTTERANCE-ID TRANSCRIPT'" in problems["84-121123.trans.txt:2"] and len(problems) == 1
 
 
 # ---------------------------------------------------------------- valid audio: finite, no absurd amplitude

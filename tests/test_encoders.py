@@ -389,3 +389,202 @@ def test_a_hugging_face_target_encoder_gives_states_for_a_batch_of_pre_trainings
                                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "hf")
     states = HuggingFaceEncoder(tmp_path / "hf").hidden_states(*_batch(600, 560), frames=1)
     assert len(states) == 2 and all(s.shape == (2, 1, 32) and torch.isfinite(s).all() for s in states)
+
+
+# ---------------------------------------------------------------- every model loads whole (issue 34.6)
+
+HF_ALL = {"wavlm": "WavLM", "hubert": "Hubert", "wav2vec2": "Wav2Vec2", "data2vec-audio": "Data2VecAudio"}
+HF_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+
+
+def _hf_folder(path: Path, kind: str, task: str = "Model", seed: int = 0, **extra) -> Path:
+    """A tiny random Hugging Face model of ``kind`` (``task``: ``Model``, ``ForCTC``, ``ForPreTraining``) saved at ``path``."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = getattr(transformers, HF_ALL[kind] + "Config")(**HF_SHAPE, **extra)
+    getattr(transformers, HF_ALL[kind] + task)(cfg).save_pretrained(path)
+    return path
+
+
+def _edit_weights(folder: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _refusal(folder: Path) -> str:
+    from speechrq.encoders import load_encoder
+    from speechrq.errors import SpeechrqError
+
+    with pytest.raises(SpeechrqError) as e:
+        load_encoder(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(folder)), msg
+    return msg
+
+
+@pytest.mark.parametrize("kind", sorted(HF_ALL))
+def test_a_clean_hugging_face_folder_loads_whole_and_gives_the_same_states_at_every_load(kind, tmp_path):
+    """A clean save of each architecture loads with nothing missing, unexpected or re-initialised: two loads have the same
+    weights (every one of them the file's), the same fingerprint and bit-identical states."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from speechrq.encoders import load_encoder
+
+    folder = _hf_folder(tmp_path / kind, kind)
+    saved = load_file(str(folder / "model.safetensors"))
+    audio, lens = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(1)), torch.tensor([8000, 6000])
+    a, b = load_encoder(folder), load_encoder(folder)
+    assert a.fingerprint == b.fingerprint
+    ref = transformers.AutoModel.from_pretrained(folder, local_files_only=True).state_dict()
+    assert set(a.model.state_dict()) == set(ref) and all(torch.equal(a.model.state_dict()[k], ref[k]) for k in ref)
+    assert all(torch.equal(a.model.state_dict()[k], saved[k]) for k in saved)
+    (sa, la), (sb, lb) = a(audio, lens), b(audio, lens)
+    assert torch.equal(la, lb) and all(torch.equal(x, y) for x, y in zip(sa, sb))
+
+
+def test_a_wavlm_config_beside_hubert_weights_is_refused_in_one_line(tmp_path):
+    """The issue's case: config.json says WavLM, the weights are HuBERT's. transformers fills WavLM's relative-position
+    weights at random (its own report aside); speechrq refuses, naming how many and the first."""
+    import shutil
+
+    folder = _hf_folder(tmp_path / "m", "hubert")
+    shutil.copy(_hf_folder(tmp_path / "w", "wavlm") / "config.json", folder / "config.json")
+    msg = _refusal(folder)
+    assert "7 missing (encoder.layers.0.attention.gru_rel_pos_const, encoder.layers.0.attention.gru_rel_pos_linear.bias, " in msg
+    assert "WavLMModel" in msg and "unexpected" not in msg
+
+
+def test_a_hubert_config_beside_wavlm_weights_is_refused_in_one_line(tmp_path):
+    """The other way round nothing is missing, but WavLM's relative-position weights would be dropped: unexpected weights
+    inside the encoder are refused too."""
+    import shutil
+
+    folder = _hf_folder(tmp_path / "m", "wavlm")
+    shutil.copy(_hf_folder(tmp_path / "h", "hubert") / "config.json", folder / "config.json")
+    msg = _refusal(folder)
+    assert "7 unexpected (encoder.layers.0.attention.gru_rel_pos_const, " in msg and "missing" not in msg and "HubertModel" in msg
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2"])
+def test_a_hugging_face_folder_with_a_weight_removed_added_or_reshaped_is_refused(kind, tmp_path):
+    key = "encoder.layers.1.feed_forward.output_dense.weight"
+    removed = _hf_folder(tmp_path / "removed", kind)
+    _edit_weights(removed, lambda s: s.pop(key))
+    assert f"1 missing ({key})" in _refusal(removed)
+
+    two = _hf_folder(tmp_path / "two", kind)
+    _edit_weights(two, lambda s: [s.pop(key), s.pop("feature_projection.projection.bias")])
+    assert "2 missing (encoder.layers.1.feed_forward.output_dense.weight, feature_projection.projection.bias)" in _refusal(two)
+
+    reshaped = _hf_folder(tmp_path / "reshaped", kind)
+    _edit_weights(reshaped, lambda s: s.__setitem__(key, torch.zeros(32, 60)))
+    msg = _refusal(reshaped)
+    assert f"1 of another shape ({key}: (32, 60) in the file, (32, 64) in the model)" in msg
+
+    extra = _hf_folder(tmp_path / "extra", kind)
+    _edit_weights(extra, lambda s: s.__setitem__("encoder.layers.1.attention.extra.weight", torch.zeros(3)))
+    assert "1 unexpected (encoder.layers.1.attention.extra.weight)" in _refusal(extra)
+
+    # also where only the first layers are kept (a target layer below the broken one): the folder is refused whole
+    from speechrq.encoders import EncoderLayer
+    from speechrq.errors import SpeechrqError
+
+    with pytest.raises(SpeechrqError, match=r"1 missing \(encoder\.layers\.1\.feed_forward"):
+        EncoderLayer(removed, 0)
+
+
+@pytest.mark.parametrize("kind, task", [("wav2vec2", "ForPreTraining"), ("wav2vec2", "ForCTC"), ("hubert", "ForCTC"),
+                                        ("wavlm", "ForCTC")])
+def test_a_task_models_folder_loads_its_encoder_whole_leaving_the_heads_beside_it(kind, task, tmp_path):
+    """A folder saved from a CTC or pre-training model (``lm_head``, ``quantizer``, ``project_q``...): the encoder is all
+    there, the heads beside it are never run, so it loads, with the task model's own encoder weights."""
+    import transformers
+
+    from speechrq.encoders import load_encoder
+
+    folder = _hf_folder(tmp_path / "m", kind, task, **({"vocab_size": 12} if task == "ForCTC" else {}))
+    enc = load_encoder(folder)
+    full = getattr(transformers, HF_ALL[kind] + task).from_pretrained(folder, local_files_only=True)
+    base = full.base_model.state_dict()
+    assert all(torch.equal(v, base[k]) for k, v in enc.model.state_dict().items())
+
+
+def test_a_folder_without_masked_spec_embed_loads_and_is_the_same_at_every_load(tmp_path):
+    """``masked_spec_embed`` (SpecAugment's mask vector) is read only when masking in training: a folder without it loads,
+    and it is set the same (zeros) at every load, so anything hashed from the encoder's state (a target cache's key) is
+    stable."""
+    from speechrq.encoders import load_encoder
+    from speechrq.encoders.hf import HuggingFaceEncoder
+
+    folder = _hf_folder(tmp_path / "m", "wavlm")
+    _edit_weights(folder, lambda s: s.pop("masked_spec_embed"))
+    a, b = load_encoder(folder), HuggingFaceEncoder(folder)
+    assert torch.equal(a.model.masked_spec_embed, torch.zeros(32)) and torch.equal(b.model.masked_spec_embed, torch.zeros(32))
+    audio, lens = 0.1 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(2)), torch.tensor([8000])
+    assert all(torch.equal(x, y) for x, y in zip(a(audio, lens)[0], b(audio, lens)[0]))
+
+
+def test_a_hugging_face_config_with_a_key_given_twice_is_refused(tmp_path):
+    folder = _hf_folder(tmp_path / "m", "wavlm")
+    text = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(text.replace('"hidden_size": 32,', '"hidden_size": 32, "hidden_size": 48,', 1))
+    from speechrq.encoders.frozen import min_samples
+    from speechrq.errors import SpeechrqError
+
+    with pytest.raises(SpeechrqError, match=r"config\.json: key 'hidden_size' given twice") as e:
+        min_samples(folder)  # read before any weights load
+    assert "\n" not in str(e.value)
+    assert "given twice" in _refusal(folder)
+
+
+# a speechrq checkpoint: the encoder, its feature statistics and the Mel quantizer load whole or are refused in one line
+
+def _broken_checkpoint(corpus, root, edit) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    path = make_checkpoint(corpus, root, seed=0)
+    state = load_file(str(path / "model.safetensors"))
+    edit(state)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda s: s.pop("encoder.encoder.blocks.1.ffn1.1.weight"), r"1 missing \(encoder\.blocks\.1\.ffn1\.1\.weight\)"),
+    (lambda s: s.__setitem__("encoder.encoder.blocks.9.ffn1.1.weight", torch.zeros(2)), r"1 unexpected \(encoder\.blocks\.9\.ffn1\.1\.weight\)"),
+    (lambda s: s.__setitem__("encoder.encoder.blocks.1.ffn1.1.bias", torch.zeros(3)),
+     r"1 of another shape \(encoder\.blocks\.1\.ffn1\.1\.bias: \(3,\) in the file, \(\d+,\) in the model\)"),
+    (lambda s: s.pop("normalizer.std"), r"normalizer\.\*.*1 missing \(std\)"),
+    (lambda s: s.__setitem__("normalizer.mean", torch.zeros(40)), r"1 of another shape \(mean: \(40,\) in the file, \(80,\) in the model\)"),
+], ids=["missing", "unexpected", "shape", "normalizer-missing", "normalizer-shape"])
+def test_a_checkpoint_encoder_with_a_weight_missing_extra_or_reshaped_is_refused_in_one_line(pretrain_corpus, tmp_path, edit, expected):
+    from speechrq.encoders import EncoderLayer, load_encoder
+    from speechrq.errors import SpeechrqError
+
+    path = _broken_checkpoint(pretrain_corpus, tmp_path / "run", edit)
+    for load in (load_encoder, lambda p: EncoderLayer(p, 1)):
+        with pytest.raises(SpeechrqError, match=expected) as e:
+            load(path)
+        assert "\n" not in str(e.value) and str(e.value).startswith(str(path / "model.safetensors"))
+
+
+def test_a_checkpoints_mel_quantizer_loads_whole_or_is_refused(pretrain_corpus, tmp_path):
+    from speechrq.encoders.frozen import PretrainCheckpoint
+    from speechrq.errors import SpeechrqError
+
+    good = PretrainCheckpoint(make_checkpoint(pretrain_corpus, tmp_path / "good", seed=0))
+    saved = load_model_state(good.path, prefix="targets.mel.quantizer.")
+    q = good.mel_quantizer()
+    assert all(torch.equal(q.state_dict()[k], v) for k, v in saved.items()) and set(q.state_dict()) == set(saved)
+    for name, edit, expected in [("nocb", lambda s: s.pop("targets.mel.quantizer.codebooks"), r"1 missing \(codebooks\)"),
+                                 ("noproj", lambda s: s.pop("targets.mel.quantizer.projection"), "no targets.mel.quantizer.projection")]:
+        ckpt = PretrainCheckpoint(_broken_checkpoint(pretrain_corpus, tmp_path / name, edit))
+        with pytest.raises(SpeechrqError, match=expected) as e:
+            ckpt.mel_quantizer()
+        assert "\n" not in str(e.value)

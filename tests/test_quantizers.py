@@ -168,3 +168,149 @@ def test_probe_and_fine_tuning_features_refuse_non_finite_states_naming_the_utte
     cache.put(cuts[1].id, states)
     with pytest.raises(SpeechrqError, match=rf"^hidden states cached in {cache.dir}: NaN or inf in utterance {cuts[1].id} \(1 of 3\)"):
         StateStore(cache, [c.id for c in cuts])
+
+
+# ---------------------------------------------------------------- the exact behaviour of each kind (issue 34, point 10)
+# RPQ's subset size for an alpha that is not a whole number of dimensions, each codebook's seed, PQ's split, how frames are
+# encoded and rebuilt: deliberate one-line bugs in each (int() for round(), one seed for every codebook) passed every test.
+
+from speechrq.units.quantizers import subspaces  # noqa: E402
+
+
+# d = alpha x D (the RPQ paper, section IV; its alphas give whole numbers of its 768 or 1024 dimensions). Otherwise the
+# nearest whole number, as Python's round() gives it (a tie to the even neighbour: 2.5 -> 2, 3.5 -> 4), and at least 1.
+# A saved quantizer holds its subsets, but a fit with the same settings must draw the same ones: these numbers are fixed.
+@pytest.mark.parametrize("dim, alpha, size", [(10, 0.37, 4), (12, 0.3, 4), (3, 0.9, 3), (768, 0.1, 77), (768, 0.3, 230),
+                                              (100, 0.333, 33), (14, 0.25, 4), (7, 0.5, 4), (6, 0.25, 2), (10, 0.15, 2),
+                                              (10, 0.25, 2), (18, 0.25, 4), (10, 0.001, 1), (1024, 0.0625, 64),
+                                              (1024, 0.125, 128), (64, 0.25, 16), (10, 1.0, 10), (1, 0.5, 1)])
+def test_rpq_takes_round_alpha_d_distinct_dimensions_per_subset(dim, alpha, size, caplog):
+    with caplog.at_level("WARNING", logger="speechrq.units.quantizers"):
+        subsets = subspaces("rpq", dim, 5, alpha, seed=1)
+    assert len(subsets) == 5
+    for s in subsets:
+        assert s.dtype == np.int64 and len(s) == size
+        assert np.array_equal(s, np.unique(s)) and 0 <= s.min() and s.max() < dim  # sorted, distinct, in range
+    if alpha * dim == size:
+        assert caplog.text == ""
+    else:  # never silently: what each sub-space takes and the alpha in effect
+        assert (f"rpq: alpha {alpha:g} of {dim} dimensions is {alpha * dim:g}; each sub-space takes {size} dimensions "
+                f"(alpha {size / dim:g} in effect)") in caplog.text
+
+
+def test_a_fitted_rpq_uses_and_saves_the_subsets_of_its_alpha(tmp_path):
+    x = clustered(n=300, d=10)
+    q = UnitQuantizer.fit(x, QuantizerSpec(kind="rpq", k=4, num_subspaces=3, alpha=0.37, seed=4, niter=2))
+    assert [len(s) for s in q.subsets] == [4, 4, 4] and [c.shape for c in q.centroids] == [(4, 4)] * 3
+    assert all(np.array_equal(a, b) for a, b in zip(q.subsets, subspaces("rpq", 10, 3, 0.37, 4)))
+    q.save(tmp_path / "q")
+    r = UnitQuantizer.load(tmp_path / "q")
+    assert all(np.array_equal(a, b) and b.dtype == np.int64 for a, b in zip(q.subsets, r.subsets))
+    assert all(np.array_equal(a, b) for a, b in zip(q.centroids, r.centroids))
+    assert r.spec == q.spec and r.trained_points == q.trained_points == [300] * 3 and r.bits_per_frame == 6.0
+
+
+def test_rpq_subsets_are_seeded_independent_uniform_draws():
+    a = subspaces("rpq", 64, 8, 0.25, seed=7)
+    assert all(np.array_equal(p, q) for p, q in zip(a, subspaces("rpq", 64, 8, 0.25, seed=7)))  # the same seed: the same
+    assert not any(np.array_equal(p, q) for p, q in zip(a, subspaces("rpq", 64, 8, 0.25, seed=8)))  # another: others
+    assert len({tuple(s) for s in a}) == 8  # each sub-quantizer its own draw
+    assert all(np.array_equal(s, np.arange(10)) for s in subspaces("rpq", 10, 4, 1.0, seed=3))  # alpha 1: every dimension
+    many = subspaces("rpq", 10, 3000, 0.3, seed=0)  # every dimension drawn alike: 3000 x 3 / 10 = 900 each
+    cover = np.bincount(np.concatenate(many), minlength=10)
+    assert cover.min() > 800 and cover.max() < 1000
+    pairs = np.array([len(np.intersect1d(p, q)) for p, q in zip(many[::2], many[1::2])])  # independent: E|S1 n S2| = d^2/D
+    assert abs(pairs.mean() - 0.9) < 0.1
+
+
+@pytest.mark.parametrize("dim, m, sizes", [(10, 3, [4, 3, 3]), (8, 3, [3, 3, 2]), (16, 4, [4, 4, 4, 4]), (7, 7, [1] * 7),
+                                           (5, 1, [5]), (11, 4, [3, 3, 3, 2])])
+def test_pq_splits_the_dimensions_into_contiguous_runs_covering_each_once(dim, m, sizes):
+    pq = subspaces("pq", dim, m, 0.125, seed=3)  # alpha and seed play no part
+    assert [len(s) for s in pq] == sizes and all(s.dtype == np.int64 for s in pq)
+    assert np.array_equal(np.concatenate(pq), np.arange(dim))  # each dimension once, in order
+    for kind in ("kmeans", "rvq"):
+        assert all(np.array_equal(s, np.arange(dim)) for s in subspaces(kind, dim, m, 0.5, seed=1))
+    with pytest.raises(SpeechrqError, match=rf"pq: M = {dim + 1} sub-vectors of a {dim}-dimensional feature: at most {dim}"):
+        subspaces("pq", dim, dim + 1, 1.0, 0)
+
+
+@pytest.mark.parametrize("kind, m", [("pq", 3), ("rpq", 3), ("rvq", 2)])
+def test_codebook_i_is_k_means_seeded_with_seed_plus_i(kind, m):
+    """Each sub-quantizer is one k-means with its own random initialisation (``seed + m``), as the paper's."""
+    from speechrq.units.quantizers import _kmeans, _nearest
+
+    x = clustered(n=400, d=9, centers=10, seed=4)
+    spec = QuantizerSpec(kind=kind, k=6, num_subspaces=m, alpha=0.5, seed=11, niter=4)
+    q = UnitQuantizer.fit(x, spec, gpu=False)
+    residual = x.copy()
+    for i, s in enumerate(q.subsets):
+        data = residual if kind == "rvq" else x[:, s]
+        c, n = _kmeans(data, 6, 11 + i, 4, spec.max_points_per_centroid, False)
+        assert np.array_equal(q.centroids[i], c) and q.trained_points[i] == n == 400
+        if kind == "rvq":
+            residual = residual - c[_nearest(residual, c)]
+
+
+def test_identical_sub_spaces_get_different_codebooks_and_another_seed_other_codebooks():
+    half = clustered(n=400, d=4, centers=10, seed=5)
+    x = np.concatenate([half, half], 1)  # PQ's two sub-vectors hold the same data
+    fit = lambda seed: UnitQuantizer.fit(x, QuantizerSpec(kind="pq", k=6, num_subspaces=2, seed=seed, niter=4), gpu=False)
+    a, b = fit(0), fit(1)
+    assert not np.array_equal(a.centroids[0], a.centroids[1])  # independent initialisations
+    assert np.array_equal(a.centroids[1], b.centroids[0])  # codebook 1 of seed 0 and codebook 0 of seed 1: both seed 1
+    km = lambda seed: UnitQuantizer.fit(half, QuantizerSpec(kind="kmeans", k=6, seed=seed, niter=4), gpu=False).centroids[0]
+    assert np.array_equal(km(3), km(3)) and not np.array_equal(km(3), km(4))
+
+
+@pytest.mark.parametrize("kind, m, normalize", [("kmeans", 1, "none"), ("pq", 3, "none"), ("rpq", 4, "none"), ("rvq", 3, "none"),
+                                                ("pq", 3, "standardize"), ("rpq", 4, "standardize"), ("rvq", 2, "standardize")])
+def test_encode_picks_the_nearest_centroid_of_each_sub_space_and_decode_rebuilds_by_the_kinds_rule(kind, m, normalize):
+    g = np.random.default_rng(2)
+    x = clustered(n=500, d=9, centers=10, seed=6) * g.uniform(0.5, 4, 9).astype(np.float32) + 3
+    q = UnitQuantizer.fit(x, QuantizerSpec(kind=kind, k=8, num_subspaces=m, alpha=0.2, seed=1, niter=5, normalize=normalize), gpu=False)
+    mean, std = x.mean(0), (x.std(0) + 1e-5 if normalize == "standardize" else np.ones(9, np.float32))
+    np.testing.assert_allclose(q.mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(q.std, std, rtol=1e-5)
+    test = clustered(n=60, d=9, centers=10, seed=7) * 2
+    z = (test - q.mean) / q.std if normalize == "standardize" else test
+    codes = q.encode(test)
+    assert codes.shape == (60, m) and codes.dtype == np.uint16
+    want, rebuilt = np.empty((60, m), np.int64), np.zeros((60, 9))
+    residual = z.astype(np.float64)
+    for i, (c, s) in enumerate(zip(q.centroids, q.subsets)):
+        v = residual if kind == "rvq" else z[:, s]
+        want[:, i] = ((v[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        if kind == "rvq":
+            residual = residual - c[want[:, i]]
+            rebuilt += c[want[:, i]]
+    assert np.array_equal(codes, want)
+    assert np.array_equal(q.encode_torch(torch.from_numpy(test)).numpy(), want)
+    if kind != "rvq":  # each dimension: the mean of the centroids covering it, the training mean where none does
+        cover = q.coverage()
+        assert np.array_equal(cover, np.bincount(np.concatenate(q.subsets), minlength=9))
+        for j in range(9):
+            parts = [q.centroids[i][want[:, i], list(s).index(j)] for i, s in enumerate(q.subsets) if j in s]
+            rebuilt[:, j] = np.mean(parts, 0) if parts else (0.0 if normalize == "standardize" else q.mean[j])
+    if normalize == "standardize":
+        rebuilt = rebuilt * q.std + q.mean
+    np.testing.assert_allclose(q.decode(codes), rebuilt, rtol=1e-5, atol=1e-4)
+    if kind == "rpq":
+        assert (q.coverage() == 0).any()  # 4 subsets of 2 of 9 dimensions leave some uncovered: rebuilt as the training mean
+        j = int(np.flatnonzero(q.coverage() == 0)[0])
+        np.testing.assert_allclose(q.decode(codes)[:, j], q.mean[j], rtol=1e-6)
+    assert q.bits_per_frame == m * 3.0 and q.num_streams == m and q.dim == 9
+
+
+@pytest.mark.parametrize("kind, m", [("kmeans", 1), ("pq", 2), ("rpq", 3), ("rvq", 2)])
+def test_a_constant_dimension_is_standardized_without_dividing_by_zero(kind, m):
+    """A dimension that never changes in the training sample (a dead unit of the encoder) has std 0: standardised with
+    std + 1e-5, so it is 0 in the codebooks' space and rebuilt as its constant, never NaN."""
+    x = clustered(n=400, d=6, seed=8)
+    x[:, 2] = 1.75
+    q = UnitQuantizer.fit(x, QuantizerSpec(kind=kind, k=6, num_subspaces=m, alpha=1.0, seed=0, niter=4, normalize="standardize"), gpu=False)
+    assert q.std[2] == np.float32(1e-5) and q.mean[2] == np.float32(1.75)
+    assert all(np.isfinite(c).all() for c in q.centroids)
+    codes = q.encode(x)
+    assert np.array_equal(codes, q.encode_torch(torch.from_numpy(x)).numpy())
+    np.testing.assert_allclose(q.decode(codes)[:, 2], 1.75, rtol=1e-6)

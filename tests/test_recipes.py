@@ -31,10 +31,10 @@ def _write(path: Path, audio: np.ndarray, rate: int = 16000) -> None:
 
 def test_librispeech(tmp_path, voices):
     src = tmp_path / "LibriSpeech"
-    for part, spk in (("train-clean-100", "103"), ("dev-clean", "84")):
+    for p, (part, spk) in enumerate((("train-clean-100", "103"), ("dev-clean", "84"))):
         chap = src / part / spk / "1240"
         lines = []
-        for k, (audio, text, _) in enumerate(voices[:3]):
+        for k, (audio, text, _) in enumerate(voices[3 * p:3 * p + 3]):
             utt = f"{spk}-1240-{k:04d}"
             _write(chap / f"{utt}.flac", audio)
             lines.append(f"{utt} {text.upper()}")
@@ -43,7 +43,7 @@ def test_librispeech(tmp_path, voices):
     assert set(summary["splits"]) == {"train-clean-100", "dev-clean"}
     assert report.kept == 6 and not report.skipped
     cut = next(iter(load_cuts(tmp_path / "out", "dev-clean")))
-    assert cut.supervisions[0].speaker == "84" and cut.supervisions[0].text == voices[0][1].upper()
+    assert cut.supervisions[0].speaker == "84" and cut.supervisions[0].text == voices[3][1].upper()
 
 
 def test_timit(tmp_path, voices):
@@ -51,8 +51,9 @@ def test_timit(tmp_path, voices):
 
     dev_spk, test_spk = sorted(get_speakers()[0])[0].upper(), sorted(get_speakers()[1])[0].upper()
     root = tmp_path / "timit" / "data"
-    for part, dr, spk in (("TRAIN", "DR1", "FCJF0"), ("TEST", "DR1", dev_spk), ("TEST", "DR2", test_spk), ("TEST", "DR3", "MXXX9")):
-        for k, (audio, text, phones) in enumerate(voices[:2]):
+    for s, (part, dr, spk) in enumerate((("TRAIN", "DR1", "FCJF0"), ("TEST", "DR1", dev_spk), ("TEST", "DR2", test_spk),
+                                         ("TEST", "DR3", "MXXX9"))):
+        for k, (audio, text, phones) in enumerate(voices[2 * s:2 * s + 2]):
             wav = root / part / dr / spk / f"SX{k}.WAV"
             _write(wav, audio)
             n = len(audio)
@@ -117,7 +118,7 @@ def test_iemocap(tmp_path, voices):
         evals, trans = ["% header"], []
         for k, lab in enumerate(labels):
             utt = f"{dialog}_{'FM'[k % 2]}{k:03d}"
-            _write(ses / "sentences" / "wav" / dialog / f"{utt}.wav", voices[k][0])
+            _write(ses / "sentences" / "wav" / dialog / f"{utt}.wav", voices[(k + 6 * (n - 1)) % len(voices)][0])
             evals.append(f"[{k}.0000 - {k}.5000]\t{utt}\t{lab}\t[2.5000, 2.5000, 2.5000]")
             trans.append(f"{utt} [00{k}.0000-00{k}.5000]: {voices[k][1]}")
         (ses / "dialog" / "EmoEvaluation").mkdir(parents=True)
@@ -182,7 +183,7 @@ def test_mlsuperb(tmp_path, voices, capsys):
             sup = cut.supervisions[0]
             assert (sup.id, sup.language, sup.custom["dataset"], sup.text, sup.speaker) == (uid, lang, dataset, text, None)
             assert cut.load_audio().shape == (1, n)
-    assert all(not Path(s).is_absolute() and s.startswith("mlsuperb/") for s in _stored_sources(out))
+    assert all(s.startswith(f"{out.resolve()}/mlsuperb/") for s in _stored_sources(out))  # absolute: lhotse reads it from anywhere
     assert _report(out)["empty_transcripts"] == {"count": 1, "ids": ["fleurs_rus_000003"]}
     assert cuts["test"]["fleurs_rus_000003"].supervisions[0].text == "?! …"  # kept, as written
     # the CLI says how many and where the list is, in one line
@@ -326,21 +327,26 @@ def test_wrong_tree_is_a_one_line_error(tmp_path):
 
 
 def _minimal_tree(kind: str, src: Path, voices) -> None:
-    """A few utterances of ``kind`` under ``src``, laid out as in the tests above."""
+    """A few utterances of ``kind`` under ``src``, laid out as in the tests above: a training split and (but for
+    ``folder``) a dev or test split, every file's audio different."""
     if kind == "librispeech":
-        chap = src / "train-clean-100" / "103" / "1240"
-        lines = []
-        for k, (audio, text, _) in enumerate(voices[:2]):
-            _write(chap / f"103-1240-{k:04d}.flac", audio)
-            lines.append(f"103-1240-{k:04d} {text.upper()}")
-        (chap / "103-1240.trans.txt").write_text("\n".join(lines) + "\n")
+        for p, (part, spk) in enumerate((("train-clean-100", "103"), ("dev-clean", "84"))):
+            chap = src / part / spk / "1240"
+            lines = []
+            for k, (audio, text, _) in enumerate(voices[2 * p:2 * p + 2]):
+                _write(chap / f"{spk}-1240-{k:04d}.flac", audio)
+                lines.append(f"{spk}-1240-{k:04d} {text.upper()}")
+            (chap / f"{spk}-1240.trans.txt").write_text("\n".join(lines) + "\n")
     elif kind == "timit":
-        for part, spk in (("TRAIN", "FCJF0"), ("TEST", "MXXX9")):  # MXXX9: in no TIMIT dev/test set, left out
+        from lhotse.recipes.timit import get_speakers
+
+        dev_spk = sorted(get_speakers()[0])[0].upper()
+        for k, (part, spk) in enumerate((("TRAIN", "FCJF0"), ("TEST", dev_spk), ("TEST", "MXXX9"))):  # MXXX9: in no TIMIT set
             wav = src / "data" / part / "DR1" / spk / "SX0.WAV"
-            audio, text, _ = voices[0]
+            audio, text, _ = voices[k]
             _write(wav, audio)
             wav.with_suffix(".TXT").write_text(f"0 {len(audio)} {text}\n")
-            wav.with_suffix(".PHN").write_text("0 1000 h#\n")
+            wav.with_suffix(".PHN").write_text("0 1000 h#\n1000 2000 ax\n")
             wav.with_suffix(".WRD").write_text("0 1000 word\n")
     elif kind == "voxceleb1":
         for k in range(2):
@@ -356,11 +362,14 @@ def _minimal_tree(kind: str, src: Path, voices) -> None:
                 w.writerow({"path": f"wavs/speakers/spk0/utt{k}.wav", "speakerId": "spk0", "transcription": "Turn on the lights",
                             "action": "activate", "object": "lights", "location": "none"})
     elif kind == "iemocap":
-        ses = src / "Session1"
-        utt = "Ses01F_impro01_F000"
-        _write(ses / "sentences" / "wav" / "Ses01F_impro01" / f"{utt}.wav", voices[0][0])
-        (ses / "dialog" / "EmoEvaluation").mkdir(parents=True)
-        (ses / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt").write_text(f"[0.0 - 1.0]\t{utt}\tneu\t[2.5, 2.5, 2.5]\n")
+        for n in (1, 2):
+            ses = src / f"Session{n}"
+            utt = f"Ses0{n}F_impro01_F000"
+            _write(ses / "sentences" / "wav" / f"Ses0{n}F_impro01" / f"{utt}.wav", voices[n][0])
+            (ses / "dialog" / "EmoEvaluation").mkdir(parents=True)
+            (ses / "dialog" / "EmoEvaluation" / f"Ses0{n}F_impro01.txt").write_text(f"[0.0 - 1.0]\t{utt}\tneu\t[2.5, 2.5, 2.5]\n")
+            (ses / "dialog" / "transcriptions").mkdir(parents=True)
+            (ses / "dialog" / "transcriptions" / f"Ses0{n}F_impro01.txt").write_text(f"{utt} [000.0000-001.0000]: {voices[n][1]}\n")
     elif kind == "folder":
         for k in range(2):
             _write(src / "a" / f"x{k}.wav", voices[k][0])
@@ -378,7 +387,7 @@ def _minimal_tree(kind: str, src: Path, voices) -> None:
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(src / rel, voices[k][0], 16000, format="OGG", subtype="OPUS")
             audios.append({"aid": f"Y000{k}", "path": rel, "segments": [
-                {"sid": f"Y000{k}_S0", "begin_time": 0.1, "end_time": 0.9, "text": "你好", "subsets": ["L"]}]})
+                {"sid": f"Y000{k}_S0", "begin_time": 0.1, "end_time": 0.9, "text": "你好 世界", "subsets": [("L", "DEV")[k]]}]})
         (src / "WenetSpeech.json").write_text(json.dumps({"audios": audios}))
     elif kind == "commonvoice":
         for k, split in enumerate(("train", "dev", "test")):
@@ -431,11 +440,11 @@ def test_a_relative_source_and_out_give_a_corpus_readable_from_anywhere_and_afte
     assert compute_stats(split, progress=False).utterances == len(split)
 
 
-def test_audio_inside_the_corpus_folder_is_stored_relative_to_it_and_moves_with_it(tmp_path, voices, monkeypatch):
+def test_audio_inside_the_corpus_folder_is_stored_under_it_and_moves_with_it(tmp_path, voices, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _minimal_tree("folder", Path("corpus") / "audio", voices)
     import_corpus("folder", "corpus/audio", "corpus", workers=1, progress=False)
-    assert sorted(_stored_sources(Path("corpus"))) == ["audio/a/x0.wav", "audio/a/x1.wav"]
+    assert sorted(_stored_sources(Path("corpus"))) == [f"{tmp_path.resolve()}/corpus/audio/a/x{i}.wav" for i in (0, 1)]
     Path("corpus").rename("renamed")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
@@ -448,7 +457,7 @@ def test_a_synthesized_corpus_made_at_a_relative_path_reads_after_a_move(tmp_pat
 
     monkeypatch.chdir(tmp_path)
     synthesize_corpus("rel/corpus", SynthConfig(hours=0.003, speakers=2, seed=1, shard_size=4), workers=1, progress=False)
-    assert all(not Path(s).is_absolute() for s in _stored_sources(Path("rel/corpus")))
+    assert all(s.startswith(f"{tmp_path.resolve()}/rel/corpus/audio/") for s in _stored_sources(Path("rel/corpus")))
     n = _read_every_cut("rel/corpus")
     Path("rel/corpus").rename(tmp_path / "other")
     (tmp_path / "deep" / "er").mkdir(parents=True)
@@ -537,3 +546,398 @@ def test_an_import_never_mixes_with_another_corpus_or_leaves_stale_splits(tmp_pa
     (tmp_path / "out" / "cuts_dev.jsonl.gz").write_bytes(before)  # a split this source does not make
     with pytest.raises(SpeechrqError, match="cuts_dev.jsonl.gz, which this import"):
         import_corpus("folder", tmp_path / "one", tmp_path / "out", workers=1, progress=False)
+
+
+# ---------------------------------------------------------------- label files: UTF-8 with an optional BOM, lines on \n and \r\n
+
+
+LABEL_KINDS = ["librispeech", "timit", "voxceleb1", "fsc", "iemocap", "mlsuperb", "wenetspeech", "commonvoice"]
+TRANSCRIPT_KINDS = ["librispeech", "timit", "fsc", "iemocap", "mlsuperb", "wenetspeech", "commonvoice"]
+
+
+def _label_files(src: Path) -> list[Path]:
+    return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".tsv", ".csv", ".json", ".phn", ".wrd"))
+
+
+def _cut_table(out: Path) -> dict:
+    """Every cut as the user reads it (split, id) -> (speaker, text, language, custom, alignment), audio paths left out."""
+    from speechrq.data.corpus import cut_files
+
+    table = {}
+    for split in cut_files(out):
+        for cut in load_cuts(out, split):
+            sup = cut.supervisions[0]
+            alignment = {k: [(a.symbol, a.start, a.duration) for a in v] for k, v in (sup.alignment or {}).items()}
+            table[split, sup.id] = (sup.speaker, sup.text, sup.language, sup.custom, alignment, round(cut.duration, 3))
+    return table
+
+
+@pytest.mark.parametrize("kind", LABEL_KINDS)
+def test_label_files_with_a_byte_order_mark_and_crlf_lines_import_exactly_as_without(kind, tmp_path, voices):
+    """Issue 34.4: a Common Voice ``train.tsv`` beginning with a UTF-8 byte-order mark was dropped whole ("missing column(s)
+    client_id") and the import exited 0 without a train split; every importer's label files had the same fault."""
+    import shutil
+
+    _minimal_tree(kind, tmp_path / "plain", voices)
+    shutil.copytree(tmp_path / "plain", tmp_path / "bom")
+    files = _label_files(tmp_path / "bom")
+    assert files
+    for f in files:  # as Windows tools write them: a BOM, CRLF line ends
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    _, plain = import_corpus(kind, tmp_path / "plain", tmp_path / "out_plain", workers=1, progress=False)
+    _, bom = import_corpus(kind, tmp_path / "bom", tmp_path / "out_bom", workers=1, progress=False)
+    assert not plain.skipped and not bom.skipped and bom.kept == plain.kept
+    assert _cut_table(tmp_path / "out_bom") == _cut_table(tmp_path / "out_plain")
+    assert len({split for split, _ in _cut_table(tmp_path / "out_bom")}) >= 2  # every split, none lost
+
+
+def _separate(kind: str, src: Path, sep: str) -> None:
+    """Every space inside every transcript of ``_minimal_tree(kind)`` replaced by ``sep``, the rest of each line as it was."""
+    import json
+    import re
+
+    def edit(path: Path, change) -> None:
+        text = path.read_bytes().decode("utf-8")
+        path.write_bytes("\n".join(change(line) if line else line for line in text.split("\n")).encode("utf-8"))
+
+    def after(n: int):  # the text after the first n space-separated fields
+        return lambda line: " ".join(line.split(" ")[:n]) + " " + " ".join(line.split(" ")[n:]).replace(" ", sep)
+
+    if kind == "librispeech":
+        for f in src.rglob("*.trans.txt"):
+            edit(f, after(1))
+    elif kind == "timit":
+        for f in src.rglob("*.TXT"):
+            edit(f, after(2))
+    elif kind == "mlsuperb":
+        for f in src.rglob("transcript_*.txt"):
+            edit(f, after(2))
+    elif kind == "iemocap":
+        for f in src.glob("Session*/dialog/transcriptions/*.txt"):
+            edit(f, lambda line: re.sub(r"(?<=\]: )(.*)$", lambda m: m.group(1).replace(" ", sep), line))
+    elif kind in ("commonvoice", "fsc"):  # only the sentence holds spaces
+        for f in list(src.rglob("*.tsv")) + list(src.rglob("*_data.csv")):
+            f.write_bytes(f.read_bytes().decode("utf-8").replace(" ", sep).encode("utf-8"))
+    elif kind == "wenetspeech":
+        meta = json.loads((src / "WenetSpeech.json").read_text(encoding="utf-8"))
+        for audio in meta["audios"]:
+            for seg in audio["segments"]:
+                seg["text"] = seg["text"].replace(" ", sep)
+        (src / "WenetSpeech.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\x85", "\u2029", "\x0b\x0c", "\x1c\x1d\x1e", "\r"],
+                         ids=["U+2028", "U+0085", "U+2029", "VT-FF", "FS-GS-RS", "CR"])
+@pytest.mark.parametrize("kind", TRANSCRIPT_KINDS)
+def test_a_unicode_line_separator_inside_a_transcript_is_text_not_a_line_break(kind, sep, tmp_path, voices):
+    """Issue 34.4: a transcript holding U+2028 was cut there and the rest became a phantom utterance, reported as a
+    missing file. Lines end at \\n and \\r\\n only: the separator stays in its utterance's text, as written (a lone CR in a
+    CSV table as a space), and the text rules make it a space."""
+    from speechrq.text import normalize_text
+
+    _minimal_tree(kind, tmp_path / "plain", voices)
+    _minimal_tree(kind, tmp_path / "sep", voices)
+    _separate(kind, tmp_path / "sep", sep)
+    import_corpus(kind, tmp_path / "plain", tmp_path / "out_plain", workers=1, progress=False)
+    _, report = import_corpus(kind, tmp_path / "sep", tmp_path / "out_sep", workers=1, progress=False)
+    assert not report.skipped  # no phantom utterance, no line rejected
+    plain, separated = _cut_table(tmp_path / "out_plain"), _cut_table(tmp_path / "out_sep")
+    assert set(separated) == set(plain)
+    for key, (speaker, text, *_) in plain.items():
+        written = text.replace(" ", sep.replace("\r", " ") if kind == "fsc" else sep)
+        assert separated[key][1] == written, (key, separated[key][1], written)
+        assert normalize_text(separated[key][1]) == normalize_text(text)
+
+
+def test_a_commonvoice_sentence_is_stored_stripped_of_surrounding_spaces_and_otherwise_as_written(tmp_path, voices):
+    """Issue 34.10: a sentence no longer stripped of its surrounding spaces passed every importer test."""
+    src = tmp_path / "cv"
+    _minimal_tree("commonvoice", src, voices)
+    (src / "ru" / "train.tsv").write_bytes("\ufeffclient_id\tpath\tsentence\r\nc0\tcommon_voice_ru_0.mp3\t  Привет,  мир!\u2028 \r\n"
+                                           .encode("utf-8"))
+    (src / "ru" / "dev.tsv").write_text("client_id\tpath\tsentence\tage\nc1\tcommon_voice_ru_1.mp3\t\"До\"\tthirties\n", encoding="utf-8")
+    import_corpus("commonvoice", src, tmp_path / "out", workers=1, progress=False)
+    table = _cut_table(tmp_path / "out")
+    assert table["train", "common_voice_ru_0"][:3] == ("c0", "Привет,  мир!", "ru")
+    speaker, text, language, custom, *_ = table["dev", "common_voice_ru_1"]
+    assert (speaker, text, language, custom) == ("c1", '"До"', "ru", {"age": "thirties", "audio_sha256": custom["audio_sha256"]})
+    assert table["test", "common_voice_ru_2"][1] == "привет мир"
+
+
+def test_stored_transcripts_are_exactly_the_label_text(tmp_path, voices):
+    """Issue 34.10: the exact stored text of every transcript importer (ids, speakers and texts a user relies on)."""
+    src = tmp_path / "ls"
+    chap = src / "train-clean-100" / "103" / "1240"
+    _write(chap / "103-1240-0000.flac", voices[0][0])
+    _write(chap / "103-1240-0001.flac", voices[1][0])
+    (chap / "103-1240.trans.txt").write_text("103-1240-0000 HELLO  THERE \n\n103-1240-0001 GOOD\tNIGHT\n")
+    import_corpus("librispeech", src, tmp_path / "ls_out", workers=1, progress=False)
+    assert {k: v[:2] for k, v in _cut_table(tmp_path / "ls_out").items()} == {
+        ("train-clean-100", "103-1240-0000"): ("103", "HELLO  THERE"), ("train-clean-100", "103-1240-0001"): ("103", "GOOD\tNIGHT")}
+
+    src = tmp_path / "timit"
+    _minimal_tree("timit", src, voices)
+    wav = src / "data" / "TRAIN" / "DR1" / "FCJF0" / "SX0.WAV"
+    wav.with_suffix(".TXT").write_text(f"0 {len(voices[0][0])} She had your  dark suit.\n")
+    wav.with_suffix(".PHN").write_text("0 3200 h#\n3200 4800 sh\n")
+    import_corpus("timit", src, tmp_path / "timit_out", workers=1, progress=False)
+    speaker, text, _, _, alignment, _ = _cut_table(tmp_path / "timit_out")["train", "FCJF0-SX0"]
+    assert (speaker, text) == ("FCJF0", "She had your  dark suit.")
+    assert alignment["phone"] == [("h#", 0.0, 0.2), ("sh", 0.2, 0.1)] and alignment["word"] == [("word", 0.0, 0.0625)]
+
+    src = tmp_path / "iemocap"
+    _minimal_tree("iemocap", src, voices)
+    (src / "Session1" / "dialog" / "transcriptions" / "Ses01F_impro01.txt").write_text(
+        "Ses01F_impro01_F000 [000.0000-001.0000]:  Excuse me.  \n")
+    import_corpus("iemocap", src, tmp_path / "iemocap_out", workers=1, progress=False)
+    speaker, text, _, custom, _, _ = _cut_table(tmp_path / "iemocap_out")["session1", "Ses01F_impro01_F000"]
+    assert (speaker, text, custom["emotion"], custom["session"]) == ("Ses01F", "Excuse me.", "neutral", "Session1")
+
+    src = tmp_path / "mls"
+    _minimal_tree("mlsuperb", src, voices)
+    (src / "mls" / "eng" / "transcript_10min_train.txt").write_text("mls_eng_000000 A  hello   world \n")
+    import_corpus("mlsuperb", src, tmp_path / "mls_out", workers=1, progress=False)
+    assert _cut_table(tmp_path / "mls_out")["train_10min", "mls_eng_000000"][:3] == (None, "hello   world", "eng")
+
+    src = tmp_path / "fsc"
+    _minimal_tree("fsc", src, voices)
+    table = src / "data" / "train_data.csv"
+    table.write_text(table.read_text().replace("Turn on the lights", '"Turn on, the ""lights"""'))
+    import_corpus("fsc", src, tmp_path / "fsc_out", workers=1, progress=False)
+    speaker, text, _, custom, _, _ = _cut_table(tmp_path / "fsc_out")["train", "utt0"]
+    assert (speaker, text, custom["intent"], custom["action"]) == ("spk0", 'Turn on, the "lights"', "activate|lights|none", "activate")
+
+
+def _one_line_error(excinfo, *words) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and all(w in message for w in words), (message, words)
+    return message
+
+
+def test_a_label_file_that_loses_its_split_or_most_of_its_lines_is_an_error(tmp_path, voices):
+    """Issue 34.4: a label file that loses a whole split (a header column not found, undecodable bytes) or more than
+    half of its lines is a one-line error naming it, not a warning; fewer lost lines are reported as before."""
+    # a Common Voice table whose header lacks client_id: the train split would be lost
+    src = tmp_path / "cv"
+    _minimal_tree("commonvoice", src, voices)
+    (src / "ru" / "train.tsv").write_text("client\tpath\tsentence\nc0\tcommon_voice_ru_0.mp3\tпривет мир\n", encoding="utf-8")
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("commonvoice", src, tmp_path / "out_cv", progress=False)
+    _one_line_error(e, str(src / "ru" / "train.tsv"), "client_id")
+    assert not (tmp_path / "out_cv").exists()
+    (src / "ru" / "train.tsv").unlink()  # a split's table missing
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("commonvoice", src, tmp_path / "out_cv", progress=False)
+    _one_line_error(e, str(src / "ru" / "train.tsv"))
+    # an FSC table without its transcription column
+    src = tmp_path / "fsc"
+    _minimal_tree("fsc", src, voices)
+    table = src / "data" / "valid_data.csv"
+    table.write_text(table.read_text().replace("transcription", "text"))
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("fsc", src, tmp_path / "out_fsc", progress=False)
+    _one_line_error(e, str(table), "transcription")
+    # IEMOCAP transcripts with undecodable bytes: named, not replaced
+    src = tmp_path / "iemocap"
+    _minimal_tree("iemocap", src, voices)
+    tr = src / "Session2" / "dialog" / "transcriptions" / "Ses02F_impro01.txt"
+    tr.write_bytes(b"Ses02F_impro01_F000 [000.0000-001.0000]: caf\xe9\n")
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("iemocap", src, tmp_path / "out_iemocap", progress=False)
+    _one_line_error(e, str(tr), "UTF-8", "0xe9", "offset 44")
+    tr.write_bytes(b"\xef\xbb\xbf" + tr.read_bytes())  # the offset counts the file's bytes, its byte-order mark too
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("iemocap", src, tmp_path / "out_iemocap", progress=False)
+    _one_line_error(e, str(tr), "0xe9", "offset 47")
+    # LibriSpeech, ML-SUPERB, VoxCeleb1: more than half of a file's lines rejected
+    src = tmp_path / "ls"
+    _minimal_tree("librispeech", src, voices)
+    trans = src / "dev-clean" / "84" / "1240" / "84-1240.trans.txt"
+    trans.write_text(trans.read_text() + "JUSTONEFIELD\nANOTHER\n")  # 2 of 4 lines: reported, the import goes on
+    _, report = import_corpus("librispeech", src, tmp_path / "out_ls", progress=False)
+    assert report.skipped[f"{trans}:3"].startswith("expected 'UTTERANCE-ID TRANSCRIPT'") and len(report.skipped) == 2
+    assert _report(tmp_path / "out_ls")["problems"][f"{trans}:4"].startswith("expected 'UTTERANCE-ID TRANSCRIPT'")
+    trans.write_text(trans.read_text() + "ATHIRD\n")  # 3 of 5
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("librispeech", src, tmp_path / "out_ls2", progress=False)
+    _one_line_error(e, str(trans), "3 of 5")
+    src = tmp_path / "mls"
+    _minimal_tree("mlsuperb", src, voices)
+    dev = src / "mls" / "eng" / "transcript_10min_dev.txt"
+    dev.write_text(dev.read_text() + "bad\nworse\n")
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("mlsuperb", src, tmp_path / "out_mls", progress=False)
+    _one_line_error(e, str(dev), "2 of 3")
+    src = tmp_path / "vox"
+    _minimal_tree("voxceleb1", src, voices)
+    split = src / "iden_split.txt"
+    split.write_text(split.read_text() + "4 id10001/vid0/00001.wav\n1\n2 a b\n")
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("voxceleb1", src, tmp_path / "out_vox", progress=False)
+    _one_line_error(e, str(split), "3 of 5")
+    # TIMIT: an utterance's own label files; a split losing most of its utterances is an error
+    src = tmp_path / "timit"
+    _minimal_tree("timit", src, voices)
+    (src / "data" / "TRAIN" / "DR1" / "FCJF0" / "SX0.PHN").write_text("0 1000\n")
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("timit", src, tmp_path / "out_timit", progress=False)
+    _one_line_error(e, "FCJF0", "SX0.PHN", "train")
+    # WenetSpeech: most segments of its one label file unusable
+    import json
+
+    src = tmp_path / "wenet"
+    _minimal_tree("wenetspeech", src, voices)
+    meta = json.loads((src / "WenetSpeech.json").read_text())
+    meta["audios"][0]["segments"] += [{"sid": "Y0000_S1", "text": "x", "subsets": ["L"]}, {"sid": "Y0000_S2", "begin_time": 1}]
+    (src / "WenetSpeech.json").write_text(json.dumps(meta))
+    _, report = import_corpus("wenetspeech", src, tmp_path / "out_wenet", progress=False)  # 2 of 4: reported
+    assert len(report.skipped) == 2 and "Y0000_S2" in str(report.skipped)
+    meta["audios"].append({"aid": "Y0009"})
+    (src / "WenetSpeech.json").write_text(json.dumps(meta))
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("wenetspeech", src, tmp_path / "out_wenet2", progress=False)
+    _one_line_error(e, str(src / "WenetSpeech.json"), "3 of 5")
+
+
+# ---------------------------------------------------------------- the same recording in training and test
+
+
+def test_a_commonvoice_clip_in_train_and_test_is_refused_unless_allowed_and_always_counted(tmp_path, voices, capsys):
+    """Issue 34.5: a clip listed in both train.tsv and test.tsv was imported into both splits with no word."""
+    from speechrq.cli import main
+
+    src = tmp_path / "cv"
+    _minimal_tree("commonvoice", src, voices)
+    assert main(["data", "import", "commonvoice", str(src), str(tmp_path / "clean"), "--quiet", "--workers", "1"]) == 0
+    assert _report(tmp_path / "clean")["overlap"] == {"allowed": False, "count": 0, "by_id": 0, "by_content": 0, "pairs": []}
+    capsys.readouterr()
+    with open(src / "ru" / "test.tsv", "a", encoding="utf-8") as f:
+        f.write("c0\tcommon_voice_ru_0.mp3\tпривет мир\n")  # the train clip, listed for test too
+    assert main(["data", "import", "commonvoice", str(src), str(tmp_path / "out"), "--quiet", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "common_voice_ru_0" in err and "train" in err and "test" in err and "--allow-overlap" in err
+    assert not (tmp_path / "out" / "cuts_train.jsonl.gz").exists() and not (tmp_path / "out" / "import_report.json").exists()
+    assert main(["data", "import", "commonvoice", str(src), str(tmp_path / "out"), "--quiet", "--workers", "1", "--allow-overlap"]) == 0
+    err = capsys.readouterr().err
+    assert "1 recording" in err and "import_report.json" in err  # said, in one warning line
+    overlap = _report(tmp_path / "out")["overlap"]
+    assert (overlap["allowed"], overlap["count"], overlap["by_id"], overlap["by_content"]) == (True, 1, 1, 1)
+    assert overlap["pairs"] == [{"held_out": "test/common_voice_ru_0", "other": "train/common_voice_ru_0", "by": ["id", "content"]}]
+    assert {sup.id for c in load_cuts(tmp_path / "out", "test") for sup in c.supervisions} == {"common_voice_ru_0", "common_voice_ru_2"}
+    assert json_summary(tmp_path / "out")["overlap"]["count"] == 1
+
+
+def json_summary(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("kind", LABEL_KINDS)
+def test_identical_audio_under_two_names_in_training_and_held_out_splits_is_caught_by_its_hash(kind, tmp_path, voices):
+    """Issue 34.5: not only one id in two splits; two files with the same bytes, one for training and one held out (or,
+    for IEMOCAP's leave-one-session-out folds, in two sessions) are the same recording."""
+    import shutil
+
+    src = tmp_path / "src"
+    _minimal_tree(kind, src, voices)
+    import_corpus(kind, src, tmp_path / "first", workers=1, progress=False)
+    cuts = _cut_table(tmp_path / "first")
+    from speechrq.data.corpus import cut_files
+
+    sources = {split: {c.supervisions[0].id: c.recording.sources[0].source for c in load_cuts(tmp_path / "first", split)}
+               for split in cut_files(tmp_path / "first")}
+    held_out = sorted(s for s in sources if not s.startswith("train") and s != "session1")
+    training = sorted(s for s in sources if s.startswith("train")) or ["session1"]
+    (train_id, train_file), = list(sources[training[0]].items())[:1]
+    (other_id, other_file), = list(sources[held_out[0]].items())[:1]
+    assert train_file != other_file and (training[0], train_id) in cuts
+    shutil.copyfile(train_file, other_file)  # another name, the same bytes
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus(kind, src, tmp_path / "out", workers=1, progress=False)
+    _one_line_error(e, str(src), "1 recording", f"{training[0]}/{train_id}", f"{held_out[0]}/{other_id}", "same audio")
+    _, report = import_corpus(kind, src, tmp_path / "out", workers=1, progress=False, allow_overlap=True)
+    overlap = _report(tmp_path / "out")["overlap"]
+    assert (overlap["count"], overlap["by_id"], overlap["by_content"]) == (1, 0, 1)
+    assert overlap["pairs"] == [{"held_out": f"{held_out[0]}/{other_id}", "other": f"{training[0]}/{train_id}", "by": ["content"]}]
+
+
+def test_training_subsets_may_share_recordings_but_held_out_splits_may_not(tmp_path, voices):
+    """Issue 34.5: ML-SUPERB's 10-minute set is part of its 1-hour set, WenetSpeech's S of M of L: allowed. The same
+    utterance in dev and test, a WenetSpeech segment tagged for training and DEV, or a held-out segment overlapping a
+    training segment of the same recording, is refused; another stretch of the same recording is not the same audio."""
+    import json
+
+    src = tmp_path / "mls"
+    _mlsuperb_tree(src, voices)
+    import_corpus("mlsuperb", src, tmp_path / "mls_out", workers=1, progress=False)  # mls_eng_000000 in train_10min and train_1h
+    assert _report(tmp_path / "mls_out")["overlap"]["count"] == 0
+    with open(src / "mls" / "eng" / "transcript_10min_test.txt", "a", encoding="utf-8") as f:
+        f.write("mls_eng_000002 A good night\n")  # a dev utterance listed for test
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("mlsuperb", src, tmp_path / "mls_out2", progress=False)
+    _one_line_error(e, "dev/mls_eng_000002", "test/mls_eng_000002")
+
+    src = tmp_path / "wenet"
+    _minimal_tree("wenetspeech", src, voices)  # Y0000: train_l, Y0001: dev
+    meta = json.loads((src / "WenetSpeech.json").read_text())
+    y0, y1 = meta["audios"][0]["segments"], meta["audios"][1]["segments"]
+    y0[0]["subsets"] = ["S", "M", "L"]
+    y1.append({"sid": "Y0001_S1", "begin_time": 0.9, "end_time": 1.05, "text": "好", "subsets": ["L"]})  # after the DEV segment
+    (src / "WenetSpeech.json").write_text(json.dumps(meta))
+    summary, _ = import_corpus("wenetspeech", src, tmp_path / "w_out", workers=1, progress=False)
+    assert {k: v["utterances"] for k, v in summary["splits"].items()} == {"train_s": 1, "train_m": 1, "train_l": 2, "dev": 1}
+    assert _report(tmp_path / "w_out")["overlap"]["count"] == 0
+    y1[1]["begin_time"] = 0.8  # now it overlaps the DEV segment Y0001_S0 (0.1-0.9 s)
+    (src / "WenetSpeech.json").write_text(json.dumps(meta))
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("wenetspeech", src, tmp_path / "w_out2", progress=False)
+    _one_line_error(e, "train_l/Y0001_S1", "dev/Y0001_S0")
+    y1[1]["begin_time"] = 0.9
+    y0[0]["subsets"] = ["L", "DEV"]  # one segment tagged for training and held out
+    (src / "WenetSpeech.json").write_text(json.dumps(meta))
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("wenetspeech", src, tmp_path / "w_out3", progress=False)
+    _one_line_error(e, "train_l/Y0000_S0", "dev/Y0000_S0")
+    _, report = import_corpus("wenetspeech", src, tmp_path / "w_out3", workers=1, progress=False, allow_overlap=True)
+    assert _report(tmp_path / "w_out3")["overlap"]["count"] == 1
+
+
+def test_a_voxceleb1_file_listed_for_two_splits_is_refused(tmp_path, voices):
+    src = tmp_path / "vox"
+    _minimal_tree("voxceleb1", src, voices)
+    with open(src / "iden_split.txt", "a") as f:
+        f.write("2 id10001/vid0/00001.wav\n")  # the training file, listed for dev too
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("voxceleb1", src, tmp_path / "out", progress=False)
+    _one_line_error(e, "train/id10001-vid0-00001", "dev/id10001-vid0-00001", "--allow-overlap")
+
+
+def test_a_commonvoice_row_with_more_fields_than_its_header_is_rejected_at_its_line(tmp_path, voices):
+    """A tab inside a sentence makes a row longer than the header: it is named with its line, never read shifted or cut."""
+    src = tmp_path / "cv"
+    _minimal_tree("commonvoice", src, voices)
+    (src / "ru" / "test.tsv").write_text("client_id\tpath\tsentence\n\nc2\tcommon_voice_ru_2.mp3\tпривет мир\n"
+                                         "c9\tcommon_voice_ru_9.mp3\tпривет\tмир\n", encoding="utf-8")
+    _, report = import_corpus("commonvoice", src, tmp_path / "out", workers=1, progress=False)
+    assert report.skipped == {f"{src / 'ru' / 'test.tsv'}:4": "a row with missing fields (expected client_id, path, sentence, ... "
+                                                              "separated by tabs)"}
+
+
+def test_an_iemocap_utterance_line_that_does_not_parse_is_named_and_most_of_a_file_lost_is_an_error(tmp_path, voices):
+    src = tmp_path / "iemocap"
+    _minimal_tree("iemocap", src, voices)
+    ev = src / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", "", ev.read_text().strip(), "C-E2:\tNeutral;\t()",
+             "A-E3:\tval 3; act 2; dom  2;\t()", "[1.0 - 2.0]\tSes01F_impro01_M001\tfru\t[2.5, 2.5, 2.5]",
+             "[2.0 - 3.0]\tSes01F_impro01_M002"]  # evaluators' lines are not utterances; a 4-class-less label is left out
+    ev.write_text("\n".join(lines) + "\n")
+    summary, report = import_corpus("iemocap", src, tmp_path / "out", workers=1, progress=False)
+    assert report.skipped == {f"{ev}:7": "expected '[START - END]<TAB>UTTERANCE<TAB>EMOTION<TAB>[V, A, D]', "
+                                         "got '[2.0 - 3.0]\\tSes01F_impro01_M002'"}
+    assert summary["utterances"] == 2
+    ev.write_text("\n".join(lines + ["[3.0 - 4.0] Ses01F_impro01_M003 neu", "[4.0 - 5.0]"]) + "\n")  # 3 of 5 lost
+    with pytest.raises(SpeechrqError) as e:
+        import_corpus("iemocap", src, tmp_path / "out2", progress=False)
+    _one_line_error(e, str(ev), "3 of 5")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from test_discrete_asr import write_asr_config
 
@@ -91,3 +92,49 @@ def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(
         assert main(["asr", "tables", *args]) == 2, args
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, (args, err)
+    # what the tables read beside compare.json, edited by hand: one line naming the file and the key, nothing written
+
+    def edited(path, change, said, argv):
+        kept = path.read_bytes()
+        path.write_text(change(path.read_text()))
+        capsys.readouterr()
+        assert main(argv) == 2, path
+        err = capsys.readouterr().err
+        assert f"{path}: {said}" in err and err.count("\n") == 1, err
+        path.write_bytes(kept)
+
+    fresh = tmp_path / "fresh"
+    tables = ["asr", "tables", k16, str(tmp_path / "k24"), "--prefix", str(fresh)]
+    errors = tmp_path / "k16" / "runs" / "rvq_k16_m2" / "seed1" / "errors_dev.json"
+    edited(errors, lambda t: json.dumps(json.loads(t) | {"char_errors": ["3", *json.loads(t)["char_errors"][1:]]}),
+           "char_errors[0]: expected a number, got '3'", tables)
+    edited(errors, lambda t: json.dumps(json.loads(t) | {"chars": json.loads(t)["chars"][1:]}), "chars: expected one per utterance", tables)
+    metrics = tmp_path / "k16" / "runs" / "kmeans_k16_m1" / "seed0" / "metrics.jsonl"
+    edited(metrics, lambda t: t.replace('"lr": ', '"lr": "x", "was": ', 1), "line 1: lr: expected a number, got 'x'", tables)
+    assert not fresh.with_suffix(".json").exists()
+
+
+def test_a_resumed_comparison_reads_its_compare_json_checked(pretrain_corpus, tmp_path, capsys, monkeypatch):
+    """`asr compare` reuses the runs compare.json records as finished: a record edited by hand (a number as a string, an
+    object where the seeds were) is one line naming the file and key, not a traceback or a table of wrong numbers."""
+    from speechrq.asr.search import SEARCH_VERSION
+
+    monkeypatch.setattr("speechrq.identity.claim", lambda *a, **k: None)  # the folder's identity is not what is tried here
+    write_asr_config(tmp_path / "asr.yaml", steps=2)
+    argv = ["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(pretrain_corpus / "feature_stats.json"), "--layer", "-1",
+            "--corpus", str(pretrain_corpus), "--frames", "3000", "--test-split", "dev", "--mode", "ctc", "--beam", "1", "--seeds", "0,1",
+            "--no-continuous", "--quiet", "--out", str(tmp_path / "cmp"), "--k", "24", "--pq", "", "--rpq", ""]
+    decoding = {"mode": "ctc", "beam": 1, "ctc_weight": 0.3, "search": SEARCH_VERSION}
+    run = {"cer": 50.0, "wer": 80.0, "s_per_step": 0.1, "epoch_s": 1.0, "bits_per_second": 115.0, "steps": 2, "utterances": 10,
+           "jobs": 1, "decoding": decoding, "final_loss": 3.0}
+    row = {"input": "units", "quantizer": {"kind": "kmeans", "k": 24, "num_subspaces": 1}, "seeds": {"0": run, "1": run}}
+    for seeds, said in (({"0": run | {"cer": "n/a"}, "1": run}, "rows.k-means (k=24).seeds.0.cer: expected a number, got 'n/a'"),
+                        ({"0": run, "1": {k: v for k, v in run.items() if k != "s_per_step"}}, "rows.k-means (k=24).seeds.1: missing key 's_per_step'"),
+                        ([run, run], "rows.k-means (k=24).seeds: expected an object, got a list")):
+        shutil.rmtree(tmp_path / "cmp", ignore_errors=True)
+        (tmp_path / "cmp").mkdir()
+        (tmp_path / "cmp" / "compare.json").write_text(json.dumps({"test_split": "dev", "rows": {"k-means (k=24)": row | {"seeds": seeds}}}))
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'cmp' / 'compare.json'}: {said}" in err and err.count("\n") == 1, err

@@ -293,3 +293,46 @@ def test_a_mel_branch_continues_best_rq_with_fresh_heads(refreshed_run, pretrain
     assert [r["stage"] for r in read_metrics(tmp_path / "b")] == [0, 0]
     with pytest.raises(Exception, match="branch_targets"):
         config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "c", targets={"branch_targets": "mel"}))
+
+
+def test_a_resumed_latent_stage_logs_every_field_as_the_uninterrupted_run(pretrain_corpus, tmp_path, monkeypatch):
+    """A Latent-RQ run (refresh at 3) killed in step 7 of stage 1 (checkpoint at 5, a record at 6 past it) and resumed:
+    every record equals the uninterrupted run's but the wall-clock ones, the stage's codeword usage since the refresh
+    included; each step counts one tick of a clock read at its start and end."""
+    import itertools
+
+    import speechrq.pretrain.trainer as trainer_mod
+    from speechrq.training import engine
+
+    ticks = itertools.count()
+    monkeypatch.setattr(engine, "now", lambda: float(next(ticks)), raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        make = lambda name: config_from_dict(PretrainConfig, tiny_pretrain_config(  # noqa: E731
+            pretrain_corpus, tmp_path / name, optim={"max_steps": 8, "warmup_steps": 2},
+            targets={"layers": [1, 2], "refresh_at": [3], "stats_utterances": 8},
+            train={"log_every": 3, "checkpoint_every": 5, "keep_last": 5}))
+        train(make("ref"), progress=False)
+        real, calls = trainer_mod.micro_step, [0]
+
+        def killed(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == 7:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(trainer_mod, "micro_step", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(make("run"), progress=False)
+        monkeypatch.setattr(trainer_mod, "micro_step", real)
+        assert [r["step"] for r in read_metrics(tmp_path / "run")] == [3, 6]
+        train(make("run"), resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    wall = ("s_per_step", "audio_s_per_s")
+    ref, run = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
+    assert [r["step"] for r in run] == [3, 6, 8] and [r["stage"] for r in run] == [0, 1, 1]
+    assert [{k: v for k, v in r.items() if k not in wall} for r in run] == [{k: v for k, v in r.items() if k not in wall} for r in ref]
+    assert [r["s_per_step"] for r in run] == [r["s_per_step"] for r in ref]
+    assert [r["audio_s_per_s"] for r in run] == [r["audio_s_per_s"] for r in ref]

@@ -94,11 +94,16 @@ def test_speakers_are_separable_by_nearest_centroid(tiny_corpus):
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
+    """Every file's sha256, the folder's own path taken out (manifests hold absolute paths under it, paths.json records it)."""
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(root)): hashlib.sha256(_without_root(p.read_bytes(), root)).hexdigest()
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def _without_root(data: bytes, root: Path) -> bytes:
+    return data.replace(str(root.resolve()).encode(), b"ROOT")
 
 
 def test_same_seed_is_byte_identical_whatever_the_workers(tmp_path):
@@ -108,6 +113,7 @@ def test_same_seed_is_byte_identical_whatever_the_workers(tmp_path):
     a, b = _tree_digest(tmp_path / "a"), _tree_digest(tmp_path / "b")
     assert len([k for k in a if k.endswith(".wav")]) > 10
     assert a == b
+    assert f'"{(tmp_path / "a").resolve()}/audio/'.encode() in (tmp_path / "a" / "cuts_train.jsonl").read_bytes()  # absolute paths
     synthesize_corpus(tmp_path / "c", SynthConfig(hours=0.02, speakers=6, seed=4, shard_size=10), workers=2, progress=False)
     assert _tree_digest(tmp_path / "c")["cuts_train.jsonl"] != a["cuts_train.jsonl"]
 
@@ -201,7 +207,8 @@ def test_snr_adds_noise_at_the_stated_level(tmp_path):
         speech = x[np.abs(x) > 0.01 * np.abs(x).max()]
         measured.append(10 * np.log10(np.mean(speech**2) / np.mean((y - x) ** 2)))
     assert len(measured) >= 2 and all(abs(m - 10.0) < 0.5 for m in measured), measured
-    assert (tmp_path / "noisy" / "cuts_train.jsonl").read_bytes() == (tmp_path / "clean" / "cuts_train.jsonl").read_bytes()
+    assert (_without_root((tmp_path / "noisy" / "cuts_train.jsonl").read_bytes(), tmp_path / "noisy")
+            == _without_root((tmp_path / "clean" / "cuts_train.jsonl").read_bytes(), tmp_path / "clean"))
 
 
 def test_espeak_refuses_a_voice_it_would_silently_replace():

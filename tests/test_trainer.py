@@ -361,3 +361,135 @@ def test_asr_inputs_are_checked_where_they_enter(tmp_path):
     audio = {"audio": torch.randn(3, 8000) * 0.1, "audio_lens": torch.tensor([8000, 8000, 6000]), "cuts": CutSet.from_cuts(cuts)}
     with pytest.raises(SpeechrqError, match=rf"^encoder layer 0 states: non-finite \(NaN or inf\) values in utterance {cuts[0].id} .* \(3 of 3\)"):
         input_features(layer, audio, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- a resumed run writes what the uninterrupted run writes
+# wall-clock fields (measured, never equal between two runs): seconds per step and audio seconds per second
+PRETRAIN_WALL_CLOCK = ("s_per_step", "audio_s_per_s")
+
+
+def deterministic_fields(records: list[dict], wall_clock=PRETRAIN_WALL_CLOCK) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in wall_clock} for r in records]
+
+
+def killed_and_resumed(cfg, monkeypatch, kill_at: int) -> list[dict]:
+    """Train ``cfg``, killed (KeyboardInterrupt, nothing cleaned up) in its ``kill_at``-th micro-batch, then resumed to
+    its end; returns the records the killed run had written."""
+    import speechrq.pretrain.trainer as trainer_mod
+
+    real, calls = trainer_mod.micro_step, [0]
+
+    def killed(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "micro_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(trainer_mod, "micro_step", real)
+    written = read_metrics(cfg.out_dir)
+    train(cfg, resume=True, progress=False)
+    return written
+
+
+@pytest.fixture
+def one_thread_and_a_ticking_clock(monkeypatch):
+    """One torch thread (a shared 2-core machine), and a step clock that advances one second per reading."""
+    import itertools
+
+    from speechrq.training import engine
+
+    ticks = itertools.count()
+    monkeypatch.setattr(engine, "now", lambda: float(next(ticks)), raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_resumed_best_rq_run_logs_every_field_as_the_uninterrupted_run(pretrain_corpus, tmp_path, monkeypatch,
+                                                                          one_thread_and_a_ticking_clock):
+    """Killed in step 8 (checkpoint at 5, a record at 6 past it), resumed: the log window 4-6 spans the resume, and every
+    record (window losses, accuracy, masked fraction, usage of the window and of the run, skipped steps) is the
+    uninterrupted run's; the record at 6 the killed run wrote is replaced, not repeated. Step times are measured per
+    step (two clock readings: its start and its end), so the resumed run's seconds per step are the uninterrupted run's
+    too, and its audio per second follows."""
+    make = lambda name: config_from_dict(PretrainConfig, tiny_pretrain_config(  # noqa: E731
+        pretrain_corpus, tmp_path / name, optim={"max_steps": 10}, train={"log_every": 3, "checkpoint_every": 5}))
+    train(make("ref"), progress=False)
+    written = killed_and_resumed(make("run"), monkeypatch, kill_at=8)
+    assert [r["step"] for r in written] == [3, 6]  # the killed run logged step 6, past its checkpoint
+    ref, run = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
+    assert [r["step"] for r in run] == [3, 6, 9, 10]
+    assert deterministic_fields(run) == deterministic_fields(ref)
+    assert [r["s_per_step"] for r in run] == [r["s_per_step"] for r in ref] == [1.0] * 4
+    assert [r["audio_s_per_s"] for r in run] == [r["audio_s_per_s"] for r in ref]
+    a = load_model_state(tmp_path / "ref" / "checkpoints" / "step_00000010")
+    b = load_model_state(tmp_path / "run" / "checkpoints" / "step_00000010")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _meters_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One of two gloo ranks: the same 6 steps of synthetic micro-batches metered straight through, and metered with a
+    checkpoint after step 4 whose meters are loaded into fresh ones (a resume on the same ranks, or on one rank)."""
+    import json
+    from types import SimpleNamespace
+
+    import torch.distributed as tdist
+
+    from speechrq import distributed as dist
+    from speechrq.pretrain.meters import TrainingMeters
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    ctx = dist.Context(rank=rank, world_size=world)
+
+    def micro(step):  # this rank's micro-batch of a step: fractional audio seconds, targets of a seeded draw
+        g = torch.Generator().manual_seed(100 * rank + step)
+        targets = torch.randint(0, 8, (2, 5, 2), generator=g)
+        result = SimpleNamespace(loss=torch.tensor(1.0 + step / 7 + rank / 3), correct=torch.tensor([step % 3, rank + 1.0]),
+                                 num_masked=3 + rank)
+        return SimpleNamespace(result=result, loss=result.loss, targets=targets, frame_lens=torch.tensor([5, 3 + step % 3])), 0.1 * step + 0.37 * rank
+
+    def steps(meters, which, records):
+        for step in which:
+            outp, seconds = micro(step)
+            meters.add_micro(outp, seconds)
+            meters.end_step(meters.step_loss(1, ctx), 0.5 * step, skipped=step == 3)
+            if step in (2, 6):
+                records.append(meters.record(step, 1e-3, ctx, 2.0, {}))
+
+    straight, resumed = [], []
+    steps(TrainingMeters(2, 8, torch.device("cpu")), range(1, 7), straight)
+    first = TrainingMeters(2, 8, torch.device("cpu"))
+    steps(first, range(1, 5), resumed)
+    state = first.state_dict(ctx)
+    torch.save(state, f"{out}/state{rank}.pt")
+    again = TrainingMeters(2, 8, torch.device("cpu"))
+    again.load_state_dict(torch.load(f"{out}/state{rank}.pt", weights_only=True), ctx)
+    steps(again, range(5, 7), resumed)
+    if rank == 0:
+        with open(f"{out}/records.json", "w") as f:
+            json.dump({"straight": straight, "resumed": resumed}, f)
+    tdist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_meters_resumed_on_two_ranks_report_the_uninterrupted_windows(tmp_path):
+    """Two ranks' window sums are kept once (reduced at the checkpoint, restored on rank 0 only): neither lost nor counted
+    twice; the losses, grad norms, skipped steps and the run's usage come back on every rank."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_meters_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert [r["step"] for r in records["resumed"]] == [2, 6]
+    assert records["resumed"] == records["straight"]
+    assert records["straight"][1]["skipped_steps"] == 1 and records["straight"][1]["losses"] == pytest.approx(
+        [(2 * (1.0 + s / 7) + 1 / 3) / 2 for s in (3, 4, 5, 6)], rel=1e-6)

@@ -325,3 +325,50 @@ def test_the_same_inputs_named_from_another_directory_are_reused_not_refused(che
     monkeypatch.chdir(tmp_path / "sub")
     assert main([*fit, "--corpus", "../corpus", "--out", "../km"]) == 0  # the same corpus and quantizer folder: reused
     assert (tmp_path / "km" / "units.safetensors").stat().st_mtime_ns == before
+
+
+def test_checkpoints_quantizers_and_exports_open_with_safetensors_torch_and_json_alone_from_anywhere_and_moved(
+        checkpoint, pretrain_corpus, tmp_path, monkeypatch):
+    """Issue 34.9: what speechrq writes for others opens with the standard tools, from any directory and after its folder
+    moved: a checkpoint (safetensors, torch with weights_only, JSON), an exported encoder and a fitted quantizer (safetensors,
+    JSON); speechrq reads the moved ones too, and their recorded paths say the same from anywhere (absolute)."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from speechrq.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint, run / "step")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "run/step", "run/export"]) in (0, None)
+    assert main(["units", "fit", "--encoder", "run/step", "--layer", "1", "--corpus", str(pretrain_corpus), "--frames", "1000",
+                 "--k", "8", "--out", "run/km", "--quiet"]) == 0
+    files = {"step": "model.safetensors", "export": "model.safetensors", "km": "units.safetensors"}
+    before = {name: load_file(run / name / f) for name, f in files.items()}
+    assert before["export"] and set(before["export"]) < set(before["step"])  # the heads dropped
+    moved = tmp_path / "moved run"
+    shutil.move(run, moved)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for name, f in files.items():
+        got = load_file(moved / name / f)
+        assert set(got) == set(before[name]) and all(torch.equal(got[k], before[name][k]) for k in got)
+        with safe_open(str(moved / name / f), framework="numpy") as st:  # without torch too
+            assert set(st.keys()) == set(got)
+    meta = json.loads((moved / "step" / "meta.json").read_text())
+    assert meta["step"] == 0 and "config" in meta
+    assert isinstance(torch.load(moved / "step" / "trainer.pt", weights_only=True), dict)
+    exported = json.loads((moved / "export" / "meta.json").read_text())
+    assert not (moved / "export" / "trainer.pt").exists() and exported["exported_from"] == str((run / "step").resolve())
+    units = json.loads((moved / "km" / "units.json").read_text())
+    assert units["source"]["corpus"] == str(pretrain_corpus.resolve()) and units["source"]["encoder"] == str((run / "step").resolve())
+    # speechrq reads the moved encoder and quantizer
+    from speechrq.encoders import EncoderLayer
+
+    q = UnitQuantizer.load(moved / "km")
+    audio, lens = torch.randn(1, 16000), torch.tensor([16000])
+    with torch.no_grad():
+        a, b = EncoderLayer(moved / "export", 1)(audio, lens)[0], EncoderLayer(moved / "step", 1)(audio, lens)[0]
+    assert q.spec.k == 8 and torch.equal(a, b) and q.encode(a[0].numpy()).shape == (a.shape[1], 1)

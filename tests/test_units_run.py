@@ -265,3 +265,214 @@ def test_a_20_ms_source_keeps_20_ms_frames_through_encode_manifests_asr_batches_
                      "--frame-ms", "2000", "--quiet"]) == 2
         err = capsys.readouterr().err
         assert "too short for encoder layer 0" in err and err.strip().count("\n") == 0 and not (tmp_path / "long").exists()
+
+
+# ---------------------------------------------------------------- outputs others read (issue 34, point 9)
+
+
+def _small_corpus(tiny_corpus, out: Path, splits: dict[str, tuple[str, int]]) -> Path:
+    """A copy of the tiny corpus holding only ``splits`` (name -> the tiny corpus's split and how many of its cuts), as
+    lhotse writes them."""
+    from lhotse import CutSet
+
+    shutil.copytree(tiny_corpus, out)
+    made = {name: CutSet.from_file(out / f"cuts_{split}.jsonl").subset(first=n) for name, (split, n) in splits.items()}
+    for p in out.glob("cuts_*.jsonl*"):
+        p.unlink()
+    for name, cuts in made.items():
+        cuts.to_file(out / f"cuts_{name}.jsonl")
+    return out
+
+
+def _lhotse_units(manifest: Path) -> dict:
+    """``{id: units}`` read by lhotse alone, as a user's script would."""
+    from lhotse import CutSet
+
+    return {c.id: c.load_custom("units") for c in CutSet.from_file(manifest)}
+
+
+def _kaldi(path: Path) -> dict:
+    """A Kaldi text file read by plain Python."""
+    return {line.split()[0]: [int(x) for x in line.split()[1:]] for line in path.read_text(encoding="utf-8").splitlines()}
+
+
+RELOCATE = "from speechrq.data.corpus import relocate; relocate({!r})"  # the documented one-liner (docs/guide/units.md)
+
+
+def _run_documented_relocate(folder: Path, cwd: Path) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", RELOCATE.format(str(folder))], cwd=cwd, check=True)
+
+
+def _fit_small(tiny_corpus, tmp_path: Path, splits: dict[str, tuple[str, int]]) -> Path:
+    from speechrq.units.run import fit_units
+
+    corpus = _small_corpus(tiny_corpus, tmp_path / "corpus", splits)
+    fit_units(FIXTURE, 1, corpus, tmp_path / "km", QuantizerSpec(k=8, niter=2), frames=200, split=next(iter(splits)),
+              max_duration=MAX_DURATION, progress=False)
+    return corpus
+
+
+@pytest.mark.parametrize("splits", [{"train": ("train", 6), "dev": ("dev", 3)},
+                                    {"train_10min": ("train", 4), "train_1h": ("train", 6), "valid": ("dev", 3)}])
+def test_units_encode_without_splits_encodes_every_split_the_corpus_has(splits, tiny_corpus, tmp_path, monkeypatch, capsys):
+    """Issue 34.9: ``units encode Q --corpus C --out D`` on a corpus without a test split was refused ("has no split
+    'test'"): the default follows the corpus (its own split names too), and ``--splits`` naming nothing is one line."""
+    import json
+
+    from speechrq.cli import main
+
+    corpus = _fit_small(tiny_corpus, tmp_path, splits)
+    monkeypatch.chdir(tmp_path)
+    assert main(["units", "encode", "km", "--corpus", "corpus", "--out", "enc", "--max-duration", str(MAX_DURATION), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "enc" / "encode.json").read_text())
+    names = {p.name[len("cuts_"):].split(".jsonl")[0] for p in corpus.glob("cuts_*")}
+    assert set(summary["splits"]) == names == {p.name[len("cuts_"):-len(".jsonl.gz")] for p in (tmp_path / "enc").glob("cuts_*")}
+    assert {name: s["utterances"] for name, s in summary["splits"].items()} == {name: n for name, (_, n) in splits.items()}
+    capsys.readouterr()
+    assert main(["units", "encode", "km", "--corpus", "corpus", "--out", "enc2", "--splits", " , ", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "names no split" in err and err.strip().count("\n") == 0 and not (tmp_path / "enc2").exists()
+
+
+def test_an_encoded_corpus_reads_without_speechrq_from_any_directory_and_after_a_move(tiny_corpus, tmp_path, monkeypatch):
+    """Issue 34.9: the manifests stored ``storage_path: "arrays"``: lhotse alone (``CutSet.from_file``, then
+    ``cut.load_custom("units")``) failed from any directory but D with FileNotFoundError 'arrays/<id>.npy'. Now the
+    arrays, the Kaldi text and the corpus's audio open with lhotse, numpy and plain Python from anywhere; a moved folder
+    reads in speechrq as it is, in lhotse once the documented one-liner rewrote it, with unchanged fingerprints."""
+    import json
+
+    import numpy as np
+
+    from speechrq.cli import main
+    from speechrq.identity import manifest_fingerprint
+    from speechrq.units.encode import load_units
+
+    corpus = _fit_small(tiny_corpus, tmp_path, {"train": ("train", 10), "dev": ("dev", 5)})
+    monkeypatch.chdir(tmp_path)
+    assert main(["units", "encode", "km", "--corpus", "corpus", "--out", "enc", "--splits", "train,dev", "--max-duration",
+                 str(MAX_DURATION), "--quiet"]) == 0
+    enc = tmp_path / "enc"
+    summary = json.loads((enc / "encode.json").read_text())
+    assert summary["splits"]["train"]["utterances"] == 10 and summary["splits"]["dev"]["utterances"] == 5
+    # what was written, read back from its own files (numpy) and by speechrq
+    arrays = {p.stem: np.load(p) for p in (enc / "arrays").glob("*.npy")}
+    assert len(arrays) == 15
+    fingerprints = {s: manifest_fingerprint(enc / f"cuts_{s}.jsonl.gz") for s in ("train", "dev")}
+
+    def same_everywhere(folder: Path) -> None:
+        for split in ("train", "dev"):
+            got = _lhotse_units(folder / f"cuts_{split}.jsonl.gz")  # lhotse alone, from the current directory
+            assert len(got) == summary["splits"][split]["utterances"]
+            for uid, units in got.items():
+                assert units.dtype == np.uint16 and np.array_equal(units, arrays[uid])
+            text = _kaldi(folder / f"units_{split}.txt")  # Kaldi text, plain Python
+            assert set(text) == set(got) and all(text[u] == got[u][:, 0].tolist() for u in got)
+        from lhotse import CutSet
+
+        cut = next(iter(CutSet.from_file(folder / "cuts_dev.jsonl.gz")))
+        assert cut.load_audio().shape[-1] == cut.num_samples  # the corpus's audio, by lhotse alone too
+        assert Path(cut.units.array.storage_path).is_absolute()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    same_everywhere(enc)
+    # moved and renamed: speechrq reads it as it is; the documented one-liner rewrites it for lhotse; fingerprints stay
+    moved = tmp_path / "moved units"
+    shutil.move(enc, moved)
+    assert not enc.exists()
+    for split in ("train", "dev"):
+        assert manifest_fingerprint(moved / f"cuts_{split}.jsonl.gz") == fingerprints[split]
+        assert all(np.array_equal(c.load_custom("units"), arrays[c.id]) for c in load_units(moved / f"cuts_{split}.jsonl.gz"))
+    _run_documented_relocate(moved, elsewhere)
+    same_everywhere(moved)
+    from lhotse import CutSet
+
+    assert all(c.units.array.storage_path == str(moved.resolve() / "arrays") for c in CutSet.from_file(moved / "cuts_train.jsonl.gz"))
+    for split in ("train", "dev"):
+        assert manifest_fingerprint(moved / f"cuts_{split}.jsonl.gz") == fingerprints[split]
+    # a rerun into the moved folder adds nothing, reuses everything
+    before = {p.name: p.stat().st_mtime_ns for p in (moved / "arrays").iterdir()}
+    assert main(["units", "encode", str(tmp_path / "km"), "--corpus", str(corpus), "--out", str(moved), "--quiet"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (moved / "arrays").iterdir()} == before
+    # an ASR checkpoint trained on them opens with safetensors, sentencepiece, torch and json alone; its run resumes after the
+    # units folder moved again (not rewritten): the units manifest's fingerprint, one of the run's inputs, did not move
+    import sentencepiece as spm
+    import yaml
+    from safetensors.torch import load_file
+
+    from speechrq.asr.config import ASRConfig
+    from speechrq.asr.trainer import TOKENIZER_KEY, train_asr
+    from speechrq.config import load_config
+
+    def asr_config(units: Path, steps: int) -> Path:
+        path = tmp_path / f"asr{steps}.yaml"
+        path.write_text(yaml.safe_dump({
+            "out_dir": str(tmp_path / "asr"), "data": {"units": str(units), "max_duration": 20.0, "num_buckets": 1, "vocab_size": 30},
+            "model": {"preset": "tiny"}, "optim": {"lr": 2e-3, "warmup_steps": 1, "max_steps": steps},
+            "train": {"device": "cpu", "precision": "fp32", "log_every": 1, "checkpoint_every": 1}}))
+        return path
+
+    last = train_asr(load_config(ASRConfig, asr_config(moved, 1)), progress=False)
+    ckpt = tmp_path / "asr checkpoint"
+    shutil.copytree(last, ckpt)
+    state = load_file(ckpt / "model.safetensors")
+    tokens = spm.SentencePieceProcessor(model_proto=bytes(state[TOKENIZER_KEY].numpy()))
+    assert tokens.get_piece_size() > 2 and tokens.decode(tokens.encode("hello")) == "hello"
+    assert json.loads((ckpt / "meta.json").read_text())["kind"] == "speechrq-asr"
+    assert isinstance(torch.load(ckpt / "trainer.pt", weights_only=True), dict)
+    shutil.move(moved, tmp_path / "moved again")
+    assert train_asr(load_config(ASRConfig, asr_config(tmp_path / "moved again", 2)), resume=True, progress=False).name == "step_00000002"
+
+
+def test_a_synthesized_corpus_reads_with_lhotse_alone_from_any_directory_and_after_a_move(tiny_corpus, tmp_path, monkeypatch):
+    """Issue 34.9: ``speechrq synth`` stored audio paths relative to the corpus folder, so ``CutSet.from_file(...)`` then
+    ``cut.load_audio()`` failed from any other directory. Now they are absolute; a moved corpus reads in speechrq as it
+    is (its own audio, the same fingerprint) and in lhotse once the documented one-liner rewrote it."""
+    from lhotse import CutSet
+
+    from speechrq.data.corpus import cut_files, load_cuts
+    from speechrq.identity import corpus_fingerprint
+
+    monkeypatch.chdir(tmp_path)  # neither the corpus folder nor its parent
+    for path in cut_files(tiny_corpus).values():
+        cuts = list(CutSet.from_file(path))
+        assert cuts and all(Path(c.recording.sources[0].source).is_file() for c in cuts)
+        assert cuts[0].load_audio().shape == (1, cuts[0].num_samples)
+    fingerprint = corpus_fingerprint(tiny_corpus)
+    copy, moved = tmp_path / "copy", tmp_path / "moved corpus"
+    shutil.copytree(tiny_corpus, copy)
+    shutil.move(copy, moved)
+    inside = str(moved.resolve()) + "/"
+    assert corpus_fingerprint(moved) == fingerprint
+    assert all(c.recording.sources[0].source.startswith(inside) for c in load_cuts(moved, "dev"))  # its own audio, not the original's
+    _run_documented_relocate(moved, tmp_path)
+    for path in cut_files(moved).values():
+        cuts = list(CutSet.from_file(path))
+        assert all(c.recording.sources[0].source.startswith(inside) and Path(c.recording.sources[0].source).is_file() for c in cuts)
+    assert cuts[0].load_audio().shape == (1, cuts[0].num_samples)
+    assert corpus_fingerprint(moved) == fingerprint
+
+
+def test_a_default_split_follows_the_corpus_names(tiny_corpus, tmp_path):
+    """Issue 34.9, the same kind: a command's default split (``units fit``'s training split, ``units report``'s) is the
+    corpus's own when it names it its way; two candidates, or none, are one line naming them."""
+    from speechrq.data.corpus import default_split
+    from speechrq.units.run import fit_units
+
+    corpus = _small_corpus(tiny_corpus, tmp_path / "libri", {"train-clean-100": ("train", 6), "dev-clean": ("dev", 3),
+                                                                "test-clean": ("test", 3)})
+    assert [default_split(corpus, r) for r in ("train", "dev", "test")] == ["train-clean-100", "dev-clean", "test-clean"]
+    q = fit_units(FIXTURE, 1, corpus, tmp_path / "km", QuantizerSpec(k=4, niter=2), frames=100, max_duration=MAX_DURATION,
+                  progress=False)
+    assert q.source["split"] == "train-clean-100"
+    ml = _small_corpus(tiny_corpus, tmp_path / "ml", {"train_10min": ("train", 2), "train_1h": ("train", 4), "valid": ("dev", 2)})
+    assert default_split(ml, "dev") == "valid" and default_split(_small_corpus(tiny_corpus, tmp_path / "t", {"train": ("train", 2)}),
+                                                                 "train") == "train"
+    with pytest.raises(SpeechrqError, match=r"several train splits \(train_10min, train_1h\)"):
+        fit_units(FIXTURE, 1, ml, tmp_path / "km2", QuantizerSpec(k=4, niter=2), frames=100, progress=False)
+    with pytest.raises(SpeechrqError, match=r"no test split \(it has train_10min, train_1h, valid\)"):
+        default_split(ml, "test")

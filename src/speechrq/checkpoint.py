@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .errors import SpeechrqError
-from .io import default_file_mode
+from .io import TEMP_MARK, default_file_mode, disk_full_error, is_disk_full, process_alive, temp_owner
 
 MODEL_FILE, TRAINER_FILE, META_FILE = "model.safetensors", "trainer.pt", "meta.json"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -55,21 +55,27 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], trai
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp = path.parent / f".{path.name}{TEMP_MARK}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
-    save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
-    files = [MODEL_FILE, META_FILE]
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER_FILE)
-        files.append(TRAINER_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-    for name in files:
-        os.chmod(tmp / name, default_file_mode())  # safetensors creates its file 0600
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
+        save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        files = [MODEL_FILE, META_FILE]
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_FILE)
+            files.append(TRAINER_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        for name in files:
+            os.chmod(tmp / name, default_file_mode())  # safetensors creates its file 0600
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+    except BaseException as e:  # an error, a full disk or a termination signal: no half-written checkpoint is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e, tmp / MODEL_FILE):
+            raise disk_full_error(path, "a checkpoint") from None
+        raise
     if path.exists():  # re-saving a step (a resumed run): swap, then drop the old one
         old = path.parent / f".{path.name}.old-{os.getpid()}"
         os.replace(path, old)
@@ -122,14 +128,18 @@ def prune_checkpoints(root: str | Path, keep_last: int, keep: set[int] = frozens
     for step, p in ckpts[:-keep_last] if keep_last > 0 else ckpts:
         if step not in keep:
             shutil.rmtree(p, ignore_errors=True)
-    for p in root.glob(".step_*"):  # left by a job killed while writing
-        shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".step_*"):  # left by a job killed while writing; never another live process's
+        pid = temp_owner(p.name)
+        if pid is not None and (pid == os.getpid() or not process_alive(pid)):  # ours: a save of this process that failed
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
+    from .io import loads_json
+
     path = Path(path)
     try:
-        return json.loads((path / META_FILE).read_text())
+        return loads_json((path / META_FILE).read_text(), path / META_FILE)  # a key given twice: refused, never the last kept
     except FileNotFoundError:
         raise SpeechrqError(f"{path}: not a speechrq checkpoint (no {META_FILE})") from None
     except json.JSONDecodeError as e:
@@ -150,6 +160,43 @@ def load_model_state(path: str | Path, device: str | torch.device = "cpu", prefi
         raise SpeechrqError(f"{f}: cannot read ({e})") from None
 
 
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def describe_weight_mismatch(missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]) -> str:
+    """``2 missing (a, b), 1 unexpected (c), 1 of another shape (d: (3, 4) in the file, (3, 5) in the model)``, or ``""``
+    when all three are empty: how many weights of each kind, and the first names."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_first(unexpected)})")
+    if mismatched:
+        shapes = [f"{k}: {tuple(a)} in the file, {tuple(b)} in the model" for k, a, b in mismatched]
+        parts.append(f"{len(mismatched)} of another shape ({_first(shapes, 2)})")
+    return ", ".join(parts)
+
+
+def check_weights(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str | Path, what: str = "model") -> None:
+    """Refuse ``state`` unless it holds exactly the keys of ``expected`` (a module's ``state_dict()``), each of the same
+    shape: one :class:`SpeechrqError` line naming ``source``, how many weights are missing, unexpected or of another
+    shape, and the first names. Nothing is ever left at its random initialisation."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if (why := describe_weight_mismatch(missing, unexpected, mismatched)):
+        raise SpeechrqError(f"{source}: the weights do not load whole into the {what}: {why}")
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path, what: str = "model") -> None:
+    """``module.load_state_dict(state)``, strictly, after :func:`check_weights` (a mismatch is one line, never a
+    multi-line RuntimeError or a partly random module)."""
+    check_weights(module.state_dict(), state, source, what)
+    module.load_state_dict(state)
+
+
 EXPORT_DROPS = ("heads.",)  # the prediction heads: only continuing this very run needs them (a branch re-initialises them)
 
 
@@ -158,7 +205,7 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
     to ``dst``: no prediction heads and no optimizer state, so a shipped checkpoint stays small."""
     meta = read_meta(src)
     state = {k: v for k, v in load_model_state(src).items() if not k.startswith(EXPORT_DROPS)}
-    meta = meta | {"exported_from": str(src), "export_dropped": [*EXPORT_DROPS, TRAINER_FILE]}
+    meta = meta | {"exported_from": str(Path(src).resolve()), "export_dropped": [*EXPORT_DROPS, TRAINER_FILE]}  # from anywhere
     return save_checkpoint(dst, state, None, meta)
 
 

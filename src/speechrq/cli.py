@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import OtherRankFailed, SpeechrqError
+from .errors import OtherRankFailed, SpeechrqError, Terminated, install_termination_handlers
 
 
 # The shortest audio each encoder kind reads, quoted by the help of every command that reads audio at inference.
@@ -24,6 +24,29 @@ MIN_AUDIO_HELP = ("Audio shorter than the encoder reads is refused in one line n
                   "for a standard Hugging Face wav2vec2/HuBERT/WavLM/data2vec-audio front end.")
 
 
+def _holds(output, what: str):
+    """Run the command holding its output (``output(args)``: a folder or file, None for none) for its whole lifetime:
+    a second process writing the same output is refused in one line (:func:`speechrq.lock.hold`)."""
+    import functools
+
+    def wrap(cmd):
+        @functools.wraps(cmd)
+        def run(args):
+            path = output(args)
+            if path is None:
+                return cmd(args)
+            from .lock import hold
+
+            with hold(path, what):
+                return cmd(args)
+        return run
+    return wrap
+
+
+def _stats_file(args) -> str:
+    return args.out or str(Path(args.corpus_dir) / "feature_stats.json")
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -31,6 +54,7 @@ def _cpu_count() -> int:
 # --------------------------------------------------------------------------- synth
 
 
+@_holds(lambda a: a.out_dir, "a corpus")
 def cmd_synth(args) -> None:
     from .data.corpus import format_summary
     from .data.synth import COMMAND_SHARE, SynthConfig, synthesize_corpus
@@ -55,11 +79,13 @@ def cmd_synth(args) -> None:
 # --------------------------------------------------------------------------- data
 
 
+@_holds(lambda a: a.out, "an imported corpus")
 def cmd_data_import(args) -> None:
     from .data.corpus import format_summary
     from .data.recipes import import_corpus
 
-    summary, report = import_corpus(args.kind, args.src, args.out, workers=args.workers, progress=not args.quiet)
+    summary, report = import_corpus(args.kind, args.src, args.out, workers=args.workers, progress=not args.quiet,
+                                    allow_overlap=args.allow_overlap)
     print(format_summary(summary, title=f"{args.kind} corpus {args.out}"))
     print(report.format())
     empty = summary.get("empty_transcripts") or {}
@@ -67,6 +93,11 @@ def cmd_data_import(args) -> None:
         n = empty["count"]
         print(f"warning: {n} transcript{' is' if n == 1 else 's are'} empty once normalised (e.g. {', '.join(empty['examples'])}); kept in the "
               f"corpus, all listed under empty_transcripts in {Path(args.out) / 'import_report.json'}", file=sys.stderr)
+    if (n := (summary.get("overlap") or {}).get("count")):
+        first = summary["overlap"]["examples"][0]
+        print(f"warning: {n} recording{' is' if n == 1 else 's are'} in a held-out split and a training (or another held-out) split "
+              f"(e.g. {first['held_out']} = {first['other']}), imported as --allow-overlap asks; all listed under overlap in "
+              f"{Path(args.out) / 'import_report.json'}", file=sys.stderr)
 
 
 def cmd_data_summary(args) -> None:
@@ -78,6 +109,7 @@ def cmd_data_summary(args) -> None:
 # --------------------------------------------------------------------------- features
 
 
+@_holds(_stats_file, "feature statistics")
 def cmd_features_stats(args) -> None:
     from .data.corpus import load_cuts
     from .features import STATS_FILE, FeatureStats, check_stats_source, compute_stats
@@ -123,8 +155,11 @@ def cmd_pretrain(args) -> None:
     if args.init_from:
         overrides.append(f"targets.init_from={args.init_from}")
     cfg = load_config(PretrainConfig, args.config, overrides)
+    from .lock import hold
+
     try:
-        last = train(cfg, resume=args.resume, progress=not args.quiet)
+        with hold(cfg.out_dir, "a pre-training run"):
+            last = train(cfg, resume=args.resume, progress=not args.quiet)
     finally:
         distributed.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
@@ -134,6 +169,7 @@ def cmd_pretrain(args) -> None:
         print(f"{cfg.out_dir}: trained to step {cfg.optim.max_steps}; last checkpoint {last}")
 
 
+@_holds(lambda a: a.out, "an exported checkpoint")
 def cmd_export(args) -> None:
     from .checkpoint import MODEL_FILE, export_checkpoint
     from .io import file_sha256
@@ -143,6 +179,7 @@ def cmd_export(args) -> None:
     print(f"{out}: {MODEL_FILE} {size / 1e6:.1f} MB, sha256 {file_sha256(out / MODEL_FILE)} (no heads, no trainer state)")
 
 
+@_holds(lambda a: a.out, "a target ranking")
 def cmd_targets_rank(args) -> None:
     from .evaluate.target_quality import format_ranking, rank_checkpoint
     from .io import atomic_write_json
@@ -158,6 +195,7 @@ def cmd_targets_rank(args) -> None:
         print(f"{args.out}: written")
 
 
+@_holds(lambda a: a.out or str(Path(a.demo) / "report.md"), "the report")
 def cmd_report(args) -> None:
     from .io import atomic_write_text
     from .studies.report import demo_report
@@ -183,6 +221,7 @@ def cmd_bench_pretrain(args) -> None:
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
 
 
+@_holds(lambda a: a.out, "a quality benchmark")
 def cmd_bench_quality(args) -> None:
     from .evaluate.finetune import FinetuneConfig
     from .studies.quality import format_quality, quality_benchmark
@@ -207,6 +246,7 @@ def int_list(text: str, flag: str) -> list[int]:
         raise SpeechrqError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
 
 
+@_holds(lambda a: a.out, "a Latent-RQ study")
 def cmd_bench_latent(args) -> None:
     from .studies.latent_study import latent_study
 
@@ -231,6 +271,7 @@ def cmd_bench_latent(args) -> None:
     print(f"{args.out}: study.json, study.md")
 
 
+@_holds(lambda a: a.out, "a recipe sweep")
 def cmd_bench_sweep(args) -> None:
     from .studies.sweep import format_sweep, recipe_sweep
 
@@ -271,6 +312,7 @@ def _sample_size(args) -> tuple[int | None, float | None]:
     return args.frames, args.fraction
 
 
+@_holds(lambda a: a.out, "units")
 def cmd_units_fit(args) -> None:
     from .units import QuantizerSpec
     from .units.run import fit_units, format_fit
@@ -291,12 +333,15 @@ def cmd_units_fit(args) -> None:
     print(f"{args.out}: units.json, units.safetensors")
 
 
+@_holds(lambda a: a.out, "an encoded corpus")
 def cmd_units_encode(args) -> None:
     from .units.run import encode_units, format_lengths
 
     if args.bpe is not None and args.bpe < 2:
         raise SpeechrqError(f"--bpe: a vocabulary size >= 2, got {args.bpe}")
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits is not None else None  # None: every split
+    if splits == []:
+        raise SpeechrqError(f"--splits {args.splits!r}: names no split (leave it out for every split of the corpus)")
     from . import distributed
 
     with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (each split's pass is shared)
@@ -313,6 +358,7 @@ def cmd_units_encode(args) -> None:
     print(f"{args.out}: encode.json")
 
 
+@_holds(lambda a: a.out, "a units report")
 def cmd_units_report(args) -> None:
     from .units.report import format_report, grid
     from .units.run import report_units
@@ -344,8 +390,11 @@ def cmd_asr_train(args) -> None:
     from .config import load_config
 
     cfg = load_config(ASRConfig, args.config, list(args.set or []))
+    from .lock import hold
+
     try:
-        last = train_asr(cfg, resume=args.resume, progress=not args.quiet)
+        with hold(cfg.out_dir, "an ASR training run"):
+            last = train_asr(cfg, resume=args.resume, progress=not args.quiet)
     finally:
         distributed.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
@@ -370,9 +419,7 @@ def cmd_asr_decode(args) -> None:
 
 def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
     from .asr.data import UnitSource
-    from .asr.decode import Recognizer, decode_split
-    from .data.corpus import text_id
-    from .io import atomic_write_json, atomic_write_text
+    from .asr.decode import Recognizer
 
     rec = Recognizer(args.checkpoint, device=str(ctx.device) if ctx.distributed else None)
     source = UnitSource(args.units or rec.spec["units_dir"])
@@ -385,6 +432,17 @@ def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
     # the default folder names everything that changes the hypotheses: a decode with other settings never replaces one
     units_tag = "" if not args.units else f"_units{source.fingerprint[:8]}"
     out = Path(args.out) if args.out else rec.path.parent.parent / "decode" / f"{rec.path.name}_{mode}_beam{beam}_ctc{w:g}{units_tag}"
+    from .lock import hold
+
+    with hold(out, "decodes"):
+        _decode_into(args, rec, source, out, mode, beam, w, ctx)
+
+
+def _decode_into(args, rec, source, out: Path, mode: str, beam: int, w: float, ctx) -> None:
+    from .asr.decode import decode_split
+    from .data.corpus import text_id
+    from .io import atomic_write_json, atomic_write_text, file_fingerprint
+
     # splits decoded earlier into OUT with the same model, units and settings are kept beside the new ones; OUT holding
     # decodes of anything else is refused, never mixed
     from .checkpoint import MODEL_FILE
@@ -396,7 +454,10 @@ def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
     made = {"model": file_fingerprint(rec.path / MODEL_FILE), "units_fingerprint": source.fingerprint, "mode": mode, "beam": beam,
             "ctc_weight": w, "search": SEARCH_VERSION}
     def previous_rows() -> dict:
-        previous = read_json(out / "results.json") if (out / "results.json").exists() else {}
+        from .schema import OBJECT, Each, check, opt
+
+        previous = (check(read_json(out / "results.json"), {opt("splits"): Each(OBJECT)}, out / "results.json")
+                    if (out / "results.json").exists() else {})
         if previous and "search" not in previous:
             raise SpeechrqError(f"{out}: holds a results.json that `asr decode` did not write; use another --out")
         if previous and (why := describe_difference({k: previous.get(k) for k in made}, made)):
@@ -422,6 +483,7 @@ def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
         print(f"{out}: results.json, hyp_*.txt")
 
 
+@_holds(lambda a: a.out, "an ASR comparison")
 def cmd_asr_compare(args) -> None:
     from .studies.discrete_asr import compare, format_compare, parse_ms, parse_rpq
 
@@ -439,6 +501,7 @@ def cmd_asr_compare(args) -> None:
     print(f"{args.out}: compare.json, compare.md")
 
 
+@_holds(lambda a: a.prefix, "tables")
 def cmd_asr_tables(args) -> None:
     from .studies.rpq_tables import format_tables, write_tables
 
@@ -467,6 +530,7 @@ def cmd_asr_transcribe(args) -> None:
 # --------------------------------------------------------------------------- evaluate
 
 
+@_holds(lambda a: a.out, "an evaluation")
 def cmd_evaluate(args) -> None:
     from .encoders import FilterbankEncoder, FrozenEncoder, is_pretrained_folder, load_encoder
     from .evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
@@ -590,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("out", metavar="OUT", help="corpus directory to write")
     i.add_argument("--workers", type=int, default=_cpu_count(), help="parallel audio checks (default: all cores)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.add_argument("--allow-overlap", action="store_true",
+                   help="import a recording that is in a training split and a dev/test split, or in two held-out splits "
+                        "(same id or same audio bytes; refused by default); counted in OUT/import_report.json either way")
     i.set_defaults(func=cmd_data_import)
     sm = dsub.add_parser("summary", help="print a corpus directory's counts", description="Print a corpus directory's counts.")
     sm.add_argument("corpus_dir", metavar="CORPUS_DIR")
@@ -612,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Pre-train an encoder as the YAML config says (see configs/pretrain/). "
                         "For several GPUs or nodes: torchrun --nproc-per-node G -m speechrq pretrain CONFIG.")
     pt.add_argument("config", metavar="CONFIG", help="YAML config")
-    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=3e-4 (repeatable)")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=3e-4 (repeatable; the same key twice: the later wins)")
     pt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
     pt.add_argument("--init-from", metavar="CHECKPOINT", help="branch a Latent-RQ stage from another run's checkpoint "
                     "(RUN/checkpoints/step_N): the student starts from it, the target encoder is its encoder, "
@@ -721,10 +788,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "array, uint16 [frames, M]), OUT/arrays/, Kaldi-style OUT/units_SPLIT.txt for single-stream units, "
                          "and with --bpe, de-duplicated units in sentencepiece BPE (OUT/bpe.model, OUT/units_SPLIT.bpe.txt). Resumable. "
                          "An utterance id with whitespace (a hand-made manifest's) is refused rather than written into a text line. "
-                         + MIN_AUDIO_HELP)
+                         "The manifests' paths are absolute (lhotse reads them from any directory); after moving OUT, "
+                         "python -c \"from speechrq.data.corpus import relocate; relocate('OUT')\" rewrites them (speechrq reads a "
+                         "moved OUT as it is). " + MIN_AUDIO_HELP)
     ue.add_argument("quantizer", metavar="QUANTIZER", help="a `speechrq units fit` output directory")
     ue.add_argument("--corpus", required=True, help="corpus directory")
-    ue.add_argument("--splits", default="train,dev,test", help="comma-separated splits (default: train,dev,test)")
+    ue.add_argument("--splits", help="comma-separated splits (default: every split the corpus has)")
     ue.add_argument("--out", required=True, help="output directory")
     ue.add_argument("--bpe", type=int, help="single-stream units: train BPE of this vocabulary on the first split's de-duplicated units")
     ue.add_argument("--max-duration", type=float, default=30.0, help="padded audio seconds per encoder batch (default: 30; more on a GPU)")
@@ -752,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Train as the YAML config says (see configs/asr/). For several GPUs: "
                          "torchrun --nproc-per-node G -m speechrq asr train CONFIG.")
     at.add_argument("config", metavar="CONFIG", help="YAML config")
-    at.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    at.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; the same key twice: the later wins)")
     at.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
     at.add_argument("--quiet", action="store_true", help="no progress bar")
     at.set_defaults(func=cmd_asr_train)
@@ -805,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--unit-bpe", type=int, default=1000, metavar="V", help="unit BPE vocabulary of the bpe row (default: 1000)")
     ac.add_argument("--jobs", type=int, default=1, metavar="N", help="run N trainings side by side, one process each, sharing "
                     "the cores (for a CPU; default: 1); their times per epoch are then measured on a shared machine")
-    ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable)")
+    ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable; the same key twice: the later wins)")
     decode_args(ac)
     ac.set_defaults(func=cmd_asr_compare)
     atb = asub.add_parser("tables", help="the RPQ paper's Tables I-IV, VII and Figure 6 from finished comparisons",
@@ -877,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--demo-step", type=int, default=1000, help="report the margin at this step (the demo's budget; default: 1000)")
     bq.add_argument("--epochs", type=int, default=30, help="PR probe epochs (default: 30)")
     bq.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
-    bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    bq.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; the same key twice: the later wins)")
     bq.add_argument("--quiet", action="store_true", help="no progress bars")
     bq.set_defaults(func=cmd_bench_quality)
     bl = bsub.add_parser("latent", help="Latent-RQ arms against BEST-RQ at equal steps over pre-training seeds",
@@ -900,7 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--ft-arms", help="';'-separated arm names that get the ft probe (default: all)")
     bl.add_argument("--reference", help="a strong checkpoint to continue with Mel and with latent targets")
     bl.add_argument("--reference-layers", help="θ's layers for the reference's latent arm (default: --best-layers)")
-    bl.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="overrides for the reference arms (its quantizer)")
+    bl.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="overrides for the reference arms (its quantizer; repeatable; the same key twice: the later wins)")
     bl.add_argument("--epochs", type=int, default=30, help="PR/SID/ER probe epochs (default: 30)")
     bl.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")
     bl.add_argument("--ft-probe-seeds", type=int, default=1, metavar="N", help="probe seeds of ft (default: 1)")
@@ -942,6 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with contextlib.redirect_stderr(io.StringIO()):
             args = parser.parse_args(argv)
+    install_termination_handlers()  # SIGTERM/SIGHUP unwind like an exception: temporaries removed, nothing half-written
     try:
         args.func(args)
     except SpeechrqError as e:
@@ -957,6 +1027,23 @@ def main(argv: list[str] | None = None) -> int:
         if rank is None:
             print("speechrq: interrupted", file=sys.stderr)
         return 130
+    except Terminated as t:
+        import signal
+
+        if rank is None:
+            print(f"speechrq: stopped by {signal.Signals(t.signum).name}; nothing half-written was kept: the same command "
+                  "continues from what was finished", file=sys.stderr)
+        return 128 + t.signum
+    except Exception as e:  # a write that no atomic writer saw: a full disk is still one line
+        from .io import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        where = f" while writing {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"speechrq: error{'' if rank is None else f' (rank {rank})'}: no space left on the device{where} "
+              f"({os.strerror(e.errno) if getattr(e, 'errno', None) else e}); free space and run the same command again",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,8 +10,9 @@ that names the first setting that differs (directories the user named).
 
 - :func:`digest`: 16 hex digits of sha256 over canonical JSON (any JSON-able value);
 - :func:`manifest_fingerprint` / :func:`corpus_fingerprint`: a corpus by the *content*
-  of its manifests (decompressed, so re-writing the same cuts keeps the fingerprint), not
-  its path: a corpus made again with another seed into the same folder is another corpus;
+  of its manifests (decompressed, so re-writing the same cuts keeps the fingerprint; paths under
+  the folder read relative to it, so moving the folder keeps it too), not its path: a corpus made
+  again with another seed into the same folder is another corpus;
 - :func:`describe_difference`: the first setting where two identities differ, old and new value;
 - :func:`claim`: record an identity in a directory, or check the one recorded there.
 """
@@ -34,22 +35,43 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _folder_prefixes(folder: Path) -> list[bytes]:
+    """How a path under ``folder`` (as it lies now, and as it lay when its manifests were written) starts in a manifest
+    line: ``"/abs/folder/`` JSON-escaped (lhotse writes with and without ``ensure_ascii``)."""
+    from .data.corpus import written_root
+
+    roots = {str(folder.resolve()), *([written_root(folder)] if written_root(folder) else [])}
+    out = set()
+    for root in roots:
+        for ascii_only in (False, True):
+            out.add(json.dumps(root.rstrip("/") + "/", ensure_ascii=ascii_only)[:-1].encode("utf-8"))
+    return sorted(out, key=len, reverse=True)
+
+
 def manifest_fingerprint(path: str | Path) -> str:
     """sha256 of a manifest's decompressed bytes (``.gz`` read through gzip), first 16 hex digits.
 
-    Remembered per process by (path, size, mtime), so a job that asks often reads the file once.
+    A path under the manifest's own folder counts as relative to it (the folder where it lies now, and where it lay
+    when written, :func:`speechrq.data.corpus.written_root`): moving a corpus or units folder, rewritten
+    (:func:`speechrq.data.corpus.relocate`) or not, keeps its fingerprint, which is also what the same manifests had
+    when speechrq wrote them relative. Paths elsewhere (audio outside the folder) count as written.
+    Remembered per process by (path, size, mtime, recorded folder), so a job that asks often reads the file once.
     """
     import gzip
 
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    prefixes = _folder_prefixes(path.parent)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(prefixes))
     if key not in _MANIFESTS:
         h = hashlib.sha256()
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
+            for line in f:
+                for prefix in prefixes:
+                    if prefix in line:
+                        line = line.replace(prefix, b'"')
+                h.update(line)
         _MANIFESTS[key] = h.hexdigest()[:16]
     return _MANIFESTS[key]
 

@@ -8,8 +8,10 @@ which POSIX makes atomic.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,25 +25,117 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+TEMP_MARK = ".tmp-"
+"""Every temporary name this package writes holds ``.tmp-<pid>`` (the writer's process id): see
+:func:`remove_stale_temporaries`."""
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)(?:-.*)?$")
+
+
+def temp_owner(name: str) -> int | None:
+    """The pid of the writer of a temporary named ``name`` (``.X.tmp-<pid>...``), or None for any other name."""
+    m = _TEMP.match(name)
+    return int(m.group(1)) if m else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete, anywhere under ``folder``, the temporaries (files or folders) that writers killed mid-write left behind:
+    names with ``.tmp-<pid>`` whose process is no longer alive. Those of live processes (another command filling a shared cache) are left alone. Returns what was removed."""
+    import shutil
+
+    removed = []
+    me = os.getpid()
+    for root, dirs, files in os.walk(folder):
+        for name in [*files, *dirs]:
+            pid = temp_owner(name)
+            if pid is None or pid == me or process_alive(pid):
+                continue
+            p = Path(root) / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+        dirs[:] = [d for d in dirs if temp_owner(d) is None]
+    return removed
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(e: BaseException, path: str | os.PathLike | None = None) -> bool:
+    """Whether ``e`` says the file system (or a quota, or the largest file size) ran out: an ``OSError`` with ENOSPC,
+    EDQUOT or EFBIG; the short-write errors of numpy (``OSError: N requested and M written``), torch (``RuntimeError``)
+    and safetensors (``SafetensorError``); or, given the ``path`` being written, any error while that file system
+    has less than :data:`FULL_BELOW` bytes free."""
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+        return True
+    if not isinstance(e, Exception):
+        return False
+    text = str(e)
+    if any(m in text for m in ("unexpected pos", "PytorchStreamWriter failed", "file write failed", "No space left",
+                               "Disk quota exceeded", "File too large", "os error 28")) \
+            or re.search(r"\d+ requested and \d+ written", text):
+        return True
+    if path is not None:
+        try:
+            st = os.statvfs(Path(path).parent)
+            return st.f_bavail * st.f_frsize < FULL_BELOW
+        except OSError:
+            return False
+    return False
+
+
+FULL_BELOW = 1 << 20
+"""Free bytes under which a failed write is taken for a full disk (:func:`is_disk_full`)."""
+
+
+def disk_full_error(path: str | os.PathLike, what: str | None = None) -> "SpeechrqError":
+    """The one-line error for a full disk while writing ``path``."""
+    from .errors import SpeechrqError
+
+    path = Path(path)
+    return SpeechrqError(f"{path.parent}: no space left on the device while writing {path.name}"
+                         f"{f' ({what})' if what else ''}; nothing half-written was kept: free space and run the same "
+                         "command again (it continues from what was finished)")
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary name keeps ``path``'s suffixes so that writers which choose a
-    format by extension (``.jsonl.gz``, ``.safetensors``) behave as for ``path``.
+    format by extension (``.jsonl.gz``, ``.safetensors``) behave as for ``path``, and holds
+    ``.tmp-<pid>`` (:func:`remove_stale_temporaries`). Whatever ends the block early (an error, a
+    termination signal turned into an exception by the CLI) removes the temporary. A full disk is
+    :func:`disk_full_error` (one line naming the folder and the file; ``what`` says what the file is).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, default_file_mode())  # mkstemp makes 0600; give the file the usual mode
     try:
+        os.chmod(tmp_path, default_file_mode())  # mkstemp makes 0600; give the file the usual mode
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except Exception as e:
+        if is_disk_full(e, path):
+            raise disk_full_error(path, what) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -60,13 +154,43 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that gives one key twice (:func:`unique_pairs`)."""
+
+    def __init__(self, key: str):
+        super().__init__(f"key {key!r} given twice")
+        self.key = key
+
+
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook`` that refuses an object giving one key twice (plain ``json`` keeps the last
+    silently): :class:`DuplicateKeyError`."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(k)
+        out[k] = v
+    return out
+
+
+def loads_json(text: str, source: str | os.PathLike) -> Any:
+    """``json.loads`` refusing duplicate keys: a :class:`~speechrq.errors.SpeechrqError` line naming ``source`` and the
+    key. Malformed JSON is left to the caller (``json.JSONDecodeError``)."""
+    from .errors import SpeechrqError
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_pairs)
+    except DuplicateKeyError as e:
+        raise SpeechrqError(f"{source}: key {e.key!r} given twice in one object; keep one") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, turning a missing or malformed file into a one-line error."""
+    """Read a JSON file, turning a missing or malformed file, or an object giving a key twice, into a one-line error."""
     from .errors import SpeechrqError
 
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
         raise SpeechrqError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -11,6 +11,7 @@ the order of floating-point sums): the same command on the same machine gives th
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Sequence
 
 
@@ -22,8 +23,30 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent: int | None) -> None:
+    """Linux: this worker is killed (SIGKILL) when ``parent``, the process that started it, ends, however it ends: a
+    command killed by SIGKILL leaves no worker writing into its folder or holding its lock (a forked worker inherits
+    the lock) after it. Elsewhere nothing."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
+
+    from .errors import install_termination_handlers
+
+    die_with_parent(parent)
+    install_termination_handlers()  # a worker stopped by SIGTERM removes its temporaries like the parent does
 
     torch.set_num_threads(threads)
     try:
@@ -59,7 +82,7 @@ def run_in_processes(fn: Callable, jobs: Sequence, workers: int, progress: bool 
 
         threads = max(1, torch.get_num_threads() // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
+                                 initargs=(threads, os.getpid())) as pool:
             futures = {pool.submit(fn, job): k for k, job in enumerate(jobs)}
             try:
                 for done in as_completed(futures):
@@ -68,9 +91,13 @@ def run_in_processes(fn: Callable, jobs: Sequence, workers: int, progress: bool 
                     bar.update()
                     if on_done:
                         on_done(jobs[k], results[k])
-            except BaseException:
+            except BaseException as e:
                 for f in futures:
                     f.cancel()
+                if not isinstance(e, Exception):  # ^C or SIGTERM: the running jobs end too (after an error they finish)
+                    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                        if proc.is_alive():
+                            proc.terminate()  # their own handler removes their temporaries
                 raise
         return results
     finally:

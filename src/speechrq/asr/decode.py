@@ -51,7 +51,9 @@ class Recognizer:
 
             self.unit_bpe = spm.SentencePieceProcessor(model_proto=bytes(state.pop(UNIT_BPE_KEY).numpy()))
         self.model = build(self.spec)
-        self.model.load_state_dict(state)
+        from ..checkpoint import MODEL_FILE, load_weights
+
+        load_weights(self.model, state, self.path / MODEL_FILE, "ASR model")  # whole, or one line naming what is not
         self.model.to(self.device).eval()
         self._layer = self._quantizer = None
 

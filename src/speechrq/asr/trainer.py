@@ -6,7 +6,10 @@ It shares the pre-training engine (``training/``: optimizer, schedule, RNG captu
 metrics log), its batch stream (``data.batching.BatchStream``: the data position is
 saved) and ``checkpoint.py``, so a run killed at any moment and resumed with
 ``--resume`` continues with the same batches, masks and dropout: the same losses as
-the uninterrupted run. Time masks are drawn from a generator seeded by the
+the uninterrupted run, and the same ``metrics.jsonl`` (the log window's sums and step
+times are kept in the checkpoint; records past it are dropped). Every field but
+``s_per_step`` (wall clock: the window's measured step times over its steps) is then the
+uninterrupted run's. Time masks are drawn from a generator seeded by the
 micro-batch's global index, like pre-training's span masks.
 
 A checkpoint is self-contained: the output tokenizer (and the unit BPE for ``input: bpe``)
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -47,6 +49,21 @@ RESUMABLE_CHANGES = frozenset({"optim.max_steps", "train.log_every", "train.chec
                      # by the fingerprints in meta.json's inputs
                      "out_dir", "data.units"})
 MASK_SEED_STRIDE = 1_000_003
+WINDOW_SUMS = 7  # loss, ctc, attention, correct, tokens, CTC-infeasible utterances, utterances
+
+
+class LogWindow:
+    """The steps since the last record: each step's sums (already reduced over ranks, so the same on every rank).
+    Kept in the checkpoint, so a record whose window spans a resume averages the same steps as the uninterrupted run's."""
+
+    def __init__(self):
+        self.sums: list[torch.Tensor] = []
+
+    def state_dict(self, ctx=None) -> dict:
+        return {"sums": torch.stack(self.sums) if self.sums else torch.zeros(0, WINDOW_SUMS, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict, ctx=None) -> None:
+        self.sums = list(state["sums"].to(torch.float64).unbind(0))
 
 
 def model_spec(cfg: ASRConfig, source: UnitSource, vocab: int) -> dict:
@@ -165,10 +182,18 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     extra = {TOKENIZER_KEY: as_bytes_tensor(tokenizer.path)} | ({UNIT_BPE_KEY: as_bytes_tensor(source.dir / "bpe.model")} if unit_bpe else {})
     optimizer = make_optimizer(model, cfg.optim)
     step = 0
+    # what spans steps, saved with every checkpoint (a resumed run logs what the uninterrupted run logs): the log
+    # window's sums, its measured step times (wall clock), and the run of skipped steps
+    window, times = LogWindow(), engine.StepTimes()
+    nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
+    meters = {"window": window, "step_times": times, "nonfinite": nonfinite}
     if resume_from is not None:
         state = load_model_state(resume_from, dev)
-        model.load_state_dict({k: v for k, v in state.items() if k not in (TOKENIZER_KEY, UNIT_BPE_KEY)})
-        step = engine.restore_progress(resume_from, meta, optimizer, stream, cfg.train.seed, ctx)
+        from ..checkpoint import MODEL_FILE, load_weights
+
+        load_weights(model, {k: v for k, v in state.items() if k not in (TOKENIZER_KEY, UNIT_BPE_KEY)}, Path(resume_from) / MODEL_FILE,
+                     "ASR model")  # whole, or one line naming what is not
+        step = engine.restore_progress(resume_from, meta, optimizer, stream, cfg.train.seed, ctx, meters)
     else:
         engine.seed_rank(cfg.train.seed, ctx.rank)
     ddp = nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
@@ -178,7 +203,8 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     metrics = engine.MetricsLog(out, step, ctx.is_main)
 
     def checkpoint(reason: str = "") -> Path:
-        state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx)}
+        state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx),
+                 "meters": engine.meters_state(meters, ctx)}
         info = {"kind": "speechrq-asr", "step": step, "world_size": ctx.world_size, "data": dist.gather_objects(stream.state(), ctx),
                 "config": config_to_dict(cfg), "inputs": inputs, "model": spec, "reason": reason}
         path = step_dir(out / "checkpoints", step)
@@ -190,16 +216,16 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
 
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc=f"asr {d.input}", unit="step", disable=not (progress and ctx.is_main),
                dynamic_ncols=True)
-    last, window, t_window = resume_from, [], time.perf_counter()
+    last = resume_from
     warned_infeasible = False
-    nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
     masks = (cfg.loss.time_masks, cfg.loss.time_mask_width)
     while step < cfg.optim.max_steps:
+        times.start()
         lr = cfg.optim.lr * lr_factor(step, cfg.optim)
         set_lr(optimizer, lr)
         ddp.train()
         # ---- one optimizer step: accum_steps micro-batches, all-reduce on the last only
-        sums = torch.zeros(7, dtype=torch.float64)  # loss, ctc, attention, correct, tokens, CTC-infeasible utterances, utterances
+        sums = torch.zeros(WINDOW_SUMS, dtype=torch.float64)  # loss, ctc, attention, correct, tokens, CTC-infeasible, utterances
         for micro in range(cfg.optim.accum_steps):
             batch = next(stream)
             x, lens = input_features(layer, batch, dev, spec["unit_vocab"] or None)
@@ -225,7 +251,8 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
                             f"; cause: {cause}" if cause else "")
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        window.append(sums)
+        window.sums.append(sums)
+        times.stop()
         bar.update(1)
         if sums[5] > 0 and not warned_infeasible and ctx.is_main:  # said once; the count goes to every metrics record
             warned_infeasible = True
@@ -234,14 +261,15 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
                         "(data.vocab_size) or a longer input (data.input=units rather than bpe) avoids it",
                         step, int(sums[5]), int(sums[6]))
         if step % cfg.train.log_every == 0 or step == cfg.optim.max_steps or nonfinite.stopping:
-            w = torch.stack(window).sum(0)
-            n = len(window) * cfg.optim.accum_steps * ctx.world_size
+            w = torch.stack(window.sums).sum(0)
+            n = len(window.sums) * cfg.optim.accum_steps * ctx.world_size
+            seconds, timed = times.take()  # wall clock: the window's measured step times
             record = {"step": step, "lr": lr, "loss": float(w[0]) / n, "ctc": float(w[1]) / n, "attention": float(w[2]) / n,
-                      "acc": float(w[3]) / max(float(w[4]), 1.0), "s_per_step": (time.perf_counter() - t_window) / len(window),
+                      "acc": float(w[3]) / max(float(w[4]), 1.0), "s_per_step": seconds / max(timed, 1),
                       "ctc_infeasible": float(w[5]) / max(float(w[6]), 1.0)}  # share of utterances CTC could not align
             metrics.write(record)
             bar.set_postfix(loss=f"{record['loss']:.2f}", acc=f"{record['acc']:.3f}")
-            window, t_window = [], time.perf_counter()
+            window.sums = []
         if nonfinite.stopping:  # train.max_nonfinite skipped steps in a row: stop, with the last good weights saved
             path = checkpoint(reason="non-finite")
             bar.close()

@@ -7,15 +7,19 @@ one supervision carrying whatever labels the corpus has (``text``, ``speaker``,
 fingerprint of :mod:`speechrq.identity`, change when a re-import finds other audio),
 ``alignment["phone"]``). ``OUT/summary.json`` holds the counts that :func:`summarize` prints.
 
-**Audio paths.** A relative audio path in a manifest is relative to ``OUT`` (the corpus
-folder), never to the directory a command runs in; :class:`LazyCuts` and :func:`load_cuts`
-join it to the corpus folder as given when read (resolved against the current directory
-at that moment). Writers keep to this: ``speechrq synth`` writes its audio under ``OUT`` and
-stores paths relative to it; ``speechrq data import`` stores a file under ``OUT`` relative to
-``OUT`` and any other file as an absolute path (the source folder made absolute first, so a
-relative ``SRC`` works). Moving or renaming the corpus folder therefore keeps it readable:
-its own audio moves with it, outside audio stays where the absolute path says (moving
-*that* needs the manifests rewritten).
+**Paths.** Every path speechrq writes into a manifest is absolute (``speechrq synth``'s audio,
+``speechrq data import``'s audio, ``speechrq units encode``'s arrays), so lhotse alone
+(``CutSet.from_file(...)``, ``cut.load_audio()``, ``cut.load_custom("units")``), ESPnet or a
+user's script opens them from any directory. The folder's own path when its manifests were
+written is recorded in ``OUT/paths.json`` (:func:`written_root`), which makes a moved folder
+work: speechrq reads a path under the recorded folder under the folder's current path
+(:class:`LazyCuts`, :func:`relocated`), and :func:`relocate` rewrites the manifests for
+everyone else (``python -c "from speechrq.data.corpus import relocate; relocate('NEW/PLACE')"``;
+a writer that adds to a moved folder does it first). Relative paths (folders written by older
+versions) are relative to the folder, never to the directory a command runs in.
+Fingerprints (:func:`speechrq.identity.manifest_fingerprint`) read paths under the folder
+as relative to it, so a folder's fingerprint is the same wherever it lies, moved or not,
+rewritten or not (and the same as an older version's relative manifests had).
 
 **Ids.** Every utterance, recording and speaker id is valid in every format speechrq
 writes: Kaldi / ESPnet text (``utt-id field ...``: no whitespace) and file names
@@ -98,8 +102,128 @@ def cut_files(corpus_dir: str | Path) -> dict[str, Path]:
     return files
 
 
+ROLE_PREFIXES = {"train": ("train",), "dev": ("dev", "valid"), "test": ("test", "eval")}
+
+
+def default_split(corpus_dir: str | Path, role: str) -> str:
+    """The split a command reads for ``role`` (train, dev or test) when none is named: the split called so, else the
+    corpus's only split named for the role (``train-clean-100``, ``dev_clean``, ``valid``), else a one-line error
+    listing the candidates (ML-SUPERB's ``train_10min`` and ``train_1h``) or the splits it has."""
+    files = cut_files(corpus_dir)
+    if role in files:
+        return role
+    found = [s for s in files if s.lower().startswith(ROLE_PREFIXES.get(role, (role,)))]
+    if len(found) == 1:
+        return found[0]
+    why = f"several {role} splits ({', '.join(found)})" if found else f"no {role} split (it has {', '.join(files)})"
+    raise SpeechrqError(f"{corpus_dir}: has {why}; name the one to use")
+
+
+ROOT_FILE = "paths.json"  # {"root": the folder's absolute path when its manifests were written}
+
+
+def written_root(folder: str | Path) -> str | None:
+    """The absolute path ``folder`` had when its manifests were last written (``paths.json``), or None (none recorded)."""
+    import json
+
+    try:
+        root = json.loads((Path(folder) / ROOT_FILE).read_text(encoding="utf-8")).get("root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return root if isinstance(root, str) and Path(root).is_absolute() else None
+
+
+def moved_path(path: str, old: str | None, new: str) -> str:
+    """``path`` as it reads in a folder now at ``new``: relative -> under ``new``; under ``old`` -> the same place under
+    ``new``; any other absolute path as it is."""
+    if not Path(path).is_absolute():
+        return str(Path(new) / path)
+    if old and old != new:
+        base = old.rstrip("/") or "/"
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            return new.rstrip("/") + path[len(base.rstrip("/")):]
+    return path
+
+
+def relocated(cut, old: str | None, new: str):
+    """``cut`` with its audio files and its custom arrays (``cut.units``) read as in a folder moved from ``old`` to
+    ``new`` (:func:`moved_path`); the same object when nothing moves."""
+    from lhotse.array import Array, TemporalArray
+    from lhotse.utils import fastcopy
+
+    def array(a: Array) -> Array:
+        if not a.storage_path or a.storage_type.startswith("memory"):
+            return a
+        path = moved_path(a.storage_path, old, new)
+        return a if path == a.storage_path else fastcopy(a, storage_path=path)
+
+    changes = {}
+    rec = getattr(cut, "recording", None)
+    if rec is not None:
+        sources = [fastcopy(s, source=moved_path(s.source, old, new)) if s.type == "file" else s for s in rec.sources]
+        if any(a.source != b.source for a, b in zip(sources, rec.sources)):
+            changes["recording"] = fastcopy(rec, sources=sources)
+    custom = getattr(cut, "custom", None) or {}
+    moved = {}
+    for key, value in custom.items():
+        if isinstance(value, TemporalArray) and (a := array(value.array)) is not value.array:
+            moved[key] = fastcopy(value, array=a)
+        elif isinstance(value, Array) and (a := array(value)) is not value:
+            moved[key] = a
+    if moved:
+        changes["custom"] = {**custom, **moved}
+    return fastcopy(cut, **changes) if changes else cut
+
+
+def record_root(folder: str | Path) -> None:
+    """Before a writer writes manifests into ``folder``: manifests written when the folder lay elsewhere (or by an older
+    version, with relative paths) are rewritten for where it lies now (:func:`relocate`), and its path is recorded."""
+    from ..io import atomic_write_json
+
+    folder = Path(folder)
+    here = str(folder.resolve())
+    if written_root(folder) == here:
+        return
+    if any(folder.glob("cuts_*.jsonl*")):
+        relocate(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / ROOT_FILE, {"root": here, "about": "this folder's path when its manifests were written; "
+                                           "after moving the folder, speechrq.data.corpus.relocate rewrites them"})
+
+
+def relocate(folder: str | Path, old: str | None = None, new: str | None = None) -> list[Path]:
+    """Rewrite every manifest of ``folder`` (``cuts_*.jsonl[.gz]``) so that its paths under ``old`` name the same files
+    under ``new``; returns the manifests rewritten.
+
+    Defaults: ``old`` the folder's recorded path (``paths.json``), ``new`` its path now: after moving or renaming a
+    corpus or units folder, ``relocate(folder)`` makes its manifests open with lhotse alone again. With both given it
+    follows another folder: ``relocate("exp/units", "/old/corpus", "/new/corpus")`` for the audio paths a units
+    folder's manifests take from a corpus that moved. Relative paths (an older version's) become absolute.
+    """
+    from lhotse import CutSet
+    from lhotse.serialization import load_manifest_lazy
+
+    from ..io import atomic_path, atomic_write_json
+
+    folder = Path(folder)
+    here = str(folder.resolve())
+    old = str(Path(old).resolve()) if old else written_root(folder)
+    new = str(Path(new).resolve()) if new else here
+    done = []
+    for path in cut_files(folder).values():
+        cuts = load_manifest_lazy(path)
+        with atomic_path(path) as tmp, CutSet.open_writer(tmp) as writer:
+            for cut in cuts if cuts is not None else ():
+                writer.write(relocated(cut, old, new))
+        done.append(path)
+    if new == here:  # the folder's own paths: record where it lies now
+        atomic_write_json(folder / ROOT_FILE, {"root": here, "about": "this folder's path when its manifests were written; "
+                                               "after moving the folder, speechrq.data.corpus.relocate rewrites them"})
+    return done
+
+
 def load_cuts(corpus_dir: str | Path, split: str | list[str]):
-    """The CutSet of one split (or several, concatenated), relative audio paths joined to ``corpus_dir`` (made absolute)."""
+    """The CutSet of one split (or several, concatenated), paths read as :class:`LazyCuts` reads them."""
     from lhotse import CutSet
 
     if not isinstance(split, str):
@@ -111,25 +235,24 @@ class LazyCuts:
     """The cuts of one split, read from its manifest one at a time on every iteration, paths resolved.
 
     Memory does not grow with the corpus: what a one-pass job over a whole corpus
-    (unit sampling and encoding) iterates, as often as it needs. A relative audio path is
-    joined to ``corpus_dir`` made absolute when the object is made, so a relative
-    ``corpus_dir`` means the same folder whatever the current directory is later.
+    (unit sampling and encoding) iterates, as often as it needs. ``corpus_dir`` is made absolute
+    when the object is made, so a relative ``corpus_dir`` means the same folder whatever the
+    current directory is later; a path under the folder's recorded path (``paths.json``: where it
+    lay when written) is read under its current path, a relative one (an older version's) under it too.
     """
 
     def __init__(self, corpus_dir: str | Path, split: str):
         files = cut_files(corpus_dir)
         if split not in files:
             raise SpeechrqError(f"{corpus_dir}: has no split {split!r} (it has {', '.join(files)})")
-        self.path, self.root = files[split], str(Path(corpus_dir).resolve())
+        self.path, self.root, self.written = files[split], str(Path(corpus_dir).resolve()), written_root(corpus_dir)
 
     def __iter__(self):
         from lhotse.serialization import load_manifest_lazy
 
         cuts = load_manifest_lazy(self.path)
         for cut in cuts if cuts is not None else ():  # lhotse reads an empty manifest as None
-            src = cut.recording.sources[0] if cut.has_recording else None
-            relative = src is not None and src.type == "file" and not Path(src.source).is_absolute()
-            yield cut.with_recording_path_prefix(self.root) if relative else cut
+            yield relocated(cut, self.written, self.root)  # a moved folder reads its own files where they are now
 
 
 def seeded_subset(cuts, n: int, seed: int):

@@ -2,9 +2,20 @@
 
 Every recipe is one function of the same shape, ``recipe(src) -> list[Entry | Rejected]``:
 it reads the corpus's own layout and label files and says, per utterance, which
-split it belongs to, where its audio is and what its labels are; a label file (or
-line) it cannot use becomes a :class:`Rejected` naming it, reported like bad audio,
-and the import goes on. It never opens audio. :func:`import_corpus` then checks every file (:mod:`speechrq.data.audio`),
+split it belongs to, where its audio is and what its labels are; a label line (row,
+segment) it cannot use becomes a :class:`Rejected` naming it, reported like bad audio,
+and the import goes on. It never opens audio.
+
+**Label files** are read alike by every recipe (:func:`_read_labels`, :func:`_lines`, :func:`_table_rows`): UTF-8 with
+an optional byte-order mark, split into lines at ``\\n`` and ``\\r\\n`` only (not :meth:`str.splitlines`: U+2028,
+U+2029, U+0085, a lone CR, VT, FF and \\x1c-\\x1e inside a line are text, kept as written; the text rules make them
+spaces). A label file that cannot be decoded or read, a table without a column it needs, a missing split table or
+transcript (each would lose a whole split or all its lines), or a file more than half of whose lines, rows or segments
+are rejected (:func:`_settle`), is a one-line :class:`SpeechrqError` naming the file, not a warning.
+
+**Overlap.** No recording may be in a training split (a name beginning ``train``) and a held-out split, nor in two
+held-out splits: by id and by audio content hash (:func:`find_overlaps`); refused in one line unless ``allow_overlap``,
+and always counted under ``overlap`` in ``import_report.json``. :func:`import_corpus` then checks every file (:mod:`speechrq.data.audio`),
 keeps the good ones, and writes lhotse manifests (``cuts_{split}.jsonl.gz``), an
 ``import_report.json`` and a ``summary.json``.
 
@@ -43,6 +54,7 @@ silently: the import counts them and lists their ids under ``empty_transcripts``
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -98,41 +110,91 @@ def _require(path: Path, what: str) -> Path:
 
 
 def _read_labels(path: Path) -> str:
-    """A label file's text, or :class:`LabelError` naming it (missing, unreadable, not UTF-8)."""
+    """A label file's text: UTF-8, a leading byte-order mark dropped, line ends as written (split them with :func:`_lines`).
+
+    A file that is not there is a :class:`LabelError` (the caller says whether that loses one utterance or more); one
+    that cannot be read or decoded is a one-line :class:`SpeechrqError` naming it and the first bad byte: none of its
+    labels can be used, and replacing bytes would import wrong text without a word.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise LabelError(path, "label file not found") from None
-    except UnicodeDecodeError as e:
-        raise LabelError(path, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     except OSError as e:
-        raise LabelError(path, f"cannot read ({e.strerror or e})") from None
-
-
-def _label_lines(path: Path, entries: list) -> list[tuple[int, str]]:
-    """A label file's non-blank lines with their numbers; a file that cannot be read is a :class:`Rejected` appended to
-    ``entries`` (and no line)."""
+        raise SpeechrqError(f"{path}: cannot read this label file ({e.strerror or e})") from None
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        lines = _read_labels(path).splitlines()
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpeechrqError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {skip + e.start}); "
+                            "label files are read as UTF-8, with or without a byte-order mark") from None
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` split into lines at ``\\n`` and ``\\r\\n`` only. Not :meth:`str.splitlines`, which also breaks at U+2028,
+    U+2029, U+0085, a lone CR, VT, FF and \\x1c-\\x1e: inside a line they are text (the text rules make them spaces)."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def _label_lines(path: Path) -> list[tuple[int, str]]:
+    """A label file's non-blank lines with their numbers (1-based); a file that is missing, unreadable or not UTF-8 is a
+    one-line :class:`SpeechrqError` naming it (it would lose every utterance it lists)."""
+    try:
+        lines = _lines(_read_labels(path))
     except LabelError as e:
-        entries.append(Rejected(e.source, e.problem))
-        return []
+        raise SpeechrqError(str(e)) from None
     return [(lineno, line) for lineno, line in enumerate(lines, 1) if line.strip()]
 
 
-def _table_rows(path: Path, columns, entries: list, kind: str, **dialect) -> list[dict] | None:
-    """A label table's rows (``csv.DictReader`` with ``dialect``), or None, with a :class:`Rejected` appended to
-    ``entries``, when it cannot be read, is malformed or lacks one of ``columns``."""
+def _settle(path, used: int, lost: list[Rejected], entries: list, what: str = "lines") -> None:
+    """The end of one label file: its rejected ``lost`` items join ``entries`` (reported like bad audio, the import goes
+    on), unless they are more than half of its ``used + len(lost)`` items: then the file is read wrongly or is not what
+    the recipe expects, and that is a one-line :class:`SpeechrqError` naming it, how many were lost and the first."""
+    total = used + len(lost)
+    if lost and 2 * len(lost) > total:
+        raise SpeechrqError(f"{path}: {len(lost)} of {total} {what} cannot be used, more than half "
+                            f"(first: {lost[0].source}: {lost[0].problem})")
+    entries.extend(lost)
+
+
+def _table_rows(path: Path, columns, kind: str) -> list[tuple[int, dict]]:
+    """A label table's rows, each with the number of its (last) line, read as UTF-8 with an optional byte-order mark.
+
+    ``kind`` "TSV": Common Voice's tab-separated tables without quoting (sentences hold unbalanced quotes), split into
+    lines at ``\\n`` and ``\\r\\n`` only and into fields at tabs; a row with fewer fields than the header has None for
+    the missing ones and one with more has the extra under the key None (as :class:`csv.DictReader`). ``kind`` "CSV":
+    :class:`csv.DictReader`, quoted fields as CSV has them; a lone CR becomes a space first (it is text, and the csv
+    module would end a row there). A table that is missing, cannot be read, is malformed or lacks one of ``columns``
+    would lose its whole split: a one-line :class:`SpeechrqError` naming it.
+    """
     try:
-        reader = csv.DictReader(io.StringIO(_read_labels(path), newline=""), **dialect)
-        if (missing := set(columns) - set(reader.fieldnames or [])):
-            raise LabelError(path, f"missing column(s) {', '.join(sorted(missing))}")
-        return list(reader)
-    except LabelError as e:
-        entries.append(Rejected(e.source, e.problem))
-    except csv.Error as e:
-        entries.append(Rejected(str(path), f"malformed {kind} ({e})"))
-    return None
+        text = _read_labels(path)
+    except LabelError:
+        raise SpeechrqError(f"{path}: not found (a split's {kind} table: without it the split would be lost)") from None
+    if kind == "TSV":
+        lines = _lines(text)
+        header = lines[0].split("\t") if lines else []
+        rows = []
+        for lineno, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            row = {name: (fields[k] if k < len(fields) else None) for k, name in enumerate(header)}
+            if len(fields) > len(header):
+                row[None] = fields[len(header):]
+            rows.append((lineno, row))
+    else:
+        reader = csv.DictReader(io.StringIO(re.sub(r"\r(?!\n)", " ", text), newline=""))
+        header, rows = [], []
+        try:
+            header = reader.fieldnames or []
+            rows = [(reader.line_num, row) for row in reader]
+        except csv.Error as e:
+            raise SpeechrqError(f"{path}: malformed {kind} at line {reader.line_num} ({e})") from None
+    if (missing := set(columns) - set(header)):
+        raise SpeechrqError(f"{path}: missing column(s) {', '.join(sorted(missing))} in its header line "
+                            f"({', '.join(map(repr, header[:8])) or 'empty'}); this {kind} table's split would be lost")
+    return rows
 
 
 # --------------------------------------------------------------------------- recipes
@@ -147,21 +209,35 @@ def librispeech(src: Path) -> list[Entry | Rejected]:
         raise SpeechrqError(f"{src}: no LibriSpeech part found (expected PART/SPEAKER/CHAPTER/*.trans.txt)")
     for part in parts:
         for trans in sorted(part.glob("*/*/*.trans.txt")):
-            for lineno, line in _label_lines(trans, entries):
+            used, lost = 0, []
+            for lineno, line in _label_lines(trans):
                 utt, _, text = line.strip().partition(" ")
-                if not text:
-                    entries.append(Rejected(f"{trans}:{lineno}", f"expected 'UTTERANCE-ID TRANSCRIPT', got {line[:80]!r}"))
+                if not text.strip():
+                    lost.append(Rejected(f"{trans}:{lineno}", f"expected 'UTTERANCE-ID TRANSCRIPT', got {line[:80]!r}"))
                     continue
-                entries.append(Entry(part.name, trans.parent / f"{utt}.flac", utt, text=text, speaker=utt.split("-")[0]))
+                entries.append(Entry(part.name, trans.parent / f"{utt}.flac", utt, text=text.strip(), speaker=utt.split("-")[0]))
+                used += 1
+            _settle(trans, used, lost, entries)
     return entries
 
 
 TIMIT_RATE = 16000  # TIMIT's .PHN/.WRD offsets count samples of its own 16 kHz recordings
 
 
+def _timit_text(path: Path) -> str:
+    """A TIMIT ``.TXT``: one line ``START END TEXT``; the text as written, stripped."""
+    lines = [(lineno, line) for lineno, line in enumerate(_lines(_read_labels(path)), 1) if line.strip()]
+    fields = lines[0][1].split(maxsplit=2) if len(lines) == 1 else []
+    if len(fields) != 3 or not (fields[0].isdigit() and fields[1].isdigit()):
+        where = f"{path}:{lines[0][0]}" if lines else str(path)
+        raise LabelError(where, f"expected one line 'START END TEXT', got {len(lines)} line(s), the first "
+                                f"{(lines[0][1] if lines else '')[:80]!r}")
+    return fields[2].strip()
+
+
 def _timit_items(path: Path, rate: int, kind: str) -> list[tuple[str, float, float]]:
     items = []
-    for lineno, line in enumerate(_read_labels(path).splitlines(), 1):
+    for lineno, line in enumerate(_lines(_read_labels(path)), 1):
         fields = line.split()
         if not fields:
             continue
@@ -183,6 +259,8 @@ def timit(src: Path) -> list[Entry | Rejected]:
     root = src / "data" if (src / "data").is_dir() else src
     dev_spks, test_spks = (set(s.lower() for s in group) for group in get_speakers())
     entries = []
+    used: dict[str, int] = {}
+    lost: dict[str, list[Rejected]] = {}
     for part in ("TRAIN", "TEST"):
         part_dir = next((p for p in root.iterdir() if p.name.upper() == part), None) if root.is_dir() else None
         if part_dir is None:
@@ -194,12 +272,15 @@ def timit(src: Path) -> list[Entry | Rejected]:
                 continue
             txt, phn, wrd = (wav.with_suffix(s if wav.suffix == ".WAV" else s.lower()) for s in (".TXT", ".PHN", ".WRD"))
             try:
-                text = " ".join(_read_labels(txt).split()[2:])
+                text = _timit_text(txt)
                 alignment = {"phone": _timit_items(phn, TIMIT_RATE, "phone"), "word": _timit_items(wrd, TIMIT_RATE, "word")}
-            except LabelError as e:
-                entries.append(Rejected(e.source, e.problem))
+            except LabelError as e:  # this utterance's own label file: the utterance is rejected
+                lost.setdefault(split, []).append(Rejected(e.source, e.problem))
                 continue
             entries.append(Entry(split, wav, f"{speaker}-{wav.stem}", text=text, speaker=speaker, alignment=alignment))
+            used[split] = used.get(split, 0) + 1
+    for split in ("train", "dev", "test"):  # label files are per utterance: a split losing most utterances is the error
+        _settle(f"{root} (split {split})", used.get(split, 0), lost.get(split, []), entries, f"{split} utterances")
     return entries
 
 
@@ -208,21 +289,16 @@ def voxceleb1(src: Path) -> list[Entry | Rejected]:
     ``SRC/iden_split.txt`` (``1|2|3 idXXXXX/VIDEO/NNNNN.wav`` = train|dev|test)."""
     split_file = _require(src / "iden_split.txt", "VoxCeleb1 identification split")
     names = {"1": "train", "2": "dev", "3": "test"}
-    entries = []
-    try:
-        lines = _read_labels(split_file).splitlines()
-    except LabelError as e:  # the split definition itself: nothing can be imported without it
-        raise SpeechrqError(str(e)) from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    entries, lost = [], []
+    for lineno, line in _label_lines(split_file):  # the split definition itself: unreadable, nothing can be imported
         fields = line.split()
         if len(fields) != 2 or fields[0] not in names:
-            entries.append(Rejected(f"{split_file}:{lineno}", f"expected '1|2|3 SPEAKER/VIDEO/FILE.wav', got {line[:80]!r}"))
+            lost.append(Rejected(f"{split_file}:{lineno}", f"expected '1|2|3 SPEAKER/VIDEO/FILE.wav', got {line[:80]!r}"))
             continue
         rel = fields[1]
         speaker = rel.split("/")[0]
         entries.append(Entry(names[fields[0]], src / "wav" / rel, rel.rsplit(".", 1)[0].replace("/", "-"), speaker=speaker))
+    _settle(split_file, len(entries), lost, entries)
     return entries
 
 
@@ -233,21 +309,23 @@ def fsc(src: Path) -> list[Entry | Rejected]:
     for name, split in (("train", "train"), ("valid", "dev"), ("test", "test")):
         table = _require(src / "data" / f"{name}_data.csv", "Fluent Speech Commands split table")
         columns = ("path", "speakerId", "transcription", "action", "object", "location")
-        if (rows := _table_rows(table, columns, entries, "CSV")) is None:
-            continue
-        for lineno, row in enumerate(rows, 2):
+        used, lost = 0, []
+        for lineno, row in _table_rows(table, columns, "CSV"):
             if any(not row.get(k) for k in columns):
-                entries.append(Rejected(f"{table}:{lineno}", "a row with empty or missing fields"))
+                lost.append(Rejected(f"{table}:{lineno}", "a row with empty or missing fields"))
                 continue
             intent = {k: row[k] for k in ("action", "object", "location")}
             intent["intent"] = f"{row['action']}|{row['object']}|{row['location']}"
             rid = Path(row["path"]).stem
             entries.append(Entry(split, src / row["path"], rid, text=row["transcription"], speaker=row["speakerId"], custom=intent))
+            used += 1
+        _settle(table, used, lost, entries, "rows")
     return entries
 
 
 IEMOCAP_EMOTIONS = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 _IEMOCAP_LINE = re.compile(r"^\[[\d.]+ - [\d.]+\]\s+(Ses\w+)\s+(\w+)\s+\[")
+_IEMOCAP_TURN = re.compile(r"^\s*\[\s*\d")  # an utterance's line of an EmoEvaluation file begins "[START - END]"
 
 
 def iemocap(src: Path) -> list[Entry | Rejected]:
@@ -267,15 +345,22 @@ def iemocap(src: Path) -> list[Entry | Rejected]:
         split = session.name.lower()
         texts = {}
         for tr in sorted((session / "dialog" / "transcriptions").glob("*.txt")):
-            for line in tr.read_text(errors="replace").splitlines():
+            for _, line in _label_lines(tr):
                 m = re.match(r"^(Ses\w+) \[[\d.\-]+\]:\s*(.*)$", line)
                 if m:
                     texts[m.group(1)] = m.group(2).strip()
         evals = sorted((_require(session / "dialog" / "EmoEvaluation", "IEMOCAP labels")).glob("*.txt"))
         for ev in evals:
-            for line in ev.read_text(errors="replace").splitlines():
+            used, lost = 0, []
+            for lineno, line in _label_lines(ev):
                 m = _IEMOCAP_LINE.match(line)
-                if not m or m.group(2) not in IEMOCAP_EMOTIONS:
+                if not m:  # evaluators' lines, comments; an utterance's line ("[START - END] ...") that does not parse is lost
+                    if _IEMOCAP_TURN.match(line):
+                        lost.append(Rejected(f"{ev}:{lineno}", f"expected '[START - END]<TAB>UTTERANCE<TAB>EMOTION<TAB>[V, A, D]', "
+                                                               f"got {line[:80]!r}"))
+                    continue
+                used += 1
+                if m.group(2) not in IEMOCAP_EMOTIONS:
                     continue
                 utt = m.group(1)
                 dialog = utt.rsplit("_", 1)[0]
@@ -284,6 +369,7 @@ def iemocap(src: Path) -> list[Entry | Rejected]:
                 wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
                 custom = {"emotion": IEMOCAP_EMOTIONS[m.group(2)], "emotion_raw": m.group(2), "session": session.name}
                 entries.append(Entry(split, wav, utt, text=texts.get(utt), speaker=speaker, custom=custom))
+            _settle(ev, used, lost, entries)
     return entries
 
 
@@ -329,14 +415,17 @@ def mlsuperb(src: Path) -> list[Entry | Rejected]:
         dataset, lang = lang_dir.parent.name, lang_dir.name
         for name, split in MLSUPERB_FILES.items():
             transcript = lang_dir / name
-            for lineno, line in _label_lines(transcript, entries):
+            used, lost = 0, []
+            for lineno, line in _label_lines(transcript):  # missing: ESPnet's data_prep.py fails too
                 fields = line.strip().split(maxsplit=2)
                 if len(fields) != 3:
-                    entries.append(Rejected(f"{transcript}:{lineno}", f"expected 'UTTERANCE-ID FIELD TRANSCRIPT', got {line[:80]!r}"))
+                    lost.append(Rejected(f"{transcript}:{lineno}", f"expected 'UTTERANCE-ID FIELD TRANSCRIPT', got {line[:80]!r}"))
                     continue
                 utt, _, text = fields
                 entries.append(Entry(split, lang_dir / "wav" / f"{utt}.wav", utt, text=text, language=lang,
                                      custom={"dataset": dataset}))
+                used += 1
+            _settle(transcript, used, lost, entries)
     return entries
 
 
@@ -378,37 +467,39 @@ def wenetspeech(src: Path) -> list[Entry | Rejected]:
         raise SpeechrqError(f"{meta}: not a WenetSpeech JSON ({e})") from None
     if not isinstance(audios, list):
         raise SpeechrqError(f"{meta}: holds no \"audios\" list")
-    entries = []
+    entries, lost, used = [], [], 0
     for k, audio in enumerate(audios):
         where = f"{meta}: audios[{k}]"
         if not isinstance(audio, dict) or not all(isinstance(audio.get(f), str) and audio.get(f) for f in ("aid", "path")) \
                 or not isinstance(audio.get("segments"), list):
-            entries.append(Rejected(where, "an entry without \"aid\", \"path\" or a \"segments\" list"))
+            lost.append(Rejected(where, "an entry without \"aid\", \"path\" or a \"segments\" list"))
             continue
         path = src / audio["path"]
         if not os.path.abspath(path).startswith(os.path.abspath(src) + os.sep):  # "path" is relative to SRC, never outside it
-            entries.append(Rejected(where, f"path {audio['path']!r} leads outside {src}"))
+            lost.append(Rejected(where, f"path {audio['path']!r} leads outside {src}"))
             continue
         for j, seg in enumerate(audio["segments"]):
             sid = seg.get("sid") if isinstance(seg, dict) else None
             here = f"{meta}: {sid}" if isinstance(sid, str) and sid else f"{where}.segments[{j}]"
             if not isinstance(sid, str) or not sid or not isinstance(seg.get("text"), str) or not isinstance(seg.get("subsets"), list):
-                entries.append(Rejected(here, "a segment without \"sid\", \"text\" or a \"subsets\" list"))
+                lost.append(Rejected(here, "a segment without \"sid\", \"text\" or a \"subsets\" list"))
                 continue
             begin, end = _number(seg.get("begin_time")), _number(seg.get("end_time"))
             if begin is None or end is None or begin < 0 or end <= begin:
-                entries.append(Rejected(here, f"begin_time {seg.get('begin_time')!r}, end_time {seg.get('end_time')!r}: "
-                                              "not two times with 0 <= begin < end"))
+                lost.append(Rejected(here, f"begin_time {seg.get('begin_time')!r}, end_time {seg.get('end_time')!r}: "
+                                           "not two times with 0 <= begin < end"))
                 continue
             tags = [t.strip("{}") for t in seg["subsets"] if isinstance(t, str)]
             splits = [WENETSPEECH_SUBSETS[t] for t in tags if t in WENETSPEECH_SUBSETS]
             if not splits:
-                entries.append(Rejected(here, f"subsets {seg['subsets']!r}: none of {', '.join(WENETSPEECH_SUBSETS)}"))
+                lost.append(Rejected(here, f"subsets {seg['subsets']!r}: none of {', '.join(WENETSPEECH_SUBSETS)}"))
                 continue
             custom = {"confidence": seg["confidence"]} if _number(seg.get("confidence")) is not None else {}
             for split in dict.fromkeys(splits):
                 entries.append(Entry(split, path, sid, text=seg["text"].strip(), language="cmn", custom=dict(custom),
                                      segment=(begin, end - begin), recording=audio["aid"]))
+            used += 1
+    _settle(meta, used, lost, entries, "audios and segments")
     return entries
 
 
@@ -440,16 +531,17 @@ def commonvoice(src: Path) -> list[Entry | Rejected]:
     for lang_dir in lang_dirs:
         for split in COMMONVOICE_SPLITS:
             table = lang_dir / f"{split}.tsv"
-            if (rows := _table_rows(table, COMMONVOICE_COLUMNS, entries, "TSV", delimiter="\t", quoting=csv.QUOTE_NONE)) is None:
-                continue
-            for lineno, row in enumerate(rows, 2):
+            used, lost = 0, []
+            for lineno, row in _table_rows(table, COMMONVOICE_COLUMNS, "TSV"):
                 if not row.get("client_id") or not row.get("path") or row.get("sentence") is None or None in row:
-                    entries.append(Rejected(f"{table}:{lineno}", "a row with missing fields (expected client_id, path, sentence, ... "
-                                                                 "separated by tabs)"))
+                    lost.append(Rejected(f"{table}:{lineno}", "a row with missing fields (expected client_id, path, sentence, ... "
+                                                              "separated by tabs)"))
                     continue
                 custom = {k: row[k] for k in COMMONVOICE_EXTRA if row.get(k)}
                 entries.append(Entry(split, lang_dir / "clips" / row["path"], Path(row["path"]).stem, text=row["sentence"].strip(),
                                      speaker=row["client_id"], language=lang_dir.name, custom=custom))
+                used += 1
+            _settle(table, used, lost, entries, "rows")
     return entries
 
 
@@ -539,25 +631,86 @@ def _span(e: Entry) -> str:
 
 
 def stored_path(audio: str | Path, out: Path) -> str:
-    """How a manifest stores ``audio``: relative to the corpus folder ``out`` when under it, else absolute.
-
-    Relative paths are read against the corpus folder (:class:`~speechrq.data.corpus.LazyCuts`), so a
-    corpus keeps reading its own audio when moved; outside audio keeps its absolute path.
+    """How a manifest stores ``audio``: always absolute (lhotse alone reads it from any directory); a file under the
+    corpus folder ``out`` as a path under ``out``'s resolved path, which ``paths.json`` records, so a moved corpus still
+    reads its own audio (:class:`~speechrq.data.corpus.LazyCuts`, :func:`~speechrq.data.corpus.relocate`).
     """
     absolute = Path(os.path.abspath(audio))
     try:
-        return str(absolute.resolve().relative_to(out.resolve()))
+        return str(out.resolve() / absolute.resolve().relative_to(out.resolve()))
     except ValueError:
         return str(absolute)
 
 
-def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4, progress: bool = True):
+OVERLAP_EXAMPLES = 3  # overlaps named in the refusal (import_report.json lists them all)
+
+
+def split_group(split: str) -> str:
+    """The group of splits that may share recordings: every split whose name begins with ``train`` is one group (training
+    subsets: ML-SUPERB's 10-minute set inside its 1-hour set, WenetSpeech's S in M in L); any other split (dev, test,
+    LibriSpeech's dev-clean, an IEMOCAP session, a leave-one-session-out fold) is held out and a group of its own."""
+    return "train" if split.lower().startswith("train") else split
+
+
+def find_overlaps(entries: list[Entry], digests: dict[str, str], spans: dict[tuple[str, str], tuple[float, float]]) -> dict:
+    """Recordings in two groups of splits (:func:`split_group`): a training and a held-out split, or two held-out splits.
+
+    Two utterances overlap when they are the same audio: the same recording id (:attr:`Entry.recording`, after
+    :func:`safe_entries`), or the same content hash (``digests``, the fingerprint :func:`inspect_many` computes of each
+    kept file), and for segments of one long recording (``spans``: (split, id) -> (start, duration)) stretches that
+    overlap in time; another stretch of the same recording is other audio. ``entries`` are the utterances kept.
+
+    Returns ``{"count", "by_id", "by_content", "pairs"}``: each pair ``{"held_out", "other", "by"}`` names two utterances
+    as ``split/id`` (the held-out one first: the one in a split not named ``train*``, or of two held-out splits the later
+    by name) and how they were found (``"id"``, ``"content"``); the counts are of distinct held-out utterances.
+    """
+    found: dict[tuple[tuple[str, str], tuple[str, str]], set[str]] = {}
+    for how in ("id", "content"):
+        by_key: dict[str, list[tuple[float, float, Entry]]] = {}
+        for e in entries:
+            start, duration = spans[e.split, e.id] if e.segment is not None else (0.0, math.inf)
+            by_key.setdefault(e.recording if how == "id" else digests[e.recording], []).append((start, start + duration, e))
+        for items in by_key.values():
+            if len({split_group(e.split) for _, _, e in items}) < 2:
+                continue
+            items.sort(key=lambda item: (item[0], item[2].split, item[2].id))
+            active: list[tuple[float, float, Entry]] = []
+            for start, end, e in items:  # a sweep over start times: each stretch against those not yet ended
+                active = [a for a in active if a[1] > start]
+                for _, _, other in active:
+                    if split_group(other.split) != split_group(e.split):
+                        a, b = sorted(((other.split, other.id), (e.split, e.id)), key=lambda x: (split_group(x[0]) != "train", x))
+                        found.setdefault((b, a), set()).add(how)
+                active.append((start, end, e))
+    pairs = [{"held_out": f"{h[0]}/{h[1]}", "other": f"{o[0]}/{o[1]}", "by": [w for w in ("id", "content") if w in by]}
+             for (h, o), by in sorted(found.items())]
+    held = lambda how: len({p["held_out"] for p in pairs if how is None or how in p["by"]})  # noqa: E731
+    return {"count": held(None), "by_id": held("id"), "by_content": held("content"), "pairs": pairs}
+
+
+def _overlap_refusal(src: Path, overlap: dict) -> str:
+    n = overlap["count"]
+    what = {"id": "same recording id", "content": "same audio bytes"}
+    examples = ", ".join(f"{p['held_out']} = {p['other']}: {' and '.join(what[b] for b in p['by'])}"
+                         for p in overlap["pairs"][:OVERLAP_EXAMPLES])
+    more = f", ... ({len(overlap['pairs'])} pairs)" if len(overlap["pairs"]) > OVERLAP_EXAMPLES else ""
+    return (f"{src}: {n} recording{'s' if n != 1 else ''} held out for evaluation {'is' if n == 1 else 'are'} also in a training "
+            f"split or another held-out split ({examples}{more}); list each recording in one split only, or pass "
+            "--allow-overlap (allow_overlap=True) to import anyway (the overlap is counted in import_report.json)")
+
+
+def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4, progress: bool = True,
+                  allow_overlap: bool = False):
     """Import corpus ``kind`` from ``src`` into the corpus directory ``out``.
 
     Returns ``(summary, report)``: the corpus summary (with the audio report under
     ``"audio"`` and ``"empty_transcripts"``: how many transcripts normalise to nothing, with a few ids) and the
     :class:`~speechrq.data.audio.InspectionReport` (``kept`` counts audio files: one file may hold
     several segments, one utterance be in several splits).
+
+    A recording in a training split and a held-out (dev, test) split, or in two held-out splits (:func:`find_overlaps`:
+    by id and by content hash), is refused in one line naming the first few, before anything is written, unless
+    ``allow_overlap``; either way ``import_report.json`` and ``summary.json`` count it under ``overlap``.
     """
     from lhotse import CutSet, MonoCut, MultiCut, RecordingSet, SupervisionSet
     from lhotse.supervision import AlignmentItem, SupervisionSegment
@@ -610,7 +763,15 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             report.skipped[where] = f"too short ({max(0.0, min(duration, total - start)):.3f} s; at least {MIN_DURATION} s)"
         else:
             spans[e.split, e.id] = (start, min(duration, total - start))
+    # the same audio for training and evaluation (or in two evaluation splits): refused unless allowed, always counted
+    imported = [e for e in entries if e.recording in recordings and (e.segment is None or (e.split, e.id) in spans)]
+    overlap = {"allowed": allow_overlap, **find_overlaps(imported, report.digests, spans)}
+    if overlap["count"] and not allow_overlap:
+        raise SpeechrqError(_overlap_refusal(src, overlap))
     out.mkdir(parents=True, exist_ok=True)
+    from .corpus import record_root
+
+    record_root(out)  # where the manifests' paths under OUT point (read under its current path once moved)
     written: dict[tuple[str, str], Entry] = {}
     for split in sorted({e.split for e in entries}):
         recs, sups, segment_cuts = [], [], []
@@ -654,11 +815,13 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     # (an utterance in several splits is counted once, if any of its transcripts is empty)
     empty = list(dict.fromkeys(uid for (_, uid), e in sorted(written.items()) if e.text is not None and not normalize_text(e.text)))
     atomic_write_json(out / "import_report.json", {"kind": kind, "source": str(src.resolve()), **report.to_dict(),
-                                                   "empty_transcripts": {"count": len(empty), "ids": empty}})
+                                                   "empty_transcripts": {"count": len(empty), "ids": empty}, "overlap": overlap})
     if report.kept == 0:
         raise SpeechrqError(f"{src}: no usable audio among {len(files)} files (see {out / 'import_report.json'})")
     summary = summarize(out)
     summary["audio"] = report.to_dict()
     summary["empty_transcripts"] = {"count": len(empty), "examples": empty[:EMPTY_EXAMPLES]}
+    summary["overlap"] = {k: overlap[k] for k in ("allowed", "count", "by_id", "by_content")} | \
+        {"examples": overlap["pairs"][:EMPTY_EXAMPLES]}
     atomic_write_json(out / "summary.json", summary)
     return summary, report

@@ -19,9 +19,11 @@ How it is made, in three steps:
    that loads the library, speaks its utterances in plan order and exits. A shard
    is therefore a pure function of the plan: byte-identical for a seed, whatever
    the worker count, and resumable shard by shard (finished shards are kept).
-3. **Assemble** lhotse manifests per split. Audio paths are relative to the corpus
-   directory, so two corpora made with one seed are byte-identical and a corpus
-   can be moved; :func:`speechrq.data.corpus.load_cuts` resolves them.
+3. **Assemble** lhotse manifests per split. Audio paths are absolute, under the corpus
+   directory (recorded in ``paths.json``), so lhotse alone opens them from anywhere; two
+   corpora made with one seed are byte-identical but for the folder's path, with one
+   fingerprint, and a moved corpus reads in speechrq as it is and elsewhere once
+   :func:`speechrq.data.corpus.relocate` rewrote it (see :mod:`speechrq.data.corpus`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import random
 import time
 import wave
@@ -411,15 +414,26 @@ def _resampler(rate_in: int) -> tuple[int, int, np.ndarray]:
     return up, down, firwin(16 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
 
 
+SHARD_DISK_FULL = 28  # a shard's exit status when its disk was full (errno ENOSPC)
+
+
 def _shard_process(out_dir: str, shard_index: int, utterances: list[Utterance], speakers: dict[str, Speaker], seed: int,
-                   snr_db: float | None = None) -> None:
-    """Body of a shard's process: synthesize, then write the shard's rows atomically."""
+                   snr_db: float | None = None, parent: int | None = None) -> None:
+    """Body of a shard's process: synthesize, then write the shard's rows atomically. It ends with ``parent`` (a killed
+    `synth` leaves no shard writing into the corpus, nor holding its lock)."""
+    from ..parallel import die_with_parent
+
+    die_with_parent(parent)
     shard_dir = Path(out_dir) / "shards"
     (shard_dir / f"{shard_index:04d}.error").unlink(missing_ok=True)  # from an earlier failed run
     try:
         rows = _synthesize_shard(out_dir, shard_index, utterances, speakers, seed, snr_db)
         atomic_write_text(shard_dir / f"{shard_index:04d}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     except BaseException as e:  # reported by the parent, which names the shard
+        from ..io import is_disk_full
+
+        if is_disk_full(e, shard_dir / "x"):
+            raise SystemExit(SHARD_DISK_FULL)  # no room for an .error file either
         atomic_write_text(shard_dir / f"{shard_index:04d}.error", f"{type(e).__name__}: {e}\n")
         raise SystemExit(1)
 
@@ -602,7 +616,7 @@ def synthesize_corpus(
         while pending or running:
             while pending and len(running) < max(1, workers):
                 i = pending.pop(0)
-                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers, config.seed, config.snr_db),
+                proc = ctx.Process(target=_shard_process, args=(str(out), i, shards[i], speakers, config.seed, config.snr_db, os.getpid()),
                                    daemon=True)
                 proc.start()
                 running[i] = proc
@@ -611,6 +625,10 @@ def synthesize_corpus(
                 if proc.sentinel in ready:
                     proc.join()
                     del running[i]
+                    if proc.exitcode == SHARD_DISK_FULL:
+                        raise SpeechrqError(f"{out}: no space left on the device while writing shard {i}'s audio; nothing "
+                                            "half-written is kept: free space and run the same command again (it continues "
+                                            "from the finished shards)")
                     if proc.exitcode != 0:
                         err = shard_dir / f"{i:04d}.error"
                         why = err.read_text().strip() if err.exists() else f"exit code {proc.exitcode}"
@@ -636,12 +654,15 @@ def _assemble(out: Path, num_shards: int) -> dict:
             recs, sups = by_split[row["split"]]
             recs.append(Recording.from_dict(row["recording"]))
             sups.append(SupervisionSegment.from_dict(row["supervision"]))
+    from .corpus import record_root
+
+    record_root(out)  # the manifests' audio paths are absolute (lhotse reads them from anywhere): under this folder, recorded
     for split, (recs, sups) in by_split.items():
         if not recs:
             continue
         cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups))
-        # Plain JSONL, not gzip: gzip headers hold a timestamp, and the corpus is byte-identical per seed.
-        cuts = cuts.sort_by_recording_id()
+        # Plain JSONL, not gzip: gzip headers hold a timestamp, and the corpus is byte-identical per seed (and folder).
+        cuts = cuts.sort_by_recording_id().with_recording_path_prefix(out.resolve())
         with atomic_path(out / f"cuts_{split}.jsonl") as tmp:
             cuts.to_file(tmp)
     from .corpus import summarize

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import MODEL_FILE, load_model_state, read_meta
+from ..checkpoint import MODEL_FILE, load_model_state, load_weights, read_meta
 from ..errors import SpeechrqError
 from ..features import FeatureNormalizer, LogMel, samples_for_frames
 from ..frames import SAMPLE_RATE
@@ -120,26 +120,30 @@ class PretrainCheckpoint:
         """The weights of one submodule, e.g. ``"encoder."`` (the student), prefix removed; nothing else is read."""
         return load_model_state(self.path, prefix=prefix)
 
+    def load_into(self, module: nn.Module, prefix: str) -> nn.Module:
+        """``module`` with the checkpoint's ``prefix*`` weights, loaded whole: a weight missing, unexpected or of another
+        shape is one :class:`SpeechrqError` line naming the file, never a RuntimeError or a partly random module."""
+        load_weights(module, self.weights(prefix), self.path / MODEL_FILE, f"{module.__class__.__name__} ({prefix}*)")
+        return module
+
     def encoder(self) -> SpeechEncoder:
         """The student encoder, with its weights."""
         dropout = (self.config.get("model") or {}).get("dropout")
-        encoder = speech_encoder(self.preset, **({} if dropout is None else {"dropout": dropout}))
-        encoder.load_state_dict(self.weights("encoder."))
-        return encoder
+        return self.load_into(speech_encoder(self.preset, **({} if dropout is None else {"dropout": dropout})), "encoder.")
 
     def normalizer(self) -> FeatureNormalizer:
         """The log-Mel normaliser the checkpoint was trained with."""
-        norm = FeatureNormalizer()
-        norm.load_state_dict(self.weights("normalizer."))
-        return norm
+        return self.load_into(FeatureNormalizer(), "normalizer.")
 
     def mel_quantizer(self) -> RandomProjectionQuantizer:
         """Stage 0's quantizer of 4 stacked Mel frames, with the saved projections and codebooks."""
-        q = self.quantizer
-        weights = self.weights("targets.mel.quantizer.")
+        q, prefix = self.quantizer, "targets.mel.quantizer."
+        weights = self.weights(prefix)
+        if "projection" not in weights or weights["projection"].dim() != 3:  # [codebooks, input dim, codebook dim]
+            raise SpeechrqError(f"{self.path / MODEL_FILE}: no {prefix}projection matrix; not a whole pre-training checkpoint")
         quantizer = RandomProjectionQuantizer(weights["projection"].shape[1], q["num_codebooks"], q["codebook_size"], q["codebook_dim"],
                                               seed=q["seed"])
-        quantizer.load_state_dict(weights)
+        load_weights(quantizer, weights, self.path / MODEL_FILE, f"Mel quantizer ({prefix}*)")
         return quantizer
 
     def target_layers(self) -> list[int]:

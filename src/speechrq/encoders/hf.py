@@ -73,14 +73,57 @@ def is_pretrained_folder(path: str | Path) -> bool:
 
 
 def pretrained_config(path: str | Path) -> dict:
+    from ..io import loads_json
+
     f = Path(path) / "config.json"
     try:
-        cfg = json.loads(f.read_text())
+        cfg = loads_json(f.read_text(), f)  # a key given twice is refused, never the last one kept
     except (OSError, json.JSONDecodeError) as e:
         raise SpeechrqError(f"{f}: cannot read ({e})") from None
     if cfg.get("model_type") not in SUPPORTED:
         raise SpeechrqError(f"{f}: model_type {cfg.get('model_type')!r}; supported target encoders are {', '.join(SUPPORTED)}")
     return cfg
+
+
+# A weight the folder may lack: ``masked_spec_embed``, the learned vector that SpecAugment-style masking writes over
+# masked frames. transformers reads it only when ``mask_time_indices`` are passed or when the model is in training mode
+# with ``mask_time_prob > 0``; speechrq runs these encoders frozen, in eval mode, and never passes mask indices, so it
+# never reaches an output (fine-tuned and converted checkpoints often drop it). Every other weight the model has must be
+# in the folder: anything else missing would be left at transformers' random initialisation.
+UNUSED_WHEN_MISSING = ("masked_spec_embed",)
+
+
+def check_loaded_whole(model: nn.Module, info: dict, path: str | Path) -> None:
+    """Refuse a Hugging Face model that did not load as its folder says, from transformers' ``output_loading_info``:
+    one :class:`SpeechrqError` line naming how many weights are missing, unexpected or of another shape, and the first
+    names (e.g. a ``config.json`` of WavLM beside HuBERT's weights: WavLM's relative-position weights missing).
+
+    Allowed: a missing :data:`UNUSED_WHEN_MISSING` (set to zeros, so the model, its state and anything hashed from
+    it are the same at every load), and unexpected weights *beside* the encoder, the heads of the task model the folder
+    was saved from (``lm_head`` of a CTC model; ``quantizer``, ``project_q``, ``project_hid`` of wav2vec 2.0
+    pre-training), which the encoder never runs. An unexpected weight inside the encoder's own modules
+    (``encoder.``, ``feature_extractor.``, ...) or under another architecture's prefix (``hubert.``) is refused: it
+    means the weights are of another architecture than ``config.json`` says (HuBERT's config beside WavLM's weights
+    would otherwise run without WavLM's relative position bias)."""
+    from ..checkpoint import describe_weight_mismatch
+
+    own = model.state_dict()
+    inside = {k.split(".")[0] for k in own} | {name for name, _ in model.named_children()}
+    inside |= {"wav2vec2", "hubert", "wavlm", "data2vec_audio", getattr(model, "base_model_prefix", "wav2vec2")}  # task models' prefixes
+    missing = sorted(k for k in info.get("missing_keys", ()) if k not in UNUSED_WHEN_MISSING)
+    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if k.split(".")[0] in inside)
+    mismatched = sorted((k, tuple(a), tuple(b)) for k, a, b in info.get("mismatched_keys", ()))
+    why = describe_weight_mismatch(missing, unexpected, mismatched)
+    errors = [str(e).splitlines()[0] for e in info.get("error_msgs", ()) if str(e).strip()]
+    if errors:
+        why = ", ".join(filter(None, [why, f"{len(errors)} load error(s) ({errors[0]})"]))
+    if why:
+        raise SpeechrqError(f"{path}: the weights do not load whole into the {model.__class__.__name__} its config.json "
+                            f"describes: {why}; the config and the weights must be of the same model (nothing was left random)")
+    with torch.no_grad():
+        for name in UNUSED_WHEN_MISSING:
+            if name in info.get("missing_keys", ()) and name in own:
+                own[name].zero_()
 
 
 class HuggingFaceEncoder(nn.Module):
@@ -99,6 +142,8 @@ class HuggingFaceEncoder(nn.Module):
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
+        from ..io import read_json
+
         hf_logging.disable_progress_bar()  # loading a local folder takes a moment: no bar between speechrq's own lines
 
         cfg = pretrained_config(path)
@@ -107,12 +152,18 @@ class HuggingFaceEncoder(nn.Module):
         depth = self.num_layers if depth is None else depth
         if depth > self.num_layers:
             raise SpeechrqError(f"{path}: has {self.num_layers} layers; target layer {depth - 1} does not exist")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # transformers' own load report: speechrq checks the same and says it in one line
         try:
             # safetensors where the folder has them: a pickled .bin beside them is never unpickled
             safe = any(Path(path).glob("*.safetensors"))
-            model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True if safe else None)
+            model, info = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True if safe else None,
+                                                    output_loading_info=True, ignore_mismatched_sizes=True)
         except (OSError, ValueError) as e:
             raise SpeechrqError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        check_loaded_whole(model, info, path)
         # early exit: later layers are never run. One layer is kept even for depth 0 (the transformer's input alone):
         # transformers >= 5 records hidden_states by hooks on the layers, so with none kept none would be recorded
         model.encoder.layers = model.encoder.layers[:max(depth, 1)]
@@ -130,7 +181,7 @@ class HuggingFaceEncoder(nn.Module):
         # models with a group-normalised feature encoder were trained without attention masks
         self.use_mask = cfg.get("feat_extract_norm") == "layer"
         prep = Path(path) / "preprocessor_config.json"
-        self.normalize = bool(json.loads(prep.read_text()).get("do_normalize", False)) if prep.exists() else False
+        self.normalize = bool(read_json(prep).get("do_normalize", False)) if prep.exists() else False
 
     def _run(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple:
         """The model on ``[B, S]`` audio: its hidden states ``[input, layer 0, ...]`` at its own frame rate."""

@@ -96,7 +96,10 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
     key = digest({k: v for k, v in settings.items() if k != "corpus"})  # the corpus by content; a moved corpus keeps its probes
     path = out / "probes" / enc_fingerprint / (f"{task}.{fold.name}.{key}.json" if fold.name else f"{task}.{key}.json")
     if path.exists():
-        saved = json.loads(path.read_text())
+        from ..schema import load
+        from ..studies.schemas import probe_cache
+
+        saved = load(path, probe_cache)  # a kept probe edited by hand or cut short: one line naming the file and key
         if {k: v for k, v in saved.get("settings", {}).items() if k != "corpus"} == json.loads(json.dumps(
                 {k: v for k, v in settings.items() if k != "corpus"})):
             return path, settings, ProbeResult(**saved["result"])

@@ -4,6 +4,13 @@
 sync per micro-batch) and reduces over ranks only when a record is written; the
 run-long codeword histogram is the collapse meter (over a window of a few steps
 most codewords cannot occur yet).
+
+Both are kept in the checkpoint (:meth:`TrainingMeters.state_dict`), so a resumed run's
+records equal the uninterrupted run's: a window that spans the resume sums the same
+steps, and the run's usage counts every step since its stage began, not since the
+process did. The wall-clock fields are ``s_per_step`` and ``audio_s_per_s`` (the window's
+measured step times, :class:`~speechrq.training.engine.StepTimes`); every other field
+is a function of the trajectory.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from .objective import CodebookUsage
 class TrainingMeters:
     def __init__(self, num_codebooks: int, codebook_size: int, device: torch.device):
         self.usage = CodebookUsage(num_codebooks, codebook_size, device)  # this log window, all ranks
-        self.run_usage = CodebookUsage(num_codebooks, codebook_size, device)  # since this process or stage started
+        self.run_usage = CodebookUsage(num_codebooks, codebook_size, device)  # since this run or stage started
         self.micro_loss = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros(num_codebooks, dtype=torch.float64, device=device)
         self.counts = torch.zeros(3, dtype=torch.float64, device=device)  # masked frames, valid frames, audio seconds
@@ -34,6 +41,26 @@ class TrainingMeters:
         self.correct.zero_()
         self.counts.zero_()
         self.losses, self.grad_norms, self.skipped = [], [], 0
+
+    def state_dict(self, ctx: dist.Context) -> dict:
+        """The window and the run's usage as a checkpoint keeps them (plain CPU tensors and numbers; every rank calls
+        this together). The window's per-rank sums are reduced over ranks here: :meth:`load_state_dict` gives rank 0
+        the totals and every other rank zeros, so the record's reduction sums the same on any number of ranks."""
+        return {"usage": dist.all_reduce_sum(self.usage.counts.clone(), ctx).cpu(),
+                "sums": dist.all_reduce_sum(torch.cat([self.correct, self.counts]), ctx).cpu(),
+                "losses": list(self.losses), "grad_norms": list(self.grad_norms), "skipped": int(self.skipped),
+                "run_usage": self.run_usage.counts.cpu().clone()}  # already reduced: the same on every rank
+
+    def load_state_dict(self, state: dict, ctx: dist.Context) -> None:
+        self.reset()
+        if ctx.rank == 0:
+            self.usage.counts.copy_(state["usage"])
+            n = self.correct.numel()
+            self.correct.copy_(state["sums"][:n])
+            self.counts.copy_(state["sums"][n:])
+        self.losses, self.grad_norms = [float(x) for x in state["losses"]], [float(x) for x in state["grad_norms"]]
+        self.skipped = int(state["skipped"])
+        self.run_usage.counts.copy_(state["run_usage"])
 
     def add_micro(self, outp, audio_seconds: float) -> None:
         """One micro-batch's :class:`~speechrq.pretrain.model.StepOutput`; ``audio_seconds`` from host lengths."""
@@ -57,7 +84,8 @@ class TrainingMeters:
         self.skipped += skipped
 
     def record(self, step: int, lr: float, ctx: dist.Context, elapsed: float, extra: dict) -> dict:
-        """The window's record (reduced over ranks) with ``extra`` fields, then a new window."""
+        """The window's record (reduced over ranks) with ``extra`` fields, then a new window. ``elapsed``: the wall-clock
+        seconds of the window's steps, measured per step (:class:`~speechrq.training.engine.StepTimes`)."""
         dist.all_reduce_sum(self.usage.counts, ctx)  # the window's targets of all ranks
         self.run_usage.counts += self.usage.counts
         sums = dist.all_reduce_sum(torch.cat([self.correct, self.counts]), ctx).tolist()

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
-from ..checkpoint import load_model_state, read_meta
+from ..checkpoint import MODEL_FILE, check_weights, load_model_state, read_meta
 from ..config import config_to_dict
 from ..data.corpus import seeded_subset
 from ..encoders.frozen import PretrainCheckpoint
@@ -111,10 +111,18 @@ def branch_from(checkpoint: str, model: MaskedPredictionModel, cfg: PretrainConf
     if parent.get("quantizer") != config_to_dict(cfg)["quantizer"]:
         raise SpeechrqError(f"{checkpoint}: quantizer settings {parent.get('quantizer')} differ from this run's; "
                             "a branch must keep the parent's projections and codebooks")
-    own = model.state_dict()
-    skip = ("heads.", "targets.latent.encoder.", "targets.latent.normalizers.", "targets.stage")
-    state = {k: v for k, v in load_model_state(checkpoint).items() if k in own and not k.startswith(skip)}
-    model.load_state_dict(state, strict=False)
+    # not taken: the heads (re-initialised), θ and its statistics (θ becomes the student, reading the student's own
+    # normalised log-Mel, so a parent's θ input statistics do not apply either), the stage
+    skip = ("heads.", "targets.latent.encoder.", "targets.latent.normalizers.", "targets.latent.input_normalizer.", "targets.stage")
+    parent_state = load_model_state(checkpoint)
+    state = {k: v for k, v in parent_state.items() if not k.startswith(skip)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    if not any(k.startswith("targets.latent.") for k in parent_state):
+        # a BEST-RQ parent has no latent targets: their projections and codebooks are made from the quantizer's seed
+        # alone (checked equal above), so the branch's own are exactly those the parent would have made
+        own = {k: v for k, v in own.items() if not k.startswith("targets.latent.quantizers.")}
+    check_weights(own, state, Path(checkpoint) / MODEL_FILE, "branch's student, feature statistics and quantizers")
+    model.load_state_dict(state, strict=False)  # the rest (heads, θ, the stage) is set by the stage's start
     history = meta.get("history") or [dict(MEL_STAGE)]
     stage = int(meta.get("stage", 0)) + 1
     step = int(meta["step"])
@@ -147,9 +155,9 @@ def start_stage(model: MaskedPredictionModel, cfg: PretrainConfig, cuts, logmel:
         weights = None
         if not is_pretrained_folder(cfg.targets.encoder):
             ckpt = theta_checkpoint(cfg.targets.encoder, cfg.model.preset)
-            weights = ckpt.weights("encoder.")
+            weights = ckpt.load_into(model.targets.latent.encoder, "encoder.").state_dict()  # whole, or one line
             # θ reads log-Mel normalised as in its own run, whatever this corpus's statistics
-            model.targets.latent.input_normalizer.load_state_dict(ckpt.weights("normalizer."))
+            ckpt.load_into(model.targets.latent.input_normalizer, "normalizer.")
         record = set_target_encoder(model, weights, 1, cuts, cfg, logmel, ctx)
         return 0, [{"stage": 1, "start": 0, "targets": f"encoder {cfg.targets.encoder}", **record}]
     return 0, [dict(MEL_STAGE)]

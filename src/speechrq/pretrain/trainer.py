@@ -13,7 +13,12 @@ checkpoint:
   so one process with ``accum_steps=2`` and two processes with ``accum_steps=1``
   see the same batches with the same masks and follow the same loss curve;
 - RNG states of torch and Python for dropout, per rank;
-- the stage, its start and the history of θ (:mod:`speechrq.pretrain.stages`).
+- the stage, its start and the history of θ (:mod:`speechrq.pretrain.stages`);
+- what the log reports over several steps (:mod:`speechrq.pretrain.meters`: the log
+  window, the run's codeword usage, the window's measured step times, skipped steps
+  in a row, the target cache's counts), so a resumed run writes the uninterrupted
+  run's ``metrics.jsonl``; only ``s_per_step``, ``audio_s_per_s`` (wall clock) and
+  ``cache_hit_rate`` (what the cache held) can differ.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -84,17 +88,35 @@ def run_inputs(cfg: PretrainConfig) -> dict:
     return inputs
 
 
-def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchStream, seed: int, ctx: dist.Context) -> tuple[int, int, list]:
-    """Load a checkpoint's weights, optimizer, data position and RNG states; returns (step, stage start, history)."""
+class CacheCounts:
+    """The target cache's hits and misses since the run began, as a checkpoint keeps them (its entries are not kept:
+    ``cache_hit_rate`` depends on what the cache held, and after a resume into a memory cache it is lower)."""
+
+    def __init__(self, cache: TargetCache):
+        self.cache = cache
+
+    def state_dict(self, ctx=None) -> dict:
+        return {"hits": self.cache.hits, "misses": self.cache.misses}
+
+    def load_state_dict(self, state: dict, ctx=None) -> None:
+        self.cache.hits, self.cache.misses = int(state["hits"]), int(state["misses"])
+
+
+def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchStream, seed: int, ctx: dist.Context,
+            meters: dict | None = None) -> tuple[int, int, list]:
+    """Load a checkpoint's weights, optimizer, data position, RNG states and ``meters`` (``{name: meter}``, see
+    :func:`~speechrq.training.engine.restore_progress`); returns (step, stage start, history)."""
     state = load_model_state(path, ctx.device)
     for key in model.state_dict():
         if key.startswith(THETA_INPUT) and key not in state:  # saved before θ kept its own statistics: it read the student's
             state[key] = state["normalizer." + key[len(THETA_INPUT):]]
-    model.load_state_dict(state)
+    from ..checkpoint import MODEL_FILE, load_weights
+
+    load_weights(model, state, Path(path) / MODEL_FILE, "pre-training model")  # whole, or one line naming what is not
     history = meta.get("history", [dict(MEL_STAGE)])
     if model.targets.latent is not None and (layers := stage_layers(history)) is not None:
         model.targets.latent.set_layers(layers)  # the stage's layers (picked by layers: auto, or configured)
-    step = engine.restore_progress(path, meta, optimizer, stream, seed, ctx)
+    step = engine.restore_progress(path, meta, optimizer, stream, seed, ctx, meters)
     return step, meta.get("stage_start", 0), history
 
 
@@ -120,8 +142,17 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     logmel = LogMel().to(dev)
     model = build_model(cfg, stats).to(dev)
     optimizer = make_optimizer(model, cfg.optim)
+    # what spans steps, saved with every checkpoint (a resumed run logs what the uninterrupted run logs): the log window
+    # and the run's codeword usage, the window's measured step times (wall clock), the run of skipped steps
+    meters = TrainingMeters(cfg.quantizer.num_codebooks, cfg.quantizer.codebook_size, dev)
+    times = engine.StepTimes()
+    nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
+    cache = None
+    if cfg.targets.cache != "off":
+        cache = TargetCache(cfg.targets.cache, int(cfg.targets.cache_max_gb * 2**30), out / "target_cache" / f"rank{ctx.rank}")
+    kept = {"meters": meters, "step_times": times, "nonfinite": nonfinite} | ({"cache": CacheCounts(cache)} if cache else {})
     if resume_from is not None:
-        step, stage_start, history = restore(resume_from, meta, model, optimizer, stream, cfg.train.seed, ctx)
+        step, stage_start, history = restore(resume_from, meta, model, optimizer, stream, cfg.train.seed, ctx, kept)
     else:
         step, history = start_stage(model, cfg, cuts, logmel, ctx)
         stage_start = step
@@ -136,14 +167,12 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     metrics = engine.MetricsLog(out, step, ctx.is_main)
-    meters = TrainingMeters(cfg.quantizer.num_codebooks, cfg.quantizer.codebook_size, dev)
-    cache = None
-    if cfg.targets.cache != "off":
-        cache = TargetCache(cfg.targets.cache, int(cfg.targets.cache_max_gb * 2**30), out / "target_cache" / f"rank{ctx.rank}")
+    if cache is not None:
         cache.set_source(model.targets.identity())
 
     def checkpoint(reason: str = "") -> Path:
-        state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx)}
+        state = {"optimizer": optimizer.state_dict(), "rng": dist.gather_objects(engine.rng_state(dev), ctx),
+                 "meters": engine.meters_state(kept, ctx)}
         info = {"kind": "speechrq-pretrain", "step": step, "world_size": ctx.world_size, "data": dist.gather_objects(stream.state(), ctx),
                 "config": config_to_dict(cfg), "inputs": inputs, "reason": reason,
                 "stage": int(model.targets.stage), "stage_start": stage_start, "history": history}
@@ -157,9 +186,9 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     if step >= cfg.optim.max_steps and ctx.is_main:
         print(f"{out}: already at step {step} of {cfg.optim.max_steps}, nothing to do")
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    last, t_window = resume_from, time.perf_counter()
-    nonfinite = engine.NonfiniteSteps(cfg.train.max_nonfinite)  # skipped steps in a row, and their cause
+    last = resume_from
     while step < cfg.optim.max_steps:
+        times.start()  # wall clock, per step: a refresh counts in its step; logging and checkpoints do not
         if step in cfg.targets.refresh_at and step > stage_start:
             # a new stage: θ <- φ, fresh heads, optimizer and schedule; quantizers untouched
             stage = refresh(model, step, history, cfg, cuts, logmel, ctx)
@@ -206,6 +235,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         optimizer.zero_grad(set_to_none=True)
         step += 1
         meters.end_step(loss, float(grad_norm) if finite else float("nan"), skipped=not finite)
+        times.stop()
         bar.update(1)
 
         stopping = nonfinite.stopping
@@ -213,11 +243,10 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             extra = {"stage": int(model.targets.stage)} | ({"cache_hit_rate": cache.hit_rate} if cache is not None else {})
             if model.targets.uses_latent:
                 extra["layers"] = list(model.targets.latent.layers)  # the stage's target layers (picked, with layers: auto)
-            record = meters.record(step, lr, ctx, time.perf_counter() - t_window, extra)
+            record = meters.record(step, lr, ctx, times.take()[0], extra)
             metrics.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.3f}", used=f"{record['usage_run.used_min']:.2f}",
                             audio_s_per_s=f"{record['audio_s_per_s']:.0f}")
-            t_window = time.perf_counter()
         if stopping:
             path = checkpoint(reason="non-finite")
             bar.close()

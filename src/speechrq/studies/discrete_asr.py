@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 
 from ..errors import SpeechrqError
-from ..io import atomic_write_json, atomic_write_text, read_json
+from ..io import atomic_write_json, atomic_write_text
 
 KMEANS_INPUTS = ("units", "dedup", "bpe")
 
@@ -120,7 +120,11 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
 
     decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}
     settings = {"test_split": test_split, "mode": mode, "beam": beam, "ctc_weight": ctc_weight}
-    results = read_json(out / "compare.json")["rows"] if (out / "compare.json").exists() else {}
+    from ..schema import load
+    from .schemas import compare_runs
+
+    # the finished runs' numbers, checked (a hand-edited compare.json is one line naming the key, not a wrong table)
+    results = load(out / "compare.json", compare_runs)["rows"] if (out / "compare.json").exists() else {}
 
     def done(row: dict, s: int) -> bool:
         r = results.get(row["name"], {})
@@ -203,7 +207,10 @@ def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
     """``(char errors [seeds, U], char lengths [U], word errors [seeds, U], word lengths [U], ids)`` of a row's runs."""
     import numpy as np
 
-    runs = [read_json(run_dir(out, row, s) / f"errors_{test_split}.json") for s in seeds]
+    from ..schema import load
+    from .schemas import run_errors
+
+    runs = [load(run_dir(out, row, s) / f"errors_{test_split}.json", run_errors) for s in seeds]
     ids = sorted(runs[0]["ids"])
     for r in runs:
         if sorted(r["ids"]) != ids:
@@ -281,7 +288,7 @@ def _train_and_decode(task: dict) -> dict:
     from ..checkpoint import latest_checkpoint
     from ..config import load_config
     from ..text import utterance_errors
-    from ..training.engine import read_metrics
+    from ..training.engine import read_metrics, seconds_per_step
     from ..units import UnitQuantizer
     from ..units.run import recorded_frame_ms
 
@@ -294,7 +301,7 @@ def _train_and_decode(task: dict) -> dict:
                                                   f"out_dir={run}", f"train.seed={task['seed']}"])
     train_asr(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
     metrics = read_metrics(run)
-    s_per_step = sum(r["s_per_step"] for r in metrics) / max(len(metrics), 1)
+    s_per_step = seconds_per_step(metrics) or 0.0  # wall clock: measured step times; final_loss below is the trajectory's
     source = UnitSource(units / "corpus")
     result = decode_split(Recognizer(run), source.cuts(task["test_split"]), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
     char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
@@ -317,11 +324,16 @@ def format_compare(report: dict) -> str:
     lines = [f"Discrete-unit ASR on `{report['test_split']}` ({report['mode']} decoding, beam {report['beam']}, "
              f"CTC weight {report['ctc_weight']}" + (f"; mean ± standard deviation over training seeds {', '.join(map(str, seeds))}"
                                                       if spread else f"; training seed {seeds[0]}") + "):",
-             "", "| input | CER | WER | time per epoch (s) | input bits/s |", "|---|---|---|---|---|"]
+             ""]
+    timed = all("epoch_s" in r for r in report["rows"].values())  # times taken out of a shipped JSON are not shown
+    lines += (["| input | CER | WER | time per epoch (s) | input bits/s |", "|---|---|---|---|---|"] if timed
+              else ["| input | CER | WER | input bits/s |", "|---|---|---|---|"])
     for name, r in report["rows"].items():
         cer = f"{r['cer']:.2f} ± {r['cer_std']:.2f}" if spread else f"{r['cer']:.2f}"
         wer = f"{r['wer']:.2f} ± {r['wer_std']:.2f}" if spread else f"{r['wer']:.2f}"
-        lines.append(f"| {name} | {cer} | {wer} | {r['epoch_s']:.1f} | {r['bits_per_second']:.0f} |")
+        lines.append(f"| {name} | {cer} | {wer} | " + (f"{r['epoch_s']:.1f} | " if timed else "") + f"{r['bits_per_second']:.0f} |")
+    if not timed and report.get("timings_removed"):
+        lines += ["", f"Times per epoch: not shown. {report['timings_removed']}"]
     if (langs := sorted({lang for r in report["rows"].values() for lang in r.get("cer_by_language", {})})):
         lines += ["", "CER per language, and their mean (each language counted once, as ML-SUPERB averages):", "",
                   "| input | " + " | ".join(langs) + " | mean |", "|---" * (len(langs) + 2) + "|"]
@@ -331,7 +343,7 @@ def format_compare(report: dict) -> str:
                      for lang in langs]
             mean = (f"{r['cer_language_mean']:.2f}" + (f" ± {r['cer_language_mean_std']:.2f}" if spread else "")) if by else "-"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
-    if shared := sorted({r.get("jobs", 1) for r in report["rows"].values()} - {1}):
+    if timed and (shared := sorted({r.get("jobs", 1) for r in report["rows"].values()} - {1})):
         lines += ["", f"Times per epoch were measured with {' or '.join(map(str, shared))} trainings side by side (`--jobs`)."]
     if report.get("differences"):
         lines += ["", "Each row against each k-means row (CER difference, row − k-means: negative is better; 95% bootstrap "

@@ -179,6 +179,8 @@ def theta_rankings(out: Path, corpus, seeds: list[int], branch_step: int, refere
     Each ranking is kept in ``OUT/seed{s}/rank_theta.json`` and reused while the checkpoint is the same."""
     from ..evaluate.target_quality import rank_checkpoint
     from ..io import file_fingerprint, read_json
+    from ..schema import OBJECT, check
+    from .schemas import ranking
 
     found = {}
     todo = [(str(s), out / f"seed{s}" / "bestrq" / "checkpoints" / f"step_{branch_step:08d}", out / f"seed{s}" / "rank_theta.json")
@@ -192,10 +194,11 @@ def theta_rankings(out: Path, corpus, seeds: list[int], branch_step: int, refere
         # reused only when made by the same weights, corpus content and ranking settings
         made_by = {"checkpoint": file_fingerprint(ckpt / "model.safetensors"), "corpus": corpus_fingerprint(corpus, "dev"),
                    "split": "dev", "seed": RANK_SEED, "sigma": DEFAULT_SIGMA}
-        saved = read_json(path) if path.exists() else None
+        saved = check(read_json(path), OBJECT, path) if path.exists() else None
         if not saved or saved.get("made_by") != made_by:
             saved = {**rank_checkpoint(ckpt, corpus, "dev"), "made_by": made_by}
             atomic_write_json(path, saved)
+        ranking(saved, path)  # a kept ranking edited by hand is one line naming the key
         for name, r in saved["sources"].items():
             found.setdefault(name, {})[key] = {what: r[what]["knn_accuracy"] if r[what] else None for what in ("phones", "speakers")} | {
                 "agreement": r["agreement"]}
@@ -303,14 +306,21 @@ def format_study(report: dict) -> str:
                                                                      if g.get("vs_base") else "") for e, g in sorted(gains.items(), key=lambda kv: int(kv[0]))]
     conv = report.get("convergence") or {}
     if conv.get("per_seed"):
+        # the times (minutes, the arm's time over BEST-RQ's) are shown where the JSON holds them: a study whose times were
+        # taken out (timings_removed: measured on shared cores) shows the steps alone and says why
+        timed = "time_ratio_same_steps" in conv
         lines += ["", f"Convergence (section 4.2): first probed step at which {report['best_arm']} reaches BEST-RQ's PR at step "
-                      f"{report['steps']} (minutes: the trainer's own step times, θ included):", ""]
+                      f"{report['steps']}" + (" (minutes: the trainer's own step times, θ included):" if timed else ":"), ""]
         for seed, c in conv["per_seed"].items():
-            ratio = conv["time_ratio_same_steps"].get(seed)
-            lines.append(f"- seed {seed}: " + (f"step {c['step']} after {c['minutes']:.1f} min" if c["step"] else "never in the budget")
-                         + f" (BEST-RQ {c['base_final']:.2f} after {c['base_minutes'] or 0:.1f} min; points "
+            ratio = (conv.get("time_ratio_same_steps") or {}).get(seed)
+            minutes = f" after {c['minutes']:.1f} min" if c.get("minutes") is not None else ""
+            base_minutes = f" after {c.get('base_minutes') or 0:.1f} min" if timed else ""
+            lines.append(f"- seed {seed}: " + (f"step {c['step']}{minutes}" if c["step"] else "never in the budget")
+                         + f" (BEST-RQ {c['base_final']:.2f}{base_minutes}; points "
                          + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(c["points"].items(), key=lambda kv: int(kv[0])))
                          + (f"; the arm's time over BEST-RQ's for the same steps {ratio:.2f}x)" if ratio else ")"))
+        if not timed and report.get("timings_removed"):
+            lines += ["", f"Training times: not shown. {report['timings_removed']}"]
     rank = report.get("theta_ranking") or {}
     if rank:
         keys = sorted({k for n, v in rank.items() if not n.startswith("_") for k in v}, key=lambda k: (k == "reference", k))

@@ -7,7 +7,8 @@ and the shipped studies that the demo does not rerun (``docs/latent_study.json``
 report``; ``docs/asr_compare_tiny_bestrq.json``, ``docs/asr_compare_seeds_tiny_bestrq.json`` and
 ``docs/asr_input_kinds_tiny_bestrq.json``:
 ``speechrq asr compare`` / ``asr train``). A source that is missing makes its claims
-``not measured``, never a failure.
+``not measured``, never a failure; a source that is there is checked before it is read
+(:mod:`speechrq.studies.schemas`): a hand-edited number or a removed key is one line naming the file and key.
 
 Verdicts follow from the numbers by one rule (:func:`verdict`): **held** when the
 difference in the paper's direction is beyond its 95% interval (or beyond the two
@@ -21,7 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..io import read_json
+from ..schema import load
+from . import schemas
 
 HELD, AGAINST, NOISE, UNKNOWN, MISSING = "held", "against", "not at this scale (within noise)", "not established (no noise estimate)", "not measured"
 
@@ -37,8 +39,9 @@ def verdict(gain: float | None, low: float | None = None, high: float | None = N
     return HELD if low > 0 else AGAINST if high < 0 else NOISE
 
 
-def _load(path: Path) -> dict | None:
-    return read_json(path) if path.exists() else None
+def _load(path: Path, validate) -> dict | None:
+    """``path`` checked by ``validate`` (:mod:`speechrq.studies.schemas`), or None when there is no such file."""
+    return load(path, validate) if path.exists() else None
 
 
 def _interval(v: dict | None) -> str:
@@ -75,8 +78,8 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
     else:
         rows.append({"paper": "Latent-RQ", "claim": "gains grow with the stages, then saturate", "number": "-", "noise": "-",
                      "verdict": MISSING, "source": "docs/latent_study.json"})
-    if study:
-        demo_arm = next(n for n in study["arms"] if "(middle" in n)
+    demo_arm = next((n for n in study["arms"] if "(middle" in n), None) if study else None
+    if demo_arm:
         a, b = study["arms"][demo_arm].get("pr"), study["arms"][best].get("pr")
         diff = None
         if a and b:
@@ -270,9 +273,11 @@ def rpq_claims(compare: dict | None, docs_compare: dict | None, units: dict | No
             gap = max(abs(r["ratio_measured"] - r["ratio_theory"]) for r in rpq)
             tol = 0.05  # a ratio's spread between fits is about 0.01 (one fit per point here)
             form = "eq. 13's form with the measured ρ and coverage: " + ("held" if cov and max(cov) <= tol else "against")
+            spread = f"measured / predicted {min(far):.1f}x to {max(far):.1f}x for α < 1 " if far else ""
+            covered = (f"eq. 13 with the measured ρ and coverage within {max(cov):.3f} of all {len(cov)} measured ratios" if cov
+                       else "no ratio with the measured ρ and coverage")
             rows.append({"paper": "RPQ", "claim": "eq. 13 with eq. 17 gives RPQ's error against k-means'",
-                         "number": f"measured / predicted {min(far):.1f}x to {max(far):.1f}x for α < 1 (largest gap {gap:.3f}); "
-                                   f"eq. 13 with the measured ρ and coverage within {max(cov):.3f} of all {len(cov)} measured ratios",
+                         "number": f"{spread}(largest gap {gap:.3f}); {covered}",
                          "noise": f"one fit per point; tolerance {tol}",
                          "verdict": f"{'held' if gap <= tol else 'against'} (eq. 17's ρ); {form}",
                          "source": "docs/units_report_tiny_bestrq.json"})
@@ -305,12 +310,14 @@ def rpq_claims(compare: dict | None, docs_compare: dict | None, units: dict | No
 def demo_report(demo: str | Path, docs: str | Path = "docs") -> str:
     """The markdown of ``DEMO/report.md``: a table of every claim, then the figures."""
     demo, docs = Path(demo), Path(docs)
-    study = _load(docs / "latent_study.json")
-    rows = latent_claims(study, _load(demo / "eval" / "results.json"))
-    rows += rpq_claims(_load(demo / "asr" / "compare.json"), _load(docs / "asr_compare_tiny_bestrq.json"),
-                       _load(docs / "units_report_tiny_bestrq.json"), _load(docs / "asr_input_kinds_tiny_bestrq.json"),
-                       _load(docs / "asr_compare_seeds_tiny_bestrq.json"))
-    rows += tables_claims(_load(docs / "rpq_tables_mel.json"), "docs/rpq_tables_mel.json")
+    study = _load(docs / "latent_study.json", schemas.latent_study)
+    rows = latent_claims(study, _load(demo / "eval" / "results.json", schemas.eval_claims))
+    rows += rpq_claims(_load(demo / "asr" / "compare.json", schemas.compare_claims),
+                       _load(docs / "asr_compare_tiny_bestrq.json", schemas.compare_claims),
+                       _load(docs / "units_report_tiny_bestrq.json", schemas.units_report),
+                       _load(docs / "asr_input_kinds_tiny_bestrq.json", schemas.input_kinds),
+                       _load(docs / "asr_compare_seeds_tiny_bestrq.json", schemas.compare_claims))
+    rows += tables_claims(_load(docs / "rpq_tables_mel.json", schemas.rpq_tables), "docs/rpq_tables_mel.json")
     lines = ["# What the demo measured against the papers' claims", "",
              "Every number below is read from the JSON named in its row. Verdicts: *held* (beyond the noise, in the paper's "
              "direction), *against* (beyond it, the other way), *not at this scale* (within the noise), *not established* "
@@ -322,7 +329,7 @@ def demo_report(demo: str | Path, docs: str | Path = "docs") -> str:
                (demo / "eval" / "target_tsne_phones.png", "Figure 5: target projections by phone"),
                (demo / "eval" / "target_tsne_speakers.png", "Figure 6: target projections by speaker"),
                (docs / "latent_study.png", "the seeded study"),
-               (docs / "rpq_tables_mel_figure6.png", "RPQ paper Figure 6: training time per epoch (320-d log-Mel units)"),
+               (docs / "rpq_tables_mel_figure6.png", "RPQ paper Figure 6: training time per epoch (320-d log-Mel units)"),  # when measured
                (docs / "units_report_tiny_bestrq.png", "units report: k-means, PQ, RPQ against eqs. 13 and 17")]
     shown = [(p, t) for p, t in figures if p.exists()]
     if shown:

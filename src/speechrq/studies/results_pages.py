@@ -5,15 +5,18 @@ Every results table of the documentation is made here, at build time (``make doc
 was measured, from the JSON the measurement wrote into ``docs/``: a number on a results page cannot
 drift from its measurement. Each page names the command that reproduces it. The list of pages is
 :data:`PAGES`; ``tests/test_results_pages.py`` renders every one and checks the README's headline
-table against its JSON.
+table against its JSON. Each JSON is checked before it is rendered (:mod:`speechrq.studies.schemas`): a hand-edited
+number or a removed key is one line naming the file and key (``python -m speechrq.studies.results_pages`` exits 2).
 """
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from . import schemas
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class Page:
     source: str  # the JSON in docs/
     command: str  # what reproduces it
     render: Callable[[dict], str]
+    check: Callable[[Any, Any], dict]  # the JSON's validator (speechrq.studies.schemas): what render reads
     figure: str | None = None  # a PNG in docs/ made with the JSON
     logs: str | None = None  # a folder of training logs in docs/
 
@@ -101,49 +105,52 @@ def _phases(d: dict) -> str:
 
 PAGES = [
     Page("demo_phases", "The demo's phase times", "demo_phases.json",
-         "git clone REPO fresh && cd fresh && make install && make demo   # exp/demo/phases.json", _phases),
+         "git clone REPO fresh && cd fresh && make install && make demo   # exp/demo/phases.json", _phases, schemas.demo_phases),
     Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json",
          "speechrq bench latent --corpus exp/demo/corpus --out exp/latent --seeds 0,1,2 --steps 1000 --best-layers=-1,0 \\\n"
          "  --tasks pr,sid,er,ft --probe-seeds 3 --reference assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
          "  --reference-layers=-1,0 --reference-set quantizer.num_codebooks=8 --reference-set quantizer.codebook_size=4096 \\\n"
          "  --ft-arms \"BEST-RQ;Latent-RQ layers [-1, 0] (ranked best, branch 50%)\"",
-         _latent, "latent_study.png", "latent_study_logs"),
+         _latent, schemas.latent_study, "latent_study.png", "latent_study_logs"),
+    # Figure 6 (training time per epoch) is not shipped: its timings were taken on shared cores (the JSON says why)
     Page("rpq_tables_mel", "The RPQ paper's tables on the stacked log-Mel", "rpq_tables_mel.json", "make rpq-tables", _tables,
-         "rpq_tables_mel_figure6.png", "rpq_tables_mel_logs"),
+         schemas.rpq_tables, None, "rpq_tables_mel_logs"),
     Page("ml_tables", "The multilingual column (ML-SUPERB analogue)", "ml_tables.json", "make ml-tables", _tables,
-         "ml_tables_figure6.png", "ml_tables_logs"),
-    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-tables", _probes),
+         schemas.rpq_tables, None, "ml_tables_logs"),
+    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-tables", _probes, schemas.eval_results),
     Page("asr_compare_seeds_tiny_bestrq", "Table II on a narrow source, with training seeds", "asr_compare_seeds_tiny_bestrq.json",
          "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
          "    --layer 2 --corpus exp/demo/corpus --out exp/table2 --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 --frames 70000 \\\n"
          "    --no-continuous --kmeans-inputs units,dedup,bpe --unit-bpe 1000 --seeds 0,1,2 --jobs 2 \\\n"
          "    --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400",
-         _compare, None, "asr_compare_seeds_logs"),
+         _compare, schemas.compare_page, None, "asr_compare_seeds_logs"),
     Page("asr_compare_tiny_bestrq", "Table II on a narrow source, one seed", "asr_compare_tiny_bestrq.json",
          "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
          "    --layer 2 --corpus exp/demo/corpus --out exp/asr_compare --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 \\\n"
          "    --frames 70000 --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400",
-         _compare),
+         _compare, schemas.compare_page),
     Page("asr_input_kinds_tiny_bestrq", "ASR input kinds", "asr_input_kinds_tiny_bestrq.json",
          "# after the one-seed Table II (exp/asr_compare), from its k-means quantizer:\n"
          "speechrq units encode exp/asr_compare/units/kmeans_k500_m1 --corpus exp/demo/corpus --out exp/kinds --bpe 1000\n"
          "for input in dedup bpe; do speechrq asr train configs/asr/tiny.yaml --set data.units=exp/kinds --set data.input=$input \\\n"
          "    --set out_dir=exp/kinds_$input --set optim.max_steps=1200 --set optim.warmup_steps=120; "
-         "speechrq asr decode exp/kinds_$input --splits test; done", _input_kinds),
+         "speechrq asr decode exp/kinds_$input --splits test; done", _input_kinds, schemas.input_kinds),
     Page("units_report_tiny_bestrq", "Units report: k-means, PQ and RPQ against the paper's theory", "units_report_tiny_bestrq.json",
          "speechrq units report --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 \\\n"
          "    --corpus exp/demo/corpus --frames 70000 --k 500 --kinds kmeans,rvq,pq,rpq --out exp/units_report",
-         _units_report, "units_report_tiny_bestrq.png"),
+         _units_report, schemas.units_report, "units_report_tiny_bestrq.png"),
     Page("quality_tiny_4x1024", "Pre-training quality along steps, tiny default", "quality_tiny_4x1024.json",
          "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality_4x1024 --steps 2000 --every 250 "
-         "--tasks pr --probe-seeds 3", _quality, "quality_tiny_4x1024.png"),
+         "--tasks pr --probe-seeds 3", _quality, schemas.quality, "quality_tiny_4x1024.png"),
     Page("quality_tiny_bestrq", "Pre-training quality along steps, the reference run", "quality_tiny_bestrq.json",
          "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality --steps 4000 --every 500 "
-         "--tasks pr --probe-seeds 3 --set quantizer.num_codebooks=8 --set quantizer.codebook_size=4096", _quality, "quality_tiny_bestrq.png"),
+         "--tasks pr --probe-seeds 3 --set quantizer.num_codebooks=8 --set quantizer.codebook_size=4096", _quality, schemas.quality,
+         "quality_tiny_bestrq.png"),
     Page("sweep_tiny", "Small-scale recipe sweep", "sweep_tiny.json",
-         "speechrq bench sweep benchmarks/sweep_tiny.yaml --corpus exp/demo/corpus --out exp/sweep", _sweep),
+         "speechrq bench sweep benchmarks/sweep_tiny.yaml --corpus exp/demo/corpus --out exp/sweep", _sweep, schemas.sweep),
     Page("bench_passes", "Corpus passes: one process against two", "bench_passes.json",
-         "python benchmarks/bench_passes.py --corpus exp/demo/corpus --split train --json docs/bench_passes.json", format_bench_passes),
+         "python benchmarks/bench_passes.py --corpus exp/demo/corpus --split train --json docs/bench_passes.json", format_bench_passes,
+         schemas.bench_passes),
 ]
 
 
@@ -156,12 +163,12 @@ HEADLINE_CLAIMS = ("Latent-RQ beats BEST-RQ on phone recognition", "Latent-RQ be
 def headline_table(docs: str | Path) -> str:
     """The README's short results table: the headline claims of both papers, each with the number measured here and its
     verdict, from the shipped studies' JSON (:mod:`speechrq.studies.report`: the same rows ``speechrq report`` writes)."""
-    from ..io import read_json
+    from ..schema import load
     from .report import latent_claims, tables_claims
 
     docs = Path(docs)
-    rows = latent_claims(read_json(docs / "latent_study.json"), None) + tables_claims(read_json(docs / "rpq_tables_mel.json"),
-                                                                                       "docs/rpq_tables_mel.json")
+    rows = (latent_claims(load(docs / "latent_study.json", schemas.latent_study), None)
+            + tables_claims(load(docs / "rpq_tables_mel.json", schemas.rpq_tables), "docs/rpq_tables_mel.json"))
     chosen = []
     for key in HEADLINE_CLAIMS:  # the first row of each headline claim (Table II's first comparison: the paper's baseline)
         chosen += [next(r for r in rows if r["claim"].startswith(key))]
@@ -187,7 +194,9 @@ def update_readme(readme: str | Path, docs: str | Path) -> bool:
 
 def render(page: Page, docs: Path) -> str:
     """One results page: title, the reproducing command, the table(s) rendered from ``docs/<page.source>``, figure, logs."""
-    data = json.loads((docs / page.source).read_text())
+    from ..schema import load
+
+    data = load(docs / page.source, page.check)
     parts = [f"# {page.title}", "", "Rendered from [`{0}`](../{0}) when the documentation is built; reproduce it with:".format(page.source), "",
              "```sh", page.command, "```", "", page.render(data).rstrip(), ""]
     if page.figure:
@@ -202,10 +211,10 @@ def write_pages(docs: str | Path) -> list[Path]:
     from ..io import atomic_write_text
 
     docs = Path(docs)
+    pages = {docs / "results" / f"{page.name}.md": render(page, docs) for page in PAGES}  # every JSON checked before any is written
     written = []
-    for page in PAGES:
-        path = docs / "results" / f"{page.name}.md"
-        atomic_write_text(path, render(page, docs))
+    for path, text in pages.items():
+        atomic_write_text(path, text)
         written.append(path)
     index = ["# Results", "", "Every table here is rendered from the JSON its measurement wrote, when the documentation is built.", ""]
     index += [f"- [{p.title}]({p.name}.md), from `docs/{p.source}`" for p in PAGES]
@@ -213,14 +222,27 @@ def write_pages(docs: str | Path) -> list[Path]:
     return [*written, docs / "results" / "index.md"]
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """``python -m speechrq.studies.results_pages [DOCS] [--readme README]``; a JSON that does not check is one line, exit 2."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Render docs/results/*.md from the JSON in DOCS (and the README's headline table).")
+    from ..errors import SpeechrqError
+
+    ap = argparse.ArgumentParser(prog="python -m speechrq.studies.results_pages",
+                                 description="Render docs/results/*.md from the JSON in DOCS (and the README's headline table).")
     ap.add_argument("docs", nargs="?", default="docs")
     ap.add_argument("--readme", help="also rewrite this README's headline block")
-    a = ap.parse_args()
-    for p in write_pages(a.docs):
-        print(p)
-    if a.readme and update_readme(a.readme, a.docs):
-        print(f"{a.readme}: headline table updated")
+    a = ap.parse_args(argv)
+    try:
+        for p in write_pages(a.docs):
+            print(p)
+        if a.readme and update_readme(a.readme, a.docs):
+            print(f"{a.readme}: headline table updated")
+    except SpeechrqError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,7 +42,9 @@ def _load(out: Path) -> dict:
         if missing or any(str(s) not in r["seeds"] for s in report["training_seeds"]):
             what = f"no {', '.join(missing)}" if missing else f"not every training seed of {report['training_seeds']}"
             raise SpeechrqError(f"{path}: row {name!r} has {what}; run `speechrq asr compare` again")
-    return report
+    from .schemas import compare_for_tables
+
+    return compare_for_tables(report, path)  # every number the tables read, one line naming the key when one is not
 
 
 def _row_spec(name: str, r: dict) -> dict:
@@ -82,10 +84,19 @@ def lr_peak(out: Path, spec: dict, seed: int) -> dict:
     from ..training.engine import read_metrics
     from .discrete_asr import run_dir, steps_per_epoch
 
+    import json
+
+    from ..schema import INT, NUMBER, check
+
     run = run_dir(out, spec, seed)
-    metrics = read_metrics(run)
+    try:
+        metrics = read_metrics(run)
+    except json.JSONDecodeError as e:
+        raise SpeechrqError(f"{run / 'metrics.jsonl'}: a line is not valid JSON ({e.msg})") from None
     if not metrics:
         raise SpeechrqError(f"{run}: no training log (metrics.jsonl)")
+    for i, m in enumerate(metrics):  # the step and learning rate of every logged line
+        check(m, {"step": INT, "lr": NUMBER}, f"{run / 'metrics.jsonl'}: line {i + 1}")
     peak = max(metrics, key=lambda m: m["lr"])
     steps = steps_per_epoch(out, spec, seed)
     return {"warmup_steps": load_config(ASRConfig, run / "config.yaml").optim.warmup_steps, "peak_step": peak["step"],
@@ -206,10 +217,13 @@ def format_tables(t: dict) -> str:
             for d in r["differences"]:
                 by = d.get("by_language", {})
                 out.append(f"| {r['name']} | {d['against']} | " + " | ".join(_diff(by[lang]) if lang in by else "-" for lang in langs) + " |")
-    shared = sorted({r["jobs"] for r in t["figure6"]} - {1})
-    out += ["", "**Figure 6: training time per epoch**" + (f" ({' or '.join(map(str, shared))} trainings side by side)" if shared else ""),
-            "", "| input | s per step | s per epoch |", "|---|---|---|"]
-    out += [f"| {r['name']} | {r['s_per_step']:.3f} | {r['epoch_s']:.1f} |" for r in t["figure6"]]
+    if t.get("figure6"):
+        shared = sorted({r["jobs"] for r in t["figure6"]} - {1})
+        out += ["", "**Figure 6: training time per epoch**" + (f" ({' or '.join(map(str, shared))} trainings side by side)" if shared else ""),
+                "", "| input | s per step | s per epoch |", "|---|---|---|"]
+        out += [f"| {r['name']} | {r['s_per_step']:.3f} | {r['epoch_s']:.1f} |" for r in t["figure6"]]
+    elif t.get("timings_removed"):
+        out += ["", f"**Figure 6: training time per epoch**: not shown. {t['timings_removed']}"]
     return "\n".join(out) + "\n"
 
 

@@ -101,7 +101,10 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
         raise SpeechrqError(f"--only: {', '.join(unknown)}: not a point of {sweep} (it has {', '.join(points)})")
     out = Path(out)
     report_path = out / "sweep.json"
-    report = read_json(report_path) if report_path.exists() else {}
+    from ..schema import load
+    from .schemas import sweep_resume
+
+    report = load(report_path, sweep_resume) if report_path.exists() else {}
     # OUT holds one sweep: the same base config and overrides, corpus content and budget; points may be added
     from ..identity import corpus_fingerprint, describe_difference
 

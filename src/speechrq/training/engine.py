@@ -11,7 +11,17 @@ with :mod:`speechrq.training.optim` and :mod:`speechrq.checkpoint`:
   the checkpoint a run resumes from;
 - :func:`resume_point`: the checkpoint a ``--resume`` continues from, refusing a config
   that changed what a resumed run must keep; :func:`restore_progress`: its optimizer,
-  data position and RNG states.
+  data position, RNG states and meters;
+- :class:`StepTimes`: the wall-clock seconds of the steps of a log window, measured per step.
+
+A resumed run writes what the uninterrupted run writes: every meter that spans steps (a log
+window's sums, run-long codeword usage, skipped steps in a row, the window's measured step
+times) is saved in the checkpoint's ``trainer.pt`` under ``"meters"`` (:func:`meters_state`)
+and restored with it, and :class:`MetricsLog` drops the records the killed run wrote past
+the checkpoint. Only wall-clock fields can differ: ``s_per_step`` (both trainers) and
+``audio_s_per_s`` (pre-training), each the window's summed step times, so neither counts
+set-up, logging, checkpoint writes or the time lost to a kill; and ``cache_hit_rate``
+(pre-training), which depends on what the target cache held, not on the trajectory.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -78,9 +89,10 @@ def resume_point(config_cls, cfg, resume: bool, resumable: frozenset[str] | set[
     return path, meta
 
 
-def restore_progress(path: Path, meta: dict, optimizer, stream, seed: int, ctx: dist.Context) -> int:
-    """A checkpoint's optimizer state, this rank's data position and RNG states (the weights are the caller's);
-    returns the step. Resumed on another number of ranks, data order and RNG streams restart, seeded."""
+def restore_progress(path: Path, meta: dict, optimizer, stream, seed: int, ctx: dist.Context, meters: dict | None = None) -> int:
+    """A checkpoint's optimizer state, this rank's data position and RNG states, and the state of each of ``meters``
+    (``{name: meter}``, as :func:`meters_state` saved them; the weights are the caller's); returns the step. Resumed on
+    another number of ranks, data order and RNG streams restart, seeded."""
     from ..checkpoint import load_trainer_state
 
     trainer_state = load_trainer_state(path)
@@ -92,7 +104,54 @@ def restore_progress(path: Path, meta: dict, optimizer, stream, seed: int, ctx: 
     else:
         log.warning("resuming on %d ranks a run saved on %d: data order and RNG streams restart", ctx.world_size, meta["world_size"])
         torch.manual_seed(seed + step + ctx.rank)
+    saved = trainer_state.get("meters", {})
+    if meters and (missing := [name for name in meters if name not in saved]) and ctx.is_main:
+        log.warning("%s: saved by an older speechrq without its meters (%s): the log window and the run's meters restart "
+                    "here, so the first records after this resume cover only the steps after it", path, ", ".join(missing))
+    for name, meter in (meters or {}).items():
+        if name in saved:
+            meter.load_state_dict(saved[name], ctx)
     return step
+
+
+def meters_state(meters: dict, ctx: dist.Context) -> dict:
+    """What a checkpoint keeps of ``meters`` (``{name: meter}``): each one's ``state_dict(ctx)``, plain tensors and numbers
+    (``trainer.pt`` is read with ``weights_only=True``). Called on every rank together (a meter may reduce over ranks)."""
+    return {name: meter.state_dict(ctx) for name, meter in meters.items()}
+
+
+def now() -> float:
+    """The clock of step times (a monotonic wall clock, seconds)."""
+    return time.perf_counter()
+
+
+class StepTimes:
+    """Wall-clock seconds of the optimizer steps of one log window, each measured from its start (:meth:`start`: before
+    its first batch is read; a stage's refresh, at that step, counts) to its end (:meth:`stop`: after the update), so that
+    logging, checkpoint writes, set-up and the time a killed run lost are never counted. Kept in the checkpoint, so a
+    window that spans a resume sums the measured times of its steps, as the uninterrupted run's does."""
+
+    def __init__(self):
+        self.seconds, self.steps, self._started = 0.0, 0, None
+
+    def start(self) -> None:
+        self._started = now()
+
+    def stop(self) -> None:
+        self.seconds += now() - self._started
+        self.steps += 1
+
+    def take(self) -> tuple[float, int]:
+        """The window's (seconds, steps), then a new window."""
+        out = (self.seconds, self.steps)
+        self.seconds, self.steps = 0.0, 0
+        return out
+
+    def state_dict(self, ctx: dist.Context | None = None) -> dict:
+        return {"seconds": self.seconds, "steps": self.steps}
+
+    def load_state_dict(self, state: dict, ctx: dist.Context | None = None) -> None:
+        self.seconds, self.steps = float(state["seconds"]), int(state["steps"])
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -200,6 +259,18 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def seconds_per_step(records: list[dict], start: int = 0) -> float | None:
+    """The run's measured seconds per step (wall clock) from its records: each window's ``s_per_step`` weighted by the
+    steps it covers (since the previous record, or ``start``), so a short last window counts as few steps as it has."""
+    total = steps = 0
+    for r in records:
+        if "s_per_step" in r:
+            total += r["s_per_step"] * (r["step"] - start)
+            steps += r["step"] - start
+        start = r["step"]
+    return total / steps if steps else None
+
+
 # ---------------------------------------------------------------- non-finite steps: the data or the model?
 def input_faults(x: torch.Tensor, lens: torch.Tensor, cuts, limit: float | None = None) -> list[str]:
     """``utterance (file)`` of each utterance of a batch whose model input ``x [B, T, ...]`` holds NaN or inf in a
@@ -233,6 +304,13 @@ class NonfiniteSteps:
 
     def good(self) -> None:
         self.run, self.inputs, self.buffers = 0, [], []
+
+    def state_dict(self, ctx: dist.Context | None = None) -> dict:
+        """The run of skipped steps a checkpoint continues (the same on every rank: finiteness is agreed)."""
+        return {"run": self.run, "inputs": list(self.inputs), "buffers": list(self.buffers)}
+
+    def load_state_dict(self, state: dict, ctx: dist.Context | None = None) -> None:
+        self.run, self.inputs, self.buffers = int(state["run"]), list(state["inputs"]), list(state["buffers"])
 
     def skipped(self, model: nn.Module, batches, ctx: dist.Context, limit: float | None = None) -> str:
         """Record a skipped step; ``batches``: ``(x, lens, cuts)`` of its micro-batches on this rank (every rank calls

@@ -7,7 +7,9 @@ job resumes). The manifest ``OUT/cuts_<split>.jsonl.gz`` is the corpus's CutSet 
 the units attached as the temporal array ``cut.units`` (frame shift: the layer's, 20 ms for a
 Hugging Face model, 40 ms for a speechrq encoder), read
 with ``cut.load_custom("units")``: discrete-unit ASR reads a manifest, not a private
-format. Single-stream units are also written as Kaldi-style text
+format. Its paths are absolute (the arrays' folder, the corpus's audio), so lhotse alone
+reads it from any directory; ``OUT/paths.json`` records OUT's path, so a moved OUT still reads
+in speechrq (:func:`load_units`) and :func:`speechrq.data.corpus.relocate` rewrites it for everyone else. Single-stream units are also written as Kaldi-style text
 (``OUT/units_<split>.txt``: ``utt-id u1 u2 ...``), what ESPnet's asr2 recipes read.
 """
 
@@ -35,8 +37,9 @@ def manifest_path(out: str | Path, split: str) -> Path:
 def _attach(cut, arrays_dir: Path, path: Path, frames: int, streams: int, frame_shift: float):
     from lhotse.array import Array, TemporalArray
 
-    # stored relative to the units folder (resolved by load_units), so the folder can be moved or read from any directory
-    array = Array(storage_type="numpy_files", storage_path=arrays_dir.name, storage_key=str(path.relative_to(arrays_dir)),
+    # an absolute folder: lhotse alone reads the units from any directory; a moved folder reads in speechrq (load_units) and,
+    # once rewritten by speechrq.data.corpus.relocate, in lhotse too
+    array = Array(storage_type="numpy_files", storage_path=str(arrays_dir.resolve()), storage_key=str(path.relative_to(arrays_dir)),
                   shape=[frames, streams])
     return cut.with_custom(UNITS_FIELD, TemporalArray(array=array, temporal_dim=0, frame_shift=frame_shift, start=0))
 
@@ -117,8 +120,11 @@ def _write_manifest(layer, quantizer, cuts, out: Path, split: str, arrays: Path,
     # the manifest: every cut with its units, streamed (cuts whose audio failed to load have none and are left out)
     manifest = manifest_path(out, split)
     kaldi = out / f"units_{split}.txt" if quantizer.num_streams == 1 else None
-    utterances = missing = 0
+    utterances = missing = split_frames = 0  # the split's frames, whichever pass encoded them (a resumed one: some)
     hours = 0.0
+    from ..data.corpus import record_root
+
+    record_root(out)  # OUT's path, which the arrays' paths start with (the other splits' manifests rewritten first if OUT moved)
     with atomic_path(manifest) as tmp, CutSet.open_writer(tmp) as writer, \
             (atomic_path(kaldi) if kaldi else contextlib.nullcontext()) as tmp_text, \
             (open(tmp_text, "w") if kaldi else contextlib.nullcontext()) as text:
@@ -128,6 +134,7 @@ def _write_manifest(layer, quantizer, cuts, out: Path, split: str, arrays: Path,
                 missing += 1
                 continue
             units = np.load(path)
+            split_frames += units.shape[0]
             writer.write(_attach(c, arrays, path, units.shape[0], units.shape[1], layer.frame_shift))
             if text is not None:
                 text.write(f"{text_id(c.id, kaldi)} {' '.join(map(str, units[:, 0].tolist()))}\n")  # no whitespace in an id
@@ -135,10 +142,10 @@ def _write_manifest(layer, quantizer, cuts, out: Path, split: str, arrays: Path,
             hours += c.duration / 3600
     if not utterances:
         raise SpeechrqError(f"{out}: no utterance of split {split} could be encoded")
-    return {"split": split, "utterances": utterances, "missing": missing, "encoded_frames": frames,
+    return {"split": split, "utterances": utterances, "missing": missing, "encoded_frames": split_frames,
             "encoder_s": t_encode, "quantize_s": t_quantize, "processes": len(per_rank),
             # frames per second of one process's busy time (the pass's wall clock is about that over the processes)
-            "frames_per_s": frames / sum(busy) if frames and sum(busy) else None, "manifest": str(manifest),
+            "frames_per_s": frames / sum(busy) if frames and sum(busy) else None, "manifest": str(manifest.resolve()),
             "audio_hours": hours, "sample_rate": SAMPLE_RATE}
 
 
@@ -146,15 +153,12 @@ def load_units(manifest: str | Path):
     """A units manifest back as a CutSet (``cut.load_custom("units")`` -> ``uint16 [frames, M]``)."""
     from lhotse import CutSet
 
+    from ..data.corpus import relocated, written_root
+
     path = Path(manifest)
     if not path.exists():
         raise SpeechrqError(f"{path}: no units manifest (make it with `speechrq units encode`)")
     root = path.resolve().parent
-
-    def resolve(cut):  # array folders are stored relative to the manifest's folder
-        units = cut.custom.get(UNITS_FIELD) if cut.custom else None
-        if units is not None and not Path(units.array.storage_path).is_absolute():
-            units.array.storage_path = str(root / units.array.storage_path)
-        return cut
-
-    return CutSet.from_cuts(resolve(c) for c in CutSet.from_file(path))
+    # the arrays under the folder where it lies now (moved since it was written: paths.json; an older version's: relative)
+    old = written_root(root)
+    return CutSet.from_cuts(relocated(c, old, str(root)) for c in CutSet.from_file(path))

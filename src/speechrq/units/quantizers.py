@@ -32,7 +32,6 @@ fingerprint, the training points): loading never unpickles anything.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpeechrqError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_json, read_json
 
 KINDS = ("kmeans", "rvq", "pq", "rpq")
 log = logging.getLogger(__name__)
@@ -306,11 +305,12 @@ class UnitQuantizer:
         d = Path(directory)
         if not (d / META_FILE).exists() or not (d / WEIGHTS_FILE).exists():
             raise SpeechrqError(f"{d}: not a fitted unit quantizer (no {META_FILE} / {WEIGHTS_FILE}; make one with `speechrq units fit`)")
-        meta = json.loads((d / META_FILE).read_text())
+        meta = read_json(d / META_FILE)  # one line for a malformed file or a key given twice
         if meta.get("format") != FORMAT_VERSION:
             raise SpeechrqError(f"{d / META_FILE}: format {meta.get('format')!r}, this speechrq reads {FORMAT_VERSION}")
         t = load_file(str(d / WEIGHTS_FILE))
         m = int(meta["num_streams"])
+        check_quantizer_weights(t, m, int(meta["dim"]), int(meta["spec"]["k"]), d / WEIGHTS_FILE)
         for name, v in t.items():
             if v.dtype.kind == "f" and not np.isfinite(v).all():
                 raise SpeechrqError(f"{d / WEIGHTS_FILE}: {name} holds NaN or inf; fit the quantizer again (`speechrq units fit`)")
@@ -318,6 +318,27 @@ class UnitQuantizer:
             raise SpeechrqError(f"{d / WEIGHTS_FILE}: std holds zero or negative values; fit the quantizer again (`speechrq units fit`)")
         return cls(QuantizerSpec(**meta["spec"]), [t[f"centroids.{i}"] for i in range(m)], [t[f"subset.{i}"] for i in range(m)],
                    t["mean"], t["std"], list(meta["trained_points"]), dict(meta["source"]))
+
+
+def check_quantizer_weights(t: dict[str, np.ndarray], m: int, dim: int, k: int, source: Path) -> None:
+    """Refuse a quantizer's weights unless they are exactly ``mean``, ``std`` ([dim] each) and, for each of the ``m``
+    streams, ``subset.i`` ([d_i] dimension indices in ``[0, dim)``) and ``centroids.i`` ([k, d_i]): one line naming how
+    many are missing, unexpected or of another shape (:func:`speechrq.checkpoint.describe_weight_mismatch`)."""
+    from ..checkpoint import describe_weight_mismatch
+
+    want = {"mean": (dim,), "std": (dim,)}
+    for i in range(m):
+        d_i = t[f"subset.{i}"].shape[0] if f"subset.{i}" in t and t[f"subset.{i}"].ndim == 1 else -1
+        want[f"subset.{i}"], want[f"centroids.{i}"] = (max(d_i, 0),), (k, d_i)
+    missing = [name for name in want if name not in t]
+    unexpected = [name for name in t if name not in want]
+    mismatched = [(name, tuple(t[name].shape), shape) for name, shape in want.items() if name in t and tuple(t[name].shape) != shape]
+    if (why := describe_weight_mismatch(missing, unexpected, mismatched)):
+        raise SpeechrqError(f"{source}: the weights do not match the quantizer of its {META_FILE} ({m} streams, k = {k}, "
+                            f"{dim} dimensions): {why}; fit the quantizer again (`speechrq units fit`)")
+    bad = [f"subset.{i}" for i in range(m) if t[f"subset.{i}"].size and not (0 <= t[f"subset.{i}"].min() <= t[f"subset.{i}"].max() < dim)]
+    if bad:
+        raise SpeechrqError(f"{source}: {', '.join(bad[:3])} index dimensions outside 0..{dim - 1}; fit the quantizer again (`speechrq units fit`)")
 
 
 def faiss_gpus() -> int:

@@ -43,9 +43,12 @@ def recorded_frame_ms(source: dict) -> int:
 
 
 def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, spec: QuantizerSpec, frames: int | None = None,
-              fraction: float | None = None, split: str = "train", max_duration: float = 30.0, progress: bool = True,
+              fraction: float | None = None, split: str | None = None, max_duration: float = 30.0, progress: bool = True,
               frame_ms: int | None = None, ctx=None) -> UnitQuantizer | None:
     """Sample ``layer`` of ``encoder`` over ``corpus``'s ``split`` into ``OUT/sample``, fit ``spec`` on it, save to ``OUT``.
+
+    ``split`` None: the corpus's training split (:func:`~speechrq.data.corpus.default_split`: ``train``, else its only
+    ``train*`` split).
 
     ``frame_ms``: the units' frame shift (default: the source's own, 20 ms for a Hugging Face model; see
     :class:`~speechrq.encoders.EncoderLayer`); recorded in ``units.json``, and every later step (encoding, ASR,
@@ -63,10 +66,14 @@ def fit_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Pa
     from ..identity import corpus_fingerprint, describe_difference, versions
 
     spec.validate()
+    from ..data.corpus import default_split
+
+    split = split or default_split(corpus, "train")  # the default follows the corpus (train-clean-100, ...)
     out = Path(out)
     lay = open_layer(encoder, layer, frame_ms, ctx.device if ctx.distributed else None)
     # what determines the fit: the encoder's weights, layer and frame shift, the corpus's content, the sample size, the spec, faiss
-    source = {"encoder": str(Path(encoder).resolve()), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim, "corpus": str(corpus),
+    source = {"encoder": str(Path(encoder).resolve()), "fingerprint": lay.fingerprint, "layer": layer, "dim": lay.dim,
+              "corpus": str(Path(corpus).resolve()),  # paths for the reader: absolute, so they say the same from anywhere
               "split": split, "corpus_fingerprint": corpus_fingerprint(corpus, split), "frames": frames, "fraction": fraction,
               "versions": versions("faiss"), "frame_ms": lay.frame_ms}
     def fitted() -> bool:
@@ -106,9 +113,10 @@ def format_fit(q: UnitQuantizer) -> str:
             f"{src.get('sample_frames')} frames of {src.get('corpus_frames')}; each codebook trained on {min(q.trained_points)} points{note}\n")
 
 
-def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str], out: str | Path, bpe: int | None = None,
+def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str] | None, out: str | Path, bpe: int | None = None,
                  max_duration: float = 30.0, progress: bool = True, ctx=None) -> dict:
-    """Encode ``splits`` of ``corpus`` with a fitted quantizer into ``OUT`` (manifests, arrays, Kaldi text; BPE on request).
+    """Encode ``splits`` of ``corpus`` (None or empty: every split it has) with a fitted quantizer into ``OUT`` (manifests,
+    arrays, Kaldi text; BPE on request).
 
     ``OUT`` keeps a copy of the quantizer (``OUT/quantizer``, what :class:`~speechrq.asr.data.UnitSource` reads), so the
     units stay usable when the quantizer's folder moves. Splits encoded by earlier calls stay; the unit BPE (``bpe``, or
@@ -124,12 +132,13 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     import shutil
     from dataclasses import asdict
 
-    from ..data.corpus import LazyCuts
+    from ..data.corpus import LazyCuts, cut_files
     from ..identity import claim, corpus_fingerprint, versions
     from ..io import file_fingerprint
     from .encode import UNITS_FIELD, encode_corpus
     from .quantizers import WEIGHTS_FILE
 
+    splits = list(splits or cut_files(corpus))  # the default follows the corpus: every split it has, whatever their names
     q = UnitQuantizer.load(quantizer_dir)
     lay = open_layer(q.source["encoder"], int(q.source["layer"]), recorded_frame_ms(q.source), ctx.device if ctx.distributed else None)
     out = Path(out)
@@ -241,14 +250,18 @@ def held_out_frames(lay, cuts, max_frames: int, max_duration: float = 30.0, prog
 
 
 def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, k: int, points: list, frames: int,
-                 eval_split: str = "dev", eval_frames: int = 20000, seed: int = 0, niter: int = 20, normalize: str = "none",
-                 train_split: str = "train", progress: bool = True, frame_ms: int | None = None) -> dict:
+                 eval_split: str | None = None, eval_frames: int = 20000, seed: int = 0, niter: int = 20, normalize: str = "none",
+                 train_split: str | None = None, progress: bool = True, frame_ms: int | None = None) -> dict:
     """Sample ``frames`` training frames, take ``eval_frames`` of ``eval_split``, fit and measure every point: ``OUT/report.{json,md,png}``."""
     from ..data.corpus import LazyCuts
     from ..identity import corpus_fingerprint, describe_difference, versions
     from .report import fit_and_measure, format_report, plot_report
     from .sample import load_sample, sample_features
 
+    from ..data.corpus import default_split
+
+    # the defaults follow the corpus: its train and dev splits, whatever it calls them (train-clean-100, dev-clean, ...)
+    train_split, eval_split = train_split or default_split(corpus, "train"), eval_split or default_split(corpus, "dev")
     out = Path(out)
     lay = open_layer(encoder, layer, frame_ms)
     corpus_fp = corpus_fingerprint(corpus)
@@ -256,11 +269,14 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
                     corpus_fingerprint=corpus_fingerprint(corpus, train_split))
     train = load_sample(out / "sample")
     held, phones = held_out_frames(lay, LazyCuts(corpus, eval_split), eval_frames, progress=progress)
-    settings = {"encoder": str(encoder), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(corpus),
+    settings = {"encoder": str(Path(encoder).resolve()), "fingerprint": lay.fingerprint, "layer": layer, "corpus": str(Path(corpus).resolve()),
                 "corpus_fingerprint": corpus_fp, "k": k, "train_frames": len(train), "eval_split": eval_split, "eval_frames": len(held),
                 "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss"), "frame_ms": lay.frame_ms}
     path = out / "report.json"
-    report = read_json(path) if path.exists() else {"settings": settings, "rows": []}
+    from ..schema import load
+    from ..studies.schemas import units_report
+
+    report = load(path, units_report) if path.exists() else {"settings": settings, "rows": []}  # checked: one line naming a bad key
     old = {"frame_ms": 40} | {k: v for k, v in (report.get("settings") or {}).items() if k not in PATHS}  # older: all 40 ms
     if (why := describe_difference(old, {k: v for k, v in settings.items() if k not in PATHS})):
         # rows of other settings are never mixed in, nor silently replaced
