@@ -605,6 +605,9 @@ def test_a_resumed_asr_run_logs_every_field_as_the_uninterrupted_run(dev_units, 
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ASR_WALL_CLOCK} for r in rs]  # noqa: E731
     assert strip(b) == strip(a)
     assert [r["s_per_step"] for r in b] == [r["s_per_step"] for r in a] == [1.0] * len(a)
+    from speechrq.studies.discrete_asr import training_numbers
+
+    assert training_numbers(b) == training_numbers(a) == {"s_per_step": 1.0, "final_loss": a[-1]["loss"]}  # compare.json's
     x, y = (load_model_state(tmp_path / run / "checkpoints" / "step_00000012") for run in ("ref", "run"))
     assert all(torch.equal(x[k], y[k]) for k in x)
 
@@ -644,3 +647,32 @@ def test_a_runs_seconds_per_step_weights_each_window_by_its_steps():
     assert seconds_per_step(records) == pytest.approx(18 / 12)
     assert seconds_per_step([{"step": 7, "s_per_step": 2.0}, {"step": 9, "s_per_step": 1.0}], start=5) == pytest.approx(6 / 4)
     assert seconds_per_step([]) is None
+    from speechrq.studies.discrete_asr import training_numbers
+
+    records[1]["loss"] = 3.0  # a last window's loss above an earlier one: the final loss is still the last
+    assert training_numbers(records) == {"s_per_step": pytest.approx(18 / 12), "final_loss": 3.0}
+    assert training_numbers([]) == {"s_per_step": 0.0, "final_loss": None}
+
+
+def test_a_record_averages_exactly_the_steps_of_its_window(dev_units, tmp_path, one_thread, ticking_clock):
+    """log_every does not change the trajectory: records every 5 steps (windows of 5, 5, then a last of 2) hold the
+    means of the per-step records over their windows, and compare.json's final_loss is the last window's mean."""
+    from speechrq.asr.trainer import train_asr
+    from speechrq.studies.discrete_asr import training_numbers
+
+    runs = {}
+    for every in (1, 5):
+        _, cfg = _train_config(dev_units, tmp_path / f"every{every}", tmp_path, f"every{every}", max_steps=12, log_every=every,
+                               checkpoint_every=12)
+        train_asr(cfg, progress=False)
+        runs[every] = read_metrics(tmp_path / f"every{every}")
+    per = {r["step"]: r for r in runs[1]}
+    assert [r["step"] for r in runs[5]] == [5, 10, 12]
+    start = 0
+    for r in runs[5]:
+        window = range(start + 1, r["step"] + 1)
+        for key in ("loss", "ctc", "attention"):
+            assert r[key] == pytest.approx(sum(per[s][key] for s in window) / len(window), rel=1e-12), (r["step"], key)
+        assert r["lr"] == per[r["step"]]["lr"] and r["s_per_step"] == 1.0
+        start = r["step"]
+    assert training_numbers(runs[5]) == {"s_per_step": 1.0, "final_loss": runs[5][-1]["loss"]}

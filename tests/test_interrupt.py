@@ -8,8 +8,9 @@ Every command runs once uninterrupted into ``ref`` (module-scoped: shared by the
 later commands, which read it), once into ``SIGTERM``/``SIGKILL`` killed once it has written something, then again into
 the same folder to the end. The rerun's folder must hold exactly the reference's paths (hidden ones too) with the same
 bytes, read through :func:`snapshot`: ``.gz`` decompressed, the folder's own absolute path written as ``<OUT>``
-(manifests, configs and summaries name it), and nothing else changed, except the fields listed in :data:`WALL_CLOCK`
-(named one by one) and TensorBoard's event files (:func:`tensorboard_scalars`).
+(manifests, configs and summaries name it), and nothing else changed, except the fields named one by one in
+:data:`WALL_CLOCK` and :data:`THIS_CALL`, the lock files of :data:`HOLDERS` (compared by name) and TensorBoard's event
+files (named by the clock and the pid: compared as the scalars TensorBoard shows, :func:`tensorboard_scalars`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -69,21 +71,25 @@ def ok(*args) -> subprocess.CompletedProcess:
     return r
 
 
-# A command that writes nothing before its end says when its work has begun: the first call of ANNOUNCED touches MARKER
-# (and waits PAUSE seconds there, so that the signal lands inside the command's work), then runs as usual.
+# ``speechrq ARGS`` stopped at a chosen point: the N-th call of the function WHERE (``numpy.save`` writing an array into
+# its temporary, ``os.fsync`` before a temporary is renamed onto its file, ...) runs, touches MARKER and waits PAUSE
+# seconds there, so that the signal lands there (mid-write: the temporary is on disk, not yet renamed), then goes on.
 RUNNER = """
 import importlib, sys, time
-marker, where, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+marker, where, pause, nth = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 module, _, name = where.rpartition(".")
 m = importlib.import_module(module)
-f = getattr(m, name)
+f, calls = getattr(m, name), [0]
 def announced(*args, **kwargs):
-    open(marker, "a").close()
-    time.sleep(pause)
-    return f(*args, **kwargs)
+    result = f(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] == nth:
+        open(marker, "a").close()
+        time.sleep(pause)
+    return result
 setattr(m, name, announced)
 from speechrq.cli import main
-sys.exit(main(sys.argv[4:]))
+sys.exit(main(sys.argv[5:]))
 """
 
 
@@ -94,18 +100,16 @@ class Killed:
     pid: int
 
 
-def run_killed(argv: list, sig: int, begun: Callable[[], bool], announce: tuple[str, float] | None = None,
+def run_killed(argv: list, sig: int, begun: Callable[[], bool], announce: tuple[str, float, int] | None = None,
                marker: Path | None = None, timeout: float = 600) -> Killed:
     """Start ``speechrq *argv``, send ``sig`` to it (its pid alone, as ``kill`` or the OOM killer would) as soon as
-    ``begun()``, and wait for it to end."""
+    ``begun()`` (with ``announce``: once the process is there, see RUNNER), and wait for it to end."""
     if announce:
-        cmd = [sys.executable, "-c", RUNNER, str(marker), announce[0], str(announce[1]), *map(str, argv)]
+        cmd = [sys.executable, "-c", RUNNER, str(marker), *map(str, announce), *map(str, argv)]
     else:
         cmd = [sys.executable, "-m", "speechrq", *map(str, argv)]
     with open(os.devnull, "w") as null, subprocess.Popen(cmd, stdout=null, stderr=subprocess.PIPE, text=True, env=ENV,
                                                           cwd=ROOT) as proc:
-        import threading
-
         err: list[str] = []
         reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
         reader.start()
@@ -251,8 +255,8 @@ class Long:
     begun: Callable[[Path], bool]  # out -> whether it has written something
     reads: tuple[str, ...] = ()  # the reference outputs it reads (fixture names)
     again: tuple[str, ...] = ()  # added to the rerun
-    folder: Callable[[Path], Path] = lambda out: out  # the folder compared
-    announce: tuple[str, float] | None = None  # for a command that writes only at its end (RUNNER)
+    announce: tuple[str, float, int] | None = None  # killed at the N-th call of a function instead (RUNNER)
+    held: Callable[[Path], Path] = lambda out: out  # what it holds (its lock beside it)
 
 
 def _any(pattern: str, n: int = 1) -> Callable[[Path], bool]:
@@ -264,25 +268,28 @@ COMMANDS: dict[str, Long] = {
     "synth": Long(lambda i, o: ["synth", o, "--hours", "0.05", "--speakers", "8", "--seed", "3", "--workers", "1", "--quiet"],
                   _any("audio/*/*.wav")),
     "data import": Long(lambda i, o: ["data", "import", "folder", i["synth"] / "audio", o, "--workers", "1", "--quiet"],
-                        lambda o: False, reads=("synth",), announce=("speechrq.data.audio.inspect_audio", 0.0)),
+                        lambda o: False, reads=("synth",), announce=("os.fsync", 2.0, 2)),  # writing the first manifest
     "features stats": Long(lambda i, o: ["features", "stats", i["corpus"], "--out", o / "feature_stats.json", "--quiet"],
-                           lambda o: False, reads=("corpus",), announce=("speechrq.data.corpus.seeded_subset", 3.0)),
+                           lambda o: False, reads=("corpus",), announce=("os.fsync", 3.0, 1),  # writing the statistics
+                           held=lambda o: o / "feature_stats.json"),
     "pretrain": Long(lambda i, o: ["pretrain", i["pretrain_config"], "--set", f"out_dir={o}", "--quiet"],
-                     _any("checkpoints/step_*/meta.json"), reads=("pretrain_config",), again=("--resume",)),
+                     lambda o: False, reads=("pretrain_config",), again=("--resume",),
+                     announce=("safetensors.torch.save_file", 3.0, 2)),  # step 4's checkpoint: its weights, not its state
     "units fit": Long(lambda i, o: ["units", "fit", "--encoder", ENCODER, "--layer", "1", "--corpus", i["corpus"], "--frames",
                                     "2000", "--kind", "kmeans", "--k", "16", "--niter", "5", "--max-duration", "4", "--out", o,
                                     "--quiet"],
-                      _any("sample"), reads=("corpus",)),
+                      lambda o: False, reads=("corpus",), announce=("numpy.save", 3.0, 1)),  # writing the sample's shard
     "units encode": Long(lambda i, o: ["units", "encode", i["units fit"], "--corpus", i["corpus"], "--splits", "train,dev,test",
                                        "--max-duration", "8", "--out", o, "--quiet"],
-                         _any("arrays/*.npy", 12), reads=("units fit", "corpus")),
+                         lambda o: False, reads=("units fit", "corpus"), announce=("numpy.save", 3.0, 13)),  # array 13
     "asr train": Long(lambda i, o: ["asr", "train", i["asr_config"], "--set", f"out_dir={o}", "--quiet"],
-                      _any("checkpoints/step_*/meta.json"), reads=("asr_config",), again=("--resume",)),
+                      lambda o: False, reads=("asr_config",), again=("--resume",),
+                      announce=("safetensors.torch.save_file", 3.0, 2)),  # step 4's checkpoint: its weights, not its state
     "asr decode": Long(lambda i, o: ["asr", "decode", i["asr train"], "--splits", "dev,test", "--beam", "2", "--out", o, "--quiet"],
                        _any("hyp_dev.txt"), reads=("asr train",)),
     "evaluate": Long(lambda i, o: ["evaluate", i["pretrain"], "--corpus", i["corpus"], "--tasks", "sid", "--epochs", "2", "--lrs",
                                    "1e-3", "--no-target-analysis", "--probe-jobs", "1", "--out", o, "--quiet"],
-                     _any("hidden_states/*/*/*/*.npy", 24), reads=("pretrain", "corpus")),
+                     lambda o: False, reads=("pretrain", "corpus"), announce=("numpy.save", 3.0, 25)),  # state 25
 }
 
 
@@ -347,19 +354,20 @@ def test_a_killed_command_run_again_gives_the_uninterrupted_output(command, sig,
     marker = root / f"{command.replace(' ', '_')}_{sig}.begun"
     begun = (lambda: marker.exists()) if spec.announce else (lambda: spec.begun(out))
     k = run_killed(spec.argv(inputs, out), SIGNALS[sig], begun, spec.announce, marker)
-    folder = spec.folder(out)
-    assert lock_is_free(out), f"{out}: still held after its writer (pid {k.pid}) was killed: a rerun would be refused"
+    folder = out  # (features stats: --out names a file in it)
+    assert lock_is_free(spec.held(out)), f"{spec.held(out)}: still held after its writer (pid {k.pid}) was killed: a rerun would be refused"
     if sig == "SIGTERM":
         assert k.returncode == 128 + signal.SIGTERM, k.stderr[-3000:]
-        assert_one_line(k.stderr, "speechrq: stopped by SIGTERM")
+        assert_one_line(k.stderr, "speechrq: stopped by SIGTERM; nothing half-written was kept: the same command ",
+                        *spec.again)  # a training run again needs --resume: the line says so
         if folder.exists():
             assert temporaries(folder) == [], "SIGTERM left temporaries"
     else:
         assert k.returncode == -signal.SIGKILL
-    assert not folder.exists() or snapshot(folder) != snapshot(spec.folder(want)), "killed after it had finished"
+    assert not folder.exists() or snapshot(folder) != snapshot(want), "killed after it had finished"
     ok(*spec.argv(inputs, out), *spec.again)
     assert temporaries(folder) == []
-    assert_same_folder(folder, spec.folder(want))
+    assert_same_folder(folder, want)
 
 
 # ---------------------------------------------------------------------------------------------------- two writers
@@ -391,8 +399,7 @@ def test_two_asr_trainings_into_one_out_dir_one_is_refused_and_the_log_is_one_ru
     first = _start(*args)
     time.sleep(0.5)
     second = _start(*args)
-    writer = _refused_and_kept([first, second], out)
-    assert writer is first or first.returncode == 2  # said for the reader: either order is one writer
+    _refused_and_kept([first, second], out)
     steps = [m["step"] for m in read_metrics(out)]
     assert steps == list(range(1, STEPS + 1)), f"metrics.jsonl holds steps {steps}: not one run's"
     assert_same_folder(out, refs["asr train"])  # and exactly what one uninterrupted run writes
@@ -460,6 +467,7 @@ def test_units_encode_on_a_full_disk_is_one_line_leaves_nothing_to_trust_and_the
     r = speechrq(*args)
     assert r.returncode == 2, r.stderr[-3000:]
     line = assert_one_line(r.stderr, "no space left on the device", "speechrq: error:")
+    print(line)
     assert re.search(rf"{re.escape(str(out))}(/arrays)?: ", line) and "while writing" in line, line
     assert temporaries(out) == []
     for manifest in out.glob("cuts_*.jsonl.gz"):  # a manifest kept is whole: every array it names is there
@@ -481,9 +489,78 @@ def test_asr_train_checkpoint_on_a_full_disk_is_one_line_leaves_no_checkpoint_an
     args = ["asr", "train", refs["asr_config"], "--set", f"out_dir={out}", "--quiet"]
     r = speechrq(*args)
     assert r.returncode == 2, r.stderr[-3000:]
-    assert_one_line(r.stderr, "no space left on the device", str(out / "checkpoints"), "step_00000002", "a checkpoint")
+    print(assert_one_line(r.stderr, "no space left on the device", str(out / "checkpoints"), "step_00000002", "a checkpoint"))
     assert temporaries(out) == [] and list_checkpoints(out / "checkpoints") == []
     assert not any(p.name.startswith(".step_") for p in (out / "checkpoints").iterdir())
     small_disk(4 * disk_usage(want) + (1 << 20))
     ok(*args)  # no checkpoint was kept: the same command starts again
     assert_same_folder(out, want)
+
+
+# ---------------------------------------------------------------------------------------------------- worker processes
+
+WORKERS = """
+import time
+from speechrq.parallel import run_in_processes
+run_in_processes(time.sleep, [300, 300], 2, progress=False)
+"""
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes (multiprocessing's spawned ones) of process ``pid`` alive now."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [c for c in children if _alive(c) and b"spawn_main" in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _maps(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/maps").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not ended (a zombie nobody reaps has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_processes_of_a_command_killed_by_sigkill_end_with_it():
+    """``--jobs`` / ``--probe-jobs`` workers (speechrq.parallel) and ``synth``'s shard processes (the SIGKILL case of
+    synth above: a forked shard holds the folder's lock) outlive a SIGKILLed parent unless made to end with it: they
+    would go on writing into a folder a rerun then writes too."""
+    proc = subprocess.Popen([sys.executable, "-c", WORKERS], env=ENV, cwd=ROOT)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(workers := _workers(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.05)
+        while not all(b"libtorch" in _maps(w) for w in workers):  # each past its initializer (it imports torch), in its job
+            assert proc.poll() is None and time.monotonic() < deadline, "the workers never began their jobs"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 3
+        while (left := [w for w in workers if _alive(w)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, f"workers {left} outlived their parent, killed by SIGKILL"
+    finally:
+        proc.kill()
+        proc.wait()
+        for w in workers:  # never left running, whatever failed
+            if _alive(w) and b"spawn_main" in _cmdline(w):
+                os.kill(w, signal.SIGKILL)

@@ -330,6 +330,7 @@ def test_the_schema_names_the_path_and_what_it_got():
                         ({"a": {"x": {}}}, "f.json: a.x: missing key 'b'"),
                         ({}, "f.json: missing key 'a'"),
                         ({"a": {"x": {"b": [1]}}}, "f.json: a.x.b: expected a list of 2 items, got 1"),
+                        ({"a": {"x": {"b": [1, 2, 3]}}}, "f.json: a.x.b: expected a list of 2 items, got 3"),
                         ({"a": {"x": {"b": [True, 1]}}}, "f.json: a.x.b[0]: expected a number, got true"),
                         ({"a": {}, "c": 1.5}, "f.json: c: expected an integer, got 1.5"),
                         ({"a": {}, "d": 3}, "f.json: d: expected a string, got 3"),

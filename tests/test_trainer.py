@@ -493,3 +493,27 @@ def test_meters_resumed_on_two_ranks_report_the_uninterrupted_windows(tmp_path):
     assert records["resumed"] == records["straight"]
     assert records["straight"][1]["skipped_steps"] == 1 and records["straight"][1]["losses"] == pytest.approx(
         [(2 * (1.0 + s / 7) + 1 / 3) / 2 for s in (3, 4, 5, 6)], rel=1e-6)
+
+
+def test_a_run_of_skipped_pretraining_steps_continues_across_a_resume(pretrain_corpus, tmp_path, monkeypatch):
+    """Every step non-finite, train.max_nonfinite = 3: killed in step 3 after step 2's checkpoint and resumed, the run
+    stops at step 3, as the uninterrupted run does, blaming the same utterances, with the same records."""
+    import speechrq.pretrain.trainer as trainer_mod
+    from speechrq.features import LogMel
+
+    class BrokenLogMel(LogMel):
+        def forward(self, wav, wav_lens=None):
+            feats, lens = super().forward(wav, wav_lens)
+            return feats * float("nan"), lens
+
+    monkeypatch.setattr(trainer_mod, "LogMel", BrokenLogMel)
+    make = lambda name: config_from_dict(PretrainConfig, tiny_pretrain_config(  # noqa: E731
+        pretrain_corpus, tmp_path / name, optim={"max_steps": 8}, train={"max_nonfinite": 3, "checkpoint_every": 2, "log_every": 2}))
+    with pytest.raises(SpeechrqError) as stopped:
+        train(make("ref"), progress=False)
+    with pytest.raises(SpeechrqError) as again:
+        killed_and_resumed(make("run"), monkeypatch, kill_at=3)
+    assert "non-finite for 3 steps in a row (up to step 3)" in str(stopped.value)
+    assert str(again.value).replace(str(tmp_path / "run"), "R") == str(stopped.value).replace(str(tmp_path / "ref"), "R")
+    records = [deterministic_fields(read_metrics(tmp_path / run)) for run in ("run", "ref")]
+    assert str(records[0]) == str(records[1])  # as text: the losses are NaN

@@ -331,10 +331,11 @@ def test_units_encode_without_splits_encodes_every_split_the_corpus_has(splits, 
     names = {p.name[len("cuts_"):].split(".jsonl")[0] for p in corpus.glob("cuts_*")}
     assert set(summary["splits"]) == names == {p.name[len("cuts_"):-len(".jsonl.gz")] for p in (tmp_path / "enc").glob("cuts_*")}
     assert {name: s["utterances"] for name, s in summary["splits"].items()} == {name: n for name, (_, n) in splits.items()}
-    capsys.readouterr()
-    assert main(["units", "encode", "km", "--corpus", "corpus", "--out", "enc2", "--splits", " , ", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "names no split" in err and err.strip().count("\n") == 0 and not (tmp_path / "enc2").exists()
+    for empty in (" , ", ""):
+        capsys.readouterr()
+        assert main(["units", "encode", "km", "--corpus", "corpus", "--out", "enc2", "--splits", empty, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "names no split" in err and err.strip().count("\n") == 0 and not (tmp_path / "enc2").exists()
 
 
 def test_an_encoded_corpus_reads_without_speechrq_from_any_directory_and_after_a_move(tiny_corpus, tmp_path, monkeypatch):
@@ -350,7 +351,7 @@ def test_an_encoded_corpus_reads_without_speechrq_from_any_directory_and_after_a
     from speechrq.identity import manifest_fingerprint
     from speechrq.units.encode import load_units
 
-    corpus = _fit_small(tiny_corpus, tmp_path, {"train": ("train", 10), "dev": ("dev", 5)})
+    corpus = _fit_small(tiny_corpus, tmp_path, {"train": ("train", 10), "dev": ("dev", 5), "test": ("test", 3)})
     monkeypatch.chdir(tmp_path)
     assert main(["units", "encode", "km", "--corpus", "corpus", "--out", "enc", "--splits", "train,dev", "--max-duration",
                  str(MAX_DURATION), "--quiet"]) == 0
@@ -396,8 +397,22 @@ def test_an_encoded_corpus_reads_without_speechrq_from_any_directory_and_after_a
         assert manifest_fingerprint(moved / f"cuts_{split}.jsonl.gz") == fingerprints[split]
     # a rerun into the moved folder adds nothing, reuses everything
     before = {p.name: p.stat().st_mtime_ns for p in (moved / "arrays").iterdir()}
-    assert main(["units", "encode", str(tmp_path / "km"), "--corpus", str(corpus), "--out", str(moved), "--quiet"]) == 0
+    assert main(["units", "encode", str(tmp_path / "km"), "--corpus", str(corpus), "--out", str(moved), "--splits", "train,dev",
+                 "--quiet"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (moved / "arrays").iterdir()} == before
+    # moved again, not rewritten: a command that adds a split rewrites the folder's other manifests first, for lhotse too
+    twice = tmp_path / "moved twice"
+    shutil.move(moved, twice)
+    assert main(["units", "encode", str(tmp_path / "km"), "--corpus", str(corpus), "--out", str(twice), "--splits", "test",
+                 "--max-duration", str(MAX_DURATION), "--quiet"]) == 0
+    for split, n in (("train", 10), ("dev", 5), ("test", 3)):
+        cuts = list(CutSet.from_file(twice / f"cuts_{split}.jsonl.gz"))
+        assert len(cuts) == n and all(c.units.array.storage_path == str(twice.resolve() / "arrays") for c in cuts)
+        assert all(c.load_custom("units").shape[1] == 1 for c in cuts)
+    assert json.loads((twice / "paths.json").read_text())["root"] == str(twice.resolve())
+    for split in ("train", "dev"):
+        assert manifest_fingerprint(twice / f"cuts_{split}.jsonl.gz") == fingerprints[split]
+    moved = twice
     # an ASR checkpoint trained on them opens with safetensors, sentencepiece, torch and json alone; its run resumes after the
     # units folder moved again (not rewritten): the units manifest's fingerprint, one of the run's inputs, did not move
     import sentencepiece as spm
@@ -424,7 +439,21 @@ def test_an_encoded_corpus_reads_without_speechrq_from_any_directory_and_after_a
     assert tokens.get_piece_size() > 2 and tokens.decode(tokens.encode("hello")) == "hello"
     assert json.loads((ckpt / "meta.json").read_text())["kind"] == "speechrq-asr"
     assert isinstance(torch.load(ckpt / "trainer.pt", weights_only=True), dict)
+    from speechrq.asr.decode import Recognizer
+    from speechrq.io import file_fingerprint
+
+    weights = file_fingerprint(moved / "quantizer" / "units.safetensors")
+    older = tmp_path / "older checkpoint"  # as saved before the quantizer's fingerprint was recorded: read where it is
+    shutil.copytree(ckpt, older)
+    meta = json.loads((older / "meta.json").read_text())
+    del meta["model"]["quantizer_fingerprint"]
+    (older / "meta.json").write_text(json.dumps(meta))
+    assert Recognizer(older).quantizer_fingerprint() == weights == Recognizer(ckpt).quantizer_fingerprint()
     shutil.move(moved, tmp_path / "moved again")
+    # what a decode with --units checks units made elsewhere against: known after the training units moved
+    assert Recognizer(ckpt).quantizer_fingerprint() == weights
+    with pytest.raises(SpeechrqError, match="no longer there"):
+        Recognizer(older).quantizer_fingerprint()
     assert train_asr(load_config(ASRConfig, asr_config(tmp_path / "moved again", 2)), resume=True, progress=False).name == "step_00000002"
 
 
@@ -476,3 +505,49 @@ def test_a_default_split_follows_the_corpus_names(tiny_corpus, tmp_path):
         fit_units(FIXTURE, 1, ml, tmp_path / "km2", QuantizerSpec(k=4, niter=2), frames=100, progress=False)
     with pytest.raises(SpeechrqError, match=r"no test split \(it has train_10min, train_1h, valid\)"):
         default_split(ml, "test")
+
+
+def test_only_paths_under_the_folder_move_and_fingerprints_are_those_of_the_relative_manifests(tiny_corpus, tmp_path):
+    """What a move rewrites, and what a fingerprint reads: a path under the folder (recorded or current) as relative to
+    it, so a folder written by an older version (relative paths) and the same folder written now (absolute) are one
+    input; a sibling folder whose name the folder's name begins is not inside it."""
+    import json
+
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    from speechrq.data.corpus import cut_files, load_cuts, moved_path, relocate
+    from speechrq.identity import corpus_fingerprint, manifest_fingerprint
+
+    assert moved_path("/a/c/x.wav", "/a/c", "/b/d") == "/b/d/x.wav"
+    assert moved_path("/a/c2/x.wav", "/a/c", "/b/d") == "/a/c2/x.wav"  # a sibling sharing the prefix stays
+    assert moved_path("/elsewhere/x.wav", "/a/c", "/b/d") == "/elsewhere/x.wav"
+    assert moved_path("audio/x.wav", None, "/b/d") == "/b/d/audio/x.wav"  # an older version's relative path
+    # the tiny corpus written relative, as speechrq did before: the same fingerprint, and relocate makes it absolute
+    root = str(tiny_corpus.resolve())
+    old = tmp_path / "older"
+    old.mkdir()
+    (old / "audio").symlink_to(tiny_corpus / "audio")
+    for path in cut_files(tiny_corpus).values():
+        text = path.read_text()
+        assert f'"{root}/audio/' in text
+        (old / path.name).write_text(text.replace(f'"{root}/', '"'))
+        assert manifest_fingerprint(old / path.name) == manifest_fingerprint(path)
+    assert corpus_fingerprint(old) == corpus_fingerprint(tiny_corpus)
+    assert load_cuts(old, "dev")[0].recording.sources[0].source.startswith(f"{old.resolve()}/audio/")
+    relocate(old)
+    assert all(c.recording.sources[0].source.startswith(f"{old.resolve()}/audio/") for c in CutSet.from_file(old / "cuts_dev.jsonl"))
+    assert corpus_fingerprint(old) == corpus_fingerprint(tiny_corpus)
+    # a folder moved from x to c, holding a file of its own and one of the sibling x2: only its own moves
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "paths.json").write_text(json.dumps({"root": str(tmp_path / "x")}))
+    cut = next(iter(CutSet.from_file(tiny_corpus / "cuts_dev.jsonl")))
+    src = cut.recording.sources[0]
+    two = [fastcopy(cut, id=f"{cut.id}-{d}", recording=fastcopy(cut.recording, sources=[fastcopy(src, source=str(tmp_path / d / "a.wav"))]))
+           for d in ("x", "x2")]
+    CutSet.from_cuts(two).to_file(c / "cuts_dev.jsonl")
+    relocate(c)
+    assert [k.recording.sources[0].source for k in CutSet.from_file(c / "cuts_dev.jsonl")] == [str(c.resolve() / "a.wav"),
+                                                                                               str(tmp_path / "x2" / "a.wav")]
+    assert json.loads((c / "paths.json").read_text())["root"] == str(c.resolve())

@@ -1031,8 +1031,9 @@ def main(argv: list[str] | None = None) -> int:
         import signal
 
         if rank is None:
-            print(f"speechrq: stopped by {signal.Signals(t.signum).name}; nothing half-written was kept: the same command "
-                  "continues from what was finished", file=sys.stderr)
+            again = ("the same command with --resume continues from the last checkpoint" if getattr(args, "resume", None) is False
+                     else "the same command continues from what was finished")  # a training refuses its folder without it
+            print(f"speechrq: stopped by {signal.Signals(t.signum).name}; nothing half-written was kept: {again}", file=sys.stderr)
         return 128 + t.signum
     except Exception as e:  # a write that no atomic writer saw: a full disk is still one line
         from .io import is_disk_full

@@ -15,7 +15,8 @@ re-entrant within a process (a comparison holding its folder may train the syste
 
 When a folder is taken, the temporary files that writers of this package leave when killed mid-write
 (:func:`speechrq.io.remove_stale_temporaries`: names with the writer's pid in them) are removed, except those of
-processes still alive (a cache shared by several commands may be inside).
+processes still alive (a cache shared by several commands may be inside); when a file is taken, those of that file
+beside it (``.NAME.tmp-<pid>-...``).
 
 Under torchrun, rank 0 holds the path for the whole job; the other ranks wait until the lock file names their job
 (``MASTER_ADDR:MASTER_PORT`` and torchrun's run id), so a second job's ranks never write into a folder held by
@@ -151,12 +152,31 @@ def hold(path: str | os.PathLike, what: str, wait_seconds: float = RANK_WAIT_SEC
     try:
         if p.is_dir():
             remove_stale_temporaries(p)
+        else:
+            _remove_stale_temporaries_of(p)
         yield p
     finally:
         _HELD[key][1] -= 1
         if _HELD[key][1] == 0:
             del _HELD[key]
             os.close(fd)  # drops the flock; the file stays (removing it would race with a process opening it)
+
+
+def _remove_stale_temporaries_of(p: Path) -> None:
+    """A held file's temporaries beside it (``.NAME.tmp-<pid>-...``: only a writer of NAME makes them) whose writer is dead."""
+    import glob
+    import shutil
+
+    from .io import TEMP_MARK, process_alive, temp_owner
+
+    for t in p.parent.glob(f".{glob.escape(p.name)}{TEMP_MARK}*"):
+        pid = temp_owner(t.name)
+        if pid is None or pid == os.getpid() or process_alive(pid):
+            continue
+        if t.is_dir() and not t.is_symlink():
+            shutil.rmtree(t, ignore_errors=True)
+        else:
+            t.unlink(missing_ok=True)
 
 
 def held() -> list[str]:

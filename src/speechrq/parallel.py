@@ -41,11 +41,12 @@ def die_with_parent(parent: int | None) -> None:
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
+    die_with_parent(parent)  # first: the imports below take seconds
+
     import torch
 
     from .errors import install_termination_handlers
 
-    die_with_parent(parent)
     install_termination_handlers()  # a worker stopped by SIGTERM removes its temporaries like the parent does
 
     torch.set_num_threads(threads)

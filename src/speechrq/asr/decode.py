@@ -78,6 +78,20 @@ class Recognizer:
 
         return self._layer.min_samples if self._layer is not None else min_samples(self.spec["encoder"])
 
+    def quantizer_fingerprint(self) -> str:
+        """The weights fingerprint of the quantizer the model's units came from: recorded at training, so it holds after
+        the units folder moved (a checkpoint from before: read where the quantizer was, one line if it is gone)."""
+        if self.spec.get("quantizer_fingerprint"):
+            return self.spec["quantizer_fingerprint"]
+        from ..io import file_fingerprint
+        from ..units.quantizers import WEIGHTS_FILE
+
+        path = Path(self.spec["quantizer_dir"]) / WEIGHTS_FILE
+        if not path.exists():
+            raise SpeechrqError(f"{self.path}: was trained on the quantizer in {self.spec['quantizer_dir']}, which is no longer "
+                                "there (its units folder moved?); this checkpoint predates recording the quantizer's fingerprint")
+        return file_fingerprint(path)
+
     def quantizer(self):
         if self._quantizer is None:
             from ..units.quantizers import UnitQuantizer

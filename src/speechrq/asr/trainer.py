@@ -73,6 +73,11 @@ def model_spec(cfg: ASRConfig, source: UnitSource, vocab: int) -> dict:
     spec = {"input": kind, "vocab": vocab, "preset": cfg.model.preset, "stream_weighting": cfg.model.stream_weighting,
             "dropout": cfg.model.dropout, "units_dir": str(source.dir.resolve()), "quantizer_dir": str(source.quantizer_dir.resolve()),
             "encoder": str(Path(encoder).resolve()), "layer": layer, "frame_ms": frame_ms, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
+    from ..io import file_fingerprint
+    from ..units.quantizers import WEIGHTS_FILE
+
+    # the quantizer by content too: a decode checks units made elsewhere against it after the units folder moved
+    spec["quantizer_fingerprint"] = file_fingerprint(source.quantizer_dir / WEIGHTS_FILE)
     if kind == "units":
         spec |= {"num_streams": source.num_streams, "unit_vocab": source.unit_vocab}
     elif kind == "dedup":

@@ -278,6 +278,15 @@ def steps_per_epoch(out: Path, spec: dict, seed: int) -> int:
     return sum(1 for _ in sampler) // max(cfg.optim.accum_steps, 1)
 
 
+def training_numbers(metrics: list[dict]) -> dict:
+    """A run's numbers from its ``metrics.jsonl``: ``final_loss``, the last record's window mean (the trajectory's: a
+    resumed run's is the uninterrupted run's), and ``s_per_step``, wall clock (the measured step times, each window
+    weighted by its steps)."""
+    from ..training.engine import seconds_per_step
+
+    return {"s_per_step": seconds_per_step(metrics) or 0.0, "final_loss": metrics[-1]["loss"] if metrics else None}
+
+
 def _train_and_decode(task: dict) -> dict:
     """One training seed of one row: the ASR model trained on its units (resumed or reused when its config and inputs
     are the same), test decoded, each utterance's errors kept beside the run; returns the run's numbers."""
@@ -288,7 +297,7 @@ def _train_and_decode(task: dict) -> dict:
     from ..checkpoint import latest_checkpoint
     from ..config import load_config
     from ..text import utterance_errors
-    from ..training.engine import read_metrics, seconds_per_step
+    from ..training.engine import read_metrics
     from ..units import UnitQuantizer
     from ..units.run import recorded_frame_ms
 
@@ -301,7 +310,8 @@ def _train_and_decode(task: dict) -> dict:
                                                   f"out_dir={run}", f"train.seed={task['seed']}"])
     train_asr(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
     metrics = read_metrics(run)
-    s_per_step = seconds_per_step(metrics) or 0.0  # wall clock: measured step times; final_loss below is the trajectory's
+    numbers = training_numbers(metrics)
+    s_per_step = numbers["s_per_step"]
     source = UnitSource(units / "corpus")
     result = decode_split(Recognizer(run), source.cuts(task["test_split"]), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
     char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
@@ -314,7 +324,7 @@ def _train_and_decode(task: dict) -> dict:
     frames_per_s = 1000 / recorded_frame_ms(quant.source)  # 50 for 20 ms units, 25 for 40 ms
     return {"cer": result["cer"], "wer": result["wer"], "utterances": result["utterances"], "s_per_step": s_per_step,
             "epoch_s": s_per_step * steps_per_epoch(out, row, task["seed"]), "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
-            "final_loss": metrics[-1]["loss"] if metrics else None, "run": str(run), "decoding": dec, "jobs": task["jobs"]} | (
+            "final_loss": numbers["final_loss"], "run": str(run), "decoding": dec, "jobs": task["jobs"]} | (
                 {"cer_by_language": result["cer_by_language"]} if "cer_by_language" in result else {})
 
 
