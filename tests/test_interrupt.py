@@ -255,7 +255,7 @@ class Long:
     begun: Callable[[Path], bool]  # out -> whether it has written something
     reads: tuple[str, ...] = ()  # the reference outputs it reads (fixture names)
     again: tuple[str, ...] = ()  # added to the rerun
-    announce: tuple[str, float, int] | None = None  # killed at the N-th call of a function instead (RUNNER)
+    announce: tuple[str, float, int] | None = None  # killed at the N-th call of a function instead (RUNNER): mid-write
     held: Callable[[Path], Path] = lambda out: out  # what it holds (its lock beside it)
 
 
@@ -364,6 +364,8 @@ def test_a_killed_command_run_again_gives_the_uninterrupted_output(command, sig,
             assert temporaries(folder) == [], "SIGTERM left temporaries"
     else:
         assert k.returncode == -signal.SIGKILL
+        if spec.announce:  # killed mid-write: the temporary is left, for the rerun to remove
+            assert temporaries(folder), "killed mid-write, yet no temporary is left: the test missed its point"
     assert not folder.exists() or snapshot(folder) != snapshot(want), "killed after it had finished"
     ok(*spec.argv(inputs, out), *spec.again)
     assert temporaries(folder) == []

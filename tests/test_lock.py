@@ -233,3 +233,16 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_temporary(small_d
     with pytest.raises(SpeechrqError, match="no space left"):  # the trainer state alone overflowing (torch.save)
         save_checkpoint(step_dir(small_disk, 2), {"w": torch.zeros(10)}, {"opt": torch.zeros(200_000)}, {"step": 2})
     assert list(small_disk.iterdir()) == []
+
+
+def test_an_output_under_a_file_or_an_unwritable_folder_is_one_line(tmp_path):
+    (tmp_path / "FILE").write_text("x")
+    with pytest.raises(SpeechrqError, match=r"cannot be written: .*FILE is a file, not a folder"):
+        with hold(tmp_path / "FILE" / "p", "tables"):
+            pass
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(SpeechrqError, match="no permission"):
+            with hold(ro / "out", "a run"):
+                pass

@@ -81,8 +81,16 @@ def _command_line() -> str:
 
 def _acquire(path: Path, what: str) -> int:
     lf = lock_file(path)
-    lf.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lf, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        lf.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lf, os.O_RDWR | os.O_CREAT, 0o666)
+    except (FileExistsError, NotADirectoryError):
+        above = next((q for q in [lf.parent, *lf.parent.parents] if q.exists()), lf.parent)
+        raise SpeechrqError(f"{path}: cannot be written: {above} is a file, not a folder") from None
+    except PermissionError:
+        raise SpeechrqError(f"{path}: cannot be written: no permission to write in {lf.parent}") from None
+    except OSError as e:
+        raise SpeechrqError(f"{path}: cannot be written ({e.strerror})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
