@@ -40,11 +40,13 @@ def two(*args) -> subprocess.CompletedProcess:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative path; gzip files by their content (gzip's header holds the time of writing)."""
-    out = {}
+    """Every file under ``root`` by relative path; gzip files by their content (gzip's header holds the time of writing),
+    with ``root``'s own path written as ``ROOT`` (manifests hold absolute paths, so that lhotse alone reads them)."""
+    out, here = {}, str(root.resolve()).encode()
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            out[p.relative_to(root).as_posix()] = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+            data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+            out[p.relative_to(root).as_posix()] = data.replace(here, b"ROOT")
     return out
 
 

@@ -214,3 +214,24 @@ def test_moments_refuse_rows_that_are_not_finite():
     m.add(torch.tensor([[0.0, float("inf"), 1.0]]))
     with pytest.raises(SpeechrqError, match="non-finite sums in dimension 1 "):
         m.mean_std()
+
+
+def test_features_stats_reads_the_corpus_s_own_training_split_by_default(tiny_corpus, tmp_path, capsys):
+    """Defaults follow what the input holds: a corpus whose training split is `train-clean-100` needs no --split;
+    one with two training splits, or none, is one line naming them."""
+    import json
+    import shutil
+
+    from speechrq.cli import main
+
+    ls = tmp_path / "ls"
+    ls.mkdir()
+    shutil.copy(tiny_corpus / "cuts_train.jsonl", ls / "cuts_train-clean-100.jsonl")
+    shutil.copy(tiny_corpus / "cuts_dev.jsonl", ls / "cuts_dev-clean.jsonl")
+    assert main(["features", "stats", str(ls), "--max-utterances", "5", "--quiet"]) == 0
+    assert json.loads((ls / "feature_stats.json").read_text())["source"]["split"] == "train-clean-100"
+    shutil.copy(tiny_corpus / "cuts_train.jsonl", ls / "cuts_train-other-500.jsonl")
+    capsys.readouterr()
+    assert main(["features", "stats", str(ls), "--out", str(tmp_path / "s.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "several train splits (train-clean-100, train-other-500)" in err

@@ -115,7 +115,10 @@ def cmd_features_stats(args) -> None:
     from .features import STATS_FILE, FeatureStats, check_stats_source, compute_stats
     from .identity import corpus_fingerprint
 
+    from .data.corpus import default_split
+
     out = Path(args.out) if args.out else Path(args.corpus_dir) / STATS_FILE
+    args.split = args.split or default_split(args.corpus_dir, "train")  # the corpus's own training split
     source = {"corpus": corpus_fingerprint(args.corpus_dir, args.split), "split": args.split, "seed": args.seed,
               "max_utterances": args.max_utterances}
     from . import distributed
@@ -188,7 +191,9 @@ def cmd_targets_rank(args) -> None:
         raise SpeechrqError(f"--per-speaker: at least 2 utterances per speaker, got {args.per_speaker}")
     if args.sigma <= 0:
         raise SpeechrqError(f"--sigma: must be > 0, got {args.sigma}")
-    report = rank_checkpoint(args.checkpoint, args.corpus, args.split, args.per_speaker, num_codebooks=args.num_codebooks, sigma=args.sigma)
+    from .data.corpus import default_split
+
+    report = rank_checkpoint(args.checkpoint, args.corpus, args.split or default_split(args.corpus, "dev"), args.per_speaker, num_codebooks=args.num_codebooks, sigma=args.sigma)
     print(format_ranking(report))
     if args.out:
         atomic_write_json(args.out, report)
@@ -426,7 +431,7 @@ def _asr_decode(args, mode: str, beam: int, w: float, ctx) -> None:
     from .io import file_fingerprint
     from .units.quantizers import WEIGHTS_FILE
 
-    if file_fingerprint(source.quantizer_dir / WEIGHTS_FILE) != file_fingerprint(Path(rec.spec["quantizer_dir"]) / WEIGHTS_FILE):
+    if file_fingerprint(source.quantizer_dir / WEIGHTS_FILE) != rec.quantizer_fingerprint():
         raise SpeechrqError(f"{source.dir}: its units come from {source.quantizer_dir}, not from the quantizer the model was trained "
                             f"on ({rec.spec['quantizer_dir']})")
     # the default folder names everything that changes the hypotheses: a decode with other settings never replaces one
@@ -467,7 +472,10 @@ def _decode_into(args, rec, source, out: Path, mode: str, beam: int, w: float, c
     from .distributed import on_main
 
     rows = on_main(previous_rows, ctx)
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+    from .data.corpus import default_split
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else [default_split(source.dir, "test")]
+    for split in splits:
         r = decode_split(rec, source.cuts(split), mode, beam, w, progress=not args.quiet, ctx=ctx)
         if not ctx.is_main:
             continue
@@ -485,6 +493,7 @@ def _decode_into(args, rec, source, out: Path, mode: str, beam: int, w: float, c
 
 @_holds(lambda a: a.out, "an ASR comparison")
 def cmd_asr_compare(args) -> None:
+    from .data.corpus import default_split
     from .studies.discrete_asr import compare, format_compare, parse_ms, parse_rpq
 
     mode, beam, w = _decode_args(args)
@@ -493,7 +502,8 @@ def cmd_asr_compare(args) -> None:
     if args.k < 2 or not 0 < args.alpha <= 1 or args.frames < 1:
         raise SpeechrqError(f"--k {args.k} / --alpha {args.alpha} / --frames {args.frames}: k >= 2, alpha in (0, 1], frames >= 1")
     report = compare(args.encoder, args.layer, args.corpus, args.out, args.config, args.k, parse_ms(args.pq, "--pq"),
-                     parse_rpq(args.rpq, args.alpha), args.alpha, args.frames, args.seed, list(args.set or []), args.test_split, beam, w,
+                     parse_rpq(args.rpq, args.alpha), args.alpha, args.frames, args.seed, list(args.set or []),
+                     args.test_split or default_split(args.corpus, "test"), beam, w,
                      mode, progress=not args.quiet, continuous=not args.no_continuous, jobs=args.jobs,
                      seeds=int_list(args.seeds, "--seeds"), kmeans_inputs=tuple(x.strip() for x in args.kmeans_inputs.split(",") if x.strip()),
                      unit_bpe=args.unit_bpe, rvq_ms=parse_ms(args.rvq, "--rvq"), frame_ms=args.frame_ms)
@@ -667,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = fsub.add_parser("stats", help="global log-Mel mean/std of a corpus split (for normalisation)",
                          description="Compute global per-bin log-Mel mean and std over a seeded sample of a split.")
     st.add_argument("corpus_dir", metavar="CORPUS_DIR")
-    st.add_argument("--split", default="train", help="split to sample (default: train)")
+    st.add_argument("--split", help="split to sample (default: the corpus's training split: train, or its one train* split)")
     st.add_argument("--max-utterances", type=int, default=2000, help="sample size (default: 2000)")
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--out", help="output JSON (default: CORPUS_DIR/feature_stats.json)")
@@ -756,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--encoder", required=True, help="a speechrq checkpoint, a local Hugging Face model folder, or a corpus's feature_stats.json (the stacked log-Mel, 320 dimensions, --layer -1)")
         q.add_argument("--layer", type=int, required=True, help="-1 = front end, k = block k")
         q.add_argument("--corpus", required=True, help="corpus directory")
-        q.add_argument("--split", default="train", help="split the training sample is drawn from (default: train)")
+        q.add_argument("--split", help="split the training sample is drawn from (default: the corpus's training split: train, "
+                       "or its one train* split)")
         q.add_argument("--frames", type=int, help="training sample: about this many frames (seeded)")
         q.add_argument("--fraction", type=float, help="training sample: this share of the corpus's frames (seeded)")
         q.add_argument("--seed", type=int, default=0, help="sample, subsets and k-means seed (default: 0)")
@@ -810,7 +821,8 @@ def build_parser() -> argparse.ArgumentParser:
     ur.add_argument("--kinds", default="kmeans,pq,rpq", help="comma-separated kinds (default: kmeans,pq,rpq; rvq too)")
     ur.add_argument("--M", default="2,4,8,16,32", help="stream counts for PQ, RPQ and RVQ (default: 2,4,8,16,32)")
     ur.add_argument("--alphas", default="0.0625,0.125,0.25,0.5,1", help="RPQ dimension shares (default: 0.0625,0.125,0.25,0.5,1)")
-    ur.add_argument("--eval-split", default="dev", help="held-out split measured (default: dev)")
+    ur.add_argument("--eval-split", help="held-out split measured (default: the corpus's dev split: dev, or its one dev*/valid* "
+                    "split)")
     ur.add_argument("--eval-frames", type=int, default=20000, help="held-out frames measured (default: 20000)")
     ur.set_defaults(func=cmd_units_report)
     a = sub.add_parser("asr", help="discrete-unit ASR: E-Branchformer, hybrid CTC/attention, joint beam search",
@@ -837,7 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Decode splits of the units directory the model was trained on (or --units): "
                          "OUT/hyp_SPLIT.txt and OUT/results.json. " + MIN_AUDIO_HELP)
     ad.add_argument("checkpoint", metavar="CHECKPOINT", help="an ASR checkpoint or run directory (its newest checkpoint)")
-    ad.add_argument("--splits", default="test", help="comma-separated splits (default: test)")
+    ad.add_argument("--splits", help="comma-separated splits (default: the units folder's test split: test, or its one test* "
+                    "split)")
     ad.add_argument("--units", help="a units directory encoded by the same quantizer (default: the training one)")
     ad.add_argument("--out", help="output directory (default: RUN/decode/step_N_MODE_beamB)")
     decode_args(ad)
@@ -863,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--rvq", default="", metavar="V,...", help="RVQ level counts: Table III's rows (default: none)")
     ac.add_argument("--frames", type=int, default=60000, help="k-means training sample in frames (default: 60000)")
     ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
-    ac.add_argument("--test-split", default="test", help="split scored (default: test)")
+    ac.add_argument("--test-split", help="split scored (default: the corpus's test split: test, or its one test* split)")
     ac.add_argument("--no-continuous", action="store_true", help="leave out the continuous-feature row (the ceiling)")
     ac.add_argument("--seeds", default="0", metavar="S,S,...", help="training seeds: every system is trained once per seed, "
                     "CER and WER reported as mean ± standard deviation, differences with bootstrap intervals over utterances and "
@@ -902,7 +915,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(kappa of the targets of clean and noisy log-Mel), with its Spearman correlation to the labelled ones.")
     tk.add_argument("checkpoint", metavar="CHECKPOINT", help="a speechrq pre-training checkpoint")
     tk.add_argument("--corpus", required=True, help="corpus directory")
-    tk.add_argument("--split", default="dev", help="split to measure on (default: dev)")
+    tk.add_argument("--split", help="split to measure on (default: the corpus's dev split: dev, or its one dev*/valid* split)")
     tk.add_argument("--per-speaker", type=int, default=20, metavar="N", help="utterances per speaker (default: 20)")
     tk.add_argument("--num-codebooks", type=int, default=None, metavar="N", help="codebooks per source (default: the checkpoint's)")
     tk.add_argument("--sigma", type=float, default=0.5, help="perturbation std in normalised log-Mel units (default: 0.5)")
