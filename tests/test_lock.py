@@ -246,3 +246,16 @@ def test_an_output_under_a_file_or_an_unwritable_folder_is_one_line(tmp_path):
         with pytest.raises(SpeechrqError, match="no permission"):
             with hold(ro / "out", "a run"):
                 pass
+
+
+def test_holding_a_file_or_prefix_removes_its_dead_writers_temporaries_beside_it(tmp_path, holder):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = holder(tmp_path / "other")
+    stale = [tmp_path / f".tables.json.tmp-{dead.pid}-a.json", tmp_path / f".tables_figure6.png.tmp-{dead.pid}-b.png"]
+    kept = [tmp_path / f".tables.md.tmp-{live.pid}-c.md", tmp_path / ".tables.json", tmp_path / f".other.json.tmp-{dead.pid}-d.json"]
+    for f in stale + kept:
+        f.write_text("x")
+    with hold(tmp_path / "tables", "tables"):  # `asr tables --prefix DIR/tables`
+        pass
+    assert [f.exists() for f in stale] == [False, False] and all(f.exists() for f in kept)

@@ -106,8 +106,8 @@ def disk_full_error(path: str | os.PathLike, what: str | None = None) -> "Speech
 
     path = Path(path)
     return SpeechrqError(f"{path.parent}: no space left on the device while writing {path.name}"
-                         f"{f' ({what})' if what else ''}; nothing half-written was kept: free space and run the same "
-                         "command again (it continues from what was finished)")
+                         f"{f' ({what})' if what else ''}; nothing half-written was kept: free space and run the command "
+                         "again (it continues from what was finished; a training run with --resume)")
 
 
 @contextmanager

@@ -171,13 +171,14 @@ def hold(path: str | os.PathLike, what: str, wait_seconds: float = RANK_WAIT_SEC
 
 
 def _remove_stale_temporaries_of(p: Path) -> None:
-    """A held file's temporaries beside it (``.NAME.tmp-<pid>-...``: only a writer of NAME makes them) whose writer is dead."""
+    """A held file's temporaries beside it whose writer is dead: ``.NAME.tmp-<pid>-...``, and those of the files a held
+    prefix names (``asr tables --prefix P`` writes ``P.json``, ``P.md``, ``P_figure6.png``: ``.P.json.tmp-<pid>-...``)."""
     import glob
     import shutil
 
     from .io import TEMP_MARK, process_alive, temp_owner
 
-    for t in p.parent.glob(f".{glob.escape(p.name)}{TEMP_MARK}*"):
+    for t in p.parent.glob(f".{glob.escape(p.name)}*{TEMP_MARK}*"):
         pid = temp_owner(t.name)
         if pid is None or pid == os.getpid() or process_alive(pid):
             continue
