@@ -26,8 +26,14 @@ with hold(sys.argv[1], "a test's output"):
 
 def start_holder(path: Path, env: dict | None = None) -> subprocess.Popen:
     """Another process holding ``path`` (returns once it holds it)."""
+    import select
+
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, **(env or {})))
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    if not ready:
+        proc.kill()
+        raise AssertionError(f"the holder of {path} did not take it within 60 s")
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -259,3 +265,17 @@ def test_holding_a_file_or_prefix_removes_its_dead_writers_temporaries_beside_it
     with hold(tmp_path / "tables", "tables"):  # `asr tables --prefix DIR/tables`
         pass
     assert [f.exists() for f in stale] == [False, False] and all(f.exists() for f in kept)
+
+
+def test_what_counts_as_a_full_disk():
+    import errno
+
+    from speechrq.io import is_disk_full
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # by the code, whatever the text
+        assert is_disk_full(OSError(code, "write failed"))
+    assert is_disk_full(OSError("1000000 requested and 65504 written"))  # numpy's short write
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"))  # torch.save
+    assert not is_disk_full(OSError(errno.ENOENT, "No such file or directory"))
+    assert not is_disk_full(RuntimeError("shape mismatch"))
+    assert not is_disk_full(KeyboardInterrupt())

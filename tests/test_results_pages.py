@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from speechrq.studies import schemas
 from speechrq.studies.results_pages import HEADLINE_BEGIN, HEADLINE_END, PAGES, headline_table, render, update_readme, write_pages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,13 +159,26 @@ def test_compare_pages_every_cell(name):
 
 def test_a_comparison_without_times_drops_the_column_and_says_why():
     d = shipped("asr_compare_seeds_tiny_bestrq")
-    for r in d["rows"].values():
-        r.pop("epoch_s")
-    d["timings_removed"] = "Removed: shared cores."
+    assert not any("epoch_s" in r for r in d["rows"].values())
     text = page("asr_compare_seeds_tiny_bestrq").render(d)
     head, rows = md_table(text, "input", "CER")
     assert head == ["input", "CER", "WER", "input bits/s"] and len(rows) == len(d["rows"])
-    assert "Times per epoch: not shown. Removed: shared cores." in text and "side by side" not in text
+    assert f"Times per epoch: not shown. {d['timings_removed']}" in text and "side by side (`--jobs`)" not in text
+
+
+def test_a_comparison_with_times_shows_them():
+    """A future comparison, with its times per epoch: every cell under its header, and the note when trainings shared cores."""
+    for name in ("asr_compare_seeds_tiny_bestrq", "asr_compare_tiny_bestrq"):
+        d = shipped(name)
+        del d["timings_removed"]
+        for i, r in enumerate(d["rows"].values()):
+            r["epoch_s"] = 9.0 + i
+        schemas.compare_page(d, f"{name}.json")
+        text = page(name).render(d)
+        head, rows = md_table(text, "input", "CER")
+        assert head[3] == "time per epoch (s)" and [r[3] for r in rows] == [f"{9.0 + i:.1f}" for i in range(len(d["rows"]))]
+        jobs = {r.get("jobs", 1) for r in d["rows"].values()} - {1}
+        assert ("trainings side by side (`--jobs`)" in text) == bool(jobs) and "not shown" not in text
 
 
 def _check_rpq_tables(t: dict, text: str) -> None:
@@ -305,34 +319,101 @@ def test_ml_probes_page_every_cell():
                     for n, m in d["models"].items() for t in d["tasks"] if m["tasks"].get(t, {}).get("by_language")]
 
 
-@pytest.mark.parametrize("name", ["quality_tiny_4x1024", "quality_tiny_bestrq"])
-def test_quality_pages_every_cell(name):
-    d = shipped(name)
-    text = render(page(name), DOCS)
+def _check_quality(d: dict, text: str) -> None:
     for task, h in d["tasks"].items():
         metric = h["metric"].upper()
-        head, rows = md_table(text, "step", "training min", metric)
-        assert head == ["step", "training min", metric, f"margin over {h['stronger_baseline']}", "beyond noise"]
-        assert rows == [[str(c["step"]), f"{c['minutes']:.1f}", pm(c["error"], c["std"]), f"{c['margin']:+.2f}",
+        timed = all("minutes" in c for c in h["curve"])
+        head, rows = md_table(text, "step", *(["training min"] if timed else []), metric)
+        assert head == ["step", *(["training min"] if timed else []), metric, f"margin over {h['stronger_baseline']}", "beyond noise"]
+        assert rows == [[str(c["step"]), *([f"{c['minutes']:.1f}"] if timed else []), pm(c["error"], c["std"]), f"{c['margin']:+.2f}",
                          "yes" if c["beyond_noise"] else "no"] for c in h["curve"]]
         base = ", ".join(f"{b} {v['error']:.2f} ± {v['std']:.2f}" for b, v in h["baselines"].items())
         assert f"{task}: {metric}; baselines {base} (stronger: {h['stronger_baseline']})" in text
         f = h["first_beyond_noise"]
-        assert (f"first beyond noise: step {f['step']} after {f['minutes']:.1f} training minutes (margin {f['margin']:+.2f})"
-                if f else "never beyond noise in this budget") in text
+        assert ("never beyond noise in this budget" if not f else
+                f"first beyond noise: step {f['step']} after {f['minutes']:.1f} training minutes (margin {f['margin']:+.2f})" if "minutes" in f
+                else f"first beyond noise: step {f['step']} (margin {f['margin']:+.2f})") in text
+        assert (f"Training minutes: not shown. {d['timings_removed']}" in text) if not timed else "not shown" not in text
+
+
+@pytest.mark.parametrize("name", ["quality_tiny_4x1024", "quality_tiny_bestrq"])
+def test_quality_pages_every_cell(name):
+    d = shipped(name)
+    _check_quality(d, render(page(name), DOCS))
+
+
+def test_quality_with_minutes_every_cell():
+    """A future run's quality benchmark, with its minutes: they are rendered in their column and sentence."""
+    d = shipped("quality_tiny_bestrq")
+    del d["timings_removed"]
+    for h in d["tasks"].values():
+        for i, c in enumerate(h["curve"]):
+            c["minutes"] = 1.25 * (i + 1)
+        if h["first_beyond_noise"]:
+            h["first_beyond_noise"]["minutes"] = 2.5
+    schemas.quality(d, "quality.json")
+    text = page("quality_tiny_bestrq").render(d)
+    _check_quality(d, text)
+    assert "| step | training min |" in text and "after 2.5 training minutes" in text
+
+
+def _check_sweep(d: dict, text: str) -> None:
+    scores, points = d["scores"], d["points"]
+    ranked = sorted((n for n in points if n in scores), key=lambda n: scores[n]["per"])
+    timed = all("minutes" in points[n] for n in ranked)
+    head, rows = md_table(text, "point")
+    assert head == ["point", "overrides", "steps", *(["training min"] if timed else []), "masked share", "masked acc", "PER"]
+    assert rows == [[n, " ".join(f"`{o}`" for o in points[n]["overrides"]) or "(base)", str(points[n]["max_steps"]),
+                     *([f"{points[n]['minutes']:.1f}"] if timed else []), f"{points[n]['masked_fraction']:.2f}", f"{points[n]['acc']:.3f}",
+                     pm(scores[n]["per"], scores[n]["std"])] for n in ranked] + [
+        [n, "baseline", "-", *(["-"] if timed else []), "-", "-", pm(scores[n]["per"], scores[n]["std"])]
+        for n in sorted(n for n in scores if n not in points)]
+    assert (f"Training minutes and step-time ratios: not shown. {d['timings_removed']}" in text) if not timed else "not shown" not in text
+    assert ("set from its step-time ratio, so it too comes from those shared-core timings" in text) == (not timed)
 
 
 def test_sweep_page_every_cell_best_first():
+    _check_sweep(shipped("sweep_tiny"), render(page("sweep_tiny"), DOCS))
+
+
+def test_sweep_with_minutes_every_cell():
+    """A future sweep, with its minutes: the column is rendered."""
     d = shipped("sweep_tiny")
-    text = render(page("sweep_tiny"), DOCS)
-    head, rows = md_table(text, "point")
-    assert head == ["point", "overrides", "steps", "training min", "masked share", "masked acc", "PER"]
-    scores, points = d["scores"], d["points"]
-    ranked = sorted((n for n in points if n in scores), key=lambda n: scores[n]["per"])
-    assert rows == [[n, " ".join(f"`{o}`" for o in points[n]["overrides"]) or "(base)", str(points[n]["max_steps"]),
-                     f"{points[n]['minutes']:.1f}", f"{points[n]['masked_fraction']:.2f}", f"{points[n]['acc']:.3f}",
-                     pm(scores[n]["per"], scores[n]["std"])] for n in ranked] + [
-        [n, "baseline", "-", "-", "-", "-", pm(scores[n]["per"], scores[n]["std"])] for n in sorted(n for n in scores if n not in points)]
+    del d["timings_removed"]
+    for i, r in enumerate(d["points"].values()):
+        r["minutes"] = 3.0 + i
+    schemas.sweep(d, "sweep.json")
+    text = page("sweep_tiny").render(d)
+    _check_sweep(d, text)
+    assert "| training min |" in text
+
+
+def test_timings_are_absent_only_where_the_file_says_why():
+    from speechrq.errors import SpeechrqError
+
+    q, s = shipped("quality_tiny_bestrq"), shipped("sweep_tiny")
+    del q["timings_removed"], s["timings_removed"]
+    with pytest.raises(SpeechrqError, match=r"tasks.pr.curve\[0\]: missing key 'minutes'"):
+        schemas.quality(q, "quality.json")
+    with pytest.raises(SpeechrqError, match=r"points.base: missing key 'minutes'"):
+        schemas.sweep(s, "sweep.json")
+
+
+def test_the_shipped_benchmarks_hold_no_shared_core_timing():
+    """The reference run's quality minutes, the sweep's minutes and step-time ratios and both Table II comparisons' times
+    were measured on shared cores: they are not shipped, and each page says why in one line."""
+    q = shipped("quality_tiny_bestrq")
+    assert not any("minutes" in c for h in q["tasks"].values() for c in [*h["curve"], h["first_beyond_noise"] or {}, h.get("best") or {}])
+    s = shipped("sweep_tiny")
+    assert not any(k in r for r in s["points"].values() for k in ("minutes", "step_time_ratio"))
+    for name in ("asr_compare_seeds_tiny_bestrq", "asr_compare_tiny_bestrq"):
+        c = shipped(name)
+        assert not any(k in x for r in c["rows"].values() for x in [r, *(r.get("seeds") or {}).values()] for k in ("epoch_s", "s_per_step"))
+        text = render(page(name), DOCS)
+        assert "time per epoch" not in text and f"Times per epoch: not shown. {c['timings_removed']}" in text
+    for d in (q, s):
+        assert "one process per run folder" in d["timings_removed"]
+    assert "minutes" in shipped("quality_tiny_4x1024")["tasks"]["pr"]["curve"][0]  # that run ran alone on the 2 cores
 
 
 def test_demo_phases_page_every_cell():
@@ -382,7 +463,7 @@ EDITS = [
     ("units_report_tiny_bestrq", ["rows", 0, "nmse"], ["rows", 0, "kind"], ["rows"]),
     ("quality_tiny_4x1024", ["tasks", "pr", "curve", 0, "minutes"], ["tasks", "pr", "metric"], ["tasks", "pr", "curve"]),
     ("quality_tiny_bestrq", ["tasks", "pr", "baselines", "fbank", "error"], ["tasks", "pr", "stronger_baseline"], ["tasks"]),
-    ("sweep_tiny", ["scores", "base", "per"], ["points", "base", "minutes"], ["points"]),
+    ("sweep_tiny", ["scores", "base", "per"], ["points", "base", "acc"], ["points"]),
     ("bench_passes", ["rows", 0, "speedup_vs_1x1"], ["rows", 0, "speedup_vs_1x2"], ["rows"]),
 ]
 

@@ -1012,6 +1012,17 @@ def _other_rank() -> str | None:
     return rank if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else None
 
 
+RANK0_GRACE_SECONDS = 3.0
+
+
+def _let_rank0_speak() -> None:
+    """A rank that leaves silently because rank 0 refuses the job waits a moment first: torchrun ends the whole group
+    when one rank exits with an error, and rank 0 must have printed why before that."""
+    import time
+
+    time.sleep(RANK0_GRACE_SECONDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="speechrq: %(levelname)s: %(message)s")
     parser = build_parser()
@@ -1033,8 +1044,11 @@ def main(argv: list[str] | None = None) -> int:
         # before its share of a pass, a rank refuses exactly what rank 0 refuses (same inputs, same code): said once
         if rank is None or share_started():
             print(f"speechrq: error{'' if rank is None else f' (rank {rank})'}: {e}", file=sys.stderr)
+        else:
+            _let_rank0_speak()
         return 2
     except OtherRankFailed:  # rank 0 said why, once
+        _let_rank0_speak()
         return 2
     except KeyboardInterrupt:
         if rank is None:

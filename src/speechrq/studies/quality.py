@@ -106,17 +106,22 @@ def format_quality(report: dict) -> str:
     lines = []
     for task, h in report["tasks"].items():
         m = h["metric"].upper()
+        timed = all("minutes" in c for c in h["curve"])  # minutes taken out of a shipped JSON (timings_removed) are not shown
         base = ", ".join(f"{b} {v['error']:.2f} ± {v['std']:.2f}" for b, v in h["baselines"].items())
-        lines += [f"{task}: {m}; baselines {base} (stronger: {h['stronger_baseline']})", "",
-                  f"| step | training min | {m} | margin over {h['stronger_baseline']} | beyond noise |", "|---|---|---|---|---|"]
-        lines += [f"| {c['step']} | {c['minutes']:.1f} | {c['error']:.2f} ± {c['std']:.2f} | {c['margin']:+.2f} | "
-                  f"{'yes' if c['beyond_noise'] else 'no'} |" for c in h["curve"]]
+        lines += [f"{task}: {m}; baselines {base} (stronger: {h['stronger_baseline']})", ""]
+        lines += ([f"| step | training min | {m} | margin over {h['stronger_baseline']} | beyond noise |", "|---|---|---|---|---|"] if timed
+                  else [f"| step | {m} | margin over {h['stronger_baseline']} | beyond noise |", "|---|---|---|---|"])
+        lines += [f"| {c['step']} | " + (f"{c['minutes']:.1f} | " if timed else "") + f"{c['error']:.2f} ± {c['std']:.2f} | "
+                  f"{c['margin']:+.2f} | {'yes' if c['beyond_noise'] else 'no'} |" for c in h["curve"]]
         f = h["first_beyond_noise"]
         lines.append("")
-        lines.append(f"first beyond noise: step {f['step']} after {f['minutes']:.1f} training minutes (margin {f['margin']:+.2f})"
-                     if f else "never beyond noise in this budget")
+        lines.append(("never beyond noise in this budget" if not f else
+                      f"first beyond noise: step {f['step']} after {f['minutes']:.1f} training minutes (margin {f['margin']:+.2f})"
+                      if "minutes" in f else f"first beyond noise: step {f['step']} (margin {f['margin']:+.2f})"))
         if h["at_demo_step"]:
             lines.append(f"at the demo's budget (step {h['demo_step']}): margin {h['at_demo_step']['margin']:+.2f}")
+        if not timed and report.get("timings_removed"):
+            lines += ["", f"Training minutes: not shown. {report['timings_removed']}"]
         lines.append("")
     return "\n".join(lines)
 
@@ -140,8 +145,9 @@ def plot_quality(report: dict, path: Path) -> None:
             ax.axhspan(b["error"] - b["std"], b["error"] + b["std"], color=color, alpha=0.15)
         if h["first_beyond_noise"]:
             ax.axvline(h["first_beyond_noise"]["step"], color="tab:green", linestyle=":", label="first beyond noise")
-        top = ax.secondary_xaxis("top", functions=_step_to_minutes(h["curve"]))
-        top.set_xlabel("training minutes", fontsize=8)
+        if all("minutes" in c for c in h["curve"]):  # no minutes axis where they were taken out (timings_removed)
+            top = ax.secondary_xaxis("top", functions=_step_to_minutes(h["curve"]))
+            top.set_xlabel("training minutes", fontsize=8)
         ax.set_xlabel("pre-training step")
         ax.set_ylabel(f"{task.upper()}: {h['metric'].upper()} (%) ↓")
         ax.grid(alpha=0.3)

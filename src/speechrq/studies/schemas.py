@@ -262,9 +262,10 @@ def probe_cache(d: Any, source: Any) -> dict:
 
 QUALITY = {"tasks": Each({
     "metric": STRING, "baselines": Each({"error": NUMBER, "std": NUMBER}), "stronger_baseline": STRING,
-    "curve": ListOf({"step": INT, "minutes": NUMBER, "error": NUMBER, "std": NUMBER, "margin": NUMBER, "beyond_noise": BOOL}),
-    "first_beyond_noise": Maybe({"step": INT, "minutes": NUMBER, "margin": NUMBER}),
-    "at_demo_step": Maybe({"margin": NUMBER}), opt("demo_step"): INT})}
+    "curve": ListOf({"step": INT, opt("minutes"): NUMBER, "error": NUMBER, "std": NUMBER, "margin": NUMBER, "beyond_noise": BOOL}),
+    "first_beyond_noise": Maybe({"step": INT, opt("minutes"): NUMBER, "margin": NUMBER}),
+    "at_demo_step": Maybe({"margin": NUMBER}), opt("demo_step"): INT}),
+    TIMINGS_REMOVED: STRING}
 
 
 def quality(d: Any, source: Any) -> dict:
@@ -272,20 +273,26 @@ def quality(d: Any, source: Any) -> dict:
     for task, h in d["tasks"].items():
         if h["at_demo_step"]:
             need(h, "demo_step", source, f"tasks.{task}", "read with at_demo_step")
+        if "timings_removed" not in d:  # minutes are absent only where the file says why
+            for i, c in enumerate(h["curve"]):
+                need(c, "minutes", source, f"tasks.{task}.curve[{i}]", "no timings_removed")
+            if h["first_beyond_noise"]:
+                need(h["first_beyond_noise"], "minutes", source, f"tasks.{task}.first_beyond_noise", "no timings_removed")
     return d
 
 
 SWEEP_POINT = {"overrides": ListOf(STRING), opt("max_steps"): INT, opt("minutes"): NUMBER, opt("masked_fraction"): NUMBER,
                opt("acc"): NUMBER, opt("step_time_ratio"): NUMBER}
 SWEEP = {"scores": Each({"per": NUMBER, "std": NUMBER}), "points": Each(SWEEP_POINT), "probe_seeds": INT, "budget_steps": INT,
-         "config": STRING, opt("set"): Maybe(ListOf(STRING))}
+         "config": STRING, opt("set"): Maybe(ListOf(STRING)), TIMINGS_REMOVED: STRING}
 
 
 def sweep(d: Any, source: Any) -> dict:
     check(d, SWEEP, source)
+    keys = ("max_steps", "masked_fraction", "acc") + (() if "timings_removed" in d else ("minutes",))  # minutes absent only where said why
     for name, r in d["points"].items():
         if name in d["scores"]:
-            for key in ("max_steps", "minutes", "masked_fraction", "acc"):
+            for key in keys:
                 need(r, key, source, f"points.{name}", "a scored point")
     return d
 

@@ -165,12 +165,18 @@ def format_sweep(report: dict) -> str:
     scores, rows = report["scores"], report["points"]
     lines = [f"PR (PER %, frozen, linear CTC; mean ± std over {report['probe_seeds']} probe seeds) after the wall clock of "
              f"{report['budget_steps']} steps of `{report['config']}`" + "".join(f" `{o}`" for o in report.get("set") or ())
-             + " (step times measured per point):", "",
-             "| point | overrides | steps | training min | masked share | masked acc | PER |", "|---|---|---|---|---|---|---|"]
-    for name in sorted((n for n in rows if n in scores), key=lambda n: scores[n]["per"]):
+             + " (step times measured per point):", ""]
+    scored = sorted((n for n in rows if n in scores), key=lambda n: scores[n]["per"])
+    timed = all("minutes" in rows[n] for n in scored)  # minutes taken out of a shipped JSON (timings_removed) are not shown
+    lines += (["| point | overrides | steps | training min | masked share | masked acc | PER |", "|---|---|---|---|---|---|---|"] if timed
+              else ["| point | overrides | steps | masked share | masked acc | PER |", "|---|---|---|---|---|---|"])
+    for name in scored:
         r, s = rows[name], scores[name]
         lines.append(f"| {name} | {' '.join(f'`{o}`' for o in r['overrides']) or '(base)'} | {r['max_steps']} | "
-                     f"{r['minutes']:.1f} | {r['masked_fraction']:.2f} | {r['acc']:.3f} | {s['per']:.2f} ± {s['std']:.2f} |")
+                     + (f"{r['minutes']:.1f} | " if timed else "") + f"{r['masked_fraction']:.2f} | {r['acc']:.3f} | {s['per']:.2f} ± {s['std']:.2f} |")
     for name in sorted(n for n in scores if n not in rows):
-        lines.append(f"| {name} | baseline | - | - | - | - | {scores[name]['per']:.2f} ± {scores[name]['std']:.2f} |")
+        lines.append(f"| {name} | baseline | - | " + ("- | " if timed else "") + f"- | - | {scores[name]['per']:.2f} ± {scores[name]['std']:.2f} |")
+    if not timed and report.get("timings_removed"):
+        lines += ["", f"Training minutes and step-time ratios: not shown. {report['timings_removed']}",
+                  "The steps column is each point's budget, set from its step-time ratio, so it too comes from those shared-core timings."]
     return "\n".join(lines) + "\n"
