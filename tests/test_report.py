@@ -1,6 +1,6 @@
 """``speechrq report`` and the other readers of speechrq's result JSON: every claim row against the shipped JSON, and a
 hand-edited JSON (a number as a string, a key removed, a list where an object was) answered in one line naming the file
-and the key, exit 2 (speechrq.schema, speechrq.studies.schemas)."""
+and the key, exit 2 (speechrq.schema, speechrq.formats)."""
 
 from __future__ import annotations
 

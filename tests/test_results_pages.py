@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from speechrq.studies import schemas
+from speechrq import formats as schemas
 from speechrq.studies.results_pages import HEADLINE_BEGIN, HEADLINE_END, PAGES, headline_table, render, update_readme, write_pages
 
 ROOT = Path(__file__).resolve().parents[1]

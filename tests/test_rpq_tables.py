@@ -84,7 +84,7 @@ def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(
     for args, said in (([str(tmp_path / "nothing"), "--prefix", str(prefix)], "no compare.json"),
                        ([str(tmp_path / "hand"), "--prefix", str(prefix)], "row 'x' has no input, quantizer, seeds"),
                        ([k16, "--prefix", str(tmp_path / "docs") + "/"], "a folder"),
-                       ([k16, "--prefix", str(tmp_path / "file" / "p")], "--prefix"),
+                       ([k16, "--prefix", str(tmp_path / "file" / "p")], "is a file, not a folder"),
                        ([k16, "--prefix", str(prefix), "--logs", str(tmp_path / "file")], "--logs"),
                        ([k16, str(tmp_path / "again" / "k16"), "--prefix", str(prefix), "--logs", str(tmp_path / "l2")],
                         "share a folder name")):

@@ -97,7 +97,7 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
     path = out / "probes" / enc_fingerprint / (f"{task}.{fold.name}.{key}.json" if fold.name else f"{task}.{key}.json")
     if path.exists():
         from ..schema import load
-        from ..studies.schemas import probe_cache
+        from ..formats import probe_cache
 
         saved = load(path, probe_cache)  # a kept probe edited by hand or cut short: one line naming the file and key
         if {k: v for k, v in saved.get("settings", {}).items() if k != "corpus"} == json.loads(json.dumps(

@@ -121,7 +121,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}
     settings = {"test_split": test_split, "mode": mode, "beam": beam, "ctc_weight": ctc_weight}
     from ..schema import load
-    from .schemas import compare_runs
+    from ..formats import compare_runs
 
     # the finished runs' numbers, checked (a hand-edited compare.json is one line naming the key, not a wrong table)
     results = load(out / "compare.json", compare_runs)["rows"] if (out / "compare.json").exists() else {}
@@ -208,7 +208,7 @@ def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
     import numpy as np
 
     from ..schema import load
-    from .schemas import run_errors
+    from ..formats import run_errors
 
     runs = [load(run_dir(out, row, s) / f"errors_{test_split}.json", run_errors) for s in seeds]
     ids = sorted(runs[0]["ids"])

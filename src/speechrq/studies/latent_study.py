@@ -180,7 +180,7 @@ def theta_rankings(out: Path, corpus, seeds: list[int], branch_step: int, refere
     from ..evaluate.target_quality import rank_checkpoint
     from ..io import file_fingerprint, read_json
     from ..schema import OBJECT, check
-    from .schemas import ranking
+    from ..formats import ranking
 
     found = {}
     todo = [(str(s), out / f"seed{s}" / "bestrq" / "checkpoints" / f"step_{branch_step:08d}", out / f"seed{s}" / "rank_theta.json")

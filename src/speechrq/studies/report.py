@@ -8,7 +8,7 @@ report``; ``docs/asr_compare_tiny_bestrq.json``, ``docs/asr_compare_seeds_tiny_b
 ``docs/asr_input_kinds_tiny_bestrq.json``:
 ``speechrq asr compare`` / ``asr train``). A source that is missing makes its claims
 ``not measured``, never a failure; a source that is there is checked before it is read
-(:mod:`speechrq.studies.schemas`): a hand-edited number or a removed key is one line naming the file and key.
+(:mod:`speechrq.formats`): a hand-edited number or a removed key is one line naming the file and key.
 
 Verdicts follow from the numbers by one rule (:func:`verdict`): **held** when the
 difference in the paper's direction is beyond its 95% interval (or beyond the two
@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from ..schema import load
-from . import schemas
+from .. import formats as schemas
 
 HELD, AGAINST, NOISE, UNKNOWN, MISSING = "held", "against", "not at this scale (within noise)", "not established (no noise estimate)", "not measured"
 
@@ -40,7 +40,7 @@ def verdict(gain: float | None, low: float | None = None, high: float | None = N
 
 
 def _load(path: Path, validate) -> dict | None:
-    """``path`` checked by ``validate`` (:mod:`speechrq.studies.schemas`), or None when there is no such file."""
+    """``path`` checked by ``validate`` (:mod:`speechrq.formats`), or None when there is no such file."""
     return load(path, validate) if path.exists() else None
 
 

@@ -5,7 +5,7 @@ Every results table of the documentation is made here, at build time (``make doc
 was measured, from the JSON the measurement wrote into ``docs/``: a number on a results page cannot
 drift from its measurement. Each page names the command that reproduces it. The list of pages is
 :data:`PAGES`; ``tests/test_results_pages.py`` renders every one and checks the README's headline
-table against its JSON. Each JSON is checked before it is rendered (:mod:`speechrq.studies.schemas`): a hand-edited
+table against its JSON. Each JSON is checked before it is rendered (:mod:`speechrq.formats`): a hand-edited
 number or a removed key is one line naming the file and key (``python -m speechrq.studies.results_pages`` exits 2).
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import schemas
+from .. import formats as schemas
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Page:
     source: str  # the JSON in docs/
     command: str  # what reproduces it
     render: Callable[[dict], str]
-    check: Callable[[Any, Any], dict]  # the JSON's validator (speechrq.studies.schemas): what render reads
+    check: Callable[[Any, Any], dict]  # the JSON's validator (speechrq.formats): what render reads
     figure: str | None = None  # a PNG in docs/ made with the JSON
     logs: str | None = None  # a folder of training logs in docs/
 

@@ -42,7 +42,7 @@ def _load(out: Path) -> dict:
         if missing or any(str(s) not in r["seeds"] for s in report["training_seeds"]):
             what = f"no {', '.join(missing)}" if missing else f"not every training seed of {report['training_seeds']}"
             raise SpeechrqError(f"{path}: row {name!r} has {what}; run `speechrq asr compare` again")
-    from .schemas import compare_for_tables
+    from ..formats import compare_for_tables
 
     return compare_for_tables(report, path)  # every number the tables read, one line naming the key when one is not
 

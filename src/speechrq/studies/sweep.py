@@ -102,7 +102,7 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
     out = Path(out)
     report_path = out / "sweep.json"
     from ..schema import load
-    from .schemas import sweep_resume
+    from ..formats import sweep_resume
 
     report = load(report_path, sweep_resume) if report_path.exists() else {}
     # OUT holds one sweep: the same base config and overrides, corpus content and budget; points may be added

@@ -274,7 +274,7 @@ def report_units(encoder: str | Path, layer: int, corpus: str | Path, out: str |
                 "seed": seed, "niter": niter, "normalize": normalize, "versions": versions("faiss"), "frame_ms": lay.frame_ms}
     path = out / "report.json"
     from ..schema import load
-    from ..studies.schemas import units_report
+    from ..formats import units_report
 
     report = load(path, units_report) if path.exists() else {"settings": settings, "rows": []}  # checked: one line naming a bad key
     old = {"frame_ms": 40} | {k: v for k, v in (report.get("settings") or {}).items() if k not in PATHS}  # older: all 40 ms

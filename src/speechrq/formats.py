@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schema import ANY, BOOL, INT, NUMBER, OBJECT, REST, STRING, Each, ListOf, Maybe, check, invalid, missing, need, opt
+from .schema import ANY, BOOL, INT, NUMBER, OBJECT, REST, STRING, Each, ListOf, Maybe, check, invalid, missing, need, opt
 
 CI = ListOf(NUMBER, 2)
 TIMINGS_REMOVED = opt("timings_removed")  # a one-line note: why a study's timings were taken out of its JSON
