@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .errors import SpeechrqError
-from .io import TEMP_MARK, default_file_mode, disk_full_error, is_disk_full, process_alive, temp_owner
+from .io import TEMP_MARK, default_file_mode, disk_full_error, is_disk_full, remove_if_stale
 
 MODEL_FILE, TRAINER_FILE, META_FILE = "model.safetensors", "trainer.pt", "meta.json"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -128,10 +128,8 @@ def prune_checkpoints(root: str | Path, keep_last: int, keep: set[int] = frozens
     for step, p in ckpts[:-keep_last] if keep_last > 0 else ckpts:
         if step not in keep:
             shutil.rmtree(p, ignore_errors=True)
-    for p in root.glob(".step_*"):  # left by a job killed while writing; never another live process's
-        pid = temp_owner(p.name)
-        if pid is not None and (pid == os.getpid() or not process_alive(pid)):  # ours: a save of this process that failed
-            shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".step_*"):  # left by a job killed while writing (or a failed save of ours); never a live one's
+        remove_if_stale(p, own_too=True)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

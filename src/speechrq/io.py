@@ -48,24 +48,28 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete, anywhere under ``folder``, the temporaries (files or folders) that writers killed mid-write left behind:
-    names with ``.tmp-<pid>`` whose process is no longer alive. Those of live processes (another command filling a shared cache) are left alone. Returns what was removed."""
+def remove_if_stale(path: Path, own_too: bool = False) -> bool:
+    """Delete ``path`` (a file or folder) if it is a temporary (:func:`temp_owner`) whose writer is no longer alive, or,
+    with ``own_too``, this process's own (a write of this process that failed). Returns whether it was removed."""
     import shutil
 
+    pid = temp_owner(path.name)
+    if pid is None or (pid == os.getpid() and not own_too) or (pid != os.getpid() and process_alive(pid)):
+        return False
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete, anywhere under ``folder``, the temporaries (files or folders) that writers killed mid-write left behind:
+    names with ``.tmp-<pid>`` whose process is no longer alive (:func:`remove_if_stale`). Those of live processes
+    (another command filling a shared cache) are left alone. Returns what was removed."""
     removed = []
-    me = os.getpid()
     for root, dirs, files in os.walk(folder):
-        for name in [*files, *dirs]:
-            pid = temp_owner(name)
-            if pid is None or pid == me or process_alive(pid):
-                continue
-            p = Path(root) / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p)
+        removed += [Path(root) / name for name in [*files, *dirs] if remove_if_stale(Path(root) / name)]
         dirs[:] = [d for d in dirs if temp_owner(d) is None]
     return removed
 

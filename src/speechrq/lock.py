@@ -174,18 +174,11 @@ def _remove_stale_temporaries_of(p: Path) -> None:
     """A held file's temporaries beside it whose writer is dead: ``.NAME.tmp-<pid>-...``, and those of the files a held
     prefix names (``asr tables --prefix P`` writes ``P.json``, ``P.md``, ``P_figure6.png``: ``.P.json.tmp-<pid>-...``)."""
     import glob
-    import shutil
 
-    from .io import TEMP_MARK, process_alive, temp_owner
+    from .io import TEMP_MARK, remove_if_stale
 
     for t in p.parent.glob(f".{glob.escape(p.name)}*{TEMP_MARK}*"):
-        pid = temp_owner(t.name)
-        if pid is None or pid == os.getpid() or process_alive(pid):
-            continue
-        if t.is_dir() and not t.is_symlink():
-            shutil.rmtree(t, ignore_errors=True)
-        else:
-            t.unlink(missing_ok=True)
+        remove_if_stale(t)
 
 
 def held() -> list[str]:
