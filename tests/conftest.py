@@ -18,26 +18,22 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pretrain_corpus(tiny_corpus):
     """The tiny corpus with its global log-Mel statistics, as pre-training needs it."""
-    from speechrq.data.corpus import load_cuts
-    from speechrq.features import compute_stats
+    from speechrq.features import corpus_stats
 
-    stats = tiny_corpus / "feature_stats.json"
-    if not stats.exists():
-        compute_stats(load_cuts(tiny_corpus, "train"), max_utterances=200, progress=False).save(stats)
+    corpus_stats(tiny_corpus, "train", max_utterances=200, progress=False)  # computed once, with the record of what made it
     return tiny_corpus
 
 
 @pytest.fixture(scope="session")
 def multilingual_corpus(tmp_path_factory):
     """English, Russian and Mandarin read sentences (~5 minutes, 6 speakers), with log-Mel statistics."""
-    from speechrq.data.corpus import load_cuts
     from speechrq.data.synth import SynthConfig, synthesize_corpus
-    from speechrq.features import compute_stats
+    from speechrq.features import corpus_stats
 
     out = tmp_path_factory.mktemp("corpus") / "multilingual"
     synthesize_corpus(out, SynthConfig(hours=0.08, speakers=6, seed=5, command_share=0.0, languages="en,ru,cmn"), workers=2,
                       progress=False)
-    compute_stats(load_cuts(out, "train"), max_utterances=200, progress=False).save(out / "feature_stats.json")
+    corpus_stats(out, "train", max_utterances=200, progress=False)
     return out
 
 

@@ -28,8 +28,10 @@ def test_a_sweep_trains_each_point_for_the_same_wall_clock_and_reuses_what_it_fi
     # `set` changes the base recipe, and so every point
     for name in ("base", "8 x 512"):
         assert yaml.safe_load((tmp_path / "s" / "runs" / name.replace(" ", "_") / "config.yaml").read_text())["quantizer"]["codebook_dim"] == 8
-    # the bigger heads cost more per step, so the point trains fewer steps in the same wall clock
-    assert rows["8 x 512"]["step_time_ratio"] > 1 and rows["8 x 512"]["max_steps"] == round(6 / rows["8 x 512"]["step_time_ratio"])
+    # a point trains the base's wall clock: its steps follow its measured step-time ratio (whether the bigger
+    # heads cost more per step is a timing, which belongs in `make bench`, not in a test sharing the cores)
+    ratio = rows["8 x 512"]["step_time_ratio"]
+    assert ratio > 0 and rows["8 x 512"]["max_steps"] == max(1, round(6 / ratio))
     assert set(report["scores"]) == {"base", "8 x 512", "pinned", "random-init-tiny", "fbank"}
     assert all(0 < r["masked_fraction"] < 1 for r in rows.values())
     table = (tmp_path / "s" / "sweep.md").read_text()
