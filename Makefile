@@ -14,7 +14,7 @@ PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test docs demo reference rpq-tables ml-tables bench clean
+.PHONY: install test docs demo reference rpq-tables ml-tables latent-study bench clean
 
 install: $(STAMP)
 
@@ -105,6 +105,24 @@ ml-tables: $(STAMP)
 	cp $(ML)/eval/results.json docs/ml_probes.json
 	cp $(ML)/eval/results.md docs/ml_probes.md
 	for r in bestrq_seed0 bestrq_seed1; do gzip -9 -n < $(ML)/$$r/metrics.jsonl > docs/ml_tables_logs/$$r.jsonl.gz; done
+
+# Latent-RQ against BEST-RQ (docs/latent_study.*; several hours on 2 cores, resumable: a rerun trains only what is
+# missing): 3 pre-training seeds, each its own train.seed and quantizer.seed; the paper's design (middle layers, θ
+# refreshed at 20/50/80%) and the ranked-best ablation against BEST-RQ at 1000 steps; the strong-θ pair continues the
+# reference for 2000 steps with its own Figure 3 curve
+LATENT := exp/latent
+latent-study: $(STAMP)
+	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	$(BIN)/speechrq features stats $(DEMO)/corpus
+	$(BIN)/speechrq bench latent --corpus $(DEMO)/corpus --out $(LATENT) --seeds 0,1,2 --steps 1000 --best-layers=-1,0 \
+	    --tasks pr,sid,er --probe-seeds 3 --reference $(REFERENCE) --reference-layers=-1,0 --reference-steps 2000 \
+	    --reference-set quantizer.num_codebooks=8 --reference-set quantizer.codebook_size=4096 \
+	    --arms "Latent-RQ layers [1, 2], paper's design (20/50/80%);Latent-RQ layers [-1, 0] (ranked best, branch 50%)" --quiet
+	cp $(LATENT)/study.json docs/latent_study.json
+	cp $(LATENT)/study.png docs/latent_study.png
+	rm -rf docs/latent_study_logs && mkdir -p docs/latent_study_logs
+	for m in $(LATENT)/seed*/*/metrics.jsonl; do r=$${m#$(LATENT)/}; r=$${r%/metrics.jsonl}; \
+	    gzip -9 -n < $$m > docs/latent_study_logs/$$(echo $$r | tr / _).jsonl.gz; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py

@@ -83,18 +83,16 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     before = (tmp_path / "cmp" / "compare.json").read_text()
     assert main(args) == 0  # every system reused: the same numbers
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]
-    # a comparison recorded before transcripts were (when only a-z were read): this English text reads alike, so it is
-    # reused, runs and all (each run's checkpoint without the digest either)
-    identity = json.loads((tmp_path / "cmp" / "identity.json").read_text())
-    del identity["transcripts"]
-    (tmp_path / "cmp" / "identity.json").write_text(json.dumps(identity))
-    for meta in (tmp_path / "cmp" / "runs").rglob("meta.json"):
-        m = json.loads(meta.read_text())
-        del m["inputs"]["transcripts"]
-        meta.write_text(json.dumps(m))
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("model.safetensors")}
-    assert stamps and main(args) == 0
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("model.safetensors")} == stamps
+    # each replicate seed drew its own quantizer: units/<quantizer>/seed<S>, the seed recorded with each run
+    assert sorted(p.name for p in (tmp_path / "cmp" / "units" / "kmeans_k16_m1").iterdir()) == ["seed0"]
+    assert rows["RPQ (M=2, α=0.5)"]["seeds"]["0"]["quantizer_seed"] == 0 and "cer_dev" in rows["PQ (M=2)"]
+    # a comparison made before each seed drew its own quantizer (asr-compare/1) is refused, never extended
+    identity_path = tmp_path / "cmp" / "identity.json"
+    saved = identity_path.read_text()
+    identity_path.write_text(json.dumps(json.loads(saved) | {"code": "asr-compare/1"}))
+    capsys.readouterr()
+    assert main(args) == 2 and "before each seed drew its own quantizer" in capsys.readouterr().err
+    identity_path.write_text(saved)
     # another layer, encoder or config into the same --out is refused in one line naming it, never the first run's table
     capsys.readouterr()
     for flag, value, named in (("--layer", "0", "layer 1 -> 0"), ("--k", "12", "k 16 -> 12"), ("--encoder", str(other), "encoder"),
@@ -127,7 +125,7 @@ def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
     from safetensors.torch import load_file
 
     for slug in ("kmeans_k16_m1", "rpq_k16_m2_a0.5"):  # the same quantizers, up to the order of faiss's sums over threads
-        a, b = (load_file(tmp_path / f"cmp{j}" / "units" / slug / "units.safetensors") for j in (1, 2))
+        a, b = (load_file(tmp_path / f"cmp{j}" / "units" / slug / "seed0" / "units.safetensors") for j in (1, 2))
         assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
     assert "side by side" in (tmp_path / "cmp2" / "compare.md").read_text()
     assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
@@ -136,7 +134,7 @@ def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
 
 def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, tmp_path):
     """Raw, de-duplicated and de-dup + BPE k-means rows from one quantizer, every row over training seeds with mean ± sd,
-    RPQ against each k-means row with a bootstrap interval; a seed added later trains only that seed."""
+    RPQ against each k-means row with a t-interval and Holm's rule; a seed added later trains only that seed."""
     ckpt = untrained_checkpoint(pretrain_corpus, tmp_path / "run")
     write_asr_config(tmp_path / "asr.yaml", steps=2)
     out = tmp_path / "cmp"
@@ -152,13 +150,23 @@ def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, t
     for name, r in rows.items():
         assert set(r["seeds"]) == {"0", "1"}
         assert abs(r["cer"] - (r["seeds"]["0"]["cer"] + r["seeds"]["1"]["cer"]) / 2) < 1e-9 and r["cer_std"] >= 0
-    # the three k-means rows read the units of one quantizer: one units folder, their runs' configs point at it
-    assert [p.name for p in (out / "units").iterdir()] and sorted(p.name for p in (out / "units").iterdir()) == [
-        "kmeans_k16_m1", "rpq_k16_m2_a0.5"]
+    # the three k-means rows of a seed read that seed's one quantizer: one units folder per quantizer and seed
+    assert sorted(p.name for p in (out / "units").iterdir()) == ["kmeans_k16_m1", "rpq_k16_m2_a0.5"]
     for kind in ("", "_dedup", "_bpe"):
         run_cfg = yaml.safe_load((out / "runs" / f"kmeans_k16_m1{kind}" / "seed1" / "config.yaml").read_text())
-        assert run_cfg["data"]["units"] == str(out / "units" / "kmeans_k16_m1" / "corpus") and run_cfg["train"]["seed"] == 1
-    assert (out / "units" / "kmeans_k16_m1" / "corpus" / "bpe.model").exists()
+        assert run_cfg["data"]["units"] == str(out / "units" / "kmeans_k16_m1" / "seed1" / "corpus") and run_cfg["train"]["seed"] == 1
+    assert (out / "units" / "kmeans_k16_m1" / "seed1" / "corpus" / "bpe.model").exists()
+    # each seed redraws its quantizers: RPQ's random subsets and k-means' initialisation differ between seeds
+    from safetensors.torch import load_file
+
+    for slug in ("kmeans_k16_m1", "rpq_k16_m2_a0.5"):
+        a, b = (load_file(out / "units" / slug / f"seed{s}" / "units.safetensors") for s in (0, 1))
+        assert any(not torch.equal(a[k], b[k]) for k in a), slug
+    assert [rows[raw]["seeds"][s]["quantizer_seed"] for s in ("0", "1")] == [0, 1]
+    # every number and interval is recomputed from the per-utterance errors written beside the JSON
+    from speechrq.studies.evidence import read_archive, recheck_compare
+
+    assert recheck_compare(report, read_archive(out / "compare_errors.json.gz")) == []
     # the seeds are trained apart: another seed, another model
     assert rows[raw]["seeds"]["0"]["run"] != rows[raw]["seeds"]["1"]["run"]
     diffs = {(d["row"], d["baseline"]): d for d in report["differences"]}
@@ -166,6 +174,7 @@ def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, t
     for (row, base), d in diffs.items():
         lo, hi = d["cer"]["ci"]
         assert lo <= d["cer"]["difference"] <= hi and d["cer"]["seeds"] == [2, 2] and d["verdict"] in ("better", "worse", "within noise")
+        assert d["family"]["size"] == 3 and d["p_holm"] >= d["cer"]["p"]  # Holm over the table's 3 comparisons
         assert abs(d["cer"]["difference"] - (rows[row]["cer"] - rows[base]["cer"])) < 1e-6
     assert "ΔCER" in (out / "compare.md").read_text() and "± " in (out / "compare.md").read_text()
     # one more seed: only it trains; the finished seeds' checkpoints are not touched

@@ -60,7 +60,7 @@ def test_run_directories_every_n_curves_and_saved_probes(pretrain_corpus, tmp_pa
     assert (out / "curves.png").stat().st_size > 5000 and not (out / "target_tsne_phones.png").exists()
     # the saved probes are reused: nothing is trained or encoded again, the numbers are the same
     saved = {p: p.stat().st_mtime_ns for p in (out / "probes").rglob("*.json")}
-    assert len(saved) == 3
+    assert len(saved) == 2 + 3  # two checkpoints, and the random-init baseline's three weight draws (init seeds 0, 1, 2)
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
     assert {p: p.stat().st_mtime_ns for p in (out / "probes").rglob("*.json")} == saved
@@ -263,3 +263,92 @@ def test_a_cache_budget_is_checked(pretrain_corpus, tmp_path, capsys):
     assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(tmp_path / "ev"),
                  "--cache-max-gb", "-1", "--quiet"]) == 2
     assert "--cache-max-gb: a size in GB >= 0, got -1" in capsys.readouterr().err
+
+
+def _checkpoint_of_other_statistics(corpus, root):
+    """A tiny checkpoint whose log-Mel statistics are not the corpus's, as one pre-trained on another corpus holds."""
+    from dataclasses import replace
+
+    from conftest import tiny_pretrain_config
+
+    from speechrq.checkpoint import save_checkpoint, step_dir
+    from speechrq.config import config_from_dict, config_to_dict
+    from speechrq.features import FeatureStats
+    from speechrq.pretrain.config import PretrainConfig
+    from speechrq.pretrain.model import build_model
+
+    stats = FeatureStats.load(corpus / "feature_stats.json")
+    other = replace(stats, mean=[m + 1.5 for m in stats.mean], std=[s * 2.0 for s in stats.std], source=None)
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(corpus, root, train={"seed": 1}))
+    return save_checkpoint(step_dir(root, 0), build_model(cfg, other).state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+
+
+def test_baselines_do_not_depend_on_which_encoders_are_listed_or_their_order(pretrain_corpus, tmp_path):
+    """The filterbank and random-init baselines come from the corpus's own statistics and a named preset: listing two
+    checkpoints of other statistics in either order, or one of them alone, gives the same baseline numbers."""
+    a = make_checkpoint(pretrain_corpus, tmp_path / "a", seed=0)
+    b = _checkpoint_of_other_statistics(pretrain_corpus, tmp_path / "b")
+
+    def run(order, out) -> dict:
+        assert main(["evaluate", *map(str, order), "--fbank-baseline", "--random-baseline", "--random-init-seeds", "2",
+                     "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(out), "--no-target-analysis",
+                     "--epochs", "2", "--lrs", "3e-3", "--quiet"]) == 0
+        return json.loads((out / "results.json").read_text())
+
+    ab, ba = run([a, b], tmp_path / "ab"), run([b, a], tmp_path / "ba")  # each computed from scratch
+    assert set(ab["models"]) == set(ba["models"]) == {"a@0", "b@0", "fbank", "random-init"}
+    for row in ("fbank", "random-init"):
+        assert ab["models"][row] == ba["models"][row], row  # every score, fingerprint, layer weight and each draw's score
+    # one checkpoint alone: the same baseline encoders (fingerprints: weights and statistics), so their states and probes
+    # are reused and nothing is encoded again
+    only_b = run([b], tmp_path / "ba")
+    for row in ("fbank", "random-init"):
+        assert only_b["models"][row] == {**ab["models"][row], "utterances_encoded": 0}, row
+    assert ab["baselines"] == ba["baselines"] == only_b["baselines"]
+    stats = ab["baselines"]["feature_stats"]
+    assert Path(stats["file"]) == pretrain_corpus / "feature_stats.json" and stats["source"]["split"] == "train"
+    assert stats["training_parts"] == ["train"]
+    assert ab["baselines"]["random-init"]["preset"] == "tiny" and ab["baselines"]["random-init"]["init_seeds"] == [0, 1]
+    # the two checkpoints' own scores are theirs, whatever the order
+    assert ab["models"]["b@0"]["tasks"] == ba["models"]["b@0"]["tasks"]
+
+
+def test_the_random_init_row_pools_several_weight_draws(pretrain_corpus, tmp_path):
+    import statistics
+
+    from speechrq.formats import eval_results
+    from speechrq.io import file_fingerprint
+
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(ckpt), "--random-baseline", "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(out),
+                 "--no-target-analysis", "--epochs", "2", "--lrs", "3e-3", "--probe-seeds", "2", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["models"]) == {"run@0", "random-init"}  # the draws make one row
+    rule = res["baselines"]["random-init"]
+    assert rule["preset"] == "tiny" and rule["init_seeds"] == [0, 1, 2] and len(set(rule["fingerprints"])) == 3  # the default
+    assert res["baselines"]["feature_stats"]["sha256"] == file_fingerprint(pretrain_corpus / "feature_stats.json")
+    row = res["models"]["random-init"]
+    assert row["fingerprints"] == rule["fingerprints"] and row["step"] is None
+    sid = row["tasks"]["sid"]
+    assert len(sid["init_tests"]) == 3 and len(set(sid["init_tests"])) > 1  # each draw its own weights, its own score
+    assert len(sid["seed_tests"]) == 3 * 2  # init seeds × probe seeds, all in the spread
+    assert sid["test"] == pytest.approx(statistics.fmean(sid["seed_tests"])) and sid["test"] == pytest.approx(statistics.fmean(sid["init_tests"]))
+    assert sid["test_std"] == pytest.approx(statistics.stdev(sid["seed_tests"])) and sid["test_std"] > 0
+    assert len({p.parent.name for p in (out / "probes").rglob("sid.*.json")}) == 1 + 3  # each draw's probe kept on its own
+    eval_results(res, "results.json")
+    table = (out / "results.md").read_text()
+    assert f"| random-init | {sid['test']:.2f} ± {sid['test_std']:.2f} |" in table
+    assert "tiny preset" in table and "init seeds 0, 1, 2" in table and "feature_stats.json" in table
+    assert "3 init seed(s) × 2 probe seed(s)" in table
+
+
+def test_random_baseline_options_are_checked_in_one_line(pretrain_corpus, tmp_path, capsys):
+    base = ["evaluate", str(tmp_path / "none"), "--corpus", str(pretrain_corpus), "--out", str(tmp_path / "ev"), "--quiet"]
+    for extra, said in ((["--random-baseline", "--random-preset", "huge"], "--random-preset 'huge': not an encoder preset"),
+                        (["--random-baseline", "--random-init-seeds", "0"], "--random-init-seeds: must be >= 1, got 0"),
+                        (["--random-baseline", "--random-init-seeds", "-2"], "--random-init-seeds: must be >= 1, got -2"),
+                        (["--random-preset", "small"], "--random-preset: set the random-init baseline, so give --random-baseline")):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert said in err and len(err.splitlines()) == 1, err

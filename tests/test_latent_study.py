@@ -43,16 +43,25 @@ def test_bench_latent_trains_every_arm_per_seed_and_the_report_reads_it(pretrain
     out = tmp_path / "study"
     args = ["bench", "latent", "--config", str(tmp_path / "tiny.yaml"), "--latent-config", str(tmp_path / "latent.yaml"),
             "--corpus", str(pretrain_corpus), "--out", str(out), "--seeds", "0,1", "--steps", "10", "--best-layers=-1,0",
-            "--tasks", "pr,sid", "--probe-seeds", "1", "--epochs", "1", "--quiet"]
+            "--tasks", "pr,sid", "--probe-seeds", "1", "--epochs", "1", "--quiet",
+            "--arms", "Latent-RQ layers [1, 2], paper's design (20/50/80%);Latent-RQ layers [-1, 0] (ranked best, branch 50%);"
+                      "Latent-RQ layers auto (branch 50%)"]
     assert main(args) == 0
     report = json.loads((out / "study.json").read_text())
-    assert len(report["arms"]) == 7 and report["best_layers"] == [-1, 0] and report["middle_layers"] == [1, 2]
+    assert len(report["arms"]) == 4 and report["best_layers"] == [-1, 0] and report["middle_layers"] == [1, 2]
+    assert report["paper_arm"] == "Latent-RQ layers [1, 2], paper's design (20/50/80%)"
+    # each pre-training seed draws its own projections and codebooks, and the parent's config says so
+    for seed in (0, 1):
+        saved = yaml.safe_load((out / f"seed{seed}" / "bestrq" / "config.yaml").read_text())
+        assert saved["quantizer"]["seed"] == 1234 + seed and saved["train"]["seed"] == seed
+    cells = [row["pr"]["vs_base"] for row in report["arms"].values() if "vs_base" in row["pr"]]
+    assert all(c["family"]["size"] == 6 and c["p_holm"] >= c["p"] for c in cells)  # 3 arms x 2 probes, Holm over them
     for name, row in report["arms"].items():
         assert set(row) == {"pr", "sid"} and row["pr"]["n"] == 2, name
         assert ("vs_base" in row["pr"]) == (name != "BEST-RQ")
     # every arm ends at the budget; branches start where they say; the paper schedule refreshes twice after its branch
     hist = report["histories"]
-    paper = next(n for n in hist if "paper schedule" in n)
+    paper = report["paper_arm"]
     assert [h["start"] for h in hist[paper]["0"]] == [0, 2, 5, 8]
     auto = next(n for n in hist if "auto" in n)
     assert "layer_scores" in hist[auto]["1"][-1]

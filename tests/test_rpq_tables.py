@@ -43,12 +43,20 @@ def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(
     assert [r["name"] for r in t["table2"]] == ["RPQ (M=2, α=0.25)"]
     for r in t["table2"]:
         (diff,) = r["differences"]
-        assert diff["cer"] == by_pair[(r["name"], "k-means (k=16)")]["cer"]  # the same bootstrap as the comparison's
+        assert diff["cer"] == by_pair[(r["name"], "k-means (k=16)")]["cer"]  # the same interval as the comparison's
     assert [r["name"] for r in t["table3"]] == ["RVQ (V=2)", "RPQ (M=2, α=0.25)"]
     assert [r["alpha"] for r in t["table4"]] == [0.25, 0.5] and sum(bool(r.get("best")) for r in t["table4"]) == 1
+    assert next(r for r in t["table4"] if r.get("best")) == min(t["table4"], key=lambda r: r["cer_dev"])  # chosen on dev
+    assert {d["family"]["name"] for r in t["table2"] for d in r["differences"]} == {"Table II"}
+    # every row, interval and verdict is recomputed from the per-utterance errors shipped beside the JSON
+    from speechrq.studies.evidence import read_archive, recheck_tables
+
+    archive = read_archive(tmp_path / "docs" / "tables_errors.json.gz")
+    assert set(archive["rows"]) == {r["name"] for r in t["table1"]} | {r["name"] for r in t["table3"] + t["table4"]}
+    assert recheck_tables(t, archive) == []
     from speechrq.asr.data import UnitSource
 
-    cuts = UnitSource(tmp_path / "k16" / "units" / "rvq_k16_m2" / "corpus").cuts("train").to_eager()
+    cuts = UnitSource(tmp_path / "k16" / "units" / "rvq_k16_m2" / "seed0" / "corpus").cuts("train").to_eager()
     sampler = make_sampler(cuts, 20.0, seed=0, num_buckets=4)
     sampler.set_epoch(0)
     batches = sum(1 for _ in sampler)

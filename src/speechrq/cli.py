@@ -269,7 +269,9 @@ def cmd_bench_latent(args) -> None:
                           args.reference_set or [], progress=not args.quiet,
                           ft_arms=None if args.ft_arms is None else [a.strip() for a in args.ft_arms.split(";")], epochs=args.epochs,
                           ft_steps=args.ft_steps, middle_layers=middle, ft_probe_seeds=args.ft_probe_seeds,
-                          curve_probe_seeds=args.curve_probe_seeds)
+                          curve_probe_seeds=args.curve_probe_seeds,
+                          only_arms=None if args.arms is None else [a.strip() for a in args.arms.split(";") if a.strip()],
+                          reference_steps=args.reference_steps)
     from .studies.latent_study import format_study
 
     print(format_study(report), end="")
@@ -508,7 +510,7 @@ def cmd_asr_compare(args) -> None:
                      seeds=int_list(args.seeds, "--seeds"), kmeans_inputs=tuple(x.strip() for x in args.kmeans_inputs.split(",") if x.strip()),
                      unit_bpe=args.unit_bpe, rvq_ms=parse_ms(args.rvq, "--rvq"), frame_ms=args.frame_ms)
     print(format_compare(report), end="")
-    print(f"{args.out}: compare.json, compare.md")
+    print(f"{args.out}: compare.json, compare.md, compare_errors.json.gz")
 
 
 @_holds(lambda a: a.prefix, "tables")
@@ -517,7 +519,7 @@ def cmd_asr_tables(args) -> None:
 
     t = write_tables(args.comparisons, args.prefix, args.logs)
     print(format_tables(t), end="")
-    print(f"{args.prefix}.json, {args.prefix}.md, {args.prefix}_figure6.png")
+    print(f"{args.prefix}.json, {args.prefix}.md, {args.prefix}_figure6.png, {args.prefix}_errors.json.gz")
 
 
 def cmd_asr_transcribe(args) -> None:
@@ -542,14 +544,22 @@ def cmd_asr_transcribe(args) -> None:
 
 @_holds(lambda a: a.out, "an evaluation")
 def cmd_evaluate(args) -> None:
-    from .encoders import FilterbankEncoder, FrozenEncoder, is_pretrained_folder, load_encoder
-    from .evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate, format_table, model_name, resolve_checkpoints
+    from .encoders import is_pretrained_folder, load_encoder
+    from .evaluate.baselines import INIT_SEEDS, RANDOM_PRESET, check_random_init, make_baselines
+    from .evaluate.run import evaluate, format_table, model_name, resolve_checkpoints
     from .evaluate.finetune import FinetuneConfig
-    from .evaluate.splits import leave_one_out, parse_splits
+    from .evaluate.splits import DEFAULT_FOLD, leave_one_out, parse_splits
     from .pretrain.stages import branch_parent
 
     if args.every is not None and args.every < 1:
         raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
+    if not args.random_baseline and (given := [f for f, v in (("--random-preset", args.random_preset),
+                                                              ("--random-init-seeds", args.random_init_seeds)) if v is not None]):
+        raise SpeechrqError(f"{' / '.join(given)}: set the random-init baseline, so give --random-baseline too")
+    random_preset = (RANDOM_PRESET if args.random_preset is None else args.random_preset) if args.random_baseline else None
+    init_seeds = INIT_SEEDS if args.random_init_seeds is None else args.random_init_seeds
+    if random_preset is not None:
+        check_random_init(random_preset, init_seeds)  # before any checkpoint is read or branch trained
     if args.layer_sets:
         from .studies.layer_study import layer_study, parse_layer_sets
 
@@ -564,14 +574,6 @@ def cmd_evaluate(args) -> None:
     metas = {name: encoders[name].checkpoint.meta for name in ours}
     steps = {name: int(meta["step"]) for name, meta in metas.items()}
     parents = {name: model_name(p) for name, meta in metas.items() if (p := branch_parent(meta))}
-    if args.random_baseline:
-        if not ours:
-            raise SpeechrqError("--random-baseline: needs a speechrq checkpoint to copy the shape of")
-        encoders[RANDOM_BASELINE] = FrozenEncoder.random_like(next(iter(ours.values())))
-    if args.fbank_baseline:
-        if not ours:
-            raise SpeechrqError("--fbank-baseline: needs a speechrq checkpoint for its feature statistics")
-        encoders[FBANK_BASELINE] = FilterbankEncoder(encoders[next(iter(ours))].normalizer)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         lrs = [float(x) for x in args.lrs.split(",")]
@@ -592,12 +594,19 @@ def cmd_evaluate(args) -> None:
     if args.ft_minutes <= 0 or args.ft_steps < 1:
         raise SpeechrqError(f"--ft-minutes / --ft-steps: must be positive, got {args.ft_minutes:g} / {args.ft_steps}")
     ft = FinetuneConfig(minutes=args.ft_minutes, steps=args.ft_steps, lrs=ft_lrs)
+    # the baselines: the corpus's own statistics, a named preset, several init seeds; never a listed encoder's
+    made, groups, rule = make_baselines(args.corpus, folds or [DEFAULT_FOLD], args.fbank_baseline, random_preset, init_seeds,
+                                        progress=not args.quiet)
+    if (clash := sorted((set(made) | set(groups)) & set(encoders))):
+        raise SpeechrqError(f"{', '.join(clash)}: an evaluated model has a baseline's name; rename its run directory")
+    encoders |= made
     from . import distributed
 
     with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (states and probes are shared)
         results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
                            target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
-                           folds=folds, finetune=ft, probe_jobs=args.probe_jobs, cache_max_gb=args.cache_max_gb, ctx=ctx)
+                           folds=folds, finetune=ft, probe_jobs=args.probe_jobs, cache_max_gb=args.cache_max_gb, ctx=ctx,
+                           groups=groups, baselines=rule)
     if results is None:  # not rank 0
         return
     print(format_table(results), end="")
@@ -612,6 +621,7 @@ def cmd_evaluate(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.synth import COMMAND_SHARE
+    from .evaluate.baselines import INIT_SEEDS, RANDOM_PRESET
     from .evaluate.splits import DEV_SHARE
 
     p = argparse.ArgumentParser(prog="speechrq", description="Random-quantization speech pre-training and discrete speech units.")
@@ -726,9 +736,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "languages or more); on a corpus of several languages every probe is also scored per language "
                     "(default: asr,sid,ic,er)")
     ev.add_argument("--out", required=True, help="output directory")
-    ev.add_argument("--random-baseline", action="store_true", help="also probe a randomly initialised encoder of the same shape")
-    ev.add_argument("--fbank-baseline", action="store_true", help="also probe normalised log-Mel stacked to the 40 ms grid "
-                    "(the first checkpoint's statistics): the other floor a pre-trained encoder must beat")
+    ev.add_argument("--random-baseline", action="store_true", help="also probe randomly initialised encoders of the "
+                    "--random-preset, one weight draw per init seed, their log-Mel normalised with the corpus's own statistics "
+                    "(CORPUS/feature_stats.json, computed from its training split when missing); one row, its spread over "
+                    "init seeds × probe seeds. Whatever checkpoints are listed, in any order, it is the same")
+    ev.add_argument("--random-preset", metavar="PRESET", help=f"the random-init baseline's encoder preset: paper, small or tiny "
+                    f"(default: {RANDOM_PRESET})")
+    ev.add_argument("--random-init-seeds", type=int, metavar="N", help=f"the random-init baseline's weight draws, init seeds "
+                    f"0 .. N-1 (default: {INIT_SEEDS})")
+    ev.add_argument("--fbank-baseline", action="store_true", help="also probe log-Mel normalised with the corpus's own "
+                    "statistics (CORPUS/feature_stats.json, as for --random-baseline), stacked to the 40 ms grid: the other "
+                    "floor a pre-trained encoder must beat")
     ev.add_argument("--lrs", default="1e-3,1e-2", help="probe learning rates to sweep (default: 1e-3,1e-2)")
     ev.add_argument("--epochs", type=int, default=30, help="probe epochs (default: 30)")
     ev.add_argument("--probe-seeds", type=int, default=1, metavar="N", help="train every probe with N seeds and report the mean "
@@ -893,8 +911,9 @@ def build_parser() -> argparse.ArgumentParser:
     atb = asub.add_parser("tables", help="the RPQ paper's Tables I-IV, VII and Figure 6 from finished comparisons",
                           description="Lay out finished `asr compare` outputs as the RPQ paper's tables: k-means by k (one "
                           "comparison per k), PQ and RPQ by M against the paper's baseline and raw k-means, RVQ beside them, RPQ "
-                          "by alpha, the learning-rate peak in epochs, time per epoch; every difference with a bootstrap interval "
-                          "over test utterances and training seeds: PREFIX.json, PREFIX.md, PREFIX_figure6.png.")
+                          "by alpha (the best alpha chosen on dev), the learning-rate peak in epochs, time per epoch; every difference "
+                          "with a t-interval over seeds and test utterances, verdicts after Holm's rule within each table: "
+                          "PREFIX.json, PREFIX.md, PREFIX_figure6.png and PREFIX_errors.json.gz (the per-utterance errors).")
     atb.add_argument("comparisons", nargs="+", metavar="OUT", help="`asr compare` output directories")
     atb.add_argument("--prefix", required=True, help="output path without suffix (e.g. docs/rpq_tables)")
     atb.add_argument("--logs", metavar="DIR", help="also copy every run's training log there, gzipped (to ship beside the tables)")
@@ -982,6 +1001,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--ft-arms", help="';'-separated arm names that get the ft probe (default: all)")
     bl.add_argument("--reference", help="a strong checkpoint to continue with Mel and with latent targets")
     bl.add_argument("--reference-layers", help="θ's layers for the reference's latent arm (default: --best-layers)")
+    bl.add_argument("--arms", help="';'-separated arm names to run besides BEST-RQ (default: every arm)")
+    bl.add_argument("--reference-steps", type=int, metavar="N", help="steps the strong-θ pair continues the reference (default: "
+                    "half of --steps; every tenth probed for its Figure 3 curve)")
     bl.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="overrides for the reference arms (its quantizer; repeatable; the same key twice: the later wins)")
     bl.add_argument("--epochs", type=int, default=30, help="PR/SID/ER probe epochs (default: 30)")
     bl.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")

@@ -66,8 +66,13 @@ def latent_study(d: Any, source: Any) -> dict:
 
 # --- docs/rpq_tables_mel.json, docs/ml_tables.json: `speechrq asr tables` (their pages, the report, the README)
 
-DIFF_CI = {"difference": NUMBER, "ci": CI}
-DIFFERENCE = {"against": STRING, "cer": DIFF_CI, "verdict": STRING, opt("by_language"): Each({"cer": DIFF_CI, "verdict": STRING})}
+# a difference with its interval (speechrq.studies.significance): no interval with one seed; tables written before
+# issue 35 hold bootstrap intervals without p, se or df
+DIFF_CI = {"difference": NUMBER, "ci": Maybe(CI), opt("p"): Maybe(NUMBER), opt("se"): Maybe(NUMBER), opt("df"): Maybe(NUMBER),
+           opt("seeds"): ListOf(INT, 2), opt("paired"): BOOL, opt("utterances"): INT, opt("level"): NUMBER}
+FAMILY = {opt("p_holm"): Maybe(NUMBER), opt("family"): {"name": STRING, "size": INT, "rule": STRING}}
+DIFFERENCE = {"against": STRING, "cer": DIFF_CI, "verdict": STRING, opt("wer"): DIFF_CI,
+              opt("by_language"): Each({"cer": DIFF_CI, "verdict": STRING, opt("wer"): DIFF_CI} | FAMILY)} | FAMILY
 TABLE_ROW = {"name": STRING, "input": STRING, "kind": STRING, "k": INT, "M": INT, "alpha": Maybe(NUMBER), "cer": NUMBER,
              "cer_std": NUMBER, "wer": NUMBER, "wer_std": NUMBER, opt("cer_by_language"): Each({"cer": NUMBER, "cer_std": NUMBER}),
              opt("cer_language_mean"): NUMBER, opt("cer_language_mean_std"): NUMBER}
@@ -105,7 +110,7 @@ def rpq_tables(d: Any, source: Any) -> dict:
 
 # --- `speechrq asr compare`'s compare.json: docs/asr_compare_*.json (pages), DEMO/asr/compare.json (the report)
 
-COMPARE_DIFFERENCE = {"row": STRING, "baseline": STRING, "cer": DIFF_CI | {opt("utterances"): INT}, "verdict": STRING}
+COMPARE_DIFFERENCE = {"row": STRING, "baseline": STRING, "cer": DIFF_CI, "verdict": STRING} | FAMILY
 
 
 def _compare_refs(d: dict, source: Any) -> None:
@@ -117,7 +122,8 @@ def _compare_refs(d: dict, source: Any) -> None:
 def compare_claims(d: Any, source: Any) -> dict:
     """What ``speechrq report`` reads of a comparison."""
     check(d, {"rows": Each({"cer": NUMBER}), opt("training_seeds"): ListOf(INT),
-              opt("differences"): ListOf(COMPARE_DIFFERENCE | {"cer": DIFF_CI | {"utterances": INT}})}, source)
+              opt("differences"): ListOf(COMPARE_DIFFERENCE | {"cer": DIFF_CI | {"utterances": INT}, opt("wer"): DIFF_CI,
+                                                               opt("by_language"): OBJECT})}, source)
     _compare_refs(d, source)
     return d
 
@@ -127,7 +133,8 @@ COMPARE_PAGE = {
     "rows": Each({"cer": NUMBER, "wer": NUMBER, opt("cer_std"): NUMBER, opt("wer_std"): NUMBER, opt("epoch_s"): NUMBER,
                   "bits_per_second": NUMBER, opt("jobs"): INT, opt("cer_by_language"): Each({"cer": NUMBER, "cer_std": NUMBER}),
                   opt("cer_language_mean"): NUMBER, opt("cer_language_mean_std"): NUMBER}),
-    opt("differences"): ListOf(COMPARE_DIFFERENCE | {"wer": DIFF_CI, opt("by_language"): Each({"cer": DIFF_CI})}),
+    opt("differences"): ListOf(COMPARE_DIFFERENCE | {"wer": DIFF_CI, opt("by_language"): Each({"cer": DIFF_CI, opt("wer"): DIFF_CI,
+                                                                                            opt("verdict"): STRING} | FAMILY)}),
     TIMINGS_REMOVED: STRING,
 }
 
@@ -148,7 +155,8 @@ def compare_page(d: Any, source: Any) -> dict:
     return d
 
 
-SEED_RUN = {"cer": NUMBER, "wer": NUMBER, "s_per_step": NUMBER, "epoch_s": NUMBER, "bits_per_second": NUMBER, "steps": INT,
+SEED_RUN = {"cer": NUMBER, "wer": NUMBER, opt("cer_dev"): NUMBER, opt("wer_dev"): NUMBER, opt("quantizer_seed"): INT,
+            opt("train_seed"): INT, "s_per_step": NUMBER, "epoch_s": NUMBER, "bits_per_second": NUMBER, "steps": INT,
             "utterances": INT, "jobs": INT, "decoding": OBJECT, "final_loss": Maybe(NUMBER), opt("cer_by_language"): Each(NUMBER)}
 
 
@@ -164,7 +172,7 @@ def compare_for_tables(d: Any, source: Any) -> dict:
     """A finished comparison as ``asr tables`` reads it (its rows, each training seed's numbers)."""
     check(d, {"training_seeds": ListOf(INT), "test_split": STRING, "rows": Each({
         "input": STRING, "quantizer": {"kind": STRING, "k": INT, "num_subspaces": INT, opt("alpha"): Maybe(NUMBER)},
-        opt("unit_bpe"): INT, "seeds": Each({"cer": NUMBER, "wer": NUMBER, "bits_per_second": NUMBER, "s_per_step": NUMBER,
+        opt("unit_bpe"): INT, "seeds": Each({"cer": NUMBER, "wer": NUMBER, "cer_dev": NUMBER, "bits_per_second": NUMBER, "s_per_step": NUMBER,
                                              opt("jobs"): INT, opt("cer_by_language"): Each(NUMBER)}, int_keys=True)})}, source)
     for name, r in d["rows"].items():
         _same_languages(r["seeds"], source, f"rows.{name}.seeds")
@@ -222,10 +230,15 @@ def input_kinds(d: Any, source: Any) -> dict:
 # --- `speechrq evaluate`'s results.json: docs/ml_probes.json (page), DEMO/eval/results.json (the report)
 
 PROBE = {"test": NUMBER, "test_std": NUMBER, opt("seed_tests"): Maybe(ListOf(NUMBER)), opt("by_language"): Maybe(Each(NUMBER)),
-         opt("metric"): STRING}
+         opt("metric"): STRING, opt("init_tests"): ListOf(NUMBER)}  # init_tests: a pooled row's score per weight draw
 SEPARABILITY = Maybe({"knn_accuracy": NUMBER, "silhouette": NUMBER})
+# the rule the baselines were made by (speechrq.evaluate.baselines), said under the table
+EVAL_BASELINES = {"feature_stats": {"file": STRING, "sha256": STRING, "source": Maybe(OBJECT), "training_parts": ListOf(STRING),
+                                    "frames": INT, "utterances": INT},
+                  opt("fbank"): {"statistics": STRING},
+                  opt("random-init"): {"preset": STRING, "statistics": STRING, "init_seeds": ListOf(INT), "fingerprints": ListOf(STRING)}}
 EVAL_RESULTS = {
-    "tasks": ListOf(STRING), "models": Each({"tasks": Each(PROBE), "avg": Maybe(NUMBER)}),
+    "tasks": ListOf(STRING), "models": Each({"tasks": Each(PROBE), "avg": Maybe(NUMBER)}), opt("baselines"): EVAL_BASELINES,
     opt("finetune"): Maybe({opt("minutes"): NUMBER, opt("steps"): INT}),
     opt("folds"): Maybe(ListOf({"name": STRING, "train": ListOf(STRING), "dev": ListOf(STRING), opt("dev_share"): NUMBER,
                                 "test": ListOf(STRING)})),
@@ -239,6 +252,11 @@ def eval_results(d: Any, source: Any) -> dict:
         for task in ("asr", "ft"):
             if task in m["tasks"]:
                 need(m["tasks"][task], "metric", source, f"models.{name}.tasks.{task}", "names the table's column")
+    draws = ((d.get("baselines") or {}).get("random-init") or {}).get("init_seeds")
+    for task, p in ((d["models"].get("random-init") or {}).get("tasks") or {}).items() if draws else ():
+        if "init_tests" in p and len(p["init_tests"]) != len(draws):
+            raise invalid(source, f"models.random-init.tasks.{task}.init_tests",
+                          f"expected one score per init seed of baselines.random-init ({len(draws)}), got {len(p['init_tests'])}")
     folds = d.get("folds") or []
     if len(folds) == 1 and not folds[0]["dev"]:
         need(folds[0], "dev_share", source, "folds[0]", "a fold without dev splits")

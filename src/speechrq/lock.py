@@ -172,7 +172,7 @@ def hold(path: str | os.PathLike, what: str, wait_seconds: float = RANK_WAIT_SEC
 
 def _remove_stale_temporaries_of(p: Path) -> None:
     """A held file's temporaries beside it whose writer is dead: ``.NAME.tmp-<pid>-...``, and those of the files a held
-    prefix names (``asr tables --prefix P`` writes ``P.json``, ``P.md``, ``P_figure6.png``: ``.P.json.tmp-<pid>-...``)."""
+    prefix names (``asr tables --prefix P`` writes ``P.json``, ``P.md``, ``P_figure6.png``, ``P_errors.json.gz``: ``.P.json.tmp-<pid>-...``)."""
     import glob
 
     from .io import TEMP_MARK, remove_if_stale

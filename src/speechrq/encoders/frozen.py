@@ -178,6 +178,23 @@ class FrozenEncoder(nn.Module):
         encoder = speech_encoder(trained.encoder.config)
         return cls(trained.normalizer, encoder, f"random-{trained.fingerprint}-{seed}", trained.checkpoint)
 
+    @classmethod
+    def random_init(cls, preset: str, normalizer: FeatureNormalizer, seed: int) -> "FrozenEncoder":
+        """A randomly initialised encoder of a named preset (:data:`~speechrq.models.conformer.PRESETS`), its weights
+        drawn with ``seed`` (the global random state is left as it was), its input normalised by ``normalizer``:
+        ``speechrq evaluate``'s random-init baseline, one per init seed (:mod:`speechrq.evaluate.baselines`).
+
+        Its fingerprint names the preset and seed and hashes the weights and the statistics, so a draw's cached
+        hidden states are never read for another draw or other statistics."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = speech_encoder(preset)
+        h = hashlib.sha256()
+        for name, t in [*sorted(encoder.state_dict().items()), ("normalizer.mean", normalizer.mean), ("normalizer.std", normalizer.std)]:
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return cls(normalizer, encoder, f"random-{preset}-init{seed}-{h.hexdigest()[:16]}")
+
     @property
     def num_states(self) -> int:
         return self.encoder.num_layers + 1

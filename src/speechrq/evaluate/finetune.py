@@ -6,9 +6,10 @@ corpus has phone alignments (PER) and characters otherwise (CER), a fixed number
 steps with warm-up then linear decay, SpecAugment-style masks on the input
 features, dev scored 8 times (``eval_every``) and the best-dev weights scored on
 test, for each learning rate of a small sweep. A checkpoint and a random
-initialisation of the same shape get the same subset, steps and sweep, so the
-difference is what pre-training gives; this is where BEST-RQ's gains are usually
-reported.
+initialisation (``evaluate``'s random-init baseline: a named preset, each init seed)
+get the same subset, steps and sweep, so the difference is what pre-training gives
+(name the checkpoint's preset for a like-for-like shape); this is where BEST-RQ's
+gains are usually reported.
 
 Only speechrq encoders are fine-tuned (the filterbank "encoder" has nothing to
 train); the log-Mel normaliser stays the checkpoint's.

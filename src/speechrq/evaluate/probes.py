@@ -144,6 +144,31 @@ def over_folds(results: dict[str, "ProbeResult"]) -> "ProbeResult":
                    fold_tests={name: r.test for name, r in results.items()}, by_language=_mean_by_language(rs))
 
 
+def over_inits(results: list["ProbeResult"]) -> tuple["ProbeResult", list[float]]:
+    """The results of several weight draws of one encoder (the random-init baseline's init seeds) as one result, and
+    each draw's test score.
+
+    ``test`` is the mean over every (init seed, probe seed) score, ``seed_tests`` those scores draw by draw and
+    ``test_std`` their standard deviation, so the spread of the weight draw is in the interval. ``dev``, the layer
+    weights, the lr sweep and each fold's and language's score are means over the draws; ``lr`` and ``epoch`` are
+    the first draw's."""
+    import statistics
+    from dataclasses import replace
+
+    if len(results) == 1:
+        return results[0], [results[0].test]
+    pooled = [t for r in results for t in (r.seed_tests or [r.test])]
+
+    def mean_of(dicts: list[dict]) -> dict:
+        return {k: statistics.fmean(d[k] for d in dicts) for k in dicts[0]} if all(dicts) and all(d.keys() == dicts[0].keys() for d in dicts) else {}
+
+    first = results[0]
+    return replace(first, test=statistics.fmean(pooled), dev=statistics.fmean(r.dev for r in results), seed_tests=pooled,
+                   test_std=statistics.stdev(pooled), layer_weights=[statistics.fmean(w) for w in zip(*(r.layer_weights for r in results))],
+                   sweep=mean_of([r.sweep for r in results]), fold_tests=mean_of([r.fold_tests for r in results]),
+                   by_language=mean_of([r.by_language for r in results])), [r.test for r in results]
+
+
 class UtteranceProbe(nn.Module):
     """SUPERB's utterance-level downstream: weighted sum, linear, mean pool over frames, one linear head per slot.
 

@@ -34,7 +34,7 @@ from ..io import atomic_path, atomic_write_json, atomic_write_text
 from .finetune import FinetuneConfig
 from .finetune import finetune as finetune_encoder
 from .jobs import MEMORY_SHARE, PROVIDED, ProbeJob, available_memory, default_jobs, fit_jobs, run_jobs, store_bytes
-from .probes import CTC_TASKS, SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_seeds, superb_average
+from .probes import CTC_TASKS, SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_inits, over_seeds, superb_average
 from .splits import DEFAULT_FOLD, Fold
 
 RANDOM_BASELINE = "random-init"
@@ -182,8 +182,14 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
              target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
              folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig(), probe_jobs: int | None = None,
-             cache_max_gb: float | None = None, ctx=None) -> dict | None:
+             cache_max_gb: float | None = None, ctx=None, groups: dict[str, list[str]] | None = None,
+             baselines: dict | None = None) -> dict | None:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
+
+    ``groups`` (row name -> names of encoders in ``encoders``): encoders probed one by one whose results make one
+    row, pooled by :func:`~speechrq.evaluate.probes.over_inits` (the random-init baseline's weight draws,
+    :mod:`speechrq.evaluate.baselines`); they get no row of their own. ``baselines``: the rule the baselines were
+    made by, written to ``results.json`` and said under the table.
 
     ``folds`` say which corpus parts each probe trains, selects and scores on
     (:mod:`speechrq.evaluate.splits`; default: ``train``/``dev``/``test``); with several,
@@ -262,6 +268,12 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
 
     results: dict = {"corpus": str(corpus), "corpus_fingerprint": corpus_fp, "hidden_states": str(cache_root), "tasks": tasks, "lrs": lrs, "epochs": epochs, "probe_preset": preset, "probe_seeds": seeds,
                      "folds": [asdict(f) for f in folds], "models": {}} | ({"finetune": asdict(finetune)} if "ft" in tasks else {})
+    if baselines:
+        results["baselines"] = baselines
+    groups = groups or {}
+    if (stray := [m for members in groups.values() for m in members if m not in encoders]):
+        raise SpeechrqError(f"evaluate: grouped encoder(s) {', '.join(stray)} not among the encoders")
+    group_of = {m: row for row, members in groups.items() for m in members}
     device = ctx.device if ctx.distributed else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # what the probes read (CTC probes: frames; the others: utterance means; target analysis: frames of a sample),
     # estimated and planned against the budget before any audio is read
@@ -341,6 +353,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
             f = next(f for f in folds if f.name == fold_name)
             records[key] = _probe_record(t, encoders[name].fingerprint, data[t][fold_name], lrs, epochs, preset, out, corpus, seeds, f,
                                          finetune if t == "ft" else None, corpus_fp)
+    pooled_by: dict[str, dict[str, dict]] = {}
     for name, enc in encoders.items():
         probed = {}
         for t in tasks:
@@ -352,6 +365,13 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
                 fold_note = f", mean of {len(r.fold_tests)} folds" if r.fold_tests else ""
                 print(f"{name}: {t} {r.metric} {r.test:.2f}{spread}{fold_note} (dev {r.dev:.2f}, lr {r.lr:g}, "
                       f"{'step' if t == 'ft' else 'epoch'} {r.epoch})")
+        if name in group_of:  # one draw of a pooled row: the row is written when its last member is probed
+            row, members = group_of[name], groups[group_of[name]]
+            pooled_by.setdefault(row, {})[name] = probed
+            if len(pooled_by[row]) == len(members):
+                results["models"][row] = _pooled_row(row, [(encoders[m].fingerprint, computed[m], pooled_by[row][m]) for m in members],
+                                                     progress)
+            continue
         results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
                                    "branched_from": (parents or {}).get(name), "utterances_encoded": computed[name],
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
@@ -373,6 +393,24 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     if any(len(v) > 1 for v in _runs(results).values()):
         plot_curves(results, out / "curves.png")
     return results
+
+
+def _pooled_row(row: str, members: list[tuple[str, int, dict[str, ProbeResult]]], progress: bool) -> dict:
+    """One results row from several weight draws (``(fingerprint, utterances encoded, {task: result})`` each):
+    each task pooled over the draws (:func:`~speechrq.evaluate.probes.over_inits`), each draw's score in ``init_tests``."""
+    from ..identity import digest
+
+    tasks, pooled = {}, {}
+    for t in members[0][2]:
+        pooled[t], each = over_inits([probed[t] for _, _, probed in members])
+        tasks[t] = asdict(pooled[t]) | {"init_tests": each}
+        if progress:
+            r = pooled[t]
+            print(f"{row}: {t} {r.metric} {r.test:.2f} ± {r.test_std:.2f} over {len(members)} init seeds × "
+                  f"{max(1, len(r.seed_tests) // len(members))} probe seeds")
+    return {"fingerprint": f"{row}-{digest([fp for fp, _, _ in members])}", "fingerprints": [fp for fp, _, _ in members],
+            "step": None, "branched_from": None, "utterances_encoded": sum(n for _, n, _ in members), "tasks": tasks,
+            "avg": superb_average(pooled)}
 
 
 def _runs(results: dict) -> dict[str, list[tuple[int, str]]]:
@@ -411,6 +449,10 @@ def format_table(results: dict) -> str:
         lines += ["", "Per language (test):", "", "| model | task | " + " | ".join(langs) + " |", "|---" * (len(langs) + 2) + "|"]
         for name, t, b in by_language:
             lines.append(f"| {name} | {head[t]} | " + " | ".join(f"{b[lang]:.2f}" if lang in b else "-" for lang in langs) + " |")
+    if results.get("baselines"):
+        from .baselines import describe_baselines
+
+        lines += describe_baselines(results["baselines"], results.get("probe_seeds", 1))
     if results.get("target_quality"):
         lines += ["", "Target separability (random projections; 5-NN accuracy %, silhouette):", "",
                   "| targets | phones 5-NN ↑ | phones silhouette ↑ | speakers 5-NN ↑ | speakers silhouette ↑ |", "|---|---|---|---|---|"]

@@ -1,9 +1,13 @@
 """``speechrq asr compare``: the RPQ paper's Table II on one corpus, in one command.
 
 For one encoder layer: the continuous features, k-means units, PQ units for each M of a
-list, and RPQ units for each M (with ``alpha``) are each fit on one seeded sample,
-encoded, and used to train the same ASR model for the same steps, once per training seed;
-every model is then decoded on the test split. The k-means units enter as raw aligned frames
+list, and RPQ units for each M (with ``alpha``) are each fit on a seeded sample, encoded, and
+used to train the same ASR model for the same steps, once per replicate seed; every model is
+then decoded on the dev and test splits. A replicate seed ``s`` redraws every random part of
+its system: the quantizer's frame sample, k-means initialisations and RPQ's random subsets
+(quantizer seed ``seed + s``, :func:`quantizer_seed`), the ASR model's initialisation, data
+order and dropout (``train.seed = s``); every row of seed ``s`` built from one quantizer
+(raw, de-duplicated and BPE k-means, and the continuous row beside them) shares that draw. The k-means units enter as raw aligned frames
 and, with ``kmeans_inputs``, de-duplicated and de-duplicated with unit BPE: the paper's
 k-means baseline (its Table VI's first row equals Table II's k-means row; ESPnet's asr2
 recipes do the same), built from the same quantizer and units as the raw row. PQ and RPQ
@@ -13,8 +17,9 @@ The table gives CER and WER (mean ± standard deviation over training seeds), th
 per epoch (Figure 6: seconds of the trainer's own steps times the steps an epoch takes, counted from the sampler) and the
 input's bits per second (``M log2 k`` per frame at the source's frame shift: 25 frames/s at 40 ms, 50 at a Hugging Face
 model's 20 ms; a de-duplicated or BPE row is counted per frame too; 32 bits per dimension for the continuous
-features). Each PQ, RPQ and continuous row's CER is compared with each k-means row by a bootstrap
-over test utterances and training seeds (:mod:`speechrq.studies.significance`). Every stage is
+features). Each PQ, RPQ and continuous row's CER is compared with each k-means row by a t-interval
+over replicate seeds and test utterances, verdicts after Holm's rule over the table
+(:mod:`speechrq.studies.significance`). Every stage is
 reused when finished (units, runs, decodes), so an interrupted comparison resumes; more seeds or
 rows can be added to a finished comparison.
 """
@@ -61,6 +66,16 @@ def _slug(q: dict) -> str:
     return f"{q['kind']}_k{q['k']}_m{q['num_subspaces']}" + (f"_a{q['alpha']:g}" if q["kind"] == "rpq" else "")
 
 
+def quantizer_seed(seed: int, replicate: int) -> int:
+    """The seed of replicate ``replicate``'s quantizer draw (sample, initialisation, random subsets): ``seed + replicate``."""
+    return seed + replicate
+
+
+def units_dir(out: Path, quantizer: dict, replicate: int) -> Path:
+    """``OUT/units/<quantizer>/seed<S>``: replicate ``S``'s own quantizer fit and the corpus encoded with it."""
+    return out / "units" / _slug(quantizer) / f"seed{replicate}"
+
+
 def run_dir(out: Path, row: dict, seed: int) -> Path:
     """``OUT/runs/<quantizer>[_<input>]/seed<S>`` (``OUT/runs/continuous/seed<S>`` for the continuous row)."""
     base = "continuous" if row["input"] == "continuous" else _slug(row["quantizer"]) + ("" if row["input"] == "units" else f"_{row['input']}")
@@ -75,8 +90,8 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     """Run every system (see the module docstring) for every training seed of ``seeds`` into ``out``; returns and
     writes ``compare.json`` / ``compare.md``.
 
-    ``seed`` seeds the quantizers' sample and k-means; ``seeds`` are the ASR models' training seeds
-    (``train.seed``). ``jobs`` trainings run side by side, one process each with its share of the
+    ``seeds`` are the replicate seeds: replicate ``s`` fits its own quantizers with seed ``seed + s`` and trains its
+    ASR models with ``train.seed = s`` (:func:`quantizer_seed`). ``jobs`` trainings run side by side, one process each with its share of the
     threads (:mod:`speechrq.parallel`; for a CPU: on a GPU keep 1); their time per epoch is then
     measured while they share the machine, which ``compare.json`` records (``jobs``).
     """
@@ -110,15 +125,15 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
 
     texts = [c.supervisions[0].text if c.supervisions else "" for split in dict.fromkeys(["train", "dev", test_split])
              for c in LazyCuts(corpus, split)]
-    identity = {"code": "asr-compare/1", "encoder": lay.fingerprint, "layer": layer, "corpus": corpus_fingerprint(corpus),
+    identity = {"code": "asr-compare/2", "encoder": lay.fingerprint, "layer": layer, "corpus": corpus_fingerprint(corpus),
                 "config": base, "frames": frames, "seed": seed, "test_split": test_split, "k": k, "frame_ms": lay.frame_ms,
                 "transcripts": transcripts_digest(texts)}
-    # comparisons made before frame shifts were recorded were all on the 40 ms grid, and read transcripts as a-z only
-    claim(out, identity, "an ASR comparison", hint="use another --out or delete it",
-          defaults={"frame_ms": 40, "transcripts": transcripts_digest(texts, legacy_ascii_text)})
+    # asr-compare/1 drew one quantizer for every training seed: its runs answer another question
+    claim(out, identity, "an ASR comparison", hint="use another --out or delete it (a comparison made before each seed drew "
+          "its own quantizer is not extended)")
     from ..asr.search import SEARCH_VERSION
 
-    decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION}
+    decoding = {"mode": mode, "beam": beam, "ctc_weight": ctc_weight, "search": SEARCH_VERSION, "splits": ["dev", test_split]}
     settings = {"test_split": test_split, "mode": mode, "beam": beam, "ctc_weight": ctc_weight}
     from ..schema import load
     from ..formats import compare_runs
@@ -132,19 +147,20 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
                 and r.get("seeds", {}).get(str(s), {}).get("decoding") == decoding)
 
     todo = [(row, s) for row in rows for s in seeds if not done(row, s)]
-    # the quantizers first, one after the other (a fit and its units are shared by every row and seed that read them)
-    for slug in dict.fromkeys(_slug(row["quantizer"]) for row, _ in todo):
+    # the quantizers first, one after the other: each replicate seed's own fit, shared by the rows of that seed that read it
+    for slug, s in dict.fromkeys((_slug(row["quantizer"]), s) for row, s in todo):
         q = next(row["quantizer"] for row, _ in todo if _slug(row["quantizer"]) == slug)
         bpe = next((row["unit_bpe"] for row, _ in todo if _slug(row["quantizer"]) == slug and row["input"] == "bpe"), None)
-        spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125), seed=seed)
+        spec = QuantizerSpec(kind=q["kind"], k=q["k"], num_subspaces=q["num_subspaces"], alpha=q.get("alpha", 0.125),
+                             seed=quantizer_seed(seed, s))
         if progress:
-            print(f"compare: units {slug}", flush=True)
-        fit_units(encoder, layer, corpus, out / "units" / slug, spec, frames=frames, progress=progress, frame_ms=lay.frame_ms)
-        encode_units(out / "units" / slug, corpus, ["train", "dev", test_split], out / "units" / slug / "corpus", bpe=bpe,
-                     progress=progress)  # reused when done
+            print(f"compare: units {slug}, seed {s} (quantizer seed {spec.seed})", flush=True)
+        where = units_dir(out, q, s)
+        fit_units(encoder, layer, corpus, where, spec, frames=frames, progress=progress, frame_ms=lay.frame_ms)
+        encode_units(where, corpus, ["train", "dev", test_split], where / "corpus", bpe=bpe, progress=progress)  # reused when done
     workers = max(1, min(jobs, len(todo)))
     tasks = [{"out": str(out), "config": str(config), "overrides": list(overrides), "row": row, "seed": s, "test_split": test_split,
-              "decoding": decoding, "jobs": workers, "progress": progress and workers == 1} for row, s in todo]
+              "decoding": decoding, "quantizer_seed": quantizer_seed(seed, s), "jobs": workers, "progress": progress and workers == 1} for row, s in todo]
 
     def finished(task: dict, result: dict) -> None:  # each run saved as it finishes: an interrupted comparison resumes
         row = task["row"]
@@ -168,10 +184,21 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         r["seeds"] = {str(s): r["seeds"][str(s)] | {"epoch_s": r["seeds"][str(s)]["s_per_step"] * steps_per_epoch(out, row, s)}
                       for s in seeds}
         report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
-    report = settings | {"training_seeds": seeds, "rows": report_rows, "differences": differences(out, rows, seeds, test_split)}
+    report = settings | {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "rows": report_rows,
+                         "differences": differences(out, rows, seeds, test_split)}
+    from .evidence import archive_path, row_errors, write_archive
+
+    # the per-utterance errors behind every number and interval, beside the JSON (`speechrq.studies.evidence.recheck_compare`)
+    write_archive(archive_path(out / "compare.json"), {row["name"]: {
+        "comparison": out.name, "quantizer": row["quantizer"], "input": row["input"],
+        "splits": row_errors(out, row, seeds, ["dev", test_split])} for row in rows}, seeds, test_split)
     atomic_write_json(out / "compare.json", report)
     atomic_write_text(out / "compare.md", format_compare(report))
     return report
+
+
+SEEDS_DRIVE = ("replicate seed s: the quantizer's frame sample, k-means initialisations and RPQ subsets (quantizer seed "
+               "= --seed + s), the ASR model's initialisation, data order and dropout (train.seed = s)")
 
 
 def summarize_seeds(per_seed: dict) -> dict:
@@ -183,7 +210,7 @@ def summarize_seeds(per_seed: dict) -> dict:
 
     first = runs[0]
     return {"cer": statistics.fmean(r["cer"] for r in runs), "cer_std": spread("cer"), "wer": statistics.fmean(r["wer"] for r in runs),
-            "wer_std": spread("wer"), "s_per_step": statistics.fmean(r["s_per_step"] for r in runs),
+            "wer_std": spread("wer"), "cer_dev": statistics.fmean(r["cer_dev"] for r in runs), "cer_dev_std": spread("cer_dev"), "s_per_step": statistics.fmean(r["s_per_step"] for r in runs),
             "epoch_s": statistics.fmean(r["epoch_s"] for r in runs), "bits_per_second": first["bits_per_second"],
             "steps": first["steps"], "utterances": first["utterances"], "jobs": max(r["jobs"] for r in runs),
             "decoding": first["decoding"], "final_loss": statistics.fmean(r["final_loss"] for r in runs if r["final_loss"] is not None)
@@ -226,7 +253,8 @@ def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
 
 def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) -> list[dict]:
     """Every PQ, RPQ and continuous row against every k-means row: CER and WER difference (row − k-means; negative is
-    better) with a 95% bootstrap interval over test utterances and training seeds."""
+    better) with a 95% t-interval over replicate seeds and test utterances; the verdicts after Holm's rule over these
+    CER comparisons (one family; per language, one family per language)."""
     baselines = [r for r in rows if r["quantizer"]["kind"] == "kmeans" and r["input"] != "continuous"]
     others = [r for r in rows if r not in baselines]
     errors = {r["name"]: _errors(out, r, seeds, test_split) for r in baselines + others}
@@ -234,13 +262,25 @@ def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) 
     for base in baselines:
         for row in others:
             what = f"{out}: {row['name']} and {base['name']}"
-            d = {"row": row["name"], "baseline": base["name"]} | paired_difference(errors[base["name"]], errors[row["name"]], what, test_split)
+            pair = shares_draw(base, row)
+            d = {"row": row["name"], "baseline": base["name"]} | paired_difference(errors[base["name"]], errors[row["name"]], what,
+                                                                                    test_split, pair)
             languages = errors[base["name"]][5]
             if len(set(languages) - {None}) > 1:  # each language's utterances on their own
                 d["by_language"] = {lang: paired_difference(_subset(errors[base["name"]], lang), _subset(errors[row["name"]], lang),
-                                                            what, test_split) for lang in sorted(set(languages) - {None})}
+                                                            what, test_split, pair) for lang in sorted(set(languages) - {None})}
             out_rows.append(d)
-    return out_rows
+    return family(out_rows, "each row against each k-means row")
+
+
+def family(entries: list[dict], name: str) -> list[dict]:
+    """Holm's rule over the CER differences of ``entries`` (one table), and over each language's on their own."""
+    from .significance import apply_family
+
+    apply_family(entries, name)
+    for lang in sorted({lang for e in entries for lang in e.get("by_language", {})}):
+        apply_family([e["by_language"][lang] for e in entries if lang in e.get("by_language", {})], f"{name}, {lang}")
+    return entries
 
 
 def _subset(errors: tuple, language: str) -> tuple:
@@ -250,17 +290,23 @@ def _subset(errors: tuple, language: str) -> tuple:
     return ce[:, keep], cl[keep], we[:, keep], wl[keep], [ids[k] for k in keep], [language] * len(keep)
 
 
-def paired_difference(a, b, what: str, test_split: str) -> dict:
-    """``b − a`` in CER and WER (negative: ``b`` is better) from two rows' :func:`_errors`, with bootstrap intervals and
-    the verdict; ``what`` names the pair in the error raised when they scored different utterances."""
-    from .significance import bootstrap_difference, difference_verdict
+def paired_difference(a, b, what: str, test_split: str, paired: bool = False) -> dict:
+    """``b − a`` in CER and WER (negative: ``b`` is better) from two rows' :func:`_errors` (paired over test utterances),
+    with t-intervals over replicate seeds and utterances (:func:`~speechrq.studies.significance.difference_interval`;
+    ``paired``: seed ``s`` of both rows shares its quantizer draw); the verdict is set by :func:`family` over the table.
+    ``what`` names the pair in the error raised when they scored different utterances."""
+    from .significance import difference_interval
 
     ac, al, aw, awl, aids = a[:5]
     bc, _, bw, _, bids = b[:5]
     if aids != bids:
         raise SpeechrqError(f"{what} scored different {test_split} utterances")
-    cer = bootstrap_difference(ac, bc, al)
-    return {"cer": cer, "wer": bootstrap_difference(aw, bw, awl, seed=1), "verdict": difference_verdict(cer)}
+    return {"cer": difference_interval(ac, bc, al, paired), "wer": difference_interval(aw, bw, awl, paired)}
+
+
+def shares_draw(a: dict, b: dict) -> bool:
+    """Whether seed ``s`` of rows ``a`` and ``b`` read one quantizer fit (k-means raw, de-duplicated, BPE, continuous)."""
+    return _slug(a["quantizer"]) == _slug(b["quantizer"])
 
 
 def steps_per_epoch(out: Path, spec: dict, seed: int) -> int:
@@ -272,7 +318,7 @@ def steps_per_epoch(out: Path, spec: dict, seed: int) -> int:
 
     run = run_dir(out, spec, seed)
     cfg = load_config(ASRConfig, run / "config.yaml")
-    cuts = UnitSource(out / "units" / _slug(spec["quantizer"]) / "corpus").cuts(cfg.data.train_split).to_eager()
+    cuts = UnitSource(units_dir(out, spec["quantizer"], seed) / "corpus").cuts(cfg.data.train_split).to_eager()
     sampler = make_sampler(cuts, cfg.data.max_duration, shuffle=True, seed=seed, num_buckets=cfg.data.num_buckets)
     sampler.set_epoch(0)
     return sum(1 for _ in sampler) // max(cfg.optim.accum_steps, 1)
@@ -302,7 +348,7 @@ def _train_and_decode(task: dict) -> dict:
     from ..units.run import recorded_frame_ms
 
     row, out, progress, dec = task["row"], Path(task["out"]), task["progress"], task["decoding"]
-    units = out / "units" / _slug(row["quantizer"])
+    units = units_dir(out, row["quantizer"], task["seed"])
     run = run_dir(out, row, task["seed"])
     if progress:
         print(f"compare: {row['name']}, training seed {task['seed']}", flush=True)
@@ -313,16 +359,22 @@ def _train_and_decode(task: dict) -> dict:
     numbers = training_numbers(metrics)
     s_per_step = numbers["s_per_step"]
     source = UnitSource(units / "corpus")
-    result = decode_split(Recognizer(run), source.cuts(task["test_split"]), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
-    char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
-    word_errors, words = utterance_errors(result["refs"], result["hyps"], "word")
-    atomic_write_json(run / f"errors_{task['test_split']}.json", {"ids": result["ids"], "char_errors": char_errors, "chars": chars,
-                                                                  "word_errors": word_errors, "words": words, "decoding": dec,
-                                                                  "languages": result["languages"]})
+    recognizer = Recognizer(run)
+    scored = {}
+    for split in dict.fromkeys(["dev", task["test_split"]]):  # dev for every choice a table makes, test for what it reports
+        result = decode_split(recognizer, source.cuts(split), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
+        char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
+        word_errors, words = utterance_errors(result["refs"], result["hyps"], "word")
+        atomic_write_json(run / f"errors_{split}.json", {"ids": result["ids"], "char_errors": char_errors, "chars": chars,
+                                                         "word_errors": word_errors, "words": words, "decoding": dec,
+                                                         "languages": result["languages"]})
+        scored[split] = result
+    dev, result = scored["dev"], scored[task["test_split"]]
     quant = UnitQuantizer.load(units)
     bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
     frames_per_s = 1000 / recorded_frame_ms(quant.source)  # 50 for 20 ms units, 25 for 40 ms
-    return {"cer": result["cer"], "wer": result["wer"], "utterances": result["utterances"], "s_per_step": s_per_step,
+    return {"cer": result["cer"], "wer": result["wer"], "cer_dev": dev["cer"], "wer_dev": dev["wer"], "utterances": result["utterances"],
+            "quantizer_seed": task["quantizer_seed"], "train_seed": task["seed"], "s_per_step": s_per_step,
             "epoch_s": s_per_step * steps_per_epoch(out, row, task["seed"]), "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
             "final_loss": numbers["final_loss"], "run": str(run), "decoding": dec, "jobs": task["jobs"]} | (
                 {"cer_by_language": result["cer_by_language"]} if "cer_by_language" in result else {})
@@ -342,6 +394,8 @@ def format_compare(report: dict) -> str:
         cer = f"{r['cer']:.2f} ± {r['cer_std']:.2f}" if spread else f"{r['cer']:.2f}"
         wer = f"{r['wer']:.2f} ± {r['wer_std']:.2f}" if spread else f"{r['wer']:.2f}"
         lines.append(f"| {name} | {cer} | {wer} | " + (f"{r['epoch_s']:.1f} | " if timed else "") + f"{r['bits_per_second']:.0f} |")
+    if report.get("seeds_drive"):
+        lines += ["", f"Seeds: {report['seeds_drive']}."]
     if not timed and report.get("timings_removed"):
         lines += ["", f"Times per epoch: not shown. {report['timings_removed']}"]
     if (langs := sorted({lang for r in report["rows"].values() for lang in r.get("cer_by_language", {})})):
@@ -356,23 +410,36 @@ def format_compare(report: dict) -> str:
     if timed and (shared := sorted({r.get("jobs", 1) for r in report["rows"].values()} - {1})):
         lines += ["", f"Times per epoch were measured with {' or '.join(map(str, shared))} trainings side by side (`--jobs`)."]
     if report.get("differences"):
-        lines += ["", "Each row against each k-means row (CER difference, row − k-means: negative is better; 95% bootstrap "
-                  "interval over test utterances" + (" and training seeds" if spread else "; one training seed, so training noise "
-                                                     "is not in it") + "):", "",
-                  "| row | against | ΔCER | 95% interval | ΔWER | verdict |", "|---|---|---|---|---|---|"]
+        from .significance import FAMILY_RULE, METHOD
+
+        new = any("p" in d["cer"] for d in report["differences"]) or not spread
+        how = (f"95% {METHOD}; verdicts by {FAMILY_RULE}" if new else "95% bootstrap over test utterances and training seeds, "
+               "each interval judged on its own; made before issue 35, with one quantizer draw for every training seed")
+        lines += ["", f"Each row against each k-means row (ΔCER = row − k-means, ↓ lower is better; {how}"
+                  + ("" if spread else "; one training seed gives no interval and no verdict") + "):", "",
+                  "| row | against | ΔCER | 95% interval | Holm p | ΔWER | verdict |", "|---|---|---|---|---|---|---|"]
         for d in report["differences"]:
             c, w = d["cer"], d["wer"]
-            lines.append(f"| {d['row']} | {d['baseline']} | {c['difference']:+.2f} | [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | "
+            lines.append(f"| {d['row']} | {d['baseline']} | {c['difference']:+.2f} | {interval_text(c)} | {p_text(d.get('p_holm'))} | "
                          f"{w['difference']:+.2f} | {d['verdict']} |")
         if (by := [d for d in report["differences"] if d.get("by_language")]):
             langs = sorted({lang for d in by for lang in d["by_language"]})
             lines += ["", "The same differences per language (ΔCER [95% interval]):", "",
                       "| row | against | " + " | ".join(langs) + " |", "|---" * (len(langs) + 2) + "|"]
             for d in by:
-                cells = [(lambda c: f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]")(d["by_language"][lang]["cer"])
+                cells = [(lambda c: f"{c['difference']:+.2f} {interval_text(c)}")(d["by_language"][lang]["cer"])
                          if lang in d["by_language"] else "-" for lang in langs]
                 lines.append(f"| {d['row']} | {d['baseline']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def interval_text(c: dict) -> str:
+    """``[lo, hi]`` of a difference, or ``(one seed)`` where there is none."""
+    return f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" if c.get("ci") else "(one seed)"
+
+
+def p_text(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3f}" if p >= 0.001 else "<0.001"
 
 
 def parse_rpq(text: str, alpha: float, flag: str = "--rpq") -> list[tuple[int, float]]:

@@ -4,12 +4,15 @@ For each pre-training seed ``s`` a BEST-RQ parent is trained for the budget
 (``OUT/seed{s}/bestrq``, every tenth of the budget checkpointed); every Latent-RQ
 arm branches from that seed's parent (Figure 2: the student starts from the
 parent's checkpoint, θ is its encoder) and ends at the same total step, with
-``train.seed = s`` (data order, masks, heads). The strong-θ pair continues a
+``train.seed = s`` (initialisation, data order, masks, heads) and ``quantizer.seed = 1234 + s`` (the random
+projections and codebooks): each seed redraws every random part (:data:`SEEDS_DRIVE`). The paper's design
+(Sec. 4.1: middle layers, θ refreshed at 20%, 50% and 80% of the budget) is its own arm, the headline. The strong-θ pair continues a
 given checkpoint (the shipped reference) for the same number of steps with Mel
 targets (``branch_targets: mel``) and with its own latent targets. Every final
 encoder is probed (probe seeds inside), and each arm is reported as mean ±
 standard deviation over pre-training seeds, with the paired difference to
-BEST-RQ (same seed) and its 95% t-interval. The ``ft`` probe (200 fine-tuning steps, minutes
+BEST-RQ (same seed) and its 95% paired t-interval over pre-training seeds, the verdicts after Holm's rule
+over the table's comparisons (:mod:`speechrq.studies.significance`). The ``ft`` probe (200 fine-tuning steps, minutes
 each) and Figure 3's intermediate points run one probe seed each by default (``ft_probe_seeds``,
 ``curve_probe_seeds``): their spread is the one over pre-training seeds.
 
@@ -31,7 +34,10 @@ from ..errors import SpeechrqError
 from ..io import atomic_write_json, atomic_write_text
 
 LOWER_IS_BETTER = {"pr", "ft", "asr"}
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided, by degrees of freedom
+QUANTIZER_SEED = 1234  # seed s draws its projections and codebooks with quantizer.seed = QUANTIZER_SEED + s
+SEEDS_DRIVE = (f"pre-training seed s: train.seed = s (initialisation, data order, masks, heads) and quantizer.seed = "
+               f"{QUANTIZER_SEED} + s (random projections and codebooks); probe seeds inside each")
+PAPER_ARM = "paper's design"
 
 
 def arms(steps: int, middle: list[int], best: list[int]) -> dict[str, dict]:
@@ -43,6 +49,8 @@ def arms(steps: int, middle: list[int], best: list[int]) -> dict[str, dict]:
         f"Latent-RQ layers {middle} (middle, branch 50%)": {"branch": half, "set": fixed(middle)},
         f"Latent-RQ layers {best} (ranked best, branch 50%)": {"branch": half, "set": fixed(best)},
         "Latent-RQ layers auto (branch 50%)": {"branch": half, "set": ["targets.layers=auto"]},
+        f"Latent-RQ layers {middle}, {PAPER_ARM} (20/50/80%)": {"branch": steps // 5,
+                                                                 "set": [*fixed(middle), f"targets.refresh_at=[{paper[0]},{paper[1]}]"]},
         f"Latent-RQ layers {best}, paper schedule (20/50/80%)": {"branch": steps // 5,
                                                                    "set": [*fixed(best), f"targets.refresh_at=[{paper[0]},{paper[1]}]"]},
         f"Latent-RQ layers {best}, lr continues": {"branch": half, "set": [*fixed(best), "targets.lr_after_refresh=continue"]},
@@ -70,23 +78,42 @@ def summarize(values: dict[int, float]) -> dict:
 
 
 def paired(arm: dict[int, float], base: dict[int, float], lower_is_better: bool) -> dict | None:
-    """Improvement over the base, paired by seed (positive = better), with its 95% t-interval."""
+    """Improvement over the base, paired by seed (positive = better), with its 95% t-interval on n − 1 degrees of
+    freedom and two-sided p (:func:`~speechrq.studies.significance.seed_difference`); the verdict is this comparison's
+    alone until :func:`family` applies Holm over its table. ``None`` with fewer than 2 shared seeds."""
+    from .significance import seed_difference, verdict
+
     seeds = sorted(set(arm) & set(base))
     if len(seeds) < 2:
         return None
-    d = [(base[s] - arm[s]) if lower_is_better else (arm[s] - base[s]) for s in seeds]
-    mean, sd = statistics.fmean(d), statistics.stdev(d)
-    half = T95.get(len(d) - 1, 1.96) * sd / math.sqrt(len(d))
-    verdict = "better" if mean - half > 0 else "worse" if mean + half < 0 else "within noise"
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(d), "verdict": verdict}
+    sign = -1.0 if lower_is_better else 1.0  # improvement: positive is better
+    d = seed_difference([sign * base[s] for s in seeds], [sign * arm[s] for s in seeds], paired=True)
+    return {"mean": d["difference"], "ci95": d["ci"], "n": len(seeds), "p": d["p"],
+            "verdict": verdict(d, d["p"] <= 0.05, lower_is_better=False)}
+
+
+def family(cells: list[dict], name: str) -> None:
+    """Holm's rule over the ``vs_base`` comparisons ``cells`` of one table: each gets ``p_holm``, ``family`` and its
+    verdict (``better``/``worse`` only when Holm rejects)."""
+    from .significance import FAMILY_ALPHA, FAMILY_RULE, holm_adjusted, verdict
+
+    adjusted = holm_adjusted([c["p"] for c in cells])
+    for c, p in zip(cells, adjusted):
+        c["p_holm"], c["family"] = p, {"name": name, "size": len(cells), "rule": FAMILY_RULE}
+        c["verdict"] = verdict({"ci": c["ci95"], "difference": c["mean"]}, p <= FAMILY_ALPHA, lower_is_better=False)
 
 
 def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: str | Path, out: str | Path, seeds: list[int], steps: int,
                  best_layers: list[int], tasks: list[str], probe_seeds: int = 3, reference: str | Path | None = None,
                  reference_layers: list[int] | None = None, reference_set: list[str] = (), progress: bool = True,
                  ft_arms: list[str] | None = None, epochs: int = 30, ft_steps: int = 200, ft_probe_seeds: int = 1,
-                 curve_probe_seeds: int = 1, middle_layers: list[int] = (1, 2)) -> dict:
-    """Train every arm for every seed (reusing finished runs), probe the final encoders, write ``OUT/study.{json,md}``."""
+                 curve_probe_seeds: int = 1, middle_layers: list[int] = (1, 2), only_arms: list[str] | None = None,
+                 reference_steps: int | None = None) -> dict:
+    """Train every arm for every seed (reusing finished runs), probe the final encoders, write ``OUT/study.{json,md}``.
+
+    ``only_arms``: the arms to run besides BEST-RQ (default: all of :func:`arms`). ``reference_steps``: how long the
+    strong-θ pair continues the reference (default: half the budget), every tenth checkpointed and probed for its own
+    Figure 3 curve."""
     from ..encoders import load_encoder
     from ..evaluate.finetune import FinetuneConfig
     from ..evaluate.run import evaluate
@@ -97,12 +124,19 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
         raise SpeechrqError(f"--steps {steps}: a positive multiple of 10 (branch points are tenths of the budget)")
     load_config(PretrainConfig, latent_config, [f"data.corpus={corpus}"])  # checked before any work
     plan = arms(steps, list(middle_layers), list(best_layers))
+    if only_arms is not None:
+        if (unknown := [a for a in only_arms if a not in plan]):
+            raise SpeechrqError(f"--arms: no arm named {', '.join(map(repr, unknown))}; the arms are: {'; '.join(plan)}")
+        plan = {name: arm for name, arm in plan.items() if name == "BEST-RQ" or name in only_arms}
+    reference_steps = reference_steps or steps // 2
+    if reference_steps < 1:
+        raise SpeechrqError(f"--reference-steps {reference_steps}: must be >= 1")
     if ft_arms is not None and (unknown := [a for a in ft_arms if a not in plan and not a.startswith("reference")]):
         raise SpeechrqError(f"--ft-arms: no arm named {', '.join(map(repr, unknown))}; the arms are: {'; '.join(plan)}")
     finals: dict[str, dict[int, Path]] = {name: {} for name in plan}
     for seed in seeds:
         root = out / f"seed{seed}"
-        parent = _train(parent_config, corpus, root / "bestrq", [f"optim.max_steps={steps}", f"train.seed={seed}",
+        parent = _train(parent_config, corpus, root / "bestrq", [f"optim.max_steps={steps}", f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}",
                                                                  f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
         finals["BEST-RQ"][seed] = parent
         for name, arm in plan.items():
@@ -112,15 +146,16 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
             if not start.exists():
                 raise SpeechrqError(f"{start}: missing; the parent keeps every tenth of the budget")
             finals[name][seed] = _train(latent_config, corpus, root / _slug(name), [
-                *arm["set"], f"targets.init_from={start}", f"optim.max_steps={steps}", f"train.seed={seed}",
+                *arm["set"], f"targets.init_from={start}", f"optim.max_steps={steps}", f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}",
                 f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
         if reference is not None:  # the strong θ: the reference continued for half the budget, Mel against its latent targets
             ref_step = int(read_meta(reference)["step"])
-            common = [*reference_set, f"targets.init_from={reference}", f"optim.max_steps={ref_step + steps // 2}", f"train.seed={seed}",
-                      f"train.checkpoint_every={steps // 10}", "train.keep_last=6"]
+            common = [*reference_set, f"targets.init_from={reference}", f"optim.max_steps={ref_step + reference_steps}",
+                      f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}",
+                      f"train.checkpoint_every={max(1, reference_steps // 10)}", "train.keep_last=11"]
             layers = reference_layers or best_layers
-            for name, extra in ((f"reference + {steps // 2} BEST-RQ steps", ["targets.branch_targets=mel"]),
-                                (f"reference + {steps // 2} Latent-RQ steps, layers {layers}",
+            for name, extra in ((f"reference + {reference_steps} BEST-RQ steps", ["targets.branch_targets=mel"]),
+                                (f"reference + {reference_steps} Latent-RQ steps, layers {layers}",
                                  [f"targets.layers=[{','.join(map(str, layers))}]"])):
                 finals.setdefault(name, {})[seed] = _train(latent_config, corpus, root / _slug(name), [*extra, *common], progress)
     encoders, where = {}, {}
@@ -156,14 +191,26 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
         for task, cell in row.items():
             if task in table[base]:
                 cell["vs_base"] = paired(cell["per_seed"], table[base][task]["per_seed"], task in LOWER_IS_BETTER)
-    best_arm = next(n for n in plan if "ranked best, branch" in n)
-    paper_arm = next(n for n in plan if "paper schedule" in n)
+    family([c["vs_base"] for row in table.values() for c in row.values() if c.get("vs_base")], "arms against their base")
+    best_arm = next((n for n in plan if "ranked best, branch" in n), None)
+    paper_arm = next((n for n in plan if PAPER_ARM in n), None)
+    points = {"BEST-RQ": [steps // 2, steps * 4 // 5]} | ({paper_arm: [steps // 2, steps * 4 // 5]} if paper_arm else {}) | (
+        {best_arm: [steps * 3 // 5, steps * 4 // 5]} if best_arm else {})
+    if reference is not None:  # the strong-θ pair's own Figure 3: every tenth of its continuation
+        ref_step = int(read_meta(reference)["step"])
+        tenths = sorted({ref_step + reference_steps * i // 10 for i in range(1, 10)} - {ref_step})
+        points |= {name: tenths for name in finals if name.startswith("reference")}
     extras = {"theta_ranking": theta_rankings(out, corpus, seeds, steps // 2, reference),
-              "curves": curves(out, corpus, finals, {"BEST-RQ": [steps // 2, steps * 4 // 5], paper_arm: [steps // 2, steps * 4 // 5],
-                                                     best_arm: [steps * 3 // 5, steps * 4 // 5]}, curve_probe_seeds, progress, epochs)}
-    extras["convergence"] = convergence(finals, extras["curves"], table, "BEST-RQ", best_arm, seeds, steps)
-    extras["stage_gains"] = stage_gains(extras["curves"], table, "BEST-RQ", paper_arm, [steps // 2, steps * 4 // 5, steps], seeds)
-    report = {"steps": steps, "seeds": seeds, "best_arm": best_arm, "paper_arm": paper_arm, **extras, "probe_seeds": probe_seeds,
+              "curves": curves(out, corpus, finals, points, curve_probe_seeds, progress, epochs)}
+    extras["convergence"] = convergence(finals, extras["curves"], table, "BEST-RQ", best_arm, seeds, steps) if best_arm else None
+    extras["stage_gains"] = (stage_gains(extras["curves"], table, "BEST-RQ", paper_arm, [steps // 2, steps * 4 // 5, steps], seeds)
+                             if paper_arm else None)
+    if extras["stage_gains"]:
+        family([g["vs_base"] for g in extras["stage_gains"].values() if g.get("vs_base")], "stage gains")
+    from .significance import FAMILY_RULE
+
+    report = {"steps": steps, "seeds": seeds, "seeds_drive": SEEDS_DRIVE, "family_rule": FAMILY_RULE, "reference_steps": reference_steps,
+              "best_arm": best_arm, "paper_arm": paper_arm, **extras, "probe_seeds": probe_seeds,
               "ft_probe_seeds": ft_probe_seeds, "curve_probe_seeds": curve_probe_seeds, "tasks": tasks, "best_layers": best_layers,
               "middle_layers": list(middle_layers), "reference": str(reference) if reference else None, "arms": table,
               "base": base_names, "runs": {name: {str(s): str(p) for s, p in runs.items()} for name, runs in finals.items()},
@@ -285,7 +332,10 @@ def format_study(report: dict) -> str:
     unit = {"pr": "PR PER ↓", "ft": "FT PER ↓", "sid": "SID acc ↑", "er": "ER acc ↑", "ic": "IC acc ↑"}
     lines = [f"{len(report['seeds'])} pre-training seeds ({', '.join(map(str, report['seeds']))}) × {report['probe_seeds']} probe seeds, "
              f"{report['steps']} steps each; test split; Δ: improvement over the arm's base at the same seed "
-             "(positive = better), 95% t-interval", "",
+             "(positive = better), 95% paired t-interval over pre-training seeds" + (
+                 f"; verdicts by {report['family_rule']}" if report.get("family_rule") else "; each verdict on its own interval "
+                 "(made before issue 35: the quantizer seed fixed at 1234 for every pre-training seed)")
+             + (f". Seeds: {report['seeds_drive']}" if report.get("seeds_drive") else ""), "",
              "| arm | " + " | ".join(f"{unit.get(t, t)} | Δ {t.upper()}" for t in tasks) + " |",
              "|---" * (1 + 2 * len(tasks)) + "|"]
     for name, row in report["arms"].items():
@@ -297,7 +347,8 @@ def format_study(report: dict) -> str:
                 continue
             cells.append(f"{c['mean']:.2f} ± {c['std']:.2f}")
             v = c.get("vs_base")
-            cells.append(f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] {v['verdict']}" if v else "base")
+            holm = f" Holm p {v['p_holm']:.3f}" if v and v.get("p_holm") is not None else ""
+            cells.append(f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]{holm} {v['verdict']}" if v else "base")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     gains = report.get("stage_gains") or {}
     if gains:
@@ -357,7 +408,11 @@ def plot_study(report: dict, path: Path) -> None:
     from ..io import atomic_path
 
     tasks, names = report["tasks"], list(report["arms"])
-    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.2 * (len(tasks) + 1), 4.6), squeeze=False)
+    curves = report.get("curves") or {}
+    panels = [("the budget's arms", {a: p for a, p in curves.items() if not a.startswith("reference")})]
+    if (strong := {a: p for a, p in curves.items() if a.startswith("reference")}):
+        panels.append(("strong θ: the reference continued", strong))
+    fig, axes = plt.subplots(1, len(tasks) + len(panels), figsize=(4.2 * (len(tasks) + len(panels)), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         ys = [(i, report["arms"][n][task]) for i, n in enumerate(names) if task in report["arms"][n]]
         ax.errorbar([i for i, _ in ys], [c["mean"] for _, c in ys], yerr=[c["std"] for _, c in ys], fmt="o", capsize=3)
@@ -367,16 +422,19 @@ def plot_study(report: dict, path: Path) -> None:
         ax.set_xticklabels([f"{i}" for i in range(len(names))], fontsize=7)
         ax.set_title(f"{task.upper()} ({'↓' if task in LOWER_IS_BETTER else '↑'})")
         ax.grid(alpha=0.3)
-    ax = axes[0][-1]
-    for arm, points in (report.get("curves") or {}).items():
-        steps = sorted(points, key=int)
-        xs = [int(s) for s in steps] + [report["steps"]]
-        ys = [statistics.fmean(points[s].values()) for s in steps] + [report["arms"][arm]["pr"]["mean"]]
-        ax.plot(xs, ys, marker="o", label=arm[:40])
-    ax.set_xlabel("cumulative pre-training step")
-    ax.set_ylabel("PR PER (%) ↓")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
+    for ax, (title, group) in zip(axes[0][len(tasks):], panels):  # Figure 3: PR over cumulative steps, mean over seeds
+        for arm, points in group.items():
+            steps = sorted(points, key=int)
+            # a strong-θ arm's points are every tenth of its continuation: its budget ends one tenth after the last
+            last = int(steps[-1]) + int(steps[1]) - int(steps[0]) if arm.startswith("reference") and len(steps) > 1 else report["steps"]
+            xs = [int(s) for s in steps] + [last]
+            ys = [statistics.fmean(points[s].values()) for s in steps] + [report["arms"][arm]["pr"]["mean"]]
+            ax.plot(xs, ys, marker="o", label=arm[:48])
+        ax.set_title(f"Figure 3: {title}", fontsize=9)
+        ax.set_xlabel("cumulative pre-training step")
+        ax.set_ylabel("PR PER (%) ↓")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
     fig.text(0.01, 0.01, "  ".join(f"{i}: {n}" for i, n in enumerate(names)), fontsize=6, wrap=True)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     with atomic_path(path) as tmp:

@@ -48,7 +48,8 @@ def headline(results: dict, run_name: str, task: str, minutes: dict[int, float],
     base = {b: models[b]["tasks"][task] for b in BASELINES if b in models and task in models[b]["tasks"]}
     if not base:
         raise SpeechrqError(f"quality: no baseline scored {task}")
-    strongest = min(base, key=lambda b: base[b]["test"])  # error rates: lower is stronger
+    # the stronger baseline is chosen on dev (error rates: lower is stronger) and reported on test
+    strongest = min(base, key=lambda b: base[b]["dev"])
     floor, floor_std = base[strongest]["test"], base[strongest]["test_std"]
     points = sorted((m["step"], name) for name, m in models.items() if name.rsplit("@", 1)[0] == run_name and task in m["tasks"])
     curve, first = [], None
@@ -57,7 +58,7 @@ def headline(results: dict, run_name: str, task: str, minutes: dict[int, float],
         margin = floor - r["test"]
         noise = floor_std + r["test_std"]
         wall = minutes.get(step, max([m for s, m in minutes.items() if s <= step], default=0.0))
-        curve.append({"step": step, "minutes": wall, "error": r["test"], "std": r["test_std"], "margin": margin,
+        curve.append({"step": step, "minutes": wall, "error": r["test"], "dev_error": r["dev"], "std": r["test_std"], "margin": margin,
                       "beyond_noise": margin > noise})
         if first is None and margin > noise:
             first = curve[-1]
@@ -65,7 +66,7 @@ def headline(results: dict, run_name: str, task: str, minutes: dict[int, float],
     return {"task": task, "metric": base[strongest]["metric"], "baselines": {b: {"error": v["test"], "std": v["test_std"]}
                                                                              for b, v in base.items()},
             "stronger_baseline": strongest, "curve": curve, "first_beyond_noise": first, "demo_step": demo_step, "at_demo_step": at_demo,
-            "best": min(curve, key=lambda c: c["error"]) if curve else None}
+            "best": min(curve, key=lambda c: c["dev_error"]) if curve else None}
 
 
 def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, steps: int, every: int, tasks: list[str],

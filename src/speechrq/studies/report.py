@@ -45,22 +45,29 @@ def _load(path: Path, validate) -> dict | None:
 
 
 def _interval(v: dict | None) -> str:
-    return f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] (95%, {v['n']} seeds)" if v else "-"
+    if not v:
+        return "-"
+    holm = f"; Holm p {v['p_holm']:.3f} in a family of {v['family']['size']}" if v.get("family") and v.get("p_holm") is not None else ""
+    return f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] (95% paired t, {v['n']} seeds{holm})"
 
 
 def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
     """Latent-RQ's claims from the seeded study (and the demo's own probes)."""
     rows = []
     best = study["best_arm"] if study else None
-    for task, what in (("pr", "Latent-RQ beats BEST-RQ on phone recognition (the paper: ASR/PR) at equal steps"),
-                       ("sid", "Latent-RQ beats BEST-RQ on SID at equal steps")):
-        cell = study["arms"][best].get(task) if study else None
-        v = cell.get("vs_base") if cell else None
-        base = study["arms"]["BEST-RQ"].get(task) if study else None
-        number = (f"{best}: {cell['mean']:.2f} ± {cell['std']:.2f} against BEST-RQ {base['mean']:.2f} ± {base['std']:.2f}"
-                  if cell and base else "-")
-        rows.append({"paper": "Latent-RQ", "claim": what, "number": number, "noise": _interval(v),
-                     "verdict": verdict(v["mean"], *v["ci95"]) if v else MISSING, "source": "docs/latent_study.json"})
+    paper_arm = study["paper_arm"] if study else None
+    # the paper's design is the claim's arm; the ranked-best layers (one branch at 50%) are an ablation, named as such
+    arms = [(paper_arm, "")] + ([(best, ", ablation: ranked-best layers, one branch at 50%")] if best and best != paper_arm else [])
+    for arm, label in arms:
+        for task, what in (("pr", "Latent-RQ beats BEST-RQ on phone recognition (PER ↓; the paper reports ASR WER) at equal steps"),
+                           ("sid", "Latent-RQ beats BEST-RQ on SID (accuracy ↑) at equal steps")):
+            cell = study["arms"][arm].get(task) if study and arm in study["arms"] else None
+            v = cell.get("vs_base") if cell else None
+            base = study["arms"]["BEST-RQ"].get(task) if study else None
+            number = (f"{arm}: {cell['mean']:.2f} ± {cell['std']:.2f} against BEST-RQ {base['mean']:.2f} ± {base['std']:.2f}"
+                      if cell and base else "-")
+            rows.append({"paper": "Latent-RQ", "claim": what + label, "number": number, "noise": _interval(v),
+                         "verdict": _seeded(v) if v else MISSING, "source": "docs/latent_study.json"})
     gains = (study or {}).get("stage_gains") or {}
     if gains:
         ends = sorted(gains, key=int)
@@ -68,11 +75,11 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
         first, last = gains[ends[0]], gains[ends[-1]]
         grow = [gains[e]["vs_base"] for e in ends]
         final = last.get("vs_base")
-        # held: a gain beyond noise at the last stage that grew from the first; against: a loss beyond noise at the end
-        held = bool(final) and final["ci95"][0] > 0 and last["mean"] > first["mean"]
-        against = bool(final) and final["ci95"][1] < 0
+        # held: a gain beyond noise (after the family rule) at the last stage that grew from the first; against: a loss
+        held = bool(final) and final["verdict"] == "better" and last["mean"] > first["mean"]
+        against = bool(final) and final["verdict"] == "worse"
         v = HELD if held else AGAINST if against else NOISE
-        rows.append({"paper": "Latent-RQ", "claim": "gains over BEST-RQ grow with the stages, then saturate (PR, paper schedule)",
+        rows.append({"paper": "Latent-RQ", "claim": f"gains over BEST-RQ grow with the stages, then saturate (PR, {study['paper_arm']})",
                      "number": f"PR gain at each stage end, {number}", "noise": "; ".join(_interval(g) for g in grow), "verdict": v,
                      "source": "docs/latent_study.json (stage_gains)"})
     else:
@@ -89,7 +96,7 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
         rows.append({"paper": "Latent-RQ", "claim": "middle layers of θ make the best targets (Table 2)",
                      "number": f"PR with middle layers {study['middle_layers']}: {a['mean']:.2f} ± {a['std']:.2f}; with "
                                f"{study['best_layers']}: {b['mean']:.2f} ± {b['std']:.2f}" if a and b else "-",
-                     "noise": _interval(diff), "verdict": verdict(diff["mean"], *diff["ci95"]) if diff else MISSING,
+                     "noise": _interval(diff), "verdict": _seeded(diff) if diff else MISSING,
                      "source": "docs/latent_study.json"})
     rank = (study or {}).get("theta_ranking") or {}
     if rank:
@@ -114,7 +121,7 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
                   + (f"; the 4000-step reference: {ref_top} {rank[ref_top]['reference']['phones']:.1f} against Mel {ref['phones']:.1f}"
                      if ref else ""))
         rows.append({"paper": "Latent-RQ", "claim": "latent targets separate phones better than Mel targets (Figures 5, 6)",
-                     "number": number, "noise": _interval(v), "verdict": verdict(v["mean"], *v["ci95"]) if v else UNKNOWN,
+                     "number": number, "noise": _interval(v), "verdict": _seeded(v) if v else UNKNOWN,
                      "source": "docs/latent_study.json (theta_ranking; `speechrq targets rank`, same N codebooks per source)"})
     conv = (study or {}).get("convergence") or {}
     if conv.get("per_seed"):
@@ -159,28 +166,42 @@ def _compare_claims(c: dict, name: str, source: str) -> list[dict]:
         if not found:
             continue
         b = c["rows"][base]
-        number = "; ".join(f"{d['row']} {c['rows'][d['row']]['cer']:.2f} ({d['cer']['difference']:+.2f} "
-                           f"[{d['cer']['ci'][0]:+.2f}, {d['cer']['ci'][1]:+.2f}])" for d in found) + f" against {base} {b['cer']:.2f} (test CER)"
+        number = "; ".join(f"{d['row']} {c['rows'][d['row']]['cer']:.2f} ({_ci(d)})" for d in found) + f" against {base} {b['cer']:.2f} (test CER)"
         verdicts = {d["verdict"] for d in found}
         if len(seeds) < 2:
-            v = f"{UNKNOWN}: one training seed, the intervals hold utterance noise only"
+            v = f"{UNKNOWN}: one training seed"
         else:
             v = HELD if verdicts == {"better"} else AGAINST if verdicts == {"worse"} else NOISE if verdicts == {"within noise"} else \
                 "mixed: " + ", ".join(f"{d['row']} {d['verdict']}" for d in found)
         rows.append({"paper": "RPQ", "claim": f"PQ and RPQ units beat k-means units for ASR (Table II; {name} run; against {base})",
-                     "number": number, "noise": f"95% bootstrap over {found[0]['cer']['utterances']} test utterances and "
-                                                f"{len(seeds)} training seed{'s' if len(seeds) > 1 else ''}",
+                     "number": number, "noise": _noise(c) + f" ({found[0]['cer']['utterances']} test utterances)",
                      "verdict": v, "source": source})
     return rows
 
 
 def _seeded(d: dict) -> str:
-    return HELD if d["verdict"] == "better" else AGAINST if d["verdict"] == "worse" else NOISE
+    """A difference's verdict (after its table's family rule, :mod:`speechrq.studies.significance`) as the claim's:
+    ``better`` in the paper's direction is held, ``worse`` against; one seed establishes nothing."""
+    from .significance import ONE_SEED
+
+    return (HELD if d["verdict"] == "better" else AGAINST if d["verdict"] == "worse" else
+            f"{UNKNOWN}: one training seed" if d["verdict"] == ONE_SEED else NOISE)
+
+
+def _noise(t: dict) -> str:
+    """How a table's intervals were made: the rule of issue 35, or the bootstrap before it."""
+    seeds = len(t.get("training_seeds", [0]))
+    if t.get("interval") or any("p" in (d.get("cer") or {}) for d in t.get("differences") or []):
+        from .significance import FAMILY_RULE
+
+        return f"95% t over {seeds} seeds (each its own quantizer draw) and the test utterances; {FAMILY_RULE}"
+    return (f"95% bootstrap over test utterances and {seeds} training seeds, each interval on its own (made before issue 35: one "
+            "quantizer draw for every seed)")
 
 
 def _ci(d: dict) -> str:
     c = d["cer"]
-    return f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]"
+    return f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" if c.get("ci") else f"{c['difference']:+.2f} (one seed)"
 
 
 def tables_claims(t: dict | None, source: str) -> list[dict]:
@@ -188,7 +209,7 @@ def tables_claims(t: dict | None, source: str) -> list[dict]:
     if not t:
         return []
     rows = []
-    noise = f"95% bootstrap over test utterances and {len(t['training_seeds'])} training seeds"
+    noise = _noise(t)
     one = len(t["training_seeds"]) < 2
     for i, base in enumerate(t["baselines"]):
         found = [r for r in t["table2"] if r["kind"] in ("pq", "rpq")]
@@ -318,10 +339,19 @@ def demo_report(demo: str | Path, docs: str | Path = "docs") -> str:
                        _load(docs / "asr_input_kinds_tiny_bestrq.json", schemas.input_kinds),
                        _load(docs / "asr_compare_seeds_tiny_bestrq.json", schemas.compare_claims))
     rows += tables_claims(_load(docs / "rpq_tables_mel.json", schemas.rpq_tables), "docs/rpq_tables_mel.json")
-    lines = ["# What the demo measured against the papers' claims", "",
-             "Every number below is read from the JSON named in its row. Verdicts: *held* (beyond the noise, in the paper's "
-             "direction), *against* (beyond it, the other way), *not at this scale* (within the noise), *not established* "
-             "(no noise estimate: one training seed).", "",
+    from .headline import format_headline, headline_rows
+
+    lines = ["# What the demo measured against the papers' claims", ""]
+    if (docs / "latent_study.json").exists():
+        lines += ["## Headline", "", "Each paper's own design against the strongest baseline it names, on the data named in each row "
+                  "(synthetic speech: the papers' premises, large encoders and hundreds of hours of recordings, do not hold here).", "",
+                  format_headline(headline_rows(docs)), "", "## Every claim", ""]
+    lines += [
+             "Every number below is read from the JSON named in its row. Verdicts: *held* (beyond the noise after the table's "
+             "family rule, in the paper's direction), *against* (beyond it, the other way), *not at this scale* (within the "
+             "noise), *not established* (no noise estimate: one training seed). Intervals are t-intervals over training seeds "
+             "(and test utterances, for error rates), with Holm's rule within each table (speechrq.studies.significance); a table "
+             "made before that rule says so in its noise column.", "",
              "| paper | claim | measured here | noise | verdict | source |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['paper']} | {r['claim']} | {r['number']} | {r['noise']} | **{r['verdict']}** | {r['source']} |" for r in rows]
     figures = [(demo / "curves" / "curves.png", "Figure 3: PR over cumulative steps, stage 0 and stage 1"),

@@ -156,25 +156,15 @@ PAGES = [
 
 HEADLINE_BEGIN = "<!-- headline results: rendered from docs/*.json by `python -m speechrq.studies.results_pages docs --readme README.md` -->"
 HEADLINE_END = "<!-- end of headline results -->"
-HEADLINE_CLAIMS = ("Latent-RQ beats BEST-RQ on phone recognition", "Latent-RQ beats BEST-RQ on SID",
-                   "RPQ at the paper's operating point", "RPQ gets better as M grows", "PQ gets better as M grows")
 
 
 def headline_table(docs: str | Path) -> str:
-    """The README's short results table: the headline claims of both papers, each with the number measured here and its
-    verdict, from the shipped studies' JSON (:mod:`speechrq.studies.report`: the same rows ``speechrq report`` writes)."""
-    from ..schema import load
-    from .report import latent_claims, tables_claims
+    """The README's results table (:mod:`speechrq.studies.headline`: the paper's own arms against the strongest
+    baseline, with interval, direction, relative change, data and the verdict after the family rule), from the shipped
+    studies' JSON; ``speechrq report`` opens with the same rows."""
+    from .headline import format_headline, headline_rows
 
-    docs = Path(docs)
-    rows = (latent_claims(load(docs / "latent_study.json", schemas.latent_study), None)
-            + tables_claims(load(docs / "rpq_tables_mel.json", schemas.rpq_tables), "docs/rpq_tables_mel.json"))
-    chosen = []
-    for key in HEADLINE_CLAIMS:  # the first row of each headline claim (Table II's first comparison: the paper's baseline)
-        chosen += [next(r for r in rows if r["claim"].startswith(key))]
-    lines = [HEADLINE_BEGIN, "", "| paper | claim | measured here | verdict |", "|---|---|---|---|"]
-    lines += [f"| {r['paper']} | {r['claim']} | {r['number']} | **{r['verdict']}** |" for r in chosen]
-    return "\n".join([*lines, "", HEADLINE_END])
+    return "\n".join([HEADLINE_BEGIN, "", format_headline(headline_rows(docs)), "", HEADLINE_END])
 
 
 def update_readme(readme: str | Path, docs: str | Path) -> bool:

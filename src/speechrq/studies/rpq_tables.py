@@ -7,7 +7,8 @@ their rows out as the paper does (RPQ paper, Sec. V):
 - **Table II**: continuous input, the k-means rows, PQ by ``M`` and RPQ by ``M`` (at the α most RPQ rows
   share; on a tie, the one nearest the paper's 0.125), each PQ / RPQ row against the paper's baseline (de-dup + unit BPE) and raw k-means.
 - **Table III**: k-means, RVQ by levels ``V``, PQ and RPQ by ``M``, with input bits/s and time per epoch.
-- **Table IV**: RPQ at its largest ``M`` by α.
+- **Table IV**: RPQ at its largest ``M`` by α, each against the α with the lowest **dev** CER (chosen on dev,
+  reported on test).
 - **Table VII**: for every row, the warm-up steps, the step where the learning rate peaks (read from the
   training log), the optimizer steps one epoch takes (counted from the sampler over the row's units:
   speechrq batches by seconds of audio, so ``M`` cannot change it) and the peak's epoch.
@@ -15,9 +16,10 @@ their rows out as the paper does (RPQ paper, Sec. V):
 - **Per language** (a corpus of several languages, ML-SUPERB's column): each row's CER per language and their
   mean (each language once), and each Table II difference per language.
 
-Every number is a mean ± standard deviation over the training seeds the comparisons share; every
-difference carries a 95% bootstrap interval over test utterances and seeds
-(:mod:`speechrq.studies.significance`) and the verdict it gives.
+Every number is a mean ± standard deviation over the replicate seeds the comparisons share (each seed its own
+quantizer draw and ASR training); every difference carries a 95% t-interval over seeds and test utterances
+(:mod:`speechrq.studies.significance`), and its verdict follows Holm's rule within its table (Tables I, II, III
+and IV are a family each; Table II's per-language differences a family per language).
 """
 
 from __future__ import annotations
@@ -61,19 +63,21 @@ def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
     return {"name": name, "out": str(out), "input": r["input"], "kind": "continuous" if r["input"] == "continuous" else q["kind"],
             "k": q["k"], "M": q["num_subspaces"], "alpha": q.get("alpha"), "cer": statistics.fmean(x["cer"] for x in runs),
             "cer_std": spread("cer"), "wer": statistics.fmean(x["wer"] for x in runs), "wer_std": spread("wer"),
-            "bits_per_second": runs[0]["bits_per_second"], "s_per_step": statistics.fmean(x["s_per_step"] for x in runs),
+            "cer_dev": statistics.fmean(x["cer_dev"] for x in runs), "bits_per_second": runs[0]["bits_per_second"], "s_per_step": statistics.fmean(x["s_per_step"] for x in runs),
             "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)} | _by_language(runs)
 
 
 def _difference(a: dict, b: dict, seeds: list[int], test_split: str) -> dict:
-    """``b − a`` in CER and WER (negative: ``b`` is better) with bootstrap intervals and the verdict."""
-    from .discrete_asr import _errors, _subset, paired_difference
+    """``b − a`` in CER and WER (negative: ``b`` is better) with t-intervals; its verdict comes with its table's family
+    (:func:`~speechrq.studies.discrete_asr.family`). Seeds are paired when both rows read one quantizer fit."""
+    from .discrete_asr import _errors, _subset, paired_difference, shares_draw
 
     ea, eb = _errors(Path(a["out"]), a["spec"], seeds, test_split), _errors(Path(b["out"]), b["spec"], seeds, test_split)
     what = f"{b['name']} ({b['out']}) and {a['name']} ({a['out']})"
-    d = {"row": b["name"], "against": a["name"]} | paired_difference(ea, eb, what, test_split)
+    pair = a["out"] == b["out"] and shares_draw(a["spec"], b["spec"])
+    d = {"row": b["name"], "against": a["name"]} | paired_difference(ea, eb, what, test_split, pair)
     if len(languages := sorted(set(ea[5]) - {None})) > 1:  # each language's utterances on their own
-        d["by_language"] = {lang: paired_difference(_subset(ea, lang), _subset(eb, lang), what, test_split) for lang in languages}
+        d["by_language"] = {lang: paired_difference(_subset(ea, lang), _subset(eb, lang), what, test_split, pair) for lang in languages}
     return d
 
 
@@ -149,9 +153,16 @@ def rpq_tables(outs: list[str | Path], progress: bool = False) -> dict:
     table3 = [r | {"differences": [_difference(b, r, seeds, test_split) for b in baselines]} for r in rvq + pq + rpq]
     top = max((r["M"] for r in main if r["kind"] == "rpq"), default=None)
     table4 = sorted((r for r in main if r["kind"] == "rpq" and r["M"] == top), key=lambda r: r["alpha"])
-    if table4:
-        best4 = min(table4, key=lambda r: r["cer"])
+    if table4:  # the best α is chosen on dev and every other α compared with it on test
+        best4 = min(table4, key=lambda r: r["cer_dev"])
         table4 = [r | ({"against_best": _difference(best4, r, seeds, test_split)} if r is not best4 else {"best": True}) for r in table4]
+    from .discrete_asr import family
+
+    family([r["against_smallest_k"] for r in table1 if "against_smallest_k" in r], "Table I")
+    family([d for r in table2 for d in r["differences"]] + [r["against_smallest_M"] for r in table2 if "against_smallest_M" in r],
+           "Table II")
+    family([d for r in table3 for d in r["differences"]], "Table III")
+    family([r["against_best"] for r in table4 if "against_best" in r], "Table IV")
     km = main_km.get("units") or next(iter(main_km.values()), None)  # the paper's K-means row: raw units
     first = [km] if km else []
     table7 = [{"name": r["name"], "M": r["M"], "cer": r["cer"], "cer_std": r["cer_std"], **lr_peak(Path(r["out"]), r["spec"], seeds[0])}
@@ -162,7 +173,11 @@ def rpq_tables(outs: list[str | Path], progress: bool = False) -> dict:
         steps = epoch_steps.get(r["name"]) or steps_per_epoch(Path(r["out"]), r["spec"], seeds[0])
         figure6.append({"name": r["name"], "s_per_step": r["s_per_step"], "epoch_s": r["s_per_step"] * steps, "jobs": r["jobs"]})
     strip = lambda xs: [{k: v for k, v in x.items() if k != "spec"} for x in xs]  # noqa: E731
-    return {"training_seeds": seeds, "test_split": test_split, "comparisons": [str(o) for o in outs], "main": str(main_out),
+    from .discrete_asr import SEEDS_DRIVE
+    from .significance import FAMILY_RULE, METHOD
+
+    return {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "interval": METHOD, "family_rule": FAMILY_RULE,
+            "test_split": test_split, "comparisons": [str(o) for o in outs], "main": str(main_out),
             "alpha": alpha, "baselines": [b["name"] for b in baselines], "table1": strip(table1), "table2": strip(table2),
             "table3": strip(table3), "table4": strip(table4), "table7": table7, "figure6": figure6}
 
@@ -174,14 +189,21 @@ def _pm(r: dict, key: str) -> str:
 def _diff(d: dict | None) -> str:
     if not d:
         return ""
+    from .discrete_asr import interval_text
+
     c = d["cer"]
-    return f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] {d['verdict']}"
+    holm = f" (Holm p {d['p_holm']:.3f})" if d.get("p_holm") is not None else ""
+    return f"{c['difference']:+.2f} {interval_text(c)}{holm} {d['verdict']}"
 
 
 def format_tables(t: dict) -> str:
     seeds = ", ".join(map(str, t["training_seeds"]))
-    out = [f"Test split `{t['test_split']}`; CER and WER mean ± standard deviation over training seeds {seeds}; Δ is row − "
-           "reference in CER (negative: fewer errors) with its 95% bootstrap interval over test utterances and seeds.", ""]
+    method = (f"its 95% {t['interval']}; verdicts by {t['family_rule']}" if t.get("interval") else
+              "its 95% bootstrap interval over test utterances and seeds (computed before issue 35: one quantizer draw for every "
+              "seed, and each interval judged on its own)")
+    out = [f"Test split `{t['test_split']}`; CER and WER mean ± standard deviation over seeds {seeds}"
+           + (f" ({t['seeds_drive']})" if t.get("seeds_drive") else "") + f"; Δ is row − reference in CER (↓ negative: fewer "
+           f"errors) with {method}.", ""]
     out += ["**Table I: k-means by k**", "", "| input | k | CER | WER | Δ against the smallest k |", "|---|---|---|---|---|"]
     out += [f"| {r['input']} | {r['k']} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | {_diff(r.get('against_smallest_k'))} |" for r in t["table1"]]
     base = t["baselines"]
@@ -196,9 +218,13 @@ def format_tables(t: dict) -> str:
         out.append(f"| {r['name']} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | {r['bits_per_second']:.0f} | "
                    + " | ".join(_diff(d) for d in r["differences"]) + " |")
     if t["table4"]:
-        out += ["", f"**Table IV: RPQ (M = {t['table4'][0]['M']}) by α**", "", "| α | CER | WER | Δ against the best α |", "|---|---|---|---|"]
-        out += [f"| {r['alpha']:g} | {_pm(r, 'cer')} | {_pm(r, 'wer')} | {'best' if r.get('best') else _diff(r.get('against_best'))} |"
-                for r in t["table4"]]
+        on_dev = all("cer_dev" in r for r in t["table4"])
+        out += ["", f"**Table IV: RPQ (M = {t['table4'][0]['M']}) by α**" + (" (the best α chosen on dev CER)" if on_dev else
+                " (the best α chosen on test CER, before issue 35)"), "",
+                "| α | dev CER | CER | WER | Δ against the best α |" if on_dev else "| α | CER | WER | Δ against the best α |",
+                "|---|---|---|---|---|" if on_dev else "|---|---|---|---|"]
+        out += [f"| {r['alpha']:g} | " + (f"{r['cer_dev']:.2f} | " if on_dev else "") + f"{_pm(r, 'cer')} | {_pm(r, 'wer')} | "
+                f"{'best' if r.get('best') else _diff(r.get('against_best'))} |" for r in t["table4"]]
     out += ["", f"**Table VII: where the learning rate peaks** (training seed {t['training_seeds'][0]}; speechrq batches by seconds "
             "of audio, so the steps of an epoch do not depend on M)", "",
             "| row | warm-up steps | peak step | steps per epoch | peak epoch | CER |", "|---|---|---|---|---|---|"]
@@ -275,8 +301,9 @@ def copy_logs(outs: list[str | Path], directory: str | Path, seeds: list[int]) -
 
 
 def write_tables(outs: list[str | Path], prefix: str | Path, logs: str | Path | None = None) -> dict:
-    """``PREFIX.json``, ``PREFIX.md`` and ``PREFIX_figure6.png`` from the comparisons ``outs``; with ``logs``, every
-    run's training log gzipped there (:func:`copy_logs`)."""
+    """``PREFIX.json``, ``PREFIX.md``, ``PREFIX_figure6.png`` and ``PREFIX_errors.json.gz`` (every run's per-utterance
+    dev and test errors: :mod:`speechrq.studies.evidence` recomputes the tables from them) from the comparisons
+    ``outs``; with ``logs``, every run's training log gzipped there (:func:`copy_logs`)."""
     if str(prefix).endswith(("/", "\\")) or Path(prefix).is_dir():
         raise SpeechrqError(f"--prefix {prefix}: a folder; give a path without suffix inside one (e.g. {Path(prefix) / 'tables'})")
     prefix = Path(prefix)
@@ -285,9 +312,21 @@ def write_tables(outs: list[str | Path], prefix: str | Path, logs: str | Path | 
         _distinct_names(outs)
         _writable_dir(Path(logs), "--logs")
     t = rpq_tables(outs)
+    from .evidence import archive_path, row_errors, write_archive
+
+    evidence = {}
+    for out in map(Path, outs):
+        for name, r in _load(out)["rows"].items():
+            if name in evidence:
+                raise SpeechrqError(f"asr tables: two comparisons hold a row named {name!r} ({evidence[name]['comparison']} and "
+                                    f"{out.name}); the tables name rows alone, so give comparisons whose rows differ")
+            evidence[name] = {"comparison": out.name, "quantizer": r["quantizer"], "input": r["input"],
+                              "splits": row_errors(out, _row_spec(name, r), t["training_seeds"], ["dev", t["test_split"]])}
     try:
         if logs is not None:
             copy_logs(outs, logs, t["training_seeds"])
+        # the per-utterance errors behind every number and interval, beside the JSON (`speechrq.studies.evidence`)
+        write_archive(archive_path(prefix.with_suffix(".json")), evidence, t["training_seeds"], t["test_split"])
         atomic_write_json(prefix.with_suffix(".json"), t)
         atomic_write_text(prefix.with_suffix(".md"), format_tables(t))
         plot_figure6(t, prefix.parent / f"{prefix.name}_figure6.png")
