@@ -14,7 +14,7 @@ PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test docs demo reference rpq-tables ml-tables latent-study bench clean
+.PHONY: install test docs demo reference rpq-tables ml-tables narrow-table latent-study bench clean
 
 install: $(STAMP)
 
@@ -105,6 +105,21 @@ ml-tables: $(STAMP)
 	cp $(ML)/eval/results.json docs/ml_probes.json
 	cp $(ML)/eval/results.md docs/ml_probes.md
 	for r in bestrq_seed0 bestrq_seed1; do gzip -9 -n < $(ML)/$$r/metrics.jsonl > docs/ml_tables_logs/$$r.jsonl.gz; done
+
+# Table II on a narrow source (docs/asr_compare_seeds_tiny_bestrq.*; about an hour on 2 cores, resumable): layer 2 of
+# the reference, raw, de-duplicated and de-dup + BPE k-means, PQ and RPQ, 3 seeds (each its own quantizer draw)
+NARROW := exp/table2
+narrow-table: $(STAMP)
+	$(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	$(BIN)/speechrq asr compare configs/asr/tiny.yaml --encoder $(REFERENCE) --layer 2 --corpus $(DEMO)/corpus --out $(NARROW) \
+	    --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 --frames 70000 --no-continuous --kmeans-inputs units,dedup,bpe --unit-bpe 1000 \
+	    --seeds 0,1,2 --jobs 2 --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400 --quiet
+	cp $(NARROW)/compare.json docs/asr_compare_seeds_tiny_bestrq.json
+	cp $(NARROW)/compare.md docs/asr_compare_seeds_tiny_bestrq.md
+	cp $(NARROW)/compare_errors.json.gz docs/asr_compare_seeds_tiny_bestrq_errors.json.gz
+	rm -rf docs/asr_compare_seeds_logs && mkdir -p docs/asr_compare_seeds_logs
+	for m in $(NARROW)/runs/*/seed*/metrics.jsonl; do r=$${m#$(NARROW)/runs/}; r=$${r%/metrics.jsonl}; \
+	    gzip -9 -n < $$m > docs/asr_compare_seeds_logs/$$(echo $$r | tr / _).jsonl.gz; done
 
 # Latent-RQ against BEST-RQ (docs/latent_study.*; several hours on 2 cores, resumable: a rerun trains only what is
 # missing): 3 pre-training seeds, each its own train.seed and quantizer.seed; the paper's design (middle layers, θ

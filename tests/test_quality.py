@@ -11,8 +11,8 @@ from speechrq.cli import main
 from speechrq.studies.quality import headline
 
 
-def _model(step, test, std):
-    return {"step": step, "tasks": {"pr": {"test": test, "test_std": std, "metric": "per"}}}
+def _model(step, test, std, dev=None):
+    return {"step": step, "tasks": {"pr": {"test": test, "test_std": std, "dev": test if dev is None else dev, "metric": "per"}}}
 
 
 def test_headline_finds_the_first_step_beyond_noise():
@@ -24,6 +24,11 @@ def test_headline_finds_the_first_step_beyond_noise():
     # step 200 is 2 points better, but the noise is 1.0 + 1.5: only step 300 is beyond it
     assert h["first_beyond_noise"]["step"] == 300 and h["first_beyond_noise"]["minutes"] == 3.0
     assert h["at_demo_step"]["margin"] == 2.0 and h["best"]["step"] == 300
+    # the stronger baseline and the best step are chosen on dev, whatever test says
+    results["models"]["random-init"] = _model(None, 55.0, 1.0, dev=40.0)
+    results["models"]["run@200"] = _model(200, 44.0, 1.0, dev=30.0)
+    h = headline(results, "run", "pr", {100: 1.0, 200: 2.0, 300: 3.0}, demo_step=200)
+    assert h["stronger_baseline"] == "random-init" and h["best"]["step"] == 200
 
 
 def test_bench_quality_writes_json_and_png_and_reuses_the_run(pretrain_corpus, tmp_path, capsys):

@@ -150,9 +150,11 @@ def test_compare_pages_every_cell(name):
     assert f"{d['mode']} decoding, beam {d['beam']}, CTC weight {d['ctc_weight']}" in text
     if d.get("differences"):
         head, rows = md_table(text, "row", "against")
-        assert head == ["row", "against", "ΔCER", "95% interval", "ΔWER", "verdict"]
-        assert rows == [[x["row"], x["baseline"], f"{x['cer']['difference']:+.2f}", f"[{x['cer']['ci'][0]:+.2f}, {x['cer']['ci'][1]:+.2f}]",
-                         f"{x['wer']['difference']:+.2f}", x["verdict"]] for x in d["differences"]]
+        assert head == ["row", "against", "ΔCER", "95% interval", "Holm p", "ΔWER", "verdict"]
+        p_text = lambda p: "-" if p is None else f"{p:.3f}" if p >= 0.001 else "<0.001"  # noqa: E731
+        assert rows == [[x["row"], x["baseline"], f"{x['cer']['difference']:+.2f}",
+                         f"[{x['cer']['ci'][0]:+.2f}, {x['cer']['ci'][1]:+.2f}]" if x["cer"]["ci"] else "(one seed)",
+                         p_text(x.get("p_holm")), f"{x['wer']['difference']:+.2f}", x["verdict"]] for x in d["differences"]]
     jobs = {r.get("jobs", 1) for r in d["rows"].values()} - {1}
     assert ("trainings side by side (`--jobs`)" in text) == bool(timed and jobs)
 
@@ -268,7 +270,9 @@ def test_latent_study_page_every_cell():
             c = arm.get(t)
             v = c and c.get("vs_base")
             cells += ["", ""] if c is None else [pm(c["mean"], c["std"]),
-                                                  f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] {v['verdict']}" if v else "base"]
+                                                  f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]"
+                                                  + (f" Holm p {v['p_holm']:.3f}" if v.get("p_holm") is not None else "")
+                                                  + f" {v['verdict']}" if v else "base"]
         want.append(cells)
     assert rows == want
     for step, g in s["stage_gains"].items():

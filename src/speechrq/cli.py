@@ -893,12 +893,13 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--alpha", type=float, default=0.125, help="RPQ share of dimensions (default: 0.125)")
     ac.add_argument("--rvq", default="", metavar="V,...", help="RVQ level counts: Table III's rows (default: none)")
     ac.add_argument("--frames", type=int, default=60000, help="k-means training sample in frames (default: 60000)")
-    ac.add_argument("--seed", type=int, default=0, help="sample and k-means seed (default: 0)")
+    ac.add_argument("--seed", type=int, default=0, help="base of the quantizer seeds: seed S of --seeds draws its sample, k-means initialisations and RPQ subsets with --seed + S (default: 0)")
     ac.add_argument("--test-split", help="split scored (default: the corpus's test split: test, or its one test* split)")
     ac.add_argument("--no-continuous", action="store_true", help="leave out the continuous-feature row (the ceiling)")
-    ac.add_argument("--seeds", default="0", metavar="S,S,...", help="training seeds: every system is trained once per seed, "
-                    "CER and WER reported as mean ± standard deviation, differences with bootstrap intervals over utterances and "
-                    "seeds (default: 0; 0,1,2 to see training noise)")
+    ac.add_argument("--seeds", default="0", metavar="S,S,...", help="replicate seeds: every system is built once per seed, its "
+                    "quantizer drawn with seed --seed + S and its model trained with train.seed S; CER and WER reported as mean ± "
+                    "standard deviation, differences with t-intervals over seeds and utterances, verdicts after Holm's rule "
+                    "(default: 0, which gives no interval; 0,1,2 to see training noise)")
     ac.add_argument("--kmeans-inputs", default="units", metavar="KINDS", help="k-means rows, from one quantizer: units (raw "
                     "aligned frames), dedup (repeats removed), bpe (de-dup + unit BPE: the paper's and ESPnet's k-means baseline) "
                     "(default: units; units,dedup,bpe for the paper's protocol)")

@@ -73,9 +73,9 @@ def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, s
                       seeds: int = 3, demo_step: int | None = 1000, overrides: list[str] = (), progress: bool = True,
                       finetune=None, epochs: int = 30) -> dict:
     """Train (or reuse) ``OUT/run``, probe it every ``every`` steps in ``OUT/eval``, write ``OUT/quality.{json,png}``."""
-    from ..encoders import FilterbankEncoder, FrozenEncoder, load_encoder
+    from ..encoders import load_encoder
     from ..evaluate.finetune import FinetuneConfig
-    from ..evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate, resolve_checkpoints
+    from ..evaluate.run import evaluate, resolve_checkpoints
     from ..pretrain.config import PretrainConfig
     from ..pretrain.trainer import train
 
@@ -89,12 +89,15 @@ def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, s
     train(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
     checkpoints = resolve_checkpoints([run], every)
     encoders = {name: load_encoder(c) for name, c in checkpoints.items()}
-    first = next(iter(checkpoints.values()))
-    encoders[RANDOM_BASELINE] = FrozenEncoder.random_like(first)
-    encoders[FBANK_BASELINE] = FilterbankEncoder(encoders[next(iter(checkpoints))].normalizer)
+    # the baselines by evaluate's rule: the corpus's own statistics, the run's preset named, several init seeds
+    from ..evaluate.baselines import INIT_SEEDS, make_baselines
+    from ..evaluate.splits import DEFAULT_FOLD
+
+    made, groups, rule = make_baselines(corpus, [DEFAULT_FOLD], True, cfg.model.preset, INIT_SEEDS, progress=progress)
+    encoders |= made
     steps_of = {name: int(read_meta(c)["step"]) for name, c in checkpoints.items()}
     results = evaluate(encoders, corpus, tasks, out / "eval", [1e-3, 1e-2], epochs, progress=progress, steps=steps_of,
-                       target_analysis=False, seeds=seeds, finetune=finetune or FinetuneConfig())
+                       target_analysis=False, seeds=seeds, finetune=finetune or FinetuneConfig(), groups=groups, baselines=rule)
     minutes = training_minutes(run)
     report = {"config": str(config), "corpus": str(corpus), "steps": steps, "every": every, "probe_seeds": seeds, "epochs": epochs,
               "overrides": list(overrides), "tasks": {t: headline(results, "run", t, minutes, demo_step) for t in tasks}}

@@ -88,8 +88,8 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
     """Train every point of ``sweep`` for the same wall clock, probe PR, write ``OUT/sweep.{json,md}``."""
     from ..checkpoint import latest_checkpoint, read_meta
     from ..data.corpus import load_cuts
-    from ..encoders import FilterbankEncoder, FrozenEncoder, load_encoder
-    from ..evaluate.run import FBANK_BASELINE, RANDOM_BASELINE, evaluate
+    from ..encoders import load_encoder
+    from ..evaluate.run import evaluate
     from ..pretrain.config import PretrainConfig
     from ..pretrain.trainer import train
     from ..training.engine import read_metrics
@@ -147,12 +147,23 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
     # one evaluation over every finished point, the baselines once (per preset), probes reused from earlier calls
     done = {name: Path(r["checkpoint"]) for name, r in rows.items() if r.get("checkpoint")}
     encoders = {name: load_encoder(c) for name, c in done.items()}
-    for preset in sorted({rows[n]["preset"] for n in done}):
-        first = next(c for n, c in done.items() if rows[n]["preset"] == preset)
-        encoders[f"{RANDOM_BASELINE}-{preset}"] = FrozenEncoder.random_like(first)
-        encoders.setdefault(FBANK_BASELINE, FilterbankEncoder(encoders[next(iter(done))].normalizer))
+    # the baselines by evaluate's rule (the corpus's own statistics, each point's preset named, several init seeds),
+    # whatever points finished and in whatever order
+    from ..evaluate.baselines import INIT_SEEDS, make_baselines
+    from ..evaluate.splits import DEFAULT_FOLD
+
+    groups, rules = {}, {}
+    for i, preset in enumerate(sorted({rows[n]["preset"] for n in done})):
+        made, grouped, rule = make_baselines(corpus, [DEFAULT_FOLD], i == 0, preset, INIT_SEEDS, progress=progress)
+        for name, members in grouped.items():  # one random-init row per preset: random-init-tiny, ...
+            renamed = {f"{m} {preset}": made.pop(m) for m in members}
+            made |= renamed
+            groups[f"{name}-{preset}"] = list(renamed)
+            rules[f"{name}-{preset}"] = rule.pop(name)
+        rules |= rule
+        encoders |= made
     results = evaluate(encoders, corpus, ["pr"], out / "eval", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
-                       seeds=seeds)
+                       seeds=seeds, groups=groups, baselines=rules)
     scores = {name: m["tasks"]["pr"] for name, m in results["models"].items() if "pr" in m["tasks"]}
     report["scores"] = {name: {"per": s["test"], "std": s["test_std"], "dev_per": s["dev"]} for name, s in scores.items()}
     atomic_write_json(report_path, report)
