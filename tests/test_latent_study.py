@@ -41,14 +41,27 @@ def test_bench_latent_trains_every_arm_per_seed_and_the_report_reads_it(pretrain
     latent = tiny_pretrain_config(pretrain_corpus, tmp_path / "unused", targets={"layers": [1, 2], "stats_utterances": 8})
     (tmp_path / "latent.yaml").write_text(yaml.safe_dump(latent))
     out = tmp_path / "study"
+    # a "strong" reference: 4 BEST-RQ steps, continued by the study with Mel and with its own latent targets
+    assert main(["pretrain", str(tmp_path / "tiny.yaml"), "--set", "optim.max_steps=4", "--set", "train.checkpoint_every=4",
+                 "--set", f"out_dir={tmp_path / 'ref'}", "--quiet"]) == 0
+    reference = tmp_path / "ref" / "checkpoints" / "step_00000004"
     args = ["bench", "latent", "--config", str(tmp_path / "tiny.yaml"), "--latent-config", str(tmp_path / "latent.yaml"),
             "--corpus", str(pretrain_corpus), "--out", str(out), "--seeds", "0,1", "--steps", "10", "--best-layers=-1,0",
             "--tasks", "pr,sid", "--probe-seeds", "1", "--epochs", "1", "--quiet",
             "--arms", "Latent-RQ layers [1, 2], paper's design (20/50/80%);Latent-RQ layers [-1, 0] (ranked best, branch 50%);"
-                      "Latent-RQ layers auto (branch 50%)"]
+                      "Latent-RQ layers auto (branch 50%)", "--reference", str(reference), "--reference-steps", "10"]
     assert main(args) == 0
     report = json.loads((out / "study.json").read_text())
-    assert len(report["arms"]) == 4 and report["best_layers"] == [-1, 0] and report["middle_layers"] == [1, 2]
+    assert len(report["arms"]) == 6 and report["best_layers"] == [-1, 0] and report["middle_layers"] == [1, 2]
+    # the strong-θ pair continues the reference for --reference-steps, with its own Figure 3 points (every fifth)
+    strong = [a for a in report["arms"] if a.startswith("reference")]
+    assert strong == ["reference + 10 BEST-RQ steps", "reference + 10 Latent-RQ steps, layers [-1, 0]"]
+    assert report["base"][strong[1]] == strong[0] and report["reference_steps"] == 10
+    for name in strong:
+        assert sorted(report["curves"][name], key=int) == ["6", "8", "10", "12"] and set(report["curves"][name]["6"]) == {"0", "1"}
+        assert all(p.endswith("step_00000014") for p in report["runs"][name].values())
+        cfg = yaml.safe_load((Path(report["runs"][name]["1"]).parents[1] / "config.yaml").read_text())
+        assert cfg["quantizer"]["seed"] == latent["quantizer"]["seed"] and cfg["train"]["seed"] == 1  # the reference's quantizer
     assert report["paper_arm"] == "Latent-RQ layers [1, 2], paper's design (20/50/80%)"
     # each pre-training seed draws its own projections and codebooks, and the parent's config says so
     for seed in (0, 1):

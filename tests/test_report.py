@@ -11,46 +11,71 @@ import statistics
 from pathlib import Path
 
 import pytest
+from pytest import approx
+from scipy import stats
 
 from speechrq.cli import main
 from speechrq.studies.report import demo_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-T95 = {2: 4.303}  # two-sided 95% t quantile for 2 degrees of freedom (3 seeds)
 REPORT_SOURCES = ["latent_study.json", "rpq_tables_mel.json", "asr_compare_tiny_bestrq.json", "asr_compare_seeds_tiny_bestrq.json",
                   "units_report_tiny_bestrq.json", "asr_input_kinds_tiny_bestrq.json"]
+LOWER_IS_BETTER = {"pr", "ft"}  # the study's error rates; its accuracies (sid, er) are higher-is-better
+# a difference's verdict (after its table's family rule) as the claim's
+CLAIM = {"better": "held", "worse": "against", "within noise": "not at this scale (within noise)",
+         "one seed: no verdict": "not established (no noise estimate): one training seed"}
 
 
 def load(name: str) -> dict:
     return json.loads((DOCS / name).read_text())
 
 
-def report_rows(text: str) -> dict[str, list[str]]:
-    """The report's table as ``{claim: [paper, claim, number, noise, verdict, source]}``."""
+def report_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    """The report's claims table (after "## Every claim", when the report has a headline) as
+    ``{(claim, source): [paper, claim, number, noise, verdict, source]}``."""
     rows = {}
-    for line in text.splitlines():
+    for line in text.split("## Every claim", 1)[-1].splitlines():
         if line.startswith("| ") and not line.startswith("| paper |"):
             cells = [c.strip() for c in line.strip()[1:-1].split("|")]
             assert len(cells) == 6, line
-            assert cells[1] not in rows, cells[1]
-            rows[cells[1]] = cells
+            assert (cells[1], cells[5]) not in rows, cells[1]
+            rows[cells[1], cells[5]] = cells
     return rows
 
 
-def interval(mean: float, lo: float, hi: float, n: int) -> str:
-    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}] (95%, {n} seeds)"
+def interval(mean: float, lo: float, hi: float, n: int, holm: tuple[float, int] | None = None) -> str:
+    """The noise cell of a seeded difference; ``holm``: its Holm-adjusted p and the size of its family."""
+    family = f"; Holm p {holm[0]:.3f} in a family of {holm[1]}" if holm else ""
+    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% paired t, {n} seeds{family})"
 
 
-def paired(arm: dict, base: dict) -> tuple[float, float, float]:
-    """Improvement of ``arm`` over ``base`` (lower is better), by seed: mean and 95% t-interval."""
-    d = [base[s] - arm[s] for s in sorted(set(arm) & set(base))]
-    mean, half = statistics.fmean(d), T95[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
-    return mean, mean - half, mean + half
+def t_interval(d: list[float]) -> tuple[float, float, float, float]:
+    """Mean of the per-seed differences ``d``, its 95% t-interval on n − 1 degrees of freedom and two-sided p."""
+    n = len(d)
+    mean, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1)) * se
+    return mean, mean - half, mean + half, float(2 * stats.t.sf(abs(mean) / se, n - 1))
 
 
-def decide(lo: float, hi: float) -> str:
-    return "held" if lo > 0 else "against" if hi < 0 else "not at this scale (within noise)"
+def paired(arm: dict, base: dict, lower_is_better: bool = True) -> tuple[float, float, float, float]:
+    """Improvement of ``arm`` over ``base`` (positive: better), paired by seed: mean, 95% t-interval and p."""
+    sign = -1.0 if lower_is_better else 1.0
+    return t_interval([sign * (arm[s] - base[s]) for s in sorted(set(arm) & set(base), key=int)])
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm-adjusted p-values: the k-th smallest times (m − k + 1), made monotone, capped at 1."""
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(sorted(range(len(ps)), key=ps.__getitem__)):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def decide(improvement: float, p: float) -> str:
+    """A difference's verdict at a family-wise 5%: ``improvement`` > 0 is the paper's direction."""
+    return "within noise" if p > 0.05 else "better" if improvement > 0 else "worse"
 
 
 def ci(c: dict) -> str:
@@ -58,46 +83,95 @@ def ci(c: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory) -> dict[str, list[str]]:
+def rows(tmp_path_factory) -> dict[tuple[str, str], list[str]]:
     demo = tmp_path_factory.mktemp("demo")  # a demo folder without outputs: the shipped JSONs give their rows
     return report_rows(demo_report(demo, DOCS))
 
 
+def test_the_study_json_intervals_and_holm_verdicts_follow_from_its_seeds():
+    """Every ``vs_base`` of docs/latent_study.json: the paired t-interval over seeds, and Holm over its table (the arms
+    against their base; the stage gains), recomputed here."""
+    s = load("latent_study.json")
+    cells = [(name, task, c) for name, arm in s["arms"].items() for task, c in arm.items() if c and c.get("vs_base")]
+    ps = []
+    for name, task, c in cells:
+        mean, lo, hi, p = paired(c["per_seed"], s["arms"][s["base"][name]][task]["per_seed"], task in LOWER_IS_BETTER)
+        v = c["vs_base"]
+        assert [v["mean"], *v["ci95"], v["p"]] == approx([mean, lo, hi, p], rel=1e-6), (name, task)
+        assert v["n"] == len(c["per_seed"]) and c["mean"] == approx(statistics.fmean(c["per_seed"].values()))
+        ps.append(p)
+    for (name, task, c), p in zip(cells, holm(ps)):
+        v = c["vs_base"]
+        assert (v["p_holm"], v["family"]["size"], v["verdict"]) == (approx(p, rel=1e-6), len(cells), decide(v["mean"], p)), (name, task)
+    gains = s["stage_gains"]
+    # the last stage end is the paper arm's PR against BEST-RQ: that very comparison of the arms table, one verdict;
+    # the earlier stage ends are a family of their own
+    budget = str(s["steps"])
+    assert gains[budget]["vs_base"] == s["arms"][s["paper_arm"]]["pr"]["vs_base"]
+    earlier = {e: g for e, g in gains.items() if e != budget}
+    found = {e: t_interval([g["per_seed"][k] for k in sorted(g["per_seed"], key=int)]) for e, g in earlier.items()}
+    for (e, (mean, lo, hi, p)), adjusted in zip(found.items(), holm([f[3] for f in found.values()])):
+        v = gains[e]["vs_base"]
+        assert [gains[e]["mean"], v["mean"], *v["ci95"], v["p"], v["p_holm"]] == approx([mean, mean, lo, hi, p, adjusted], rel=1e-6), e
+        assert gains[e]["std"] == approx(statistics.stdev(gains[e]["per_seed"].values()))
+        assert (v["family"]["size"], v["verdict"]) == (len(earlier), decide(mean, adjusted)), e
+    assert gains[budget]["mean"] == approx(statistics.fmean(gains[budget]["per_seed"].values()))
+
+
 def test_latent_rows_every_cell(rows):
     s = load("latent_study.json")
-    best, base = s["arms"][s["best_arm"]], s["arms"]["BEST-RQ"]
-    for task, claim in (("pr", "Latent-RQ beats BEST-RQ on phone recognition (the paper: ASR/PR) at equal steps"),
-                        ("sid", "Latent-RQ beats BEST-RQ on SID at equal steps")):
-        cell, b, v = best[task], base[task], best[task]["vs_base"]
-        assert rows[claim] == ["Latent-RQ", claim, f"{s['best_arm']}: {cell['mean']:.2f} ± {cell['std']:.2f} against BEST-RQ "
-                               f"{b['mean']:.2f} ± {b['std']:.2f}", interval(v["mean"], *v["ci95"], v["n"]), f"**{decide(*v['ci95'])}**",
-                               "docs/latent_study.json"]
-        # the interval is the paired one over seeds (lower PER is better; SID accuracy higher)
-        if task == "pr":
-            assert [round(x, 6) for x in paired(cell["per_seed"], b["per_seed"])] == [round(x, 6) for x in (v["mean"], *v["ci95"])]
-    claim = "middle layers of θ make the best targets (Table 2)"
-    middle = next(a for n, a in s["arms"].items() if "(middle" in n)["pr"]
-    mean, lo, hi = paired(best["pr"]["per_seed"], middle["per_seed"])  # the middle layers against the ranked-best ones
-    mean, lo, hi = -mean, -hi, -lo
-    assert rows[claim] == ["Latent-RQ", claim, f"PR with middle layers {s['middle_layers']}: {middle['mean']:.2f} ± {middle['std']:.2f}; "
-                           f"with {s['best_layers']}: {best['pr']['mean']:.2f} ± {best['pr']['std']:.2f}", interval(mean, lo, hi, 3),
-                           f"**{decide(lo, hi)}**", "docs/latent_study.json"]
+    src = "docs/latent_study.json"
+    base = s["arms"]["BEST-RQ"]
+    seen = set()
+    # the paper's design is the claim's arm; the ranked-best layers (one branch at 50%) a second set of rows, named as an ablation
+    # a study made before the paper's design (middle layers) was an arm: its schedule arm is named an ablation too
+    paper_label = "" if "paper's design" in s["paper_arm"] else ", ablation: the paper's schedule on the ranked-best layers"
+    for arm, label in ((s["paper_arm"], paper_label), (s["best_arm"], ", ablation: ranked-best layers, one branch at 50%")):
+        for task, what in (("pr", "Latent-RQ beats BEST-RQ on phone recognition (PER ↓; the paper reports ASR WER) at equal steps"),
+                           ("sid", "Latent-RQ beats BEST-RQ on SID (accuracy ↑) at equal steps")):
+            claim = what + label
+            cell, b = s["arms"][arm][task], base[task]
+            v = cell["vs_base"]  # checked against the seeds and Holm above
+            assert rows[claim, src] == ["Latent-RQ", claim, f"{arm}: {cell['mean']:.2f} ± {cell['std']:.2f} against BEST-RQ "
+                                        f"{b['mean']:.2f} ± {b['std']:.2f}",
+                                        interval(v["mean"], *v["ci95"], v["n"], (v["p_holm"], v["family"]["size"])),
+                                        f"**{CLAIM[v['verdict']]}**", src]
+            seen.add((claim, src))
     gains = s["stage_gains"]
     ends = sorted(gains, key=int)
-    claim = "gains over BEST-RQ grow with the stages, then saturate (PR, paper schedule)"
-    last = gains[ends[-1]]
-    held = last["vs_base"]["ci95"][0] > 0 and last["mean"] > gains[ends[0]]["mean"]
-    assert rows[claim] == ["Latent-RQ", claim, "PR gain at each stage end, " + "; ".join(
+    claim = f"gains over BEST-RQ grow with the stages, then saturate (PR, {s['paper_arm']})"
+    first, last = gains[ends[0]], gains[ends[-1]]
+    # the last stage's verdict after Holm over the stages: held when it is better and grew from the first; against when worse
+    final = last["vs_base"]["verdict"]
+    held = final == "better" and last["mean"] > first["mean"]
+    assert rows[claim, src + " (stage_gains)"] == ["Latent-RQ", claim, "PR gain at each stage end, " + "; ".join(
         f"step {e}: {gains[e]['mean']:+.2f} ± {gains[e]['std']:.2f}" for e in ends),
-        "; ".join(interval(gains[e]["vs_base"]["mean"], *gains[e]["vs_base"]["ci95"], gains[e]["vs_base"]["n"]) for e in ends),
-        "**held**" if held else "**against**" if last["vs_base"]["ci95"][1] < 0 else "**not at this scale (within noise)**",
-        "docs/latent_study.json (stage_gains)"]
+        "; ".join(interval(g["mean"], *g["ci95"], g["n"], (g["p_holm"], g["family"]["size"])) for g in (gains[e]["vs_base"] for e in ends)),
+        "**held**" if held else "**against**" if final == "worse" else "**not at this scale (within noise)**",
+        src + " (stage_gains)"]
+    seen.add((claim, src + " (stage_gains)"))
+    claim = "middle layers of θ make the best targets (Table 2)"
+    middle = next(a for n, a in s["arms"].items() if "(middle" in n)["pr"]
+    best = s["arms"][s["best_arm"]]["pr"]
+    # the middle layers against the ranked-best ones, paired by seed: a comparison on its own (p ≤ 0.05, no family)
+    mean, lo, hi, p = paired(middle["per_seed"], best["per_seed"])
+    assert rows[claim, src] == ["Latent-RQ", claim, f"PR with middle layers {s['middle_layers']}: {middle['mean']:.2f} ± {middle['std']:.2f}; "
+                                f"with {s['best_layers']}: {best['mean']:.2f} ± {best['std']:.2f}",
+                                interval(mean, lo, hi, len(set(middle["per_seed"]) & set(best["per_seed"]))), f"**{CLAIM[decide(mean, p)]}**",
+                                src]
+    seen.add((claim, src))
     claim = "Latent-RQ reaches BEST-RQ's quality in fewer steps (section 4.2)"
     per = s["convergence"]["per_seed"]
-    reached = [p["step"] for p in per.values()]
-    assert rows[claim][2] == (f"steps to BEST-RQ's PR at {s['steps']}: " + ", ".join("never" if r is None else str(r) for r in reached)
-                              + " (per seed; probed at " + ", ".join(sorted(next(iter(per.values()))["points"], key=int)) + ")")
-    assert rows[claim][3:5] == [f"{len(per)} pre-training seeds", "**against**" if all(r is None for r in reached) else rows[claim][4]]
+    for p_ in per.values():  # the first probed step at or below BEST-RQ's final PR of that seed
+        assert p_["step"] == min((int(k) for k, x in p_["points"].items() if x <= p_["base_final"]), default=None)
+    reached = [p_["step"] for p_ in per.values()]
+    v = ("held" if all(r is not None and r < s["steps"] for r in reached) else "against" if all(r is None for r in reached)
+         else "not at this scale (within noise)")
+    assert rows[claim, src + " (convergence)"] == [
+        "Latent-RQ", claim, f"steps to BEST-RQ's PR at {s['steps']}: " + ", ".join("never" if r is None else str(r) for r in reached)
+        + " (per seed; probed at " + ", ".join(sorted(next(iter(per.values()))["points"], key=int)) + ")",
+        f"{len(per)} pre-training seeds", f"**{v}**", src + " (convergence)"]
+    seen.add((claim, src + " (convergence)"))
     rank = s["theta_ranking"]
     seeds = [k for k in rank["Mel"] if k != "reference"]
     layers = [n for n in rank if n.startswith("layer ")]
@@ -106,53 +180,98 @@ def test_latent_rows_every_cell(rows):
     tops = [rank[top][k]["phones"] for k in seeds]
     ref_top = max(layers, key=lambda n: rank[n]["reference"]["phones"])
     claim = "latent targets separate phones better than Mel targets (Figures 5, 6)"
-    assert rows[claim][2] == (f"phone 5-NN, θ at the branch step: best layer ({top}) {statistics.fmean(tops):.1f} ± {statistics.stdev(tops):.1f} "
-                              f"against Mel {statistics.fmean(mel):.1f} ± {statistics.stdev(mel):.1f}; the 4000-step reference: {ref_top} "
-                              f"{rank[ref_top]['reference']['phones']:.1f} against Mel {rank['Mel']['reference']['phones']:.1f}")
-    mean, lo, hi = paired({i: 0.0 for i in range(len(seeds))}, {i: t - m for i, (t, m) in enumerate(zip(tops, mel))})  # top − Mel
-    assert rows[claim][3:5] == [interval(mean, lo, hi, len(seeds)), f"**{decide(lo, hi)}**"]
+    src_rank = src + " (theta_ranking; `speechrq targets rank`, same N codebooks per source)"
+    mean, lo, hi, p = t_interval([t - m for t, m in zip(tops, mel)])  # best layer − Mel, paired by seed (higher is better)
+    assert rows[claim, src_rank] == ["Latent-RQ", claim,
+                                     f"phone 5-NN, θ at the branch step: best layer ({top}) {statistics.fmean(tops):.1f} ± "
+                                     f"{statistics.stdev(tops):.1f} against Mel {statistics.fmean(mel):.1f} ± {statistics.stdev(mel):.1f}; "
+                                     f"the 4000-step reference: {ref_top} {rank[ref_top]['reference']['phones']:.1f} against Mel "
+                                     f"{rank['Mel']['reference']['phones']:.1f}", interval(mean, lo, hi, len(seeds)),
+                                     f"**{CLAIM[decide(mean, p)]}**", src_rank]
+    seen.add((claim, src_rank))
+    assert {k for k, r in rows.items() if r[0] == "Latent-RQ"} == seen  # no other Latent-RQ row (the demo has no probes here)
 
 
-def test_rpq_rows_from_the_tables_every_cell(rows):
-    t = load("rpq_tables_mel.json")
-    noise = f"95% bootstrap over test utterances and {len(t['training_seeds'])} training seeds"
-    src = "docs/rpq_tables_mel.json"
-    verdicts = {"better": "held", "worse": "against", "within noise": "not at this scale (within noise)"}
+def table_noise(t: dict) -> str:
+    """The noise column of an ``asr tables`` JSON's claims; before issue 35 each verdict is its own bootstrap
+    interval's (checked here), after it a t-interval's with Holm within each table (checked on ``p_holm``)."""
+    diffs = [d for table in ("table1", "table2", "table4") for r in t[table]
+             for d in [*r.get("differences", []), *(r[k] for k in ("against_smallest_k", "against_smallest_M", "against_best") if r.get(k))]]
+    seeds = len(t["training_seeds"])
+    if t.get("interval") or any("p" in d["cer"] for d in diffs):
+        for d in diffs:
+            assert d["verdict"] == decide(-d["cer"]["difference"], d["p_holm"]), d
+        return f"95% t over {seeds} seeds (each its own quantizer draw) and the test utterances; {t['family_rule']}"
+    for d in diffs:
+        lo, hi = d["cer"]["ci"]
+        assert d["verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "within noise"), d
+    return (f"95% bootstrap over test utterances and {seeds} training seeds, each interval on its own (made before issue 35: one "
+            "quantizer draw for every seed)")
+
+
+@pytest.mark.parametrize("name,setting", [("rpq_tables_mel.json", "wide source"), ("ml_tables.json", "multilingual log-Mel")])
+def test_rpq_rows_from_the_tables_every_cell(rows, name, setting):
+    t = load(name)
+    src = f"docs/{name}"
+    where = "" if setting == "wide source" else f", {setting}"
+    noise = table_noise(t)
+    assert len(t["training_seeds"]) > 1  # with one seed every claim here would be "not established"
+    seen = set()
+    found = [r for r in t["table2"] if r["kind"] in ("pq", "rpq")]
     for i, base in enumerate(t["baselines"]):
-        found = [r for r in t["table2"] if r["kind"] in ("pq", "rpq")]
-        claim = f"PQ and RPQ units beat k-means units for ASR (Table II, wide source; against {base})"
+        claim = f"PQ and RPQ units beat k-means units for ASR (Table II, {setting}; against {base})"
         vs = [r["differences"][i]["verdict"] for r in found]
-        v = verdicts[vs[0]] if len(set(vs)) == 1 else "mixed: " + ", ".join(f"{r['name']} {x}" for r, x in zip(found, vs))
-        assert rows[claim] == ["RPQ", claim, "; ".join(f"{r['name']} {ci(r['differences'][i]['cer'])}" for r in found), noise,
-                               f"**{v}**", src]
+        assert all(r["differences"][i]["against"] == base for r in found)
+        v = CLAIM[vs[0]] if len(set(vs)) == 1 else "mixed: " + ", ".join(f"{r['name']} {x}" for r, x in zip(found, vs))
+        assert rows[claim, src] == ["RPQ", claim, "; ".join(f"{r['name']} {ci(r['differences'][i]['cer'])}" for r in found), noise,
+                                    f"**{v}**", src]
+        seen.add((claim, src))
         point = next(r for r in found if r["kind"] == "rpq" and r["M"] == 32 and r["alpha"] == 0.125)
         d = point["differences"][i]
-        claim = (f"RPQ at the paper's operating point (M = 32, α = 0.125) beats k-means (Table II, wide source; against {base})")
-        assert d["against"] == base
-        assert rows[claim] == ["RPQ", claim, f"{point['cer']:.2f} ± {point['cer_std']:.2f}: {ci(d['cer'])} CER", noise,
-                               f"**{verdicts[d['verdict']]}**", src]
+        claim = f"RPQ at the paper's operating point (M = 32, α = 0.125) beats k-means (Table II, {setting}; against {base})"
+        assert rows[claim, src] == ["RPQ", claim, f"{point['cer']:.2f} ± {point['cer_std']:.2f}: {ci(d['cer'])} CER", noise,
+                                    f"**{CLAIM[d['verdict']]}**", src]
+        seen.add((claim, src))
     for kind, label in (("pq", "PQ"), ("rpq", "RPQ")):
-        top = max((r for r in t["table2"] if r["kind"] == kind), key=lambda r: r["M"])
+        claim = f"{label} gets better as M grows (Table II{where})"
+        grown = [r for r in t["table2"] if r["kind"] == kind and r.get("against_smallest_M")]
+        if not grown:  # one M measured: no claim
+            assert (claim, src) not in rows
+            continue
+        top = max(grown, key=lambda r: r["M"])
+        assert top["M"] == max(r["M"] for r in t["table2"] if r["kind"] == kind)
         d = top["against_smallest_M"]
-        claim = f"{label} gets better as M grows (Table II)"
-        assert rows[claim] == ["RPQ", claim, f"{top['name']} − {d['against']}: {ci(d['cer'])} CER", noise, f"**{verdicts[d['verdict']]}**", src]
-    best = next(r for r in t["table4"] if r.get("best"))
-    others = [r for r in t["table4"] if not r.get("best")]
-    claim = f"α = 0.125 is best for RPQ at M = {best['M']} (Table IV)"
-    paper = next(r for r in t["table4"] if r["alpha"] == 0.125)
-    v = ("held" if all(r["against_best"]["verdict"] == "worse" for r in others) else "not at this scale (within noise)") if paper is best \
-        else "against" if paper["against_best"]["verdict"] == "worse" else "not at this scale (within noise)"
-    assert rows[claim] == ["RPQ", claim, f"best α {best['alpha']:g} ({best['cer']:.2f}); " + ", ".join(
-        f"α {r['alpha']:g} {ci(r['against_best']['cer'])}" for r in others), noise, f"**{v}**", src]
+        assert rows[claim, src] == ["RPQ", claim, f"{top['name']} − {d['against']}: {ci(d['cer'])} CER", noise,
+                                    f"**{CLAIM[d['verdict']]}**", src]
+        seen.add((claim, src))
+    if len(t["table4"]) > 1:
+        best = next(r for r in t["table4"] if r.get("best"))
+        others = [r for r in t["table4"] if not r.get("best")]
+        claim = f"α = 0.125 is best for RPQ at M = {best['M']} (Table IV{where})"
+        paper = next(r for r in t["table4"] if r["alpha"] == 0.125)
+        v = ("held" if all(r["against_best"]["verdict"] == "worse" for r in others) else "not at this scale (within noise)") \
+            if paper is best else "against" if paper["against_best"]["verdict"] == "worse" else "not at this scale (within noise)"
+        assert rows[claim, src] == ["RPQ", claim, f"best α {best['alpha']:g} ({best['cer']:.2f}); " + ", ".join(
+            f"α {r['alpha']:g} {ci(r['against_best']['cer'])}" for r in others), noise, f"**{v}**", src]
+        seen.add((claim, src))
+    else:  # one α measured: nothing to compare
+        assert not any(k[1] == src and "(Table IV" in k[0] for k in rows)
     larger = [r for r in t["table1"] if r.get("against_smallest_k")]
-    claim = "k-means units get better as k grows to 2000 (Table I)"
-    vs = {r["against_smallest_k"]["verdict"] for r in larger}
-    assert rows[claim] == ["RPQ", claim, "; ".join(f"{r['input']} k = {r['k']}: {ci(r['against_smallest_k']['cer'])}" for r in larger),
-                           noise, f"**{verdicts[vs.pop()] if len(vs) == 1 and 'within noise' not in vs else 'not at this scale (within noise)'}**",
-                           src]
-    claim = "more streams move the learning-rate peak to an earlier epoch (Table VII)"
-    assert rows[claim][2] == "peak epoch " + ", ".join(f"{r['name']} {r['peak_epoch']:.2f}" for r in t["table7"][:3]) + ", ..."
-    assert rows[claim][4].startswith("**does not apply here") == (len({round(r["peak_epoch"], 3) for r in t["table7"]}) == 1)
+    claim = f"k-means units get better as k grows to 2000 (Table I{where})"
+    if larger:
+        vs = {r["against_smallest_k"]["verdict"] for r in larger}
+        v = CLAIM[vs.pop()] if len(vs) == 1 and "within noise" not in vs else "not at this scale (within noise)"
+        assert rows[claim, src] == ["RPQ", claim, "; ".join(f"{r['input']} k = {r['k']}: {ci(r['against_smallest_k']['cer'])}"
+                                                            for r in larger), noise, f"**{v}**", src]
+        seen.add((claim, src))
+    else:
+        assert (claim, src) not in rows
+    claim = f"more streams move the learning-rate peak to an earlier epoch (Table VII{where})"
+    assert rows[claim, src][2:4] == ["peak epoch " + ", ".join(f"{r['name']} {r['peak_epoch']:.2f}" for r in t["table7"][:3]) + ", ...",
+                                     "exact (steps counted)"]
+    assert rows[claim, src][4].startswith("**does not apply here") == (len({round(r["peak_epoch"], 3) for r in t["table7"]}) == 1)
+    seen.add((claim, src))
+    assert {k for k in rows if k[1] == src} == seen
 
 
 def test_rpq_rows_from_the_comparisons_units_and_input_kinds_every_cell(rows):
@@ -162,27 +281,32 @@ def test_rpq_rows_from_the_comparisons_units_and_input_kinds_every_cell(rows):
     others = {k: v for k, v in c["rows"].items() if k.startswith(("PQ", "RPQ"))}
     gains = [km["cer"] - v["cer"] for v in others.values()]
     direction = "all worse here" if all(g < 0 for g in gains) else "all better here" if all(g > 0 for g in gains) else "mixed"
-    assert rows[claim] == ["RPQ", claim, "; ".join(f"{k} {v['cer']:.2f}" for k, v in others.items()) + f" against k-means {km['cer']:.2f} (test CER)",
-                           "one training seed each: not measured", f"**not established (no noise estimate); {direction}**",
-                           "docs/asr_compare_tiny_bestrq.json"]
+    src = "docs/asr_compare_tiny_bestrq.json"
+    assert rows[claim, src] == ["RPQ", claim, "; ".join(f"{k} {v['cer']:.2f}" for k, v in others.items()) + f" against k-means {km['cer']:.2f} "
+                                "(test CER)", "one training seed each: not measured", f"**not established (no noise estimate); {direction}**", src]
     c = load("asr_compare_seeds_tiny_bestrq.json")
+    src = "docs/asr_compare_seeds_tiny_bestrq.json"
+    assert len(c["training_seeds"]) > 1 and "interval" not in c and not any("p" in d["cer"] for d in c["differences"])
+    for d in c["differences"]:  # made before issue 35: each verdict is its own bootstrap interval's
+        lo, hi = d["cer"]["ci"]
+        assert d["verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "within noise"), d
+    noise = (f"95% bootstrap over test utterances and {len(c['training_seeds'])} training seeds, each interval on its own (made before "
+             "issue 35: one quantizer draw for every seed)")
     for base in dict.fromkeys(d["baseline"] for d in c["differences"]):
-        found = [d for d in c["differences"] if d["baseline"] == base]
+        found = [d for d in c["differences"] if d["baseline"] == base and d["row"].startswith(("PQ", "RPQ"))]
         claim = f"PQ and RPQ units beat k-means units for ASR (Table II; docs, training seeds run; against {base})"
         vs = {d["verdict"] for d in found}
-        v = ({"better": "held", "worse": "against", "within noise": "not at this scale (within noise)"}[vs.pop()] if len(vs) == 1 else
-             "mixed: " + ", ".join(f"{d['row']} {d['verdict']}" for d in found))
-        assert rows[claim] == ["RPQ", claim, "; ".join(f"{d['row']} {c['rows'][d['row']]['cer']:.2f} ({ci(d['cer'])})" for d in found)
-                               + f" against {base} {c['rows'][base]['cer']:.2f} (test CER)",
-                               f"95% bootstrap over {found[0]['cer']['utterances']} test utterances and 3 training seeds", f"**{v}**",
-                               "docs/asr_compare_seeds_tiny_bestrq.json"]
+        v = CLAIM[vs.pop()] if len(vs) == 1 else "mixed: " + ", ".join(f"{d['row']} {d['verdict']}" for d in found)
+        assert rows[claim, src] == ["RPQ", claim, "; ".join(f"{d['row']} {c['rows'][d['row']]['cer']:.2f} ({ci(d['cer'])})" for d in found)
+                                    + f" against {base} {c['rows'][base]['cer']:.2f} (test CER)",
+                                    f"{noise} ({found[0]['cer']['utterances']} test utterances)", f"**{v}**", src]
     u = load("units_report_tiny_bestrq.json")["rows"]
     rpq = [r for r in u if r["kind"] == "rpq"]
     far = [r["ratio_measured"] / r["ratio_theory"] for r in rpq if r["alpha"] < 1]
     cov = [abs(r["ratio_measured"] - r["ratio_theory_coverage"]) for r in rpq if r["ratio_theory_coverage"] is not None]
     gap = max(abs(r["ratio_measured"] - r["ratio_theory"]) for r in rpq)
     claim = "eq. 13 with eq. 17 gives RPQ's error against k-means'"
-    assert rows[claim][2:5] == [f"measured / predicted {min(far):.1f}x to {max(far):.1f}x for α < 1 (largest gap {gap:.3f}); eq. 13 with "
+    assert rows[claim, "docs/units_report_tiny_bestrq.json"][2:5] == [f"measured / predicted {min(far):.1f}x to {max(far):.1f}x for α < 1 (largest gap {gap:.3f}); eq. 13 with "
                                 f"the measured ρ and coverage within {max(cov):.3f} of all {len(cov)} measured ratios",
                                 "one fit per point; tolerance 0.05", f"**{'held' if gap <= 0.05 else 'against'} (eq. 17's ρ); eq. 13's "
                                 f"form with the measured ρ and coverage: {'held' if max(cov) <= 0.05 else 'against'}**"]
@@ -190,11 +314,11 @@ def test_rpq_rows_from_the_comparisons_units_and_input_kinds_every_cell(rows):
     by_alpha = {r["alpha"]: r["nmse"] for r in rpq if r["M"] == top}
     best = min(by_alpha, key=by_alpha.get)
     claim = "a moderate α is best (Table IV: α = 0.125 at M = 32)"
-    assert rows[claim][2:5] == [f"NMSE at M = {top}: " + ", ".join(f"α {a:g} {by_alpha[a]:.3f}" for a in sorted(by_alpha)),
+    assert rows[claim, "docs/units_report_tiny_bestrq.json"][2:5] == [f"NMSE at M = {top}: " + ", ".join(f"α {a:g} {by_alpha[a]:.3f}" for a in sorted(by_alpha)),
                                 "one fit per point", f"**{'held' if min(by_alpha) < best < max(by_alpha) else 'against'} (one fit per point)**"]
     k = load("asr_input_kinds_tiny_bestrq.json")["rows"]
     claim = "de-duplication and BPE shorten the input and change accuracy little (Table VI)"
-    assert rows[claim][2] == f"k-means {k['k-means']['cer']:.2f}; " + "; ".join(
+    assert rows[claim, "docs/asr_input_kinds_tiny_bestrq.json"][2] == f"k-means {k['k-means']['cer']:.2f}; " + "; ".join(
         f"{n}: CER {k[n]['cer']:.2f} ({k[n]['cer'] - k['k-means']['cer']:+.2f}), length {round(100 * k[n]['length_change']):+d}%"
         for n in ("dedup", "bpe"))
 
@@ -204,8 +328,33 @@ def test_the_demo_rows_from_its_probes(tmp_path):
     (demo / "eval").mkdir(parents=True)
     (demo / "eval" / "results.json").write_text(json.dumps({"models": {
         "stage0@1000": {"tasks": {"pr": {"test": 40.0, "test_std": 0.5}}}, "stage1@1000": {"tasks": {"pr": {"test": 38.5, "test_std": 0.25}}}}}))
-    row = report_rows(demo_report(demo, tmp_path / "no-docs"))["the demo's own stage 1 against stage 0 at equal steps (PR)"]
+    row = report_rows(demo_report(demo, tmp_path / "no-docs"))["the demo's own stage 1 against stage 0 at equal steps (PR)",
+                                                               "DEMO/eval/results.json"]
     assert row[2:5] == ["stage1@1000 38.50 ± 0.25 against stage0@1000 40.00 ± 0.50", "probe seeds only: ± 0.75", "**held**"]
+
+
+def test_the_headline_comes_first_one_row_per_headline_claim(tmp_path):
+    from speechrq.studies.headline import headline_rows
+
+    text = demo_report(tmp_path, DOCS)
+    assert text.index("## Headline") < text.index("## Every claim")
+    section = text.split("## Headline", 1)[1].split("## Every claim", 1)[0]
+    cells = [[c.strip() for c in line.strip()[1:-1].split("|")] for line in section.splitlines()
+             if line.startswith("| ") and not line.startswith("| paper |")]
+    expected = headline_rows(DOCS)
+    assert len(cells) == len(expected) > 0 and all(len(c) == 8 for c in cells)
+    assert cells == [[r["paper"], r["claim"], r["metric"], r["data"], r["measured"], r["change"], r["relative"], f"**{r['verdict']}**"]
+                     for r in expected]
+    # the paper's arm against BEST-RQ, from the study's JSON: the change in the metric's own units (PER: lower is better)
+    s = load("latent_study.json")
+    for task, sign in (("pr", -1.0), ("sid", 1.0)):
+        cell, base = s["arms"][s["paper_arm"]][task], s["arms"]["BEST-RQ"][task]
+        v = cell["vs_base"]
+        lo, hi = sorted(sign * x for x in v["ci95"])
+        row = next(c for c in cells if c[4] == f"{cell['mean']:.2f} ± {cell['std']:.2f} against BEST-RQ {base['mean']:.2f} ± {base['std']:.2f}")
+        assert row[5:] == [f"{sign * v['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]; Holm p {v['p_holm']:.3f}",
+                           f"{100 * (cell['mean'] - base['mean']) / base['mean']:+.1f}%",
+                           f"**{CLAIM[v['verdict']]}**"]
 
 
 # --- hand-edited JSON: `speechrq report` says which file and key, in one line, exit 2
@@ -295,7 +444,7 @@ def test_report_on_the_demos_own_edited_outputs(tmp_path, capsys):
 # --- `speechrq asr tables` on an edited compare.json: one line, before any run is read
 
 def _comparison(tmp_path: Path, change) -> Path:
-    seed = {"cer": 50.0, "wer": 70.0, "bits_per_second": 224.0, "s_per_step": 0.2, "jobs": 1}
+    seed = {"cer": 50.0, "wer": 70.0, "cer_dev": 49.0, "bits_per_second": 224.0, "s_per_step": 0.2, "jobs": 1}  # dev decoded (issue 35)
     d = {"training_seeds": [0], "test_split": "dev", "rows": {"k-means (k=16)": {
         "input": "units", "quantizer": {"kind": "kmeans", "k": 16, "num_subspaces": 1}, "seeds": {"0": seed}}}}
     change(d)

@@ -24,7 +24,8 @@ def test_parse_splits_and_folds():
     assert [(f.name, f.train, f.test) for f in folds] == [("s1", ("s2", "s3"), ("s1",)), ("s2", ("s1", "s3"), ("s2",)),
                                                          ("s3", ("s1", "s2"), ("s3",))]
     for bad, match in (("train=a", "names no test"), ("train=a,test=b,dev=", "not ROLE=PART"), ("eval=a,train=b,test=c", "not ROLE"),
-                       ("train=a,train=b,test=c", "given twice")):
+                       ("train=a,train=b,test=c", "given twice"), ("train=a,dev=test,test=test", "test is both dev and test"),
+                       ("train=a+b,test=b", "b is both train and test"), ("train=a,dev=a,test=c", "a is both train and dev")):
         with pytest.raises(SpeechrqError, match=match):
             parse_splits(bad)
     with pytest.raises(SpeechrqError, match="at least two distinct"):
@@ -132,3 +133,12 @@ def test_fold_results_average_and_keep_the_seed_spread():
     assert r.fold_tests == {"s1": 62.0, "s2": 72.0} and r.test == 67.0
     assert r.seed_tests == [65.0, 69.0] and abs(r.test_std - 2.8284271) < 1e-6  # spread of the per-seed fold means
     assert all(abs(a - b) < 1e-9 for a, b in zip(r.layer_weights, [0.3, 0.7]))
+
+
+def test_several_probe_seeds_average_dev_as_they_average_test():
+    """A study chooses on dev (a step, a baseline, a recipe): dev must see every probe seed, not the first one's."""
+    from speechrq.evaluate.probes import ProbeResult, over_seeds
+
+    runs = [ProbeResult("pr", "per", test=t, dev=d, lr=1e-3, epoch=1, layer_weights=[1.0]) for t, d in ((40.0, 30.0), (44.0, 36.0))]
+    pooled = over_seeds(runs)
+    assert pooled.test == 42.0 and pooled.dev == 33.0 and pooled.seed_tests == [40.0, 44.0]

@@ -1004,7 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--reference-layers", help="θ's layers for the reference's latent arm (default: --best-layers)")
     bl.add_argument("--arms", help="';'-separated arm names to run besides BEST-RQ (default: every arm)")
     bl.add_argument("--reference-steps", type=int, metavar="N", help="steps the strong-θ pair continues the reference (default: "
-                    "half of --steps; every tenth probed for its Figure 3 curve)")
+                    "half of --steps; every fifth probed for its Figure 3 curve)")
     bl.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="overrides for the reference arms (its quantizer; repeatable; the same key twice: the later wins)")
     bl.add_argument("--epochs", type=int, default=30, help="PR/SID/ER probe epochs (default: 30)")
     bl.add_argument("--ft-steps", type=int, default=200, metavar="N", help="ft: fine-tuning steps (default: 200)")

@@ -21,7 +21,7 @@ TIMINGS_REMOVED = opt("timings_removed")  # a one-line note: why a study's timin
 VS_BASE = {"mean": NUMBER, "ci95": CI, "n": INT, "verdict": STRING}
 LATENT_CELL = {"mean": NUMBER, "std": NUMBER, "per_seed": Each(NUMBER, int_keys=True), opt("vs_base"): Maybe(VS_BASE)}
 LATENT_STUDY = {
-    "steps": INT, "seeds": ListOf(INT), "tasks": ListOf(STRING), "probe_seeds": INT, "best_arm": STRING, "paper_arm": STRING,
+    "steps": INT, "seeds": ListOf(INT), "tasks": ListOf(STRING), "probe_seeds": INT, "best_arm": Maybe(STRING), "paper_arm": Maybe(STRING),
     "middle_layers": ListOf(INT), "best_layers": ListOf(INT), "arms": Each(Each(Maybe(LATENT_CELL))),
     opt("stage_gains"): Maybe(Each({"mean": NUMBER, "std": NUMBER, "vs_base": Maybe(VS_BASE)}, int_keys=True)),
     opt("convergence"): Maybe({
@@ -39,7 +39,9 @@ def latent_study(d: Any, source: Any) -> dict:
     check(d, LATENT_STUDY, source)
     arms = d["arms"]
     need(arms, "BEST-RQ", source, "arms", "every arm's base")
-    need(arms, d["best_arm"], source, "arms", "named by best_arm")
+    for key in ("best_arm", "paper_arm"):  # None: the study ran without that arm (`bench latent --arms`)
+        if d[key] is not None:
+            need(arms, d[key], source, "arms", f"named by {key}")
     for seed, per in ((d.get("convergence") or {}).get("per_seed") or {}).items():
         if not per["points"]:
             raise invalid(source, f"convergence.per_seed.{seed}.points", "expected at least one probed step")

@@ -117,14 +117,16 @@ def _mean_by_language(results: list["ProbeResult"]) -> dict[str, float]:
 
 
 def over_seeds(results: list["ProbeResult"]) -> "ProbeResult":
-    """Probe runs of several seeds as one result: the mean test score, its spread, and the first seed's details."""
+    """Probe runs of several seeds as one result: the mean test and dev scores, the test spread, and the first seed's details."""
     import statistics
     from dataclasses import replace
 
     tests = [r.test for r in results]
     if len(tests) == 1:
         return results[0]
+    # dev is the mean over seeds too: what a study chooses on dev (a step, a baseline, a recipe) sees every seed
     return replace(results[0], test=statistics.fmean(tests), test_std=statistics.stdev(tests), seed_tests=tests,
+                   dev=statistics.fmean(r.dev for r in results),
                    by_language=_mean_by_language(results))
 
 

@@ -66,6 +66,10 @@ def parse_splits(spec: str, dev_share: float = DEV_SHARE) -> Fold:
     for role in ("train", "test"):
         if role not in roles:
             raise SpeechrqError(f"--splits: {spec!r} names no {role} part (e.g. train=train-clean-100,dev=dev-clean,test=test-clean)")
+    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):  # a choice on dev must not be a choice on test
+        if (shared := sorted(set(roles.get(a, ())) & set(roles.get(b, ())))):
+            raise SpeechrqError(f"--splits: {', '.join(shared)} is both {a} and {b}; give each part one role (choices are made "
+                                "on dev and reported on test)")
     _check_share(dev_share)
     return Fold("", roles["train"], roles.get("dev", ()), roles["test"], 0.0 if "dev" in roles else dev_share)
 

@@ -29,9 +29,12 @@ SETTINGS = {
 PAPER_OPERATING_POINT = (32, 0.125)
 
 
-def _delta_text(delta: float, ci: list[float] | None, base: float) -> tuple[str, str]:
+def _delta_text(delta: float, ci: list[float] | None, base: float, holm: float | None = None) -> tuple[str, str]:
+    """``(change [interval]; Holm p, relative change)``: an interval that excludes zero with a Holm p above 0.05 is
+    within noise once the table's other comparisons are counted."""
     interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else " (one seed: no interval)"
-    return f"{delta:+.2f}{interval}", f"{100 * delta / base:+.1f}%" if base else "-"
+    p = f"; Holm p {holm:.3f}" if holm is not None else ""
+    return f"{delta:+.2f}{interval}{p}", f"{100 * delta / base:+.1f}%" if base else "-"
 
 
 def latent_rows(study: dict) -> list[dict]:
@@ -41,9 +44,10 @@ def latent_rows(study: dict) -> list[dict]:
     rows = []
     from .latent_study import PAPER_ARM
 
-    arm = study["paper_arm"]
-    what = "the paper's design" if PAPER_ARM in arm else "an ablation: the paper's schedule on the ranked-best layers, not its middle layers"
-    pairs = [(arm, "BEST-RQ", f"Latent-RQ ({arm}; {what}) beats BEST-RQ at {study['steps']} steps")]
+    arm, pairs = study["paper_arm"], []
+    if arm:
+        what = "the paper's design" if PAPER_ARM in arm else "an ablation: the paper's schedule on the ranked-best layers, not its middle layers"
+        pairs.append((arm, "BEST-RQ", f"Latent-RQ ({arm}; {what}) beats BEST-RQ at {study['steps']} steps"))
     strong = next((a for a in study["arms"] if a.startswith("reference") and "Latent-RQ" in a), None)
     if strong:
         pairs.append((strong, study["base"][strong], "with a strong θ (the 4000-step reference continued), Latent-RQ "
@@ -56,7 +60,7 @@ def latent_rows(study: dict) -> list[dict]:
             v = cell["vs_base"]  # improvement, positive = better: in the metric's own units, a change
             sign = -1.0 if task == "pr" else 1.0
             delta, ci = sign * v["mean"], sorted(sign * x for x in v["ci95"]) if v.get("ci95") else None
-            change, rel = _delta_text(delta, ci, ref["mean"])
+            change, rel = _delta_text(delta, ci, ref["mean"], v.get("p_holm"))
             rows.append({"paper": "Latent-RQ", "claim": claim, "metric": metric, "data": DEMO_DATA + f"; {len(study['seeds'])} "
                          "pre-training seeds", "measured": f"{cell['mean']:.2f} ± {cell['std']:.2f} against {base} "
                          f"{ref['mean']:.2f} ± {ref['std']:.2f}", "change": change, "relative": rel, "verdict": _seeded(v)})
@@ -90,7 +94,7 @@ def rpq_rows(tables: dict, source: str) -> list[dict]:
     rows = []
     for arm in arms:
         d = arm["differences"][best["index"]]
-        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"])
+        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"], d.get("p_holm"))
         beside = ""
         if paper_base is not None and paper_base is not best:
             p = arm["differences"][paper_base["index"]]
@@ -108,7 +112,7 @@ def rpq_rows(tables: dict, source: str) -> list[dict]:
             continue
         d = top["against_smallest_M"]
         small = next(r for r in tables["table2"] if r["name"] == d["against"])
-        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), small["cer"])
+        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), small["cer"], d.get("p_holm"))
         rows.append({"paper": "RPQ", "claim": f"{label} gets better as M grows ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(tables['training_seeds'])} seeds", "measured": f"{top['name']} {top['cer']:.2f} ± "
                      f"{top['cer_std']:.2f} against {small['name']} {small['cer']:.2f} ± {small['cer_std']:.2f}",
@@ -128,7 +132,7 @@ def compare_rows(report: dict, source: str) -> list[dict]:
     best, why = _strongest([report["rows"][n] | {"name": n} for n in names])
     rows = []
     for d in (d for d in diffs if d["baseline"] == best["name"] and d["row"].startswith("RPQ")):
-        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"])
+        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"], d.get("p_holm"))
         arm = report["rows"][d["row"]]
         rows.append({"paper": "RPQ", "claim": f"{d['row']} units beat k-means units for ASR ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(report.get('training_seeds', [0]))} seeds", "measured": f"RPQ {arm['cer']:.2f} ± "

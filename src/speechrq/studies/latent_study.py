@@ -36,7 +36,9 @@ from ..io import atomic_write_json, atomic_write_text
 LOWER_IS_BETTER = {"pr", "ft", "asr"}
 QUANTIZER_SEED = 1234  # seed s draws its projections and codebooks with quantizer.seed = QUANTIZER_SEED + s
 SEEDS_DRIVE = (f"pre-training seed s: train.seed = s (initialisation, data order, masks, heads) and quantizer.seed = "
-               f"{QUANTIZER_SEED} + s (random projections and codebooks); probe seeds inside each")
+               f"{QUANTIZER_SEED} + s (random projections and codebooks); the strong-θ pair continues one reference, so its "
+               "projections and codebooks are the reference's and seed s draws its heads, data order and masks; probe seeds "
+               "inside each")
 PAPER_ARM = "paper's design"
 
 
@@ -112,8 +114,8 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
     """Train every arm for every seed (reusing finished runs), probe the final encoders, write ``OUT/study.{json,md}``.
 
     ``only_arms``: the arms to run besides BEST-RQ (default: all of :func:`arms`). ``reference_steps``: how long the
-    strong-θ pair continues the reference (default: half the budget), every tenth checkpointed and probed for its own
-    Figure 3 curve."""
+    strong-θ pair continues the reference (default: half the budget), every tenth checkpointed and every fifth probed for
+    its own Figure 3 curve."""
     from ..encoders import load_encoder
     from ..evaluate.finetune import FinetuneConfig
     from ..evaluate.run import evaluate
@@ -150,8 +152,10 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
                 f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
         if reference is not None:  # the strong θ: the reference continued for half the budget, Mel against its latent targets
             ref_step = int(read_meta(reference)["step"])
+            # a continuation keeps the reference's projections and codebooks (Latent-RQ's stages share them): its
+            # quantizer is the reference's, and seed s draws the heads, data order and masks
             common = [*reference_set, f"targets.init_from={reference}", f"optim.max_steps={ref_step + reference_steps}",
-                      f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}",
+                      f"train.seed={seed}",
                       f"train.checkpoint_every={max(1, reference_steps // 10)}", "train.keep_last=11"]
             layers = reference_layers or best_layers
             for name, extra in ((f"reference + {reference_steps} BEST-RQ steps", ["targets.branch_targets=mel"]),
@@ -196,17 +200,23 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
     paper_arm = next((n for n in plan if PAPER_ARM in n), None)
     points = {"BEST-RQ": [steps // 2, steps * 4 // 5]} | ({paper_arm: [steps // 2, steps * 4 // 5]} if paper_arm else {}) | (
         {best_arm: [steps * 3 // 5, steps * 4 // 5]} if best_arm else {})
-    if reference is not None:  # the strong-θ pair's own Figure 3: every tenth of its continuation
+    if reference is not None:  # the strong-θ pair's own Figure 3: every fifth of its continuation
         ref_step = int(read_meta(reference)["step"])
-        tenths = sorted({ref_step + reference_steps * i // 10 for i in range(1, 10)} - {ref_step})
-        points |= {name: tenths for name in finals if name.startswith("reference")}
+        fifths = sorted({ref_step + reference_steps * i // 5 for i in range(1, 5)} - {ref_step})
+        points |= {name: fifths for name in finals if name.startswith("reference")}
     extras = {"theta_ranking": theta_rankings(out, corpus, seeds, steps // 2, reference),
               "curves": curves(out, corpus, finals, points, curve_probe_seeds, progress, epochs)}
     extras["convergence"] = convergence(finals, extras["curves"], table, "BEST-RQ", best_arm, seeds, steps) if best_arm else None
     extras["stage_gains"] = (stage_gains(extras["curves"], table, "BEST-RQ", paper_arm, [steps // 2, steps * 4 // 5, steps], seeds)
                              if paper_arm else None)
     if extras["stage_gains"]:
-        family([g["vs_base"] for g in extras["stage_gains"].values() if g.get("vs_base")], "stage gains")
+        # the last stage end is the paper arm's PR against BEST-RQ at the budget: the arms table's comparison, with its
+        # verdict (one comparison, one verdict); the earlier stage ends are a family of their own
+        gains = extras["stage_gains"]
+        last = gains.get(str(steps))
+        if last and last.get("vs_base") and table[paper_arm].get("pr", {}).get("vs_base"):
+            last["vs_base"] = dict(table[paper_arm]["pr"]["vs_base"])
+        family([g["vs_base"] for e, g in gains.items() if g.get("vs_base") and e != str(steps)], "stage gains before the budget")
     from .significance import FAMILY_RULE
 
     report = {"steps": steps, "seeds": seeds, "seeds_drive": SEEDS_DRIVE, "family_rule": FAMILY_RULE, "reference_steps": reference_steps,
@@ -425,7 +435,7 @@ def plot_study(report: dict, path: Path) -> None:
     for ax, (title, group) in zip(axes[0][len(tasks):], panels):  # Figure 3: PR over cumulative steps, mean over seeds
         for arm, points in group.items():
             steps = sorted(points, key=int)
-            # a strong-θ arm's points are every tenth of its continuation: its budget ends one tenth after the last
+            # a strong-θ arm's points are every fifth of its continuation: its budget ends one step of them after the last
             last = int(steps[-1]) + int(steps[1]) - int(steps[0]) if arm.startswith("reference") and len(steps) > 1 else report["steps"]
             xs = [int(s) for s in steps] + [last]
             ys = [statistics.fmean(points[s].values()) for s in steps] + [report["arms"][arm]["pr"]["mean"]]

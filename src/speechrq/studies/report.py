@@ -10,11 +10,15 @@ report``; ``docs/asr_compare_tiny_bestrq.json``, ``docs/asr_compare_seeds_tiny_b
 ``not measured``, never a failure; a source that is there is checked before it is read
 (:mod:`speechrq.formats`): a hand-edited number or a removed key is one line naming the file and key.
 
-Verdicts follow from the numbers by one rule (:func:`verdict`): **held** when the
-difference in the paper's direction is beyond its 95% interval (or beyond the two
-standard deviations added, where only probe spreads are known), **against** when the
-opposite direction is, and **not at this scale** when the interval holds zero; a
-difference with no noise estimate (one training seed) is **not established**.
+Verdicts follow from the numbers by one rule: a difference's verdict in its study's JSON
+(:mod:`speechrq.studies.significance`: a t-interval over seeds, and test utterances for error
+rates, with Holm's rule within each table) becomes the claim's (:func:`_seeded`): **held** when
+it is better in the paper's direction, **against** when worse, **not at this scale** when
+within noise, and **not established** with one seed. A table made before that rule keeps the
+verdicts of its bootstrap intervals and says so in its noise column. Where only probe spreads
+are known (the demo's own stage 0 against stage 1), :func:`verdict` compares the difference
+with the two standard deviations added. The report opens with the headline
+(:mod:`speechrq.studies.headline`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,12 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
     best = study["best_arm"] if study else None
     paper_arm = study["paper_arm"] if study else None
     # the paper's design is the claim's arm; the ranked-best layers (one branch at 50%) are an ablation, named as such
-    arms = [(paper_arm, "")] + ([(best, ", ablation: ranked-best layers, one branch at 50%")] if best and best != paper_arm else [])
+    from .latent_study import PAPER_ARM
+
+    # a study made before the paper's design was an arm ran the paper's schedule on the ranked-best layers: an ablation
+    paper_label = "" if paper_arm is None or PAPER_ARM in paper_arm else ", ablation: the paper's schedule on the ranked-best layers"
+    arms = [(paper_arm, paper_label)] + ([(best, ", ablation: ranked-best layers, one branch at 50%")] if best and best != paper_arm else [])
+    arms = arms[:1] + [x for x in arms[1:] if x[0]]  # the paper's arm's rows say "not measured" when it did not run
     for arm, label in arms:
         for task, what in (("pr", "Latent-RQ beats BEST-RQ on phone recognition (PER ↓; the paper reports ASR WER) at equal steps"),
                            ("sid", "Latent-RQ beats BEST-RQ on SID (accuracy ↑) at equal steps")):
@@ -86,7 +95,7 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
         rows.append({"paper": "Latent-RQ", "claim": "gains grow with the stages, then saturate", "number": "-", "noise": "-",
                      "verdict": MISSING, "source": "docs/latent_study.json"})
     demo_arm = next((n for n in study["arms"] if "(middle" in n), None) if study else None
-    if demo_arm:
+    if demo_arm and best:
         a, b = study["arms"][demo_arm].get("pr"), study["arms"][best].get("pr")
         diff = None
         if a and b:
@@ -204,37 +213,40 @@ def _ci(d: dict) -> str:
     return f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" if c.get("ci") else f"{c['difference']:+.2f} (one seed)"
 
 
-def tables_claims(t: dict | None, source: str) -> list[dict]:
-    """The RPQ paper's claims from ``speechrq asr tables`` (Tables I, II, IV, VII), each verdict from its intervals."""
+def tables_claims(t: dict | None, source: str, setting: str = "wide source") -> list[dict]:
+    """The RPQ paper's claims from ``speechrq asr tables`` (Tables I, II, IV, VII), each verdict from its intervals;
+    ``setting`` names where they were measured (each setting keeps its own verdicts)."""
     if not t:
         return []
     rows = []
     noise = _noise(t)
+    where = "" if setting == "wide source" else f", {setting}"
     one = len(t["training_seeds"]) < 2
+    unknown_one = f"{UNKNOWN}: one training seed"
     for i, base in enumerate(t["baselines"]):
         found = [r for r in t["table2"] if r["kind"] in ("pq", "rpq")]
         if not found:
             continue
         verdicts = {r["differences"][i]["verdict"] for r in found}
-        v = UNKNOWN if one else HELD if verdicts == {"better"} else AGAINST if verdicts == {"worse"} else \
+        v = unknown_one if one else HELD if verdicts == {"better"} else AGAINST if verdicts == {"worse"} else \
             NOISE if verdicts == {"within noise"} else "mixed: " + ", ".join(f"{r['name']} {r['differences'][i]['verdict']}" for r in found)
-        rows.append({"paper": "RPQ", "claim": f"PQ and RPQ units beat k-means units for ASR (Table II, wide source; against {base})",
+        rows.append({"paper": "RPQ", "claim": f"PQ and RPQ units beat k-means units for ASR (Table II, {setting}; against {base})",
                      "number": "; ".join(f"{r['name']} {_ci(r['differences'][i])}" for r in found), "noise": noise, "verdict": v,
                      "source": source})
         paper = next((r for r in found if r["kind"] == "rpq" and r["M"] == 32 and r["alpha"] == 0.125), None)
         if paper is not None:  # the paper's headline operating point on its own
             d = paper["differences"][i]
             rows.append({"paper": "RPQ", "claim": f"RPQ at the paper's operating point (M = 32, α = 0.125) beats k-means (Table II, "
-                         f"wide source; against {base})", "number": f"{paper['cer']:.2f} ± {paper['cer_std']:.2f}: {_ci(d)} CER",
-                         "noise": noise, "verdict": UNKNOWN if one else _seeded(d), "source": source})
+                         f"{setting}; against {base})", "number": f"{paper['cer']:.2f} ± {paper['cer_std']:.2f}: {_ci(d)} CER",
+                         "noise": noise, "verdict": unknown_one if one else _seeded(d), "source": source})
     for kind, label in (("pq", "PQ"), ("rpq", "RPQ")):
         grown = [r for r in t["table2"] if r["kind"] == kind and r.get("against_smallest_M")]
         if grown:
             top = max(grown, key=lambda r: r["M"])
             d = top["against_smallest_M"]
-            rows.append({"paper": "RPQ", "claim": f"{label} gets better as M grows (Table II)", "number": f"{top['name']} − "
-                         f"{d['against']}: {_ci(d)} CER", "noise": noise, "verdict": UNKNOWN if one else _seeded(d), "source": source})
-    if t.get("table4"):
+            rows.append({"paper": "RPQ", "claim": f"{label} gets better as M grows (Table II{where})", "number": f"{top['name']} − "
+                         f"{d['against']}: {_ci(d)} CER", "noise": noise, "verdict": unknown_one if one else _seeded(d), "source": source})
+    if len(t.get("table4") or []) > 1:  # one α measured: nothing to compare
         best = next(r for r in t["table4"] if r.get("best"))
         others = [r for r in t["table4"] if not r.get("best")]
         paper = next((r for r in t["table4"] if r["alpha"] == 0.125), None)
@@ -244,19 +256,19 @@ def tables_claims(t: dict | None, source: str) -> list[dict]:
             v = HELD if others and all(r["against_best"]["verdict"] == "worse" for r in others) else NOISE
         else:
             v = AGAINST if paper["against_best"]["verdict"] == "worse" else NOISE
-        rows.append({"paper": "RPQ", "claim": f"α = 0.125 is best for RPQ at M = {best['M']} (Table IV)",
+        rows.append({"paper": "RPQ", "claim": f"α = 0.125 is best for RPQ at M = {best['M']} (Table IV{where})",
                      "number": f"best α {best['alpha']:g} ({best['cer']:.2f}); " + ", ".join(
                          f"α {r['alpha']:g} {_ci(r['against_best'])}" for r in others), "noise": noise,
-                     "verdict": UNKNOWN if one else v, "source": source})
+                     "verdict": unknown_one if one else v, "source": source})
     larger = [r for r in t.get("table1", []) if r.get("against_smallest_k")]
     if larger:
-        rows.append({"paper": "RPQ", "claim": "k-means units get better as k grows to 2000 (Table I)",
+        rows.append({"paper": "RPQ", "claim": f"k-means units get better as k grows to 2000 (Table I{where})",
                      "number": "; ".join(f"{r['input']} k = {r['k']}: {_ci(r['against_smallest_k'])}" for r in larger), "noise": noise,
-                     "verdict": UNKNOWN if one else HELD if all(r["against_smallest_k"]["verdict"] == "better" for r in larger) else
+                     "verdict": unknown_one if one else HELD if all(r["against_smallest_k"]["verdict"] == "better" for r in larger) else
                      AGAINST if all(r["against_smallest_k"]["verdict"] == "worse" for r in larger) else NOISE, "source": source})
     if t.get("table7"):
         epochs = {round(r["peak_epoch"], 3) for r in t["table7"]}
-        rows.append({"paper": "RPQ", "claim": "more streams move the learning-rate peak to an earlier epoch (Table VII)",
+        rows.append({"paper": "RPQ", "claim": f"more streams move the learning-rate peak to an earlier epoch (Table VII{where})",
                      "number": "peak epoch " + ", ".join(f"{r['name']} {r['peak_epoch']:.2f}" for r in t["table7"][:3]) + ", ...",
                      "noise": "exact (steps counted)", "verdict": "does not apply here: speechrq batches by seconds of audio, so every "
                      "M peaks at the same epoch" if len(epochs) == 1 else "held: the peak moves with M", "source": source})
@@ -339,6 +351,7 @@ def demo_report(demo: str | Path, docs: str | Path = "docs") -> str:
                        _load(docs / "asr_input_kinds_tiny_bestrq.json", schemas.input_kinds),
                        _load(docs / "asr_compare_seeds_tiny_bestrq.json", schemas.compare_claims))
     rows += tables_claims(_load(docs / "rpq_tables_mel.json", schemas.rpq_tables), "docs/rpq_tables_mel.json")
+    rows += tables_claims(_load(docs / "ml_tables.json", schemas.rpq_tables), "docs/ml_tables.json", "multilingual log-Mel")
     from .headline import format_headline, headline_rows
 
     lines = ["# What the demo measured against the papers' claims", ""]
