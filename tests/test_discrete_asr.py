@@ -188,7 +188,7 @@ def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, t
     # asked for seeds 0 and 1 again: the report holds those two, the third stays on disk for later
     assert main([*args, "--seeds", "0,1"]) == 0
     assert json.loads((out / "compare.json").read_text())["rows"][raw]["cer"] == rows[raw]["cer"]
-    for bad in (["--seeds", "x"], ["--kmeans-inputs", "units,raw"], ["--unit-bpe", "1"]):
+    for bad in (["--seeds", "x"], ["--kmeans-inputs", "units,raw"], ["--unit-bpe", "1"], ["--seed", "-1"], ["--seeds", "0,-1"]):
         assert main([*args, *bad]) == 2
 
 

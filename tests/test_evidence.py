@@ -94,3 +94,26 @@ def test_a_broken_archive_is_one_line(tmp_path):
     (tmp_path / "bad_errors.json.gz").write_bytes(b"not gzip")
     with pytest.raises(SpeechrqError, match="not a gzipped JSON archive"):
         read_archive(tmp_path / "bad_errors.json.gz")
+
+
+def test_the_archive_is_byte_reproducible_and_checked_whole(tmp_path):
+    import gzip
+
+    from speechrq.errors import SpeechrqError
+
+    path, report = _archive_and_table(tmp_path, np.random.default_rng(1))
+    data = read_archive(path)
+    again = write_archive(tmp_path / "again_errors.json.gz", data["rows"], data["seeds"], data["test_split"])
+    assert again.read_bytes() == path.read_bytes()  # no temporary name or time in the gzip header
+    for change, named in ((lambda d: d["rows"]["k-means (k=8)"].pop("splits"), "k-means (k=8): missing key 'splits'"),
+                          (lambda d: d["rows"]["k-means (k=8)"]["splits"]["test"]["chars"].pop(), "chars: expected one per utterance"),
+                          (lambda d: d["rows"]["k-means (k=8)"]["splits"]["test"]["char_errors"].pop(), "char_errors: expected [3 seeds]")):
+        bad = copy.deepcopy(data)
+        change(bad)
+        (tmp_path / "bad_errors.json.gz").write_bytes(gzip.compress(json.dumps(bad).encode()))
+        with pytest.raises(SpeechrqError, match=named.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            read_archive(tmp_path / "bad_errors.json.gz")
+    # rows scored on the utterances in another order cannot be compared pair by pair
+    shuffled = copy.deepcopy(data)
+    shuffled["rows"]["RPQ (M=2, α=0.5)"]["splits"]["test"]["ids"].reverse()
+    assert any("another order" in p for p in recheck_compare(report, shuffled))

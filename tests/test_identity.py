@@ -43,6 +43,10 @@ def test_claim_records_reuses_and_refuses_naming_the_setting(tmp_path):
     (legacy / "units.npy").write_bytes(b"x")
     with pytest.raises(SpeechrqError, match="holds files but no identity.json"):
         claim(legacy, {"k": 50}, "units")
+    (tmp_path / "afile").write_text("x")  # an output folder that is a file: one line, nothing written
+    with pytest.raises(SpeechrqError, match="afile: a file, not a folder"):
+        claim(tmp_path / "afile", {"k": 50}, "units")
+    assert (tmp_path / "afile").read_text() == "x"
     assert describe_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == "a.c 2 -> 3"
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1}) != digest({"a": 1, "b": [2, 1]})
 

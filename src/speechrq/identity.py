@@ -147,6 +147,8 @@ def claim(directory: str | Path, identity: dict, what: str, hint: str = "use ano
     from .io import atomic_write_json
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise SpeechrqError(f"{directory}: a file, not a folder; {hint}")
     old = recorded(directory)
     if old is not None and defaults:  # keys added since: an identity recorded before them held their default
         old = json.loads(json.dumps(defaults, default=str)) | old

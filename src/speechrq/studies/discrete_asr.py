@@ -109,6 +109,9 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     seeds = list(dict.fromkeys(seeds))
     if not seeds:
         raise SpeechrqError("--seeds: give at least one training seed")
+    if seed < 0 or (negative := [s for s in seeds if s < 0]):
+        raise SpeechrqError(f"--seed {seed} / --seeds {','.join(map(str, seeds))}: seeds must be >= 0"
+                            + (f" (got {', '.join(map(str, negative))})" if seed >= 0 else ""))
     if unit_bpe < 2:
         raise SpeechrqError(f"--unit-bpe: must be >= 2, got {unit_bpe}")
     rows = systems(k, pq_ms, rpq_ms, alpha, continuous, tuple(kmeans_inputs), unit_bpe, rvq_ms)
@@ -147,6 +150,9 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
                 and r.get("seeds", {}).get(str(s), {}).get("decoding") == decoding)
 
     todo = [(row, s) for row in rows for s in seeds if not done(row, s)]
+    if todo:  # the table and its evidence are written again at the end: until then none says it is finished
+        for stale in (out / "compare.md", out / "compare_errors.json.gz"):
+            stale.unlink(missing_ok=True)
     # the quantizers first, one after the other: each replicate seed's own fit, shared by the rows of that seed that read it
     for slug, s in dict.fromkeys((_slug(row["quantizer"]), s) for row, s in todo):
         q = next(row["quantizer"] for row, _ in todo if _slug(row["quantizer"]) == slug)

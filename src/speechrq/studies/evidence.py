@@ -44,7 +44,7 @@ def write_archive(path: str | Path, rows: dict, seeds: list[int], test_split: st
 
     path = Path(path)
     data = json.dumps({"format": FORMAT, "seeds": seeds, "test_split": test_split, "rows": rows}, sort_keys=True).encode()
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as z:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as z:
         z.write(data)
     return path
 
@@ -61,6 +61,23 @@ def read_archive(path: str | Path) -> dict:
         raise SpeechrqError(f"{path}: not a gzipped JSON archive of per-utterance errors ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("rows"), dict):
         raise SpeechrqError(f"{path}: not a {FORMAT} archive")
+    from ..schema import INT, NUMBER, OBJECT, STRING, Each, ListOf, Maybe, check, invalid
+
+    split = {"ids": ListOf(STRING), "chars": ListOf(NUMBER), "words": ListOf(NUMBER), "languages": ListOf(Maybe(STRING)),
+             "char_errors": ListOf(ListOf(NUMBER)), "word_errors": ListOf(ListOf(NUMBER))}
+    check(data, {"seeds": ListOf(INT), "test_split": STRING, "rows": Each({"comparison": STRING, "quantizer": OBJECT, "input": STRING,
+                                                                         "splits": Each(split)})}, path)
+    for name, row in data["rows"].items():  # every list one per utterance, every seed's errors on every utterance
+        for key, s in row["splits"].items():
+            u = len(s["ids"])
+            for field in ("chars", "words", "languages"):
+                if len(s[field]) != u:
+                    raise invalid(path, f"rows.{name}.splits.{key}.{field}", f"expected one per utterance ({u}), got {len(s[field])}")
+            for field in ("char_errors", "word_errors"):
+                if len(s[field]) != len(data["seeds"]) or any(len(x) != u for x in s[field]):
+                    raise invalid(path, f"rows.{name}.splits.{key}.{field}", f"expected [{len(data['seeds'])} seeds][{u} utterances]")
+        if data["test_split"] not in row["splits"]:
+            raise invalid(path, f"rows.{name}.splits", f"no {data['test_split']!r} split")
     return data
 
 
@@ -113,6 +130,9 @@ def recheck_differences(entries: list[tuple[str, dict]], archive: dict, test_spl
             continue
         pair = _shares_draw(archive, a, b)
         sa, sb = archive["rows"][a]["splits"][test_split], archive["rows"][b]["splits"][test_split]
+        if sa["ids"] != sb["ids"]:  # a paired comparison needs the same utterances in the same order
+            problems.append(f"{where}: {b!r} against {a!r}: the archive's rows hold other {test_split} utterances or another order")
+            continue
         redo = {"cer": difference_interval(_arrays(sa)[0], _arrays(sb)[0], _arrays(sa)[1], pair)}
         if d.get("by_language"):
             redo["by_language"] = {lang: {"cer": difference_interval(_arrays(sa, lang)[0], _arrays(sb, lang)[0], _arrays(sa, lang)[1], pair)}
@@ -167,6 +187,8 @@ def recheck_tables(tables: dict, archive: dict) -> list[str]:
         best = min(tables["table4"], key=lambda r: r["cer_dev"])
         if not best.get("best"):
             problems.append(f"table4: the best α is {best['alpha']} by dev CER, the table marks another")
+    elif tables["table4"]:
+        problems.append("table4: no dev CER, so its best α was not chosen on dev")
     return problems
 
 

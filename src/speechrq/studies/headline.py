@@ -29,11 +29,18 @@ SETTINGS = {
 PAPER_OPERATING_POINT = (32, 0.125)
 
 
-def _delta_text(delta: float, ci: list[float] | None, base: float, holm: float | None = None) -> tuple[str, str]:
-    """``(change [interval]; Holm p, relative change)``: an interval that excludes zero with a Holm p above 0.05 is
-    within noise once the table's other comparisons are counted."""
+def _delta_text(delta: float, ci: list[float] | None, base: float, d: dict | None = None) -> tuple[str, str]:
+    """``(change [interval]; Holm p over N comparisons, relative change)`` of a difference ``d`` with its family: an
+    interval that excludes zero with a Holm p above 0.05 is within noise once the table's other comparisons are counted.
+    A table made before issue 35 (bootstrap intervals, each judged alone) says so."""
     interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else " (one seed: no interval)"
-    p = f"; Holm p {holm:.3f}" if holm is not None else ""
+    d = d or {}
+    if d.get("p_holm") is not None and d.get("family"):
+        p = f"; Holm p {d['p_holm']:.3f} over {d['family']['size']} comparisons"
+    elif ci and "p" not in (d.get("cer") or d):
+        p = "; bootstrap, judged alone (made before issue 35)"
+    else:
+        p = ""
     return f"{delta:+.2f}{interval}{p}", f"{100 * delta / base:+.1f}%" if base else "-"
 
 
@@ -60,7 +67,7 @@ def latent_rows(study: dict) -> list[dict]:
             v = cell["vs_base"]  # improvement, positive = better: in the metric's own units, a change
             sign = -1.0 if task == "pr" else 1.0
             delta, ci = sign * v["mean"], sorted(sign * x for x in v["ci95"]) if v.get("ci95") else None
-            change, rel = _delta_text(delta, ci, ref["mean"], v.get("p_holm"))
+            change, rel = _delta_text(delta, ci, ref["mean"], v)
             rows.append({"paper": "Latent-RQ", "claim": claim, "metric": metric, "data": DEMO_DATA + f"; {len(study['seeds'])} "
                          "pre-training seeds", "measured": f"{cell['mean']:.2f} ± {cell['std']:.2f} against {base} "
                          f"{ref['mean']:.2f} ± {ref['std']:.2f}", "change": change, "relative": rel, "verdict": _seeded(v)})
@@ -94,7 +101,7 @@ def rpq_rows(tables: dict, source: str) -> list[dict]:
     rows = []
     for arm in arms:
         d = arm["differences"][best["index"]]
-        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"], d.get("p_holm"))
+        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"], d)
         beside = ""
         if paper_base is not None and paper_base is not best:
             p = arm["differences"][paper_base["index"]]
@@ -112,7 +119,7 @@ def rpq_rows(tables: dict, source: str) -> list[dict]:
             continue
         d = top["against_smallest_M"]
         small = next(r for r in tables["table2"] if r["name"] == d["against"])
-        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), small["cer"], d.get("p_holm"))
+        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), small["cer"], d)
         rows.append({"paper": "RPQ", "claim": f"{label} gets better as M grows ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(tables['training_seeds'])} seeds", "measured": f"{top['name']} {top['cer']:.2f} ± "
                      f"{top['cer_std']:.2f} against {small['name']} {small['cer']:.2f} ± {small['cer_std']:.2f}",
@@ -132,7 +139,7 @@ def compare_rows(report: dict, source: str) -> list[dict]:
     best, why = _strongest([report["rows"][n] | {"name": n} for n in names])
     rows = []
     for d in (d for d in diffs if d["baseline"] == best["name"] and d["row"].startswith("RPQ")):
-        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"], d.get("p_holm"))
+        change, rel = _delta_text(d["cer"]["difference"], d["cer"].get("ci"), best["cer"], d)
         arm = report["rows"][d["row"]]
         rows.append({"paper": "RPQ", "claim": f"{d['row']} units beat k-means units for ASR ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(report.get('training_seeds', [0]))} seeds", "measured": f"RPQ {arm['cer']:.2f} ± "

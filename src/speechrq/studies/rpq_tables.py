@@ -294,7 +294,7 @@ def copy_logs(outs: list[str | Path], directory: str | Path, seeds: list[int]) -
             for s in seeds:
                 run = run_dir(out, _row_spec(name, r), s)
                 path = directory / f"{out.name}_{run.parent.name}_seed{s}.jsonl.gz"
-                with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as z:
+                with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as z:
                     z.write((run / "metrics.jsonl").read_bytes())
                 written.append(path)
     return written
