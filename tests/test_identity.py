@@ -128,6 +128,13 @@ def test_pretraining_refuses_to_resume_on_another_corpus_content(corpus_copy, tm
     assert set(meta["inputs"]) == {"corpus", "feature_stats"}
     longer = config_from_dict(PretrainConfig, tiny_pretrain_config(corpus_copy, tmp_path / "run", optim={"max_steps": 5}))
     drop_last_cut(corpus_copy)
+    # the statistics made from the old content are refused first, naming the corpus change
+    with pytest.raises(SpeechrqError, match=r"feature_stats.json: computed from another corpus or split \(corpus "):
+        train(longer, resume=True, progress=False)
+    from speechrq.features import corpus_stats
+
+    (corpus_copy / "feature_stats.json").unlink()
+    corpus_stats(corpus_copy, "train", max_utterances=200, progress=False)  # recomputed: now the run itself refuses
     with pytest.raises(SpeechrqError, match=r"trained on other inputs \(corpus "):
         train(longer, resume=True, progress=False)
 
