@@ -124,7 +124,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
 
     for split in dict.fromkeys(["train", "dev", test_split]):  # before OUT is claimed: a refusal leaves nothing behind
         refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {layer} at {lay.frame_ms} ms (split {split})")
-    from ..text import legacy_ascii_text, transcripts_digest
+    from ..text import transcripts_digest
 
     texts = [c.supervisions[0].text if c.supervisions else "" for split in dict.fromkeys(["train", "dev", test_split])
              for c in LazyCuts(corpus, split)]

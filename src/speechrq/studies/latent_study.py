@@ -24,7 +24,6 @@ Nothing is chosen on the test split: the ranked-best layers come from
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
