@@ -96,12 +96,10 @@ def paired(arm: dict[int, float], base: dict[int, float], lower_is_better: bool)
 def family(cells: list[dict], name: str) -> None:
     """Holm's rule over the ``vs_base`` comparisons ``cells`` of one table: each gets ``p_holm``, ``family`` and its
     verdict (``better``/``worse`` only when Holm rejects)."""
-    from .significance import FAMILY_ALPHA, FAMILY_RULE, holm_adjusted, verdict
+    from .significance import apply_family
 
-    adjusted = holm_adjusted([c["p"] for c in cells])
-    for c, p in zip(cells, adjusted):
-        c["p_holm"], c["family"] = p, {"name": name, "size": len(cells), "rule": FAMILY_RULE}
-        c["verdict"] = verdict({"ci": c["ci95"], "difference": c["mean"]}, p <= FAMILY_ALPHA, lower_is_better=False)
+    apply_family(cells, name, lower_is_better=False,  # a cell's mean is an improvement: positive is better
+                 view=lambda c: {"difference": c["mean"], "ci": c["ci95"], "p": c["p"]})
 
 
 def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: str | Path, out: str | Path, seeds: list[int], steps: int,

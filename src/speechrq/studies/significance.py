@@ -171,13 +171,15 @@ def verdict(d: dict, rejected: bool, lower_is_better: bool = True) -> str:
 
 
 def apply_family(entries: list[dict], family: str, key: str = "cer", lower_is_better: bool = True,
-                 alpha: float = FAMILY_ALPHA) -> list[dict]:
+                 alpha: float = FAMILY_ALPHA, view=None) -> list[dict]:
     """Holm over the ``key`` differences of ``entries`` (one table's comparisons): sets each entry's ``p_holm``,
-    ``family`` and ``verdict`` in place and returns ``entries``."""
-    ps = [e[key].get("p") for e in entries]
+    ``family`` and ``verdict`` in place and returns ``entries``. ``view(entry)`` gives an entry's difference as
+    ``{"difference", "ci", "p"}`` where it is not ``entry[key]`` (the Latent-RQ study's cells)."""
+    diffs = [view(e) if view else e[key] for e in entries]
+    ps = [d.get("p") for d in diffs]
     adjusted = holm_adjusted(ps)
-    for e, p in zip(entries, adjusted):
+    for e, d, p in zip(entries, diffs, adjusted):
         e["p_holm"], e["family"] = p, {"name": family, "size": sum(x is not None for x in ps), "rule": FAMILY_RULE}
-        e["verdict"] = verdict(e[key], p is not None and p <= alpha, lower_is_better)
+        e["verdict"] = verdict(d, p is not None and p <= alpha, lower_is_better)
     return entries
 
