@@ -144,9 +144,9 @@ def recheck_differences(entries: list[tuple[str, dict]], archive: dict, test_spl
     for name, group in by_family.items():
         family([redo for _, _, redo in group], name or "")
         for where, d, redo in group:
-            for key in ("verdict", "p_holm"):
-                if not _close(d.get(key), redo.get(key)) if key == "p_holm" else d.get(key) != redo.get(key):
-                    problems.append(f"{where}: {d['row']!r}: {key} {d.get(key)!r} but the errors give {redo.get(key)!r}")
+            if d.get("verdict") != redo["verdict"] or not _close(d.get("p_holm"), redo["p_holm"]):
+                problems.append(f"{where}: {d['row']!r}: verdict {d.get('verdict')!r} (Holm p {d.get('p_holm')}) but the errors "
+                                f"give {redo['verdict']!r} (Holm p {redo['p_holm']})")
             for lang, r in (redo.get("by_language") or {}).items():
                 if d["by_language"][lang].get("verdict") != r.get("verdict"):
                     problems.append(f"{where}: {d['row']!r} ({lang}): verdict {d['by_language'][lang].get('verdict')!r} "
