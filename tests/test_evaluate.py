@@ -352,3 +352,13 @@ def test_random_baseline_options_are_checked_in_one_line(pretrain_corpus, tmp_pa
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err.strip()
         assert said in err and len(err.splitlines()) == 1, err
+
+
+def test_a_results_table_made_before_issue_35_says_its_baselines_depend_on_the_order():
+    from speechrq.evaluate.run import format_table
+
+    old = json.loads((Path(__file__).parents[1] / "docs" / "ml_probes.json").read_text())
+    assert "baselines" not in old and "fbank" in old["models"]
+    assert "Baselines made before issue 35" in format_table(old)
+    old["models"] = {k: v for k, v in old["models"].items() if k not in ("fbank", "random-init")}
+    assert "before issue 35" not in format_table(old)  # no baseline, nothing to say

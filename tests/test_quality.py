@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 from conftest import tiny_pretrain_config
@@ -43,10 +44,20 @@ def test_bench_quality_writes_json_and_png_and_reuses_the_run(pretrain_corpus, t
     assert [c["step"] for c in pr["curve"]] == [2, 4] and set(pr["baselines"]) == {"random-init", "fbank"}
     assert all(c["minutes"] > 0 for c in pr["curve"]) and pr["at_demo_step"]["step"] == 2
     assert (out / "quality.png").stat().st_size > 5000
-    assert "| step | training min |" in capsys.readouterr().out
+    assert report["baselines"]["random-init"]["preset"] == "tiny" and report["baselines"]["random-init"]["init_seeds"] == [0, 1, 2]
+    page = capsys.readouterr().out
+    assert "| step | training min |" in page and "random-init: the tiny preset" in page and "before issue 35" not in page
     ckpts = sorted(p.name for p in (out / "run" / "checkpoints").iterdir())
     mtimes = [(out / "run" / "checkpoints" / c / "model.safetensors").stat().st_mtime_ns for c in ckpts]
     assert main(args) == 0  # the finished run is reused, not retrained
     assert [(out / "run" / "checkpoints" / c / "model.safetensors").stat().st_mtime_ns for c in ckpts] == mtimes
     assert main([*args[:-1], "--every", "3", "--quiet"]) == 2
     assert "multiple of every" in capsys.readouterr().err
+
+
+def test_a_quality_page_made_before_issue_35_says_how_its_baselines_were_made():
+    from speechrq.studies.quality import format_quality
+
+    old = json.loads((Path(__file__).parents[1] / "docs" / "quality_tiny_bestrq.json").read_text())
+    assert "baselines" not in old
+    assert "Made before issue 35" in format_quality(old) and "chosen on test" in format_quality(old)

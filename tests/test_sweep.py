@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -36,6 +37,8 @@ def test_a_sweep_trains_each_point_for_the_same_wall_clock_and_reuses_what_it_fi
     assert all(0 < r["masked_fraction"] < 1 for r in rows.values())
     table = (tmp_path / "s" / "sweep.md").read_text()
     assert table.count("\n| ") == 1 + 5 and "random-init-tiny | baseline" in table
+    assert report["baselines"]["random-init-tiny"]["preset"] == "tiny" and "random-init-tiny: the tiny preset" in table
+    assert "before issue 35" not in table
     mtime = (tmp_path / "s" / "runs" / "base" / "metrics.jsonl").stat().st_mtime_ns
     assert main(args) == 0  # everything reused
     assert (tmp_path / "s" / "runs" / "base" / "metrics.jsonl").stat().st_mtime_ns == mtime
@@ -52,3 +55,10 @@ def test_bad_sweep_files_are_refused_with_the_key_named(spec, message, tmp_path)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=message):
         read_sweep(tmp_path / "s.yaml")
+
+
+def test_a_sweep_page_made_before_issue_35_says_how_its_baselines_were_made():
+    from speechrq.studies.sweep import format_sweep
+
+    old = json.loads((Path(__file__).parents[1] / "docs" / "sweep_tiny.json").read_text())
+    assert "baselines" not in old and "Baselines made before issue 35" in format_sweep(old)

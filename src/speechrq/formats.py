@@ -280,7 +280,7 @@ def probe_cache(d: Any, source: Any) -> dict:
 
 # --- `speechrq bench quality`'s quality.json, `bench sweep`'s sweep.json, bench_passes.json, demo_phases.json (pages)
 
-QUALITY = {"tasks": Each({
+QUALITY = {opt("baselines"): EVAL_BASELINES, "tasks": Each({
     "metric": STRING, "baselines": Each({"error": NUMBER, "std": NUMBER}), "stronger_baseline": STRING,
     "curve": ListOf({"step": INT, opt("minutes"): NUMBER, "error": NUMBER, "std": NUMBER, "margin": NUMBER, "beyond_noise": BOOL}),
     "first_beyond_noise": Maybe({"step": INT, opt("minutes"): NUMBER, "margin": NUMBER}),
@@ -304,7 +304,7 @@ def quality(d: Any, source: Any) -> dict:
 SWEEP_POINT = {"overrides": ListOf(STRING), opt("max_steps"): INT, opt("minutes"): NUMBER, opt("masked_fraction"): NUMBER,
                opt("acc"): NUMBER, opt("step_time_ratio"): NUMBER}
 SWEEP = {"scores": Each({"per": NUMBER, "std": NUMBER}), "points": Each(SWEEP_POINT), "probe_seeds": INT, "budget_steps": INT,
-         "config": STRING, opt("set"): Maybe(ListOf(STRING)), TIMINGS_REMOVED: STRING}
+         "config": STRING, opt("set"): Maybe(ListOf(STRING)), opt("baselines"): OBJECT, TIMINGS_REMOVED: STRING}
 
 
 def sweep(d: Any, source: Any) -> dict:

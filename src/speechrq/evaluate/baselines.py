@@ -112,9 +112,11 @@ def describe_baselines(record: dict, probe_seeds: int) -> list[str]:
             f"sha256 {stats['sha256']})"]
     if FBANK_BASELINE in record:
         said.append(f"{FBANK_BASELINE}: those statistics, 4 frames stacked to 40 ms")
-    if (r := record.get(RANDOM_BASELINE)):
+    for name, r in record.items():  # random-init, or one row per preset (a sweep's random-init-tiny, ...)
+        if not name.startswith(RANDOM_BASELINE) or not r:
+            continue
         n = len(r["init_seeds"])
-        said.append(f"{RANDOM_BASELINE}: the {r['preset']} preset with those statistics, randomly initialised with init seed"
+        said.append(f"{name}: the {r['preset']} preset with those statistics, randomly initialised with init seed"
                     f"{'s' if n > 1 else ''} {', '.join(map(str, r['init_seeds']))}; its score is the mean over {n} init seed(s) × "
                     f"{probe_seeds} probe seed(s), its ± their standard deviation")
     return ["", "; ".join(said) + "."]

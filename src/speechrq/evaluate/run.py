@@ -453,6 +453,10 @@ def format_table(results: dict) -> str:
         from .baselines import describe_baselines
 
         lines += describe_baselines(results["baselines"], results.get("probe_seeds", 1))
+    elif {FBANK_BASELINE, RANDOM_BASELINE} & set(results["models"]):
+        lines += ["", f"Baselines made before issue 35: {FBANK_BASELINE} was normalised with the first listed encoder's "
+                  f"statistics and {RANDOM_BASELINE} is one initialisation copying that encoder's configuration, so both "
+                  "depend on which encoders were listed first, and the random-init spread holds probe seeds only."]
     if results.get("target_quality"):
         lines += ["", "Target separability (random projections; 5-NN accuracy %, silhouette):", "",
                   "| targets | phones 5-NN ↑ | phones silhouette ↑ | speakers 5-NN ↑ | speakers silhouette ↑ |", "|---|---|---|---|---|"]

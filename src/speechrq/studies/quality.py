@@ -100,7 +100,8 @@ def quality_benchmark(config: str | Path, corpus: str | Path, out: str | Path, s
                        target_analysis=False, seeds=seeds, finetune=finetune or FinetuneConfig(), groups=groups, baselines=rule)
     minutes = training_minutes(run)
     report = {"config": str(config), "corpus": str(corpus), "steps": steps, "every": every, "probe_seeds": seeds, "epochs": epochs,
-              "overrides": list(overrides), "tasks": {t: headline(results, "run", t, minutes, demo_step) for t in tasks}}
+              "overrides": list(overrides), "baselines": rule,
+              "tasks": {t: headline(results, "run", t, minutes, demo_step) for t in tasks}}
     atomic_write_json(out / "quality.json", report)
     plot_quality(report, out / "quality.png")
     return report
@@ -127,6 +128,14 @@ def format_quality(report: dict) -> str:
         if not timed and report.get("timings_removed"):
             lines += ["", f"Training minutes: not shown. {report['timings_removed']}"]
         lines.append("")
+    if report.get("baselines"):
+        from ..evaluate.baselines import describe_baselines
+
+        lines += describe_baselines(report["baselines"], report["probe_seeds"])[1:] + [""]
+    else:
+        lines += ["Made before issue 35: the baselines were normalised with the run's own statistics, random init was one "
+                  "initialisation copying the run's configuration (its spread holds probe seeds only), and the stronger "
+                  "baseline was chosen on test.", ""]
     return "\n".join(lines)
 
 

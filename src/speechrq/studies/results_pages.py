@@ -106,24 +106,16 @@ def _phases(d: dict) -> str:
 PAGES = [
     Page("demo_phases", "The demo's phase times", "demo_phases.json",
          "git clone REPO fresh && cd fresh && make install && make demo   # exp/demo/phases.json", _phases, schemas.demo_phases),
-    Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json",
-         "speechrq bench latent --corpus exp/demo/corpus --out exp/latent --seeds 0,1,2 --steps 1000 --best-layers=-1,0 \\\n"
-         "  --tasks pr,sid,er,ft --probe-seeds 3 --reference assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
-         "  --reference-layers=-1,0 --reference-set quantizer.num_codebooks=8 --reference-set quantizer.codebook_size=4096 \\\n"
-         "  --ft-arms \"BEST-RQ;Latent-RQ layers [-1, 0] (ranked best, branch 50%)\"",
+    Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json", "make latent-study",
          _latent, schemas.latent_study, "latent_study.png", "latent_study_logs"),
     # Figure 6 (training time per epoch) is not shipped: its timings were taken on shared cores (the JSON says why)
     Page("rpq_tables_mel", "The RPQ paper's tables on the stacked log-Mel", "rpq_tables_mel.json", "make rpq-tables", _tables,
          schemas.rpq_tables, None, "rpq_tables_mel_logs"),
-    Page("ml_tables", "The multilingual column (ML-SUPERB analogue)", "ml_tables.json", "make ml-tables", _tables,
+    Page("ml_tables", "The multilingual column (ML-SUPERB analogue)", "ml_tables.json", "make ml-asr", _tables,
          schemas.rpq_tables, None, "ml_tables_logs"),
-    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-tables", _probes, schemas.eval_results),
+    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-probes", _probes, schemas.eval_results),
     Page("asr_compare_seeds_tiny_bestrq", "Table II on a narrow source, with training seeds", "asr_compare_seeds_tiny_bestrq.json",
-         "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
-         "    --layer 2 --corpus exp/demo/corpus --out exp/table2 --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 --frames 70000 \\\n"
-         "    --no-continuous --kmeans-inputs units,dedup,bpe --unit-bpe 1000 --seeds 0,1,2 --jobs 2 \\\n"
-         "    --set optim.max_steps=1200 --set optim.warmup_steps=120 --set train.checkpoint_every=400",
-         _compare, schemas.compare_page, None, "asr_compare_seeds_logs"),
+         "make narrow-table", _compare, schemas.compare_page, None, "asr_compare_seeds_logs"),
     Page("asr_compare_tiny_bestrq", "Table II on a narrow source, one seed", "asr_compare_tiny_bestrq.json",
          "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
          "    --layer 2 --corpus exp/demo/corpus --out exp/asr_compare --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 \\\n"

@@ -166,6 +166,7 @@ def recipe_sweep(sweep: str | Path, corpus: str | Path, out: str | Path, seeds: 
                        seeds=seeds, groups=groups, baselines=rules)
     scores = {name: m["tasks"]["pr"] for name, m in results["models"].items() if "pr" in m["tasks"]}
     report["scores"] = {name: {"per": s["test"], "std": s["test_std"], "dev_per": s["dev"]} for name, s in scores.items()}
+    report["baselines"] = rules
     atomic_write_json(report_path, report)
     atomic_write_text(out / "sweep.md", format_sweep(report))
     return report
@@ -192,4 +193,11 @@ def format_sweep(report: dict) -> str:
     if not timed and report.get("timings_removed"):
         lines += ["", f"Training minutes and step-time ratios: not shown. {report['timings_removed']}",
                   "The steps column is each point's budget, set from its step-time ratio, so it too comes from those shared-core timings."]
+    if report.get("baselines"):
+        from ..evaluate.baselines import describe_baselines
+
+        lines += describe_baselines(report["baselines"], report["probe_seeds"])
+    elif set(scores) - set(rows):
+        lines += ["", "Baselines made before issue 35: the filterbank was normalised with the first finished point's statistics "
+                  "and each random-init row is one initialisation copying a point's configuration (its spread holds probe seeds only)."]
     return "\n".join(lines) + "\n"
