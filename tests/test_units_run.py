@@ -240,14 +240,14 @@ def test_a_20_ms_source_keeps_20_ms_frames_through_encode_manifests_asr_batches_
     train_asr(load_config(ASRConfig, tmp_path / "asr.yaml"), progress=False)
     rec = Recognizer(tmp_path / "asr")
     some = list(cuts20.values())[:3]
-    batch = ASRBatches("units", rec.tokenizer)[CutSet.from_cuts(some)]
+    batch = ASRBatches(rec.data(), rec.tokenizer)[CutSet.from_cuts(some)]
     assert batch["input_lens"].tolist() == [c.load_custom("units").shape[0] for c in batch["cuts"]]
     # transcription reads the encoder at the units' 20 ms: the same frames, the same units as the manifest
     assert rec.spec["frame_ms"] == 20 and rec.layer().frame_ms == 20
     cut = some[0]
     states, lens = rec.layer()(*_audio(cut))
     assert int(lens[0]) == cut.load_custom("units").shape[0]
-    assert (rec.quantizer().encode(states[0, : int(lens[0])].numpy()) == cut.load_custom("units")).mean() > 0.99
+    assert (rec.data(need_units=False).quantizer.encode(states[0, : int(lens[0])].numpy()) == cut.load_custom("units")).mean() > 0.99
     assert isinstance(rec.transcribe([cut.load_audio()[0]], beam=2)[0], str)
     # shifts the source cannot make: one line each
     for enc, ms in ((hf, 30), (pretrain_corpus / "feature_stats.json", 20)):

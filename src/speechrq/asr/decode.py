@@ -55,7 +55,7 @@ class Recognizer:
 
         load_weights(self.model, state, self.path / MODEL_FILE, "ASR model")  # whole, or one line naming what is not
         self.model.to(self.device).eval()
-        self._layer = self._quantizer = None
+        self._layer = self._data = None
 
     @property
     def kind(self) -> str:
@@ -79,25 +79,25 @@ class Recognizer:
         return self._layer.min_samples if self._layer is not None else min_samples(self.spec["encoder"])
 
     def quantizer_fingerprint(self) -> str:
-        """The weights fingerprint of the quantizer the model's units came from: recorded at training, so it holds after
-        the units folder moved (a checkpoint from before: read where the quantizer was, one line if it is gone)."""
-        if self.spec.get("quantizer_fingerprint"):
-            return self.spec["quantizer_fingerprint"]
-        from ..io import file_fingerprint
-        from ..units.quantizers import WEIGHTS_FILE
+        """The weights fingerprint of the quantizer the model's units came from (:func:`speechrq.asr.data.quantizer_fingerprint`)."""
+        from .data import quantizer_fingerprint
 
-        path = Path(self.spec["quantizer_dir"]) / WEIGHTS_FILE
-        if not path.exists():
-            raise SpeechrqError(f"{self.path}: was trained on the quantizer in {self.spec['quantizer_dir']}, which is no longer "
-                                "there (its units folder moved?); this checkpoint predates recording the quantizer's fingerprint")
-        return file_fingerprint(path)
+        try:
+            return quantizer_fingerprint(self.spec)
+        except SpeechrqError as e:
+            raise SpeechrqError(f"{self.path}: {e}") from None
 
-    def quantizer(self):
-        if self._quantizer is None:
-            from ..units.quantizers import UnitQuantizer
+    def data(self, units: str | Path | None = None, need_units: bool = True):
+        """The model's :class:`~speechrq.asr.data.ASRData`: its own units folder, or ``units`` made by the same quantizer
+        (checked); with ``need_units=False`` and no ``units``, the input side alone (audio -> units), read from no folder."""
+        from .data import ASRData
 
-            self._quantizer = UnitQuantizer.load(self.spec["quantizer_dir"])
-        return self._quantizer
+        if units is None and not need_units:
+            if self._data is None:
+                self._data = ASRData.for_model(self.spec, self.unit_bpe, need_units=False)
+            return self._data
+        self.quantizer_fingerprint()  # a checkpoint whose quantizer is gone: one line naming it
+        return ASRData.for_model(self.spec, self.unit_bpe, units)
 
     @torch.no_grad()
     def decode(self, inputs: torch.Tensor, lens: torch.Tensor, mode: str = "joint", beam: int = 10, ctc_weight: float = 0.3) -> list[str]:
@@ -122,8 +122,6 @@ class Recognizer:
         Each waveform needs at least :attr:`min_samples` samples (560, 35 ms, for a speechrq checkpoint): shorter
         ones (an empty file too) are refused in one line naming each (``names[i]``, else ``audio i``) and its length.
         """
-        from .data import pad_ids, unit_sequence
-
         from ..checks import require_finite
         from ..data.audio import audio_problem
         from ..encoders.frozen import describe_samples
@@ -145,14 +143,7 @@ class Recognizer:
             batch[i, : len(a)] = torch.as_tensor(a, dtype=torch.float32)
         states, frame_lens = self.layer()(batch.to(self.device), lens.to(self.device))
         require_finite(states, frame_lens, names, f"encoder layer {self.spec['layer']} states")
-        if self.kind == "continuous":
-            return self.decode(states, frame_lens.cpu(), mode, beam, ctc_weight)
-        q = self.quantizer()
-        seqs = []
-        for i, n in enumerate(frame_lens.tolist()):
-            units = q.encode(states[i, :n].float().cpu().numpy())
-            seqs.append(unit_sequence(units, self.kind, self.unit_bpe))
-        inputs, input_lens = pad_ids(seqs)
+        inputs, input_lens = self.data(need_units=False).inputs_from_states(states, frame_lens.cpu())
         return self.decode(inputs, input_lens, mode, beam, ctc_weight)
 
 
@@ -175,7 +166,6 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
 
     from ..checks import describe_cut, name_list, require_finite
     from ..data.batching import padded_groups, refuse_short_cuts, sequential_batches
-    from .data import pad_ids, unit_sequence
 
     cuts = list(cuts)
     if (empty := [c.id for c in cuts if not normalize_text(c.supervisions[0].text if c.supervisions else "")]):
@@ -206,7 +196,7 @@ def decode_split(rec: Recognizer, cuts, mode: str = "joint", beam: int = 10, ctc
             chunk = list(batch["cuts"])
         else:
             chunk = batch
-            inputs, lens = pad_ids([unit_sequence(c.load_custom("units"), rec.kind, rec.unit_bpe) for c in chunk])
+            inputs, lens = rec.data(need_units=False).inputs(chunk)
             out = rec.decode(inputs, lens, mode, beam, ctc_weight)
         ids += [c.id for c in chunk]
         hyps += out

@@ -34,11 +34,11 @@ from ..config import config_to_dict, dump_yaml
 from ..data.batching import BatchStream, refuse_short_cuts
 from ..errors import SpeechrqError
 from ..io import atomic_write_text
-from ..text import BPETokenizer, legacy_ascii_text, normalize_text, transcripts_digest
+from ..text import BPETokenizer, normalize_text
 from ..training import engine
 from ..training.optim import lr_factor, make_optimizer, set_lr
 from .config import ASRConfig
-from .data import ASRBatches, UnitSource, auto_vocab_size
+from .data import ASRData
 from .model import ASR_PRESETS, DiscreteASR, asr_model
 
 log = logging.getLogger(__name__)
@@ -66,27 +66,10 @@ class LogWindow:
         self.sums = list(state["sums"].to(torch.float64).unbind(0))
 
 
-def model_spec(cfg: ASRConfig, source: UnitSource, vocab: int) -> dict:
+def model_spec(cfg: ASRConfig, data: ASRData, vocab: int) -> dict:
     """Everything needed to rebuild the model and its inputs without the YAML (saved in meta.json)."""
-    kind = cfg.data.input
-    encoder, layer, frame_ms = source.encoder
-    spec = {"input": kind, "vocab": vocab, "preset": cfg.model.preset, "stream_weighting": cfg.model.stream_weighting,
-            "dropout": cfg.model.dropout, "units_dir": str(source.dir.resolve()), "quantizer_dir": str(source.quantizer_dir.resolve()),
-            "encoder": str(Path(encoder).resolve()), "layer": layer, "frame_ms": frame_ms, "num_streams": 1, "unit_vocab": 0, "input_dim": 0}
-    from ..io import file_fingerprint
-    from ..units.quantizers import WEIGHTS_FILE
-
-    # the quantizer by content too: a decode checks units made elsewhere against it after the units folder moved
-    spec["quantizer_fingerprint"] = file_fingerprint(source.quantizer_dir / WEIGHTS_FILE)
-    if kind == "units":
-        spec |= {"num_streams": source.num_streams, "unit_vocab": source.unit_vocab}
-    elif kind == "dedup":
-        spec |= {"unit_vocab": source.unit_vocab}
-    elif kind == "bpe":
-        spec |= {"unit_vocab": len(source.unit_bpe())}
-    else:
-        spec |= {"input_dim": source.quantizer.dim}
-    return spec
+    return {"input": data.kind, "vocab": vocab, "preset": cfg.model.preset, "stream_weighting": cfg.model.stream_weighting,
+            "dropout": cfg.model.dropout} | data.model_inputs()
 
 
 def build(spec: dict) -> DiscreteASR:
@@ -103,17 +86,13 @@ def as_bytes_tensor(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone()
 
 
-def output_tokens(cfg: ASRConfig, cuts, out: Path, ctx: dist.Context, resumed: bool) -> BPETokenizer:
+def output_tokens(data: ASRData, cuts, d, out: Path, ctx: dist.Context, resumed: bool) -> BPETokenizer:
     """``OUT/tokens.model``: BPE (or characters, ``data.output: char``) over the training transcripts, trained by rank 0
     for a new run; a resumed run (whose config and training manifest were checked equal) reuses it, a new run never
     reuses one left in ``out``."""
     path = out / "tokens.model"
     if ctx.is_main and (not resumed or not path.exists()):
-        texts = [c.supervisions[0].text or "" for c in cuts if c.supervisions]
-        if cfg.data.output == "char":
-            BPETokenizer.characters(texts, path)
-        else:
-            BPETokenizer.train(texts, cfg.data.vocab_size or auto_vocab_size(texts), path)
+        data.output_tokens(cuts, d.output, d.vocab_size, path)
     dist.barrier(ctx)
     return BPETokenizer(path)
 
@@ -148,19 +127,12 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     out, dev = Path(cfg.out_dir), ctx.device
     engine.set_deterministic(cfg.train.deterministic)
 
-    # ---- data and tokens
-    source = UnitSource(cfg.data.units)
-    inputs = {"units": source.fingerprint, "train": source.manifest_fingerprint(cfg.data.train_split)}
-    if cfg.data.input == "bpe":  # the unit BPE is retrained when `units encode --bpe` runs again
-        from ..io import file_fingerprint
-
-        inputs["unit_bpe"] = file_fingerprint(source.dir / "bpe.model") if (source.dir / "bpe.model").exists() else None
-    # the transcripts as read (speechrq.text): a run made when only a-z were kept is reused only if it read the same
-    cuts = source.cuts(cfg.data.train_split).to_eager()
-    texts = [c.supervisions[0].text if c.supervisions else "" for c in cuts]
-    inputs["transcripts"] = transcripts_digest(texts)
-    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs,
-                                            defaults={"transcripts": transcripts_digest(texts, legacy_ascii_text)})
+    # ---- data and tokens: what the run reads (units, unit BPE, transcripts as read: speechrq.text) is its identity
+    d = cfg.data
+    data = ASRData.from_config(d)
+    cuts = data.cuts(d.train_split).to_eager()
+    inputs, defaults = data.identity(cuts, d.train_split)
+    resume_from, meta = engine.resume_point(ASRConfig, cfg, resume, RESUMABLE_CHANGES, ctx, inputs, defaults=defaults)
     if resume_from is not None and meta["step"] >= cfg.optim.max_steps:  # finished, same config and inputs: reused untouched
         return resume_from
     if ctx.is_main and (empty := [c.id for c in cuts if not normalize_text(c.supervisions[0].text if c.supervisions else "")]):
@@ -168,23 +140,22 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
                     "and are left out of training: %s", len(empty), len(cuts), name_list(empty, shown=5))
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    tokenizer = output_tokens(cfg, cuts, out, ctx, resumed=resume_from is not None)
-    unit_bpe = source.unit_bpe() if cfg.data.input == "bpe" else None
-    d = cfg.data
+    tokenizer = output_tokens(data, cuts, d, out, ctx, resumed=resume_from is not None)
     stream = BatchStream(cuts, d.max_duration, cfg.train.seed, d.num_buckets, d.num_workers, cfg.optim.accum_steps, ctx.world_size,
-                         ctx.rank, dataset=ASRBatches(d.input, tokenizer, unit_bpe))
+                         ctx.rank, dataset=data.batches(tokenizer))
     layer = None
     if d.input == "continuous":
         from ..encoders import EncoderLayer
 
-        layer = EncoderLayer(*source.encoder).to(dev)
+        layer = EncoderLayer(*data.source.encoder).to(dev)
         refuse_short_cuts(cuts, layer.min_samples, f"encoder layer {layer.layer}")  # named in one line, before any step
 
     # ---- the model, and where this run starts
-    spec = model_spec(cfg, source, len(tokenizer))
+    spec = model_spec(cfg, data, len(tokenizer))
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and run
     model = build(spec).to(dev)
-    extra = {TOKENIZER_KEY: as_bytes_tensor(tokenizer.path)} | ({UNIT_BPE_KEY: as_bytes_tensor(source.dir / "bpe.model")} if unit_bpe else {})
+    extra = {TOKENIZER_KEY: as_bytes_tensor(tokenizer.path)} | ({UNIT_BPE_KEY: as_bytes_tensor(data.source.dir / "bpe.model")}
+                                                                if data.unit_bpe else {})
     optimizer = make_optimizer(model, cfg.optim)
     step = 0
     # what spans steps, saved with every checkpoint (a resumed run logs what the uninterrupted run logs): the log

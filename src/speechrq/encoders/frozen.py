@@ -16,7 +16,9 @@ A checkpoint is read from its saved config and weights alone
 **Shortest input.** Every encoder states the fewest 16 kHz samples it reads
 (``min_samples``; :func:`min_samples` reads it from a path without loading weights),
 and refuses shorter rows with one :class:`~speechrq.errors.SpeechrqError` naming them
-(:func:`check_lengths`), never a convolution's RuntimeError or an empty output:
+(:func:`check_lengths`), never a convolution's RuntimeError or an empty output. These shared rules
+(:data:`MIN_SAMPLES`, :func:`check_lengths`, :func:`describe_samples`) live in :mod:`speechrq.encoders.lengths`,
+below this module and :mod:`speechrq.encoders.hf`, and are importable from here too:
 
 - a speechrq checkpoint (and the filterbank baseline): :data:`MIN_SAMPLES` = 560
   samples (35 ms). Log-Mel frames are 25 ms windows every 10 ms, Kaldi-style with
@@ -47,46 +49,23 @@ from torch import nn
 
 from ..checkpoint import MODEL_FILE, load_model_state, load_weights, read_meta
 from ..errors import SpeechrqError
-from ..features import FeatureNormalizer, LogMel, samples_for_frames
-from ..frames import SAMPLE_RATE
+from ..features import FeatureNormalizer, LogMel
 from ..io import file_fingerprint
 from ..models.conformer import ENCODER_FRAME_SECONDS, SUBSAMPLING, SpeechEncoder, speech_encoder, trim_to_frames
 from ..targets.latent import configured_layers, stage_layers
 from ..targets.random_projection import RandomProjectionQuantizer, stack_frames
+from .hf import HuggingFaceEncoder, hf_frame_ms, hf_min_samples, is_pretrained_folder, pretrained_config
+from .lengths import MIN_SAMPLES, check_lengths, describe_samples
 
+__all__ = ["ENCODER_FRAME_MS", "MIN_SAMPLES", "EncoderLayer", "FilterbankEncoder", "FrozenEncoder", "PretrainCheckpoint",
+           "check_lengths", "describe_samples", "freeze", "is_feature_stats", "load_encoder", "min_samples"]
 
 ENCODER_FRAME_MS = round(ENCODER_FRAME_SECONDS * 1000)  # 40: speechrq's encoder frame
-MIN_SAMPLES = samples_for_frames(SUBSAMPLING)
-"""560: the fewest 16 kHz samples (35 ms) that give a speechrq encoder one 40 ms frame (4 log-Mel frames)."""
-
-
-def describe_samples(n: int) -> str:
-    """``560 samples (35 ms)``: a length at 16 kHz in samples and milliseconds."""
-    return f"{n} samples ({n * 1000 / SAMPLE_RATE:g} ms)"
 
 
 def min_samples(path: str | Path) -> int:
     """The fewest 16 kHz samples the encoder at ``path`` (checkpoint or Hugging Face folder) reads; no weights are loaded."""
-    from .hf import hf_min_samples, is_pretrained_folder, pretrained_config
-
     return hf_min_samples(pretrained_config(path)) if is_pretrained_folder(path) else MIN_SAMPLES
-
-
-def check_lengths(audio_lens: torch.Tensor, minimum: int, names: list[str] | None = None) -> None:
-    """Refuse a batch with a row shorter than ``minimum`` samples, naming each such row (``names[b]`` or its index).
-
-    One :class:`SpeechrqError` line: which rows, how long each is, and the minimum in samples and ms.
-    """
-    from ..checks import name_list
-
-    lens = [int(n) for n in audio_lens.tolist()]
-    if not lens:
-        raise SpeechrqError(f"encoder input: an empty batch (no audio rows); each row needs at least {describe_samples(minimum)}")
-    short = [i for i, n in enumerate(lens) if n < minimum]
-    if short:
-        named = [f"{names[i] if names else f'row {i}'}: {lens[i]} samples" for i in short]
-        raise SpeechrqError(f"audio too short for the encoder: {name_list(named, len(lens))}; "
-                            f"each needs at least {describe_samples(minimum)} at {SAMPLE_RATE} Hz")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -251,8 +230,6 @@ def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:
     Its ``min_samples`` is the shortest audio it reads (560 samples, 35 ms, for a checkpoint; see the module
     docstring); a shorter row of ``audio_lens`` is a :class:`SpeechrqError` naming the row.
     """
-    from .hf import HuggingFaceEncoder, is_pretrained_folder
-
     if is_pretrained_folder(path):
         return freeze(HuggingFaceEncoder(path))
     return FrozenEncoder.from_checkpoint(path)
@@ -288,8 +265,6 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, path: str | Path, layer: int, frame_ms: int | None = None):
         super().__init__()
-        from .hf import HuggingFaceEncoder, hf_frame_ms, is_pretrained_folder, pretrained_config
-
         cfg = pretrained_config(path) if is_pretrained_folder(path) else None
         depth = int(cfg["num_hidden_layers"]) if cfg else None
         own = hf_frame_ms(cfg) if cfg else ENCODER_FRAME_MS  # checked before any weights load

@@ -27,6 +27,7 @@ from ..errors import SpeechrqError
 from ..features import num_frames
 from ..frames import SAMPLE_RATE
 from ..models.conformer import ENCODER_HOP, SUBSAMPLING
+from .lengths import MIN_SAMPLES, check_lengths
 
 SUPPORTED = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
 
@@ -40,12 +41,10 @@ def hf_min_samples(cfg: dict, frames: int | None = None) -> int:
 
     Its convolutional feature encoder (no padding) makes ``(n - kernel) // stride + 1`` frames per
     layer; one 40 ms frame averages ``640 / hop`` of its frames (two 20 ms frames for the standard
-    front end), and speechrq's frame count needs :data:`speechrq.encoders.frozen.MIN_SAMPLES` too.
+    front end), and speechrq's frame count needs :data:`speechrq.encoders.lengths.MIN_SAMPLES` too.
     The standard front end (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2) needs 400 samples for one
     frame, 720 (45 ms) for two.
     """
-    from .frozen import MIN_SAMPLES
-
     kernels = [int(k) for k in cfg.get("conv_kernel", WAV2VEC2_KERNELS)]
     strides = [int(s) for s in cfg.get("conv_stride", WAV2VEC2_STRIDES)]
     hop = 1
@@ -213,8 +212,6 @@ class HuggingFaceEncoder(nn.Module):
     def native_min_samples(self, group: int = 1) -> int:
         """The fewest samples that give one frame of ``group`` of the model's own (560 for one standard 20 ms frame:
         its 400-sample receptive field, never under a speechrq checkpoint's 560)."""
-        from .frozen import MIN_SAMPLES
-
         return max(MIN_SAMPLES, hf_min_samples(self.cfg, group))
 
     @torch.no_grad()
@@ -225,8 +222,6 @@ class HuggingFaceEncoder(nn.Module):
         Lengths are the convolutional feature encoder's (``(n - kernel) // stride + 1`` per layer), divided by
         ``group`` (a last incomplete group is dropped). Rows shorter than :meth:`native_min_samples` are refused.
         """
-        from .frozen import check_lengths
-
         self.forward_calls = getattr(self, "forward_calls", 0) + 1
         check_lengths(audio_lens, self.native_min_samples(group))
         lens = torch.div(self.model._get_feat_extract_output_lengths(audio_lens).long(), group, rounding_mode="floor")
@@ -258,8 +253,6 @@ class HuggingFaceEncoder(nn.Module):
         Every row needs at least ``min_samples`` samples (:func:`hf_min_samples`: 720, 45 ms, for the standard
         front end); a shorter one is a :class:`SpeechrqError` naming it.
         """
-        from .frozen import check_lengths
-
         self.forward_calls = getattr(self, "forward_calls", 0) + 1
         check_lengths(audio_lens, self.min_samples)
         lens = torch.div(num_frames(audio_lens), SUBSAMPLING, rounding_mode="floor")

@@ -25,6 +25,8 @@ from pathlib import Path
 from ..errors import SpeechrqError
 from .splits import Fold
 
+RANDOM_BASELINE = "random-init"  # the random-init baseline's row in the results
+FBANK_BASELINE = "fbank"  # the filterbank baseline's row in the results
 RANDOM_PRESET = "tiny"  # the random-init baseline's encoder preset unless --random-preset names another
 INIT_SEEDS = 3  # the random-init baseline's weight draws (init seeds 0 .. N-1) unless --random-init-seeds says otherwise
 
@@ -69,7 +71,6 @@ def make_baselines(corpus: str | Path, folds: list[Fold], fbank: bool, random_pr
     one random-init encoder per init seed (``random_preset`` not None), the random-init row's members, and the rule's record."""
     from ..encoders import FilterbankEncoder, FrozenEncoder
     from ..features import FeatureNormalizer
-    from .run import FBANK_BASELINE, RANDOM_BASELINE
 
     if random_preset is not None:
         check_random_init(random_preset, init_seeds)
@@ -92,15 +93,11 @@ def make_baselines(corpus: str | Path, folds: list[Fold], fbank: bool, random_pr
 
 def member_name(seed: int) -> str:
     """The name of one weight draw of the random-init baseline (in messages; the results hold the pooled row only)."""
-    from .run import RANDOM_BASELINE
-
     return f"{RANDOM_BASELINE} (init seed {seed})"
 
 
 def describe_baselines(record: dict, probe_seeds: int) -> list[str]:
     """The rule behind the baselines, as lines under the results table."""
-    from .run import FBANK_BASELINE, RANDOM_BASELINE
-
     stats = record.get("feature_stats")
     if not stats:
         return []

@@ -31,16 +31,15 @@ from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
 from ..encoders.cache import STATES_BATCH_SECONDS, Recomputer, plan_cache, state_shape
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
+from .baselines import FBANK_BASELINE, RANDOM_BASELINE
 from .finetune import FinetuneConfig
 from .finetune import finetune as finetune_encoder
 from .jobs import MEMORY_SHARE, PROVIDED, ProbeJob, available_memory, default_jobs, fit_jobs, run_jobs, store_bytes
 from .probes import CTC_TASKS, SUPERB_TASKS, TASKS, ProbeResult, StateStore, label_of, over_folds, over_inits, over_seeds, superb_average
 from .splits import DEFAULT_FOLD, Fold
 
-RANDOM_BASELINE = "random-init"
 DISK_SHARE = 0.8  # the default cache budget: this share of the free space where hidden states are kept
 TARGET_SAMPLE = {"per_speaker": 20, "seed": 0}  # the utterances target analysis reads (Figures 5 and 6)
-FBANK_BASELINE = "fbank"
 
 
 def model_name(checkpoint: str | Path) -> str:

@@ -15,12 +15,26 @@ from ..training.config import OptimConfig, TrainConfig
 
 @dataclass
 class DataConfig:
-    corpus: str = ""  # a speechrq corpus directory (``speechrq synth`` or ``speechrq data import``)
-    split: str | list[str] = "train"  # a list is concatenated (LibriSpeech 960 h: its three train parts)
-    max_duration: float = 60.0  # seconds of audio per micro-batch, per rank
+    """The ``data:`` section of a pre-training config: the corpus and split to read, and how its audio is batched
+    (lhotse's dynamic bucketing, :mod:`speechrq.data.batching`)."""
+
+    corpus: str = ""
+    """A speechrq corpus directory (made by ``speechrq synth`` or ``speechrq data import``). Required. Its global
+    log-Mel statistics (``feature_stats.json``) are computed from ``split`` when missing."""
+    split: str | list[str] = "train"
+    """The corpus split to train on, or a list of splits read as one (LibriSpeech 960 h: ``[train-clean-100,
+    train-clean-360, train-other-500]``)."""
+    max_duration: float = 60.0
+    """Seconds of audio per micro-batch on each rank; an optimizer step reads ``optim.accum_steps`` micro-batches per
+    rank. > 0, and at least ``max_utterance_duration``."""
     num_buckets: int = 10
-    num_workers: int = 0  # DataLoader processes that decode audio
-    max_utterance_duration: float = 30.0  # longer utterances are left out (memory)
+    """Duration buckets of the sampler: utterances of similar length are batched together (a corpus of fewer
+    utterances gets as many buckets as it has utterances). >= 1."""
+    num_workers: int = 0
+    """DataLoader worker processes that read and decode audio; 0 reads it in the training process. >= 0."""
+    max_utterance_duration: float = 30.0
+    """Seconds: longer training utterances are left out, with a warning saying how many (memory). At most
+    ``max_duration``."""
 
     def validate(self) -> None:
         if not self.corpus:
@@ -35,8 +49,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"  # tiny | small | paper (speechrq.models.conformer.PRESETS)
-    dropout: float | None = None  # overrides the preset's
+    """The ``model:`` section of a pre-training config: the student's Conformer encoder, one of
+    :data:`speechrq.models.conformer.PRESETS`."""
+
+    preset: str = "tiny"
+    """The encoder preset: ``tiny`` (4 blocks of width 96; minutes on 2 CPU cores), ``small`` (8 blocks of width 256)
+    or ``paper`` (17 blocks of width 512, the Latent-RQ paper's). One of ``tiny``, ``small``, ``paper``."""
+    dropout: float | None = None
+    """Dropout probability inside the encoder; null keeps the preset's (0.0 for ``tiny``, 0.1 for ``small`` and
+    ``paper``). In [0, 1) or null."""
 
     def validate(self) -> None:
         from ..models.conformer import PRESETS
@@ -49,10 +70,23 @@ class ModelConfig:
 
 @dataclass
 class QuantizerConfig:
+    """The ``quantizer:`` section of a pre-training config: BEST-RQ's random-projection quantizer
+    (:class:`~speechrq.targets.random_projection.RandomProjectionQuantizer`), whose codeword indices are the targets
+    the student predicts at masked frames. Each codebook is a fixed random projection and fixed random codewords,
+    never trained; a branch (``targets.init_from``) must keep its parent's settings."""
+
     num_codebooks: int = 18
+    """N: codebooks, so targets per 40 ms frame (one prediction head each). Latent-RQ splits them evenly over the
+    target layers (``targets.layers``), so N must then be a multiple of the layer count. >= 1."""
     codebook_size: int = 4096
+    """V: codewords per codebook; each head is a V-way classification. >= 1, and at most 65536 when
+    ``targets.cache`` is not ``off``."""
     codebook_dim: int = 16
-    seed: int = 1234  # projections and codebooks are made from this seed alone
+    """D: the dimension each codebook's projection maps a frame to, and of its codewords (matched by cosine
+    similarity). >= 1."""
+    seed: int = 1234
+    """The seed that alone makes the projections and codebooks (the same on every rank; saved in every checkpoint).
+    Any integer."""
 
     def validate(self) -> None:
         for name in ("num_codebooks", "codebook_size", "codebook_dim"):
@@ -62,7 +96,8 @@ class QuantizerConfig:
 
 @dataclass
 class MaskingConfig:
-    """Span masking on the 40 ms encoder grid; see :mod:`speechrq.pretrain.masking`.
+    """The ``masking:`` section of a pre-training config: span masking on the 40 ms encoder grid; see
+    :mod:`speechrq.pretrain.masking`.
 
     ``mode: fraction`` (default) reads ``prob`` as the share of frames to mask;
     ``mode: start`` reads it as BEST-RQ's per-frame span-start probability
@@ -70,8 +105,13 @@ class MaskingConfig:
     """
 
     prob: float = 0.4
-    span: int = 10  # encoder frames (400 ms, as BEST-RQ)
+    """With ``mode: fraction``, the share of each utterance's encoder frames to mask; with ``mode: start``, the
+    probability that a frame starts a span. In (0, 1]."""
+    span: int = 10
+    """Length of each masked span, in 40 ms encoder frames (10: 400 ms, as BEST-RQ). >= 1."""
     mode: Literal["fraction", "start"] = "fraction"
+    """How ``prob`` is read: ``fraction`` (about ``prob`` of the frames masked, less where spans overlap) or
+    ``start`` (BEST-RQ's span-start probability: about ``1 - (1 - prob) ** span`` of the frames masked)."""
 
     def validate(self) -> None:
         if not 0 < self.prob <= 1:
@@ -82,34 +122,52 @@ class MaskingConfig:
 
 @dataclass
 class TargetsConfig:
-    """Latent-RQ: targets from a frozen target encoder θ after stage 0 (Mel).
-
-    ``refresh_at``: steps at which θ becomes a copy of the student (paper: 100k,
-    250k, 400k); ``init_from``: a checkpoint to branch from (Figure 2: φ starts
-    from it, θ is its encoder, steps continue from its step); ``encoder``: a
-    checkpoint whose encoder is θ from step 0 (no Mel stage).
-
-    ``layers: auto`` picks θ's ``auto_count`` best layers at every refresh and branch
-    by the label-free ranking of :mod:`speechrq.targets.rank` (the paper's future
-    work); ``standardize`` sets the per-dimension standardisation of θ's states
-    before projection (not in the paper); ``lr_after_refresh``: ``reset`` warms the
-    learning rate up again to its peak at each new stage (the paper), ``continue``
-    follows the run's one schedule; ``branch_targets: mel`` makes an ``init_from``
-    branch continue with Mel targets (BEST-RQ continued from a checkpoint, with fresh
-    heads and optimizer, the control of a latent branch).
+    """The ``targets:`` section of a pre-training config. Latent-RQ: targets from a frozen target encoder θ after
+    stage 0 (Mel); with none of ``refresh_at``, ``init_from`` and ``encoder`` set, the run is BEST-RQ (Mel targets)
+    throughout and the other keys are unused. Stages: θ is refreshed from the student at ``refresh_at``, branched
+    from a checkpoint (``init_from``, Figure 2), or fixed from step 0 (``encoder``); ``layers: auto`` (the paper's
+    future work) picks θ's layers by the label-free ranking of :mod:`speechrq.targets.rank`.
     """
 
-    layers: list[int] | Literal["auto"] | None = None  # paper indexing: -1 front end, 0..L-1 blocks; None: the preset's default
-    auto_count: int | None = None  # layers: auto picks this many (None: as many as the preset's default layers)
+    layers: list[int] | Literal["auto"] | None = None
+    """θ's layers whose states are quantized into targets, in the paper's indexing (``-1`` the front end, ``0 .. L-1``
+    the blocks): distinct indices within θ's, ``auto``, or null for the preset's default (``[1, 2]`` tiny,
+    ``[2, 3, 4]`` small, ``[5, ..., 10]`` paper). ``auto`` ranks θ's layers without labels
+    (:mod:`speechrq.targets.rank`) at every refresh and branch and takes the best ``auto_count``; not with a
+    Hugging Face ``encoder``."""
+    auto_count: int | None = None
+    """With ``layers: auto``, how many layers to pick; null: as many as the preset's default layers. >= 1 and at most
+    the preset's blocks + 1; only with ``layers: auto``."""
     standardize: bool = True
+    """Standardise each dimension of θ's states (mean and std fitted on ``stats_utterances`` utterances at each
+    stage's start) before the random projection (not in the paper); ``false``: project them as they are."""
     lr_after_refresh: Literal["reset", "continue"] = "reset"
+    """At each new stage: ``reset`` warms the learning rate up again to its peak and decays it to ``optim.max_steps``
+    (the paper); ``continue`` follows the run's one schedule."""
     branch_targets: Literal["latent", "mel"] = "latent"
+    """What an ``init_from`` branch predicts: ``latent`` (θ's targets, θ the checkpoint's encoder) or ``mel``
+    (BEST-RQ continued from the checkpoint with fresh heads and optimizer: the control of a latent branch). ``mel``
+    needs ``init_from``."""
     refresh_at: list[int] = field(default_factory=list)
+    """Optimizer steps at which θ becomes a copy of the student and a new stage starts (the paper: 100k, 250k and
+    400k of 500k). Increasing positive steps before ``optim.max_steps``; empty with a Hugging Face ``encoder``."""
     init_from: str | None = None
+    """A speechrq pre-training checkpoint to branch from (Figure 2; ``--init-from``): the student starts from it, θ is
+    its encoder, and steps continue from its step. Its preset and quantizer settings must be this run's. Not with
+    ``encoder``."""
     encoder: str | None = None
-    stats_utterances: int = 64  # utterances whose θ features set each layer's mean/std
+    """θ fixed from step 0, with no Mel stage: a speechrq checkpoint of this run's preset (its encoder) or a local
+    Hugging Face WavLM / HuBERT / wav2vec2 / data2vec-audio folder. Not with ``init_from``."""
+    stats_utterances: int = 64
+    """Training utterances (drawn with ``train.seed``, the same at every stage) whose θ states fit the statistics of
+    ``standardize`` and are ranked for ``layers: auto``. >= 1."""
     cache: Literal["off", "memory", "disk"] = "off"
+    """Where each utterance's targets are kept while θ is frozen (they do not change within a stage): ``off``
+    (computed at every step), ``memory`` (in the training process) or ``disk`` (``OUT/target_cache/rank<R>/``, for
+    corpora whose targets exceed memory). Only ``off`` when ``quantizer.codebook_size`` > 65536."""
     cache_max_gb: float = 2.0
+    """The target cache's bound per rank, in GiB (2^30 bytes): once reached, further utterances' targets are
+    computed and not stored. > 0."""
 
     @property
     def latent(self) -> bool:
@@ -132,14 +190,26 @@ class TargetsConfig:
 
 @dataclass
 class PretrainConfig:
+    """A pre-training config (``speechrq pretrain CONFIG``): BEST-RQ's stage 0 and, as ``targets`` says, Latent-RQ's
+    later stages. Every key has a default except ``out_dir`` and ``data.corpus``."""
+
     out_dir: str = ""
+    """The run directory: its checkpoints and ``metrics.jsonl``. Required; it may move between a run and its
+    ``--resume``."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The corpus and its batching."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The student encoder."""
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    """The random-projection quantizer that makes the targets."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Which frames the student predicts."""
     targets: TargetsConfig = field(default_factory=TargetsConfig)
+    """Latent-RQ's target encoder θ and its stages."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW and its learning-rate schedule."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Seed, device, precision, logging and checkpoints."""
 
     @property
     def auto_layers(self) -> bool:

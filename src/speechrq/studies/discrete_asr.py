@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..errors import SpeechrqError
 from ..io import atomic_write_json, atomic_write_text
+from .asr_runs import _errors, _slug, family, run_dir
 
 KMEANS_INPUTS = ("units", "dedup", "bpe")
 
@@ -62,10 +63,6 @@ def systems(k: int, pq_ms: list[int], rpq_ms: list, alpha: float, continuous: bo
     return rows
 
 
-def _slug(q: dict) -> str:
-    return f"{q['kind']}_k{q['k']}_m{q['num_subspaces']}" + (f"_a{q['alpha']:g}" if q["kind"] == "rpq" else "")
-
-
 def quantizer_seed(seed: int, replicate: int) -> int:
     """The seed of replicate ``replicate``'s quantizer draw (sample, initialisation, random subsets): ``seed + replicate``."""
     return seed + replicate
@@ -74,12 +71,6 @@ def quantizer_seed(seed: int, replicate: int) -> int:
 def units_dir(out: Path, quantizer: dict, replicate: int) -> Path:
     """``OUT/units/<quantizer>/seed<S>``: replicate ``S``'s own quantizer fit and the corpus encoded with it."""
     return out / "units" / _slug(quantizer) / f"seed{replicate}"
-
-
-def run_dir(out: Path, row: dict, seed: int) -> Path:
-    """``OUT/runs/<quantizer>[_<input>]/seed<S>`` (``OUT/runs/continuous/seed<S>`` for the continuous row)."""
-    base = "continuous" if row["input"] == "continuous" else _slug(row["quantizer"]) + ("" if row["input"] == "units" else f"_{row['input']}")
-    return out / "runs" / base / f"seed{seed}"
 
 
 def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path, config: str | Path, k: int, pq_ms: list[int],
@@ -236,27 +227,6 @@ def _by_language(runs: list[dict]) -> dict:
             "cer_language_mean": statistics.fmean(macro), "cer_language_mean_std": statistics.stdev(macro) if len(macro) > 1 else 0.0}
 
 
-def _errors(out: Path, row: dict, seeds: list[int], test_split: str):
-    """``(char errors [seeds, U], char lengths [U], word errors [seeds, U], word lengths [U], ids)`` of a row's runs."""
-    import numpy as np
-
-    from ..schema import load
-    from ..formats import run_errors
-
-    runs = [load(run_dir(out, row, s) / f"errors_{test_split}.json", run_errors) for s in seeds]
-    ids = sorted(runs[0]["ids"])
-    for r in runs:
-        if sorted(r["ids"]) != ids:
-            raise SpeechrqError(f"{out}: the runs of {row['name']} scored different {test_split} utterances; decode them again")
-    order = [{i: k for k, i in enumerate(r["ids"])} for r in runs]
-
-    def stack(key: str):
-        return np.array([[r[key][o[i]] for i in ids] for r, o in zip(runs, order)])
-
-    languages = dict(zip(runs[0]["ids"], runs[0].get("languages") or [None] * len(runs[0]["ids"])))
-    return stack("char_errors"), stack("chars")[0], stack("word_errors"), stack("words")[0], ids, [languages[i] for i in ids]
-
-
 def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) -> list[dict]:
     """Every PQ, RPQ and continuous row against every k-means row: CER and WER difference (row − k-means; negative is
     better) with a 95% t-interval over replicate seeds and test utterances; the verdicts after Holm's rule over these
@@ -277,16 +247,6 @@ def differences(out: Path, rows: list[dict], seeds: list[int], test_split: str) 
                                                             what, test_split, pair) for lang in sorted(set(languages) - {None})}
             out_rows.append(d)
     return family(out_rows, "each row against each k-means row")
-
-
-def family(entries: list[dict], name: str) -> list[dict]:
-    """Holm's rule over the CER differences of ``entries`` (one table), and over each language's on their own."""
-    from .significance import apply_family
-
-    apply_family(entries, name)
-    for lang in sorted({lang for e in entries for lang in e.get("by_language", {})}):
-        apply_family([e["by_language"][lang] for e in entries if lang in e.get("by_language", {})], f"{name}, {lang}")
-    return entries
 
 
 def _subset(errors: tuple, language: str) -> tuple:
@@ -317,14 +277,17 @@ def shares_draw(a: dict, b: dict) -> bool:
 
 def steps_per_epoch(out: Path, spec: dict, seed: int) -> int:
     """Optimizer steps in the first epoch of one run: the sampler's batches over the row's training units (no audio read)."""
+    from dataclasses import replace
+
     from ..asr.config import ASRConfig
-    from ..asr.data import UnitSource
+    from ..asr.data import ASRData
     from ..config import load_config
     from ..data.batching import make_sampler
 
     run = run_dir(out, spec, seed)
     cfg = load_config(ASRConfig, run / "config.yaml")
-    cuts = UnitSource(units_dir(out, spec["quantizer"], seed) / "corpus").cuts(cfg.data.train_split).to_eager()
+    data = ASRData.from_config(replace(cfg.data, units=str(units_dir(out, spec["quantizer"], seed) / "corpus")))  # where it is now
+    cuts = data.cuts(cfg.data.train_split).to_eager()
     sampler = make_sampler(cuts, cfg.data.max_duration, shuffle=True, seed=seed, num_buckets=cfg.data.num_buckets)
     sampler.set_epoch(0)
     return sum(1 for _ in sampler) // max(cfg.optim.accum_steps, 1)
@@ -343,7 +306,6 @@ def _train_and_decode(task: dict) -> dict:
     """One training seed of one row: the ASR model trained on its units (resumed or reused when its config and inputs
     are the same), test decoded, each utterance's errors kept beside the run; returns the run's numbers."""
     from ..asr.config import ASRConfig
-    from ..asr.data import UnitSource
     from ..asr.decode import Recognizer, decode_split
     from ..asr.trainer import train_asr
     from ..checkpoint import latest_checkpoint
@@ -364,11 +326,11 @@ def _train_and_decode(task: dict) -> dict:
     metrics = read_metrics(run)
     numbers = training_numbers(metrics)
     s_per_step = numbers["s_per_step"]
-    source = UnitSource(units / "corpus")
     recognizer = Recognizer(run)
+    data = recognizer.data(units / "corpus")  # the units it trained on (checked: the same quantizer)
     scored = {}
     for split in dict.fromkeys(["dev", task["test_split"]]):  # dev for every choice a table makes, test for what it reports
-        result = decode_split(recognizer, source.cuts(split), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
+        result = decode_split(recognizer, data.cuts(split), dec["mode"], dec["beam"], dec["ctc_weight"], progress=progress)
         char_errors, chars = utterance_errors(result["refs"], result["hyps"], "char")
         word_errors, words = utterance_errors(result["refs"], result["hyps"], "word")
         atomic_write_json(run / f"errors_{split}.json", {"ids": result["ids"], "char_errors": char_errors, "chars": chars,

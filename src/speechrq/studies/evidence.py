@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpeechrqError
+from .asr_runs import _errors, _slug, family
 
 FORMAT = "speechrq-errors/1"
 SUFFIX = "_errors.json.gz"
@@ -27,8 +28,6 @@ SUFFIX = "_errors.json.gz"
 def row_errors(out: Path, spec: dict, seeds: list[int], splits: list[str]) -> dict:
     """One row's per-utterance errors on ``splits``: ``{split: {"ids", "chars", "words", "languages", "char_errors"
     [seeds][U], "word_errors" [seeds][U]}}`` read from its runs' ``errors_SPLIT.json``."""
-    from .discrete_asr import _errors
-
     found = {}
     for split in dict.fromkeys(splits):
         ce, cl, we, wl, ids, langs = _errors(out, spec, seeds, split)
@@ -110,8 +109,6 @@ def _close(a, b, tol: float = 1e-6) -> bool:
 
 
 def _shares_draw(archive: dict, a: str, b: str) -> bool:
-    from .discrete_asr import _slug
-
     ra, rb = archive["rows"][a], archive["rows"][b]
     return ra["comparison"] == rb["comparison"] and _slug(ra["quantizer"]) == _slug(rb["quantizer"])
 
@@ -119,7 +116,6 @@ def _shares_draw(archive: dict, a: str, b: str) -> bool:
 def recheck_differences(entries: list[tuple[str, dict]], archive: dict, test_split: str) -> list[str]:
     """Recompute each ``(where, difference)`` (keys ``row`` and ``against`` or ``baseline``) from ``archive``, then Holm
     within each family the entries name; returns the disagreements, one line each."""
-    from .discrete_asr import family
     from .significance import difference_interval
 
     problems, by_family = [], {}

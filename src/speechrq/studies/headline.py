@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .verdicts import seeded
+
 DEMO_DATA = "synthetic English (espeak-ng, 32 voices, 1 h)"
 ML_DATA = "synthetic, 6 languages (espeak-ng, 48 voices, 3 h)"
 # source JSON -> (setting, data)
@@ -46,8 +48,6 @@ def _delta_text(delta: float, ci: list[float] | None, base: float, d: dict | Non
 
 def latent_rows(study: dict) -> list[dict]:
     """The paper's design against BEST-RQ at equal steps (PR, SID), and the strong-θ pair (the reference continued)."""
-    from .report import _seeded
-
     rows = []
     from .latent_study import PAPER_ARM
 
@@ -70,7 +70,7 @@ def latent_rows(study: dict) -> list[dict]:
             change, rel = _delta_text(delta, ci, ref["mean"], v)
             rows.append({"paper": "Latent-RQ", "claim": claim, "metric": metric, "data": DEMO_DATA + f"; {len(study['seeds'])} "
                          "pre-training seeds", "measured": f"{cell['mean']:.2f} ± {cell['std']:.2f} against {base} "
-                         f"{ref['mean']:.2f} ± {ref['std']:.2f}", "change": change, "relative": rel, "verdict": _seeded(v)})
+                         f"{ref['mean']:.2f} ± {ref['std']:.2f}", "change": change, "relative": rel, "verdict": seeded(v)})
     return rows
 
 
@@ -84,8 +84,6 @@ def _strongest(baselines: list[dict]) -> tuple[dict, str]:
 def rpq_rows(tables: dict, source: str) -> list[dict]:
     """RPQ at the paper's operating point (and PQ at the largest M) against the strongest k-means row, from an
     ``asr tables`` JSON; the paper's baseline beside it."""
-    from .report import _seeded
-
     setting, data = SETTINGS.get(source, (source, "see its page"))
     k_rows = {r["name"]: r for r in tables["table1"]}
     baselines = [k_rows[b] | {"index": i} for i, b in enumerate(tables["baselines"]) if b in k_rows]
@@ -107,12 +105,12 @@ def rpq_rows(tables: dict, source: str) -> list[dict]:
             p = arm["differences"][paper_base["index"]]
             c = p["cer"]
             beside = (f"; against the paper's baseline (de-dup + unit BPE) {paper_base['cer']:.2f}: {c['difference']:+.2f}"
-                      + (f" [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" if c.get("ci") else "") + f", {_seeded(p)}")
+                      + (f" [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" if c.get("ci") else "") + f", {seeded(p)}")
         label = "RPQ" if arm["kind"] == "rpq" else "PQ"
         rows.append({"paper": "RPQ", "claim": f"{arm['name']} units beat k-means units for ASR ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(tables['training_seeds'])} seeds", "measured": f"{label} {arm['cer']:.2f} ± "
                      f"{arm['cer_std']:.2f} against {best['name']} {best['cer']:.2f} ± {best['cer_std']:.2f} (strongest: {why})"
-                     + beside, "change": change, "relative": rel, "verdict": _seeded(d)})
+                     + beside, "change": change, "relative": rel, "verdict": seeded(d)})
     for kind, label in (("rpq", "RPQ"), ("pq", "PQ")):  # Table II's second claim: more streams help
         top = max((r for r in tables["table2"] if r["kind"] == kind and r.get("against_smallest_M")), key=lambda r: r["M"], default=None)
         if top is None:
@@ -123,14 +121,12 @@ def rpq_rows(tables: dict, source: str) -> list[dict]:
         rows.append({"paper": "RPQ", "claim": f"{label} gets better as M grows ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(tables['training_seeds'])} seeds", "measured": f"{top['name']} {top['cer']:.2f} ± "
                      f"{top['cer_std']:.2f} against {small['name']} {small['cer']:.2f} ± {small['cer_std']:.2f}",
-                     "change": change, "relative": rel, "verdict": _seeded(d)})
+                     "change": change, "relative": rel, "verdict": seeded(d)})
     return rows
 
 
 def compare_rows(report: dict, source: str) -> list[dict]:
     """The same claim from an ``asr compare`` JSON (a narrow layer): each RPQ row against the strongest k-means row."""
-    from .report import _seeded
-
     setting, data = SETTINGS.get(source, (source, "see its page"))
     diffs = report.get("differences") or []
     names = list(dict.fromkeys(d["baseline"] for d in diffs))
@@ -144,7 +140,7 @@ def compare_rows(report: dict, source: str) -> list[dict]:
         rows.append({"paper": "RPQ", "claim": f"{d['row']} units beat k-means units for ASR ({setting})", "metric": "CER ↓",
                      "data": data + f"; {len(report.get('training_seeds', [0]))} seeds", "measured": f"RPQ {arm['cer']:.2f} ± "
                      f"{arm.get('cer_std', 0):.2f} against {best['name']} {best['cer']:.2f} ± {best.get('cer_std', 0):.2f} "
-                     f"(strongest: {why})", "change": change, "relative": rel, "verdict": _seeded(d)})
+                     f"(strongest: {why})", "change": change, "relative": rel, "verdict": seeded(d)})
     return rows
 
 

@@ -12,7 +12,7 @@ report``; ``docs/asr_compare_tiny_bestrq.json``, ``docs/asr_compare_seeds_tiny_b
 
 Verdicts follow from the numbers by one rule: a difference's verdict in its study's JSON
 (:mod:`speechrq.studies.significance`: a t-interval over seeds, and test utterances for error
-rates, with Holm's rule within each table) becomes the claim's (:func:`_seeded`): **held** when
+rates, with Holm's rule within each table) becomes the claim's (:func:`speechrq.studies.verdicts.seeded`): **held** when
 it is better in the paper's direction, **against** when worse, **not at this scale** when
 within noise, and **not established** with one seed. A table made before that rule keeps the
 verdicts of its bootstrap intervals and says so in its noise column. Where only probe spreads
@@ -28,8 +28,7 @@ from pathlib import Path
 
 from ..schema import load
 from .. import formats as schemas
-
-HELD, AGAINST, NOISE, UNKNOWN, MISSING = "held", "against", "not at this scale (within noise)", "not established (no noise estimate)", "not measured"
+from .verdicts import AGAINST, HELD, MISSING, NOISE, UNKNOWN, seeded
 
 
 def verdict(gain: float | None, low: float | None = None, high: float | None = None, noise: float | None = None) -> str:
@@ -76,7 +75,7 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
             number = (f"{arm}: {cell['mean']:.2f} ± {cell['std']:.2f} against BEST-RQ {base['mean']:.2f} ± {base['std']:.2f}"
                       if cell and base else "-")
             rows.append({"paper": "Latent-RQ", "claim": what + label, "number": number, "noise": _interval(v),
-                         "verdict": _seeded(v) if v else MISSING, "source": "docs/latent_study.json"})
+                         "verdict": seeded(v) if v else MISSING, "source": "docs/latent_study.json"})
     gains = (study or {}).get("stage_gains") or {}
     if gains:
         ends = sorted(gains, key=int)
@@ -105,7 +104,7 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
         rows.append({"paper": "Latent-RQ", "claim": "middle layers of θ make the best targets (Table 2)",
                      "number": f"PR with middle layers {study['middle_layers']}: {a['mean']:.2f} ± {a['std']:.2f}; with "
                                f"{study['best_layers']}: {b['mean']:.2f} ± {b['std']:.2f}" if a and b else "-",
-                     "noise": _interval(diff), "verdict": _seeded(diff) if diff else MISSING,
+                     "noise": _interval(diff), "verdict": seeded(diff) if diff else MISSING,
                      "source": "docs/latent_study.json"})
     rank = (study or {}).get("theta_ranking") or {}
     if rank:
@@ -130,7 +129,7 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
                   + (f"; the 4000-step reference: {ref_top} {rank[ref_top]['reference']['phones']:.1f} against Mel {ref['phones']:.1f}"
                      if ref else ""))
         rows.append({"paper": "Latent-RQ", "claim": "latent targets separate phones better than Mel targets (Figures 5, 6)",
-                     "number": number, "noise": _interval(v), "verdict": _seeded(v) if v else UNKNOWN,
+                     "number": number, "noise": _interval(v), "verdict": seeded(v) if v else UNKNOWN,
                      "source": "docs/latent_study.json (theta_ranking; `speechrq targets rank`, same N codebooks per source)"})
     conv = (study or {}).get("convergence") or {}
     if conv.get("per_seed"):
@@ -191,15 +190,6 @@ def _compare_claims(c: dict, name: str, source: str) -> list[dict]:
     return rows
 
 
-def _seeded(d: dict) -> str:
-    """A difference's verdict (after its table's family rule, :mod:`speechrq.studies.significance`) as the claim's:
-    ``better`` in the paper's direction is held, ``worse`` against; one seed establishes nothing."""
-    from .significance import ONE_SEED
-
-    return (HELD if d["verdict"] == "better" else AGAINST if d["verdict"] == "worse" else
-            f"{UNKNOWN}: one training seed" if d["verdict"] == ONE_SEED else NOISE)
-
-
 def _noise(t: dict) -> str:
     """How a table's intervals were made: the rule of issue 35, or the bootstrap before it."""
     seeds = len(t.get("training_seeds", [0]))
@@ -241,14 +231,14 @@ def tables_claims(t: dict | None, source: str, setting: str = "wide source") -> 
             d = paper["differences"][i]
             rows.append({"paper": "RPQ", "claim": f"RPQ at the paper's operating point (M = 32, α = 0.125) beats k-means (Table II, "
                          f"{setting}; against {base})", "number": f"{paper['cer']:.2f} ± {paper['cer_std']:.2f}: {_ci(d)} CER",
-                         "noise": noise, "verdict": unknown_one if one else _seeded(d), "source": source})
+                         "noise": noise, "verdict": unknown_one if one else seeded(d), "source": source})
     for kind, label in (("pq", "PQ"), ("rpq", "RPQ")):
         grown = [r for r in t["table2"] if r["kind"] == kind and r.get("against_smallest_M")]
         if grown:
             top = max(grown, key=lambda r: r["M"])
             d = top["against_smallest_M"]
             rows.append({"paper": "RPQ", "claim": f"{label} gets better as M grows (Table II{where})", "number": f"{top['name']} − "
-                         f"{d['against']}: {_ci(d)} CER", "noise": noise, "verdict": unknown_one if one else _seeded(d), "source": source})
+                         f"{d['against']}: {_ci(d)} CER", "noise": noise, "verdict": unknown_one if one else seeded(d), "source": source})
     if len(t.get("table4") or []) > 1:  # one α measured: nothing to compare
         best = next(r for r in t["table4"] if r.get("best"))
         others = [r for r in t["table4"] if not r.get("best")]
