@@ -114,9 +114,10 @@ def add_commands(sub) -> None:
     bq.set_defaults(func=cmd_bench_quality)
     bl = bsub.add_parser("latent", help="Latent-RQ arms against BEST-RQ at equal steps over pre-training seeds",
                          description="For each pre-training seed, train a BEST-RQ parent for --steps, branch every Latent-RQ arm "
-                         "from it (middle layers, ranked-best layers, auto, the paper's 20/50/80%% schedule, lr continuing, no "
+                         "from it (middle layers, ranked-best layers, auto, the paper's 20/50/80% schedule, lr continuing, no "
                          "standardisation) to the same step, optionally continue --reference with Mel and with latent targets, "
-                         "probe every final encoder, and tabulate mean ± std over seeds with paired 95%% intervals: "
+                         "probe every final encoder, and tabulate mean ± std over seeds with paired 95% t-intervals over the seeds (Holm's "
+                         "rule over the arms): "
                          "OUT/study.json, OUT/study.md. Finished runs and probes are reused.")
     bl.add_argument("--config", default="configs/pretrain/tiny.yaml", help="the BEST-RQ parent's config")
     bl.add_argument("--latent-config", default="configs/pretrain/tiny_latent.yaml", help="the Latent-RQ branches' config")
