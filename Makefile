@@ -28,10 +28,14 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# The documentation site (mkdocs.yml): the results pages rendered from the JSON in docs/, then site/, strict (a warning,
-# a broken link or anchor included, fails the build). Not --quiet: it drops the warnings before strict can count them.
+# The documentation site (mkdocs.yml): the results pages and their figures rendered from the JSON in docs/, the README's
+# claims table and prose numbers refreshed from the same JSON, the command-line and config references from the parser and
+# the config dataclasses, then site/, strict (a warning, a broken link or anchor,
+# or an unknown {{ number }} in a page fails the build). Not --quiet: it drops the warnings before strict can count them.
 docs: $(STAMP)
-	$(BIN)/python -m speechrq.studies.results_pages docs
+	$(BIN)/python -m speechrq.studies.results_pages docs --readme README.md
+	$(BIN)/python -m speechrq.cli.reference docs/reference/cli.md
+	$(BIN)/python -m speechrq.config_reference docs/reference/config.md
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The main job on the embedded corpus: BEST-RQ pre-training and a Latent-RQ stage branched at half of it (seed 0 of

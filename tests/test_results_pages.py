@@ -19,7 +19,7 @@ DOCS = ROOT / "docs"
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_every_results_page_renders_a_table_from_its_json_and_names_its_command(page):
     text = render(page, DOCS)
-    assert text.startswith(f"# {page.title}\n") and page.command in text and f"({'../' + page.source})" in text
+    assert text.startswith(f"---\nhide:\n  - toc\n---\n\n# {page.title}\n") and page.command in text and f"({'../' + page.source})" in text
     assert re.search(r"^\|.*\|$", text, re.M), "no table"
     for extra in (page.figure, page.logs):
         assert extra is None or (DOCS / extra).exists(), extra
@@ -133,13 +133,14 @@ def test_input_kinds_every_cell_with_the_length_change_as_a_percentage():
     head, rows = md_table(text, "input")
     assert head == ["input", "CER", "WER", "input length against k-means units"]
     assert rows == [[name, f"{r['cer']:.2f}", f"{r['wer']:.2f}", f"{round(100 * r['length_change']):+d}%"] for name, r in d["rows"].items()]
-    assert "-19%" in [r[3] for r in rows] and f"Test split: {d['test_split']}." in text and d["note"] in text
+    assert "-19%" in [r[3] for r in rows] and f"decoded on the {d['test_split']} split" in text
+    assert d["note"] not in text and "length_change" not in text  # the JSON's own note is not printed raw
 
 
 @pytest.mark.parametrize("name", ["asr_compare_seeds_tiny_bestrq", "asr_compare_tiny_bestrq"])
 def test_compare_pages_every_cell(name):
     d = shipped(name)
-    text = render(page(name), DOCS)
+    text = page(name).render(d)  # the formatter's cells; the page's tidying is tested below
     seeds = d.get("training_seeds", [0])
     spread = len(seeds) > 1
     timed = all("epoch_s" in r for r in d["rows"].values())
@@ -229,7 +230,7 @@ def _check_rpq_tables(t: dict, text: str) -> None:
 @pytest.mark.parametrize("name", ["rpq_tables_mel", "ml_tables"])
 def test_rpq_tables_pages_every_cell(name):
     t = shipped(name)
-    _check_rpq_tables(t, render(page(name), DOCS))
+    _check_rpq_tables(t, page(name).render(t))
 
 
 def test_rpq_tables_with_figure6_every_cell():
@@ -259,7 +260,7 @@ def test_the_shipped_tables_hold_no_shared_core_timing():
 
 def test_latent_study_page_every_cell():
     s = shipped("latent_study")
-    text = render(page("latent_study"), DOCS)
+    text = page("latent_study").render(s)
     unit = {"pr": "PR PER ↓", "ft": "FT PER ↓", "sid": "SID acc ↑", "er": "ER acc ↑"}
     head, rows = md_table(text, "arm")
     assert head == ["arm", *[c for t in s["tasks"] for c in (unit[t], f"Δ {t.upper()}")]]
@@ -309,7 +310,7 @@ def test_units_report_page_every_cell():
 
 def test_ml_probes_page_every_cell():
     d = shipped("ml_probes")
-    text = render(page("ml_probes"), DOCS)
+    text = page("ml_probes").render(d)
     heads = {"pr": "PR PER ↓", "lid": "LID acc ↑"}
     head, rows = md_table(text, "model", heads[d["tasks"][0]])
     assert head == ["model", *[heads[t] for t in d["tasks"]], "Avg ↑"]
@@ -520,3 +521,93 @@ def test_the_readme_headline_reads_checked_json(tmp_path):
     docs = _edited_docs(tmp_path, "rpq_tables_mel", lambda d: d["table2"][0].update(cer="43.4"))
     with pytest.raises(SpeechrqError, match=r"rpq_tables_mel.json: table2\[0\].cer: expected a number, got '43.4'"):
         headline_table(docs)
+
+
+# --- the rendered page: tables that use the page's width, nothing degenerate, figures drawn from the JSON
+
+from speechrq.studies.results_pages import WIDE, draw_figures, results_index, tidy_tables  # noqa: E402
+
+
+@pytest.mark.parametrize("p", PAGES, ids=[p.name for p in PAGES])
+def test_no_rendered_table_has_one_row_or_a_column_without_information(p):
+    """A table with one row, a column no row fills or a column every row shares compares nothing: the rendered page
+    has none (each is a sentence instead)."""
+    text = render(p, DOCS)
+    assert WIDE in text
+    for head, rows in md_tables(text):
+        assert len(rows) >= 2, (p.name, head)
+        for j in range(1, len(head)):
+            column = {r[j] for r in rows}
+            assert column - {"", "-"} and len(column) > 1, (p.name, head[j], column)
+
+
+def test_the_degenerate_tables_of_the_shipped_pages_are_sentences_saying_why():
+    ml = render(page("ml_tables"), DOCS)
+    assert "Only one row was measured here, so this table has nothing to compare: input units; k 500;" in ml  # Table I
+    assert "Only one row was measured here, so this table has nothing to compare: α 0.125;" in ml  # Table IV
+    assert "Column Δ against the smallest M left out: no row has a value (each kind was measured at one M)." in ml
+    t7 = shipped("rpq_tables_mel")["table7"][0]
+    mel = render(page("rpq_tables_mel"), DOCS)
+    assert (f"Every row (all {len(shipped('rpq_tables_mel')['table7'])}) has warm-up steps {t7['warmup_steps']}, peak step "
+            f"{t7['peak_step']}, steps per epoch {t7['steps_per_epoch']} and peak epoch {t7['peak_epoch']:.2f}: nothing differs") in mel
+    probes = render(page("ml_probes"), DOCS)
+    assert "Column Avg ↑ left out: no row has a value (SUPERB's Avg averages ASR, SID, IC and ER" in probes
+    assert "| model | PR PER ↓ | LID acc ↑ |" in probes
+
+
+def test_a_wide_table_is_split_into_values_and_differences_with_two_line_cells():
+    s = shipped("latent_study")
+    text = render(page("latent_study"), DOCS)
+    unit = {"pr": "PR PER ↓", "ft": "FT PER ↓", "sid": "SID acc ↑", "er": "ER acc ↑"}
+    head, rows = md_table(text, "arm", unit[s["tasks"][0]])
+    assert head == ["arm", *[unit[t] for t in s["tasks"]]] and [r[0] for r in rows] == list(s["arms"])
+    head, rows = md_table(text, "arm", f"Δ {s['tasks'][0].upper()}")
+    assert head == ["arm", *[f"Δ {t.upper()}" for t in s["tasks"]]]
+    best = next(n for n in s["arms"] if "ranked best" in n)
+    v = s["arms"][best]["pr"]["vs_base"]
+    assert rows[list(s["arms"]).index(best)][1] == (f"{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]<br>"
+                                                     f"Holm p {v['p_holm']:.3f} {v['verdict']}")
+
+
+def test_tidy_tables_on_small_cases():
+    one = "x\n\n| a | b |\n|---|---|\n| r | 1.5 |\n\ny"
+    assert tidy_tables(one) == "x\n\nOnly one row was measured here, so this table has nothing to compare: a r; b 1.5.\n\ny"
+    const = "| a | b | c |\n|---|---|---|\n| r | 1 | 7 |\n| s | 2 | 7 |"
+    assert tidy_tables(const) == "| a | b |\n|---|---|\n| r | 1 |\n| s | 2 |\n\nIn every row, c 7."
+    empty = "| a | b | c |\n|---|---|---|\n| r | 1 | - |\n| s | 2 |  |"
+    assert tidy_tables(empty, {"c": "why"}) == "| a | b |\n|---|---|\n| r | 1 |\n| s | 2 |\n\nColumn c left out: no row has a value (why)."
+    fine = "| a | b |\n|---|---|\n| r | 1 |\n| s | 2 |"
+    assert tidy_tables(fine) == fine
+
+
+def test_the_results_index_opens_with_the_claims_table_of_the_readme():
+    from speechrq.studies.headline import format_headline, headline_rows
+
+    index = results_index(DOCS)
+    table = format_headline(headline_rows(DOCS))
+    assert table in index and table in headline_table(DOCS)  # the same code, not a copy
+    assert index.index("## The papers' claims, measured here") < index.index(table) < index.index("## Every results page")
+
+
+def test_home_renders_the_claims_table_at_build_time():
+    from speechrq.studies.headline import format_headline, headline_rows
+    from speechrq.studies.prose_numbers import fill
+
+    home = (DOCS / "index.md").read_text()
+    assert "{{ headline }}" in home and "| paper |" not in home  # a placeholder, not a copy
+    assert format_headline(headline_rows(DOCS)) in fill(home, DOCS)
+
+
+def test_every_figure_is_drawn_from_its_json(tmp_path):
+    """Each shipped figure has its plot function, and drawing again from the shipped JSON gives the shipped PNG (the
+    figures are current); a figure that changed is rewritten, one that did not is left alone."""
+    figured = [p for p in PAGES if p.figure]
+    assert figured and all(p.plot for p in figured)
+    for p in figured:
+        shutil.copy(DOCS / p.source, tmp_path / p.source)
+    first = draw_figures(tmp_path)
+    assert sorted(x.name for x in first) == sorted(p.figure for p in figured)
+    assert draw_figures(tmp_path) == []
+    for p in figured:
+        assert (tmp_path / p.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / p.figure).read_bytes() == (DOCS / p.figure).read_bytes(), f"{p.figure}: stale, run make docs"

@@ -171,3 +171,11 @@ def format_config_reference() -> str:
             summary = field_docs(owners[parent]).get(leaf, "") if key else ""
             lines += format_section(key, cls, summary)
     return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":  # `make docs`: python -m speechrq.config_reference docs/reference/config.md
+    import sys
+
+    from .io import atomic_write_text
+
+    atomic_write_text(sys.argv[1], format_config_reference())

@@ -105,6 +105,7 @@ def add_decode_command(asub) -> None:
     ad.add_argument("--splits", help="comma-separated splits (default: the units folder's test split: test, or its one test* "
                     "split)")
     ad.add_argument("--units", help="a units directory encoded by the same quantizer (default: the training one)")
-    ad.add_argument("--out", help="output directory (default: RUN/decode/step_N_MODE_beamB)")
+    ad.add_argument("--out", help="output directory (default: RUN/decode/step_N_MODE_beamB_ctcW, with _unitsFINGERPRINT "
+                    "appended when --units is given)")
     add_decode_flags(ad)
     ad.set_defaults(func=cmd_asr_decode)

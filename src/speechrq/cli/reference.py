@@ -105,3 +105,11 @@ def format_cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
         if rows:
             lines += ["| Argument | Value | Default | Help |", "| --- | --- | --- | --- |", *rows, ""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `make docs`: python -m speechrq.cli.reference docs/reference/cli.md
+    import sys
+
+    from ..io import atomic_write_text
+
+    atomic_write_text(sys.argv[1], format_cli_reference() + "\n")

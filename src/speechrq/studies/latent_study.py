@@ -405,8 +405,10 @@ def run_steps(run: str | Path) -> list[int]:
 
 
 def plot_study(report: dict, path: Path) -> None:
-    """One panel per probe (each arm's mean ± std over pre-training seeds, its seeds as dots) and Figure 3's PR
-    points over cumulative steps (mean over seeds) for the arms probed at intermediate steps."""
+    """The study at a page's width: one panel per probe with the arms named on a shared axis, in the table's order
+    (each arm's mean ± std over pre-training seeds as a bar, its seeds as dots, its base's mean as a dashed line), and
+    below, Figure 3's PR points over cumulative steps (mean over seeds) for the arms probed at intermediate steps, with
+    the legend under them. Every arm has its colour of :mod:`speechrq.palette`, the same on every figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -419,31 +421,70 @@ def plot_study(report: dict, path: Path) -> None:
     panels = [("the budget's arms", {a: p for a, p in curves.items() if not a.startswith("reference")})]
     if (strong := {a: p for a, p in curves.items() if a.startswith("reference")}):
         panels.append(("strong θ: the reference continued", strong))
-    fig, axes = plt.subplots(1, len(tasks) + len(panels), figsize=(4.2 * (len(tasks) + len(panels)), 4.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        ys = [(i, report["arms"][n][task]) for i, n in enumerate(names) if task in report["arms"][n]]
-        ax.errorbar([i for i, _ in ys], [c["mean"] for _, c in ys], yerr=[c["std"] for _, c in ys], fmt="o", capsize=3)
-        for i, c in ys:
-            ax.scatter([i] * len(c["per_seed"]), list(c["per_seed"].values()), s=8, color="grey", alpha=0.6)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([f"{i}" for i in range(len(names))], fontsize=7)
-        ax.set_title(f"{task.upper()} ({'↓' if task in LOWER_IS_BETTER else '↑'})")
-        ax.grid(alpha=0.3)
-    for ax, (title, group) in zip(axes[0][len(tasks):], panels):  # Figure 3: PR over cumulative steps, mean over seeds
-        for arm, points in group.items():
-            steps = sorted(points, key=int)
-            # a strong-θ arm's points are every fifth of its continuation: its budget ends one step of them after the last
-            last = int(steps[-1]) + int(steps[1]) - int(steps[0]) if arm.startswith("reference") and len(steps) > 1 else report["steps"]
-            xs = [int(s) for s in steps] + [last]
-            ys = [statistics.fmean(points[s].values()) for s in steps] + [report["arms"][arm]["pr"]["mean"]]
-            ax.plot(xs, ys, marker="o", label=arm[:48])
-        ax.set_title(f"Figure 3: {title}", fontsize=9)
-        ax.set_xlabel("cumulative pre-training step")
-        ax.set_ylabel("PR PER (%) ↓")
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
-    fig.text(0.01, 0.01, "  ".join(f"{i}: {n}" for i, n in enumerate(names)), fontsize=6, wrap=True)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    panels = [p for p in panels if p[1]]
+    unit = {"pr": "PR PER (%)", "ft": "FT PER (%)", "sid": "SID accuracy (%)", "er": "ER accuracy (%)", "ic": "IC accuracy (%)",
+            "asr": "ASR WER (%)"}
+    with plt.rc_context({"font.size": 10}):
+        fig = _study_figure(report, plt, names, tasks, panels, unit)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def _study_figure(report: dict, plt, names: list[str], tasks: list[str], panels: list, unit: dict):
+    from ..palette import color, short_name
+
+    fig = plt.figure(figsize=(10.0, 1.0 + 0.28 * len(names) + (3.1 if panels else 0.0)), layout="constrained")
+    grid = fig.add_gridspec(2 if panels else 1, 1, height_ratios=[1.0 + 0.28 * len(names), 3.1] if panels else [1])
+    top = grid[0].subgridspec(1, len(tasks), wspace=0.05).subplots(sharey=True, squeeze=False)[0]
+    ys = {n: len(names) - 1 - i for i, n in enumerate(names)}  # the table's first row on top
+    for ax, task in zip(top, tasks):
+        lo = []
+        for n in names:
+            c = report["arms"][n].get(task)
+            if not c:
+                continue
+            seeds = list(c["per_seed"].values())
+            ax.errorbar([c["mean"]], [ys[n]], xerr=[c["std"]], fmt="o", color=color(n), capsize=3, markersize=6, zorder=3)
+            ax.scatter(seeds, [ys[n]] * len(seeds), s=12, color=color(n), alpha=0.45, zorder=2, linewidths=0)
+            lo += [c["mean"] - c["std"], c["mean"] + c["std"], *seeds]
+        if lo:  # every point and bar inside the panel, with a margin
+            pad = 0.08 * (max(lo) - min(lo) or 1.0)
+            ax.set_xlim(min(lo) - pad, max(lo) + pad)
+        bases = {report["base"][n] for n in names if task in report["arms"][n] and report["base"].get(n) in report["arms"]}
+        for b in bases:
+            if task in report["arms"][b]:
+                ax.axvline(report["arms"][b][task]["mean"], color=color(b), linestyle="--", linewidth=0.9, alpha=0.7, zorder=1)
+        ax.set_title(f"{task.upper()} ({'↓ lower is better' if task in LOWER_IS_BETTER else '↑ higher is better'})", fontsize=10)
+        ax.set_xlabel(unit.get(task, task.upper()), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.tick_params(axis="x", labelsize=8)
+    top[0].set_yticks([ys[n] for n in names], [short_name(n) for n in names], fontsize=9)
+    for label, n in zip(top[0].get_yticklabels(), names):
+        label.set_color(color(n))
+    if panels:
+        bottom = grid[1].subgridspec(1, 2, wspace=0.12).subplots(squeeze=False)[0]
+        handles = {}
+        for ax, (title, group) in zip(bottom, panels):  # Figure 3: PR over cumulative steps, mean over seeds
+            for arm, points in group.items():
+                steps = sorted(points, key=int)
+                # a strong-θ arm's points are every fifth of its continuation: its budget ends one step of them after the last
+                last = int(steps[-1]) + int(steps[1]) - int(steps[0]) if arm.startswith("reference") and len(steps) > 1 else report["steps"]
+                xs = [int(s) for s in steps] + [last]
+                line_ys = [statistics.fmean(points[s].values()) for s in steps] + [report["arms"][arm]["pr"]["mean"]]
+                (handles[arm],) = ax.plot(xs, line_ys, marker="o", color=color(arm), label=short_name(arm))
+            ax.set_title(f"Figure 3: {title}", fontsize=10)
+            ax.set_xlabel("cumulative pre-training step", fontsize=9)
+            ax.set_ylabel("PR PER (%) ↓", fontsize=9)
+            ax.margins(x=0.06, y=0.12)
+            ax.grid(alpha=0.3)
+        for ax in bottom[len(panels):]:
+            ax.axis("off")
+        where = bottom[len(panels)] if len(panels) < len(bottom) else None
+        if where is not None:  # the free panel holds the legend
+            where.legend(handles.values(), [h.get_label() for h in handles.values()], loc="center left", fontsize=9, frameon=False)
+        else:
+            fig.legend(handles.values(), [h.get_label() for h in handles.values()], loc="outside lower center", ncol=2, fontsize=9,
+                       frameon=False)
+    return fig

@@ -140,34 +140,39 @@ def format_quality(report: dict) -> str:
 
 
 def plot_quality(report: dict, path: Path) -> None:
-    """One panel per task: the encoder's error (± std) against the step, each baseline a band."""
+    """One panel per task: the encoder's error (± std) against the step, each baseline a band, in the colours of
+    :mod:`speechrq.palette` (the pre-trained encoder BEST-RQ's, each baseline its own: the same on every figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..palette import BEST_RQ, color
+
     tasks = report["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
-    for ax, (task, h) in zip(axes[0], tasks.items()):
-        xs = [c["step"] for c in h["curve"]]
-        ys = [c["error"] for c in h["curve"]]
-        sd = [c["std"] for c in h["curve"]]
-        ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, label="pre-trained")
-        for (name, b), color in zip(h["baselines"].items(), ("tab:red", "tab:grey")):
-            ax.axhline(b["error"], color=color, linestyle="--", label=name)
-            ax.axhspan(b["error"] - b["std"], b["error"] + b["std"], color=color, alpha=0.15)
-        if h["first_beyond_noise"]:
-            ax.axvline(h["first_beyond_noise"]["step"], color="tab:green", linestyle=":", label="first beyond noise")
-        if all("minutes" in c for c in h["curve"]):  # no minutes axis where they were taken out (timings_removed)
-            top = ax.secondary_xaxis("top", functions=_step_to_minutes(h["curve"]))
-            top.set_xlabel("training minutes", fontsize=8)
-        ax.set_xlabel("pre-training step")
-        ax.set_ylabel(f"{task.upper()}: {h['metric'].upper()} (%) ↓")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+    with plt.rc_context({"font.size": 10}):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(7.0 * len(tasks), 3.8), squeeze=False, layout="constrained")
+        for ax, (task, h) in zip(axes[0], tasks.items()):
+            xs = [c["step"] for c in h["curve"]]
+            ys = [c["error"] for c in h["curve"]]
+            sd = [c["std"] for c in h["curve"]]
+            ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, color=BEST_RQ, label="BEST-RQ (pre-trained)")
+            for name, b in h["baselines"].items():
+                c = color(name)
+                ax.axhline(b["error"], color=c, linestyle="--", label=f"{name} (± std band)")
+                ax.axhspan(b["error"] - b["std"], b["error"] + b["std"], color=c, alpha=0.15)
+            if h["first_beyond_noise"]:
+                ax.axvline(h["first_beyond_noise"]["step"], color="#444444", linestyle=":", label="first beyond noise")
+            if all("minutes" in c for c in h["curve"]):  # no minutes axis where they were taken out (timings_removed)
+                top = ax.secondary_xaxis("top", functions=_step_to_minutes(h["curve"]))
+                top.set_xlabel("training minutes", fontsize=9)
+            ax.set_xlabel("pre-training step")
+            ax.set_ylabel(f"{task.upper()}: {h['metric'].upper()} (%) ↓")
+            ax.margins(x=0.04)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -1,16 +1,24 @@
 """The documentation's results pages, rendered from the JSON files that hold the measurements.
 
 Every results table of the documentation is made here, at build time (``make docs`` runs
-``python -m speechrq.studies.results_pages docs``), by the same formatter that printed it when it
+``python -m speechrq.studies.results_pages docs --readme README.md``), by the same formatter that printed it when it
 was measured, from the JSON the measurement wrote into ``docs/``: a number on a results page cannot
 drift from its measurement. Each page names the command that reproduces it. The list of pages is
 :data:`PAGES`; ``tests/test_results_pages.py`` renders every one and checks the README's headline
-table against its JSON. Each JSON is checked before it is rendered (:mod:`speechrq.formats`): a hand-edited
+table against its JSON.
+
+A page is laid out for a reader (:func:`tidy_tables`): a table with one row, a column no row fills or one every row
+shares becomes a sentence saying so, a wide table with several Δ columns is split into its values and its
+differences, and an interval's verdict goes on a second line of its cell; results pages are marked wide
+(``docs/stylesheets/extra.css``). Each figure is drawn again from its JSON (:func:`draw_figures`, colours from
+:mod:`speechrq.palette`). The results index and the README open with the claims table of
+:mod:`speechrq.studies.headline`; the README's prose numbers are refreshed by :mod:`speechrq.studies.prose_numbers`. Each JSON is checked before it is rendered (:mod:`speechrq.formats`): a hand-edited
 number or a removed key is one line naming the file and key (``python -m speechrq.studies.results_pages`` exits 2).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,8 @@ class Page:
     check: Callable[[Any, Any], dict]  # the JSON's validator (speechrq.formats): what render reads
     figure: str | None = None  # a PNG in docs/ made with the JSON
     logs: str | None = None  # a folder of training logs in docs/
+    plot: Callable[[dict, Path], None] | None = None  # draws ``figure`` from the JSON (re-drawn at every build)
+    empty_columns: dict[str, str] | None = None  # a column no row fills -> why (said under the table that drops it)
 
 
 def _latent(d: dict) -> str:
@@ -55,6 +65,24 @@ def _quality(d: dict) -> str:
     return format_quality(d)
 
 
+def _plot_latent(d: dict, path: Path) -> None:
+    from .latent_study import plot_study
+
+    plot_study(d, path)
+
+
+def _plot_quality(d: dict, path: Path) -> None:
+    from .quality import plot_quality
+
+    plot_quality(d, path)
+
+
+def _plot_units(d: dict, path: Path) -> None:
+    from ..units.report import plot_report
+
+    plot_report(d["rows"], path)
+
+
 def _sweep(d: dict) -> str:
     from .sweep import format_sweep
 
@@ -74,8 +102,12 @@ def _compare(d: dict) -> str:
 
 
 def _input_kinds(d: dict) -> str:
-    lines = [d["note"], "", f"Test split: {d['test_split']}.", "", "| input | CER | WER | input length against k-means units |",
-             "|---|---|---|---|"]
+    # the JSON's own note is for its reader; the page says the same in a sentence
+    lines = ["The k-means row and, from the same k-means quantizer (that of [the one-seed Table II](asr_compare_tiny_bestrq.md)), "
+             "its de-duplicated units and those in unit BPE 1000 (`units encode --bpe 1000`), each trained by `speechrq asr train` "
+             f"with one training seed and decoded on the {d['test_split']} split. The last column is each input's length on the "
+             "training split against plain k-means units (one unit per 40 ms frame).", "",
+             "| input | CER | WER | input length against k-means units |", "|---|---|---|---|"]
     lines += [f"| {name} | {r['cer']:.2f} | {r['wer']:.2f} | {100 * r['length_change']:+.0f}% |" for name, r in d["rows"].items()]
     return "\n".join(lines) + "\n"
 
@@ -103,19 +135,23 @@ def _phases(d: dict) -> str:
     return "\n".join(lines) + "\n" + format_phases(d) + "\n".join(after) + ("\n" if after else "")
 
 
+_RPQ_EMPTY = {"Δ against the smallest k": "one k was measured", "Δ against the smallest M": "each kind was measured at one M"}
+
 PAGES = [
     Page("demo_phases", "The demo's phase times", "demo_phases.json",
          "git clone REPO fresh && cd fresh && make install && make demo   # exp/demo/phases.json", _phases, schemas.demo_phases),
     Page("latent_study", "Latent-RQ against BEST-RQ: the seeded study", "latent_study.json", "make latent-study",
-         _latent, schemas.latent_study, "latent_study.png", "latent_study_logs"),
+         _latent, schemas.latent_study, "latent_study.png", "latent_study_logs", _plot_latent),
     # Figure 6 (training time per epoch) is not shipped: its timings were taken on shared cores (the JSON says why)
     Page("rpq_tables_mel", "The RPQ paper's tables on the stacked log-Mel", "rpq_tables_mel.json", "make rpq-tables", _tables,
-         schemas.rpq_tables, None, "rpq_tables_mel_logs"),
+         schemas.rpq_tables, None, "rpq_tables_mel_logs", empty_columns=_RPQ_EMPTY),
     Page("ml_tables", "The multilingual column (ML-SUPERB analogue)", "ml_tables.json", "make ml-asr", _tables,
-         schemas.rpq_tables, None, "ml_tables_logs"),
-    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-probes", _probes, schemas.eval_results),
+         schemas.rpq_tables, None, "ml_tables_logs", empty_columns=_RPQ_EMPTY),
+    Page("ml_probes", "Probes per language (LID, PR)", "ml_probes.json", "make ml-probes", _probes, schemas.eval_results,
+         empty_columns={"Avg ↑": "SUPERB's Avg averages ASR, SID, IC and ER, and none of them was probed here"}),
     Page("asr_compare_seeds_tiny_bestrq", "Table II on a narrow source, with training seeds", "asr_compare_seeds_tiny_bestrq.json",
-         "make narrow-table", _compare, schemas.compare_page, None, "asr_compare_seeds_logs"),
+         "make narrow-table", _compare, schemas.compare_page, None, "asr_compare_seeds_logs",
+         empty_columns={"Holm p": "the table was made before the family rule (issue 35): each verdict is judged on its own interval"}),
     Page("asr_compare_tiny_bestrq", "Table II on a narrow source, one seed", "asr_compare_tiny_bestrq.json",
          "speechrq asr compare configs/asr/tiny.yaml --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 \\\n"
          "    --layer 2 --corpus exp/demo/corpus --out exp/asr_compare --k 500 --pq 2,4,8 --rpq 8 --alpha 0.25 \\\n"
@@ -130,14 +166,14 @@ PAGES = [
     Page("units_report_tiny_bestrq", "Units report: k-means, PQ and RPQ against the paper's theory", "units_report_tiny_bestrq.json",
          "speechrq units report --encoder assets/reference/tiny_bestrq/checkpoints/step_00004000 --layer 2 \\\n"
          "    --corpus exp/demo/corpus --frames 70000 --k 500 --kinds kmeans,rvq,pq,rpq --out exp/units_report",
-         _units_report, schemas.units_report, "units_report_tiny_bestrq.png"),
+         _units_report, schemas.units_report, "units_report_tiny_bestrq.png", plot=_plot_units),
     Page("quality_tiny_4x1024", "Pre-training quality along steps, tiny default", "quality_tiny_4x1024.json",
          "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality_4x1024 --steps 2000 --every 250 "
-         "--tasks pr --probe-seeds 3", _quality, schemas.quality, "quality_tiny_4x1024.png"),
+         "--tasks pr --probe-seeds 3", _quality, schemas.quality, "quality_tiny_4x1024.png", plot=_plot_quality),
     Page("quality_tiny_bestrq", "Pre-training quality along steps, the reference run", "quality_tiny_bestrq.json",
          "speechrq bench quality configs/pretrain/tiny.yaml --corpus exp/demo/corpus --out exp/quality --steps 4000 --every 500 "
          "--tasks pr --probe-seeds 3 --set quantizer.num_codebooks=8 --set quantizer.codebook_size=4096", _quality, schemas.quality,
-         "quality_tiny_bestrq.png"),
+         "quality_tiny_bestrq.png", plot=_plot_quality),
     Page("sweep_tiny", "Small-scale recipe sweep", "sweep_tiny.json",
          "speechrq bench sweep benchmarks/sweep_tiny.yaml --corpus exp/demo/corpus --out exp/sweep", _sweep, schemas.sweep),
     Page("bench_passes", "Corpus passes: one process against two", "bench_passes.json",
@@ -160,27 +196,114 @@ def headline_table(docs: str | Path) -> str:
 
 
 def update_readme(readme: str | Path, docs: str | Path) -> bool:
-    """Replace the headline block of ``readme`` by :func:`headline_table`; returns whether it changed."""
+    """Replace the headline block of ``readme`` by :func:`headline_table` and rewrite the value of every
+    ``<!--n:KEY-->VALUE<!--/n-->`` number of its prose (:func:`speechrq.studies.prose_numbers.refresh`); returns
+    whether it changed."""
     from ..errors import SpeechrqError
     from ..io import atomic_write_text
+    from .prose_numbers import refresh
 
     text = Path(readme).read_text()
     if HEADLINE_BEGIN not in text or HEADLINE_END not in text:
         raise SpeechrqError(f"{readme}: no headline block ({HEADLINE_BEGIN!r} ... {HEADLINE_END!r})")
     head, rest = text.split(HEADLINE_BEGIN, 1)
-    new = head + headline_table(docs) + rest.split(HEADLINE_END, 1)[1]
+    new = refresh(head, docs) + headline_table(docs) + refresh(rest.split(HEADLINE_END, 1)[1], docs)
     if new != text:
         atomic_write_text(readme, new)
     return new != text
 
 
+# --- tables with nothing to compare: one row, a column no row fills, columns equal in every row
+
+def _table_at(lines: list[str], i: int) -> bool:
+    return lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---")
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip()[1:-1].split("|")]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _tidy(head: list[str], rows: list[list[str]], reasons: dict[str, str]) -> list[str]:
+    """One table as lines: itself, without the columns no row fills or every row shares (each said in a sentence under
+    it), or one sentence where it has nothing to compare (one row, or nothing left but its labels)."""
+    blank = {"", "-"}
+    if len(rows) == 1:
+        shown = [f"{h} {c}" for h, c in zip(head, rows[0]) if c not in blank | {"base", "best"}]  # nothing to be against
+        return [f"Only one row was measured here, so this table has nothing to compare: {'; '.join(shown)}."]
+    empty = [j for j in range(1, len(head)) if all(r[j] in blank for r in rows)]
+    same = [j for j in range(1, len(head)) if j not in empty and len({r[j] for r in rows}) == 1]
+    keep = [j for j in range(len(head)) if j not in empty and j not in same]
+    notes = [f"Column {head[j]} left out: no row has a value" + (f" ({reasons[head[j]]})" if head[j] in reasons else "") + "."
+             for j in empty]
+    if len(same) >= 2 and len(keep) <= 2:  # what is left would only repeat the labels (and a number shown elsewhere)
+        return [f"Every row ({_and([r[0] for r in rows]) if len(rows) <= 4 else f'all {len(rows)}'}) has "
+                                f"{_and([f'{head[j]} {rows[0][j]}' for j in same])}: nothing differs between them to compare."] + (
+            [""] + notes if notes else [])
+    if same:
+        notes.append(f"In every row, {_and([f'{head[j]} {rows[0][j]}' for j in same])}.")
+    rows = [[_two_lines(c) for c in r] for r in rows]
+    deltas = [j for j in keep[1:] if head[j].startswith("Δ")]
+    if len(deltas) >= 2 and len(keep) >= 6:  # too wide for a page: the values, then their differences, by the same rows
+        values = [j for j in keep if j not in deltas]
+        out = [*_table(head, rows, values), "", f"Differences ({_and([head[j] for j in deltas])}), by the same rows:", "",
+               *_table(head, rows, [keep[0], *deltas])]
+    else:
+        out = _table(head, rows, keep)
+    return out + ([""] + notes if notes else [])
+
+
+def _table(head: list[str], rows: list[list[str]], columns: list[int]) -> list[str]:
+    return [_row([head[j] for j in columns]), "|" + "---|" * len(columns), *(_row([r[j] for j in columns]) for r in rows)]
+
+
+INTERVAL_CELL = re.compile(r"^([+\-−]?\d+(?:\.\d+)? \[[^\]]+\])[;,]? (.+)$")
+
+
+def _two_lines(cell: str) -> str:
+    """``-0.98 [-2.05, +0.10] Holm p 0.951 within noise`` -> the difference and its interval, then (a new line) what
+    is said of it: a cell of a wide table is two short lines instead of one long one or four wrapped ones."""
+    return INTERVAL_CELL.sub(r"\1<br>\2", cell)
+
+
+def tidy_tables(text: str, reasons: dict[str, str] | None = None) -> str:
+    """Every Markdown table of ``text`` through :func:`_tidy`: a results page shows no table with one row, no column
+    that no row fills and no column equal in every row; each is said in a sentence instead. ``reasons``: why a column
+    is empty, by its header."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        if not _table_at(lines, i):
+            out.append(lines[i])
+            i += 1
+            continue
+        head, rows, i = _cells(lines[i]), [], i + 2
+        while i < len(lines) and lines[i].startswith("|"):
+            rows.append(_cells(lines[i]))
+            i += 1
+        out += _tidy(head, rows, reasons or {})
+    return "\n".join(out)
+
+
+WIDE = '<span class="srq-wide"></span>'  # docs/stylesheets/extra.css widens a page that holds it
+
+
 def render(page: Page, docs: Path) -> str:
-    """One results page: title, the reproducing command, the table(s) rendered from ``docs/<page.source>``, figure, logs."""
+    """One results page: title, the reproducing command, the table(s) rendered from ``docs/<page.source>`` (with
+    :func:`tidy_tables`), figure, logs. Its front matter hides the table of contents and it is marked wide, so its
+    tables get the page's width."""
     from ..schema import load
 
     data = load(docs / page.source, page.check)
-    parts = [f"# {page.title}", "", "Rendered from [`{0}`](../{0}) when the documentation is built; reproduce it with:".format(page.source), "",
-             "```sh", page.command, "```", "", page.render(data).rstrip(), ""]
+    parts = ["---", "hide:", "  - toc", "---", "", f"# {page.title}", "", WIDE, "",
+             "Rendered from [`{0}`](../{0}) when the documentation is built; reproduce it with:".format(page.source), "",
+             "```sh", page.command, "```", "", tidy_tables(page.render(data).rstrip(), page.empty_columns), ""]
     if page.figure:
         parts += [f"![{page.title}](../{page.figure})", ""]
     if page.logs:
@@ -188,20 +311,61 @@ def render(page: Page, docs: Path) -> str:
     return "\n".join(parts)
 
 
+def draw_figures(docs: str | Path) -> list[Path]:
+    """Every page's figure drawn again from its JSON (``Page.plot``), so that each reads at the page's width in the
+    colours of :mod:`speechrq.palette`; a file is replaced only when its bytes change. Returns the paths rewritten."""
+    from ..io import atomic_write_bytes
+    from ..schema import load
+
+    docs, written = Path(docs), []
+    for page in PAGES:
+        if not (page.plot and page.figure):
+            continue
+        data = load(docs / page.source, page.check)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = Path(tmp) / "figure.png"
+            page.plot(data, fresh)
+            new = fresh.read_bytes()
+        target = docs / page.figure
+        if not target.exists() or target.read_bytes() != new:
+            atomic_write_bytes(target, new)
+            written.append(target)
+    return written
+
+
+def results_index(docs: str | Path) -> str:
+    """``docs/results/index.md``: the claims table (:func:`speechrq.studies.headline.format_headline`, the README's) and
+    the list of pages."""
+    from .headline import format_headline, headline_rows
+
+    lines = ["---", "hide:", "  - toc", "---", "", "# Results", "", WIDE, "",
+             "Every table here is rendered from the JSON its measurement wrote, when the documentation is built.", "",
+             "## The papers' claims, measured here", "",
+             "Each claim of [Latent-RQ and the RPQ paper](../index.md#the-papers) with the arm the paper proposes against the "
+             "strongest baseline it names, the change with its 95% interval and the verdict after the table's family rule "
+             "([how verdicts are reached](../reproducibility.md#verdicts-the-unit-of-replication-intervals-families-dev-and-test)). "
+             "Every row was measured on synthetic speech with a tiny encoder: read it in its own setting.", "",
+             '<div class="srq-claims" markdown>', "", format_headline(headline_rows(docs)), "", "</div>", "",
+             "## Every results page", ""]
+    lines += [f"- [{p.title}]({p.name}.md), from `docs/{p.source}`" for p in PAGES]
+    return "\n".join(lines) + "\n"
+
+
 def write_pages(docs: str | Path) -> list[Path]:
-    """Every page of :data:`PAGES` into ``docs/results/``, and their index; returns the paths written."""
+    """Every page of :data:`PAGES` into ``docs/results/``, their index and their figures; returns the paths written."""
     from ..io import atomic_write_text
 
     docs = Path(docs)
     pages = {docs / "results" / f"{page.name}.md": render(page, docs) for page in PAGES}  # every JSON checked before any is written
+    index = results_index(docs)
     written = []
     for path, text in pages.items():
         atomic_write_text(path, text)
         written.append(path)
-    index = ["# Results", "", "Every table here is rendered from the JSON its measurement wrote, when the documentation is built.", ""]
-    index += [f"- [{p.title}]({p.name}.md), from `docs/{p.source}`" for p in PAGES]
-    atomic_write_text(docs / "results" / "index.md", "\n".join(index) + "\n")
-    return [*written, docs / "results" / "index.md"]
+    atomic_write_text(docs / "results" / "index.md", index)
+    return [*written, docs / "results" / "index.md", *draw_figures(docs)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,50 +179,57 @@ def format_report(rows: list[dict]) -> str:
 
 
 def plot_report(rows: list[dict], path) -> None:
-    """Left: NMSE against M per kind. Right (Figure 7's layout): per alpha, single k-means error as bars, RPQ as a line, theory dashed."""
+    """Top: NMSE against M per kind (RPQ one shade of its colour per α). Bottom (Figure 7's layout): per α, single
+    k-means error as bars, RPQ as a line, theory dashed. Colours from :mod:`speechrq.palette`, the same on every figure;
+    the two panels stacked so that the figure reads at a page's width."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ..io import atomic_path
+    from ..palette import KMEANS, RPQ, color, shades
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
-    for kind in ("kmeans", "rvq", "pq"):
-        pts = sorted((r["M"], r["nmse"]) for r in rows if r["kind"] == kind)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=kind)
-    for alpha in sorted({r["alpha"] for r in rows if r["kind"] == "rpq"}):
-        pts = sorted((r["M"], r["nmse"]) for r in rows if r["kind"] == "rpq" and r["alpha"] == alpha)
-        ax.plot(*zip(*pts), marker="s", linestyle="--", label=f"rpq α={alpha:g}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("M (streams)")
-    ax.set_ylabel("reconstruction NMSE ↓")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    rpq = [r for r in rows if r["kind"] == "rpq"]
-    if rpq:
-        m_top = max(r["M"] for r in rpq)
-        sel = sorted((r for r in rpq if r["M"] == m_top), key=lambda r: r["alpha"])
-        xs = np.arange(len(sel))
-        ax.bar(xs, [r["eps_single"] for r in sel], color="tab:grey", alpha=0.6, label="single k-means (eps_kms)")
-        ax.plot(xs, [r["eps_rpq"] for r in sel], marker="o", color="tab:blue", label=f"RPQ, M={m_top} (eps_RPQ)")
-        ax.plot(xs, [r["eps_single"] * r["ratio_theory"] for r in sel], linestyle="--", color="tab:red", label="eq. 13 with eq. 17")
-        if all(r["ratio_theory_coverage"] is not None for r in sel):
-            ax.plot(xs, [r["eps_single"] * r["ratio_theory_coverage"] for r in sel], linestyle=":", color="tab:green",
-                    label="eq. 13, measured ρ and coverage")
-        ax.set_xticks(xs, [f"{r['alpha']:g}" for r in sel])
-        ax.set_xlabel("α (share of dimensions per sub-space)")
-        ax.set_ylabel("MSE per covered dimension ↓")
-        ax.legend(fontsize=7)
+    names = {"kmeans": "k-means", "rvq": "RVQ", "pq": "PQ", "rpq": "RPQ"}
+    with plt.rc_context({"font.size": 10}):
+        fig, axes = plt.subplots(2, 1, figsize=(7.6, 7.6), layout="constrained")
+        ax = axes[0]
+        for kind in ("kmeans", "rvq", "pq"):
+            pts = sorted((r["M"], r["nmse"]) for r in rows if r["kind"] == kind)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", color=color(kind), label=names[kind], linewidth=2)
+        alphas = sorted({r["alpha"] for r in rows if r["kind"] == "rpq"})
+        for alpha, shade in zip(alphas, shades("rpq", len(alphas))):
+            pts = sorted((r["M"], r["nmse"]) for r in rows if r["kind"] == "rpq" and r["alpha"] == alpha)
+            ax.plot(*zip(*pts), marker="s", linestyle="--", color=shade, label=f"RPQ α = {alpha:g}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("M (streams)")
+        ax.set_ylabel("reconstruction NMSE ↓")
+        ax.set_title("Reconstruction error on held-out frames", fontsize=10)
         ax.grid(alpha=0.3)
-    else:
-        ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+        ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        ax = axes[1]
+        rpq = [r for r in rows if r["kind"] == "rpq"]
+        if rpq:
+            m_top = max(r["M"] for r in rpq)
+            sel = sorted((r for r in rpq if r["M"] == m_top), key=lambda r: r["alpha"])
+            xs = np.arange(len(sel))
+            ax.bar(xs, [r["eps_single"] for r in sel], color=KMEANS, alpha=0.45, label="single k-means (ε_kms)")
+            ax.plot(xs, [r["eps_rpq"] for r in sel], marker="o", color=RPQ, linewidth=2, label=f"RPQ, M = {m_top} (ε_RPQ)")
+            ax.plot(xs, [r["eps_single"] * r["ratio_theory"] for r in sel], linestyle="--", color="#444444", label="eq. 13 with eq. 17")
+            if all(r["ratio_theory_coverage"] is not None for r in sel):
+                ax.plot(xs, [r["eps_single"] * r["ratio_theory_coverage"] for r in sel], linestyle=":", color="#000000",
+                        label="eq. 13, measured ρ and coverage")
+            ax.set_xticks(xs, [f"{r['alpha']:g}" for r in sel])
+            ax.set_xlabel("α (share of dimensions per sub-space)")
+            ax.set_ylabel("MSE per covered dimension ↓")
+            ax.set_title(f"RPQ at M = {m_top} against the paper's theory", fontsize=10)
+            ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+            ax.grid(alpha=0.3)
+        else:
+            ax.axis("off")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
