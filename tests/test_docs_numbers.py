@@ -20,8 +20,8 @@ them).
 
 Checked: README.md and every page of the site except the rendered results pages (``docs/results/``: tables from
 the JSON), the API reference (``docs/api/``: docstrings), the command-line and config references (``docs/reference/``:
-generated from the parser and the config dataclasses at ``make docs``, settings and defaults, not results) and the changelog (``docs/changelog.md``: history, by
-definition not the current numbers), and the studies' own outputs mkdocs.yml excludes.
+generated from the parser and the config dataclasses at ``make docs``, settings and defaults, not results), the changelog (``CHANGELOG.md``) and the earlier measurements
+(``docs/history.md``: history, by definition not the current numbers), and the studies' own outputs mkdocs.yml excludes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from speechrq.studies.prose_numbers import PLACEHOLDER, README_NUMBER, fill, num
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SKIP = ("results/", "api/", "reference/", "changelog.md")
+SKIP = ("results/", "api/", "reference/", "changelog.md", "history.md")
 
 
 def checked_pages() -> list[Path]:

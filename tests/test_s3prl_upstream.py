@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import torch
+from conftest import tiny_pretrain_config
 from test_encoders import make_checkpoint
+
+from speechrq.checkpoint import save_checkpoint, step_dir
+from speechrq.config import config_from_dict, config_to_dict
+from speechrq.features import FeatureStats
+from speechrq.pretrain.config import PretrainConfig
+from speechrq.pretrain.model import build_model
 
 from speechrq.evaluate.s3prl_upstream import DOWNSAMPLE_RATE, UpstreamExpert, speechrq_local
 
@@ -29,3 +36,24 @@ def test_upstream_contract(pretrain_corpus, tmp_path):
     assert torch.allclose(alone[0][0, : n - 1], states[0][0, : n - 1], atol=1e-4)
     for a, b in zip(alone[1:], states[1:]):
         assert torch.allclose(a[0], b[0, :n], atol=2e-2)
+
+
+def test_the_upstream_is_frozen_in_eval_mode(pretrain_corpus, tmp_path):
+    """SUPERB's frozen upstream: no gradients, and dropout off even after the runner calls ``train()`` (a preset with
+    dropout, so that train mode would change the states)."""
+    cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path / "run", model={"dropout": 0.5}))
+    model = build_model(cfg, FeatureStats.load(pretrain_corpus / "feature_stats.json"))
+    ckpt = save_checkpoint(step_dir(tmp_path / "run", 0), model.state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
+    up = speechrq_local(str(ckpt))
+    assert not any(m.training for m in up.modules()) and not any(p.requires_grad for p in up.parameters())
+    wavs = [0.1 * torch.randn(n, generator=torch.Generator().manual_seed(1)) for n in (16000, 9600)]
+    first = up(wavs)["hidden_states"]
+    up.train()  # what a runner does before its training loop
+    assert not any(m.training for m in up.modules())
+    again = up(wavs)["hidden_states"]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_the_reference_by_name():
+    up = speechrq_local("tiny_bestrq")
+    assert up.model.num_states == len(up([torch.zeros(16000)])["hidden_states"])

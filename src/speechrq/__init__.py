@@ -6,4 +6,4 @@ The package is laid out by architecture: ``data`` (corpora, synthesis, batching)
 is cheap: sub-packages import torch only when they need it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

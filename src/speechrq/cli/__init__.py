@@ -6,7 +6,7 @@ argument errors answer at once. User mistakes surface as one line,
 
 One module per command group, each holding its handlers beside the parser that calls them (``add_commands(sub)``):
 ``data`` (synth, data), ``features``, ``pretrain`` (pretrain, export), ``evaluate``, ``units``, ``asr`` and
-``asr_decode``, ``targets``, ``report``, ``bench``; ``common`` holds what they share, ``reference`` renders the parser
+``asr_decode``, ``targets``, ``report``, ``configs`` (the shipped configs), ``bench``; ``common`` holds what they share, ``reference`` renders the parser
 (its tree for the snapshot test, a Markdown reference page).
 """
 
@@ -18,7 +18,7 @@ import os
 import sys
 
 from ..errors import OtherRankFailed, SpeechrqError, Terminated, install_termination_handlers
-from . import asr, bench, data, evaluate, features, pretrain, report, targets, units
+from . import asr, bench, configs, data, evaluate, features, pretrain, report, targets, units
 
 __all__ = ["build_parser", "main"]
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speechrq", description="Random-quantization speech pre-training and discrete speech units.")
     p.add_argument("--version", action="version", version=f"speechrq {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (data, features, pretrain, evaluate, units, asr, targets, report, bench):  # the order of `speechrq --help`
+    for group in (data, features, pretrain, evaluate, units, asr, targets, report, configs, bench):  # the order of `speechrq --help`
         group.add_commands(sub)
     return p
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import SpeechrqError
 from .asr_decode import add_decode_command, add_decode_flags, decode_settings
-from .common import ENCODER_HELP, FRAME_MS_HELP, LAYER_HELP, MIN_AUDIO_HELP, _holds, int_list, train_holding
+from ..resources import checkpoint_arg, config_arg
+from .common import CONFIG_HELP, ENCODER_HELP, FRAME_MS_HELP, LAYER_HELP, MIN_AUDIO_HELP, _holds, int_list, train_holding
 
 
 def cmd_asr_train(args) -> None:
@@ -72,9 +73,9 @@ def add_commands(sub) -> None:
                        "sets, transcribe audio files.")
     asub = a.add_subparsers(dest="asr_command", required=True, metavar="SUBCOMMAND")
     at = asub.add_parser("train", help="train on a `speechrq units encode` directory",
-                         description="Train as the YAML config says (see configs/asr/). For several GPUs: "
+                         description="Train as the YAML config says (a file, or a shipped config by name: speechrq configs list). For several GPUs: "
                          "torchrun --nproc-per-node G -m speechrq asr train CONFIG.")
-    at.add_argument("config", metavar="CONFIG", help="YAML config")
+    at.add_argument("config", metavar="CONFIG", type=config_arg("asr"), help=CONFIG_HELP.format(kind="asr", example="tiny"))
     at.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; the same key twice: the later wins)")
     at.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
     at.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,8 +85,9 @@ def add_commands(sub) -> None:
                          description="Fit k-means, PQ (each M of --pq) and RPQ (each M of --rpq) on one layer, encode the corpus, "
                          "train CONFIG's ASR model on each and on the continuous features, decode the test split: "
                          "OUT/compare.json, OUT/compare.md (CER, WER, time per epoch, input bits/s). Resumable.")
-    ac.add_argument("config", metavar="CONFIG", help="ASR YAML config (data.units, data.input and out_dir are set per system)")
-    ac.add_argument("--encoder", required=True, help=ENCODER_HELP)
+    ac.add_argument("config", metavar="CONFIG", type=config_arg("asr"), help="ASR YAML config or a shipped config's name, e.g. tiny "
+                    "(data.units, data.input and out_dir are set per system)")
+    ac.add_argument("--encoder", required=True, type=checkpoint_arg, help=ENCODER_HELP)
     ac.add_argument("--layer", type=int, required=True, help=LAYER_HELP)
     ac.add_argument("--frame-ms", type=int, metavar="MS", help=FRAME_MS_HELP)
     ac.add_argument("--corpus", required=True, help="corpus directory (train, dev and the test split)")

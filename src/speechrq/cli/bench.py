@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..errors import SpeechrqError
-from .common import _holds, int_list
+from ..resources import checkpoint_arg, config_arg
+from .common import CONFIG_HELP, _holds, int_list
 
 
 def cmd_bench_pretrain(args) -> None:
@@ -99,7 +100,7 @@ def add_commands(sub) -> None:
                          description="Pre-train CONFIG for --steps (reusing a finished run), probe every --every steps over "
                          "--probe-seeds seeds beside a random initialisation and the filterbank floor, and report when the "
                          "encoder first beats both beyond probe noise: OUT/quality.json, OUT/quality.png.")
-    bq.add_argument("config", metavar="CONFIG", help="pre-training YAML config")
+    bq.add_argument("config", metavar="CONFIG", type=config_arg("pretrain"), help=CONFIG_HELP.format(kind="pre-training", example="tiny"))
     bq.add_argument("--corpus", required=True, help="corpus directory: pre-training data and probe splits")
     bq.add_argument("--out", required=True, help="output directory (the run is OUT/run, the probes OUT/eval)")
     bq.add_argument("--steps", type=int, default=2000, help="pre-training budget in steps (default: 2000)")
@@ -119,8 +120,9 @@ def add_commands(sub) -> None:
                          "probe every final encoder, and tabulate mean ± std over seeds with paired 95% t-intervals over the seeds (Holm's "
                          "rule over the arms): "
                          "OUT/study.json, OUT/study.md. Finished runs and probes are reused.")
-    bl.add_argument("--config", default="configs/pretrain/tiny.yaml", help="the BEST-RQ parent's config")
-    bl.add_argument("--latent-config", default="configs/pretrain/tiny_latent.yaml", help="the Latent-RQ branches' config")
+    bl.add_argument("--config", default="tiny", type=config_arg("pretrain"), help="the BEST-RQ parent's config (a file or a shipped name)")
+    bl.add_argument("--latent-config", default="tiny_latent", type=config_arg("pretrain"), help="the Latent-RQ branches' config (a file or a "
+                    "shipped name)")
     bl.add_argument("--corpus", required=True, help="corpus directory (pre-training data and probe splits)")
     bl.add_argument("--out", required=True, help="output directory")
     bl.add_argument("--seeds", default="0,1,2", help="pre-training seeds (default: 0,1,2)")
@@ -131,7 +133,7 @@ def add_commands(sub) -> None:
     bl.add_argument("--tasks", default="pr,sid,er,ft", help="probes (default: pr,sid,er,ft)")
     bl.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per encoder (default: 3)")
     bl.add_argument("--ft-arms", help="';'-separated arm names that get the ft probe (default: all)")
-    bl.add_argument("--reference", help="a strong checkpoint to continue with Mel and with latent targets")
+    bl.add_argument("--reference", type=checkpoint_arg, help="a strong checkpoint to continue with Mel and with latent targets")
     bl.add_argument("--reference-layers", help="θ's layers for the reference's latent arm (default: --best-layers)")
     bl.add_argument("--arms", help="';'-separated arm names to run besides BEST-RQ (default: every arm)")
     bl.add_argument("--reference-steps", type=int, metavar="N", help="steps the strong-θ pair continues the reference (default: "

@@ -14,9 +14,11 @@ MIN_AUDIO_HELP = ("Audio shorter than the encoder reads is refused in one line n
                   "transcribed as empty): at least 560 samples (35 ms at 16 kHz) for a speechrq checkpoint, 720 samples (45 ms) "
                   "for a standard Hugging Face wav2vec2/HuBERT/WavLM/data2vec-audio front end.")
 
+CONFIG_HELP = "a YAML config file, or a shipped {kind} config's name (e.g. {example}; speechrq configs list)"
+
 # The flags naming an encoder layer: `units fit`, `units report` and `asr compare`
-ENCODER_HELP = ("a speechrq checkpoint, a local Hugging Face model folder, or a corpus's feature_stats.json (the stacked "
-                "log-Mel, 320 dimensions, --layer -1)")
+ENCODER_HELP = ("a speechrq checkpoint (or tiny_bestrq, the shipped reference), a local Hugging Face model folder, or a "
+                "corpus's feature_stats.json (the stacked log-Mel, 320 dimensions, --layer -1)")
 LAYER_HELP = "-1 = front end, k = block k"
 FRAME_MS_HELP = ("frame shift of the units in ms (default: the source's own: 20 for a Hugging Face model, as in the RPQ paper; "
                  "40 for a speechrq checkpoint or the log-Mel). 40 puts a Hugging Face model's 20 ms frames on speechrq's 40 ms "

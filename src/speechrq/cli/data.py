@@ -38,25 +38,59 @@ def cmd_synth(args) -> None:
     print(format_summary(summary, title=f"corpus {out} (seed {args.seed})"))
 
 
-@_holds(lambda a: a.out, "an imported corpus")
-def cmd_data_import(args) -> None:
+def _print_import(kind: str, out, summary: dict, report) -> None:
+    """What ``data import`` prints (and ``data download --import``): the summary, the audio report, and a warning for
+    empty transcripts and for overlapping splits."""
     from ..data.corpus import format_summary
-    from ..data.recipes import import_corpus
 
-    summary, report = import_corpus(args.kind, args.src, args.out, workers=args.workers, progress=not args.quiet,
-                                    allow_overlap=args.allow_overlap)
-    print(format_summary(summary, title=f"{args.kind} corpus {args.out}"))
+    print(format_summary(summary, title=f"{kind} corpus {out}"))
     print(report.format())
     empty = summary.get("empty_transcripts") or {}
     if empty.get("count"):
         n = empty["count"]
         print(f"warning: {n} transcript{' is' if n == 1 else 's are'} empty once normalised (e.g. {', '.join(empty['examples'])}); kept in the "
-              f"corpus, all listed under empty_transcripts in {Path(args.out) / 'import_report.json'}", file=sys.stderr)
+              f"corpus, all listed under empty_transcripts in {Path(out) / 'import_report.json'}", file=sys.stderr)
     if (n := (summary.get("overlap") or {}).get("count")):
         first = summary["overlap"]["examples"][0]
         print(f"warning: {n} recording{' is' if n == 1 else 's are'} in a held-out split and a training (or another held-out) split "
               f"(e.g. {first['held_out']} = {first['other']}), imported as --allow-overlap asks; all listed under overlap in "
-              f"{Path(args.out) / 'import_report.json'}", file=sys.stderr)
+              f"{Path(out) / 'import_report.json'}", file=sys.stderr)
+
+
+@_holds(lambda a: a.out, "an imported corpus")
+def cmd_data_import(args) -> None:
+    from ..data.recipes import import_corpus
+
+    summary, report = import_corpus(args.kind, args.src, args.out, workers=args.workers, progress=not args.quiet,
+                                    allow_overlap=args.allow_overlap)
+    _print_import(args.kind, args.out, summary, report)
+
+
+def _download_dir(args) -> str:
+    """DIR, once CORPUS and --parts are known good (a refused corpus or part leaves no trace: no lock, no folder)."""
+    from ..data.download import resolve_parts
+
+    args.parts = resolve_parts(args.corpus, args.parts)
+    return args.dir
+
+
+@_holds(_download_dir, "a corpus download")
+@_holds(lambda a: a.import_out, "an imported corpus")
+def cmd_data_download(args) -> None:
+    import shlex
+
+    from ..data.download import corpus_info, download_corpus
+
+    corpus = corpus_info(args.corpus)
+    src = download_corpus(args.corpus, args.dir, args.parts, base_url=args.base_url, progress=not args.quiet, say=print)
+    if args.import_out is None:
+        print(f"next: speechrq data import {corpus.import_kind} {shlex.quote(str(src))} OUT  "
+              "(OUT: the corpus directory to write; or add --import OUT to this command)")
+        return
+    from ..data.recipes import import_corpus
+
+    summary, report = import_corpus(corpus.import_kind, src, args.import_out, workers=_cpu_count(), progress=not args.quiet)
+    _print_import(corpus.import_kind, args.import_out, summary, report)
 
 
 def cmd_data_summary(args) -> None:
@@ -95,7 +129,7 @@ def add_commands(sub) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
 
-    d = sub.add_parser("data", help="import and inspect corpora", description="Import and inspect corpora.")
+    d = sub.add_parser("data", help="download, import and inspect corpora", description="Download, import and inspect corpora.")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     from ..data.recipes import RECIPES
 
@@ -119,6 +153,31 @@ def add_commands(sub) -> None:
                    help="import a recording that is in a training split and a dev/test split, or in two held-out splits "
                         "(same id or same audio bytes; refused by default); counted in OUT/import_report.json either way")
     i.set_defaults(func=cmd_data_import)
+    from ..data.download import CORPORA, DEFAULT_BASE_URL, GATED, MIRRORS
+
+    parts = "; ".join(f"{c.name}: {', '.join(f'{p} ({size})' for p, size in c.parts.items())}" for c in CORPORA.values())
+    dl = dsub.add_parser("download", help="download LibriSpeech or Mini LibriSpeech from OpenSLR (resumable, checked)",
+                         description="Download corpora whose licence allows it from OpenSLR, as lhotse does: DIR/PART.tar.gz "
+                         "(resumed where it stopped when run again), checked, then extracted to DIR/LibriSpeech/PART with a "
+                         ".completed marker (a part that has it is skipped). LibriSpeech archives are checked against "
+                         "their SHA-256; Mini LibriSpeech archives have no published checksum and are checked by size only "
+                         "(the server's Content-Length). A download cut short is kept and the error says so; an archive "
+                         f"with a wrong checksum is removed. Parts: {parts}. Corpora behind a login or a licence form "
+                         f"({', '.join(GATED)}) are not downloaded: the command says where to get each, and `speechrq "
+                         "data import KIND SRC OUT` then imports it.")
+    dl.add_argument("corpus", metavar="CORPUS", help=f"one of: {', '.join(CORPORA)}")
+    dl.add_argument("dir", metavar="DIR", help="download folder (archives and the extracted LibriSpeech/ folder)")
+    dl.add_argument("--parts", default=None, metavar="P1,P2,...",
+                    help="comma-separated parts (default: all of mini_librispeech, dev-clean-2,train-clean-5; required "
+                         "for librispeech)")
+    dl.add_argument("--base-url", default=DEFAULT_BASE_URL, metavar="URL",
+                    help=f"OpenSLR's resources or a mirror ({', '.join(MIRRORS)}); archives are URL/RESOURCE/PART.tar.gz "
+                         f"(default: {DEFAULT_BASE_URL})")
+    dl.add_argument("--import", dest="import_out", default=None, metavar="OUT",
+                    help="then import the result: `speechrq data import librispeech DIR/LibriSpeech OUT` (default: print "
+                         "that command)")
+    dl.add_argument("--quiet", action="store_true", help="no progress bars")
+    dl.set_defaults(func=cmd_data_download)
     sm = dsub.add_parser("summary", help="print a corpus directory's counts", description="Print a corpus directory's counts.")
     sm.add_argument("corpus_dir", metavar="CORPUS_DIR")
     sm.set_defaults(func=cmd_data_summary)

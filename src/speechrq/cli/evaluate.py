@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import SpeechrqError
+from ..resources import checkpoint_arg
 from .common import MIN_AUDIO_HELP, _holds
 
 
@@ -89,7 +90,7 @@ def add_commands(sub) -> None:
     ev = sub.add_parser("evaluate", help="SUPERB-style probes (ASR, SID, IC, ER, PR) and fine-tuning (FT) of encoders",
                         description="Probe each checkpoint's frozen encoder on a corpus: hidden states are computed once "
                         "and cached (float16), probes train with an lr sweep and dev-set selection. " + MIN_AUDIO_HELP)
-    ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="speechrq checkpoints (RUN/checkpoints/step_N), run "
+    ev.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", type=checkpoint_arg, help="speechrq checkpoints (RUN/checkpoints/step_N, or tiny_bestrq, the shipped reference), run "
                     "directories (their newest checkpoint, or every --every N steps), or local Hugging Face "
                     "WavLM/HuBERT/wav2vec2 folders (baselines)")
     ev.add_argument("--corpus", required=True, help="a corpus directory (its train/dev/test splits unless --splits or --folds)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .common import _holds, train_holding
+from ..resources import checkpoint_arg, config_arg
+from .common import CONFIG_HELP, _holds, train_holding
 
 
 def cmd_pretrain(args) -> None:
@@ -36,12 +37,12 @@ def cmd_export(args) -> None:
 def add_commands(sub) -> None:
     """``pretrain`` and ``export``."""
     pt = sub.add_parser("pretrain", help="BEST-RQ masked-prediction pre-training (one process, or many with torchrun)",
-                        description="Pre-train an encoder as the YAML config says (see configs/pretrain/). "
+                        description="Pre-train an encoder as the YAML config says (a file, or a shipped config by name: speechrq configs list). "
                         "For several GPUs or nodes: torchrun --nproc-per-node G -m speechrq pretrain CONFIG.")
-    pt.add_argument("config", metavar="CONFIG", help="YAML config")
+    pt.add_argument("config", metavar="CONFIG", type=config_arg("pretrain"), help=CONFIG_HELP.format(kind="pre-training", example="tiny"))
     pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=3e-4 (repeatable; the same key twice: the later wins)")
     pt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
-    pt.add_argument("--init-from", metavar="CHECKPOINT", help="branch a Latent-RQ stage from another run's checkpoint "
+    pt.add_argument("--init-from", metavar="CHECKPOINT", type=checkpoint_arg, help="branch a Latent-RQ stage from another run's checkpoint "
                     "(RUN/checkpoints/step_N): the student starts from it, the target encoder is its encoder, "
                     "steps continue from N (same as --set targets.init_from=CHECKPOINT)")
     pt.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,6 +52,6 @@ def add_commands(sub) -> None:
                         description="Copy a checkpoint's encoder, feature statistics and quantizers (and θ) to OUT, without "
                         "the prediction heads and the optimizer state: what evaluate, target analyses and a Latent-RQ branch "
                         "(--init-from) read. It cannot resume its run.")
-    ex.add_argument("checkpoint", metavar="CHECKPOINT", help="RUN/checkpoints/step_N")
+    ex.add_argument("checkpoint", metavar="CHECKPOINT", type=checkpoint_arg, help="RUN/checkpoints/step_N (or tiny_bestrq)")
     ex.add_argument("out", metavar="OUT", help="directory to write (e.g. OUT_RUN/checkpoints/step_N)")
     ex.set_defaults(func=cmd_export)

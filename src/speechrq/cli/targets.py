@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SpeechrqError
+from ..resources import checkpoint_arg
 from .common import _holds
 
 
@@ -33,7 +34,7 @@ def add_commands(sub) -> None:
                          "of codebooks and score the targets: phone 5-NN accuracy of phone segments (when the corpus has "
                          "alignments), speaker 5-NN accuracy of utterance means, and the label-free perturbation agreement "
                          "(kappa of the targets of clean and noisy log-Mel), with its Spearman correlation to the labelled ones.")
-    tk.add_argument("checkpoint", metavar="CHECKPOINT", help="a speechrq pre-training checkpoint")
+    tk.add_argument("checkpoint", metavar="CHECKPOINT", type=checkpoint_arg, help="a speechrq pre-training checkpoint (or tiny_bestrq, the shipped reference)")
     tk.add_argument("--corpus", required=True, help="corpus directory")
     tk.add_argument("--split", help="split to measure on (default: the corpus's dev split: dev, or its one dev*/valid* split)")
     tk.add_argument("--per-speaker", type=int, default=20, metavar="N", help="utterances per speaker (default: 20)")

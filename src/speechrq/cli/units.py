@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SpeechrqError
+from ..resources import checkpoint_arg
 from .common import ENCODER_HELP, FRAME_MS_HELP, LAYER_HELP, MIN_AUDIO_HELP, _holds, float_list, int_list
 
 
@@ -87,7 +88,7 @@ def cmd_units_report(args) -> None:
 
 def _encoder_args(q) -> None:
     """The flags naming the layer and the training sample (``fit`` and ``report``)."""
-    q.add_argument("--encoder", required=True, help=ENCODER_HELP)
+    q.add_argument("--encoder", required=True, type=checkpoint_arg, help=ENCODER_HELP)
     q.add_argument("--layer", type=int, required=True, help=LAYER_HELP)
     q.add_argument("--corpus", required=True, help="corpus directory")
     q.add_argument("--split", help="split the training sample is drawn from (default: the corpus's training split: train, "
