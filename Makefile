@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q 'setuptools>=77' wheel  # the build backend, also for tests/test_wheel.py's offline wheel build
 	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $@
 

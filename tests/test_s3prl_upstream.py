@@ -57,3 +57,21 @@ def test_the_upstream_is_frozen_in_eval_mode(pretrain_corpus, tmp_path):
 def test_the_reference_by_name():
     up = speechrq_local("tiny_bestrq")
     assert up.model.num_states == len(up([torch.zeros(16000)])["hidden_states"])
+
+
+def test_the_runner_stands_in_the_removed_hub_names_and_says_when_s3prl_is_missing(monkeypatch, capsys):
+    import importlib.util
+
+    import huggingface_hub
+
+    from speechrq.evaluate import s3prl_runner
+
+    for name in s3prl_runner.HUB_NAMES:  # as huggingface_hub >= 1.0 has it: both removed
+        monkeypatch.delattr(huggingface_hub, name, raising=False)
+    assert s3prl_runner.stand_in_hub_names() == list(s3prl_runner.HUB_NAMES)
+    assert all(hasattr(huggingface_hub, n) for n in s3prl_runner.HUB_NAMES)
+    assert s3prl_runner.stand_in_hub_names() == []  # nothing missing: nothing touched
+    if importlib.util.find_spec("s3prl") is None:  # this environment: s3prl cannot live beside torch 2.13
+        assert s3prl_runner.main(["-h"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("speechrq: error: s3prl is not installed") and "\n" not in err

@@ -17,6 +17,11 @@ def cmd_report(args) -> None:
         raise SpeechrqError(f"{args.demo}: not a directory (the demo's output folder, e.g. exp/demo)")
     out = Path(args.out) if args.out else Path(args.demo) / "report.md"
     text = demo_report(args.demo, args.docs)
+    if not Path(args.docs).is_dir():  # an installed speechrq outside a clone: the shipped studies are in the repository
+        import sys
+
+        print(f"note: {args.docs}: no such folder here, so the rows of the shipped studies say 'not measured'; "
+              f"--docs names the docs/ folder of a speechrq clone", file=sys.stderr)
     atomic_write_text(out, text)
     print(text, end="")
     print(f"{out}: written")
