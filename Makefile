@@ -14,7 +14,7 @@ PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test docs demo reference rpq-tables ml-tables ml-probes ml-asr narrow-table latent-study bench clean
+.PHONY: install test docs demo reference rpq-tables ml-tables ml-probes ml-asr narrow-table latent-study real-speech bench clean
 
 install: $(STAMP)
 
@@ -152,6 +152,22 @@ latent-study: $(STAMP)
 	rm -rf docs/latent_study_logs && mkdir -p docs/latent_study_logs
 	for m in $(LATENT)/seed*/*/metrics.jsonl; do r=$${m#$(LATENT)/}; r=$${r%/metrics.jsonl}; \
 	    gzip -9 -n < $$m > docs/latent_study_logs/$$(echo $$r | tr / _).jsonl.gz; done
+
+# Real speech (docs/real_speech.*; a few hours on 2 cores, resumable: a rerun trains and probes only what is missing): the
+# tiny recipe for 1000 steps on the real hour of LibriSpeech excerpts against the synthesized hour (the demo's corpus,
+# made first when missing), 3 pre-training seeds, probed with random init and the filterbank on speaker identification
+# (10 test-other speakers) and the readers' sex (251 train-clean-100 speakers, split by speaker), 3 probe seeds. The
+# excerpts are not part of the project: EXCERPTS=DIR, else $$SPEECHRQ_EXCERPTS, else ../shared/data/librispeech-excerpts
+REAL := exp/real_speech
+EXCERPTS ?=
+real-speech: $(STAMP)
+	test -f $(DEMO)/corpus/summary.json || $(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
+	$(BIN)/speechrq bench real-speech $(EXCERPTS) --out $(REAL) --seeds 0,1,2 --steps 1000 --synth-corpus $(DEMO)/corpus \
+	    --probe-seeds 3 --quiet
+	cp $(REAL)/study.json docs/real_speech.json
+	rm -rf docs/real_speech_logs && mkdir -p docs/real_speech_logs
+	for m in $(REAL)/seed*/*/metrics.jsonl; do r=$${m#$(REAL)/}; r=$${r%/metrics.jsonl}; \
+	    gzip -9 -n < $$m > docs/real_speech_logs/$$(echo $$r | tr / _).jsonl.gz; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py

@@ -362,3 +362,39 @@ def test_a_results_table_made_before_issue_35_says_its_baselines_depend_on_the_o
     assert "Baselines made before issue 35" in format_table(old)
     old["models"] = {k: v for k, v in old["models"].items() if k not in ("fbank", "random-init")}
     assert "before issue 35" not in format_table(old)  # no baseline, nothing to say
+
+
+def _with_sexes(corpus, out):
+    """``corpus`` again in ``out`` (its manifests only) with each speaker's sex in ``supervision.gender``: F and M by turns."""
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    from speechrq.data.corpus import cut_files, load_cuts
+
+    out.mkdir()
+    speakers = sorted({c.supervisions[0].speaker for split in cut_files(corpus) for c in load_cuts(corpus, split)})
+    sex = {s: "FM"[k % 2] for k, s in enumerate(speakers)}
+    for split in cut_files(corpus):
+        cuts = [fastcopy(c, supervisions=[fastcopy(c.supervisions[0], gender=sex[c.supervisions[0].speaker])])
+                for c in load_cuts(corpus, split)]
+        CutSet.from_cuts(cuts).to_file(out / f"cuts_{split}.jsonl.gz")
+    return out
+
+
+def test_the_sex_probe_reads_supervision_gender(pretrain_corpus, tmp_path, capsys):
+    corpus = _with_sexes(pretrain_corpus, tmp_path / "sexes")
+    from speechrq.data.corpus import load_cuts
+
+    assert {label_of("sex", c) for c in load_cuts(corpus, "train")} == {"F", "M"}
+    ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(corpus), "--tasks", "sex,sid", "--out", str(out),
+                 "--no-target-analysis", "--epochs", "1", "--lrs", "1e-2", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for m in res["models"].values():
+        assert m["tasks"]["sex"]["metric"] == "accuracy" and 0 <= m["tasks"]["sex"]["test"] <= 100
+    assert "Sex acc ↑" in (out / "results.md").read_text()
+    # a corpus without the label: one line saying where it comes from
+    assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sex", "--out", str(tmp_path / "ev2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task sex needs speakers of both sexes" in err and "SPEAKERS.TXT" in err and len(err.splitlines()) == 1

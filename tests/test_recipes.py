@@ -46,6 +46,27 @@ def test_librispeech(tmp_path, voices):
     assert cut.supervisions[0].speaker == "84" and cut.supervisions[0].text == voices[3][1].upper()
 
 
+def test_librispeech_speakers_txt_sets_each_reader_s_sex(tmp_path, voices):
+    """LibriSpeech's reader table at its root (``LibriSpeech/SPEAKERS.TXT``) gives supervision.gender, the sex probe's label;
+    a name holding '|' (reader 60 is '|CBW|Simon') is read, a reader missing from the table has none, a bad line is
+    reported and the import goes on."""
+    src = tmp_path / "LibriSpeech"
+    for k, spk in enumerate(("103", "60", "7")):
+        chap = src / "train-clean-100" / spk / "1240"
+        _write(chap / f"{spk}-1240-0000.flac", voices[k][0])
+        (chap / f"{spk}-1240.trans.txt").write_text(f"{spk}-1240-0000 {voices[k][1].upper()}\n")
+    (src / "SPEAKERS.TXT").write_text("; LibriSpeech's reader table\n;ID  |SEX| SUBSET           |MINUTES| NAME\n"
+                                      "103  | F | train-clean-100  | 25.00 | Someone\n60   | M | train-clean-100  | 20.18 | |CBW|Simon\n"
+                                      "84   | F | dev-clean        | 8.00  | Another\n85   | X | dev-clean        | 8.00  | Unknown sex\n")
+    _, report = import_corpus("librispeech", src, tmp_path / "out", workers=1, progress=False)
+    gender = {c.supervisions[0].speaker: c.supervisions[0].gender for c in load_cuts(tmp_path / "out", "train-clean-100")}
+    assert gender == {"103": "F", "60": "M", "7": None}
+    assert any("SPEAKERS.TXT:6" in k and "SEX (F or M)" in v for k, v in report.skipped.items())
+    (src / "SPEAKERS.TXT").unlink()  # without the table: no sex, as before
+    import_corpus("librispeech", src, tmp_path / "out2", workers=1, progress=False)
+    assert {c.supervisions[0].gender for c in load_cuts(tmp_path / "out2", "train-clean-100")} == {None}
+
+
 def test_timit(tmp_path, voices):
     from lhotse.recipes.timit import get_speakers
 

@@ -343,6 +343,33 @@ def demo_phases(d: Any, source: Any) -> dict:
     return check(d, DEMO_PHASES, source)
 
 
+# --- docs/real_speech.json: `speechrq bench real-speech` (its page, the prose numbers)
+
+REAL_CORPUS = {"hours": NUMBER, "utterances": INT, "speakers": INT, "splits": Each({"utterances": INT, "hours": NUMBER, "speakers": INT})}
+REAL_SCORE = {"mean": NUMBER, "std": NUMBER, "n": INT, "per_seed": Each(NUMBER, int_keys=True), "std_over": STRING}
+REAL_COMPARISON = {"a": STRING, "b": STRING, "vs": Maybe(VS_BASE | FAMILY | {"p": Maybe(NUMBER)}), "sentence": STRING}
+REAL_SPEECH = {
+    "question": STRING, "preset": STRING, "steps": INT, "seeds": ListOf(INT), "probe_seeds": INT, "seeds_drive": STRING,
+    "family_rule": STRING, "fbank_pairing": STRING, "held_out": STRING, "split_rule": STRING, "tasks": ListOf(STRING),
+    "task_names": Each(STRING), "metric": STRING, "corpora": Each(REAL_CORPUS), "system_order": ListOf(STRING),
+    "comparison_order": ListOf(STRING),
+    "scores": Each(Each(REAL_SCORE)), "comparisons": Each(Each(REAL_COMPARISON)),
+}
+
+
+def real_speech(d: Any, source: Any) -> dict:
+    check(d, REAL_SPEECH, source)
+    for name in ("pretrain", "synth", *d["tasks"]):
+        need(d["corpora"], name, source, "corpora", "named on the page")
+    for task in d["tasks"]:
+        need(d["task_names"], task, source, "task_names", "a task's name")
+        scores = need(d["scores"], task, source, "scores", "a task's table")
+        for key, c in need(d["comparisons"], task, source, "comparisons", "a task's comparisons").items():
+            for side in ("a", "b"):
+                need(scores, c[side], source, f"comparisons.{task}.{key}.{side}", "a compared system")
+    return d
+
+
 # --- `targets rank`'s ranking, as `bench latent` keeps it (OUT/seed{s}/rank_theta.json)
 
 SEPARATION = Maybe({"knn_accuracy": NUMBER})
@@ -356,4 +383,4 @@ def ranking(d: Any, source: Any) -> dict:
 
 __all__ = ["ANY", "bench_passes", "compare_claims", "compare_for_tables", "compare_page", "compare_runs", "demo_phases",
            "eval_claims", "eval_results", "input_kinds", "latent_study", "missing", "probe_cache", "quality", "ranking",
-           "rpq_tables", "run_errors", "sweep", "sweep_resume", "units_report"]
+           "real_speech", "rpq_tables", "run_errors", "sweep", "sweep_resume", "units_report"]

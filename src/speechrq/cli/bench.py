@@ -1,4 +1,4 @@
-"""``speechrq bench pretrain|quality|latent|sweep``: speed and quality benchmarks, studies over seeds and recipes."""
+"""``speechrq bench pretrain|quality|latent|sweep|real-speech``: speed and quality benchmarks, studies over seeds and recipes."""
 
 from __future__ import annotations
 
@@ -59,6 +59,29 @@ def cmd_bench_latent(args) -> None:
                           reference_steps=args.reference_steps)
     from ..studies.latent_study import format_study
 
+    print(format_study(report), end="")
+    print(f"{args.out}: study.json, study.md")
+
+
+def _real_speech_out(args) -> str:
+    """OUT, once the excerpts folder and the flags are known good (a refused study leaves no trace: no lock, no folder)."""
+    from ..studies.real_speech import require_excerpts
+
+    args.excerpts = require_excerpts(args.excerpts)
+    args.seeds = int_list(args.seeds, "--seeds")
+    if len(args.seeds) < 2:
+        raise SpeechrqError(f"--seeds: at least 2 pre-training seeds to measure their spread, got {','.join(map(str, args.seeds))!r}")
+    if min(args.steps, args.probe_seeds, args.epochs) < 1:
+        raise SpeechrqError("--steps, --probe-seeds, --epochs: each must be >= 1")
+    return args.out
+
+
+@_holds(_real_speech_out, "a real-speech study")
+def cmd_bench_real_speech(args) -> None:
+    from ..studies.real_speech import format_study, real_speech_study
+
+    report = real_speech_study(args.excerpts, args.out, args.seeds, args.steps, args.synth_corpus, args.probe_seeds,
+                               epochs=args.epochs, progress=not args.quiet)
     print(format_study(report), end="")
     print(f"{args.out}: study.json, study.md")
 
@@ -159,3 +182,23 @@ def add_commands(sub) -> None:
     bw.add_argument("--epochs", type=int, default=30, help="PR probe epochs (default: 30)")
     bw.add_argument("--quiet", action="store_true", help="no progress bars")
     bw.set_defaults(func=cmd_bench_sweep)
+    br = bsub.add_parser("real-speech", help="the tiny recipe pre-trained on real speech against the synthesized hour, probed "
+                         "on real speech",
+                         description="From the LibriSpeech excerpts (EXCERPTS: utterances.tsv, SPEAKERS.TXT, FLAC), build a "
+                         "speaker-identification corpus (10 test-other speakers, 6/2/2 utterances each), a sex corpus (251 "
+                         "train-clean-100 readers, split by speaker and stratified by sex, 60/20/20) and a pre-training corpus "
+                         "(their train and dev utterances: no test audio); for each pre-training seed pre-train the tiny recipe "
+                         "for --steps on it and on --synth-corpus; probe both, a random init per seed and the filterbank on both "
+                         "tasks; tabulate mean ± std over seeds with paired 95% t-intervals (Holm's rule per task): OUT/study.json, "
+                         "OUT/study.md. Finished runs and probes are reused.")
+    br.add_argument("excerpts", nargs="?", metavar="EXCERPTS", help="the LibriSpeech excerpts folder (default: $SPEECHRQ_EXCERPTS, "
+                    "else ../shared/data/librispeech-excerpts beside the repository)")
+    br.add_argument("--out", required=True, help="output directory (corpora in OUT/corpora, runs in OUT/seed{s}/{real,synth})")
+    br.add_argument("--seeds", default="0,1,2", help="pre-training seeds, at least 2 (default: 0,1,2)")
+    br.add_argument("--steps", type=int, default=1000, help="pre-training budget in steps, the same on both corpora (default: 1000)")
+    br.add_argument("--synth-corpus", default="exp/demo/corpus", help="the synthesized corpus (default: exp/demo/corpus, made by "
+                    "`speechrq synth exp/demo/corpus --hours 1.0 --seed 0`)")
+    br.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="probe seeds per encoder (default: 3)")
+    br.add_argument("--epochs", type=int, default=30, help="probe epochs (default: 30)")
+    br.add_argument("--quiet", action="store_true", help="no progress bars")
+    br.set_defaults(func=cmd_bench_real_speech)

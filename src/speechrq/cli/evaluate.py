@@ -104,8 +104,9 @@ def add_commands(sub) -> None:
                     help=f"share of the training utterances held out as dev when no dev part is named (default: {DEV_SHARE})")
     ev.add_argument("--tasks", default="asr,sid,ic,er", help="comma-separated, of asr, sid, ic, er, pr (phone "
                     "recognition, linear CTC; needs phone alignments) and ft (the whole encoder fine-tuned with a CTC head on "
-                    "--ft-minutes of labelled audio: PER with phone alignments, else CER) and lid (language identification; needs two "
-                    "languages or more); on a corpus of several languages every probe is also scored per language "
+                    "--ft-minutes of labelled audio: PER with phone alignments, else CER), lid (language identification; needs two "
+                    "languages or more) and sex (the speaker's sex, supervision.gender: `data import librispeech` sets it from "
+                    "SPEAKERS.TXT); on a corpus of several languages every probe is also scored per language "
                     "(default: asr,sid,ic,er)")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--random-baseline", action="store_true", help="also probe randomly initialised encoders of the "

@@ -85,6 +85,7 @@ class Entry:
     language: str | None = None  # the language id (supervision.language): LID label, picks text rules
     segment: tuple[float, float] | None = None  # (start_s, duration_s) within the audio file; None: the whole file
     recording: str | None = None  # the audio file's id when it holds segments (else the utterance id)
+    gender: str | None = None  # the speaker's sex as the corpus gives it (LibriSpeech's SPEAKERS.TXT: F, M): supervision.gender
 
 
 @dataclass
@@ -200,13 +201,41 @@ def _table_rows(path: Path, columns, kind: str) -> list[tuple[int, dict]]:
 # --------------------------------------------------------------------------- recipes
 
 
+SEXES = ("F", "M")  # the values of SPEAKERS.TXT's sex column
+
+
+def read_speakers(path: Path) -> tuple[dict[str, str], list[Rejected]]:
+    """LibriSpeech's reader table ``SPEAKERS.TXT`` (``ID | SEX | SUBSET | MINUTES | NAME``, ``;`` comments): each
+    reader's sex (``F``/``M``) by id, and the lines it cannot use. A name may hold ``|`` (reader 60 is ``|CBW|Simon``):
+    the line is split at its first four. More than half the lines unusable, or an unreadable file, is a one-line
+    :class:`SpeechrqError` naming it."""
+    sexes, lost = {}, []
+    for lineno, line in _label_lines(path):
+        if line.lstrip().startswith(";"):
+            continue
+        fields = [f.strip() for f in line.split("|", 4)]
+        if len(fields) < 2 or not fields[0] or fields[1] not in SEXES:
+            lost.append(Rejected(f"{path}:{lineno}", f"expected 'ID | SEX (F or M) | SUBSET | MINUTES | NAME', got {line[:80]!r}"))
+            continue
+        sexes[fields[0]] = fields[1]
+    found: list = []
+    _settle(path, len(sexes), lost, found)
+    return sexes, found
+
+
 def librispeech(src: Path) -> list[Entry | Rejected]:
     """LibriSpeech: ``SRC/{part}/{speaker}/{chapter}/{speaker}-{chapter}.trans.txt`` and
-    ``...-{utt}.flac``; every part (train-clean-100, dev-clean, ...) becomes a split."""
-    entries = []
+    ``...-{utt}.flac``; every part (train-clean-100, dev-clean, ...) becomes a split. Where ``SRC/SPEAKERS.TXT`` (the
+    reader table LibriSpeech ships at its root) is present, each utterance's ``gender`` is its reader's sex
+    (:func:`read_speakers`; the ``sex`` probe's label)."""
+    entries: list[Entry | Rejected] = []
     parts = sorted(p for p in src.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
     if not parts:
         raise SpeechrqError(f"{src}: no LibriSpeech part found (expected PART/SPEAKER/CHAPTER/*.trans.txt)")
+    sexes = {}
+    if (src / "SPEAKERS.TXT").exists():
+        sexes, lost = read_speakers(src / "SPEAKERS.TXT")
+        entries += lost
     for part in parts:
         for trans in sorted(part.glob("*/*/*.trans.txt")):
             used, lost = 0, []
@@ -215,7 +244,9 @@ def librispeech(src: Path) -> list[Entry | Rejected]:
                 if not text.strip():
                     lost.append(Rejected(f"{trans}:{lineno}", f"expected 'UTTERANCE-ID TRANSCRIPT', got {line[:80]!r}"))
                     continue
-                entries.append(Entry(part.name, trans.parent / f"{utt}.flac", utt, text=text.strip(), speaker=utt.split("-")[0]))
+                speaker = utt.split("-")[0]
+                entries.append(Entry(part.name, trans.parent / f"{utt}.flac", utt, text=text.strip(), speaker=speaker,
+                                     gender=sexes.get(speaker)))
                 used += 1
             _settle(trans, used, lost, entries)
     return entries
@@ -622,7 +653,7 @@ def safe_entries(entries: list[Entry], src: Path) -> tuple[list[Entry], list[Rej
             raise SpeechrqError(f"{src}: recording {first_rec.recording or first_rec.id!r} ({first_rec.audio}) and "
                                 f"{e.recording or e.id!r} ({e.audio}) both have the id {recording!r}; rename one of them")
         kept.append(Entry(e.split, e.audio, uid, text=e.text, speaker=speaker, custom=custom, alignment=e.alignment,
-                          language=e.language, segment=e.segment, recording=recording))
+                          language=e.language, segment=e.segment, recording=recording, gender=e.gender))
     return kept, rejected
 
 
@@ -712,19 +743,31 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
     by id and by content hash), is refused in one line naming the first few, before anything is written, unless
     ``allow_overlap``; either way ``import_report.json`` and ``summary.json`` count it under ``overlap``.
     """
+    if kind not in RECIPES:
+        raise SpeechrqError(f"data import: unknown KIND {kind!r} (choose from {', '.join(RECIPES)})")
+    src = Path(src)
+    if not src.is_dir():
+        raise SpeechrqError(f"{src}: no such directory")
+    # absolute before the recipe runs: every audio path it makes is then absolute, whatever the current directory
+    found = RECIPES[kind](Path(os.path.abspath(src)))
+    return write_entries(found, kind, src, out, workers=workers, progress=progress, allow_overlap=allow_overlap)
+
+
+def write_entries(found: list[Entry | Rejected], kind: str, src: str | Path, out: str | Path, workers: int = 4,
+                  progress: bool = True, allow_overlap: bool = False):
+    """What :func:`import_corpus` does once its recipe has run: the utterances ``found`` (with the label lines it
+    rejected) written into the corpus directory ``out`` as a corpus of ``kind`` read from ``src`` (both recorded in
+    ``import_report.json``): ids made safe, every audio file checked, overlap between splits refused unless allowed,
+    manifests, reports and summary written. Returns ``(summary, report)`` as :func:`import_corpus` does. A corpus
+    made from a list of :class:`Entry` (not a registered recipe) is written the same way
+    (:mod:`speechrq.studies.real_speech`)."""
     from lhotse import CutSet, MonoCut, MultiCut, RecordingSet, SupervisionSet
     from lhotse.supervision import AlignmentItem, SupervisionSegment
     from lhotse.utils import fastcopy
 
     from .corpus import cut_files, summarize
 
-    if kind not in RECIPES:
-        raise SpeechrqError(f"data import: unknown KIND {kind!r} (choose from {', '.join(RECIPES)})")
     src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise SpeechrqError(f"{src}: no such directory")
-    # absolute before the recipe runs: every audio path it makes is then absolute, whatever the current directory
-    found = RECIPES[kind](Path(os.path.abspath(src)))
     entries = [e for e in found if isinstance(e, Entry)]
     rejected = [e for e in found if isinstance(e, Rejected)]
     entries, unnamed = safe_entries(entries, src)
@@ -787,7 +830,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             if e.segment is not None:  # a stretch of a long recording: the cut starts there, its supervision at 0
                 start, duration = spans[split, e.id]
                 sup = SupervisionSegment(id=e.id, recording_id=e.recording, start=0.0, duration=duration, channel=channel,
-                                         text=e.text, speaker=e.speaker, language=e.language, custom=custom)
+                                         text=e.text, speaker=e.speaker, language=e.language, gender=e.gender, custom=custom)
                 cut_type = MonoCut if isinstance(channel, int) else MultiCut
                 segment_cuts.append(cut_type(id=e.id, start=start, duration=duration, channel=channel, supervisions=[sup],
                                              recording=rec))
@@ -801,7 +844,7 @@ def import_corpus(kind: str, src: str | Path, out: str | Path, workers: int = 4,
             recs.append(rec)
             sups.append(SupervisionSegment(
                 id=e.id, recording_id=e.recording, start=0.0, duration=rec.duration, channel=channel,
-                text=e.text, speaker=e.speaker, language=e.language, custom=custom, alignment=alignment,
+                text=e.text, speaker=e.speaker, language=e.language, gender=e.gender, custom=custom, alignment=alignment,
             ))
         if not recs and not segment_cuts:
             continue

@@ -4,7 +4,8 @@ Downstream models are shaped like SUPERB's, scaled down for CPU:
 
 - **ASR**: weighted sum -> linear -> 2-layer BiLSTM -> characters, CTC; greedy
   decoding; WER by jiwer.
-- **SID**, **ER**: weighted sum -> linear -> mean pool -> linear; accuracy.
+- **SID**, **ER**, **LID**, **sex** (the speaker's, ``supervision.gender``): weighted sum -> linear -> mean pool ->
+  linear; accuracy.
 - **IC**: the same with one classifier per slot (action, object, location);
   an utterance is right when every slot is.
 - **PR** (SUPERB's phone recognition): weighted sum -> linear -> phones, CTC;
@@ -38,7 +39,7 @@ from ..errors import SpeechrqError
 from ..text import char_inventory, error_rate, greedy_ctc_text, normalize_text, written_without_spaces
 from .featurizer import WeightedSum
 
-TASKS = ("asr", "sid", "ic", "er", "pr", "ft", "lid")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
+TASKS = ("asr", "sid", "ic", "er", "pr", "ft", "lid", "sex")  # ft: fine-tuning the whole encoder (:mod:`speechrq.evaluate.finetune`)
 SUPERB_TASKS = ("asr", "sid", "ic", "er")  # the paper's Table 1 and its Avg
 CTC_TASKS = ("asr", "pr")  # sequence tasks: lower error is better
 # hidden: the utterance heads' projection; asr_hidden / asr_layers: the CTC probe's BiLSTM
@@ -79,6 +80,8 @@ def label_of(task: str, cut):
         return custom.get("emotion")
     if task == "lid":  # ML-SUPERB's language identification: the supervision's language
         return sup.language
+    if task == "sex":  # the speaker's sex, as the corpus gives it (LibriSpeech's SPEAKERS.TXT: F, M)
+        return sup.gender
     if task == "ic":
         slots = tuple(custom.get(s) for s in SLOTS)
         return slots if all(slots) else None

@@ -240,6 +240,9 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     for name, enc in encoders.items():  # every encoder reads every cut: a short one is refused, named, before any work
         refuse_short_cuts((c for p in cuts for c in cuts[p]), enc.min_samples, f"encoder {name}")
     labelled = {t: {p: [(c.id, lab) for c in cuts[p] if (lab := label_of(t, c)) is not None] for p in cuts} for t in tasks}
+    if "sex" in tasks and len(held := {lab for items in labelled["sex"].values() for _, lab in items}) < 2:
+        raise SpeechrqError(f"{corpus}: task sex needs speakers of both sexes (supervision.gender; `data import librispeech` "
+                            f"sets it from SPEAKERS.TXT); this corpus holds {', '.join(map(str, sorted(held))) or 'none'}")
     if "asr" in tasks and (emptied := [c.id for p in cuts for c in cuts[p] if c.supervisions and c.supervisions[0].text
                                        and label_of("asr", c) is None]):
         from ..checks import name_list
@@ -425,7 +428,7 @@ def format_table(results: dict) -> str:
     tasks = results["tasks"]
     ft = results.get("finetune") or {}
     head = {"asr": f"ASR {_metric(results, 'asr', 'WER')} ↓", "sid": "SID acc ↑", "ic": "IC acc ↑", "er": "ER acc ↑", "pr": "PR PER ↓",
-            "lid": "LID acc ↑", "ft": f"FT {ft.get('minutes', 0):g} min, {ft.get('steps', 0)} steps {_metric(results, 'ft', 'PER')} ↓"}
+            "lid": "LID acc ↑", "sex": "Sex acc ↑", "ft": f"FT {ft.get('minutes', 0):g} min, {ft.get('steps', 0)} steps {_metric(results, 'ft', 'PER')} ↓"}
     lines = ["| model | " + " | ".join(head[t] for t in tasks) + " | Avg ↑ |", "|---" * (len(tasks) + 2) + "|"]
     for name, m in results["models"].items():
         cells = ["-" if t not in m["tasks"] else
@@ -485,7 +488,7 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = list(results["tasks"]) + (["avg"] if all(t in results["tasks"] for t in SUPERB_TASKS) else [])
-    label = {"asr": f"ASR {_metric(results, 'asr', 'WER')} (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓", "lid": "LID acc (%)",
+    label = {"asr": f"ASR {_metric(results, 'asr', 'WER')} (%) ↓", "sid": "SID acc (%)", "ic": "IC acc (%)", "er": "ER acc (%)", "pr": "PR PER (%) ↓", "lid": "LID acc (%)", "sex": "Sex acc (%)",
              "ft": f"FT {_metric(results, 'ft', 'PER')} (%) ↓", "avg": "Avg"}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
     for ax, task in zip(axes[0], panels):

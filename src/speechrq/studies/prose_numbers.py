@@ -39,6 +39,8 @@ An unknown key is an error naming it (the build stops), never an empty string. K
 - ``quality4x1024.TASK...`` and ``qualityref.TASK...`` (``quality_*.json``), ``sweep.POINT`` (``sweep_tiny.json``, POINT the point's name through :func:`slug`),
   ``phases.PHASE`` (``demo_phases.json``: one of :data:`PHASES`, ``total``, ``install``, ``second_run``),
   ``passes.drop_range`` (``bench_passes.json``).
+- ``real.TASK.SYSTEM`` and ``real.TASK.A-B`` (``real_speech.json``, TASK ``sid`` or ``sex``): a system's score and a
+  paired difference with its interval (the suffixes of :func:`_real_speech`).
 """
 
 from __future__ import annotations
@@ -371,6 +373,23 @@ def _passes(d: dict) -> dict[str, str]:
     return out
 
 
+def _real_speech(d: dict) -> dict[str, str]:
+    """``real.TASK.SYSTEM`` (``real_speech.json``): ``"mean ± std"``, ``.mean``; ``real.TASK.A-B``: the paired difference
+    with its interval (``.d``, ``.abs``, ``.ci``, ``.verdict``, ``.p``: Holm's), SYSTEM, A and B one of ``real``,
+    ``synth``, ``random-init``, ``fbank``."""
+    out = {}
+    for task, row in d["scores"].items():
+        for system, s in row.items():
+            out[f"real.{task}.{system}"] = pm(s["mean"], s["std"])
+            out[f"real.{task}.{system}.mean"] = num(s["mean"])
+    for task, row in d["comparisons"].items():
+        for c in row.values():
+            if c["vs"]:
+                v = c["vs"]
+                _difference(out, f"real.{task}.{c['a']}-{c['b']}", {"difference": v["mean"], "ci": v["ci95"]}, v["verdict"], v.get("p_holm"))
+    return out
+
+
 REFERENCE = "assets/reference/tiny_bestrq"  # beside docs/: the shipped checkpoint and its training log
 
 
@@ -392,6 +411,18 @@ def _reference(root: Path) -> dict[str, str]:
             "ref.mb": f"{(ckpt / 'model.safetensors').stat().st_size / 1e6:.1f}"}
 
 
+DOCS = Path(__file__).resolve().parents[3] / "docs"  # the repository's docs/, where the studies' JSON is shipped
+# studies registered before they have run (their JSON is shipped once a queued run has made it): each is a source, and
+# has a results page among results_pages.PAGES, only once its JSON is in DOCS (until then `make docs` writes a page
+# saying it has not run yet)
+PENDING = {"real_speech.json"}
+
+
+def shipped(name: str) -> bool:
+    """Whether the JSON ``name`` of docs/ counts as shipped: every JSON but a :data:`PENDING` one not made yet."""
+    return name not in PENDING or (DOCS / name).exists()
+
+
 # JSON in docs/ -> what it gives
 SOURCES: dict[str, Callable[[dict], dict[str, str]]] = {
     "latent_study.json": _latent,
@@ -407,7 +438,9 @@ SOURCES: dict[str, Callable[[dict], dict[str, str]]] = {
     "sweep_tiny.json": _sweep,
     "demo_phases.json": _phases,
     "bench_passes.json": _passes,
+    "real_speech.json": _real_speech,
 }
+SOURCES = {name: make for name, make in SOURCES.items() if shipped(name)}
 
 
 # JSON in docs/ -> the name of its validator in speechrq.formats (the one its results page uses; a test holds them equal)
@@ -415,7 +448,9 @@ CHECKS = {"latent_study.json": "latent_study", "rpq_tables_mel.json": "rpq_table
           "asr_compare_seeds_tiny_bestrq.json": "compare_page", "asr_compare_tiny_bestrq.json": "compare_page",
           "asr_input_kinds_tiny_bestrq.json": "input_kinds", "units_report_tiny_bestrq.json": "units_report",
           "ml_probes.json": "eval_results", "quality_tiny_4x1024.json": "quality", "quality_tiny_bestrq.json": "quality",
-          "sweep_tiny.json": "sweep", "demo_phases.json": "demo_phases", "bench_passes.json": "bench_passes"}
+          "sweep_tiny.json": "sweep", "demo_phases.json": "demo_phases", "bench_passes.json": "bench_passes",
+          "real_speech.json": "real_speech"}
+CHECKS = {name: check for name, check in CHECKS.items() if shipped(name)}
 
 
 def _load(docs: Path, name: str) -> dict:

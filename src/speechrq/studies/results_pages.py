@@ -13,7 +13,9 @@ differences, and an interval's verdict goes on a second line of its cell; result
 (``docs/stylesheets/extra.css``). Each figure is drawn again from its JSON (:func:`draw_figures`, colours from
 :mod:`speechrq.palette`). The results index and the README open with the claims table of
 :mod:`speechrq.studies.headline`; the README's prose numbers are refreshed by :mod:`speechrq.studies.prose_numbers`. Each JSON is checked before it is rendered (:mod:`speechrq.formats`): a hand-edited
-number or a removed key is one line naming the file and key (``python -m speechrq.studies.results_pages`` exits 2).
+number or a removed key is one line naming the file and key (``python -m speechrq.studies.results_pages`` exits 2). A page
+marked ``optional`` (a study that may not have run yet, such as ``make real-speech``) says so while its JSON is missing,
+so the build does not need it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import formats as schemas
+from .prose_numbers import shipped
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Page:
     logs: str | None = None  # a folder of training logs in docs/
     plot: Callable[[dict, Path], None] | None = None  # draws ``figure`` from the JSON (re-drawn at every build)
     empty_columns: dict[str, str] | None = None  # a column no row fills -> why (said under the table that drops it)
+    optional: bool = False  # a study that may not have run yet: while its JSON is missing the page says so and how to run it
 
 
 def _latent(d: dict) -> str:
@@ -63,6 +67,12 @@ def _quality(d: dict) -> str:
     from .quality import format_quality
 
     return format_quality(d)
+
+
+def _real_speech(d: dict) -> str:
+    from .real_speech import format_study
+
+    return format_study(d)
 
 
 def _plot_latent(d: dict, path: Path) -> None:
@@ -131,7 +141,7 @@ def _phases(d: dict) -> str:
     if d.get("install_seconds") is not None:
         lines += [f"Before the demo, `make install` (the virtual environment, torch 2.13.0 for the CPU, speechrq) took "
                   f"{minutes(d['install_seconds'])}.", ""]
-    after = [f"", f"A second `make demo` reuses what the first finished and took {minutes(d['second_run_seconds'])}."] if d.get("second_run_seconds") else []
+    after = ["", f"A second `make demo` reuses what the first finished and took {minutes(d['second_run_seconds'])}."] if d.get("second_run_seconds") else []
     return "\n".join(lines) + "\n" + format_phases(d) + "\n".join(after) + ("\n" if after else "")
 
 
@@ -180,6 +190,14 @@ PAGES = [
          "python benchmarks/bench_passes.py --corpus exp/demo/corpus --split train --json docs/bench_passes.json", format_bench_passes,
          schemas.bench_passes),
 ]
+
+# studies registered before they have run (prose_numbers.PENDING): each joins PAGES once its JSON is in docs/; until
+# then `make docs` writes its page saying so (:func:`write_pending`)
+OPTIONAL_PAGES = [
+    Page("real_speech", "Real speech: pre-training on the real hour against the synthesized hour", "real_speech.json",
+         "make real-speech", _real_speech, schemas.real_speech, logs="real_speech_logs", optional=True),
+]
+PAGES += [page for page in OPTIONAL_PAGES if shipped(page.source)]
 
 
 HEADLINE_BEGIN = "<!-- headline results: rendered from docs/*.json by `python -m speechrq.studies.results_pages docs --readme README.md` -->"
@@ -300,6 +318,10 @@ def render(page: Page, docs: Path) -> str:
     tables get the page's width."""
     from ..schema import load
 
+    if page.optional and not (docs / page.source).exists():
+        return "\n".join(["---", "hide:", "  - toc", "---", "", f"# {page.title}", "",
+                          (f"Not run yet: `{page.command}` runs it and writes `docs/{page.source}`, from which the "
+                           "documentation build renders this page."), "", "```sh", page.command, "```", ""])
     data = load(docs / page.source, page.check)
     parts = ["---", "hide:", "  - toc", "---", "", f"# {page.title}", "", WIDE, "",
              "Rendered from [`{0}`](../{0}) when the documentation is built; reproduce it with:".format(page.source), "",
@@ -319,7 +341,7 @@ def draw_figures(docs: str | Path) -> list[Path]:
 
     docs, written = Path(docs), []
     for page in PAGES:
-        if not (page.plot and page.figure):
+        if not (page.plot and page.figure) or (page.optional and not (docs / page.source).exists()):
             continue
         data = load(docs / page.source, page.check)
         import tempfile
@@ -350,6 +372,7 @@ def results_index(docs: str | Path) -> str:
              '<div class="srq-claims" markdown>', "", format_headline(headline_rows(docs)), "", "</div>", "",
              "## Every results page", ""]
     lines += [f"- [{p.title}]({p.name}.md), from `docs/{p.source}`" for p in PAGES]
+    lines += [f"- [{p.title}]({p.name}.md): not run yet (`{p.command}`)" for p in OPTIONAL_PAGES if p not in PAGES]
     return "\n".join(lines) + "\n"
 
 
@@ -368,6 +391,20 @@ def write_pages(docs: str | Path) -> list[Path]:
     return [*written, docs / "results" / "index.md", *draw_figures(docs)]
 
 
+def write_pending(docs: str | Path) -> list[Path]:
+    """The page of each :data:`OPTIONAL_PAGES` study whose JSON is not in ``docs`` yet, saying so and how to run it (the
+    site's navigation names every page); returns the paths written."""
+    from ..io import atomic_write_text
+
+    docs, written = Path(docs), []
+    for page in OPTIONAL_PAGES:
+        if page not in PAGES:  # a page of PAGES is written by write_pages (its JSON missing from ``docs``: render says so)
+            path = docs / "results" / f"{page.name}.md"
+            atomic_write_text(path, render(page, docs))
+            written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m speechrq.studies.results_pages [DOCS] [--readme README]``; a JSON that does not check is one line, exit 2."""
     import argparse
@@ -380,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", help="also rewrite this README's headline block")
     a = ap.parse_args(argv)
     try:
-        for p in write_pages(a.docs):
+        for p in [*write_pages(a.docs), *write_pending(a.docs)]:
             print(p)
         if a.readme and update_readme(a.readme, a.docs):
             print(f"{a.readme}: headline table updated")
