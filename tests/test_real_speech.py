@@ -7,6 +7,8 @@ The excerpts are not part of the project: every test that reads them skips, nami
 
 from __future__ import annotations
 
+import os
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from speechrq.cli import main
 from speechrq.studies import real_speech as rs
 
-EXCERPTS = rs.excerpts_dir()
+EXCERPTS = rs.excerpts_dir(os.environ.get(rs.EXCERPTS_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data" / "librispeech-excerpts")
 needs_excerpts = pytest.mark.skipif(not (EXCERPTS / "utterances.tsv").is_file(),
                                     reason=f"{EXCERPTS}: no LibriSpeech excerpts folder (set SPEECHRQ_EXCERPTS)")
 

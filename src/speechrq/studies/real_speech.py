@@ -42,8 +42,7 @@ from ..io import atomic_write_json, atomic_write_text, read_json
 from .latent_study import QUANTIZER_SEED, _train, family, paired, summarize
 
 EXCERPTS_ENV = "SPEECHRQ_EXCERPTS"  # overrides the default folder; an EXCERPTS argument overrides both
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_EXCERPTS = REPO_ROOT.parent / "shared" / "data" / "librispeech-excerpts"  # ../shared/data/... of the repository
+DEFAULT_EXCERPTS = Path("..", "shared", "data", "librispeech-excerpts")  # from a clone's root: beside the repository
 SID_SUBSET, SEX_SUBSET = "test-other", "train-clean-100"  # utterances.tsv's subset column: which task corpus
 SPLIT_SEED = 0  # every split of the study is drawn with it (per group: random.Random(f"{SPLIT_SEED}:{group}"))
 HELD_SHARE = 0.2  # dev and test each; the rest (60%) is train
@@ -76,7 +75,8 @@ FBANK_PAIRING = ("the filterbank has no seed: every pre-training seed is paired 
 
 def excerpts_dir(given: str | Path | None = None) -> Path:
     """Where the excerpts are read: ``given`` (the EXCERPTS argument), else ``$SPEECHRQ_EXCERPTS``, else
-    :data:`DEFAULT_EXCERPTS` (``../shared/data/librispeech-excerpts`` of the repository)."""
+    :data:`DEFAULT_EXCERPTS` (``../shared/data/librispeech-excerpts`` from the current directory: beside the repository
+    when run from a clone's root, as ``make real-speech`` runs)."""
     if given:
         return Path(given)
     return Path(os.environ[EXCERPTS_ENV]) if os.environ.get(EXCERPTS_ENV) else DEFAULT_EXCERPTS
