@@ -160,7 +160,6 @@ latent-study: $(STAMP)
 # excerpts are not part of the project: EXCERPTS=DIR, else $$SPEECHRQ_EXCERPTS, else ../shared/data/librispeech-excerpts
 REAL := exp/real_speech
 EXCERPTS ?=
-EXCERPTS ?= ../shared/data/librispeech-excerpts
 real-speech: $(STAMP)
 	test -f $(DEMO)/corpus/summary.json || $(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
 	$(BIN)/speechrq bench real-speech $(EXCERPTS) --out $(REAL) --seeds 0,1,2 --steps 1000 --synth-corpus $(DEMO)/corpus \
