@@ -201,3 +201,23 @@ def test_the_results_page_says_not_run_yet_while_its_json_is_missing(tmp_path):
     page = next(p for p in OPTIONAL_PAGES if p.name == "real_speech")
     text = render(page, tmp_path)
     assert "Not run yet" in text and "make real-speech" in text and page.title in text
+
+
+def test_the_verdict_is_written_from_the_numbers():
+    """The page's verdict: what holds after Holm, the rest within noise, a task at its ceiling said to be so, and the
+    answer to the question (real against synthesized) in whichever direction the numbers give."""
+    def cell(a, b, mean, verdict, p):
+        return {"a": a, "b": b, "vs": {"mean": mean, "ci95": [mean - 1, mean + 1], "p_holm": p, "verdict": verdict, "n": 3}}
+
+    report = {"tasks": ["sid", "sex"], "task_names": {"sid": "SID", "sex": "sex"}, "preset": "tiny", "steps": 10, "seeds": [0, 1, 2],
+              "corpora": {"sid": {"splits": {"test": {"utterances": 20}}}, "sex": {"splits": {"test": {"utterances": 50}}}},
+              "scores": {"sid": {"fbank": {"mean": 100.0}, "real": {"mean": 95.0}}, "sex": {"real": {"mean": 80.0}, "synth": {"mean": 70.0}}},
+              "comparisons": {"sid": {"real - synth": cell("real", "synth", -1.0, "within noise", 0.9)},
+                              "sex": {"real - synth": cell("real", "synth", 10.0, "better", 0.01),
+                                      "real - fbank": cell("real", "fbank", 0.5, "within noise", 0.7)}}}
+    text = rs.verdict_summary(report)
+    assert "On SID, every comparison is within noise (fbank scores 100.00 on 20 test utterances: the task is at its ceiling" in text
+    assert "On sex, real is better than synth (+10.00 [+9.00, +11.00], Holm p 0.010); the other 1 within noise." in text
+    assert "the real hour beats the synthesized one on sex" in text
+    report["comparisons"]["sex"]["real - synth"] = cell("real", "synth", -10.0, "worse", 0.01)
+    assert "the real hour does no better than the synthesized one" in rs.verdict_summary(report)

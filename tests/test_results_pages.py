@@ -470,6 +470,7 @@ EDITS = [
     ("quality_tiny_bestrq", ["tasks", "pr", "baselines", "fbank", "error"], ["tasks", "pr", "stronger_baseline"], ["tasks"]),
     ("sweep_tiny", ["scores", "base", "per"], ["points", "base", "acc"], ["points"]),
     ("bench_passes", ["rows", 0, "speedup_vs_1x1"], ["rows", 0, "speedup_vs_1x2"], ["rows"]),
+    ("real_speech", ["scores", "sid", "real", "mean"], ["scores", "sid", "real", "std_over"], ["seeds"]),
 ]
 
 

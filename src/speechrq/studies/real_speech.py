@@ -314,11 +314,45 @@ def real_speech_study(excerpts: str | Path | None, out: str | Path, seeds: list[
     return report
 
 
+CEILING = 99.5  # a test accuracy (%) at or above it: the task cannot rank systems above that score
+
+
+def verdict_summary(report: dict) -> str:
+    """The study's verdict in a few sentences, from its numbers alone: per task, the comparisons that hold after Holm
+    (better or worse) with their differences, the rest within noise; a task where some system is at the ceiling
+    (:data:`CEILING`) is said to be so; then the question's answer, real against synthesized."""
+    parts = []
+    for task in report["tasks"]:
+        name = report["task_names"][task]
+        cells = {k: c for k, c in report["comparisons"][task].items() if c["vs"]}
+        held = [f"{c['a']} is {c['vs']['verdict']} than {c['b']} ({c['vs']['mean']:+.2f} [{c['vs']['ci95'][0]:+.2f}, "
+                f"{c['vs']['ci95'][1]:+.2f}], Holm p {c['vs']['p_holm']:.3f})"
+                for c in cells.values() if c["vs"]["verdict"] in ("better", "worse")]
+        rest = "every comparison is within noise" if not held else (
+            f"{'; '.join(held)}; the other {len(cells) - len(held)} within noise" if len(cells) > len(held) else "; ".join(held))
+        top = max(report["scores"][task].items(), key=lambda kv: kv[1]["mean"])
+        ceiling = (f" ({top[0]} scores {top[1]['mean']:.2f} on {report['corpora'][task]['splits']['test']['utterances']} test "
+                   "utterances: the task is at its ceiling and cannot rank the systems)") if top[1]["mean"] >= CEILING else ""
+        parts.append(f"On {name}, {rest}{ceiling}.")
+    answer = []
+    for task in report["tasks"]:
+        c = report["comparisons"][task].get("real - synth")
+        if c and c["vs"]:
+            answer.append(f"{task} {c['vs']['mean']:+.2f} [{c['vs']['ci95'][0]:+.2f}, {c['vs']['ci95'][1]:+.2f}] ({c['vs']['verdict']})")
+    if answer:
+        beats = [t for t in report["tasks"] if (report["comparisons"][t].get("real - synth") or {}).get("vs", {}) and
+                 report["comparisons"][t]["real - synth"]["vs"]["verdict"] == "better"]
+        parts.append(f"Real against synthesized pre-training, real minus synthesized: {'; '.join(answer)}: the real hour "
+                     + ("beats the synthesized one on " + ", ".join(beats) if beats else "does no better than the synthesized one")
+                     + f" at this scale ({report['preset']} recipe, {report['steps']} steps, {len(report['seeds'])} seeds).")
+    return "**Verdict.** " + " ".join(parts)
+
+
 def format_study(report: dict) -> str:
     """The study's tables: per task, each system's accuracy (mean ± std) and the comparisons with their intervals,
     Holm's p and verdicts, then the verdicts as sentences."""
     c = report["corpora"]
-    lines = [report["question"], "",
+    lines = [report["question"], "", verdict_summary(report), "",
              (f"{len(report['seeds'])} pre-training seeds ({', '.join(map(str, report['seeds']))}) × {report['probe_seeds']} probe "
              f"seed{'s' if report['probe_seeds'] > 1 else ''}; the {report['preset']} recipe for {report['steps']} steps on the real pre-training corpus "
              f"({c['pretrain']['hours']:.2f} h, {c['pretrain']['utterances']} utterances) and on the synthesized one "
