@@ -331,3 +331,19 @@ def test_only_the_local_server_is_contacted():
         socket.getaddrinfo("www.openslr.org", 443)
     _GUARD["seen"].pop()
     assert set(_GUARD["seen"]) <= {LOOPBACK}, set(_GUARD["seen"])
+
+
+def test_bad_destinations_and_addresses_are_refused_before_any_request(tmp_path, capsys):
+    """A DIR that is a file, an address that is not http(s), and an --import that is a file: one line each, no request."""
+    from speechrq.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv, said in ((["mini_librispeech", str(afile), "--base-url", "http://127.0.0.1:9"], "not a directory (DIR"),
+                       (["mini_librispeech", str(tmp_path / "d"), "--base-url", "foo"], "expected an http:// or https://"),
+                       (["mini_librispeech", str(tmp_path / "d2"), "--base-url", "http://127.0.0.1:9", "--import", str(afile)],
+                        "--import")):
+        assert main(["data", "download", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and "\n" not in err, err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "d2").exists()

@@ -105,3 +105,15 @@ def test_every_shipped_config_loads_whole(kind):
 
     for name in config_names(kind):
         load_config(PretrainConfig if kind == "pretrain" else ASRConfig, config_path(kind, name))
+
+
+def test_bad_names_and_destinations_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("pretrain/../asr/tiny", "", "/etc/passwd", "nosuchkind/tiny"):
+        assert main(["configs", "show", name]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("speechrq: error: ") and "\n" not in err, (name, err)
+    assert main(["configs", "copy", "small", "missing/"]) == 2 and "missing/: no such folder" in capsys.readouterr().err
+    assert not Path("missing").exists()
+    assert main(["configs", "copy", "small", ""]) == 2 and "DEST: empty" in capsys.readouterr().err
+    assert build_parser().parse_args(["pretrain", "pretrain/tiny"]).config == str(config_path("pretrain", "tiny"))

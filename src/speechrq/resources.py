@@ -70,14 +70,15 @@ def describe(path: Path) -> str:
 
 def config_arg(kind: str):
     """An argparse ``type``: a config file's path as given when it exists, else the shipped config of that name
-    (``tiny`` or ``tiny.yaml``) when there is one, else the value as given (reading it then names the missing file
+    (``tiny``, ``tiny.yaml`` or ``KIND/tiny``) when there is one, else the value as given (reading it then names the missing file
     and points here)."""
 
     def resolve(value: str) -> str:
         if Path(value).exists():
             return value
         name = value[:-5] if value.endswith(".yaml") else value
-        if "/" not in name and (_root() / "configs" / kind / f"{name}.yaml").is_file():
+        name = name[len(kind) + 1:] if name.startswith(f"{kind}/") else name  # pretrain/tiny, as `speechrq configs` names it
+        if "/" not in name and name and (_root() / "configs" / kind / f"{name}.yaml").is_file():
             return str(_root() / "configs" / kind / f"{name}.yaml")
         return value
 

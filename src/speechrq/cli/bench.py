@@ -192,7 +192,7 @@ def add_commands(sub) -> None:
                          "tasks; tabulate mean ± std over seeds with paired 95% t-intervals (Holm's rule per task): OUT/study.json, "
                          "OUT/study.md. Finished runs and probes are reused.")
     br.add_argument("excerpts", nargs="?", metavar="EXCERPTS", help="the LibriSpeech excerpts folder (default: $SPEECHRQ_EXCERPTS, "
-                    "else ../shared/data/librispeech-excerpts beside the repository)")
+                    "else ../shared/data/librispeech-excerpts from the current directory: beside a clone run from its root)")
     br.add_argument("--out", required=True, help="output directory (corpora in OUT/corpora, runs in OUT/seed{s}/{real,synth})")
     br.add_argument("--seeds", default="0,1,2", help="pre-training seeds, at least 2 (default: 0,1,2)")
     br.add_argument("--steps", type=int, default=1000, help="pre-training budget in steps, the same on both corpora (default: 1000)")

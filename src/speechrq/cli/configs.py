@@ -23,11 +23,15 @@ def cmd_configs_list(args) -> None:
 def _find(kind: str | None, name: str) -> tuple[str, Path]:
     from ..resources import CONFIG_KINDS, config_names, config_path
 
+    given = name
     name = name[:-5] if name.endswith(".yaml") else name
     if "/" in name and kind is None:  # pretrain/tiny
         kind, name = name.split("/", 1)
         if kind not in CONFIG_KINDS:
-            raise SpeechrqError(f"{kind}/{name}: {kind} is not a config kind (choose {', '.join(CONFIG_KINDS)})")
+            raise SpeechrqError(f"{given!r}: {kind!r} is not a config kind (choose {', '.join(CONFIG_KINDS)}, as in pretrain/tiny)")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():  # a name, never a path (.., /)
+        shipped = "; ".join(f"{k}: {', '.join(config_names(k))}" for k in CONFIG_KINDS)
+        raise SpeechrqError(f"{given!r}: not a shipped config's name ({shipped})")
     kinds = [kind] if kind else [k for k in CONFIG_KINDS if name in config_names(k)]
     if not kinds:
         shipped = "; ".join(f"{k}: {', '.join(config_names(k))}" for k in CONFIG_KINDS)
@@ -45,12 +49,21 @@ def cmd_configs_copy(args) -> None:
     from ..io import atomic_write_text
 
     kind, src = _find(None, args.name)
+    if args.dest is not None and not args.dest.strip():
+        raise SpeechrqError("DEST: empty; name a file or folder (or leave DEST out for NAME.yaml here)")
     dest = Path(args.dest) if args.dest else Path(src.name)
-    if dest.is_dir():
+    if dest.is_dir() or (args.dest or "").endswith("/"):  # a folder, existing or asked for with a trailing slash
+        if not dest.is_dir():
+            raise SpeechrqError(f"{args.dest}: no such folder")
         dest = dest / src.name
     if dest.exists() and not args.force:
         raise SpeechrqError(f"{dest}: already exists; choose another DEST or add --force to overwrite it")
-    atomic_write_text(dest, src.read_text(encoding="utf-8"))
+    if dest.exists() and not dest.is_file():
+        raise SpeechrqError(f"{dest}: not a regular file; choose another DEST")
+    try:
+        atomic_write_text(dest, src.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpeechrqError(f"{dest}: cannot write ({e.strerror or e})") from None
     print(f"{dest}: the shipped {kind} config {src.stem}; edit it and run: speechrq "
           f"{'pretrain' if kind == 'pretrain' else 'asr train'} {dest}")
 

@@ -82,6 +82,8 @@ def cmd_data_download(args) -> None:
     from ..data.download import corpus_info, download_corpus
 
     corpus = corpus_info(args.corpus)
+    if args.import_out is not None and Path(args.import_out).exists() and not Path(args.import_out).is_dir():
+        raise SpeechrqError(f"--import {args.import_out}: not a directory (the corpus directory to write)")  # before any download
     src = download_corpus(args.corpus, args.dir, args.parts, base_url=args.base_url, progress=not args.quiet, say=print)
     if args.import_out is None:
         print(f"next: speechrq data import {corpus.import_kind} {shlex.quote(str(src))} OUT  "

@@ -20,6 +20,13 @@ def cmd_evaluate(args) -> None:
 
     if args.every is not None and args.every < 1:
         raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
+    from ..evaluate.probes import TASKS
+
+    if not [x for x in args.tasks.split(",") if x.strip()]:  # before any encoder runs
+        raise SpeechrqError(f"--tasks: names no task; give one or more of {', '.join(TASKS)}")
+    for flag, value in (("--epochs", args.epochs), ("--probe-seeds", args.probe_seeds)):
+        if value is not None and value < 1:
+            raise SpeechrqError(f"{flag}: must be >= 1, got {value}")
     if not args.random_baseline and (given := [f for f, v in (("--random-preset", args.random_preset),
                                                               ("--random-init-seeds", args.random_init_seeds)) if v is not None]):
         raise SpeechrqError(f"{' / '.join(given)}: set the random-init baseline, so give --random-baseline too")

@@ -331,7 +331,13 @@ def download_corpus(name: str, target_dir: str | os.PathLike, parts: str | Seque
     corpus = corpus_info(name)
     chosen = resolve_parts(name, parts)
     say = say or (lambda line: None)
+    if not str(target_dir).strip():
+        raise SpeechrqError("DIR: empty; name the folder to download into")
     target = Path(target_dir)
+    if target.exists() and not target.is_dir():
+        raise SpeechrqError(f"{target}: not a directory (DIR is the folder to download into)")
+    if not base_url.startswith(("http://", "https://")) or not base_url.split("://", 1)[1].strip("/"):
+        raise SpeechrqError(f"--base-url {base_url!r}: expected an http:// or https:// address, e.g. {DEFAULT_BASE_URL}")
     target.mkdir(parents=True, exist_ok=True)
     base = base_url.rstrip("/")
     for part in chosen:
