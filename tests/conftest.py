@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1):
+    """Torch on ``n`` threads inside the block (on a shared 2-core machine many threads are far slower), then as before."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import kill_after_first_checkpoint, tiny_pretrain_config
+from conftest import kill_after_first_checkpoint, tiny_pretrain_config, torch_threads
 from speechrq.asr.model import ASR_PRESETS, UnitEmbedding, asr_model
 from speechrq.asr.search import CTCPrefixScorer, attention_greedy, joint_beam_search
 from speechrq.checkpoint import list_checkpoints, load_model_state, save_checkpoint, step_dir
@@ -379,10 +379,8 @@ def test_units_fit_and_encode_refuse_cuts_too_short_and_ids_that_break_kaldi_tex
 @pytest.fixture
 def one_thread():
     """Training in this process on one thread: on a shared 2-core machine many threads are ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

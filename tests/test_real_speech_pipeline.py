@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from conftest import tiny_pretrain_config
+from conftest import tiny_pretrain_config, torch_threads
 
 REPO = Path(__file__).resolve().parent.parent
 EXCERPTS = Path(os.environ.get("SPEECHRQ_EXCERPTS") or REPO.parent / "shared" / "data" / "librispeech-excerpts")
@@ -60,10 +59,8 @@ def run(*argv: str) -> None:
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """The encoder on one thread: on a shared 2-core machine many threads are far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
