@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $@
 
+# one pytest worker per core, at most 4 (pytest-xdist); worksteal: an idle worker takes queued tests from a busy one
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal tests
 
 # The documentation site (mkdocs.yml): the results pages and their figures rendered from the JSON in docs/, the README's
 # claims table and prose numbers refreshed from the same JSON, the command-line and config references from the parser and
@@ -170,6 +171,9 @@ real-speech: $(STAMP)
 	    gzip -9 -n < $$m > docs/real_speech_logs/$$(echo $$r | tr / _).jsonl.gz; done
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q conformer==0.3.2 vector-quantize-pytorch==1.32.0  # the peer (pyproject's bench extra)
+	$(BIN)/python benchmarks/bench_peer.py --preset tiny --num-codebooks 8 --codebook-size 4096
+	$(BIN)/python benchmarks/bench_peer.py --preset tiny --num-codebooks 8 --codebook-size 4096 --compile
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/speechrq bench pretrain --preset tiny --latent
 	$(BIN)/speechrq bench pretrain --preset small --latent --steps 5

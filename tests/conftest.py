@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): each worker, and every process it starts, computes on
+    # one thread, or two workers' thread pools would fight over the 2 cores (many times slower than either alone)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
 
 
 @contextlib.contextmanager

@@ -63,3 +63,24 @@ def test_an_utterance_encodes_the_same_alone_and_batched():
         together, lens = enc(batch, torch.tensor([103, 160]))
     assert int(n) == int(lens[0]) == 25
     assert torch.allclose(alone[0], together[0, :25], atol=1e-5)
+
+
+def test_the_channels_last_front_end_computes_the_convolutions_it_holds():
+    """The front end runs its two convolutions channels-last (faster on a CPU) from its own contiguous parameters:
+    outputs and every gradient equal the plain ``nn.Sequential`` it holds, and the parameters stay contiguous."""
+    from speechrq.models.conformer import ConvSubsampling
+
+    torch.manual_seed(0)
+    front = ConvSubsampling(80, 8, 16)
+    x = torch.randn(3, 64, 80, requires_grad=True)
+    out, _ = front(x, torch.full((3,), 64))
+    out.square().sum().backward()
+    ours = [x.grad.clone()] + [p.grad.clone() for p in front.parameters()]
+    x.grad = None
+    front.zero_grad()
+    ref = front.proj(front.conv(x.unsqueeze(1)).transpose(1, 2).flatten(2))
+    ref.square().sum().backward()
+    theirs = [x.grad] + [p.grad for p in front.parameters()]
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(ours, theirs))
+    assert all(p.is_contiguous() for p in front.parameters())

@@ -28,6 +28,26 @@ def test_loss_is_mean_cross_entropy_over_frames_and_codebooks():
     assert res.correct.tolist() == correct and res.num_masked == 7
 
 
+def test_the_fused_loss_has_cross_entropys_value_and_gradient_in_every_dtype():
+    """The loss's own backward (softmax - onehot, in place) against autograd through ``F.cross_entropy``."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        logits = (3 * torch.randn(40, 4, 64, generator=g)).to(dtype).requires_grad_()
+        targets = torch.randint(0, 64, (40, 4), generator=g)
+        res = masked_prediction_loss(logits, targets)
+        (2.5 * res.loss).backward()
+        ours = logits.grad.clone()
+        logits.grad = None
+        ref = F.cross_entropy(logits.float().reshape(-1, 64), targets.reshape(-1))
+        (2.5 * ref).backward()
+        assert ours.dtype == dtype
+        assert torch.allclose(res.loss, ref, rtol=1e-6, atol=1e-6), dtype
+        assert torch.allclose(ours.double(), logits.grad.double(), rtol=1e-5, atol=1e-7), dtype
+        assert res.correct.tolist() == (logits.detach().float().argmax(-1) == targets).sum(0).tolist()
+
+
 def test_no_masked_frames_gives_zero_loss_with_a_graph():
     heads = PredictionHeads(4, 2, 3)
     res = masked_prediction_loss(heads(torch.zeros(0, 4)), torch.zeros(0, 2, dtype=torch.long))

@@ -43,7 +43,7 @@ from .model import ASR_PRESETS, DiscreteASR, asr_model
 
 log = logging.getLogger(__name__)
 TOKENIZER_KEY, UNIT_BPE_KEY = "tokenizer.sentencepiece", "unit_bpe.sentencepiece"
-RESUMABLE_CHANGES = frozenset({"optim.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_last", "data.num_workers",
+RESUMABLE_CHANGES = frozenset({"optim.max_steps", "train.log_every", "train.compile", "train.checkpoint_every", "train.keep_last", "data.num_workers",
                      "decode.beam", "decode.ctc_weight", "decode.mode",
                      # paths: a run or its units may be moved or named from another directory; their content is checked
                      # by the fingerprints in meta.json's inputs
@@ -172,6 +172,11 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
         step = engine.restore_progress(resume_from, meta, optimizer, stream, cfg.train.seed, ctx, meters)
     else:
         engine.seed_rank(cfg.train.seed, ctx.rank)
+    if cfg.train.compile:
+        from ..models.compiling import FRAME_MULTIPLE, compile_module
+
+        compile_module(model.encoder, dev.type, FRAME_MULTIPLE)
+        compile_module(model.decoder, dev.type)
     ddp = nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
     params = [p for p in model.parameters() if p.requires_grad]
     if ctx.is_main:
@@ -255,4 +260,8 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
             last = checkpoint()
     bar.close()
     metrics.close()
+    if cfg.train.compile and ctx.is_main:
+        from ..models.compiling import compiled_graphs
+
+        print(f"{out}: torch.compile compiled {compiled_graphs()} graph(s) in this process")
     return last

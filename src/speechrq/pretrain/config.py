@@ -265,7 +265,7 @@ class PretrainConfig:
 
 # Keys a resumed run may change: they do not alter the trajectory.
 RESUMABLE_CHANGES = frozenset({
-    "train.log_every", "train.checkpoint_every", "train.keep_last", "train.max_nonfinite",
+    "train.log_every", "train.compile", "train.checkpoint_every", "train.keep_last", "train.max_nonfinite",
     "data.num_workers", "optim.max_steps", "out_dir",  # a run directory may be moved
     # paths whose content the fingerprints in meta.json's inputs check (a corpus or checkpoint moved, or named from elsewhere)
     "data.corpus", "targets.init_from", "targets.encoder",

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -56,9 +55,38 @@ def masked_prediction_loss(logits: torch.Tensor, targets: torch.Tensor) -> Predi
     m, n, v = logits.shape
     if m == 0:  # nothing masked: a zero loss that still touches the graph
         return PredictionResult(logits.sum() * 0.0, torch.zeros(n, dtype=torch.long, device=logits.device), 0)
-    loss = F.cross_entropy(logits.float().reshape(m * n, v), targets.reshape(m * n))
-    correct = (logits.detach().argmax(-1) == targets).sum(0)
-    return PredictionResult(loss, correct, m)
+    loss, hit = _MaskedCrossEntropy.apply(logits.reshape(m * n, v), targets.reshape(m * n))
+    return PredictionResult(loss, hit.view(m, n).sum(0), m)
+
+
+class _MaskedCrossEntropy(torch.autograd.Function):
+    """``F.cross_entropy`` (mean) of ``logits [R, V]`` against ``targets [R]``, and ``hit [R]``: the target scored highest.
+
+    The same loss and gradient as ``F.cross_entropy`` in fewer passes over the ``[R, V]`` logits, which at
+    8 x 4096 heads are the largest tensor of a tiny-preset step: the backward turns the saved log-probabilities into
+    ``softmax - onehot`` in place, where autograd's composition fills a zero ``[R, V]`` gradient, scatters into it and
+    runs log-softmax's own backward over it. ``hit`` compares the target's log-probability with the row's largest one
+    (an exact tie counts as a hit), one vectorised max instead of an arg-max.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor):
+        logp = torch.log_softmax(logits.float(), dim=-1)  # float32 whatever the autocast dtype
+        picked = logp.gather(1, targets[:, None])[:, 0]
+        hit = picked >= logp.amax(-1)
+        ctx.save_for_backward(logp, targets)
+        ctx.in_dtype = logits.dtype
+        ctx.mark_non_differentiable(hit)
+        return -picked.mean(), hit
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor, _grad_hit):
+        logp, targets = ctx.saved_tensors
+        grad = logp.exp_()  # softmax, in place of the saved log-probabilities (used once)
+        grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
+        grad.mul_(grad_loss / len(targets))
+        return grad.to(ctx.in_dtype), None
 
 
 class CodebookUsage:

@@ -40,6 +40,7 @@ from ..errors import SpeechrqError
 from ..features import STATS_FILE, FeatureStats, LogMel, corpus_stats, samples_for_frames
 from ..frames import SAMPLE_RATE
 from ..io import atomic_write_text
+from ..models.compiling import compiled_graphs
 from ..models.conformer import SUBSAMPLING
 from ..targets.cache import TargetCache
 from ..targets.latent import stage_layers
@@ -120,6 +121,16 @@ def restore(path: Path, meta: dict, model: nn.Module, optimizer, stream: BatchSt
     return step, meta.get("stage_start", 0), history
 
 
+def compile_pretraining(model: nn.Module, device_type: str) -> None:
+    """``train.compile``: the student's blocks, and θ's where θ is a speechrq encoder (a Hugging Face θ stays eager)."""
+    from ..models.compiling import FRAME_MULTIPLE, compile_module
+    from ..models.conformer import SpeechEncoder
+
+    compile_module(model.encoder.encoder, device_type, FRAME_MULTIPLE)
+    if model.targets.latent is not None and isinstance(model.targets.latent.encoder, SpeechEncoder):
+        compile_module(model.targets.latent.encoder.encoder, device_type, FRAME_MULTIPLE)
+
+
 def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Pre-train as ``cfg`` says; returns the last checkpoint's directory."""
     from tqdm import tqdm
@@ -159,6 +170,8 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
         optimizer = make_optimizer(model, cfg.optim)
         engine.seed_rank(cfg.train.seed, ctx.rank)
     engine.check_buffers_agree(model, ctx)
+    if cfg.train.compile:
+        compile_pretraining(model, dev.type)
     # buffers are fixed and identical on every rank (checked above), so DDP need not re-send them each step
     ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if ctx.distributed else model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -256,6 +269,8 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
             last = checkpoint()
     bar.close()
     metrics.close()
+    if cfg.train.compile and ctx.is_main:
+        print(f"{out}: torch.compile compiled {compiled_graphs()} graph(s) in this process")
     if ctx.is_main and stream.dataset.skipped:
         log.warning("%d utterances could not be loaded and were skipped (see warnings above)", stream.dataset.skipped)
     return last

@@ -109,6 +109,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     # OUT holds one comparison: the same encoder weights and layer, corpus content, ASR config and sample; rows (systems)
     # and training seeds may be added, and runs are re-decoded when only the decoding settings changed
     base = config_to_dict(load_config(ASRConfig, config, [*overrides, "data.units=unused", "out_dir=unused"]))
+    base["train"].pop("compile")  # how the runs compute, not what: compiled and eager runs answer the same comparison
     lay = EncoderLayer(encoder, layer, frame_ms)
     from ..data.batching import refuse_short_cuts
     from ..data.corpus import LazyCuts

@@ -71,6 +71,12 @@ class TrainConfig:
     Under torchrun each rank takes the GPU of its ``LOCAL_RANK``."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``bf16``: bfloat16 autocast in the training step; ``fp32``: none; ``auto``: bf16 on CUDA, fp32 on the CPU."""
+    compile: bool = False
+    """``torch.compile`` the model's encoder in place (pre-training: the student and a speechrq θ; ASR: the encoder and
+    the decoder), with dynamic shapes so that batches of any size and length share one graph; the run prints how many
+    graphs it compiled. Losses equal eager ones within float rounding (``tests/test_compiling.py``). Off by default: on
+    a 2-core CPU the compiled tiny preset is slower, and the first step waits about a minute for the compiler (a C++
+    compiler is needed on a CPU); on a CUDA GPU measure it (``speechrq bench pretrain --compile``)."""
     deterministic: bool = False
     """``torch.use_deterministic_algorithms``: repeatable kernels where torch has them (slower; an operation without
     one raises)."""

@@ -1,0 +1,91 @@
+"""``train.compile``: the compiled encoder computes what the eager one does, on batches of any shape, in one graph."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import tiny_pretrain_config, torch_threads
+
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # float32 rounding: inductor fuses and reorders the element-wise work
+
+
+def test_compiled_blocks_equal_eager_on_batches_of_every_shape_one_graph_per_length_multiple():
+    """Outputs of every layer and every gradient of the encoder blocks, compiled against eager, on three batch shapes
+    (utterance count and length both change, padded utterances among them): one compiled graph per multiple of 32
+    encoder frames the lengths reach (here one), not one per shape."""
+    from speechrq.models.compiling import FRAME_MULTIPLE, compile_module, compiled_graphs
+    from speechrq.models.conformer import speech_encoder
+
+    torch.manual_seed(0)
+    eager = speech_encoder("tiny", num_layers=2).encoder
+    compiled = speech_encoder("tiny", num_layers=2).encoder
+    compiled.load_state_dict(eager.state_dict())
+    compile_module(compiled, pad_multiple=FRAME_MULTIPLE)
+    before = compiled_graphs()
+    g = torch.Generator().manual_seed(0)
+    with torch_threads(1):
+        for b, t in ((3, 40), (5, 57), (2, 33)):
+            x = torch.randn(b, t, 96, generator=g)
+            lens = torch.randint(t // 2, t + 1, (b,), generator=g)
+            lens[0] = t
+            outs = []
+            for model in (eager, compiled):
+                model.zero_grad()
+                states = model(x, lens)
+                sum((s * torch.linspace(-1, 1, 96)).square().sum() for s in states).backward()
+                outs.append((states, {n: p.grad.clone() for n, p in model.named_parameters()}))
+            (se, ge), (sc, gc) = outs
+            valid = ~torch.arange(t)[None, :].ge(lens[:, None])
+            for a, c in zip(se, sc):
+                assert a.shape == c.shape == (b, t, 96)
+                assert torch.allclose(a[valid], c[valid], **TOLERANCE), (b, t)
+            for name in ge:
+                assert torch.allclose(ge[name], gc[name], **TOLERANCE), (b, t, name)
+    assert compiled_graphs() - before == 1  # 33 to 57 frames: one graph, of 64
+
+
+def test_a_compiled_pretraining_run_follows_the_eager_one_and_says_its_graph_count(pretrain_corpus, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """``train.compile: true`` through the trainer: the logged losses of 2 steps match the eager run's, the checkpoint
+    holds the eager module's keys (it loads into an eager model), and the run prints how many graphs it compiled.
+    Dynamo traces the same graphs with the ``aot_eager`` backend here (inductor's code generation would take two
+    minutes on 2 cores; its numbers are the test above's)."""
+    from speechrq.models import compiling
+
+    monkeypatch.setattr(compiling, "BACKEND", "aot_eager")
+    from speechrq.checkpoint import load_model_state
+    from speechrq.config import config_from_dict
+    from speechrq.pretrain.config import PretrainConfig
+    from speechrq.pretrain.trainer import train
+
+    runs = {}
+    with torch_threads(1):
+        for name, flag in (("eager", False), ("compiled", True)):
+            cfg = config_from_dict(PretrainConfig, tiny_pretrain_config(
+                pretrain_corpus, tmp_path / name, optim={"max_steps": 2}, train={"compile": flag}), source="test")
+            runs[name] = train(cfg, progress=False)
+    said = capsys.readouterr().out
+    graphs = re.search(r"compiled: torch.compile compiled (\d+) graph\(s\) in this process", said)
+    assert graphs and 1 <= int(graphs[1]) <= 2  # at most one per step, whatever the batch shapes
+    losses = {n: [json.loads(line)["loss"] for line in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in runs}
+    assert len(losses["eager"]) == 2
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+    assert set(load_model_state(runs["compiled"], "cpu")) == set(load_model_state(runs["eager"], "cpu"))
+
+
+def test_compile_is_a_config_key_that_a_resumed_run_may_change(pretrain_corpus, tmp_path):
+    from speechrq.config import config_from_dict
+    from speechrq.pretrain.config import RESUMABLE_CHANGES, PretrainConfig
+
+    assert "train.compile" in RESUMABLE_CHANGES
+    from speechrq.asr.trainer import RESUMABLE_CHANGES as ASR_RESUMABLE
+
+    assert "train.compile" in ASR_RESUMABLE
+    from speechrq.config import ConfigError
+
+    with pytest.raises(ConfigError, match="compile"):
+        config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path, train={"compile": "yes please"}), source="x.yaml")
