@@ -122,7 +122,7 @@ def test_features_stats_are_the_same_to_float64_rounding_in_two_processes(pretra
 
 
 def test_evaluate_caches_the_same_hidden_states_and_probes_alike_in_two_processes(pretrain_corpus, tmp_path):
-    args = ["--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--epochs", "2", "--lrs", "1e-2", "--probe-jobs", "1"]
+    args = ["--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--epochs", "2", "--lrs", "1e-2", "--probe-jobs", "1", "--no-tsne"]
     one("evaluate", str(FIXTURE), *args, "--out", str(tmp_path / "one"))
     r = two("evaluate", str(FIXTURE), *args, "--out", str(tmp_path / "two"))
     assert r.stdout.count("hidden states: 1 encoder(s)") == 1  # the plan is said once, by rank 0

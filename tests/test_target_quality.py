@@ -54,6 +54,10 @@ def test_target_quality_numbers_and_figures(pretrain_corpus, tmp_path):
     assert mel["phones"]["knn_accuracy"] > 50
     for name in ("target_tsne_phones.png", "target_tsne_speakers.png"):
         assert (tmp_path / name).stat().st_size > 5000
+    # figures=False (evaluate --no-tsne): the same numbers, and no figure of an earlier run left beside them
+    assert target_quality({"run@0": enc}, cuts, tmp_path / "hs", tmp_path, per_speaker=6, top_phones=6, per_phone=40,
+                          figures=False) == res
+    assert not any(tmp_path.glob("target_tsne_*.png"))
 
 
 def test_a_corpus_without_alignments_gets_the_speaker_view(pretrain_corpus, tmp_path):

@@ -78,7 +78,7 @@ def cmd_evaluate(args) -> None:
 
     with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (states and probes are shared)
         results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
-                           target_analysis=not args.no_target_analysis, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
+                           target_analysis=not args.no_target_analysis, tsne=not args.no_tsne, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
                            folds=folds, finetune=ft, probe_jobs=args.probe_jobs, cache_max_gb=args.cache_max_gb, ctx=ctx,
                            groups=groups, baselines=rule)
     if results is None:  # not rank 0
@@ -144,6 +144,9 @@ def add_commands(sub) -> None:
     ev.add_argument("--study-steps", type=int, default=100, help="steps per layer-study branch (default: 100)")
     ev.add_argument("--study-config", help="pre-training config of the branches (default: the checkpoint's own)")
     ev.add_argument("--no-target-analysis", action="store_true", help="skip the target t-SNE and separability numbers")
+    ev.add_argument("--no-tsne", action="store_true", help="compute the target separability numbers but not their t-SNE "
+                    "figures (the analysis's slowest part: about 5 s per source and view on one core); figures an earlier "
+                    "run left in OUT are removed")
     ev.add_argument("--probe-jobs", type=int, metavar="N", help="train N probes side by side, one process each, sharing the "
                     "cores (default: one per core on a CPU, at most 8; one on a GPU); fewer when their hidden states would not fit "
                     "in half the available memory")

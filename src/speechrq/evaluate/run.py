@@ -179,7 +179,7 @@ def _plan_states(encoders: dict, frame_ids: dict[str, list[str]], mean_ids: list
 
 def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list[str], out: str | Path, lrs: list[float],
              epochs: int, cache_root: str | Path | None = None, progress: bool = True, steps: dict[str, int] | None = None,
-             target_analysis: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
+             target_analysis: bool = True, tsne: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
              folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig(), probe_jobs: int | None = None,
              cache_max_gb: float | None = None, ctx=None, groups: dict[str, list[str]] | None = None,
              baselines: dict | None = None) -> dict | None:
@@ -200,7 +200,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     ``steps`` (model name -> cumulative step) places models on the curves, and
     ``parents`` (model name -> the model it was branched from) joins a branched
     stage's line to its parent's point;
-    ``target_analysis`` adds Figures 5 and 6 for the newest checkpoint of each run.
+    ``target_analysis`` adds Figures 5 and 6 for the newest checkpoint of each run (``tsne=False``: their numbers
+    without the t-SNE figures).
 
     Hidden states (:mod:`speechrq.encoders.cache`): what the probes read is estimated from the manifest first and
     cached within ``cache_max_gb`` (decimal GB, all encoders together; default: :data:`DISK_SHARE` of the free space
@@ -388,7 +389,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
             stores = {n: StateStore(HiddenStateCache(cache_root, e.fingerprint), [], recompute=Recomputer(e.to("cpu"), [list(cuts[p]) for p in cuts]),
                                     in_memory=False) for n, e in analysed.items() if not plans[n].complete}
             results["target_quality"] = target_quality(analysed, train, cache_root, out, per_speaker=TARGET_SAMPLE["per_speaker"],
-                                                       seed=TARGET_SAMPLE["seed"], stores=stores)
+                                                       seed=TARGET_SAMPLE["seed"], stores=stores, figures=tsne)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", format_table(results))
     plot_layer_weights(results, out / "layer_weights.png")

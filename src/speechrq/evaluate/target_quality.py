@@ -298,10 +298,12 @@ def format_ranking(report: dict) -> str:
 
 
 def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | Path, out: str | Path, per_speaker: int = 20,
-                   top_phones: int = 10, per_phone: int = 150, plot_speakers: int = 10, seed: int = 0, stores: dict | None = None) -> dict:
+                   top_phones: int = 10, per_phone: int = 150, plot_speakers: int = 10, seed: int = 0, stores: dict | None = None,
+                   figures: bool = True) -> dict:
     """Separability numbers per source, and ``target_tsne_phones.png`` / ``target_tsne_speakers.png`` in ``out``.
 
     Phones need alignments in the supervisions; without them ``phones`` is None and only speakers are drawn.
+    ``figures=False``: the numbers only; t-SNE figures already in ``out`` (an earlier run's) are removed.
     """
     sample = sample_cuts(cuts, per_speaker, seed)
     sources = collect_points(encoders, sample, cache_root, train_cuts=cuts, stores=stores)
@@ -317,6 +319,10 @@ def target_quality(encoders: dict[str, FrozenEncoder], cuts, cache_root: str | P
         keep = [i for i, s in enumerate(ys) if s in shown]
         speaker_sets[name] = (xs[keep], [ys[i] for i in keep])
     out = Path(out)
+    if not figures:
+        for name in ("target_tsne_phones.png", "target_tsne_speakers.png"):
+            (out / name).unlink(missing_ok=True)
+        return results
     if phone_sets:
         plot_tsne(phone_sets, {n: r["phones"] for n, r in results.items()}, "phone segments", out / "target_tsne_phones.png", seed)
     plot_tsne(speaker_sets, {n: r["speakers"] for n, r in results.items()},
