@@ -9,7 +9,7 @@ noise hits both alike. Printed: each side's audio seconds per second, and speech
 ratio of the peer's (lower is better).
 
     pip install 'speechrq[bench]'   # conformer==0.3.2, vector-quantize-pytorch==1.32.0 (make bench does it)
-    python benchmarks/bench_peer.py [--preset tiny] [--num-codebooks 8] [--codebook-size 4096] [--rounds 3] [--compile]
+    python benchmarks/bench_peer.py [--preset tiny] [--num-codebooks 8] [--codebook-size 4096] [--rounds 10] [--steps 2] [--compile]
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-codebooks", type=int, default=8)
     p.add_argument("--codebook-size", type=int, default=4096)
     p.add_argument("--batch-seconds", type=float, default=60.0)
-    p.add_argument("--rounds", type=int, default=3, help="alternations of the two sides (default: 3)")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per side and round (default: 6)")
+    p.add_argument("--rounds", type=int, default=10, help="alternations of the two sides (default: 10)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per side and round (default: 2)")
     p.add_argument("--compile", action="store_true", help="speechrq's side with train.compile (the peer stays eager)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = p.parse_args(argv)
