@@ -261,7 +261,7 @@ def train_asr(cfg: ASRConfig, resume: bool = False, progress: bool = True) -> Pa
     bar.close()
     metrics.close()
     if cfg.train.compile and ctx.is_main:
-        from ..models.compiling import compiled_graphs
+        from ..models.compiling import report_graphs
 
-        print(f"{out}: torch.compile compiled {compiled_graphs()} graph(s) in this process")
+        report_graphs(out)
     return last

@@ -1,18 +1,19 @@
-"""``torch.compile`` for speechrq's encoders: one switch (``train.compile``, ``--compile``), dynamic shapes, a count.
+"""``torch.compile`` for speechrq's encoders: one switch (``train.compile``), dynamic shapes, a graph count.
 
-:func:`compile_module` compiles a module's ``forward`` in place (``nn.Module.compile``): its parameters,
-``state_dict`` keys and checkpoints are those of the eager module, so a compiled run saves, resumes and loads as an
-eager one does, and DDP wraps it unchanged. Shapes are marked dynamic from the first call, so the batches of a
-bucketed sampler (any number of utterances, any length) share one graph instead of recompiling per shape;
-:func:`compiled_graphs` counts the graphs this process compiled, which a run reports.
+:func:`compile_module` compiles a module's ``forward`` in place (``torch.compile`` of the bound method, set on the
+instance): no module is added, so its parameters, ``state_dict`` keys and checkpoints are those of the eager module,
+a compiled run saves, resumes and loads as an eager one does, and DDP wraps it unchanged. Shapes are dynamic, and an
+encoder's batches are padded to a multiple of :data:`FRAME_MULTIPLE` frames (inductor's convolution backward fixes
+the time length of a graph), so a run compiles one graph per multiple its batches reach, whatever the number of
+utterances; :func:`report_graphs` says how many this process compiled.
 
 What is compiled is the stack of encoder blocks (:class:`~speechrq.models.conformer.ConformerEncoder`, where nearly
 all of a step's element-wise work is) and, in ASR, the decoder; the convolutional front end stays eager: it runs
 channels-last there, and inductor (torch 2.13) fails on its input's symbolic strides under dynamic shapes.
 
 What it gives depends on the device: on a CUDA GPU inductor fuses the encoder's element-wise work into few kernels;
-on a CPU of 2 cores the tiny and small presets ran *slower* compiled (measured by ``benchmarks/bench_peer.py
---compile`` and ``speechrq bench pretrain --compile``), so it is off by default.
+on a CPU of 2 cores the tiny preset ran *slower* compiled (``benchmarks/bench_peer.py --compile``), so it is off
+by default.
 """
 
 from __future__ import annotations
@@ -68,3 +69,8 @@ def compiled_graphs() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+def report_graphs(out) -> None:
+    """What a compiled training run prints at its end: how many graphs this process compiled."""
+    print(f"{out}: torch.compile compiled {compiled_graphs()} graph(s) in this process")

@@ -40,7 +40,7 @@ from ..errors import SpeechrqError
 from ..features import STATS_FILE, FeatureStats, LogMel, corpus_stats, samples_for_frames
 from ..frames import SAMPLE_RATE
 from ..io import atomic_write_text
-from ..models.compiling import compiled_graphs
+from ..models.compiling import report_graphs
 from ..models.conformer import SUBSAMPLING
 from ..targets.cache import TargetCache
 from ..targets.latent import stage_layers
@@ -270,7 +270,7 @@ def train(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> P
     bar.close()
     metrics.close()
     if cfg.train.compile and ctx.is_main:
-        print(f"{out}: torch.compile compiled {compiled_graphs()} graph(s) in this process")
+        report_graphs(out)
     if ctx.is_main and stream.dataset.skipped:
         log.warning("%d utterances could not be loaded and were skipped (see warnings above)", stream.dataset.skipped)
     return last

@@ -72,11 +72,12 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``bf16``: bfloat16 autocast in the training step; ``fp32``: none; ``auto``: bf16 on CUDA, fp32 on the CPU."""
     compile: bool = False
-    """``torch.compile`` the model's encoder in place (pre-training: the student and a speechrq θ; ASR: the encoder and
-    the decoder), with dynamic shapes so that batches of any size and length share one graph; the run prints how many
-    graphs it compiled. Losses equal eager ones within float rounding (``tests/test_compiling.py``). Off by default: on
-    a 2-core CPU the compiled tiny preset is slower, and the first step waits about a minute for the compiler (a C++
-    compiler is needed on a CPU); on a CUDA GPU measure it (``speechrq bench pretrain --compile``)."""
+    """``torch.compile`` the encoder blocks in place (pre-training: the student's and a speechrq θ's; ASR: the encoder's,
+    and the decoder), with dynamic shapes and batch lengths padded to a multiple of 32 encoder frames, so a run
+    compiles one graph per multiple its batches reach; the run prints how many graphs it compiled. Losses equal eager
+    ones within float rounding (``tests/test_compiling.py``). Off by default: on a 2-core CPU the compiled tiny preset
+    is slower, and the first step waits about a minute for the compiler (a C++ compiler is needed on a CPU); on a CUDA
+    GPU measure it (``benchmarks/bench_peer.py --compile``)."""
     deterministic: bool = False
     """``torch.use_deterministic_algorithms``: repeatable kernels where torch has them (slower; an operation without
     one raises)."""
