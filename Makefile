@@ -45,6 +45,7 @@ docs: $(STAMP)
 # (k-means against RPQ at the paper's M = 32, α = 0.125 on the 320-dimensional log-Mel: training seed 0 of
 # docs/rpq_tables_mel.md), and the report of every claim of both papers
 # (exp/demo/report.md), then each phase's time. Every step reuses what an earlier run finished.
+# The curves read the last checkpoints' seed-0 probes from the probe table's folder (--reuse-probes), not train them again.
 # DEMO_TASKS=pr,ft,sid,ic,er adds fine-tuning, SID and IC (SID saturates and IC sits near its floor on this corpus).
 demo: $(STAMP)
 	@$(PHASE) "corpus" $(BIN)/speechrq synth $(DEMO)/corpus --hours 1.0 --seed 0
@@ -58,7 +59,7 @@ demo: $(STAMP)
 	@$(PHASE) "probes (3 seeds)" $(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --fbank-baseline \
 	    --corpus $(DEMO)/corpus --tasks $(DEMO_TASKS) --probe-seeds 3 --out $(DEMO)/eval
 	@$(PHASE) "Figure 3 curves" $(BIN)/speechrq evaluate $(DEMO)/stage0 $(DEMO)/stage1 --every 250 --corpus $(DEMO)/corpus \
-	    --tasks pr --probe-seeds 1 --no-target-analysis --out $(DEMO)/curves
+	    --tasks pr --probe-seeds 1 --no-target-analysis --reuse-probes $(DEMO)/eval --out $(DEMO)/curves
 	@$(PHASE) "discrete-unit ASR" $(BIN)/speechrq asr compare configs/asr/tiny.yaml --encoder $(DEMO)/corpus/feature_stats.json \
 	    --layer -1 --corpus $(DEMO)/corpus --out $(DEMO)/asr --k 500 --pq "" --rpq 32 --alpha 0.125 --no-continuous \
 	    --set optim.max_steps=600 --jobs 2

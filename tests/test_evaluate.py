@@ -196,7 +196,29 @@ def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, t
             a, b = here[model]["tasks"][task], apart[model]["tasks"][task]
             assert b["seed_tests"] == pytest.approx(a["seed_tests"], abs=1e-6) and b["epoch"] == a["epoch"]
             assert b["layer_weights"] == pytest.approx(a["layer_weights"], abs=1e-5)
-    assert len(list((tmp_path / "two" / "probes").rglob("*.json"))) == 4  # one file per (encoder, task), both seeds in it
+    assert len(list((tmp_path / "two" / "probes").rglob("*.json"))) == 8  # one file per (encoder, task, probe seed)
+    # a third seed trains that seed only: the first two are read back, the same numbers
+    more = run(1, tmp_path / "two")
+    assert len(list((tmp_path / "two" / "probes").rglob("*.json"))) == 8  # (--probe-seeds 2 again: nothing new)
+    for model in here:
+        assert more[model]["tasks"]["pr"]["seed_tests"] == apart[model]["tasks"]["pr"]["seed_tests"]
+    assert main(["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--out",
+                 str(tmp_path / "two"), "--no-target-analysis", "--epochs", "2", "--lrs", "3e-3", "--probe-seeds", "3", "--quiet"]) == 0
+    three = json.loads((tmp_path / "two" / "results.json").read_text())["models"]
+    assert len(list((tmp_path / "two" / "probes").rglob("*.json"))) == 12
+    for model in here:
+        assert three[model]["tasks"]["sid"]["seed_tests"][:2] == apart[model]["tasks"]["sid"]["seed_tests"]
+    # another folder reusing this one's probes: seed 0 of each is copied in, nothing is encoded or trained
+    assert main(["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(pretrain_corpus), "--tasks", "pr", "--out",
+                 str(tmp_path / "reused"), "--no-target-analysis", "--epochs", "2", "--lrs", "3e-3", "--reuse-probes",
+                 str(tmp_path / "two"), "--quiet"]) == 0
+    reused = json.loads((tmp_path / "reused" / "results.json").read_text())["models"]
+    for model in here:
+        assert reused[model]["utterances_encoded"] == 0 and not (tmp_path / "reused" / "hidden_states").exists()
+        assert reused[model]["tasks"]["pr"]["test"] == apart[model]["tasks"]["pr"]["seed_tests"][0]
+    assert len(list((tmp_path / "reused" / "probes").rglob("*.json"))) == 2
+    assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "pr", "--out", str(tmp_path / "r2"),
+                 "--reuse-probes", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(tmp_path / "x"),
                  "--probe-jobs", "0", "--quiet"]) == 2
 

@@ -116,7 +116,7 @@ def test_an_iemocap_tree_is_probed_leave_one_session_out(pretrain_corpus, voices
     er = res["models"]["run@0"]["tasks"]["er"]
     assert set(er["fold_tests"]) == {"session1", "session2", "session3"}
     assert abs(er["test"] - sum(er["fold_tests"].values()) / 3) < 1e-9
-    saved = sorted(p.name for p in (out / "probes").iterdir().__next__().iterdir())  # er.FOLD.<settings digest>.json
+    saved = sorted(p.name for p in (out / "probes").iterdir().__next__().iterdir())  # er.FOLD.<settings digest>.seed0.json
     assert [n.split(".")[:2] for n in saved] == [["er", "session1"], ["er", "session2"], ["er", "session3"]]
     assert "Means over 3 leave-one-out folds" in (out / "results.md").read_text()
     assert main([*args, "--splits", "train=session1,test=session2"]) == 2

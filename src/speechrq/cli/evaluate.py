@@ -20,6 +20,9 @@ def cmd_evaluate(args) -> None:
 
     if args.every is not None and args.every < 1:
         raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
+    for d in args.reuse_probes or ():
+        if not (Path(d) / "probes").is_dir():
+            raise SpeechrqError(f"--reuse-probes {d}: not an evaluation's output folder (it has no probes/ folder)")
     from ..evaluate.probes import TASKS
 
     if not [x for x in args.tasks.split(",") if x.strip()]:  # before any encoder runs
@@ -80,7 +83,7 @@ def cmd_evaluate(args) -> None:
         results = evaluate(encoders, args.corpus, tasks, args.out, lrs, args.epochs, progress=not args.quiet, steps=steps,
                            target_analysis=not args.no_target_analysis, tsne=not args.no_tsne, preset=args.probe_preset, parents=parents, seeds=args.probe_seeds,
                            folds=folds, finetune=ft, probe_jobs=args.probe_jobs, cache_max_gb=args.cache_max_gb, ctx=ctx,
-                           groups=groups, baselines=rule)
+                           groups=groups, baselines=rule, reuse=args.reuse_probes or ())
     if results is None:  # not rank 0
         return
     print(format_table(results), end="")
@@ -154,5 +157,8 @@ def add_commands(sub) -> None:
                     "(decimal GB; default: 80%% of the free space where they are kept). What the probes read is estimated first "
                     "and printed; utterance means are cached before frames, and what does not fit is recomputed whenever a probe "
                     "reads it, with the same results. 0 caches nothing (s3prl's way)")
+    ev.add_argument("--reuse-probes", action="append", metavar="DIR", help="another evaluation's --out folder: its finished "
+                    "probes of the same encoders, settings and corpus content are copied into --out, seed by seed, not trained "
+                    "again (repeatable)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)

@@ -240,8 +240,12 @@ def pad_states(arrays: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-utterance ``[L + 1, T_i, dim]`` states (numpy or torch, any float) -> ``[B, L + 1, T, dim]`` float32, lengths ``[B]``."""
     arrays = [torch.as_tensor(a) for a in arrays]
     lens = torch.tensor([a.shape[1] for a in arrays])
-    padded = torch.nn.utils.rnn.pad_sequence([a.transpose(0, 1) for a in arrays], batch_first=True)  # [B, T, L + 1, dim], one copy
-    return padded.transpose(1, 2).float(), lens
+    # one copy, cast on the way, into a zeroed contiguous float32 [B, L + 1, T, dim] (the weighted sum then reads each
+    # utterance's layers as one [L + 1, T * dim] block, no copy)
+    padded = arrays[0].new_zeros((len(arrays), arrays[0].shape[0], int(lens.max()), arrays[0].shape[2]), dtype=torch.float32)
+    for row, a in zip(padded, arrays):
+        row[:, : a.shape[1]].copy_(a)
+    return padded, lens
 
 
 def load_batch(cache: HiddenStateCache, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -202,7 +202,7 @@ class CTCProbe(nn.Module):
         self.out = nn.Linear(2 * hidden, vocab + 1)  # the characters of the training transcripts + blank (index 0)
 
     def forward(self, states: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.featurizer(states, lens))
+        x = self.proj(self.featurizer(states))  # padded frames: left out by the packing
         packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
         y, _ = self.lstm(packed)
         y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
@@ -218,7 +218,8 @@ class LinearCTCProbe(nn.Module):
         self.out = nn.Linear(dim, vocab + 1)  # + blank (index 0)
 
     def forward(self, states: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        return self.out(self.featurizer(states, lens)).log_softmax(-1)  # [B, T, V]
+        # padded frames need no mask: CTC reads each utterance's first lens frames, and gives the rest no gradient
+        return self.out(self.featurizer(states)).log_softmax(-1)  # [B, T, V]
 
 
 class StateStore:
@@ -351,73 +352,85 @@ def run_probe(task: str, store: StateStore, data: dict[str, list[tuple[str, obje
             return tuple(t.to(device) for t in store.batch(list(ids)))
         return store.pooled(list(ids)).to(device), None
 
-    def score(model, split: str | list) -> float:
-        model.eval()
-        hyps, refs, right, total = [], [], 0, 0
+    def score(models: list, split: str | list) -> list[float]:
+        """Each model's score on ``split``, every batch read once for all of them."""
+        for model in models:
+            model.eval()
+        hyps, refs = [[] for _ in models], []
+        right, total = [0] * len(models), 0
         with torch.no_grad():
             for chunk in _batches(data[split] if isinstance(split, str) else split, 64, None):
                 ids, labels = zip(*chunk)
                 states, lens = read(ids)
-                if task == "asr":
-                    hyps += greedy_ctc_text(model(states, lens), lens, chars)
-                    refs += list(labels)
-                elif task == "pr":
-                    hyps += greedy_ctc_text(model(states, lens), lens, phones, sep=" ")
-                    refs += [" ".join(lab) for lab in labels]
+                if task in CTC_TASKS:
+                    refs += list(labels) if task == "asr" else [" ".join(lab) for lab in labels]
                 else:
-                    preds = [o.argmax(-1) for o in model(states)]
                     gold = encode(labels)
-                    ok = torch.stack([p == g for p, g in zip(preds, gold)]).all(0)
-                    right += int(ok.sum())
                     total += len(ids)
+                for k, model in enumerate(models):
+                    if task == "asr":
+                        hyps[k] += greedy_ctc_text(model(states, lens), lens, chars)
+                    elif task == "pr":
+                        hyps[k] += greedy_ctc_text(model(states, lens), lens, phones, sep=" ")
+                    else:
+                        preds = [o.argmax(-1) for o in model(states)]
+                        right[k] += int(torch.stack([p == g for p, g in zip(preds, gold)]).all(0).sum())
         if task in CTC_TASKS:  # word or phone error rate: jiwer over space-separated tokens; CER over languages
-            return error_rate(refs, hyps, "char" if by_char else "word")
-        return 100.0 * right / max(total, 1)
+            return [error_rate(refs, h, "char" if by_char else "word") for h in hyps]
+        return [100.0 * r / max(total, 1) for r in right]
 
     better = (lambda a, b: a < b) if task in CTC_TASKS else (lambda a, b: a > b)
-    best = None
-    sweep = {}
+    # one probe per lr, trained side by side on the same batches: each batch is read (padded, cast) once for all of them.
+    # Each starts from the seed's initialisation and sees the seed's batch order, as if trained alone (the same bits).
+    size = PROBE_PRESETS[preset]
+    models, opts = [], []
     for lr in lrs:
         torch.manual_seed(seed)
-        size = PROBE_PRESETS[preset]
-        model = (CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"], len(chars)) if task == "asr"
-                 else LinearCTCProbe(num_states, dim, len(phones)) if task == "pr"
-                 else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab])).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        rng = random.Random(seed)
-        lr_best = None
-        for epoch in range(epochs):
+        models.append((CTCProbe(num_states, dim, size["asr_hidden"], size["asr_layers"], len(chars)) if task == "asr"
+                       else LinearCTCProbe(num_states, dim, len(phones)) if task == "pr"
+                       else UtteranceProbe(num_states, dim, size["hidden"], [len(v) for v in vocab])).to(device))
+        opts.append(torch.optim.AdamW(models[-1].parameters(), lr=lr, weight_decay=1e-4))
+    rng = random.Random(seed)
+    kept: list = [None] * len(lrs)  # per lr: (best dev, its epoch, its weights), the first epoch to reach that dev
+    for epoch in range(epochs):
+        for model in models:
             model.train()
-            for chunk in _batches(data["train"], batch_size, rng):
-                ids, labels = zip(*chunk)
-                states, lens = read(ids)
+        for chunk in _batches(data["train"], batch_size, rng):
+            ids, labels = zip(*chunk)
+            states, lens = read(ids)
+            if task in CTC_TASKS:
+                targets = [torch.tensor([char_index[c] for c in lab] if task == "asr" else [phone_index[p] for p in lab])
+                           for lab in labels]
+                flat, target_lens = torch.cat(targets).to(device), torch.tensor([len(t) for t in targets])
+            else:
+                gold = encode(labels)
+            for model, opt in zip(models, opts):
                 if task in CTC_TASKS:
-                    logp = model(states, lens)
-                    targets = [torch.tensor([char_index[c] for c in lab] if task == "asr" else [phone_index[p] for p in lab])
-                               for lab in labels]
-                    loss = F.ctc_loss(logp.transpose(0, 1), torch.cat(targets).to(device), lens.cpu(), torch.tensor([len(t) for t in targets]),
-                                      blank=0, zero_infinity=True)
+                    loss = F.ctc_loss(model(states, lens).transpose(0, 1), flat, lens.cpu(), target_lens, blank=0, zero_infinity=True)
                 else:
                     outs = model(states)
-                    loss = sum(F.cross_entropy(o, g, ignore_index=-100) for o, g in zip(outs, encode(labels))) / len(outs)
+                    loss = sum(F.cross_entropy(o, g, ignore_index=-100) for o, g in zip(outs, gold)) / len(outs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
-            dev = score(model, "dev")
-            if lr_best is None or better(dev, lr_best):
-                lr_best = dev
-            if best is None or better(dev, best[0]):
-                best = (dev, lr, epoch, copy.deepcopy(model.state_dict()), model)
-        sweep[f"{lr:g}"] = lr_best
-    dev, lr, epoch, state, model = best
+        for k, dev in enumerate(score(models, "dev")):
+            if kept[k] is None or better(dev, kept[k][0]):
+                kept[k] = (dev, epoch, copy.deepcopy(models[k].state_dict()))
+    sweep = {f"{lr:g}": dev for lr, (dev, _, _) in zip(lrs, kept)}
+    chosen = 0  # the best dev over lrs; a tie keeps the earlier lr
+    for k in range(1, len(lrs)):
+        if better(kept[k][0], kept[chosen][0]):
+            chosen = k
+    dev, epoch, state = kept[chosen]
+    lr, model = lrs[chosen], models[chosen]
     model.load_state_dict(state)
     by_language = {}
     if languages:
         for lang in sorted({languages[i] for i, _ in data["test"]}):
-            by_language[lang] = score(model, [item for item in data["test"] if languages[item[0]] == lang])
+            by_language[lang] = score([model], [item for item in data["test"] if languages[item[0]] == lang])[0]
     metric = {"asr": "cer" if by_char else "wer", "pr": "per"}.get(task, "accuracy")
-    return ProbeResult(task, metric, score(model, "test"), dev, lr, epoch + 1, model.featurizer.layer_weights().detach().tolist(),
+    return ProbeResult(task, metric, score([model], "test")[0], dev, lr, epoch + 1, model.featurizer.layer_weights().detach().tolist(),
                        sweep, by_language=by_language)
 
 

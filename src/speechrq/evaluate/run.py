@@ -10,11 +10,13 @@ Outputs in ``OUT``:
 - ``target_tsne_phones.png`` / ``target_tsne_speakers.png``: Figures 5 and 6
   (:mod:`speechrq.evaluate.target_quality`).
 
-Finished probes are kept in ``OUT/probes/<encoder fingerprint>/<task>.<settings digest>.json``
+Finished probes are kept one file per probe seed, ``OUT/probes/<encoder fingerprint>/<task>.<settings digest>.seed<k>.json``,
 with the settings that made them (the corpus by the content of its manifests), and hidden states in
 ``OUT/hidden_states/<corpus fingerprint>/<encoder fingerprint>``, so a second run with the same
-settings trains nothing and encodes nothing, and a run with other settings or another corpus in
-the same folder never reads them (:mod:`speechrq.identity`).
+settings trains nothing and encodes nothing, a run with more probe seeds trains only the new ones, and a run
+with other settings or another corpus in the same folder never reads them (:mod:`speechrq.identity`).
+``reuse`` (``--reuse-probes DIR``) reads finished probes from other evaluations' folders too, by the same
+rule, and copies them into ``OUT``: the demo's curves take their last checkpoints' probes from its probe table.
 """
 
 from __future__ import annotations
@@ -77,32 +79,41 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
 
 
 def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str,
-                  seeds: int, fold: Fold, ft: FinetuneConfig | None, corpus_fp: str) -> tuple[Path, dict, ProbeResult | None]:
-    """Where a probe's result is kept, the settings that make it, and the saved result when the same encoder was
-    probed with the same settings on the same corpus content (else None). Results are kept under a name keyed by
-    the settings' digest, so none is ever replaced."""
+                  seeds: int, fold: Fold, ft: FinetuneConfig | None, corpus_fp: str, reuse: tuple[Path, ...] = ()
+                  ) -> tuple[dict[int, Path], dict, dict[int, ProbeResult]]:
+    """Where each probe seed's result is kept, the settings that make them, and the seeds already probed: the saved
+    result of each seed probed with the same settings on the same corpus content, in ``out`` or a ``reuse`` folder
+    (copied into ``out``). Results are kept under a name keyed by the settings' digest, so none is ever replaced."""
     from ..identity import digest
+    from ..schema import load
+    from ..formats import probe_cache
 
     utterances = {s: len(v) for s, v in data.items()}
-    settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances, "seeds": seeds} if task == "ft" else
-                {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances}
-                | ({"seeds": seeds} if seeds > 1 else {}))
+    settings = ({"corpus": str(corpus), "finetune": asdict(ft), "utterances": utterances} if task == "ft" else
+                {"corpus": str(corpus), "lrs": lrs, "epochs": epochs, "preset": preset, "utterances": utterances})
     # probe/2: ASR's characters from the training transcripts in every script (speechrq.text), CER per language;
-    # probe/3: states computed in the cache pass's fixed batches, utterance means summed in float64 (encoders.cache)
-    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/3"}
+    # probe/3: states computed in the cache pass's fixed batches, utterance means summed in float64 (encoders.cache);
+    # probe/4: one file per probe seed (a seed's result does not depend on how many seeds were asked for)
+    settings |= {"corpus_fingerprint": corpus_fp, "code": "probe/4"}
     if fold != DEFAULT_FOLD:
         settings["fold"] = asdict(fold)
     key = digest({k: v for k, v in settings.items() if k != "corpus"})  # the corpus by content; a moved corpus keeps its probes
-    path = out / "probes" / enc_fingerprint / (f"{task}.{fold.name}.{key}.json" if fold.name else f"{task}.{key}.json")
-    if path.exists():
-        from ..schema import load
-        from ..formats import probe_cache
-
-        saved = load(path, probe_cache)  # a kept probe edited by hand or cut short: one line naming the file and key
-        if {k: v for k, v in saved.get("settings", {}).items() if k != "corpus"} == json.loads(json.dumps(
-                {k: v for k, v in settings.items() if k != "corpus"})):
-            return path, settings, ProbeResult(**saved["result"])
-    return path, settings, None
+    stem = f"{task}.{fold.name}.{key}" if fold.name else f"{task}.{key}"
+    paths = {seed: out / "probes" / enc_fingerprint / f"{stem}.seed{seed}.json" for seed in range(seeds)}
+    found: dict[int, ProbeResult] = {}
+    for seed, path in paths.items():
+        wanted = json.loads(json.dumps({k: v for k, v in settings.items() if k != "corpus"} | {"seed": seed}))
+        for where in (out, *reuse):
+            kept = where / "probes" / enc_fingerprint / path.name
+            if not kept.exists():
+                continue
+            saved = load(kept, probe_cache)  # a kept probe edited by hand or cut short: one line naming the file and key
+            if {k: v for k, v in saved.get("settings", {}).items() if k != "corpus"} == wanted:
+                found[seed] = ProbeResult(**saved["result"])
+                if where != out:  # out holds every probe its results read
+                    atomic_write_json(path, saved)
+                break
+    return paths, settings, found
 
 
 def _read_by_probes(tasks: list[str], labelled: dict, cuts: dict, folds: list[Fold], target_analysis: bool
@@ -182,13 +193,14 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
              target_analysis: bool = True, tsne: bool = True, preset: str = "cpu", parents: dict[str, str] | None = None, seeds: int = 1,
              folds: list[Fold] | None = None, finetune: FinetuneConfig = FinetuneConfig(), probe_jobs: int | None = None,
              cache_max_gb: float | None = None, ctx=None, groups: dict[str, list[str]] | None = None,
-             baselines: dict | None = None) -> dict | None:
+             baselines: dict | None = None, reuse: list[str | Path] = ()) -> dict | None:
     """Probe every encoder on ``tasks`` and write the outputs listed in the module docstring.
 
     ``groups`` (row name -> names of encoders in ``encoders``): encoders probed one by one whose results make one
     row, pooled by :func:`~speechrq.evaluate.probes.over_inits` (the random-init baseline's weight draws,
     :mod:`speechrq.evaluate.baselines`); they get no row of their own. ``baselines``: the rule the baselines were
-    made by, written to ``results.json`` and said under the table.
+    made by, written to ``results.json`` and said under the table. ``reuse``: other evaluations' output folders whose
+    finished probes (same encoder, settings and corpus content, seed by seed) are copied in rather than trained again.
 
     ``folds`` say which corpus parts each probe trains, selects and scores on
     (:mod:`speechrq.evaluate.splits`; default: ``train``/``dev``/``test``); with several,
@@ -282,76 +294,78 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     # estimated and planned against the budget before any audio is read
     frame_ids, sample_ids, mean_ids = _read_by_probes(tasks, labelled, cuts, folds, target_analysis)
     analysed = _analysed(encoders, steps) if target_analysis else set()
-    reads = {name: [i for i in dict.fromkeys(frame_ids + (sample_ids if name in analysed else []))] for name in encoders}
-    plans = _plan_states(encoders, reads, mean_ids, by_id, cache_root, cache_max_gb, tasks, frame_ids, ctx)
-    computed = {}
-    for name, enc in encoders.items():  # every encoder's states first: the probes read only the cache (or recompute)
-        enc.to(device)
-        cache = HiddenStateCache(cache_root, enc.fingerprint)
-        computed[name] = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress, plan=plans[name], ctx=ctx) for p in cuts)
-        enc.to("cpu")
-    computed = {name: sum(n) for name, n in zip(encoders, zip(*distributed.gather_objects(list(computed.values()), ctx)))}
-    # every probe: its saved result, or one job per probe seed (fine-tuning trains the encoder itself, here, below)
-    records, jobs = {}, []
+    # every probe: its seeds saved here or in a --reuse-probes folder, and the seeds still to train
+    reuse = tuple(Path(r) for r in reuse)
+    records = {}
     for name, enc in encoders.items():
         for t in tasks:
             if t == "ft" and not isinstance(enc, FrozenEncoder):
                 continue  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
             for f in folds:
                 records[name, t, f.name] = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
-                                                         seeds, f, finetune if t == "ft" else None, corpus_fp)
+                                                         seeds, f, finetune if t == "ft" else None, corpus_fp, reuse)
+    if reuse and ctx.is_main and (copied := sum(len(found) for _, _, found in records.values())):
+        print(f"probes: {copied} probe seed(s) already finished, in {out} or {', '.join(map(str, reuse))}: read, not trained")
+    todo = [key for key, (_, _, found) in records.items() if len(found) < seeds]
+    # hidden states only for the encoders a probe still reads (fine-tuning reads audio) or target analysis reads
+    needed = {name: enc for name, enc in encoders.items() if name in analysed or any(k[0] == name and k[1] != "ft" for k in todo)}
+    reads = {name: [i for i in dict.fromkeys(frame_ids + (sample_ids if name in analysed else []))] for name in needed}
+    plans = _plan_states(needed, reads, mean_ids, by_id, cache_root, cache_max_gb, tasks, frame_ids, ctx) if needed else {}
+    computed = dict.fromkeys(encoders, 0)
+    for name, enc in needed.items():  # every encoder's states first: the probes read only the cache (or recompute)
+        enc.to(device)
+        cache = HiddenStateCache(cache_root, enc.fingerprint)
+        computed[name] = sum(cache_hidden_states(enc, cuts[p], cache, progress=progress, plan=plans[name], ctx=ctx) for p in cuts)
+        enc.to("cpu")
+    computed = {name: sum(n) for name, n in zip(encoders, zip(*distributed.gather_objects(list(computed.values()), ctx)))}
     # under torchrun the probes to train are dealt out to the ranks, every seed of one probe to one rank
-    todo = [key for key, rec in records.items() if rec[2] is None]
     mine = set(todo[ctx.rank::ctx.world_size])
-    held = {name: store_bytes(cache_root, enc.fingerprint, frame_ids, mean_ids) for name, enc in encoders.items()}
+    held = {name: store_bytes(cache_root, enc.fingerprint, frame_ids, mean_ids) for name, enc in needed.items()}
     free = available_memory()
     in_memory = {name: free is None or b <= MEMORY_SHARE * free for name, b in held.items()}
+    jobs = []
     for key in (k for k in todo if k in mine and k[1] != "ft"):
         name, t, fold_name = key
         enc = encoders[name]
         langs = {i: language_of[i] for i, _ in data[t][fold_name]["test"]} if multilingual else None
         jobs += [ProbeJob(key, t, str(cache_root), enc.fingerprint, tuple(frame_ids), data[t][fold_name], tuple(lrs), epochs, preset,
-                          seed, langs, tuple(mean_ids), in_memory[name]) for seed in range(seeds)]
-    by_seed: dict[tuple, dict[int, ProbeResult]] = {}
+                          seed, langs, tuple(mean_ids), in_memory[name]) for seed in range(seeds) if seed not in records[key][2]]
 
-    def finished(job: ProbeJob, result: ProbeResult) -> None:  # a probe's seeds all done: its result is saved at once
-        by_seed.setdefault(job.key, {})[job.seed] = result
-        if len(by_seed[job.key]) == seeds:
-            path, settings, _ = records[job.key]
-            records[job.key] = (path, settings, over_seeds([by_seed[job.key][k] for k in range(seeds)]))
-            atomic_write_json(path, {"settings": settings, "result": asdict(records[job.key][2])})
+    def save(key: tuple, seed: int, result: ProbeResult) -> None:  # each probe seed is saved as it finishes
+        paths, settings, found = records[key]
+        found[seed] = result
+        atomic_write_json(paths[seed], {"settings": settings | {"seed": seed}, "result": asdict(result)})
 
     if jobs:
         # by default the cores are shared by the ranks on this node (torchrun's LOCAL_WORLD_SIZE)
         workers = probe_jobs if probe_jobs is not None else max(1, default_jobs() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        largest = max(held[name] for name in encoders if in_memory[name]) if any(in_memory.values()) else 0
+        largest = max(held[name] for name in needed if in_memory[name]) if any(in_memory.values()) else 0
         if (fitted := fit_jobs(workers, largest)) < workers:
             print(f"probes: {fitted} processes, not {workers}: each holds up to {largest / 2**30:.1f} GiB of hidden states "
                   "and more would not fit in half the available memory")
-        for name, enc in encoders.items():  # states the cache does not hold are recomputed, by this process's encoder
+        for name, enc in needed.items():  # states the cache does not hold are recomputed, by this process's encoder
             if not plans[name].complete and any(j.fingerprint == enc.fingerprint for j in jobs):
                 PROVIDED[enc.fingerprint] = StateStore(HiddenStateCache(cache_root, enc.fingerprint), frame_ids, mean_ids,
                                                        recompute=Recomputer(enc.to(device), [list(cuts[p]) for p in cuts]),
                                                        in_memory=in_memory[name])
         try:
-            run_jobs(jobs, fitted, progress, on_done=finished)
+            run_jobs(jobs, fitted, progress, on_done=lambda job, result: save(job.key, job.seed, result))
         finally:
             for enc in encoders.values():
                 PROVIDED.pop(enc.fingerprint, None)
                 enc.to("cpu")
     for key in (k for k in todo if k in mine and k[1] == "ft"):
         name, t, fold_name = key
-        path, settings, _ = records[key]
         enc = encoders[name].to(device)
-        result = over_seeds(finetune_encoder(enc, cuts_of(data[t][fold_name]), finetune, seeds=range(seeds), progress=progress))
-        atomic_write_json(path, {"settings": settings, "result": asdict(result)})
-        records[key] = (path, settings, result)
+        missing = [seed for seed in range(seeds) if seed not in records[key][2]]
+        for seed, result in zip(missing, finetune_encoder(enc, cuts_of(data[t][fold_name]), finetune, seeds=missing, progress=progress)):
+            save(key, seed, result)
         enc.to("cpu")
     distributed.barrier(ctx)  # every rank's probes are saved
     if not ctx.is_main:
         return None
     for key in todo:
-        if key not in mine:  # trained by another rank: read back from the file it saved
+        if key not in mine:  # trained by another rank: read back from the files it saved
             name, t, fold_name = key
             f = next(f for f in folds if f.name == fold_name)
             records[key] = _probe_record(t, encoders[name].fingerprint, data[t][fold_name], lrs, epochs, preset, out, corpus, seeds, f,
@@ -362,7 +376,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         for t in tasks:
             if (name, t, folds[0].name) not in records:
                 continue
-            r = probed[t] = over_folds({f.name: records[name, t, f.name][2] for f in folds})
+            r = probed[t] = over_folds({f.name: over_seeds([records[name, t, f.name][2][k] for k in range(seeds)]) for f in folds})
             if progress:
                 spread = f" ± {r.test_std:.2f} over {len(r.seed_tests)} probe seeds" if r.seed_tests else ""
                 fold_note = f", mean of {len(r.fold_tests)} folds" if r.fold_tests else ""
