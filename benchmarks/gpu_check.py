@@ -1,10 +1,10 @@
-"""One-GPU check of speechrq's CUDA paths, in at most 8 minutes on an H200 (``benchmarks/gpu_check.sh``).
+"""One-GPU check of speechrq's CUDA paths, in under 10 minutes on an H200 (``benchmarks/gpu_check.sh``).
 
 Prints one line per check, ``NAME: PASS|FAIL|SKIP  detail [seconds]``, then a ``total:`` line, and exits
 non-zero when any check failed. A failing check prints its one-line reason (the traceback goes to stderr)
 and the next one runs. Library chatter (warnings, logs) goes to stderr, so stdout holds only those lines.
 
-Checks, in order (each with a time budget, 460 s in all, under the 470 s default --budget; past it a check is cut
+Checks, in order (each with a time budget, 550 s in all, under the 560 s default --budget; past it a check is cut
 short as a FAIL; ddp_nccl and faiss_gpu run in a child process, so a hang or a crash there stays one FAIL line):
 
  1. ``device``               torch / CUDA / cuDNN versions, the GPU, bf16 support.
@@ -12,14 +12,16 @@ short as a FAIL; ddp_nccl and faiss_gpu run in a child process, so a hang or a c
  3. ``pretrain_bf16``        BEST-RQ steps of the paper preset (configs/pretrain/paper.yaml: 17 x 512 Conformer,
                              18 x 4096 heads, bf16 autocast) on its 200 s micro-batch: s/step, audio s/s, MFU =
                              counted model FLOPs (``FlopCounterMode``, as ``speechrq bench pretrain``) / s / peak.
- 4. ``latent_ratio``         Latent-RQ (configs/pretrain/paper_latent.yaml, θ to layer 10) s/step over BEST-RQ's,
+ 4. ``compile``              ``train.compile``: the preset's encoder blocks compiled by inductor against eager (outputs and
+                             gradients, float32, TF32 off), graphs per batch-length multiple, forward+backward time.
+ 5. ``latent_ratio``         Latent-RQ (configs/pretrain/paper_latent.yaml, θ to layer 10) s/step over BEST-RQ's,
                              steps interleaved on the same batch (the paper: 1.28 on 4 H100s).
- 5. ``targets_cuda_eq_cpu``  Mel (BEST-RQ) and latent (θ's layers) targets on CUDA against CPU, float32, TF32 off.
- 6. ``ddp_nccl``             DDP over NCCL, world size 1 (tcp://127.0.0.1), a few steps; gradients equal a plain copy's.
- 7. ``faiss_gpu``            ``units`` k-means on the GPU against the CPU (inertia ratio); SKIP with faiss-cpu.
- 8. ``probe_gpu``            SUPERB PR probe on the GPU over the shipped tiny_bestrq@4000's states of a synthesized corpus.
- 9. ``finetune_gpu``         a short ``ft`` fine-tuning run of that encoder on the GPU.
-10. ``decode_gpu``           joint CTC/attention beam search of a tiny discrete-unit ASR model: CUDA against CPU.
+ 6. ``targets_cuda_eq_cpu``  Mel (BEST-RQ) and latent (θ's layers) targets on CUDA against CPU, float32, TF32 off.
+ 7. ``ddp_nccl``             DDP over NCCL, world size 1 (tcp://127.0.0.1), a few steps; gradients equal a plain copy's.
+ 8. ``faiss_gpu``            ``units`` k-means on the GPU against the CPU (inertia ratio); SKIP with faiss-cpu.
+ 9. ``probe_gpu``            SUPERB PR probe on the GPU over the shipped tiny_bestrq@4000's states of a synthesized corpus.
+10. ``finetune_gpu``         a short ``ft`` fine-tuning run of that encoder on the GPU.
+11. ``decode_gpu``           joint CTC/attention beam search of a tiny discrete-unit ASR model: CUDA against CPU.
 
 ``--device cpu --smoke`` runs on a CPU in a few minutes: tiny preset, a handful of steps; the checks that need CUDA
 print SKIP with the reason after a dry run of their code on the CPU (the dry run's numbers in the detail; a dry run
@@ -47,12 +49,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "assets/reference/tiny_bestrq/checkpoints/step_00004000"
-CHECKS = ("device", "peak", "pretrain_bf16", "latent_ratio", "targets_cuda_eq_cpu", "ddp_nccl", "faiss_gpu", "probe_gpu",
+CHECKS = ("device", "peak", "pretrain_bf16", "compile", "latent_ratio", "targets_cuda_eq_cpu", "ddp_nccl", "faiss_gpu", "probe_gpu",
           "finetune_gpu", "decode_gpu")
-# seconds per check: the full run on one H200 (sum 460 s, under the 470 s --budget with ~10 s of imports), and the smoke run
-BUDGETS = {"device": 10, "peak": 20, "pretrain_bf16": 80, "latent_ratio": 70, "targets_cuda_eq_cpu": 45, "ddp_nccl": 30,
+# seconds per check: the full run on one H200 (sum 550 s, under the 560 s --budget with ~10 s of imports), and the smoke run
+BUDGETS = {"device": 10, "peak": 20, "pretrain_bf16": 80, "compile": 90, "latent_ratio": 70, "targets_cuda_eq_cpu": 45, "ddp_nccl": 30,
            "faiss_gpu": 40, "probe_gpu": 60, "finetune_gpu": 50, "decode_gpu": 55}
-SMOKE_BUDGETS = {"device": 10, "peak": 10, "pretrain_bf16": 30, "latent_ratio": 30, "targets_cuda_eq_cpu": 30, "ddp_nccl": 30,
+SMOKE_BUDGETS = {"device": 10, "peak": 10, "pretrain_bf16": 30, "compile": 90, "latent_ratio": 30, "targets_cuda_eq_cpu": 30, "ddp_nccl": 30,
                  "faiss_gpu": 20, "probe_gpu": 45, "finetune_gpu": 45, "decode_gpu": 45}
 ISOLATED = ("ddp_nccl", "faiss_gpu")  # run in a child process: a hang in NCCL or a crash in faiss-gpu cannot take the rest down
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # dense, SXM parts
@@ -280,6 +282,67 @@ def check_pretrain(ctx: Context):
             f"{s:.4f} s/step (median of {steps}), {audio_s / s:.0f} audio s/s, {flops / 1e12:.3f} TFLOP/step -> "
             f"{flops / s / 1e12:.4g} TFLOP/s = MFU {100 * m['mfu']:.1f}% of the measured {peak / 1e12:.4g}; "
             f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, finite over {len(losses)} steps"), m
+
+
+def check_compile(ctx: Context):
+    """``train.compile``'s path: the preset's encoder blocks compiled in place (inductor on CUDA; dynamo's graphs
+    with the ``aot_eager`` backend in a CPU dry run) against an eager copy, float32 with TF32 off, dropout off:
+    every layer's output and every gradient within tolerance on three batch shapes, the graphs compiled (one per
+    multiple of 32 frames reached), and the blocks' forward + backward time, eager against compiled."""
+    torch = ctx.torch
+    from speechrq.models import compiling
+    from speechrq.models.conformer import speech_encoder
+
+    cfg = ctx.pretrain_config()
+    backend = compiling.BACKEND if ctx.cuda else "aot_eager"
+    old_backend, compiling.BACKEND = compiling.BACKEND, backend
+    try:
+        torch.manual_seed(0)
+        encoder = speech_encoder(cfg.model.preset, dropout=0.0)
+        dim, eager = encoder.config.dim, encoder.encoder.to(ctx.dev)
+        compiled = copy.deepcopy(eager)
+        compiling.compile_module(compiled, ctx.dev.type, compiling.FRAME_MULTIPLE)
+        before = compiling.compiled_graphs()
+        g = torch.Generator().manual_seed(0)
+        shapes = ((4, 100), (6, 117), (3, 70)) if ctx.smoke else ((16, 400), (24, 437), (12, 390))
+        # a loss not constant in the states: each block ends in a LayerNorm, whose plain mean square is (nearly) fixed,
+        # so its gradients would be all cancellation
+        w = torch.linspace(-1, 1, dim, device=ctx.dev)
+        worst, times = 0.0, {"eager": [], "compiled": []}
+        with tf32(ctx, False):
+            for b, t in shapes:
+                x = torch.randn(b, t, dim, generator=g).to(ctx.dev)
+                lens = torch.randint(t // 2, t + 1, (b,), generator=g)
+                lens[0] = t
+                lens = lens.to(ctx.dev)
+                outs = []
+                for name, model in (("eager", eager), ("compiled", compiled)):
+                    for _ in range(2):  # the second call is timed (the first compiles)
+                        model.zero_grad()
+                        ctx.sync()
+                        t0 = time.perf_counter()
+                        states = model(x, lens)
+                        sum((st * w).square().mean() for st in states).backward()
+                        ctx.sync()
+                    times[name].append(time.perf_counter() - t0)
+                    outs.append(([st.detach() for st in states], {n: p.grad.clone() for n, p in model.named_parameters()}))
+                (se, ge), (sc, gc) = outs
+                valid = torch.arange(t, device=ctx.dev)[None, :] < lens[:, None]
+                for a, c in zip(se, sc):
+                    worst = max(worst, float((a[valid] - c[valid]).abs().max() / a[valid].abs().max().clamp_min(1e-6)))
+                for n in ge:
+                    worst = max(worst, float((ge[n] - gc[n]).abs().max() / ge[n].abs().max().clamp_min(1e-6)))
+        graphs = compiling.compiled_graphs() - before
+    finally:
+        compiling.BACKEND = old_backend
+    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    m = {"backend": backend, "graphs": graphs, "max_rel_diff": worst, "eager_s": e, "compiled_s": c, "speedup": e / c}
+    detail = (f"preset {cfg.model.preset} blocks, {backend}: {graphs} graph(s) for {len(shapes)} batch shapes, outputs and "
+              f"gradients within {worst:.1e} (relative to each tensor's largest), forward+backward {e * 1e3:.1f} ms eager, "
+              f"{c * 1e3:.1f} ms compiled ({e / c:.2f}x)")
+    require(worst <= 1e-3, f"compiled differs from eager by {worst:.1e} of the largest value: {detail}")
+    require(graphs <= len({-(-t // compiling.FRAME_MULTIPLE) for _, t in shapes}), f"more graphs than length multiples: {detail}")
+    return ctx.dry_run(detail), m
 
 
 def check_latent(ctx: Context):
@@ -709,7 +772,7 @@ def check_decode(ctx: Context):
 
 FUNCS = {"device": check_device, "peak": check_peak, "pretrain_bf16": check_pretrain, "latent_ratio": check_latent,
          "targets_cuda_eq_cpu": check_targets, "ddp_nccl": check_ddp, "faiss_gpu": check_faiss, "probe_gpu": check_probe,
-         "finetune_gpu": check_finetune, "decode_gpu": check_decode}
+         "finetune_gpu": check_finetune, "decode_gpu": check_decode, "compile": check_compile}
 
 
 # --------------------------------------------------------------------------------------------------- the runner
@@ -776,7 +839,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="cuda (the check), cpu (a dry run), auto")
     p.add_argument("--smoke", action="store_true", help="tiny preset and a handful of steps (for a CPU)")
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset, in the fixed order (default: all: {','.join(CHECKS)})")
-    p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default: 470; 170 with --smoke)")
+    p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default: 560; 260 with --smoke)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every result as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (corpus, hidden states)")
     p.add_argument("--verbose", action="store_true", help="library logs at INFO")
@@ -796,7 +859,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    budget_total = args.budget or (170.0 if args.smoke else 470.0)
+    budget_total = args.budget or (260.0 if args.smoke else 560.0)
     budgets = SMOKE_BUDGETS if args.smoke else BUDGETS
     selected = [c.strip() for c in (args.only or args.checks).split(",") if c.strip()]
     if unknown := [c for c in selected if c not in CHECKS]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # speechrq's one-GPU check (benchmarks/gpu_check.py): one line per check, exit status 1 if any failed.
-#   benchmarks/gpu_check.sh                        # on one CUDA GPU: the full check, at most 8 minutes on an H200
+#   benchmarks/gpu_check.sh                        # on one CUDA GPU: the full check, under 10 minutes on an H200
 #   benchmarks/gpu_check.sh --device cpu --smoke   # on a CPU: tiny preset, a few minutes; GPU-only checks SKIP after a dry run
 #   benchmarks/gpu_check.sh --checks peak,pretrain_bf16 --json out.json
 # Python: $PYTHON, else the repository's .venv, else python3; speechrq from src/ when it is not installed.

@@ -128,3 +128,50 @@ def test_a_compiled_asr_run_follows_the_eager_one(pretrain_corpus, tmp_path, cap
     losses = {n: [json.loads(line)["loss"] for line in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
               for n in ("eager", "compiled")}
     assert len(losses["eager"]) == 3 and losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+
+
+def test_compiled_corpus_passes_follow_the_eager_ones_kept_apart(pretrain_corpus, tmp_path, capsys, monkeypatch):
+    """``evaluate --compile`` and ``units encode --compile``: the compiled encoder's hidden states equal the eager
+    ones within float16 storage and float32 rounding, cached under a fingerprint of their own (a compiled pass never
+    reads eager states, nor the reverse; the filterbank stays eager and shared), the units agree with the eager
+    pass's, and each command prints its graph count (``aot_eager`` as above)."""
+    from speechrq.cli import main
+    from speechrq.data.corpus import load_cuts
+    from speechrq.encoders import HiddenStateCache
+    from speechrq.models import compiling
+
+    monkeypatch.setattr(compiling, "BACKEND", "aot_eager")
+    from test_distributed import FIXTURE
+
+    out = tmp_path / "eval"
+    args = ["evaluate", str(FIXTURE), "--fbank-baseline", "--corpus", str(pretrain_corpus), "--tasks", "sid", "--epochs", "1",
+            "--lrs", "3e-3", "--no-target-analysis", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--compile"]) == 0
+    said = capsys.readouterr().out
+    models = json.loads((out / "results.json").read_text())["models"]
+    name = next(n for n in models if n != "fbank")
+    assert f"--compile: the encoder blocks of {name} compiled" in said and "fbank stay eager" in said
+    assert int(re.search(r"torch\.compile compiled (\d+) graph", said).group(1)) >= 1
+    fp = models[name]["fingerprint"]
+    assert fp.endswith("-compiled") and models[name]["utterances_encoded"] > 0  # computed, not read from the eager cache
+    assert models["fbank"]["utterances_encoded"] == 0  # eager, cached by the first run
+    root = next((out / "hidden_states").iterdir()) / "batch30s"
+    eager, compiled = HiddenStateCache(root, fp.removesuffix("-compiled")), HiddenStateCache(root, fp)
+    ids = [c.id for part in ("train", "dev", "test") for c in load_cuts(pretrain_corpus, part)]
+    means = [(eager.get_mean(i), compiled.get_mean(i)) for i in ids]
+    assert len(means) > 20 and all(a is not None and b is not None for a, b in means)
+    for a, b in means:
+        assert a.shape == b.shape and abs(a - b).max() <= 2e-3 * max(1.0, abs(a).max())
+
+    units = []
+    assert main(["units", "fit", "--encoder", str(FIXTURE), "--layer", "1", "--corpus", str(pretrain_corpus), "--k", "16",
+                 "--frames", "3000", "--niter", "5", "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    for flags, name in (([], "eager"), (["--compile"], "compiled")):
+        assert main(["units", "encode", str(tmp_path / "q"), "--corpus", str(pretrain_corpus), "--splits", "dev", "--out",
+                     str(tmp_path / name), "--quiet", *flags]) == 0
+        units.append([line.split()[1:] for line in (tmp_path / name / "units_dev.txt").read_text().splitlines()])
+    assert json.loads((tmp_path / "compiled" / "identity.json").read_text()).get("compiled") is True
+    same = sum(a == b for x, y in zip(*units) for a, b in zip(x, y))
+    assert [len(x) for x in units[0]] == [len(x) for x in units[1]] and same >= 0.99 * sum(len(x) for x in units[0])

@@ -77,6 +77,15 @@ def cmd_evaluate(args) -> None:
     if (clash := sorted((set(made) | set(groups)) & set(encoders))):
         raise SpeechrqError(f"{', '.join(clash)}: an evaluated model has a baseline's name; rename its run directory")
     encoders |= made
+    if args.compile:
+        import torch
+
+        from ..encoders import compile_frozen
+
+        compiled = [name for name, enc in encoders.items() if compile_frozen(enc, "cuda" if torch.cuda.is_available() else "cpu")]
+        eager = [name for name in encoders if name not in compiled]
+        print(f"--compile: the encoder blocks of {', '.join(compiled) or 'no encoder'} compiled (their hidden states and probes "
+              "are kept apart from eager ones)" + (f"; {', '.join(eager)} stay eager (not speechrq encoders)" if eager else ""))
     from .. import distributed
 
     with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (states and probes are shared)
@@ -90,6 +99,10 @@ def cmd_evaluate(args) -> None:
     written = ["results.json", "results.md"]
     written += [f for f in ("layer_weights.png", "curves.png", "target_tsne_phones.png", "target_tsne_speakers.png") if (Path(args.out) / f).exists()]
     print(f"{args.out}: {', '.join(written)}")
+    if args.compile:
+        from ..models.compiling import report_graphs
+
+        report_graphs(args.out)
 
 
 def add_commands(sub) -> None:
@@ -157,6 +170,9 @@ def add_commands(sub) -> None:
                     "(decimal GB; default: 80%% of the free space where they are kept). What the probes read is estimated first "
                     "and printed; utterance means are cached before frames, and what does not fit is recomputed whenever a probe "
                     "reads it, with the same results. 0 caches nothing (s3prl's way)")
+    ev.add_argument("--compile", action="store_true", help="the hidden-state pass through torch.compile'd encoder blocks "
+                    "(speechrq encoders; lengths padded to 32 frames; off by default: slower on a small CPU, see the "
+                    "benchmarks page); states and probes are kept apart from eager ones")
     ev.add_argument("--reuse-probes", action="append", metavar="DIR", help="another evaluation's --out folder: its finished "
                     "probes of the same encoders, settings and corpus content are copied into --out, seed by seed, not trained "
                     "again (repeatable)")

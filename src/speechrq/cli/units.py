@@ -52,7 +52,7 @@ def cmd_units_encode(args) -> None:
 
     with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (each split's pass is shared)
         summary = encode_units(args.quantizer, args.corpus, splits, args.out, bpe=args.bpe, max_duration=args.max_duration,
-                               progress=not args.quiet, ctx=ctx)
+                               progress=not args.quiet, ctx=ctx, compile=args.compile)
     if not summary:  # not rank 0
         return
     for s in summary["splits"].values():
@@ -62,6 +62,10 @@ def cmd_units_encode(args) -> None:
     if "bpe" in summary:
         print(format_lengths(summary["bpe"]), end="")
     print(f"{args.out}: encode.json")
+    if args.compile:
+        from ..models.compiling import report_graphs
+
+        report_graphs(args.out)
 
 
 @_holds(lambda a: a.out, "a units report")
@@ -139,6 +143,8 @@ def add_commands(sub) -> None:
     ue.add_argument("--out", required=True, help="output directory")
     ue.add_argument("--bpe", type=int, help="single-stream units: train BPE of this vocabulary on the first split's de-duplicated units")
     ue.add_argument("--max-duration", type=float, default=30.0, help="padded audio seconds per encoder batch (default: 30; more on a GPU)")
+    ue.add_argument("--compile", action="store_true", help="the encoder pass through torch.compile'd encoder blocks (a speechrq "
+                    "checkpoint; lengths padded to 32 frames; off by default: slower on a small CPU); its units are kept apart from eager ones")
     ue.add_argument("--quiet", action="store_true", help="no progress bars")
     ue.set_defaults(func=cmd_units_encode)
     ur = usub.add_parser("report", help="k-means, PQ and RPQ over a grid of M and alpha, beside the paper's theory",

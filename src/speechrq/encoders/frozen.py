@@ -224,6 +224,28 @@ class FilterbankEncoder(nn.Module):
         return [stack_frames(self.normalizer(feats, lens), SUBSAMPLING)], torch.div(lens, SUBSAMPLING, rounding_mode="floor")
 
 
+COMPILED = "-compiled"
+"""Appended to a compiled encoder's fingerprint: its states differ from the eager ones in float rounding, so what is
+kept of them (hidden states, probes) is kept apart."""
+
+
+def compile_frozen(encoder: nn.Module, device_type: str) -> bool:
+    """``--compile`` for a corpus pass: a speechrq encoder's blocks compiled in place
+    (:func:`~speechrq.models.compiling.compile_module`, batch lengths padded to
+    :data:`~speechrq.models.compiling.FRAME_MULTIPLE` encoder frames) and :data:`COMPILED` appended to its
+    fingerprint; True when compiled. The filterbank and Hugging Face encoders stay eager (False).
+
+    Raises :class:`SpeechrqError` on a CPU without a C++ compiler."""
+    from ..models.compiling import FRAME_MULTIPLE, compile_module
+
+    if not isinstance(encoder, FrozenEncoder):
+        return False
+    if not encoder.fingerprint.endswith(COMPILED):
+        compile_module(encoder.encoder.encoder, device_type, FRAME_MULTIPLE)
+        encoder.fingerprint += COMPILED
+    return True
+
+
 def load_encoder(path: str | Path) -> FrozenEncoder | nn.Module:
     """A frozen encoder from a speechrq checkpoint or a local Hugging Face model folder.
 

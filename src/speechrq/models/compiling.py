@@ -8,7 +8,8 @@ the time length of a graph), so a run compiles one graph per multiple its batche
 utterances; :func:`report_graphs` says how many this process compiled.
 
 What is compiled is the stack of encoder blocks (:class:`~speechrq.models.conformer.ConformerEncoder`, where nearly
-all of a step's element-wise work is) and, in ASR, the decoder; the convolutional front end stays eager: it runs
+all of a step's element-wise work is) and, in ASR, the decoder; the corpus passes (``evaluate --compile``,
+``units encode --compile``) compile a frozen encoder's blocks the same way (:func:`speechrq.encoders.compile_frozen`); the convolutional front end stays eager: it runs
 channels-last there, and inductor (torch 2.13) fails on its input's symbolic strides under dynamic shapes.
 
 What it gives depends on the device: on a CUDA GPU inductor fuses the encoder's element-wise work into few kernels;

@@ -114,7 +114,7 @@ def format_fit(q: UnitQuantizer) -> str:
 
 
 def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str] | None, out: str | Path, bpe: int | None = None,
-                 max_duration: float = 30.0, progress: bool = True, ctx=None) -> dict:
+                 max_duration: float = 30.0, progress: bool = True, ctx=None, compile: bool = False) -> dict:
     """Encode ``splits`` of ``corpus`` (None or empty: every split it has) with a fitted quantizer into ``OUT`` (manifests,
     arrays, Kaldi text; BPE on request).
 
@@ -125,6 +125,8 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
 
     ``ctx`` (:class:`speechrq.distributed.Context`): under torchrun the ranks share each split's pass
     (:func:`~speechrq.units.encode.encode_corpus`) and rank 0 checks, merges and returns the summary ({} on the others).
+    ``compile``: a speechrq encoder's blocks through ``torch.compile`` (:func:`~speechrq.encoders.compile_frozen`); its
+    units are kept apart from eager ones (``compiled`` in the identity). The filterbank and Hugging Face models stay eager.
     """
     from .. import distributed
 
@@ -146,6 +148,11 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     identity = {"code": "units-encode/1", "quantizer": file_fingerprint(Path(quantizer_dir) / WEIGHTS_FILE), "spec": asdict(q.spec),
                 "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
                 "versions": versions("torch", "faiss"), "frame_ms": lay.frame_ms}
+    if compile:
+        from ..encoders import compile_frozen
+
+        if compile_frozen(lay.source, (ctx.device if ctx.distributed else _device()).type):
+            identity["compiled"] = True
 
     def prepare() -> tuple[bool, dict, int | None]:
         """Whether OUT already holds all that is asked, its summary and unit BPE size, after every check: rank 0's alone,
