@@ -29,11 +29,11 @@ def torch_threads(n: int = 1):
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-    """24 speakers, ~9 minutes of the embedded corpus (several shards, 2 workers)."""
+    """24 speakers, ~6 minutes of the embedded corpus (several shards, 2 workers)."""
     from speechrq.data.synth import SynthConfig, synthesize_corpus
 
     out = tmp_path_factory.mktemp("corpus") / "tiny"
-    synthesize_corpus(out, SynthConfig(hours=0.15, speakers=24, seed=7, shard_size=96), workers=2, progress=False)
+    synthesize_corpus(out, SynthConfig(hours=0.1, speakers=24, seed=7, shard_size=96), workers=2, progress=False)
     return out
 
 
