@@ -152,7 +152,9 @@ def test_compiled_corpus_passes_follow_the_eager_ones_kept_apart(pretrain_corpus
     said = capsys.readouterr().out
     models = json.loads((out / "results.json").read_text())["models"]
     name = next(n for n in models if n != "fbank")
-    assert f"--compile: the encoder blocks of {name} compiled" in said and "fbank stay eager" in said
+    assert f"--compile: the encoder blocks of {name} compiled" in said and "fbank stays eager" in said
+    assert models[name]["compiled"] is True and "compiled" not in models["fbank"]
+    assert f"Hidden states of {name} from torch.compile'd encoder blocks" in (out / "results.md").read_text()
     assert int(re.search(r"torch\.compile compiled (\d+) graph", said).group(1)) >= 1
     fp = models[name]["fingerprint"]
     assert fp.endswith("-compiled") and models[name]["utterances_encoded"] > 0  # computed, not read from the eager cache
@@ -172,6 +174,7 @@ def test_compiled_corpus_passes_follow_the_eager_ones_kept_apart(pretrain_corpus
         assert main(["units", "encode", str(tmp_path / "q"), "--corpus", str(pretrain_corpus), "--splits", "dev", "--out",
                      str(tmp_path / name), "--quiet", *flags]) == 0
         units.append([line.split()[1:] for line in (tmp_path / name / "units_dev.txt").read_text().splitlines()])
-    assert json.loads((tmp_path / "compiled" / "identity.json").read_text()).get("compiled") is True
+    assert [json.loads((tmp_path / n / "identity.json").read_text())["compiled"] for n in ("eager", "compiled")] == [False, True]
+    assert "--compile: the encoder blocks of" in capsys.readouterr().out
     same = sum(a == b for x, y in zip(*units) for a, b in zip(x, y))
     assert [len(x) for x in units[0]] == [len(x) for x in units[1]] and same >= 0.99 * sum(len(x) for x in units[0])

@@ -178,7 +178,7 @@ def test_the_utterance_probe_on_pooled_states_is_superbs_frame_wise_probe():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, tmp_path):
+def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, tmp_path, capsys):
     """Every (encoder, task, probe seed) in its own job: the same scores, layer weights and selected epochs as one after
     the other, each probe saved as its seeds finish, and --probe-jobs checked."""
     ckpt = make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0)
@@ -212,13 +212,18 @@ def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, t
     assert main(["evaluate", str(ckpt), "--fbank-baseline", "--corpus", str(pretrain_corpus), "--tasks", "pr", "--out",
                  str(tmp_path / "reused"), "--no-target-analysis", "--epochs", "2", "--lrs", "3e-3", "--reuse-probes",
                  str(tmp_path / "two"), "--quiet"]) == 0
+    assert "probes: 2 finished probe seed(s) with these encoders and settings copied from" in capsys.readouterr().out
     reused = json.loads((tmp_path / "reused" / "results.json").read_text())["models"]
     for model in here:
         assert reused[model]["utterances_encoded"] == 0 and not (tmp_path / "reused" / "hidden_states").exists()
         assert reused[model]["tasks"]["pr"]["test"] == apart[model]["tasks"]["pr"]["seed_tests"][0]
     assert len(list((tmp_path / "reused" / "probes").rglob("*.json"))) == 2
-    assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "pr", "--out", str(tmp_path / "r2"),
-                 "--reuse-probes", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    for bad, why in ((tmp_path / "nowhere", "no such folder"), (tmp_path / "two" / "results.json", "a file, not a folder"),
+                     (tmp_path / "r2", "is --out itself"), (pretrain_corpus, "no probes/ folder")):
+        (tmp_path / "r2").mkdir(exist_ok=True)
+        assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "pr", "--out", str(tmp_path / "r2"),
+                     "--reuse-probes", str(bad), "--quiet"]) == 2
+        assert why in capsys.readouterr().err
     assert main(["evaluate", str(ckpt), "--corpus", str(pretrain_corpus), "--tasks", "sid", "--out", str(tmp_path / "x"),
                  "--probe-jobs", "0", "--quiet"]) == 2
 

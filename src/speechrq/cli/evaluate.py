@@ -21,6 +21,15 @@ def cmd_evaluate(args) -> None:
     if args.every is not None and args.every < 1:
         raise SpeechrqError(f"--every: must be >= 1, got {args.every}")
     for d in args.reuse_probes or ():
+        if not d:
+            raise SpeechrqError("--reuse-probes: an empty path; give another evaluation's --out folder")
+        if not Path(d).exists():
+            raise SpeechrqError(f"--reuse-probes {d}: no such folder")
+        if not Path(d).is_dir():
+            raise SpeechrqError(f"--reuse-probes {d}: a file, not a folder; give another evaluation's --out folder")
+        if Path(d).resolve() == Path(args.out).resolve():
+            raise SpeechrqError(f"--reuse-probes {d}: is --out itself (its finished probes are always read); give another "
+                                "evaluation's folder")
         if not (Path(d) / "probes").is_dir():
             raise SpeechrqError(f"--reuse-probes {d}: not an evaluation's output folder (it has no probes/ folder)")
     from ..evaluate.probes import TASKS
@@ -85,7 +94,8 @@ def cmd_evaluate(args) -> None:
         compiled = [name for name, enc in encoders.items() if compile_frozen(enc, "cuda" if torch.cuda.is_available() else "cpu")]
         eager = [name for name in encoders if name not in compiled]
         print(f"--compile: the encoder blocks of {', '.join(compiled) or 'no encoder'} compiled (their hidden states and probes "
-              "are kept apart from eager ones)" + (f"; {', '.join(eager)} stay eager (not speechrq encoders)" if eager else ""))
+              "are kept apart from eager ones)" + (f"; {', '.join(eager)} {'stays' if len(eager) == 1 else 'stay'} eager (not "
+                                                   "speechrq encoders)" if eager else ""))
     from .. import distributed
 
     with distributed.corpus_pass() as ctx:  # one process, or a rank of torchrun's (states and probes are shared)

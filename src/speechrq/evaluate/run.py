@@ -30,6 +30,7 @@ import torch
 
 from ..checkpoint import list_checkpoints
 from ..encoders import FrozenEncoder, HiddenStateCache, cache_hidden_states
+from ..encoders.frozen import COMPILED
 from ..encoders.cache import STATES_BATCH_SECONDS, Recomputer, plan_cache, state_shape
 from ..errors import SpeechrqError
 from ..io import atomic_path, atomic_write_json, atomic_write_text
@@ -80,10 +81,10 @@ def resolve_checkpoints(paths: list[str | Path], every: int | None = None) -> di
 
 def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epochs: int, preset: str, out: Path, corpus: str,
                   seeds: int, fold: Fold, ft: FinetuneConfig | None, corpus_fp: str, reuse: tuple[Path, ...] = ()
-                  ) -> tuple[dict[int, Path], dict, dict[int, ProbeResult]]:
-    """Where each probe seed's result is kept, the settings that make them, and the seeds already probed: the saved
-    result of each seed probed with the same settings on the same corpus content, in ``out`` or a ``reuse`` folder
-    (copied into ``out``). Results are kept under a name keyed by the settings' digest, so none is ever replaced."""
+                  ) -> tuple[dict[int, Path], dict, dict[int, ProbeResult], int]:
+    """Where each probe seed's result is kept, the settings that make them, the seeds already probed (the saved
+    result of each seed probed with the same settings on the same corpus content, in ``out`` or a ``reuse`` folder)
+    and how many of them were copied from a ``reuse`` folder into ``out``. Results are kept under a name keyed by the settings' digest, so none is ever replaced."""
     from ..identity import digest
     from ..schema import load
     from ..formats import probe_cache
@@ -101,6 +102,7 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
     stem = f"{task}.{fold.name}.{key}" if fold.name else f"{task}.{key}"
     paths = {seed: out / "probes" / enc_fingerprint / f"{stem}.seed{seed}.json" for seed in range(seeds)}
     found: dict[int, ProbeResult] = {}
+    copied = 0
     for seed, path in paths.items():
         wanted = json.loads(json.dumps({k: v for k, v in settings.items() if k != "corpus"} | {"seed": seed}))
         for where in (out, *reuse):
@@ -112,8 +114,9 @@ def _probe_record(task: str, enc_fingerprint: str, data, lrs: list[float], epoch
                 found[seed] = ProbeResult(**saved["result"])
                 if where != out:  # out holds every probe its results read
                     atomic_write_json(path, saved)
+                    copied += 1
                 break
-    return paths, settings, found
+    return paths, settings, found, copied
 
 
 def _read_by_probes(tasks: list[str], labelled: dict, cuts: dict, folds: list[Fold], target_analysis: bool
@@ -295,17 +298,20 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
     frame_ids, sample_ids, mean_ids = _read_by_probes(tasks, labelled, cuts, folds, target_analysis)
     analysed = _analysed(encoders, steps) if target_analysis else set()
     # every probe: its seeds saved here or in a --reuse-probes folder, and the seeds still to train
-    reuse = tuple(Path(r) for r in reuse)
-    records = {}
+    reuse = tuple(dict.fromkeys(Path(r).resolve() for r in reuse if Path(r).resolve() != out.resolve()))
+    records, copies = {}, 0
     for name, enc in encoders.items():
         for t in tasks:
             if t == "ft" and not isinstance(enc, FrozenEncoder):
                 continue  # the filterbank and Hugging Face baselines: nothing of ours to fine-tune
             for f in folds:
-                records[name, t, f.name] = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
-                                                         seeds, f, finetune if t == "ft" else None, corpus_fp, reuse)
-    if reuse and ctx.is_main and (copied := sum(len(found) for _, _, found in records.values())):
-        print(f"probes: {copied} probe seed(s) already finished, in {out} or {', '.join(map(str, reuse))}: read, not trained")
+                paths, settings, found, copied = _probe_record(t, enc.fingerprint, data[t][f.name], lrs, epochs, preset, out, corpus,
+                                                               seeds, f, finetune if t == "ft" else None, corpus_fp, reuse)
+                records[name, t, f.name] = (paths, settings, found)
+                copies += copied
+    if reuse and ctx.is_main:
+        print(f"probes: {copies} finished probe seed(s) with these encoders and settings copied from "
+              f"{', '.join(map(str, reuse))}" + (": read, not trained" if copies else ""))
     todo = [key for key, (_, _, found) in records.items() if len(found) < seeds]
     # hidden states only for the encoders a probe still reads (fine-tuning reads audio) or target analysis reads
     needed = {name: enc for name, enc in encoders.items() if name in analysed or any(k[0] == name and k[1] != "ft" for k in todo)}
@@ -369,7 +375,7 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
             name, t, fold_name = key
             f = next(f for f in folds if f.name == fold_name)
             records[key] = _probe_record(t, encoders[name].fingerprint, data[t][fold_name], lrs, epochs, preset, out, corpus, seeds, f,
-                                         finetune if t == "ft" else None, corpus_fp)
+                                         finetune if t == "ft" else None, corpus_fp)[:3]
     pooled_by: dict[str, dict[str, dict]] = {}
     for name, enc in encoders.items():
         probed = {}
@@ -392,6 +398,8 @@ def evaluate(encoders: dict[str, FrozenEncoder], corpus: str | Path, tasks: list
         results["models"][name] = {"fingerprint": enc.fingerprint, "step": (steps or {}).get(name),
                                    "branched_from": (parents or {}).get(name), "utterances_encoded": computed[name],
                                    "tasks": {t: asdict(r) for t, r in probed.items()}, "avg": superb_average(probed)}
+        if enc.fingerprint.endswith(COMPILED):  # evaluate --compile: states of the compiled blocks
+            results["models"][name]["compiled"] = True
     if target_analysis:
         from .target_quality import target_quality
 
@@ -466,6 +474,8 @@ def format_table(results: dict) -> str:
         lines += ["", "Per language (test):", "", "| model | task | " + " | ".join(langs) + " |", "|---" * (len(langs) + 2) + "|"]
         for name, t, b in by_language:
             lines.append(f"| {name} | {head[t]} | " + " | ".join(f"{b[lang]:.2f}" if lang in b else "-" for lang in langs) + " |")
+    if compiled := [name for name, m in results["models"].items() if m.get("compiled")]:
+        lines += ["", f"Hidden states of {', '.join(compiled)} from torch.compile'd encoder blocks (--compile)."]
     if results.get("baselines"):
         from .baselines import describe_baselines
 

@@ -147,12 +147,14 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
     # units already in OUT are kept only if the same quantizer made them from the same corpus (arrays are skipped by id)
     identity = {"code": "units-encode/1", "quantizer": file_fingerprint(Path(quantizer_dir) / WEIGHTS_FILE), "spec": asdict(q.spec),
                 "encoder": lay.fingerprint, "layer": int(q.source["layer"]), "corpus": corpus_fingerprint(corpus),
-                "versions": versions("torch", "faiss"), "frame_ms": lay.frame_ms}
+                "versions": versions("torch", "faiss"), "frame_ms": lay.frame_ms, "compiled": False}
     if compile:
         from ..encoders import compile_frozen
 
-        if compile_frozen(lay.source, (ctx.device if ctx.distributed else _device()).type):
-            identity["compiled"] = True
+        identity["compiled"] = compile_frozen(lay.source, (ctx.device if ctx.distributed else _device()).type)
+        if ctx.is_main:
+            print(f"--compile: the encoder blocks of {lay.path} compiled" if identity["compiled"] else
+                  f"--compile: {lay.path} is not a speechrq checkpoint (the filterbank or a Hugging Face model): it stays eager")
 
     def prepare() -> tuple[bool, dict, int | None]:
         """Whether OUT already holds all that is asked, its summary and unit BPE size, after every check: rank 0's alone,
@@ -164,7 +166,7 @@ def encode_units(quantizer_dir: str | Path, corpus: str | Path, splits: list[str
 
         for split in splits:  # every split checked before OUT is claimed or any is encoded: a refusal leaves nothing
             refuse_short_cuts(LazyCuts(corpus, split), lay.min_samples, f"encoder layer {lay.layer} (split {split})")
-        reused = claim(out, identity, "units", hint="use another --out or delete it", defaults={"frame_ms": 40})
+        reused = claim(out, identity, "units", hint="use another --out or delete it", defaults={"frame_ms": 40, "compiled": False})
         done = read_json(out / "encode.json") if reused and (out / "encode.json").exists() else {}
         earlier_bpe = (done.get("bpe") or {}).get("requested_vocab_size")
         if done and set(splits) <= set(done["splits"]) and bpe in (None, earlier_bpe):
