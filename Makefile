@@ -14,7 +14,7 @@ PHASE = $(BIN)/python -m speechrq.phases $(DEMO)/phases.tsv --run $(DEMO_RUN)
 # The shipped reference: the tiny encoder after 4000 BEST-RQ steps on the demo corpus (`make reference`)
 REFERENCE := assets/reference/tiny_bestrq/checkpoints/step_00004000
 
-.PHONY: install test docs demo reference rpq-tables ml-tables ml-probes ml-asr narrow-table latent-study real-speech bench clean
+.PHONY: install test test-slow test-all docs demo reference rpq-tables ml-tables ml-probes ml-asr narrow-table latent-study real-speech bench clean
 
 install: $(STAMP)
 
@@ -26,9 +26,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $@
 
-# one pytest worker per core, at most 4 (pytest-xdist); worksteal: an idle worker takes queued tests from a busy one
+# one pytest worker per core, at most 4 (pytest-xdist); worksteal: an idle worker takes queued tests from a busy one.
+# `make test` is every test but those marked slow (pyproject.toml: whole studies, two-process runs, torch.compile, the
+# wheel's build, killed and resumed commands; 15 s or more each); `make test-slow` runs those; CI (.ci/run) runs both;
+# `make test-all` runs everything in one go
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal tests
+	$(PYTEST) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow tests
+
+test-all: $(STAMP)
+	$(PYTEST) tests
 
 # The documentation site (mkdocs.yml): the results pages and their figures rendered from the JSON in docs/, the README's
 # claims table and prose numbers refreshed from the same JSON, the command-line and config references from the parser and

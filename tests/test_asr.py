@@ -138,6 +138,7 @@ def test_every_input_kind_trains_decodes_and_transcribes(kind, which, units, tmp
     assert isinstance(rec.transcribe([audio], beam=2)[0], str)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_losses(units, tmp_path):
     steps = 16
     ref = write_config(tmp_path / "ref.yaml", units["pq"], tmp_path / "ref", max_steps=steps)
@@ -217,6 +218,7 @@ def test_transcribe_turns_wav_files_into_their_transcripts(units, tmp_path):
     assert from_units["unscored"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_ddp_processes_follow_the_single_process_curve(units, tmp_path):
     steps = 4

@@ -13,6 +13,7 @@ from conftest import tiny_pretrain_config, torch_threads
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # float32 rounding: inductor fuses and reorders the element-wise work
 
 
+@pytest.mark.slow
 def test_compiled_blocks_equal_eager_on_batches_of_every_shape_one_graph_per_length_multiple():
     """Outputs of every layer and every gradient of the encoder blocks, compiled against eager, on three batch shapes
     (utterance count and length both change, padded utterances among them): one compiled graph per multiple of 32
@@ -48,6 +49,7 @@ def test_compiled_blocks_equal_eager_on_batches_of_every_shape_one_graph_per_len
     assert compiled_graphs() - before == 1  # 33 to 57 frames: one graph, of 64
 
 
+@pytest.mark.slow
 def test_a_compiled_pretraining_run_follows_the_eager_one_and_says_its_graph_count(pretrain_corpus, tmp_path, capsys,
                                                                                     monkeypatch):
     """``train.compile: true`` through the trainer: the logged losses of 2 steps match the eager run's, the checkpoint
@@ -91,6 +93,7 @@ def test_compile_is_a_config_key_that_a_resumed_run_may_change(pretrain_corpus, 
         config_from_dict(PretrainConfig, tiny_pretrain_config(pretrain_corpus, tmp_path, train={"compile": "yes please"}), source="x.yaml")
 
 
+@pytest.mark.slow
 def test_a_compiled_asr_run_follows_the_eager_one(pretrain_corpus, tmp_path, capsys, monkeypatch):
     """``train.compile`` in discrete-unit ASR (encoder padded to 32 frames, decoder dynamic): 3 steps' losses match the
     eager run's and the run says its graph count (``aot_eager`` backend, as above). Dropout off: a compiled graph draws
@@ -130,6 +133,7 @@ def test_a_compiled_asr_run_follows_the_eager_one(pretrain_corpus, tmp_path, cap
     assert len(losses["eager"]) == 3 and losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_compiled_corpus_passes_follow_the_eager_ones_kept_apart(pretrain_corpus, tmp_path, capsys, monkeypatch):
     """``evaluate --compile`` and ``units encode --compile``: the compiled encoder's hidden states equal the eager
     ones within float16 storage and float32 rounding, cached under a fingerprint of their own (a compiled pass never

@@ -58,6 +58,7 @@ def test_rpq_rows_carry_their_own_alpha_and_rvq_rows_their_levels():
         parse_ms("2,0,-1", "--rvq")
 
 
+@pytest.mark.slow
 def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, capsys):
     from speechrq.pretrain.config import PretrainConfig
     from speechrq.pretrain.model import build_model
@@ -104,6 +105,7 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] == json.loads(before)["rows"]
 
 
+@pytest.mark.slow
 def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
     """--jobs 2: every system in its own process, the same units and rows as one after the other, the shared timing said."""
     ckpt = untrained_checkpoint(pretrain_corpus, tmp_path / "run")
@@ -132,6 +134,7 @@ def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
                  "--out", str(tmp_path / "x"), "--jobs", "0", "--quiet"]) == 2
 
 
+@pytest.mark.slow
 def test_compare_over_training_seeds_with_the_papers_baseline(pretrain_corpus, tmp_path):
     """Raw, de-duplicated and de-dup + BPE k-means rows from one quantizer, every row over training seeds with mean ± sd,
     RPQ against each k-means row with a t-interval and Holm's rule; a seed added later trains only that seed."""
@@ -204,6 +207,7 @@ def test_compare_on_the_stacked_filterbank(pretrain_corpus, tmp_path):
     assert all(r["utterances"] > 0 and r["cer"] >= 0 for r in rows.values())
 
 
+@pytest.mark.slow
 def test_compare_with_character_output_scores_each_language(multilingual_corpus, tmp_path):
     """ML-SUPERB's analogue: character output units from the training transcripts (Mandarin characters, Cyrillic, Latin),
     CER per language, their mean, and each difference per language."""

@@ -75,6 +75,7 @@ def unit_runs(pretrain_corpus, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_units_fit_samples_the_same_frames_and_fits_the_same_quantizer_in_two_processes(unit_runs):
     from speechrq.units.sample import load_sample
 
@@ -84,6 +85,7 @@ def test_units_fit_samples_the_same_frames_and_fits_the_same_quantizer_in_two_pr
     assert (unit_runs / "one" / "q" / "units.safetensors").read_bytes() == (unit_runs / "two" / "q" / "units.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_units_encode_writes_the_same_arrays_manifests_and_texts_in_two_processes(unit_runs):
     a, b = files(unit_runs / "one" / "u"), files(unit_runs / "two" / "u")
     assert sorted(a) == sorted(b)
@@ -95,6 +97,7 @@ def test_units_encode_writes_the_same_arrays_manifests_and_texts_in_two_processe
     assert two_summary["bpe"] == one_summary["bpe"]
 
 
+@pytest.mark.slow
 def test_asr_decode_gives_the_same_hypotheses_in_two_processes(unit_runs, tmp_path):
     from test_asr import write_config
 
@@ -112,6 +115,7 @@ def test_asr_decode_gives_the_same_hypotheses_in_two_processes(unit_runs, tmp_pa
     assert outs["one"] == outs["two"].replace(str(tmp_path / "two"), str(tmp_path / "one"))  # rank 0 alone prints
 
 
+@pytest.mark.slow
 def test_features_stats_are_the_same_to_float64_rounding_in_two_processes(pretrain_corpus, tmp_path):
     for name, run in (("one", one), ("two", two)):
         run("features", "stats", str(pretrain_corpus), "--out", str(tmp_path / f"{name}.json"))
@@ -121,6 +125,7 @@ def test_features_stats_are_the_same_to_float64_rounding_in_two_processes(pretra
     np.testing.assert_allclose(a["std"], b["std"], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_evaluate_caches_the_same_hidden_states_and_probes_alike_in_two_processes(pretrain_corpus, tmp_path):
     args = ["--corpus", str(pretrain_corpus), "--tasks", "pr,sid", "--epochs", "2", "--lrs", "1e-2", "--probe-jobs", "1", "--no-tsne"]
     one("evaluate", str(FIXTURE), *args, "--out", str(tmp_path / "one"))
@@ -136,6 +141,7 @@ def test_evaluate_caches_the_same_hidden_states_and_probes_alike_in_two_processe
     assert res["one"]["target_quality"] == res["two"]["target_quality"]
 
 
+@pytest.mark.slow
 def test_a_refusal_under_torchrun_is_said_once(unit_runs, pretrain_corpus, tmp_path):
     """Inputs are refused before any rank's share begins: rank 0 alone says it, whichever command and check."""
     cases = [["units", "encode", str(unit_runs / "one" / "q"), "--corpus", str(pretrain_corpus), "--splits", "nosuch",
@@ -224,6 +230,7 @@ def ranks(tmp_path_factory):
     return root, [json.loads((root / f"rank{i}.json").read_text()) for i in range(2)]
 
 
+@pytest.mark.slow
 def test_on_main_runs_fn_on_rank_0_alone_and_hands_its_result_to_every_rank(ranks):
     root, res = ranks
     assert (root / "calls.txt").read_text() == "0\n"  # one writer: rank 0, once
@@ -231,12 +238,14 @@ def test_on_main_runs_fn_on_rank_0_alone_and_hands_its_result_to_every_rank(rank
     assert res[0]["falsy"] == res[1]["falsy"] == 0  # a falsy result is a result, not "no result"
 
 
+@pytest.mark.slow
 def test_a_refusal_in_on_main_is_raised_on_rank_0_and_ends_the_others_with_other_rank_failed(ranks):
     _, res = ranks
     assert res[0]["refusal"] == ["SpeechrqError", "refused by rank 0"]
     assert res[1]["refusal"][0] == "OtherRankFailed"
 
 
+@pytest.mark.slow
 def test_collectives_under_torchrun_order_sum_and_broadcast_by_rank(ranks):
     root, res = ranks
     assert [r["ctx"] for r in res] == [[0, 2, 0, True, True, "cpu"], [1, 2, 1, False, True, "cpu"]]

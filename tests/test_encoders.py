@@ -57,6 +57,32 @@ def test_a_second_pass_runs_no_encoder(pretrain_corpus, dev_cuts, tmp_path):
     assert other.fingerprint != enc.fingerprint
 
 
+def test_cache_files_skip_the_fsync_and_a_torn_one_is_named_removed_and_computed_again(pretrain_corpus, dev_cuts, tmp_path,
+                                                                                        monkeypatch):
+    """Hidden states are a cache: written by rename without an fsync per utterance; a file a system crash left cut short
+    is refused in one line naming it, removed, and the next pass computes the same bits again."""
+    from speechrq.errors import SpeechrqError
+
+    enc = FrozenEncoder.from_checkpoint(make_checkpoint(pretrain_corpus, tmp_path / "run", seed=0))
+    cache = HiddenStateCache(tmp_path / "cache", enc.fingerprint)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    assert cache_hidden_states(enc, dev_cuts.subset(first=3), cache, progress=False) == 3
+    assert synced == []
+    monkeypatch.undo()
+
+    ids = [c.id for c in dev_cuts.subset(first=3)]
+    whole = cache.get(ids[1])
+    torn = cache.path(ids[1])
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])  # what a crash before the data reached the disk leaves
+    with pytest.raises(SpeechrqError, match=rf"^{torn}: a cached file that does not load .* run the command again"):
+        load_batch(cache, ids)
+    assert not torn.exists()
+    assert cache_hidden_states(enc, dev_cuts.subset(first=3), cache, progress=False) == 1  # that one alone, computed again
+    assert np.array_equal(cache.get(ids[1]), whole)
+
+
 # ---------------------------------------------------------------- checkpoints of older code
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v0"  # made by make.sh at commit a9fc92f

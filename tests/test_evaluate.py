@@ -43,6 +43,7 @@ def test_labels(pretrain_corpus):
     assert all(set(label_of("asr", c)) <= set(CHARS) for c in cuts)
 
 
+@pytest.mark.slow
 def test_run_directories_every_n_curves_and_saved_probes(pretrain_corpus, tmp_path, capsys):
     from conftest import tiny_pretrain_config
 
@@ -178,6 +179,7 @@ def test_the_utterance_probe_on_pooled_states_is_superbs_frame_wise_probe():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, tmp_path, capsys):
     """Every (encoder, task, probe seed) in its own job: the same scores, layer weights and selected epochs as one after
     the other, each probe saved as its seeds finish, and --probe-jobs checked."""
@@ -228,6 +230,7 @@ def test_probes_in_two_processes_equal_the_probes_in_this_one(pretrain_corpus, t
                  "--probe-jobs", "0", "--quiet"]) == 2
 
 
+@pytest.mark.slow
 def test_language_id_and_every_probe_scored_per_language(multilingual_corpus, tmp_path):
     out = tmp_path / "ev"
     ckpt = make_checkpoint(multilingual_corpus, tmp_path / "run", seed=0)
@@ -262,6 +265,7 @@ def test_the_asr_probe_reads_every_script_its_training_transcripts_hold(multilin
     assert {label_of("lid", c) for c in cuts} == {"en", "ru", "cmn"}
 
 
+@pytest.mark.slow
 def test_a_cache_budget_smaller_than_the_states_gives_the_same_results(pretrain_corpus, tmp_path, capsys):
     """Within --cache-max-gb, what does not fit is recomputed when read, in the batch the cache pass uses: the probes and
     target analyses are the same bits as with every state cached, and the cache stays within the budget."""
@@ -312,6 +316,7 @@ def _checkpoint_of_other_statistics(corpus, root):
     return save_checkpoint(step_dir(root, 0), build_model(cfg, other).state_dict(), {}, {"config": config_to_dict(cfg), "step": 0})
 
 
+@pytest.mark.slow
 def test_baselines_do_not_depend_on_which_encoders_are_listed_or_their_order(pretrain_corpus, tmp_path):
     """The filterbank and random-init baselines come from the corpus's own statistics and a named preset: listing two
     checkpoints of other statistics in either order, or one of them alone, gives the same baseline numbers."""
@@ -342,6 +347,7 @@ def test_baselines_do_not_depend_on_which_encoders_are_listed_or_their_order(pre
     assert ab["models"]["b@0"]["tasks"] == ba["models"]["b@0"]["tasks"]
 
 
+@pytest.mark.slow
 def test_the_random_init_row_pools_several_weight_draws(pretrain_corpus, tmp_path):
     import statistics
 

@@ -18,6 +18,7 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_smoke_subset_on_cpu(tmp_path):
     """The checks that need no corpus: the CPU ones pass, the GPU-only ones skip after a dry run of their code."""
     checks = ["device", "peak", "pretrain_bf16", "latent_ratio", "ddp_nccl", "decode_gpu"]

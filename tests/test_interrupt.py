@@ -344,6 +344,7 @@ def refs(root) -> References:
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", list(SIGNALS))
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_a_killed_command_run_again_gives_the_uninterrupted_output(command, sig, refs, root):

@@ -84,6 +84,13 @@ def test_cache_returns_exactly_what_theta_computed(kind, tmp_path):
     assert cache.lookup(["a"], frame_lens[:1], 40, torch.device("cpu")) is None
     if kind == "disk":
         assert [p.name for p in (tmp_path / "cache").iterdir()] == ["theta-2"]
+        # files are written without an fsync: one a system crash cut short is a miss, removed, and stored whole again
+        cache.store(["a", "b"], targets, frame_lens)
+        torn = tmp_path / "cache" / "theta-2" / "a.npy"
+        torn.write_bytes(torn.read_bytes()[:100])
+        assert cache.lookup(["a", "b"], frame_lens, 40, torch.device("cpu")) is None and not torn.exists()
+        cache.store(["a", "b"], targets, frame_lens)
+        assert torch.equal(cache.lookup(["a", "b"], frame_lens, 40, torch.device("cpu"))[valid], targets[valid])
 
 
 def test_cache_is_bounded():

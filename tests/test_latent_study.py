@@ -36,6 +36,7 @@ def test_verdicts_follow_the_numbers_in_either_direction():
     assert verdict(1.0) == UNKNOWN
 
 
+@pytest.mark.slow
 def test_bench_latent_trains_every_arm_per_seed_and_the_report_reads_it(pretrain_corpus, tmp_path, capsys):
     parent = tiny_pretrain_config(pretrain_corpus, tmp_path / "unused")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(parent))

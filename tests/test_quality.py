@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import tiny_pretrain_config
 
@@ -32,6 +33,7 @@ def test_headline_finds_the_first_step_beyond_noise():
     assert h["stronger_baseline"] == "random-init" and h["best"]["step"] == 200
 
 
+@pytest.mark.slow
 def test_bench_quality_writes_json_and_png_and_reuses_the_run(pretrain_corpus, tmp_path, capsys):
     cfg = tiny_pretrain_config(pretrain_corpus, tmp_path / "unused")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))

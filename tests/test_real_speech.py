@@ -137,6 +137,7 @@ def small_excerpts(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 @needs_excerpts
 def test_the_study_end_to_end_at_a_toy_budget(pretrain_corpus, tmp_path, capsys):
     from lhotse import CutSet

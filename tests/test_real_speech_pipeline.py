@@ -180,6 +180,7 @@ def test_units_of_real_speech_one_per_frame_in_range(real):
         assert [int(t) for t in tokens] == by_id[uid], uid
 
 
+@pytest.mark.slow
 def test_transcribe_real_files_with_an_asr_model_on_the_same_units(real, pretrain_corpus, capsys):
     """An ASR model trained (4 steps) on the synthetic corpus's units of quantizer U turns real FLAC files into one
     line each, PATH<TAB>TEXT, in the order given; the text is meaningless this early, so only the structure is checked."""

@@ -12,6 +12,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from speechrq.checkpoint import load_model_state, read_meta
 from speechrq.cli import main
 from speechrq.io import file_sha256
@@ -33,6 +35,7 @@ def test_the_shipped_reference_is_the_one_the_docs_and_makefile_name():
     assert re.search(r"optim\.max_steps=4000", readme)
 
 
+@pytest.mark.slow
 def test_the_reference_beats_random_init_on_phone_recognition(pretrain_corpus, tmp_path):
     # pretrain_corpus: the baselines read the corpus's feature_stats.json, made here as every other test makes it
     tiny_corpus = pretrain_corpus

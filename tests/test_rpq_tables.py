@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from test_discrete_asr import write_asr_config
 
 from speechrq.cli import main
 from speechrq.data.batching import make_sampler
 
 
+@pytest.mark.slow
 def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(pretrain_corpus, tmp_path, capsys):
     """Two comparisons (k = 16 with RPQ at two α and RVQ; k = 24 k-means alone) over two training seeds on the 320-d
     log-Mel: Table I holds both k with an interval, Table II's differences equal compare.json's, Table III has the RVQ row,

@@ -14,6 +14,7 @@ from speechrq.config import ConfigError
 from speechrq.studies.sweep import read_sweep
 
 
+@pytest.mark.slow
 def test_a_sweep_trains_each_point_for_the_same_wall_clock_and_reuses_what_it_finished(pretrain_corpus, tmp_path, capsys):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_pretrain_config(pretrain_corpus, tmp_path / "unused")))
     spec = {"config": str(tmp_path / "tiny.yaml"), "set": ["quantizer.codebook_dim=8"], "steps": 6,

@@ -93,6 +93,7 @@ def test_training_learns_logs_and_keeps_targets_fixed(pretrain_corpus, tmp_path)
     assert int(q.seed) == 3
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduces_the_run_exactly(pretrain_corpus, tmp_path):
     steps = 40
     ref_cfg = write_config(tmp_path / "ref.yaml", tiny_pretrain_config(
@@ -146,6 +147,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_whole_one
     assert read_meta(root / "step_00000008")["step"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_ddp_processes_follow_the_single_process_curve(pretrain_corpus, tmp_path):
     steps = 6

@@ -85,6 +85,7 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_configs_and_the_reference(wheel):
     from speechrq.resources import CONFIG_KINDS, config_names
 
@@ -117,6 +118,7 @@ def _env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
+@pytest.mark.slow
 def test_the_installed_package_is_the_wheel_not_the_clone(installed, tmp_path):
     out = subprocess.run([installed / "bin" / "python", "-c", "import speechrq, speechrq.resources as r; "
                           "print(speechrq.__file__); print(r.reference_checkpoint())"],
@@ -130,6 +132,7 @@ def test_the_installed_package_is_the_wheel_not_the_clone(installed, tmp_path):
     assert "tiny_latent" in listing and "tiny_bestrq" in listing
 
 
+@pytest.mark.slow
 def test_the_readme_quickstart_runs_from_an_empty_directory(installed, tmp_path):
     """Every command of the README's quickstart, a few steps each, with the installed ``speechrq`` and no clone in
     sight: the shipped configs by name, outputs where the README says."""

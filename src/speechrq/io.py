@@ -115,8 +115,13 @@ def disk_full_error(path: str | os.PathLike, what: str | None = None) -> "Speech
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, what: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, what: str | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    ``durable``: the temporary is flushed to the disk (fsync) before the rename, so ``path`` survives a system crash
+    whole. Caches of what can be computed again (one file per utterance: hidden states, targets) pass False: the rename
+    still makes a killed process leave either the whole file or none, and their readers take a file that does not load
+    (a system crash's leftover) for one to compute again; an fsync per utterance costs more than the write on most disks.
 
     The temporary name keeps ``path``'s suffixes so that writers which choose a
     format by extension (``.jsonl.gz``, ``.safetensors``) behave as for ``path``, and holds
@@ -133,8 +138,9 @@ def atomic_path(path: str | os.PathLike, what: str | None = None) -> Iterator[Pa
     try:
         os.chmod(tmp_path, default_file_mode())  # mkstemp makes 0600; give the file the usual mode
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except Exception as e:
         if is_disk_full(e, path):

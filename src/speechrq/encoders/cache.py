@@ -52,24 +52,41 @@ class HiddenStateCache:
         return utterance_file(self.dir, utt_id, ".mean.npy")
 
     def get(self, utt_id: str) -> np.ndarray | None:
-        try:
-            return np.load(self.path(utt_id))
-        except (FileNotFoundError, ValueError, OSError):
-            return None
+        """The utterance's cached states, or None when they are not cached (:func:`read_cached`)."""
+        return read_cached(self.path(utt_id))
 
     def get_mean(self, utt_id: str) -> np.ndarray | None:
-        try:
-            return np.load(self.mean_path(utt_id))
-        except (FileNotFoundError, ValueError, OSError):
-            return None
+        return read_cached(self.mean_path(utt_id))
 
     def put(self, utt_id: str, states: np.ndarray) -> None:
-        with atomic_path(self.path(utt_id)) as tmp:
+        with atomic_path(self.path(utt_id), durable=False) as tmp:  # a cache: computed again if a system crash tears it
             np.save(tmp, states.astype(np.float16))
 
     def put_mean(self, utt_id: str, mean: np.ndarray) -> None:
-        with atomic_path(self.mean_path(utt_id)) as tmp:
+        with atomic_path(self.mean_path(utt_id), durable=False) as tmp:
             np.save(tmp, mean.astype(np.float32))
+
+
+def read_cached(path: Path) -> np.ndarray | None:
+    """A cache file's array, or None when it does not exist.
+
+    Cache files are written without an fsync (:func:`speechrq.io.atomic_path`, ``durable=False``): one that exists but
+    does not load can only be a system crash's leftover, and is removed (it would otherwise pass for cached); the error
+    names it, and the same command run again computes it.
+
+    Raises:
+        SpeechrqError: ``path`` exists but is not a whole ``.npy`` file.
+    """
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError, EOFError) as e:
+        from ..errors import SpeechrqError
+
+        path.unlink(missing_ok=True)
+        raise SpeechrqError(f"{path}: a cached file that does not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cut short'}),"
+                            " left by a system crash while it was written; removed: run the command again to compute it") from None
 
 
 def utterance_means(states) -> torch.Tensor:

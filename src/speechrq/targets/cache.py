@@ -77,7 +77,10 @@ class TargetCache:
         path = self._path(key)
         try:
             return np.load(path)
-        except (FileNotFoundError, ValueError, OSError):
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError, EOFError):  # a system crash's leftover (written without an fsync): computed and stored again
+            path.unlink(missing_ok=True)
             return None
 
     def lookup(self, ids: list[str], frame_lens: torch.Tensor, max_frames: int, device: torch.device) -> torch.Tensor | None:
@@ -113,6 +116,6 @@ class TargetCache:
             else:
                 path = self._path(key)
                 if not path.exists():
-                    with atomic_path(path) as tmp:
+                    with atomic_path(path, durable=False) as tmp:  # a cache: a torn file reads as a miss (_get)
                         np.save(tmp, entry)
                     self.bytes += entry.nbytes
