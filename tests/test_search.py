@@ -130,3 +130,29 @@ def test_with_keep_greedy_a_narrow_beam_never_scores_below_greedy_ctc_or_greedy_
             lost += float(s[3]) < float(s[1:3].max()) - 1e-4
     if ctc_weight == 0.3:
         assert lost >= 1  # the case the option exists for: the plain search lost a greedy hypothesis
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.3, 0.6])
+@pytest.mark.parametrize("beam", [1, 3, 5])
+def test_the_early_stop_returns_what_running_every_beam_to_its_end_returns_in_fewer_steps(beam, ctc_weight):
+    """An utterance stops once a hypothesis ended above every running one; running on could only add hypotheses that
+    end lower (both halves of the score fall as a prefix grows), so the result is the same, hypotheses and scores.
+    Utterances of 40 to 60 frames, whose hypotheses end long before the length limit."""
+    vocab, frame_counts = 6, [40, 60, 52, 47]
+    steps = {True: 0, False: 0}
+    for seed in range(4):
+        model = sharp_model(40 + seed, vocab, sharpen=2.0)
+        enc, lens = padded_batch(400 + seed, frame_counts)
+        real_step = model.decoder.step
+        found = {}
+        for early in (True, False):
+            def counted(*args, early=early, **kwargs):
+                steps[early] += 1
+                return real_step(*args, **kwargs)
+
+            model.decoder.step = counted
+            found[early] = joint_beam_search(model, enc, lens, beam=beam, ctc_weight=ctc_weight, return_scores=True,
+                                             early_stop=early)
+        assert found[True] == found[False], seed
+    # one hypothesis (beam 1) ends its utterance's search either way; a wider beam's running ones are cut short
+    assert steps[True] < steps[False] if beam > 1 else steps[True] == steps[False], steps

@@ -8,9 +8,10 @@ each step runs the decoder once on every live prefix (incrementally: one new pos
 against cached keys and values, reordered with the beams), takes ``pre_beam`` candidates per
 row by attention score, scores them with CTC (vectorised over rows and candidates; the
 loop is over frames, the recursion itself), and keeps the ``beam`` best (row, candidate)
-pairs per utterance. A hypothesis that takes ``<eos>`` is finished; the search ends when
-every beam is finished or at ``max_len`` (the number of encoder frames), where ``<eos>``
-is forced. No length normalisation and no LM, as the paper's recipe. The best ended hypothesis
+pairs per utterance. A hypothesis that takes ``<eos>`` is finished; an utterance's beam stops
+once a finished hypothesis scores above every running one (none can overtake it: both halves of
+the score only fall as a prefix grows), or at ``max_len`` (the number of encoder frames), where
+``<eos>`` is forced. No length normalisation and no LM, as the paper's recipe. The best ended hypothesis
 is returned; with ``keep_greedy`` it is first compared, under the same joint score
 (:func:`joint_scores`), with the greedy CTC and greedy attention hypotheses, so the result never
 scores below either half decoded alone (a narrow beam can otherwise lose them; off by default,
@@ -113,8 +114,15 @@ class CTCPrefixScorer:
 @torch.no_grad()
 def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 10, ctc_weight: float = 0.3,
                       pre_beam: int | None = None, max_len: int | None = None,
-                      return_scores: bool = False, keep_greedy: bool = False) -> list[list[int]] | list[tuple[list[int], float]]:
+                      return_scores: bool = False, keep_greedy: bool = False, early_stop: bool = True
+                      ) -> list[list[int]] | list[tuple[list[int], float]]:
     """Best hypothesis per utterance (output token ids) by joint CTC/attention beam search.
+
+    ``early_stop``: an utterance's beam stops once a hypothesis has ended with a score that no running hypothesis
+    reaches (both halves of the score only fall as a prefix grows, so none could end above it); the search ends when
+    every utterance has stopped. The same hypotheses and scores as running every beam to ``<eos>`` or the length limit
+    (``early_stop=False``, the reference it is tested against), up to the rounding of the CTC sums; on the demo's
+    systems, 2.5 to 3x faster.
 
     ``return_scores``: ``(tokens, score)`` per utterance instead, the score the search ranked it by:
     ``(1 - ctc_weight) log p_att(tokens <eos>) + ctc_weight log p_ctc(tokens)`` (the whole-utterance CTC
@@ -142,6 +150,7 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
     alive = (torch.arange(rows, device=enc.device) % k == 0)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     limits = (lens if max_len is None else torch.full_like(lens, max_len)).to(enc.device).repeat_interleave(k)  # per row
+    best_ended = torch.full((b,), NEG, device=enc.device)  # per utterance: the best score a hypothesis ended with so far
     for step in range(int(limits.max()) + 1):
         logp, cache = dec.step(ys[:, -1], cache)  # [rows, V + 1]
         last_step = step >= limits
@@ -169,17 +178,25 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
         for row in is_eos.nonzero().flatten().tolist():
             finished[row // k].append((float(top[row]), new_ys[row, 1:-1].tolist()))
         alive = (top > NEG / 2) & ~is_eos
+        # early stop: an utterance is done once a hypothesis ended with a score no running one reaches. Both halves of
+        # the score only fall as a prefix grows (log p_att adds log-probabilities <= 0; the CTC prefix probability of a
+        # longer prefix, and the whole-utterance one at <eos>, are at most the prefix's), so no running hypothesis can
+        # end above it; on a tie the first ended one is kept, as max() below keeps it
+        best_ended.scatter_reduce_(0, src // k, torch.where(is_eos, top, NEG), reduce="amax")
+        if early_stop:
+            running = top.masked_fill(~alive, NEG).view(b, k).amax(1)
+            alive &= (running > best_ended).repeat_interleave(k)
         ys, att, cache = new_ys, new_att, cache.select(src)
         if scorer:
             r = states[src, col]
         if not bool(alive.any()):
             break
-    best_ended = [max(f, key=lambda s: s[0]) if f else (NEG, []) for f in finished]  # (nothing ended cannot happen: <eos> is forced)
+    ended = [max(f, key=lambda s: s[0]) if f else (NEG, []) for f in finished]  # (nothing ended cannot happen: <eos> is forced)
     if not keep_greedy:
-        return [(hyp, score) if return_scores else hyp for score, hyp in best_ended]
+        return [(hyp, score) if return_scores else hyp for score, hyp in ended]
     # greedy CTC and greedy attention compete under the same joint score (a narrow beam can lose them, since an ended
     # hypothesis competes for the beam with running prefixes); ties keep the beam's
-    options = [[hyp for _, hyp in best_ended], ctc_greedy(model, enc, lens), attention_greedy(model, enc, lens, max_len)]
+    options = [[hyp for _, hyp in ended], ctc_greedy(model, enc, lens), attention_greedy(model, enc, lens, max_len)]
     scores = torch.stack([joint_scores(model, enc, lens, hyps, ctc_weight, max_len) for hyps in options])  # [3, B]
     best = scores.argmax(0).tolist()  # argmax takes the first maximum: the beam's on ties
     return [(options[best[i]][i], float(scores[best[i], i])) if return_scores else options[best[i]][i] for i in range(b)]
