@@ -12,6 +12,8 @@ This module imports only :mod:`speechrq.frames` and :mod:`speechrq.errors`, so a
 
 from __future__ import annotations
 
+import math
+
 from .errors import SpeechrqError
 from .frames import lengths_to_padding_mask
 
@@ -24,9 +26,10 @@ def bad_utterances(x, lens=None, limit: float | None = None):
     or, with ``limit``, a magnitude above it. Padding is never looked at. One batched pass, no host sync."""
     import torch
 
-    bad = ~torch.isfinite(x)
-    if limit is not None:
-        bad |= x.abs() > limit
+    if limit is not None and math.isfinite(limit):
+        bad = ~(x.abs() <= limit)  # NaN compares false, inf exceeds: one test, not isfinite's and the limit's
+    else:
+        bad = ~torch.isfinite(x)
     bad = bad.flatten(2).any(-1) if bad.dim() > 2 else bad  # [B, T]
     if lens is not None:
         bad &= ~lengths_to_padding_mask(lens.to(bad.device), bad.shape[1])
