@@ -81,6 +81,17 @@ def test_cache_files_skip_the_fsync_and_a_torn_one_is_named_removed_and_computed
     assert not torn.exists()
     assert cache_hidden_states(enc, dev_cuts.subset(first=3), cache, progress=False) == 1  # that one alone, computed again
     assert np.array_equal(cache.get(ids[1]), whole)
+    for leftover in (b"", b"PK\x03\x04" + bytes(60), b"\x80\x04garbage"):  # empty, a zip's header, a pickle's
+        torn.write_bytes(leftover)
+        with pytest.raises(SpeechrqError, match="a cached file that does not load"):
+            cache.get(ids[1])
+        assert not torn.exists()
+    # a folder where a file belongs is nobody's crash: named, kept, and the same error until it is removed
+    torn.mkdir()
+    for _ in range(2):
+        with pytest.raises(SpeechrqError, match=rf"^{torn}: a folder where a cached file belongs; remove it"):
+            load_batch(cache, ids)
+    assert torn.is_dir()
 
 
 # ---------------------------------------------------------------- checkpoints of older code

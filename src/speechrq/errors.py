@@ -11,6 +11,11 @@ class SpeechrqError(Exception):
     """A problem with the user's input (a file, a key, a value), told in one line."""
 
 
+class TornCacheFile(SpeechrqError):
+    """A cache file that exists but does not load: a system crash's leftover (caches are written without an fsync),
+    already removed, so the same command run again computes it (:func:`speechrq.io.read_cache_array`)."""
+
+
 class OtherRankFailed(Exception):
     """Under torchrun, rank 0 refused the job and said why; the other ranks stop without repeating it
     (:func:`speechrq.distributed.on_main`)."""

@@ -151,6 +151,37 @@ def atomic_path(path: str | os.PathLike, what: str | None = None, durable: bool 
             tmp_path.unlink()
 
 
+def read_cache_array(path: str | os.PathLike):
+    """The array of a cache file written by :func:`atomic_path` with ``durable=False`` (``.npy``), or None when there is
+    none.
+
+    Raises:
+        TornCacheFile: the file does not load (cut short, empty, another format): the leftover of a system crash while
+            it was written, which only an fsync would have prevented; it is removed first, so the command run again
+            computes it.
+        SpeechrqError: a folder, or a file this process may not read, stands where the file belongs (not a crash's
+            doing: nothing is removed).
+    """
+    import numpy as np
+
+    from .errors import SpeechrqError, TornCacheFile
+
+    path = Path(path)
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise SpeechrqError(f"{path}: a folder where a cached file belongs; remove it and run the command again") from None
+    except PermissionError as e:
+        raise SpeechrqError(f"{path}: this cached file cannot be read ({e.strerror}); allow reading it or remove it") from None
+    except Exception as e:  # ValueError, EOFError, OSError, a zip or pickle header: not a whole .npy file
+        path.unlink(missing_ok=True)
+        said = str(e).splitlines()[0] if str(e) else "cut short"
+        raise TornCacheFile(f"{path}: a cached file that does not load ({type(e).__name__}: {said}), left by a system crash "
+                            "while it was written; removed: run the command again to compute it") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

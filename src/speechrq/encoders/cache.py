@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, utterance_file
+from ..io import atomic_path, read_cache_array, utterance_file
 
 STATES_BATCH_SECONDS = 30.0
 """Padded seconds of audio per batch of the hidden-state pass: an utterance recomputed on the fly costs its whole batch,
@@ -52,11 +52,16 @@ class HiddenStateCache:
         return utterance_file(self.dir, utt_id, ".mean.npy")
 
     def get(self, utt_id: str) -> np.ndarray | None:
-        """The utterance's cached states, or None when they are not cached (:func:`read_cached`)."""
-        return read_cached(self.path(utt_id))
+        """The utterance's cached states, or None when they are not cached.
+
+        Raises:
+            TornCacheFile: the file does not load (a system crash's leftover; removed, computed again by the next pass).
+            SpeechrqError: a folder or an unreadable file stands in its place (:func:`speechrq.io.read_cache_array`).
+        """
+        return read_cache_array(self.path(utt_id))
 
     def get_mean(self, utt_id: str) -> np.ndarray | None:
-        return read_cached(self.mean_path(utt_id))
+        return read_cache_array(self.mean_path(utt_id))
 
     def put(self, utt_id: str, states: np.ndarray) -> None:
         with atomic_path(self.path(utt_id), durable=False) as tmp:  # a cache: computed again if a system crash tears it
@@ -65,28 +70,6 @@ class HiddenStateCache:
     def put_mean(self, utt_id: str, mean: np.ndarray) -> None:
         with atomic_path(self.mean_path(utt_id), durable=False) as tmp:
             np.save(tmp, mean.astype(np.float32))
-
-
-def read_cached(path: Path) -> np.ndarray | None:
-    """A cache file's array, or None when it does not exist.
-
-    Cache files are written without an fsync (:func:`speechrq.io.atomic_path`, ``durable=False``): one that exists but
-    does not load can only be a system crash's leftover, and is removed (it would otherwise pass for cached); the error
-    names it, and the same command run again computes it.
-
-    Raises:
-        SpeechrqError: ``path`` exists but is not a whole ``.npy`` file.
-    """
-    try:
-        return np.load(path)
-    except FileNotFoundError:
-        return None
-    except (ValueError, OSError, EOFError) as e:
-        from ..errors import SpeechrqError
-
-        path.unlink(missing_ok=True)
-        raise SpeechrqError(f"{path}: a cached file that does not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cut short'}),"
-                            " left by a system crash while it was written; removed: run the command again to compute it") from None
 
 
 def utterance_means(states) -> torch.Tensor:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, utterance_file
+from ..errors import TornCacheFile
+from ..io import atomic_path, read_cache_array, utterance_file
 
 MAX_CODEBOOK_SIZE = 2**16  # uint16 entries
 log = logging.getLogger(__name__)
@@ -74,13 +75,9 @@ class TargetCache:
     def _get(self, key: str) -> np.ndarray | None:
         if self.kind == "memory":
             return self._mem.get(key)
-        path = self._path(key)
         try:
-            return np.load(path)
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError, EOFError):  # a system crash's leftover (written without an fsync): computed and stored again
-            path.unlink(missing_ok=True)
+            return read_cache_array(self._path(key))
+        except TornCacheFile:  # a system crash's leftover, removed: a miss, computed and stored again
             return None
 
     def lookup(self, ids: list[str], frame_lens: torch.Tensor, max_frames: int, device: torch.device) -> torch.Tensor | None:

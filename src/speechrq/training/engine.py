@@ -40,6 +40,7 @@ from torch import nn
 from .. import distributed as dist
 from ..errors import SpeechrqError
 from ..io import atomic_write_text
+from .optim import load_optimizer_state
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -96,7 +97,7 @@ def restore_progress(path: Path, meta: dict, optimizer, stream, seed: int, ctx: 
     from ..checkpoint import load_trainer_state
 
     trainer_state = load_trainer_state(path)
-    optimizer.load_state_dict(trainer_state["optimizer"])
+    load_optimizer_state(optimizer, trainer_state["optimizer"])
     step = meta["step"]
     if meta["world_size"] == ctx.world_size:
         stream.restore(meta["data"][ctx.rank])

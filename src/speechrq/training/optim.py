@@ -31,6 +31,19 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused, foreach=None if fused else True)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the kernel :func:`make_optimizer` chose for this machine.
+
+    torch restores the saved groups' settings whole, the choice of kernel too: a CUDA run (fused) resumed on a CPU would
+    take torch's fused CPU step, whose bits differ from the multi-tensor step a CPU run takes, and a run saved before
+    the choice existed would go back to the slow per-tensor loop. Every other setting (lr, betas, weight decay) and
+    the moments are the saved ones."""
+    kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kernel in zip(optimizer.param_groups, kernels):
+        group.update(kernel)
+
+
 def lr_factor(step: int, cfg: OptimConfig, stage_start: int = 0) -> float:
     """Multiplier of ``cfg.lr`` for optimizer step ``step`` (0-based, cumulative).
 
