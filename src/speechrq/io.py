@@ -162,6 +162,8 @@ def read_cache_array(path: str | os.PathLike):
         SpeechrqError: a folder, or a file this process may not read, stands where the file belongs (not a crash's
             doing: nothing is removed).
     """
+    import zipfile
+
     import numpy as np
 
     from .errors import SpeechrqError, TornCacheFile
@@ -175,7 +177,8 @@ def read_cache_array(path: str | os.PathLike):
         raise SpeechrqError(f"{path}: a folder where a cached file belongs; remove it and run the command again") from None
     except PermissionError as e:
         raise SpeechrqError(f"{path}: this cached file cannot be read ({e.strerror}); allow reading it or remove it") from None
-    except Exception as e:  # ValueError, EOFError, OSError, a zip or pickle header: not a whole .npy file
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:  # cut short, empty, a zip or pickle header: not a .npy
+        # (a MemoryError or a bug is not the file's fault: it is raised as it is and the file is kept)
         path.unlink(missing_ok=True)
         said = str(e).splitlines()[0] if str(e) else "cut short"
         raise TornCacheFile(f"{path}: a cached file that does not load ({type(e).__name__}: {said}), left by a system crash "

@@ -182,8 +182,8 @@ def joint_beam_search(model, enc: torch.Tensor, lens: torch.Tensor, beam: int = 
         # the score only fall as a prefix grows (log p_att adds log-probabilities <= 0; the CTC prefix probability of a
         # longer prefix, and the whole-utterance one at <eos>, are at most the prefix's), so no running hypothesis can
         # end above it; on a tie the first ended one is kept, as max() below keeps it
-        best_ended.scatter_reduce_(0, src // k, torch.where(is_eos, top, NEG), reduce="amax")
         if early_stop:
+            best_ended.scatter_reduce_(0, src // k, torch.where(is_eos, top, NEG), reduce="amax")
             running = top.masked_fill(~alive, NEG).view(b, k).amax(1)
             alive &= (running > best_ended).repeat_interleave(k)
         ys, att, cache = new_ys, new_att, cache.select(src)
