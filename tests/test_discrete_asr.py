@@ -205,6 +205,19 @@ def test_compare_on_the_stacked_filterbank(pretrain_corpus, tmp_path):
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert rows["continuous"]["bits_per_second"] == 320 * 32 * 25 and rows["PQ (M=8)"]["bits_per_second"] == 8 * 4 * 25
     assert all(r["utterances"] > 0 and r["cer"] >= 0 for r in rows.values())
+    # a finished comparison is assembled again from its runs' numbers and errors alone: with the units and checkpoints
+    # gone (a copy of its small files on another machine), a rerun trains and encodes nothing and gives the same rows
+    import shutil
+
+    before = json.loads((out / "compare.json").read_text())
+    assert all(s["epoch_s"] == s["s_per_step"] * s["steps_per_epoch"] for r in before["rows"].values() for s in r["seeds"].values())
+    shutil.rmtree(out / "units")
+    for ckpt in out.glob("runs/*/seed*/checkpoints"):
+        shutil.rmtree(ckpt)
+    assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(pretrain_corpus / "feature_stats.json"), "--layer", "-1",
+                 "--corpus", str(pretrain_corpus), "--out", str(out), "--k", "16", "--pq", "8", "--rpq", "", "--frames", "3000",
+                 "--test-split", "dev", "--beam", "2", "--quiet"]) == 0
+    assert json.loads((out / "compare.json").read_text()) == before and not (out / "units").exists()
 
 
 @pytest.mark.slow

@@ -158,7 +158,7 @@ def compare_page(d: Any, source: Any) -> dict:
 
 
 SEED_RUN = {"cer": NUMBER, "wer": NUMBER, opt("cer_dev"): NUMBER, opt("wer_dev"): NUMBER, opt("quantizer_seed"): INT,
-            opt("train_seed"): INT, "s_per_step": NUMBER, "epoch_s": NUMBER, "bits_per_second": NUMBER, "steps": INT,
+            opt("train_seed"): INT, "s_per_step": NUMBER, opt("steps_per_epoch"): INT, "epoch_s": NUMBER, "bits_per_second": NUMBER, "steps": INT,
             "utterances": INT, "jobs": INT, "decoding": OBJECT, "final_loss": Maybe(NUMBER), opt("cer_by_language"): Each(NUMBER)}
 
 

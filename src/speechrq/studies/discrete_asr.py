@@ -178,9 +178,10 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
     report_rows = {}
     for row in rows:  # the rows asked for, with the seeds asked for (a row may hold more seeds from earlier calls)
         r = dict(results[row["name"]])
-        # each epoch counted from the sampler (runs saved by older versions held an estimate from the hours)
-        r["seeds"] = {str(s): r["seeds"][str(s)] | {"epoch_s": r["seeds"][str(s)]["s_per_step"] * steps_per_epoch(out, row, s)}
-                      for s in seeds}
+        # each epoch counted from the sampler: recorded with the run, or counted again for runs saved before it was
+        # (which held an estimate from the hours)
+        r["seeds"] = {str(s): r["seeds"][str(s)] | {"epoch_s": r["seeds"][str(s)]["s_per_step"] * (
+            r["seeds"][str(s)].get("steps_per_epoch") or steps_per_epoch(out, row, s))} for s in seeds}
         report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
     report = settings | {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "rows": report_rows,
                          "differences": differences(out, rows, seeds, test_split)}
@@ -340,11 +341,12 @@ def _train_and_decode(task: dict) -> dict:
         scored[split] = result
     dev, result = scored["dev"], scored[task["test_split"]]
     quant = UnitQuantizer.load(units)
+    epoch_steps = steps_per_epoch(out, row, task["seed"])
     bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
     frames_per_s = 1000 / recorded_frame_ms(quant.source)  # 50 for 20 ms units, 25 for 40 ms
     return {"cer": result["cer"], "wer": result["wer"], "cer_dev": dev["cer"], "wer_dev": dev["wer"], "utterances": result["utterances"],
             "quantizer_seed": task["quantizer_seed"], "train_seed": task["seed"], "s_per_step": s_per_step,
-            "epoch_s": s_per_step * steps_per_epoch(out, row, task["seed"]), "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
+            "steps_per_epoch": epoch_steps, "epoch_s": s_per_step * epoch_steps, "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
             "final_loss": numbers["final_loss"], "run": str(run), "decoding": dec, "jobs": task["jobs"]} | (
                 {"cer_by_language": result["cer_by_language"]} if "cer_by_language" in result else {})
 
