@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..frames import lengths_to_padding_mask
+from ..models.dropout import Dropout
 from ..models.ebranchformer import EBranchformerConfig, ebranchformer
 from ..models.transformer_decoder import TransformerDecoder
 
@@ -98,7 +99,7 @@ class DiscreteASR(nn.Module):
     def __init__(self, frontend: nn.Module, encoder: nn.Module, ctc: nn.Linear, decoder: TransformerDecoder, dropout: float = 0.1):
         super().__init__()
         self.frontend, self.encoder, self.ctc, self.decoder = frontend, encoder, ctc, decoder
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def vocab(self) -> int:

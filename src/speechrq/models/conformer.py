@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..frames import HOP_SAMPLES, SAMPLE_RATE, lengths_to_padding_mask
+from .dropout import Dropout, dropout
 
 SUBSAMPLING = 4  # log-Mel frames per encoder frame
 ENCODER_HOP = SUBSAMPLING * HOP_SAMPLES  # 640 samples: one encoder frame
@@ -108,7 +109,9 @@ def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class RotarySelfAttention(nn.Module):
-    """Multi-head self-attention with rotary positions, through ``scaled_dot_product_attention``."""
+    """Multi-head self-attention with rotary positions, ``[B, T, dim]`` and a ``[B, T]`` padding mask (True: padding)
+    -> ``[B, T, dim]``, through ``scaled_dot_product_attention``; in training on a CPU with dropout, its math path
+    written out, so the attention weights' dropout takes :func:`speechrq.models.dropout.dropout`'s cheaper mask."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float):
         super().__init__()
@@ -127,13 +130,20 @@ class RotarySelfAttention(nn.Module):
         cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
         q, k = _rotary(q, cos, sin), _rotary(k, cos, sin)
         mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True = attend
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # SDPA's math path, with the cheaper mask of models.dropout for the attention weights' dropout
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            y = dropout(scores.softmax(-1), self.dropout) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
 
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, hidden: int, dropout: float):
-        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), Dropout(dropout), nn.Linear(hidden, dim), Dropout(dropout))
 
 
 class ConvModule(nn.Module):
@@ -150,7 +160,7 @@ class ConvModule(nn.Module):
         self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
         self.depth_norm = nn.LayerNorm(dim)
         self.pointwise_out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
@@ -169,7 +179,7 @@ class ConformerBlock(nn.Module):
         self.ffn1 = FeedForward(dim, ffn_dim, dropout)
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = RotarySelfAttention(dim, num_heads, dropout)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
         self.conv = ConvModule(dim, conv_kernel, dropout)
         self.ffn2 = FeedForward(dim, ffn_dim, dropout)
         self.final_norm = nn.LayerNorm(dim)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..frames import lengths_to_padding_mask
 from .conformer import FeedForward, RotarySelfAttention
+from .dropout import Dropout
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ConvolutionalGatingMLP(nn.Module):
         self.gate_norm = nn.LayerNorm(hidden // 2)
         self.gate_conv = nn.Conv1d(hidden // 2, hidden // 2, kernel, padding=kernel // 2, groups=hidden // 2)
         self.down = nn.Linear(hidden // 2, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         a, b = F.gelu(self.up(x)).chunk(2, dim=-1)
@@ -65,7 +66,7 @@ class EBranchformerBlock(nn.Module):
         self.cgmlp = ConvolutionalGatingMLP(c.dim, c.cgmlp_dim, c.cgmlp_kernel, c.dropout)
         self.merge_conv = nn.Conv1d(2 * c.dim, 2 * c.dim, c.merge_kernel, padding=c.merge_kernel // 2, groups=2 * c.dim)
         self.merge = nn.Linear(2 * c.dim, c.dim)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.ffn2 = FeedForward(c.dim, c.ffn_dim, c.dropout)
         self.final_norm = nn.LayerNorm(c.dim)
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
+
 
 def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
     """``[length, dim]`` sinusoidal positions (Vaswani et al.)."""
@@ -62,8 +64,8 @@ class DecoderLayer(nn.Module):
         self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.dropout = Dropout(dropout)
 
     def forward(self, y, causal, y_pad, memory, memory_pad):
         h = self.self_norm(y)
@@ -104,7 +106,7 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, vocab + 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, ys_in: torch.Tensor, ys_lens: torch.Tensor | None, memory: torch.Tensor,
                 memory_pad: torch.Tensor | None) -> torch.Tensor:
