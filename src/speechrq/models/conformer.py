@@ -131,11 +131,16 @@ class RotarySelfAttention(nn.Module):
         q, k = _rotary(q, cos, sin), _rotary(k, cos, sin)
         mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True = attend
         if self.training and self.dropout > 0 and x.device.type == "cpu":
-            # SDPA's math path, with the cheaper mask of models.dropout for the attention weights' dropout
-            scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            y = dropout(scores.softmax(-1), self.dropout) @ v
+            # SDPA's math path with the cheaper mask of models.dropout for the weights' dropout; the scale is applied to
+            # q and the padding is the gemm's additive start (baddbmm): two fewer passes over the [B*H, T, T] scores
+            h, d = self.num_heads, self.head_dim
+            q, kt = (q * d ** -0.5).reshape(b * h, t, d), k.reshape(b * h, t, d).transpose(1, 2)
+            if key_padding_mask is None:
+                scores = torch.bmm(q, kt)
+            else:
+                bias = torch.zeros(b, 1, 1, t, dtype=q.dtype, device=x.device).masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+                scores = torch.baddbmm(bias.expand(b, h, 1, t).reshape(b * h, 1, t), q, kt)
+            y = torch.bmm(dropout(scores.softmax(-1), self.dropout), v.reshape(b * h, t, d)).view(b, h, t, d)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
