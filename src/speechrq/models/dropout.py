@@ -19,8 +19,9 @@ LEVELS = 1 << 16  # the mask's resolution: a drop probability is a multiple of 1
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``x`` (any shape) with each element zeroed with probability ``p`` (rounded to a multiple of 2**-16 on a CPU)
-    and the others scaled by ``1 / (1 - p)``; ``x`` itself when not ``training`` or ``p`` rounds to 0.
+    """``x`` (any shape) with each element zeroed with probability ``p`` (on a CPU rounded to a multiple of 2**-16, so a
+    ``p`` within 2**-17 of 1 drops every element) and the others scaled by the inverse of the kept probability used
+    (``1 / (1 - p)`` on other devices); ``x`` itself when not ``training`` or ``p`` rounds to 0.
 
     Raises ``ValueError`` for ``p`` outside [0, 1], as ``torch.nn.functional.dropout`` does.
     """

@@ -181,7 +181,8 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         # each epoch counted from the sampler: recorded with the run, or counted again for runs saved before it was
         # (which held an estimate from the hours)
         r["seeds"] = {str(s): r["seeds"][str(s)] | {"epoch_s": r["seeds"][str(s)]["s_per_step"] * (
-            r["seeds"][str(s)].get("steps_per_epoch") or steps_per_epoch(out, row, s))} for s in seeds}
+            steps_per_epoch(out, row, s) if r["seeds"][str(s)].get("steps_per_epoch") is None else r["seeds"][str(s)]["steps_per_epoch"])}
+            for s in seeds}
         report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
     report = settings | {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "rows": report_rows,
                          "differences": differences(out, rows, seeds, test_split)}
