@@ -10,7 +10,12 @@ import torch
 
 from conftest import tiny_pretrain_config, torch_threads
 
-TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # float32 rounding: inductor fuses and reorders the element-wise work
+
+def close(eager: torch.Tensor, compiled: torch.Tensor) -> bool:
+    """Equal up to float32 rounding: inductor fuses and reorders the element-wise work and the sums, so each element may
+    differ by 1e-4 of itself plus 1e-6 of the tensor's largest value (a sum's rounding scales with its terms: a
+    gradient element near 0 beside elements of 50 was off by 1.2e-5 on one CPU, 3.8e-7 of the largest)."""
+    return torch.allclose(eager, compiled, rtol=1e-4, atol=max(1e-5, 1e-6 * float(eager.abs().max())))
 
 
 @pytest.mark.slow
@@ -43,9 +48,9 @@ def test_compiled_blocks_equal_eager_on_batches_of_every_shape_one_graph_per_len
             valid = ~torch.arange(t)[None, :].ge(lens[:, None])
             for a, c in zip(se, sc):
                 assert a.shape == c.shape == (b, t, 96)
-                assert torch.allclose(a[valid], c[valid], **TOLERANCE), (b, t)
+                assert close(a[valid], c[valid]), (b, t)
             for name in ge:
-                assert torch.allclose(ge[name], gc[name], **TOLERANCE), (b, t, name)
+                assert close(ge[name], gc[name]), (b, t, name)
     assert compiled_graphs() - before == 1  # 33 to 57 frames: one graph, of 64
 
 

@@ -290,12 +290,13 @@ def test_rpq_rows_from_the_comparisons_units_and_input_kinds_every_cell(rows):
                                 "(test CER)", "one training seed each: not measured", f"**not established (no noise estimate); {direction}**", src]
     c = load("asr_compare_seeds_tiny_bestrq.json")
     src = "docs/asr_compare_seeds_tiny_bestrq.json"
-    assert len(c["training_seeds"]) > 1 and "interval" not in c and not any("p" in d["cer"] for d in c["differences"])
-    for d in c["differences"]:  # made before issue 35: each verdict is its own bootstrap interval's
-        lo, hi = d["cer"]["ci"]
-        assert d["verdict"] == ("better" if hi < 0 else "worse" if lo > 0 else "within noise"), d
-    noise = (f"95% bootstrap over test utterances and {len(c['training_seeds'])} training seeds, each interval on its own (made before "
-             "issue 35: one quantizer draw for every seed)")
+    assert len(c["training_seeds"]) > 1 and all("p" in d["cer"] for d in c["differences"])
+    for d in c["differences"]:  # each verdict is Holm's over the table's comparisons, in the direction of the difference
+        significant = d["p_holm"] <= 0.05
+        assert d["verdict"] == ("better" if significant and d["cer"]["difference"] < 0 else "worse" if significant else "within noise"), d
+        assert d["family"]["size"] == len(c["differences"])
+    noise = (f"95% t over {len(c['training_seeds'])} seeds (each its own quantizer draw) and the test utterances; "
+             "Holm within each table at a family-wise error of 5%")
     for base in dict.fromkeys(d["baseline"] for d in c["differences"]):
         found = [d for d in c["differences"] if d["baseline"] == base and d["row"].startswith(("PQ", "RPQ"))]
         claim = f"PQ and RPQ units beat k-means units for ASR (Table II; docs, training seeds run; against {base})"

@@ -167,9 +167,10 @@ def latent_claims(study: dict | None, demo_eval: dict | None) -> list[dict]:
 
 
 def _compare_claims(c: dict, name: str, source: str) -> list[dict]:
-    """"PQ and RPQ beat k-means" against each k-means row of an ``asr compare`` with bootstrap intervals: held when
-    every PQ/RPQ row is better beyond its interval, against when every one is worse, within noise when every interval
-    holds zero; with one training seed the intervals hold only utterance noise, so nothing is established."""
+    """"PQ and RPQ beat k-means" against each k-means row of an ``asr compare``: held when every PQ/RPQ row's verdict
+    (Holm over the table, or its own bootstrap interval in a table made before issue 35) is better, against when every
+    one is worse, within noise when every one is; with one training seed the intervals hold only utterance noise, so
+    nothing is established."""
     rows = []
     seeds = c.get("training_seeds", [0])
     for base in dict.fromkeys(d["baseline"] for d in c["differences"]):
