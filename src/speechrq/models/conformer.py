@@ -137,13 +137,11 @@ class RotarySelfAttention(nn.Module):
             q, kt = (q * d ** -0.5).reshape(b * h, t, d), k.reshape(b * h, t, d).transpose(1, 2)
             if key_padding_mask is None:
                 weights = torch.bmm(q, kt).softmax(-1)
-            else:  # the dtype's lowest finite value, not -inf: a padded key's weight is still exactly 0
+            else:  # the dtype's lowest finite value, not -inf: a padded key's weight is still exactly 0, and an utterance
+                # with every key padded gets finite weights (never NaN) for outputs the encoder zeroes as padding
                 bias = torch.zeros(b, 1, 1, t, dtype=q.dtype, device=x.device).masked_fill(key_padding_mask[:, None, None, :],
                                                                                          torch.finfo(q.dtype).min)
                 weights = torch.baddbmm(bias.expand(b, h, 1, t).reshape(b * h, 1, t), q, kt).softmax(-1)
-                empty = key_padding_mask.all(-1)
-                if bool(empty.any()):  # an utterance with every key padded attends to nothing (0, as SDPA gives), never NaN
-                    weights = weights.masked_fill(empty[:, None, None, None].expand(b, h, 1, 1).reshape(b * h, 1, 1), 0.0)
             y = torch.bmm(dropout(weights, self.dropout), v.reshape(b * h, t, d)).view(b, h, t, d)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
