@@ -111,7 +111,10 @@ def ci(c: dict) -> str:
 
 
 def diff(d: dict | None) -> str:
-    return f"{ci(d['cer'])} {d['verdict']}" if d else ""
+    """A difference's cell: its interval, Holm's p where the table has a family rule (issue 35's tables), the verdict."""
+    if not d:
+        return ""
+    return f"{ci(d['cer'])}" + (f" (Holm p {d['p_holm']:.3f})" if d.get("p_holm") is not None else "") + f" {d['verdict']}"
 
 
 def test_bench_passes_every_cell_under_its_own_header():
@@ -200,10 +203,12 @@ def _check_rpq_tables(t: dict, text: str) -> None:
     assert rows == [[r["name"], pm(r["cer"], r["cer_std"]), pm(r["wer"], r["wer_std"]), f"{r['bits_per_second']:.0f}",
                      *[diff(x) for x in r["differences"]]] for r in t["table3"]]
     if t["table4"]:
+        on_dev = all("cer_dev" in r for r in t["table4"])  # issue 35's tables choose the best α on dev and show dev CER
         head, rows = md_table(text, "α")
-        assert head == ["α", "CER", "WER", "Δ against the best α"] and f"**Table IV: RPQ (M = {t['table4'][0]['M']}) by α**" in text
-        assert rows == [[f"{r['alpha']:g}", pm(r["cer"], r["cer_std"]), pm(r["wer"], r["wer_std"]),
-                         "best" if r.get("best") else diff(r.get("against_best"))] for r in t["table4"]]
+        assert head == ["α", *(["dev CER"] if on_dev else []), "CER", "WER", "Δ against the best α"]
+        assert f"**Table IV: RPQ (M = {t['table4'][0]['M']}) by α** (the best α chosen on {'dev' if on_dev else 'test'} CER" in text
+        assert rows == [[f"{r['alpha']:g}", *([f"{r['cer_dev']:.2f}"] if on_dev else []), pm(r["cer"], r["cer_std"]),
+                         pm(r["wer"], r["wer_std"]), "best" if r.get("best") else diff(r.get("against_best"))] for r in t["table4"]]
     head, rows = md_table(text, "row", "warm-up steps")
     assert head == ["row", "warm-up steps", "peak step", "steps per epoch", "peak epoch", "CER"]
     assert rows == [[r["name"], str(r["warmup_steps"]), str(r["peak_step"]), str(r["steps_per_epoch"]), f"{r['peak_epoch']:.2f}",
