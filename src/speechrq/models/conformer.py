@@ -129,7 +129,6 @@ class RotarySelfAttention(nn.Module):
         angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
         cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
         q, k = _rotary(q, cos, sin), _rotary(k, cos, sin)
-        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True = attend
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             # SDPA's math path with the cheaper mask of models.dropout for the weights' dropout; the scale is applied to
             # q and the padding is the gemm's additive start (baddbmm): two fewer passes over the [B*H, T, T] scores
@@ -144,6 +143,7 @@ class RotarySelfAttention(nn.Module):
                 weights = torch.baddbmm(bias.expand(b, h, 1, t).reshape(b * h, 1, t), q, kt).softmax(-1)
             y = torch.bmm(dropout(weights, self.dropout), v.reshape(b * h, t, d)).view(b, h, t, d)
         else:
+            mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True = attend
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 

@@ -180,9 +180,9 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         r = dict(results[row["name"]])
         # each epoch counted from the sampler: recorded with the run, or counted again for runs saved before it was
         # (which held an estimate from the hours)
-        r["seeds"] = {str(s): r["seeds"][str(s)] | {"epoch_s": r["seeds"][str(s)]["s_per_step"] * (
-            steps_per_epoch(out, row, s) if r["seeds"][str(s)].get("steps_per_epoch") is None else r["seeds"][str(s)]["steps_per_epoch"])}
-            for s in seeds}
+        seeds_run = {str(s): r["seeds"][str(s)] for s in seeds}
+        r["seeds"] = {k: run | {"epoch_s": run["s_per_step"] * (steps_per_epoch(out, row, int(k)) if run.get("steps_per_epoch") is None
+                                                                else run["steps_per_epoch"])} for k, run in seeds_run.items()}
         report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
     report = settings | {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "rows": report_rows,
                          "differences": differences(out, rows, seeds, test_split)}
