@@ -88,6 +88,27 @@ def test_bench_latent_trains_every_arm_per_seed_and_the_report_reads_it(pretrain
     ckpt = out / "seed0" / "bestrq" / "checkpoints" / "step_00000010" / "model.safetensors"
     mtime = ckpt.stat().st_mtime_ns
     assert main(args) == 0 and ckpt.stat().st_mtime_ns == mtime
+    # a finished seed is kept whole in its record: on a new machine with only the records and the runs' metrics.jsonl
+    # (no checkpoint, no probe), the study is the same and nothing is trained or probed again
+    import shutil
+
+    study = (out / "study.json").read_text()
+    for gone in [*out.glob("seed*/*/checkpoints"), *out.glob("seed*/eval*")]:
+        shutil.rmtree(gone)
+    assert main(args) == 0 and (out / "study.json").read_text() == study
+    assert not list(out.glob("seed*/*/checkpoints")) and not list(out.glob("seed*/eval*"))
+    # a record made by other settings is not reused: seed 1's is made again (here: trained again, its checkpoints gone)
+    record = json.loads((out / "seed1" / "seed.json").read_text())
+    (out / "seed1" / "seed.json").write_text(json.dumps({**record, "made_by": {**record["made_by"], "version": "0.0.1"}}))
+    shutil.rmtree(out / "seed1" / "bestrq")
+    assert main(args) == 0 and (out / "seed1" / "bestrq" / "checkpoints").is_dir() and not (out / "seed0" / "bestrq" / "checkpoints").exists()
+    assert json.loads((out / "seed1" / "seed.json").read_text())["made_by"] == record["made_by"]
+    # a record edited by hand is one line naming the file and key
+    (out / "seed0" / "seed.json").write_text(json.dumps({**json.loads((out / "seed0" / "seed.json").read_text()), "scores": []}))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "seed0/seed.json" in err and "scores" in err and len(err.strip().splitlines()) == 1
     # an arm name that does not exist is refused, naming it
     assert main([*args, "--ft-arms", "no such arm"]) == 2
     assert "no such arm" in capsys.readouterr().err

@@ -381,6 +381,20 @@ def ranking(d: Any, source: Any) -> dict:
     return check(d, RANKING, source)
 
 
+# --- one pre-training seed's share of `bench latent` (OUT/seed{s}/seed.json): its runs, probe scores, Figure 3 points
+# and θ's ranking, all the study's table needs once the seed's checkpoints are gone
+
+LATENT_SEED = {"made_by": OBJECT, "runs": Each(STRING), "histories": Each(ANY), "scores": Each(Each(NUMBER)),
+               "curves": Each(Each(Each(NUMBER), int_keys=True)), "theta_ranking": RANKING}
+
+
+def latent_seed(d: Any, source: Any) -> dict:
+    check(d, LATENT_SEED, source)
+    for name in d["scores"]:
+        need(d["runs"], name, source, "runs", f"the run scored as scores.{name}")
+    return d
+
+
 __all__ = ["ANY", "bench_passes", "compare_claims", "compare_for_tables", "compare_page", "compare_runs", "demo_phases",
-           "eval_claims", "eval_results", "input_kinds", "latent_study", "missing", "probe_cache", "quality", "ranking",
+           "eval_claims", "eval_results", "input_kinds", "latent_seed", "latent_study", "missing", "probe_cache", "quality", "ranking",
            "real_speech", "rpq_tables", "run_errors", "sweep", "sweep_resume", "units_report"]

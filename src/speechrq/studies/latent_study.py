@@ -16,8 +16,11 @@ over the table's comparisons (:mod:`speechrq.studies.significance`). The ``ft`` 
 each) and Figure 3's intermediate points run one probe seed each by default (``ft_probe_seeds``,
 ``curve_probe_seeds``): their spread is the one over pre-training seeds.
 
-Arms are named in :data:`ARMS`; a run that finished is reused only through the
-trainer's resume check (same config and inputs), so nothing stale is read.
+Arms are named in :func:`arms`; a run that finished is reused only through the
+trainer's resume check (same config and inputs), and a seed that finished (trained, probed, ranked) is kept whole in
+``OUT/seed{s}/seed.json`` keyed by what made it (:func:`_seed_record`), so nothing stale is read and a study resumes
+seed by seed where the checkpoints of its finished seeds are gone. Probes of seed ``s`` are in ``OUT/seed{s}/eval``
+(Figure 3's points in ``eval_curves``, FT in ``eval_ft``).
 Nothing is chosen on the test split: the ranked-best layers come from
 ``speechrq targets rank`` on dev (``best_layers``), the tables report test.
 """
@@ -39,6 +42,7 @@ SEEDS_DRIVE = (f"pre-training seed s: train.seed = s (initialisation, data order
                "projections and codebooks are the reference's and seed s draws its heads, data order and masks; probe seeds "
                "inside each")
 PAPER_ARM = "paper's design"
+LRS = [1e-3, 1e-2]  # the probes' learning rates, chosen on dev
 
 
 def arms(steps: int, middle: list[int], best: list[int]) -> dict[str, dict]:
@@ -66,6 +70,99 @@ def _train(config, corpus, run: Path, overrides: list[str], progress: bool) -> P
     cfg = load_config(PretrainConfig, config, [*overrides, f"data.corpus={corpus}", f"out_dir={run}"])
     train(cfg, resume=latest_checkpoint(run / "checkpoints") is not None, progress=progress)
     return latest_checkpoint(run / "checkpoints")
+
+
+def _reference_arms(reference_steps: int, layers: list[int]) -> dict[str, list[str]]:
+    """The strong-θ pair: arm name -> its overrides (Mel targets; its own latent targets from ``layers``)."""
+    return {f"reference + {reference_steps} BEST-RQ steps": ["targets.branch_targets=mel"],
+            f"reference + {reference_steps} Latent-RQ steps, layers {layers}": [f"targets.layers=[{','.join(map(str, layers))}]"]}
+
+
+def _made_by(setup: dict, parent_config, latent_config, corpus, reference) -> dict:
+    """What a seed's record is keyed by: the study's settings, both configs as resolved, the corpus's content and
+    statistics, the reference's weights and speechrq's version (JSON-plain, as it reads back)."""
+    import json
+
+    from .. import __version__
+    from ..config import config_to_dict
+    from ..features import STATS_FILE
+    from ..identity import corpus_fingerprint
+    from ..io import file_fingerprint
+    from ..pretrain.config import PretrainConfig
+
+    stats = Path(corpus) / STATS_FILE
+    made_by = {"setup": setup, "version": __version__,
+               "configs": {which: config_to_dict(load_config(PretrainConfig, path, [f"data.corpus={corpus}"]))
+                           for which, path in (("parent", parent_config), ("latent", latent_config))},
+               "corpus": corpus_fingerprint(corpus), "feature_stats": file_fingerprint(stats) if stats.exists() else None,
+               "reference": file_fingerprint(Path(reference) / "model.safetensors") if reference is not None else None}
+    return json.loads(json.dumps(made_by))
+
+
+def _seed_record(seed: int, setup: dict, made_by: dict, parent_config, latent_config, corpus, out: Path, reference,
+                 ref_step: int | None, progress: bool) -> dict:
+    """One pre-training seed's share of the study: train its parent, arms and strong-θ pair (reusing finished runs),
+    probe the final encoders, probe Figure 3's points and rank θ at the branch step. Kept in ``OUT/seed{s}/seed.json``
+    (:func:`speechrq.formats.latent_seed`) and reused whole while ``made_by`` is the same, so a seed that finished
+    needs neither its checkpoints nor its probes again: the study resumes seed by seed on another machine from these
+    records and the runs' ``metrics.jsonl``."""
+    from ..encoders import load_encoder
+    from ..evaluate.finetune import FinetuneConfig
+    from ..evaluate.run import evaluate
+    from ..formats import latent_seed
+    from ..schema import load
+
+    root = out / f"seed{seed}"
+    path = root / "seed.json"
+    if path.exists():
+        saved = load(path, latent_seed)
+        if saved["made_by"] == made_by:
+            return saved
+    steps, plan = setup["steps"], setup["plan"]
+    seeds_set = [f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}", f"train.checkpoint_every={steps // 10}",
+                 "train.keep_last=11"]
+    runs = {"BEST-RQ": _train(parent_config, corpus, root / "bestrq", [f"optim.max_steps={steps}", *seeds_set], progress)}
+    for name, arm in plan.items():
+        if arm["branch"] is None:
+            continue
+        start = step_dir(root / "bestrq" / "checkpoints", arm["branch"])
+        if not start.exists():
+            raise SpeechrqError(f"{start}: missing; the parent keeps every tenth of the budget")
+        runs[name] = _train(latent_config, corpus, root / _slug(name),
+                            [*arm["set"], f"targets.init_from={start}", f"optim.max_steps={steps}", *seeds_set], progress)
+    if reference is not None:  # the strong θ: the reference continued, Mel against its latent targets
+        # a continuation keeps the reference's projections and codebooks (Latent-RQ's stages share them): its
+        # quantizer is the reference's, and seed s draws the heads, data order and masks
+        more = setup["reference_steps"]
+        common = [*setup["reference_set"], f"targets.init_from={reference}", f"optim.max_steps={ref_step + more}",
+                  f"train.seed={seed}", f"train.checkpoint_every={max(1, more // 10)}", "train.keep_last=11"]
+        for name, extra in _reference_arms(more, setup["reference_layers"]).items():
+            runs[name] = _train(latent_config, corpus, root / _slug(name), [*extra, *common], progress)
+    named = {f"{_slug(name)}@s{seed}": name for name in runs}
+    encoders = {key: load_encoder(runs[name]) for key, name in named.items()}
+    scores: dict[str, dict] = {name: {} for name in runs}
+    quick = [t for t in setup["tasks"] if t != "ft"]
+    if quick:
+        res = evaluate(encoders, corpus, quick, root / "eval", LRS, setup["epochs"], progress=progress, target_analysis=False,
+                       seeds=setup["probe_seeds"])
+        for key, m in res["models"].items():
+            scores[named[key]] |= {task: r["test"] for task, r in m["tasks"].items()}
+    ft_arms = setup["ft_arms"]
+    chosen = {k: e for k, e in encoders.items() if ft_arms is None or named[k] in ft_arms}
+    if "ft" in setup["tasks"] and chosen:
+        ft = evaluate(chosen, corpus, ["ft"], root / "eval_ft", LRS, setup["epochs"], progress=progress, target_analysis=False,
+                      seeds=setup["ft_probe_seeds"], finetune=FinetuneConfig(steps=setup["ft_steps"]))
+        for key, m in ft["models"].items():
+            scores[named[key]]["ft"] = m["tasks"]["ft"]["test"]
+    del encoders
+    points = {arm: st for arm, st in setup["curve_points"].items() if arm in runs}
+    record = {"made_by": made_by, "runs": {name: str(ckpt) for name, ckpt in runs.items()},
+              "histories": {name: read_meta(ckpt).get("history") for name, ckpt in runs.items()}, "scores": scores,
+              "curves": curves(root, corpus, {arm: {seed: runs[arm]} for arm in points}, points, setup["curve_probe_seeds"],
+                               progress, setup["epochs"]),
+              "theta_ranking": rank_theta(step_dir(root / "bestrq" / "checkpoints", steps // 2), corpus, root / "rank_theta.json")}
+    atomic_write_json(path, record)
+    return load(path, latent_seed)  # as a later call reads it
 
 
 def _slug(name: str) -> str:
@@ -112,10 +209,7 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
 
     ``only_arms``: the arms to run besides BEST-RQ (default: all of :func:`arms`). ``reference_steps``: how long the
     strong-θ pair continues the reference (default: half the budget), every tenth checkpointed and every fifth probed for
-    its own Figure 3 curve."""
-    from ..encoders import load_encoder
-    from ..evaluate.finetune import FinetuneConfig
-    from ..evaluate.run import evaluate
+    its own Figure 3 curve. Each seed's share is kept whole once finished (:func:`_seed_record`)."""
     from ..pretrain.config import PretrainConfig
 
     out = Path(out)
@@ -132,55 +226,30 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
         raise SpeechrqError(f"--reference-steps {reference_steps}: must be >= 1")
     if ft_arms is not None and (unknown := [a for a in ft_arms if a not in plan and not a.startswith("reference")]):
         raise SpeechrqError(f"--ft-arms: no arm named {', '.join(map(repr, unknown))}; the arms are: {'; '.join(plan)}")
+    ref_step = int(read_meta(reference)["step"]) if reference is not None else None
+    best_arm = next((n for n in plan if "ranked best, branch" in n), None)
+    paper_arm = next((n for n in plan if PAPER_ARM in n), None)
+    points = {"BEST-RQ": [steps // 2, steps * 4 // 5]} | ({paper_arm: [steps // 2, steps * 4 // 5]} if paper_arm else {}) | (
+        {best_arm: [steps * 3 // 5, steps * 4 // 5]} if best_arm else {})
+    if reference is not None:  # the strong-θ pair's own Figure 3: every fifth of its continuation
+        fifths = sorted({ref_step + reference_steps * i // 5 for i in range(1, 5)} - {ref_step})
+        points |= {name: fifths for name in _reference_arms(reference_steps, reference_layers or best_layers)}
+    setup = {"plan": plan, "steps": steps, "tasks": tasks, "probe_seeds": probe_seeds, "epochs": epochs, "lrs": LRS,
+             "ft_arms": ft_arms, "ft_steps": ft_steps, "ft_probe_seeds": ft_probe_seeds, "curve_points": points,
+             "curve_probe_seeds": curve_probe_seeds, "reference_steps": reference_steps,
+             "reference_layers": reference_layers or best_layers, "reference_set": list(reference_set)}
+    made_by = _made_by(setup, parent_config, latent_config, corpus, reference)
+    records = {seed: _seed_record(seed, setup, made_by | {"seed": seed}, parent_config, latent_config, corpus, out, reference,
+                                  ref_step, progress) for seed in seeds}
     finals: dict[str, dict[int, Path]] = {name: {} for name in plan}
-    for seed in seeds:
-        root = out / f"seed{seed}"
-        parent = _train(parent_config, corpus, root / "bestrq", [f"optim.max_steps={steps}", f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}",
-                                                                 f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
-        finals["BEST-RQ"][seed] = parent
-        for name, arm in plan.items():
-            if arm["branch"] is None:
-                continue
-            start = step_dir(root / "bestrq" / "checkpoints", arm["branch"])
-            if not start.exists():
-                raise SpeechrqError(f"{start}: missing; the parent keeps every tenth of the budget")
-            finals[name][seed] = _train(latent_config, corpus, root / _slug(name), [
-                *arm["set"], f"targets.init_from={start}", f"optim.max_steps={steps}", f"train.seed={seed}", f"quantizer.seed={QUANTIZER_SEED + seed}",
-                f"train.checkpoint_every={steps // 10}", "train.keep_last=11"], progress)
-        if reference is not None:  # the strong θ: the reference continued for half the budget, Mel against its latent targets
-            ref_step = int(read_meta(reference)["step"])
-            # a continuation keeps the reference's projections and codebooks (Latent-RQ's stages share them): its
-            # quantizer is the reference's, and seed s draws the heads, data order and masks
-            common = [*reference_set, f"targets.init_from={reference}", f"optim.max_steps={ref_step + reference_steps}",
-                      f"train.seed={seed}",
-                      f"train.checkpoint_every={max(1, reference_steps // 10)}", "train.keep_last=11"]
-            layers = reference_layers or best_layers
-            for name, extra in ((f"reference + {reference_steps} BEST-RQ steps", ["targets.branch_targets=mel"]),
-                                (f"reference + {reference_steps} Latent-RQ steps, layers {layers}",
-                                 [f"targets.layers=[{','.join(map(str, layers))}]"])):
-                finals.setdefault(name, {})[seed] = _train(latent_config, corpus, root / _slug(name), [*extra, *common], progress)
-    encoders, where = {}, {}
-    for name, runs in finals.items():
-        for seed, ckpt in runs.items():
-            key = f"{_slug(name)}@s{seed}"
-            encoders[key], where[key] = load_encoder(ckpt), (name, seed)
-    quick = [t for t in tasks if t != "ft"]
-    results = {"models": {}}
-    if quick:
-        results = evaluate(encoders, corpus, quick, out / "eval", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
-                           seeds=probe_seeds)
-    if "ft" in tasks:
-        chosen = {k: e for k, e in encoders.items() if ft_arms is None or where[k][0] in ft_arms}
-        ft = evaluate(chosen, corpus, ["ft"], out / "eval_ft", [1e-3, 1e-2], epochs, progress=progress, target_analysis=False,
-                      seeds=ft_probe_seeds, finetune=FinetuneConfig(steps=ft_steps))
-        for k, m in ft["models"].items():
-            results["models"].setdefault(k, {"tasks": {}})["tasks"]["ft"] = m["tasks"]["ft"]
+    for seed, rec in records.items():
+        for name, ckpt in rec["runs"].items():
+            finals.setdefault(name, {})[seed] = Path(ckpt)
     table: dict[str, dict] = {}
     for name in finals:
         table[name] = {}
         for task in tasks:
-            per_seed = {where[k][1]: m["tasks"][task]["test"] for k, m in results["models"].items()
-                        if where.get(k, ("",))[0] == name and task in m["tasks"]}
+            per_seed = {seed: rec["scores"][name][task] for seed, rec in records.items() if task in rec["scores"].get(name, {})}
             if per_seed:
                 table[name][task] = summarize(per_seed)
     base_names = {name: ("BEST-RQ" if not name.startswith("reference") else next(n for n in finals if n.startswith("reference") and "BEST-RQ" in n))
@@ -193,16 +262,14 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
             if task in table[base]:
                 cell["vs_base"] = paired(cell["per_seed"], table[base][task]["per_seed"], task in LOWER_IS_BETTER)
     family([c["vs_base"] for row in table.values() for c in row.values() if c.get("vs_base")], "arms against their base")
-    best_arm = next((n for n in plan if "ranked best, branch" in n), None)
-    paper_arm = next((n for n in plan if PAPER_ARM in n), None)
-    points = {"BEST-RQ": [steps // 2, steps * 4 // 5]} | ({paper_arm: [steps // 2, steps * 4 // 5]} if paper_arm else {}) | (
-        {best_arm: [steps * 3 // 5, steps * 4 // 5]} if best_arm else {})
-    if reference is not None:  # the strong-θ pair's own Figure 3: every fifth of its continuation
-        ref_step = int(read_meta(reference)["step"])
-        fifths = sorted({ref_step + reference_steps * i // 5 for i in range(1, 5)} - {ref_step})
-        points |= {name: fifths for name in finals if name.startswith("reference")}
-    extras = {"theta_ranking": theta_rankings(out, corpus, seeds, steps // 2, reference),
-              "curves": curves(out, corpus, finals, points, curve_probe_seeds, progress, epochs)}
+    curve: dict = {}
+    for seed, rec in records.items():
+        for arm, per_step in rec["curves"].items():
+            for step, per in per_step.items():
+                curve.setdefault(arm, {}).setdefault(step, {}).update(per)
+    extras = {"theta_ranking": theta_rankings({str(seed): rec["theta_ranking"] for seed, rec in records.items()}, out, corpus,
+                                              reference),
+              "curves": curve}
     extras["convergence"] = convergence(finals, extras["curves"], table, "BEST-RQ", best_arm, seeds, steps) if best_arm else None
     extras["stage_gains"] = (stage_gains(extras["curves"], table, "BEST-RQ", paper_arm, [steps // 2, steps * 4 // 5, steps], seeds)
                              if paper_arm else None)
@@ -221,38 +288,42 @@ def latent_study(parent_config: str | Path, latent_config: str | Path, corpus: s
               "ft_probe_seeds": ft_probe_seeds, "curve_probe_seeds": curve_probe_seeds, "tasks": tasks, "best_layers": best_layers,
               "middle_layers": list(middle_layers), "reference": str(reference) if reference else None, "arms": table,
               "base": base_names, "runs": {name: {str(s): str(p) for s, p in runs.items()} for name, runs in finals.items()},
-              "histories": {name: {str(s): read_meta(p).get("history") for s, p in runs.items()} for name, runs in finals.items()}}
+              "histories": {name: {str(seed): rec["histories"][name] for seed, rec in records.items() if name in rec["histories"]}
+                            for name in finals}}
     atomic_write_json(out / "study.json", report)
     atomic_write_text(out / "study.md", format_study(report))
     plot_study(report, out / "study.png")
     return report
 
 
-def theta_rankings(out: Path, corpus, seeds: list[int], branch_step: int, reference=None) -> dict:
-    """``targets rank`` (dev) of each seed's θ at the branch step, and of the reference: ``{source: {seed: scores}}``.
-    Each ranking is kept in ``OUT/seed{s}/rank_theta.json`` and reused while the checkpoint is the same."""
+def rank_theta(ckpt: Path, corpus, path: Path) -> dict:
+    """``targets rank`` (dev) of the checkpoint ``ckpt``, kept in ``path`` and reused while made by the same weights,
+    corpus content and ranking settings."""
     from ..evaluate.target_quality import rank_checkpoint
+    from ..formats import ranking
+    from ..identity import corpus_fingerprint
     from ..io import file_fingerprint, read_json
     from ..schema import OBJECT, check
-    from ..formats import ranking
-
-    found = {}
-    todo = [(str(s), out / f"seed{s}" / "bestrq" / "checkpoints" / f"step_{branch_step:08d}", out / f"seed{s}" / "rank_theta.json")
-            for s in seeds]
-    if reference is not None:
-        todo.append(("reference", Path(reference), out / "rank_reference.json"))
-    from ..identity import corpus_fingerprint
     from ..targets.rank import DEFAULT_SIGMA, RANK_SEED
 
-    for key, ckpt, path in todo:
-        # reused only when made by the same weights, corpus content and ranking settings
-        made_by = {"checkpoint": file_fingerprint(ckpt / "model.safetensors"), "corpus": corpus_fingerprint(corpus, "dev"),
-                   "split": "dev", "seed": RANK_SEED, "sigma": DEFAULT_SIGMA}
-        saved = check(read_json(path), OBJECT, path) if path.exists() else None
-        if not saved or saved.get("made_by") != made_by:
-            saved = {**rank_checkpoint(ckpt, corpus, "dev"), "made_by": made_by}
-            atomic_write_json(path, saved)
-        ranking(saved, path)  # a kept ranking edited by hand is one line naming the key
+    made_by = {"checkpoint": file_fingerprint(ckpt / "model.safetensors"), "corpus": corpus_fingerprint(corpus, "dev"),
+               "split": "dev", "seed": RANK_SEED, "sigma": DEFAULT_SIGMA}
+    saved = check(read_json(path), OBJECT, path) if path.exists() else None
+    if not saved or saved.get("made_by") != made_by:
+        saved = {**rank_checkpoint(ckpt, corpus, "dev"), "made_by": made_by}
+        atomic_write_json(path, saved)
+    ranking(saved, path)  # a kept ranking edited by hand is one line naming the key
+    return saved
+
+
+def theta_rankings(per_seed: dict[str, dict], out: Path, corpus, reference=None) -> dict:
+    """``{source: {seed: scores}}`` from each seed's ranking of its θ at the branch step (``per_seed``: seed -> the
+    ranking :func:`rank_theta` keeps) and the reference's (ranked here, kept in ``OUT/rank_reference.json``)."""
+    rankings = dict(per_seed)
+    if reference is not None:
+        rankings["reference"] = rank_theta(Path(reference), corpus, out / "rank_reference.json")
+    found: dict = {}
+    for key, saved in rankings.items():
         for name, r in saved["sources"].items():
             found.setdefault(name, {})[key] = {what: r[what]["knn_accuracy"] if r[what] else None for what in ("phones", "speakers")} | {
                 "agreement": r["agreement"]}
