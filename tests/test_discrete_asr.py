@@ -107,7 +107,8 @@ def test_compare_trains_every_system_and_reuses_them(pretrain_corpus, tmp_path, 
 
 @pytest.mark.slow
 def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
-    """--jobs 2: every system in its own process, the same units and rows as one after the other, the shared timing said."""
+    """--jobs 2: every system in its own process, the same units and rows as one after the other; no time taken on the
+    shared cores is reported, and the table says why."""
     ckpt = untrained_checkpoint(pretrain_corpus, tmp_path / "run")
     write_asr_config(tmp_path / "asr.yaml", steps=2)
 
@@ -129,7 +130,13 @@ def test_compare_runs_systems_side_by_side(pretrain_corpus, tmp_path):
     for slug in ("kmeans_k16_m1", "rpq_k16_m2_a0.5"):  # the same quantizers, up to the order of faiss's sums over threads
         a, b = (load_file(tmp_path / f"cmp{j}" / "units" / slug / "seed0" / "units.safetensors") for j in (1, 2))
         assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
-    assert "side by side" in (tmp_path / "cmp2" / "compare.md").read_text()
+    # trained side by side, no run is timed: no time per step or epoch anywhere in the table, and the file and page say why
+    shared = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
+    assert not any(k in x for r in two.values() for x in [r, *r["seeds"].values()] for k in ("s_per_step", "epoch_s"))
+    assert "--jobs 2" in shared["timings_removed"] and "one process per run folder" in shared["timings_removed"]
+    assert f"Times per epoch: not shown. {shared['timings_removed']}" in (tmp_path / "cmp2" / "compare.md").read_text()
+    alone = json.loads((tmp_path / "cmp1" / "compare.json").read_text())
+    assert "timings_removed" not in alone and all(r["epoch_s"] > 0 and r["seeds"]["0"]["s_per_step"] > 0 for r in one.values())
     assert main(["asr", "compare", str(tmp_path / "asr.yaml"), "--encoder", str(ckpt), "--layer", "1", "--corpus", str(pretrain_corpus),
                  "--out", str(tmp_path / "x"), "--jobs", "0", "--quiet"]) == 2
 

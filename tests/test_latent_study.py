@@ -137,8 +137,14 @@ def test_the_report_renders_the_shipped_rpq_results_with_verdicts(tmp_path):
     assert "| PQ and RPQ units beat k-means units for ASR (Table II; demo run) | - | - | **not measured** |" in text
     assert "**against (eq. 17's ρ); eq. 13's form with the measured ρ and coverage: held**" in rows["eq. 13 with eq. 17"]
     # the wide-source tables (docs/rpq_tables_mel.json): the paper's operating point against raw k-means, from its interval
+    # read off the shipped JSON: RPQ M = 32, α = 0.125 against the raw k-means row (not the de-dup + BPE one beside it)
+    mel = json.loads((docs / "rpq_tables_mel.json").read_text())
+    d = next(r for r in mel["table2"] if r["kind"] == "rpq" and r["M"] == 32 and r["alpha"] == 0.125)[
+        "differences"][mel["baselines"].index("k-means (k=500)")]
+    c = d["cer"]
+    expected = {"better": HELD, "worse": AGAINST, "within noise": NOISE}[d["verdict"]]
     point = next(line for line in text.splitlines() if "paper's operating point" in line and "against k-means (k=500))" in line)
-    assert "-7.61 [-10.99, -4.78]" in point and "**held**" in point
+    assert f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" in point and f"**{expected}**" in point
     assert "**does not apply here" in next(line for line in text.splitlines() if "(Table VII)" in line)
 
 

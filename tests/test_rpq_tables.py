@@ -68,6 +68,19 @@ def test_tables_lay_out_comparisons_as_the_paper_with_intervals_and_the_lr_peak(
     md = prefix.with_suffix(".md").read_text()
     assert "**Table I" in md and "**Table IV: RPQ (M = 2) by α**" in md and "| RVQ (V=2) |" in md
     assert (tmp_path / "docs" / "tables_figure6.png").stat().st_size > 1000
+    assert not any("s_per_step" in r for k in ("table1", "table2", "table3", "table4") for r in t[k])  # Figure 6 holds the times
+    # a run recorded as trained beside another (jobs 2: --jobs 2, or an earlier speechrq's file): no Figure 6, the file
+    # and page say why, and the figure an earlier call drew is not left beside the tables; nothing else changes
+    kept = (tmp_path / "k16" / "compare.json").read_bytes()
+    shared = json.loads(kept)
+    shared["rows"]["k-means (k=16)"]["seeds"]["1"]["jobs"] = 2
+    (tmp_path / "k16" / "compare.json").write_text(json.dumps(shared))
+    assert main(["asr", "tables", str(tmp_path / "k16"), str(tmp_path / "k24"), "--prefix", str(prefix)]) == 0
+    u = json.loads(prefix.with_suffix(".json").read_text())
+    assert "figure6" not in u and "(`--jobs 2`)" in u["timings_removed"] and not (tmp_path / "docs" / "tables_figure6.png").exists()
+    assert f"**Figure 6: training time per epoch**: not shown. {u['timings_removed']}" in prefix.with_suffix(".md").read_text()
+    assert [r["differences"] for r in u["table2"]] == [r["differences"] for r in t["table2"]] and u["table7"] == t["table7"]
+    (tmp_path / "k16" / "compare.json").write_bytes(kept)
     # the report's claims follow the intervals: flipping every verdict flips the claim
     import copy
 

@@ -158,7 +158,7 @@ def compare_page(d: Any, source: Any) -> dict:
 
 
 SEED_RUN = {"cer": NUMBER, "wer": NUMBER, opt("cer_dev"): NUMBER, opt("wer_dev"): NUMBER, opt("quantizer_seed"): INT,
-            opt("train_seed"): INT, "s_per_step": NUMBER, opt("steps_per_epoch"): INT, "epoch_s": NUMBER, "bits_per_second": NUMBER, "steps": INT,
+            opt("train_seed"): INT, opt("s_per_step"): NUMBER, opt("steps_per_epoch"): INT, opt("epoch_s"): NUMBER, "bits_per_second": NUMBER, "steps": INT,
             "utterances": INT, "jobs": INT, "decoding": OBJECT, "final_loss": Maybe(NUMBER), opt("cer_by_language"): Each(NUMBER)}
 
 
@@ -167,17 +167,26 @@ def compare_runs(d: Any, source: Any) -> dict:
     check(d, {"rows": Each({opt("quantizer"): OBJECT, opt("unit_bpe"): INT, opt("seeds"): Each(SEED_RUN, int_keys=True)})}, source)
     for name, r in d["rows"].items():
         _same_languages(r.get("seeds") or {}, source, f"rows.{name}.seeds")
+        _timed_alone(r.get("seeds") or {}, source, f"rows.{name}.seeds")
     return d
+
+
+def _timed_alone(seeds: dict, source: Any, path: str) -> None:
+    """A run trained alone (``jobs`` 1) carries its time per step; one trained beside others has none (none is reported)."""
+    for s, run in seeds.items():
+        if run.get("jobs", 1) == 1:
+            need(run, "s_per_step", source, f"{path}.{s}", "a run trained alone (jobs 1)")
 
 
 def compare_for_tables(d: Any, source: Any) -> dict:
     """A finished comparison as ``asr tables`` reads it (its rows, each training seed's numbers)."""
     check(d, {"training_seeds": ListOf(INT), "test_split": STRING, "rows": Each({
         "input": STRING, "quantizer": {"kind": STRING, "k": INT, "num_subspaces": INT, opt("alpha"): Maybe(NUMBER)},
-        opt("unit_bpe"): INT, "seeds": Each({"cer": NUMBER, "wer": NUMBER, "cer_dev": NUMBER, "bits_per_second": NUMBER, "s_per_step": NUMBER,
+        opt("unit_bpe"): INT, "seeds": Each({"cer": NUMBER, "wer": NUMBER, "cer_dev": NUMBER, "bits_per_second": NUMBER, opt("s_per_step"): NUMBER,
                                              opt("jobs"): INT, opt("cer_by_language"): Each(NUMBER)}, int_keys=True)})}, source)
     for name, r in d["rows"].items():
         _same_languages(r["seeds"], source, f"rows.{name}.seeds")
+        _timed_alone(r["seeds"], source, f"rows.{name}.seeds")
     return d
 
 

@@ -83,8 +83,8 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
 
     ``seeds`` are the replicate seeds: replicate ``s`` fits its own quantizers with seed ``seed + s`` and trains its
     ASR models with ``train.seed = s`` (:func:`quantizer_seed`). ``jobs`` trainings run side by side, one process each with its share of the
-    threads (:mod:`speechrq.parallel`; for a CPU: on a GPU keep 1); their time per epoch is then
-    measured while they share the machine, which ``compare.json`` records (``jobs``).
+    threads (:mod:`speechrq.parallel`; for a CPU: on a GPU keep 1). A run trained beside others has no time
+    reported (:func:`timed_alone`): ``compare.json`` records ``jobs`` and says why in ``timings_removed``.
     """
     from ..asr.config import ASRConfig
     from ..config import config_to_dict, load_config
@@ -167,6 +167,8 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
             r.clear()  # another system under this name, or a row written before training seeds: nothing of it is kept
         r.update({k: v for k, v in row.items() if k != "name"})
         r.setdefault("seeds", {})[str(task["seed"])] = result
+        for timing in ("s_per_step", "epoch_s"):  # summarized again: a row is timed only where every run was
+            r.pop(timing, None)
         r |= summarize_seeds(r["seeds"])
         atomic_write_json(out / "compare.json", settings | {"rows": results})
         if progress and workers > 1:
@@ -180,12 +182,16 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         r = dict(results[row["name"]])
         # each epoch counted from the sampler: recorded with the run, or counted again for runs saved before it was
         # (which held an estimate from the hours)
-        seeds_run = {str(s): r["seeds"][str(s)] for s in seeds}
-        r["seeds"] = {k: run | {"epoch_s": run["s_per_step"] * (steps_per_epoch(out, row, int(k)) if run.get("steps_per_epoch") is None
-                                                                else run["steps_per_epoch"])} for k, run in seeds_run.items()}
+        seeds_run = {str(s): timed_alone(r["seeds"][str(s)]) for s in seeds}
+        r = {k: v for k, v in r.items() if k not in ("s_per_step", "epoch_s")}  # summarized again below, from the runs asked for
+        r["seeds"] = {k: run | ({"epoch_s": run["s_per_step"] * (steps_per_epoch(out, row, int(k)) if run.get("steps_per_epoch") is None
+                                                                 else run["steps_per_epoch"])} if "s_per_step" in run else {})
+                      for k, run in seeds_run.items()}
         report_rows[row["name"]] = r | summarize_seeds(r["seeds"])
     report = settings | {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "rows": report_rows,
                          "differences": differences(out, rows, seeds, test_split)}
+    if not all("epoch_s" in r for r in report_rows.values()):
+        report["timings_removed"] = shared_cores_note(max(r["jobs"] for r in report_rows.values()))
     from .evidence import archive_path, row_errors, write_archive
 
     # the per-utterance errors behind every number and interval, beside the JSON (`speechrq.studies.evidence.recheck_compare`)
@@ -210,11 +216,26 @@ def summarize_seeds(per_seed: dict) -> dict:
 
     first = runs[0]
     return {"cer": statistics.fmean(r["cer"] for r in runs), "cer_std": spread("cer"), "wer": statistics.fmean(r["wer"] for r in runs),
-            "wer_std": spread("wer"), "cer_dev": statistics.fmean(r["cer_dev"] for r in runs), "cer_dev_std": spread("cer_dev"), "s_per_step": statistics.fmean(r["s_per_step"] for r in runs),
-            "epoch_s": statistics.fmean(r["epoch_s"] for r in runs), "bits_per_second": first["bits_per_second"],
+            "wer_std": spread("wer"), "cer_dev": statistics.fmean(r["cer_dev"] for r in runs), "cer_dev_std": spread("cer_dev"),
+            "bits_per_second": first["bits_per_second"],
             "steps": first["steps"], "utterances": first["utterances"], "jobs": max(r["jobs"] for r in runs),
             "decoding": first["decoding"], "final_loss": statistics.fmean(r["final_loss"] for r in runs if r["final_loss"] is not None)
-            if any(r["final_loss"] is not None for r in runs) else None} | _by_language(runs)
+            if any(r["final_loss"] is not None for r in runs) else None} | _by_language(runs) | (
+                {key: statistics.fmean(r[key] for r in runs) for key in ("s_per_step", "epoch_s")}
+                if all("epoch_s" in r for r in runs) else {})  # a row is timed only where every run was
+
+
+def timed_alone(run: dict) -> dict:
+    """A run's record without its times where it trained beside other trainings (``jobs`` > 1, e.g. one recorded by an
+    earlier speechrq): a time per step taken on shared cores measures neither training, so none is reported."""
+    return run if run.get("jobs", 1) == 1 else {k: v for k, v in run.items() if k not in ("s_per_step", "epoch_s")}
+
+
+def shared_cores_note(jobs: int) -> str:
+    """Why a table made with ``--jobs`` ``jobs`` > 1 reports no training time (its ``timings_removed``)."""
+    return (f"Its runs trained {jobs} at a time (`--jobs {jobs}`) on shared cores, so no time per step or epoch is reported: a "
+            "time taken beside another training measures neither. `asr compare --jobs 1`, with nothing else running, times "
+            "them (one process per run folder).")
 
 
 def _by_language(runs: list[dict]) -> dict:
@@ -346,10 +367,11 @@ def _train_and_decode(task: dict) -> dict:
     bits = quant.dim * 32 if row["input"] == "continuous" else quant.bits_per_frame
     frames_per_s = 1000 / recorded_frame_ms(quant.source)  # 50 for 20 ms units, 25 for 40 ms
     return {"cer": result["cer"], "wer": result["wer"], "cer_dev": dev["cer"], "wer_dev": dev["wer"], "utterances": result["utterances"],
-            "quantizer_seed": task["quantizer_seed"], "train_seed": task["seed"], "s_per_step": s_per_step,
-            "steps_per_epoch": epoch_steps, "epoch_s": s_per_step * epoch_steps, "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps,
-            "final_loss": numbers["final_loss"], "run": str(run), "decoding": dec, "jobs": task["jobs"]} | (
-                {"cer_by_language": result["cer_by_language"]} if "cer_by_language" in result else {})
+            "quantizer_seed": task["quantizer_seed"], "train_seed": task["seed"], "steps_per_epoch": epoch_steps,
+            "bits_per_second": bits * frames_per_s, "steps": cfg.optim.max_steps, "final_loss": numbers["final_loss"], "run": str(run),
+            "decoding": dec, "jobs": task["jobs"]} | (
+                {"cer_by_language": result["cer_by_language"]} if "cer_by_language" in result else {}) | (
+                {"s_per_step": s_per_step, "epoch_s": s_per_step * epoch_steps} if task["jobs"] == 1 else {})  # alone: timed
 
 
 def format_compare(report: dict) -> str:
@@ -359,7 +381,8 @@ def format_compare(report: dict) -> str:
              f"CTC weight {report['ctc_weight']}" + (f"; mean ± standard deviation over training seeds {', '.join(map(str, seeds))}"
                                                       if spread else f"; training seed {seeds[0]}") + "):",
              ""]
-    timed = all("epoch_s" in r for r in report["rows"].values())  # times taken out of a shipped JSON are not shown
+    # times taken out of a shipped JSON, or taken beside other trainings (an earlier speechrq's file), are not shown
+    timed = all("epoch_s" in r and r.get("jobs", 1) == 1 for r in report["rows"].values())
     lines += (["| input | CER | WER | time per epoch (s) | input bits/s |", "|---|---|---|---|---|"] if timed
               else ["| input | CER | WER | input bits/s |", "|---|---|---|---|"])
     for name, r in report["rows"].items():
@@ -379,8 +402,6 @@ def format_compare(report: dict) -> str:
                      for lang in langs]
             mean = (f"{r['cer_language_mean']:.2f}" + (f" ± {r['cer_language_mean_std']:.2f}" if spread else "")) if by else "-"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
-    if timed and (shared := sorted({r.get("jobs", 1) for r in report["rows"].values()} - {1})):
-        lines += ["", f"Times per epoch were measured with {' or '.join(map(str, shared))} trainings side by side (`--jobs`)."]
     if report.get("differences"):
         from .significance import FAMILY_RULE, METHOD
 

@@ -6,13 +6,14 @@ their rows out as the paper does (RPQ paper, Sec. V):
 - **Table I**: the k-means rows by ``k`` (one comparison per ``k``), each against the smallest ``k``.
 - **Table II**: continuous input, the k-means rows, PQ by ``M`` and RPQ by ``M`` (at the α most RPQ rows
   share; on a tie, the one nearest the paper's 0.125), each PQ / RPQ row against the paper's baseline (de-dup + unit BPE) and raw k-means.
-- **Table III**: k-means, RVQ by levels ``V``, PQ and RPQ by ``M``, with input bits/s and time per epoch.
+- **Table III**: k-means, RVQ by levels ``V``, PQ and RPQ by ``M``, with input bits/s.
 - **Table IV**: RPQ at its largest ``M`` by α, each against the α with the lowest **dev** CER (chosen on dev,
   reported on test).
 - **Table VII**: for every row, the warm-up steps, the step where the learning rate peaks (read from the
   training log), the optimizer steps one epoch takes (counted from the sampler over the row's units:
   speechrq batches by seconds of audio, so ``M`` cannot change it) and the peak's epoch.
-- **Figure 6**: time per epoch for k-means, RPQ by ``M`` and continuous input.
+- **Figure 6**: time per epoch for k-means, RPQ by ``M`` and continuous input, where each of their runs trained alone
+  (``jobs`` 1); otherwise none, and ``timings_removed`` says why.
 - **Per language** (a corpus of several languages, ML-SUPERB's column): each row's CER per language and their
   mean (each language once), and each Table II difference per language.
 
@@ -63,8 +64,9 @@ def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
     return {"name": name, "out": str(out), "input": r["input"], "kind": "continuous" if r["input"] == "continuous" else q["kind"],
             "k": q["k"], "M": q["num_subspaces"], "alpha": q.get("alpha"), "cer": statistics.fmean(x["cer"] for x in runs),
             "cer_std": spread("cer"), "wer": statistics.fmean(x["wer"] for x in runs), "wer_std": spread("wer"),
-            "cer_dev": statistics.fmean(x["cer_dev"] for x in runs), "bits_per_second": runs[0]["bits_per_second"], "s_per_step": statistics.fmean(x["s_per_step"] for x in runs),
-            "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)} | _by_language(runs)
+            "cer_dev": statistics.fmean(x["cer_dev"] for x in runs), "bits_per_second": runs[0]["bits_per_second"],
+            "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)} | _by_language(runs) | (
+                {"s_per_step": statistics.fmean(x["s_per_step"] for x in runs)} if all(x.get("jobs", 1) == 1 for x in runs) else {})
 
 
 def _difference(a: dict, b: dict, seeds: list[int], test_split: str) -> dict:
@@ -112,7 +114,7 @@ def rpq_tables(outs: list[str | Path], progress: bool = False) -> dict:
 
     Raises :class:`SpeechrqError` when a directory holds no finished comparison or the comparisons share no
     training seed or test split."""
-    from .discrete_asr import steps_per_epoch
+    from .discrete_asr import shared_cores_note, steps_per_epoch
 
     outs = [Path(o) for o in outs]
     if not outs:
@@ -168,18 +170,20 @@ def rpq_tables(outs: list[str | Path], progress: bool = False) -> dict:
     table7 = [{"name": r["name"], "M": r["M"], "cer": r["cer"], "cer_std": r["cer_std"], **lr_peak(Path(r["out"]), r["spec"], seeds[0])}
               for r in first + pq + rpq + rvq]
     epoch_steps = {t["name"]: t["steps_per_epoch"] for t in table7}
-    figure6 = []
-    for r in first + rpq + cont:
-        steps = epoch_steps.get(r["name"]) or steps_per_epoch(Path(r["out"]), r["spec"], seeds[0])
-        figure6.append({"name": r["name"], "s_per_step": r["s_per_step"], "epoch_s": r["s_per_step"] * steps, "jobs": r["jobs"]})
-    strip = lambda xs: [{k: v for k, v in x.items() if k != "spec"} for x in xs]  # noqa: E731
+    timed = first + rpq + cont
+    if all("s_per_step" in r for r in timed):  # Figure 6 only from runs that each trained alone
+        figure6 = {"figure6": [{"name": r["name"], "s_per_step": r["s_per_step"], "jobs": r["jobs"], "epoch_s": r["s_per_step"] * (
+            epoch_steps.get(r["name"]) or steps_per_epoch(Path(r["out"]), r["spec"], seeds[0]))} for r in timed]}
+    else:
+        figure6 = {"timings_removed": "Its training times (Figure 6) are not reported. " + shared_cores_note(max(r["jobs"] for r in timed))}
+    strip = lambda xs: [{k: v for k, v in x.items() if k not in ("spec", "s_per_step")} for x in xs]  # noqa: E731
     from .discrete_asr import SEEDS_DRIVE
     from .significance import FAMILY_RULE, METHOD
 
     return {"training_seeds": seeds, "seeds_drive": SEEDS_DRIVE, "interval": METHOD, "family_rule": FAMILY_RULE,
             "test_split": test_split, "comparisons": [str(o) for o in outs], "main": str(main_out),
             "alpha": alpha, "baselines": [b["name"] for b in baselines], "table1": strip(table1), "table2": strip(table2),
-            "table3": strip(table3), "table4": strip(table4), "table7": table7, "figure6": figure6}
+            "table3": strip(table3), "table4": strip(table4), "table7": table7} | figure6
 
 
 def _pm(r: dict, key: str) -> str:
@@ -244,9 +248,8 @@ def format_tables(t: dict) -> str:
                 by = d.get("by_language", {})
                 out.append(f"| {r['name']} | {d['against']} | " + " | ".join(_diff(by[lang]) if lang in by else "-" for lang in langs) + " |")
     if t.get("figure6"):
-        shared = sorted({r["jobs"] for r in t["figure6"]} - {1})
-        out += ["", "**Figure 6: training time per epoch**" + (f" ({' or '.join(map(str, shared))} trainings side by side)" if shared else ""),
-                "", "| input | s per step | s per epoch |", "|---|---|---|"]
+        out += ["", "**Figure 6: training time per epoch** (each run trained alone)", "", "| input | s per step | s per epoch |",
+                "|---|---|---|"]
         out += [f"| {r['name']} | {r['s_per_step']:.3f} | {r['epoch_s']:.1f} |" for r in t["figure6"]]
     elif t.get("timings_removed"):
         out += ["", f"**Figure 6: training time per epoch**: not shown. {t['timings_removed']}"]
@@ -329,7 +332,11 @@ def write_tables(outs: list[str | Path], prefix: str | Path, logs: str | Path | 
         write_archive(archive_path(prefix.with_suffix(".json")), evidence, t["training_seeds"], t["test_split"])
         atomic_write_json(prefix.with_suffix(".json"), t)
         atomic_write_text(prefix.with_suffix(".md"), format_tables(t))
-        plot_figure6(t, prefix.parent / f"{prefix.name}_figure6.png")
+        figure = prefix.parent / f"{prefix.name}_figure6.png"
+        if t.get("figure6"):
+            plot_figure6(t, figure)
+        else:  # no time reported: an earlier call's figure is not left beside these tables
+            figure.unlink(missing_ok=True)
     except OSError as e:
         raise SpeechrqError(f"{e.filename or prefix}: cannot write ({e.strerror})") from None
     return t
