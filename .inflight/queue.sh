@@ -4,11 +4,10 @@
 #   setsid nice -n 5 .inflight/queue.sh > /dev/null 2>&1 &     (stop: .inflight/stop_queue.sh)
 cd "$(dirname "$0")/.."
 declare -A CODE=(
-  [rpq-tables]=cacf6c2c40b45c2f201326ae0539116a5696a846     # the code narrow-table and ml-asr landed with
-  [latent-study]=919de06                                   # + each finished seed kept whole in OUT/seed{s}/seed.json
+  [latent-study]=919de06   # each finished seed kept whole in OUT/seed{s}/seed.json
 )
 mkdir -p exp
-for t in ${TARGETS:-rpq-tables latent-study}; do  # narrow-table and ml-asr have landed (70cb9aa and 5255f92)
+for t in ${TARGETS:-latent-study}; do  # narrow-table, ml-asr and rpq-tables have landed
   if [ -f exp/done.$t ]; then echo "=== skip $t (done)" >> exp/queue.log; continue; fi
   code=exp/code35-$t
   if [ ! -d $code/src ]; then

@@ -16,20 +16,10 @@ from speechrq.studies.evidence import (archive_path, read_archive, recheck_compa
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("rpq_tables_mel.json", "ml_tables.json")
 COMPARES = ("asr_compare_seeds_tiny_bestrq.json",)
-# shipped tables made before issue 35 (one quantizer draw for every seed, bootstrap intervals, no per-utterance errors
-# shipped): their pages say so; each leaves this set when its study is run again
-BEFORE_ISSUE_35 = {"rpq_tables_mel.json"}
-
-
-def _made_before_issue_35(name: str, data: dict) -> bool:
-    return name in BEFORE_ISSUE_35 and "interval" not in data and not any("p" in d["cer"] for d in data.get("differences") or [])
-
 
 @pytest.mark.parametrize("name", TABLES + COMPARES)
 def test_every_shipped_table_is_recomputed_from_its_per_utterance_errors(name):
     data = json.loads((DOCS / name).read_text())
-    if _made_before_issue_35(name, data):
-        pytest.skip(f"docs/{name}: made before issue 35, its page says so; run again to ship its errors")
     archive = read_archive(archive_path(DOCS / name))
     problems = recheck_tables(data, archive) if name in TABLES else recheck_compare(data, archive)
     assert problems == []

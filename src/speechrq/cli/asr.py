@@ -46,7 +46,8 @@ def cmd_asr_tables(args) -> None:
 
     t = write_tables(args.comparisons, args.prefix, args.logs)
     print(format_tables(t), end="")
-    print(f"{args.prefix}.json, {args.prefix}.md, {args.prefix}_figure6.png, {args.prefix}_errors.json.gz")
+    figure = f", {args.prefix}_figure6.png" if t.get("figure6") else ""  # Figure 6 only where every run trained alone
+    print(f"{args.prefix}.json, {args.prefix}.md{figure}, {args.prefix}_errors.json.gz")
 
 
 def cmd_asr_transcribe(args) -> None:
@@ -118,9 +119,10 @@ def add_commands(sub) -> None:
     atb = asub.add_parser("tables", help="the RPQ paper's Tables I-IV, VII and Figure 6 from finished comparisons",
                           description="Lay out finished `asr compare` outputs as the RPQ paper's tables: k-means by k (one "
                           "comparison per k), PQ and RPQ by M against the paper's baseline and raw k-means, RVQ beside them, RPQ "
-                          "by alpha (the best alpha chosen on dev), the learning-rate peak in epochs, time per epoch; every difference "
+                          "by alpha (the best alpha chosen on dev), the learning-rate peak in epochs, time per epoch where each run trained "
+                          "alone (--jobs 1); every difference "
                           "with a t-interval over seeds and test utterances, verdicts after Holm's rule within each table: "
-                          "PREFIX.json, PREFIX.md, PREFIX_figure6.png and PREFIX_errors.json.gz (the per-utterance errors).")
+                          "PREFIX.json, PREFIX.md, PREFIX_errors.json.gz (the per-utterance errors) and, when timed, PREFIX_figure6.png.")
     atb.add_argument("comparisons", nargs="+", metavar="OUT", help="`asr compare` output directories")
     atb.add_argument("--prefix", required=True, help="output path without suffix (e.g. docs/rpq_tables)")
     atb.add_argument("--logs", metavar="DIR", help="also copy every run's training log there, gzipped (to ship beside the tables)")
