@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-NAMES = ("row", "baseline", "arm", "task", "name", "claim", "system", "what")
+NAMES = ("row", "baseline", "against", "arm", "task", "name", "claim", "system", "what")
 
 
 def entries(node, path=()):
@@ -33,9 +33,18 @@ def interval(e):
     return "-"
 
 
+def named(d):
+    """An ``asr tables`` JSON's row differences named by their baseline (``baselines[i]``; older files had no ``against``)."""
+    for key in ("table2", "table3"):
+        for r in d.get(key) or []:
+            for i, x in enumerate(r.get("differences") or []):
+                x.setdefault("against", d["baselines"][i])
+    return d
+
+
 def main(rev, path, show_all):
-    old = dict(entries(json.loads(subprocess.run(["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True).stdout)))
-    new = dict(entries(json.load(open(path))))
+    old = dict(entries(named(json.loads(subprocess.run(["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True).stdout))))
+    new = dict(entries(named(json.load(open(path)))))
     print(f"| comparison | {rev} | now |\n|---|---|---|")
     changed = 0
     for key in list(old) + [k for k in new if k not in old]:
