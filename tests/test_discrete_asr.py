@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,26 @@ def test_systems_are_table_twos_rows():
     names = [s["name"] for s in systems(500, [2, 4], [8], 0.125)]
     assert names == ["continuous", "k-means (k=500)", "PQ (M=2)", "PQ (M=4)", "RPQ (M=8, α=0.125)"]
     assert [s["name"] for s in systems(500, [], [8], 0.25, continuous=False)] == ["k-means (k=500)", "RPQ (M=8, α=0.25)"]
+
+
+def test_a_row_is_timed_only_where_every_run_trained_alone():
+    """A row's time averages its runs only when each trained alone; a run recorded beside others (jobs 2, even with
+    times an earlier speechrq kept) leaves the row untimed; a hand-edited record is one line naming the key."""
+    from speechrq.formats import compare_runs
+    from speechrq.studies.discrete_asr import summarize_seeds, timed_alone
+
+    run = {"cer": 50.0, "wer": 70.0, "cer_dev": 49.0, "bits_per_second": 224.0, "steps": 2, "utterances": 10, "decoding": {},
+           "final_loss": 3.0, "jobs": 1, "s_per_step": 0.2, "epoch_s": 10.0}
+    alone = summarize_seeds({"0": run, "1": run | {"s_per_step": 0.4, "epoch_s": 20.0}})
+    assert abs(alone["s_per_step"] - 0.3) < 1e-12 and abs(alone["epoch_s"] - 15.0) < 1e-12
+    shared = run | {"jobs": 2}
+    assert "s_per_step" not in timed_alone(shared) and timed_alone(run) == run
+    for seeds in ({"0": run, "1": timed_alone(shared)}, {"0": run, "1": {k: v for k, v in shared.items() if k != "s_per_step"}}):
+        assert not {"s_per_step", "epoch_s"} & set(summarize_seeds(seeds))
+    for seed, said in ((run | {"jobs": 0}, "rows.x.seeds.0.jobs: expected at least 1"),
+                       ({k: v for k, v in run.items() if k != "s_per_step"}, "rows.x.seeds.0: missing key 's_per_step'")):
+        with pytest.raises(SpeechrqError, match=f"compare.json: {re.escape(said)}"):
+            compare_runs({"rows": {"x": {"seeds": {"0": seed}}}}, "compare.json")
 
 
 def test_rpq_rows_carry_their_own_alpha_and_rvq_rows_their_levels():

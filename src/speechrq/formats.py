@@ -172,10 +172,13 @@ def compare_runs(d: Any, source: Any) -> dict:
 
 
 def _timed_alone(seeds: dict, source: Any, path: str) -> None:
-    """A run trained alone (``jobs`` 1) carries its time per step; one trained beside others has none (none is reported)."""
+    """A run trained alone (``jobs`` 1) carries its time per step and epoch; one trained beside others has none
+    reported; ``jobs`` is at least 1."""
     for s, run in seeds.items():
+        if run.get("jobs", 1) < 1:
+            raise invalid(source, f"{path}.{s}.jobs", f"expected at least 1 (trainings at a time), got {run['jobs']}")
         if run.get("jobs", 1) == 1:
-            need(run, "s_per_step", source, f"{path}.{s}", "a run trained alone (jobs 1)")
+            need(run, "s_per_step", source, f"{path}.{s}", "a run trained alone, jobs 1")
 
 
 def compare_for_tables(d: Any, source: Any) -> dict:

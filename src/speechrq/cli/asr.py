@@ -85,7 +85,7 @@ def add_commands(sub) -> None:
     ac = asub.add_parser("compare", help="Table II: continuous vs k-means vs PQ vs RPQ units, one ASR model each",
                          description="Fit k-means, PQ (each M of --pq) and RPQ (each M of --rpq) on one layer, encode the corpus, "
                          "train CONFIG's ASR model on each and on the continuous features, decode the test split: "
-                         "OUT/compare.json, OUT/compare.md (CER, WER, time per epoch, input bits/s). Resumable.")
+                         "OUT/compare.json, OUT/compare.md (CER, WER, time per epoch where every run trained alone, input bits/s). Resumable.")
     ac.add_argument("config", metavar="CONFIG", type=config_arg("asr"), help="ASR YAML config or a shipped config's name, e.g. tiny "
                     "(data.units, data.input and out_dir are set per system)")
     ac.add_argument("--encoder", required=True, type=checkpoint_arg, help=ENCODER_HELP)
@@ -112,7 +112,7 @@ def add_commands(sub) -> None:
                     "(default: units; units,dedup,bpe for the paper's protocol)")
     ac.add_argument("--unit-bpe", type=int, default=1000, metavar="V", help="unit BPE vocabulary of the bpe row (default: 1000)")
     ac.add_argument("--jobs", type=int, default=1, metavar="N", help="run N trainings side by side, one process each, sharing "
-                    "the cores (for a CPU; default: 1); their times per epoch are then measured on a shared machine")
+                    "the cores (for a CPU; default: 1); runs trained side by side record no time (timings_removed says why)")
     ac.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of CONFIG for every system (repeatable; the same key twice: the later wins)")
     add_decode_flags(ac)
     ac.set_defaults(func=cmd_asr_compare)

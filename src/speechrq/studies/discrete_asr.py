@@ -169,7 +169,7 @@ def compare(encoder: str | Path, layer: int, corpus: str | Path, out: str | Path
         r.setdefault("seeds", {})[str(task["seed"])] = result
         for timing in ("s_per_step", "epoch_s"):  # summarized again: a row is timed only where every run was
             r.pop(timing, None)
-        r |= summarize_seeds(r["seeds"])
+        r |= summarize_seeds({k: timed_alone(run) for k, run in r["seeds"].items()})
         atomic_write_json(out / "compare.json", settings | {"rows": results})
         if progress and workers > 1:
             print(f"compare: {row['name']}, seed {task['seed']}: CER {result['cer']:.2f}", flush=True)
@@ -222,7 +222,7 @@ def summarize_seeds(per_seed: dict) -> dict:
             "decoding": first["decoding"], "final_loss": statistics.fmean(r["final_loss"] for r in runs if r["final_loss"] is not None)
             if any(r["final_loss"] is not None for r in runs) else None} | _by_language(runs) | (
                 {key: statistics.fmean(r[key] for r in runs) for key in ("s_per_step", "epoch_s")}
-                if all("epoch_s" in r for r in runs) else {})  # a row is timed only where every run was
+                if all("s_per_step" in r and "epoch_s" in r for r in runs) else {})  # a row is timed only where every run was
 
 
 def timed_alone(run: dict) -> dict:

@@ -304,7 +304,8 @@ def copy_logs(outs: list[str | Path], directory: str | Path, seeds: list[int]) -
 
 
 def write_tables(outs: list[str | Path], prefix: str | Path, logs: str | Path | None = None) -> dict:
-    """``PREFIX.json``, ``PREFIX.md``, ``PREFIX_figure6.png`` and ``PREFIX_errors.json.gz`` (every run's per-utterance
+    """``PREFIX.json``, ``PREFIX.md``, ``PREFIX_figure6.png`` (only where every timed run trained alone: otherwise
+    an earlier call's is removed) and ``PREFIX_errors.json.gz`` (every run's per-utterance
     dev and test errors: :mod:`speechrq.studies.evidence` recomputes the tables from them) from the comparisons
     ``outs``; with ``logs``, every run's training log gzipped there (:func:`copy_logs`)."""
     if str(prefix).endswith(("/", "\\")) or Path(prefix).is_dir():
