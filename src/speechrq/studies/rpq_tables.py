@@ -56,7 +56,7 @@ def _row_spec(name: str, r: dict) -> dict:
 
 
 def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
-    from .discrete_asr import _by_language
+    from .discrete_asr import _by_language, timed_alone
 
     runs = [r["seeds"][str(s)] for s in seeds]
     spread = (lambda key: statistics.stdev(x[key] for x in runs) if len(runs) > 1 else 0.0)  # noqa: E731
@@ -66,7 +66,7 @@ def _entry(out: Path, name: str, r: dict, seeds: list[int]) -> dict:
             "cer_std": spread("cer"), "wer": statistics.fmean(x["wer"] for x in runs), "wer_std": spread("wer"),
             "cer_dev": statistics.fmean(x["cer_dev"] for x in runs), "bits_per_second": runs[0]["bits_per_second"],
             "jobs": max(x.get("jobs", 1) for x in runs), "spec": _row_spec(name, r)} | _by_language(runs) | (
-                {"s_per_step": statistics.fmean(x["s_per_step"] for x in runs)} if all(x.get("jobs", 1) == 1 for x in runs) else {})
+                {"s_per_step": statistics.fmean(x["s_per_step"] for x in runs)} if all("s_per_step" in timed_alone(x) for x in runs) else {})
 
 
 def _difference(a: dict, b: dict, seeds: list[int], test_split: str) -> dict:
