@@ -237,3 +237,28 @@ def test_features_stats_reads_the_corpus_s_own_training_split_by_default(tiny_co
     assert main(["features", "stats", str(ls), "--out", str(tmp_path / "s.json"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "several train splits (train-clean-100, train-other-500)" in err
+
+
+def test_each_utterance_s_end_is_reflected_into_its_padding_as_kaldi_does_per_sample():
+    """Sample ``n + j`` of an utterance of ``n`` samples becomes sample ``n - 1 - j`` up to its last frame's end (index
+    0 where the utterance is shorter than that), and nothing before its end changes: against a per-sample loop, over
+    lengths equal, far apart, shorter than one window, and one sample."""
+    from speechrq.features import FRAME_LENGTH
+    from speechrq.frames import FRAME_SHIFT
+
+    mel = LogMel()
+    hop, window = int(round(FRAME_SHIFT * 16000)), int(round(FRAME_LENGTH * 16000))
+    g = torch.Generator().manual_seed(0)
+    for lens in ([4000, 4000], [16000, 3210, 9999], [300, 5000], [1, 800, 801]):
+        lens = torch.tensor(lens)
+        wav = torch.randn(len(lens), int(lens.max()), generator=g)
+        wav = wav.masked_fill(torch.arange(wav.shape[1])[None] >= lens[:, None], 0.0)
+        got = mel._reflect_ends(wav, lens)
+        for i, n in enumerate(lens.tolist()):
+            end = (int(num_frames(torch.tensor(n), 16000)) - 1) * hop + window - (window - hop) // 2
+            assert got.shape[1] >= end
+            want = torch.zeros(got.shape[1])
+            want[: wav.shape[1]] = wav[i]
+            for k in range(n, end):
+                want[k] = wav[i, max(2 * n - 1 - k, 0)]
+            assert torch.equal(got[i], want), (lens.tolist(), i)

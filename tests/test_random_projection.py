@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from speechrq.targets import RandomProjectionQuantizer, stack_frames
+from speechrq.targets.random_projection import first_argmax
 
 
 def _reference(q: RandomProjectionQuantizer, x: torch.Tensor) -> np.ndarray:
@@ -64,3 +65,19 @@ def test_targets_are_fp32_under_a_low_precision_autocast():
         z = q.project(x)
     assert z.dtype == torch.float32
     assert (got.numpy() == _reference(q, x)).all()
+
+
+def test_the_two_level_argmax_is_argmax_exactly_on_ties_nan_and_every_width():
+    g = torch.Generator().manual_seed(0)
+    for v in (4096, 1000, 320, 64, 48, 7):  # two levels where a group of 16..128 divides V, argmax otherwise
+        scores = torch.randn(3, 5, v, generator=g)
+        assert torch.equal(first_argmax(scores), scores.argmax(-1)), v
+        ties = torch.randint(0, 3, (3, 5, v), generator=g).float()  # many equal maxima: the first one wins
+        assert torch.equal(first_argmax(ties), ties.argmax(-1)), v
+        late = torch.zeros(2, v)
+        late[0, -1] = late[1, v // 2] = 1.0  # the maximum in the last group, in a middle one
+        assert first_argmax(late).tolist() == [v - 1, v // 2]
+    nan = torch.randn(4, 4096, generator=g)
+    nan[1, 3000], nan[1, 4000], nan[2, 70] = float("nan"), float("nan"), float("nan")
+    assert torch.equal(first_argmax(nan), nan.argmax(-1))  # the first NaN, as argmax
+    assert first_argmax(torch.randn(0, 4096)).shape == (0,)

@@ -107,10 +107,12 @@ class LogMel(nn.Module):
         last_end = (num_frames(lens, self.sample_rate) - 1) * hop + window - (window - hop) // 2  # past the last frame's end
         extra = max(0, int(last_end.max()) - wav.shape[1])
         x = torch.nn.functional.pad(wav, (0, extra))
-        pos = torch.arange(x.shape[1], device=x.device)[None]
+        # only samples from the shortest utterance's end on can change: the index tensors cover that tail alone
+        start = min(int(lens.min()), x.shape[1])
+        pos = torch.arange(start, x.shape[1], device=x.device)[None]
         fill = (pos >= lens[:, None]) & (pos < last_end[:, None])
         source = (2 * lens[:, None] - 1 - pos).clamp(0, x.shape[1] - 1)
-        return torch.where(fill, x.gather(1, source), x)
+        return torch.cat([x[:, :start], torch.where(fill, x.gather(1, source), x[:, start:])], dim=1)
 
 
 @dataclass

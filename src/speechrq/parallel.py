@@ -45,9 +45,11 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
 
     import torch
 
+    from .allocator import keep_freed_memory
     from .errors import install_termination_handlers
 
     install_termination_handlers()  # a worker stopped by SIGTERM removes its temporaries like the parent does
+    keep_freed_memory()  # as the command that spawned it (speechrq.allocator)
 
     torch.set_num_threads(threads)
     try:

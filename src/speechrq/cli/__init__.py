@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 
+from ..allocator import keep_freed_memory
 from ..errors import OtherRankFailed, SpeechrqError, Terminated, install_termination_handlers
 from . import asr, bench, configs, data, evaluate, features, pretrain, report, targets, units
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stderr(io.StringIO()):
             args = parser.parse_args(argv)
     install_termination_handlers()  # SIGTERM/SIGHUP unwind like an exception: temporaries removed, nothing half-written
+    keep_freed_memory()  # no page faults on every step's large tensors (speechrq.allocator)
     try:
         args.func(args)
     except SpeechrqError as e:

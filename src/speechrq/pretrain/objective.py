@@ -35,7 +35,13 @@ class PredictionHeads(nn.Module):
                 p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).view(x.shape[0], self.num_codebooks, self.codebook_size)
+        if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+            # the bias added in place after the product: bitwise what nn.Linear's addmm gives, without its copy of
+            # the bias into every row of the [M, N * V] output first (1-2% of a tiny-preset step at 8 x 4096)
+            logits = torch.mm(x, self.proj.weight.t()).add_(self.proj.bias)
+        else:
+            logits = self.proj(x)
+        return logits.view(x.shape[0], self.num_codebooks, self.codebook_size)
 
 
 @dataclass
