@@ -157,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         if importlib.util.find_spec(name) is None:
             print(f"bench_peer: {name} is not installed (pip install 'speechrq[bench]', or make bench)", file=sys.stderr)
             return 2
+    from speechrq.models.conformer import PRESETS
+
+    if args.preset not in PRESETS:
+        print(f"bench_peer: --preset {args.preset!r}: not a preset (one of {', '.join(sorted(PRESETS))})", file=sys.stderr)
+        return 2
+    if min(args.num_codebooks, args.codebook_size, args.rounds, args.steps) < 1 or not args.batch_seconds > 0:
+        print("bench_peer: --num-codebooks, --codebook-size, --rounds and --steps must be at least 1, --batch-seconds "
+              "above 0", file=sys.stderr)
+        return 2
     _, _, audio_s = _batch(args.batch_seconds)
     ctx = multiprocessing.get_context("spawn")
     conns, procs, kept, threads = {}, [], {}, {}
