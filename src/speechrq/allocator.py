@@ -24,7 +24,7 @@ each spawned worker (:mod:`speechrq.parallel`) at its own.
 from __future__ import annotations
 
 import os
-import platform
+import sys
 
 __all__ = ["keep_freed_memory"]
 
@@ -49,12 +49,20 @@ def _user_chose() -> str | None:
     return None
 
 
+def _glibc() -> bool:
+    """Whether this process runs on glibc (not musl or another C library)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to reuse freed blocks (see the module's text); True if it was set by this call.
 
     Idempotent; never raises (a C library without ``mallopt`` or a refused setting leaves malloc as it was).
     """
-    if _user_chose() is not None or not platform.system() == "Linux" or platform.libc_ver()[0] != "glibc":
+    if _user_chose() is not None or not sys.platform.startswith("linux") or not _glibc():
         return False
     import ctypes
 
