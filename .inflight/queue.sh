@@ -4,7 +4,7 @@
 #   setsid nice -n 5 .inflight/queue.sh > /dev/null 2>&1 &     (stop: .inflight/stop_queue.sh)
 cd "$(dirname "$0")/.."
 declare -A CODE=(
-  [latent-study]=919de06   # each finished seed kept whole in OUT/seed{s}/seed.json
+  [latent-study]=a8f9abf   # seed 0 ran on 919de06; a8f9abf's training is bitwise the same (issue 38, stop 48), faster
 )
 mkdir -p exp
 for t in ${TARGETS:-latent-study}; do  # narrow-table, ml-asr and rpq-tables have landed
