@@ -153,10 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
     import multiprocessing
 
-    for name in ("conformer", "vector_quantize_pytorch"):
-        if importlib.util.find_spec(name) is None:
-            print(f"bench_peer: {name} is not installed (pip install 'speechrq[bench]', or make bench)", file=sys.stderr)
-            return 2
+    from multiprocessing.connection import wait
+
     from speechrq.models.conformer import PRESETS
 
     if args.preset not in PRESETS:
@@ -166,26 +164,38 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_peer: --num-codebooks, --codebook-size, --rounds and --steps must be at least 1, --batch-seconds "
               "above 0", file=sys.stderr)
         return 2
+    for name in ("conformer", "vector_quantize_pytorch"):
+        if importlib.util.find_spec(name) is None:
+            print(f"bench_peer: {name} is not installed (pip install 'speechrq[bench]', or make bench)", file=sys.stderr)
+            return 2
     _, _, audio_s = _batch(args.batch_seconds)
     ctx = multiprocessing.get_context("spawn")
-    conns, procs, kept, threads = {}, [], {}, {}
-    for name, keep in (("speechrq", True), ("peer", args.peer_keeps_freed_memory)):
-        here, there = ctx.Pipe()
-        proc = ctx.Process(target=_side, args=(name, args, keep, there), daemon=True)
-        proc.start()
-        conns[name] = here
-        procs.append(proc)
+    conns, procs, kept, threads = {}, {}, {}, {}
+
+    def answer(name: str):
+        """The side's next message; EOFError as soon as its process has ended, however it ended."""
+        wait([conns[name], procs[name].sentinel])
+        if not conns[name].poll():
+            raise EOFError(name)
+        return conns[name].recv()
+
     try:
-        for name, conn in conns.items():  # one after the other: each builds (and compiles) alone
-            _, kept[name], threads[name] = conn.recv()
+        for name, keep in (("speechrq", True), ("peer", args.peer_keeps_freed_memory)):  # each builds (and compiles) alone
+            here, there = ctx.Pipe()
+            procs[name] = ctx.Process(target=_side, args=(name, args, keep, there), daemon=True)
+            procs[name].start()
+            there.close()  # the child's end: held here too, a side that died would never read as ended
+            conns[name] = here
+            _, kept[name], threads[name] = answer(name)
         times = {"speechrq": [], "peer": []}
         for r in range(args.rounds):
             for name in (list(conns) if r % 2 == 0 else list(conns)[::-1]):
                 for i in range(args.steps):
                     conns[name].send(100 * r + i)
-                    times[name].append(conns[name].recv())
-    except EOFError:
-        print("bench_peer: a side's process ended early (its error is above)", file=sys.stderr)
+                    times[name].append(answer(name))
+    except (EOFError, BrokenPipeError) as e:
+        side = e.args[0] if isinstance(e, EOFError) else "other"
+        print(f"bench_peer: the {side} side's process ended early (its error, if it raised one, is above)", file=sys.stderr)
         return 1
     finally:
         for conn in conns.values():
@@ -193,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                 conn.send(None)
             except OSError:
                 pass
-        for proc in procs:
+        for proc in procs.values():
             proc.join(30)
+            if proc.is_alive():
+                proc.kill()
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "preset": args.preset, "heads": f"{args.num_codebooks}x{args.codebook_size}", "compile": args.compile,

@@ -78,19 +78,23 @@ def test_usage_share_and_entropy():
 
 
 def test_the_heads_equal_nn_linear_bitwise_forward_and_backward():
-    """On a CPU in fp32 the heads add the bias after the product (no copy of it into the output first): the same bits as
-    ``nn.Linear``, logits and every gradient; under autocast they are ``nn.Linear`` itself."""
-    torch.manual_seed(0)
-    heads = PredictionHeads(96, 8, 512)
-    x = torch.randn(37, 96, requires_grad=True)
-    out = heads(x)
-    ref = torch.nn.functional.linear(x, heads.proj.weight, heads.proj.bias).view(37, 8, 512)
-    assert torch.equal(out, ref)
-    g = torch.randn_like(out)
-    got = torch.autograd.grad(out, (x, heads.proj.weight, heads.proj.bias), g)
-    want = torch.autograd.grad(ref, (x, heads.proj.weight, heads.proj.bias), g)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    """On a CPU in fp32 the heads of width up to 256 add the bias after the product (no copy of it into the output
+    first): the same bits as ``nn.Linear``, logits and every gradient; wider ones and autocast are ``nn.Linear``."""
+    for dim in (96, 256, 512):  # the tiny and small presets' widths take the product and bias apart; 512 is nn.Linear
+        for m in (1, 37, 611):
+            torch.manual_seed(dim + m)
+            heads = PredictionHeads(dim, 8, 512)
+            x = torch.randn(m, dim, requires_grad=True)
+            out = heads(x)
+            ref = torch.nn.functional.linear(x, heads.proj.weight, heads.proj.bias).view(m, 8, 512)
+            assert torch.equal(out, ref), (dim, m)
+            g = torch.randn_like(out)
+            got = torch.autograd.grad(out, (x, heads.proj.weight, heads.proj.bias), g)
+            want = torch.autograd.grad(ref, (x, heads.proj.weight, heads.proj.bias), g)
+            assert all(torch.equal(a, b) for a, b in zip(got, want)), (dim, m)
+    heads, x = PredictionHeads(96, 8, 512), torch.randn(37, 96)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = heads(x)
     assert low.dtype == torch.bfloat16 and low.shape == (37, 8, 512)
+    ref = torch.nn.functional.linear(x, heads.proj.weight, heads.proj.bias).view(37, 8, 512)
     assert torch.allclose(low.float(), ref, atol=0.1)

@@ -16,9 +16,11 @@ resident size stays near the run's peak instead of falling back between steps, a
 1.38 million).
 
 Left alone where the user chose an allocator already (``GLIBC_TUNABLES`` with a ``glibc.malloc`` setting,
-``MALLOC_MMAP_MAX_``/``MALLOC_TRIM_THRESHOLD_``/``MALLOC_MMAP_THRESHOLD_``, or jemalloc/tcmalloc in ``LD_PRELOAD``),
-where ``SPEECHRQ_KEEP_FREED_MEMORY=0``, and off Linux/glibc. ``speechrq``'s command line calls it once at start, and
-each spawned worker (:mod:`speechrq.parallel`) at its own.
+``MALLOC_MMAP_MAX_``/``MALLOC_TRIM_THRESHOLD_``/``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TOP_PAD_``, or jemalloc/tcmalloc
+in ``LD_PRELOAD``), where ``SPEECHRQ_KEEP_FREED_MEMORY`` is ``0`` (or ``false``, ``no``, ``off``), and off
+Linux/glibc. ``speechrq``'s command line calls it once at start, and each spawned worker (:mod:`speechrq.parallel`)
+at its own: a program that calls ``speechrq.cli.main`` in its own process has its malloc set for the rest of that
+process too. ``speechrq.units.sample``'s explicit ``malloc_trim`` still gives freed memory back where it calls it.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRE
 
 def _user_chose() -> str | None:
     """What says the user chose the allocator, or None."""
-    if os.environ.get("SPEECHRQ_KEEP_FREED_MEMORY", "1") == "0":
-        return "SPEECHRQ_KEEP_FREED_MEMORY=0"
+    if os.environ.get("SPEECHRQ_KEEP_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "SPEECHRQ_KEEP_FREED_MEMORY"
     for name in USER_SETTINGS:
         if name in os.environ:
             return name
