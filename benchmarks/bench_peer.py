@@ -81,8 +81,9 @@ def _batch(batch_seconds: float):
 
 
 def _side(name: str, args: argparse.Namespace, keep_freed: bool, conn) -> None:
-    """One side in its own process, as a user runs it: builds its model, takes 2 warm-up steps (and compiles), then
-    answers each step index sent with that step's seconds, until it is sent None."""
+    """One side in its own process, as a user runs it: builds its model, takes 2 warm-up steps (and compiles), says
+    ``(batch audio seconds, malloc set, threads)``, then answers each step index sent with that step's seconds, until
+    it is sent None."""
     from speechrq.allocator import keep_freed_memory
     from speechrq.config import config_from_dict
     from speechrq.features import FeatureStats
@@ -94,7 +95,7 @@ def _side(name: str, args: argparse.Namespace, keep_freed: bool, conn) -> None:
     from speechrq.training.optim import make_optimizer
 
     kept = keep_freed_memory() if keep_freed else False
-    feats, frames, _ = _batch(args.batch_seconds)
+    feats, frames, audio_s = _batch(args.batch_seconds)
     cfg = config_from_dict(PretrainConfig, {
         "out_dir": "-", "data": {"corpus": "-"}, "model": {"preset": args.preset},
         "quantizer": {"num_codebooks": args.num_codebooks, "codebook_size": args.codebook_size},
@@ -129,7 +130,7 @@ def _side(name: str, args: argparse.Namespace, keep_freed: bool, conn) -> None:
 
     for i in range(2):  # warm-up (and compilation)
         step(i)
-    conn.send(("ready", kept, torch.get_num_threads()))
+    conn.send((audio_s, kept, torch.get_num_threads()))
     while (i := conn.recv()) is not None:
         t0 = time.perf_counter()
         step(i)
@@ -168,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         if importlib.util.find_spec(name) is None:
             print(f"bench_peer: {name} is not installed (pip install 'speechrq[bench]', or make bench)", file=sys.stderr)
             return 2
-    _, _, audio_s = _batch(args.batch_seconds)
     ctx = multiprocessing.get_context("spawn")
     conns, procs, kept, threads = {}, {}, {}, {}
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             procs[name].start()
             there.close()  # the child's end: held here too, a side that died would never read as ended
             conns[name] = here
-            _, kept[name], threads[name] = answer(name)
+            audio_s, kept[name], threads[name] = answer(name)  # the same seeded batch on both sides
         times = {"speechrq": [], "peer": []}
         for r in range(args.rounds):
             for name in (list(conns) if r % 2 == 0 else list(conns)[::-1]):
