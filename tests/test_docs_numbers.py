@@ -149,15 +149,16 @@ def test_the_readme_numbers_agree_with_the_json():
 
 
 def test_the_numbers_named_in_issue_36_are_the_json_s():
-    """The prose once said 0.75 where the JSON gives 0.73, and ± 0.98 where it gives ± 1.00: now both are read."""
+    """The prose once said 0.75 where the JSON gave 0.73, and ± 0.98 where it gave ± 1.00: now both kinds are read (the
+    `auto` arm is gone from the study since issue 35's re-run; the paper's design and the strong θ's steps are read)."""
     d = json.loads((DOCS / "latent_study.json").read_text())
-    auto = next(a for n, a in d["arms"].items() if "layers auto" in n)["pr"]["vs_base"]["mean"]
-    best = next(a for n, a in d["arms"].items() if "ranked best" in n)["pr"]["vs_base"]["mean"]
-    assert value("latent.pr.auto_minus_best", DOCS) == f"{abs(auto - best):.2f}" == "0.73"
+    design = d["arms"][d["paper_arm"]]["pr"]["vs_base"]
+    assert value("latent.paper.pr.dci", DOCS) == f"{design['mean']:+.2f} [{design['ci95'][0]:+.2f}, {design['ci95'][1]:+.2f}]".replace("-", "−")
+    assert value("latent.reference_steps", DOCS) == str(d["reference_steps"]) == "2000"
     mel = json.loads((DOCS / "rpq_tables_mel.json").read_text())
     bpe = next(r for r in mel["table1"] if "BPE" in r["name"])
     assert value("mel.kmeans500_bpe", DOCS) == f"{bpe['cer']:.2f} ± {bpe['cer_std']:.2f}"
-    assert "{{ latent.pr.auto_minus_best }}" in (DOCS / "guide" / "pretrain.md").read_text()
+    assert "{{ latent.paper.pr.dci }}" in (DOCS / "guide" / "pretrain.md").read_text()
     assert "<!--n:mel.kmeans500_bpe-->" in (ROOT / "README.md").read_text()
 
 
@@ -187,8 +188,8 @@ def test_a_changed_json_changes_the_prose_and_the_readme(tmp_path):
 
 
 def test_an_unknown_key_is_an_error_naming_it():
-    with pytest.raises(SpeechrqError, match=r"unknown number 'latent.auto.pr.dciX'.*did you mean latent.auto.pr.dci"):
-        fill("x {{ latent.auto.pr.dciX }} y", DOCS)
+    with pytest.raises(SpeechrqError, match=r"unknown number 'latent.paper.pr.dciX'.*did you mean latent.paper.pr.dci"):
+        fill("x {{ latent.paper.pr.dciX }} y", DOCS)
 
 
 def test_the_readme_refresh_rewrites_only_the_numbers(tmp_path):

@@ -83,7 +83,12 @@ def test_the_latent_rows_show_the_papers_design_and_the_change_in_the_metrics_ow
     arm = renamed["arms"].pop(renamed["paper_arm"])
     renamed["paper_arm"] = "Latent-RQ layers [1, 2], paper's design (20/50/80%)"
     renamed["arms"][renamed["paper_arm"]] = arm
-    assert "ablation" not in latent_rows(renamed)[0]["claim"] and "the paper's design" in latent_rows(renamed)[0]["claim"]
+    assert "ablation" not in latent_rows(renamed)[0]["claim"] and "paper's design" in latent_rows(renamed)[0]["claim"]
+    older = copy.deepcopy(study)  # a study before issue 35's re-run: the paper's schedule on the ranked-best layers
+    arm = older["arms"].pop(older["paper_arm"])
+    older["paper_arm"] = "Latent-RQ layers [-1, 0], paper schedule (20/50/80%)"
+    older["arms"][older["paper_arm"]] = arm
+    assert "an ablation" in latent_rows(older)[0]["claim"]
 
 
 def test_the_shipped_headline_has_one_row_per_setting_and_renders():

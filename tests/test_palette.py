@@ -20,6 +20,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
     ("k-means (k=500), de-duplicated", palette.KMEANS), ("PQ (M=8)", palette.PQ), ("pq", palette.PQ),
     ("RPQ (M=32, α=0.125)", palette.RPQ), ("rpq", palette.RPQ), ("RVQ (V=2)", palette.RVQ), ("continuous", palette.CONTINUOUS),
     ("Latent-RQ layers [-1, 0] (ranked best, branch 50%)", palette.LATENT_RQ),
+    ("Latent-RQ layers [1, 2], paper's design (20/50/80%)", "#882255"),
     ("reference + 500 BEST-RQ steps", palette.REFERENCE_BEST_RQ),
     ("reference + 500 Latent-RQ steps, layers [-1, 0]", palette.REFERENCE_LATENT_RQ),
 ])
@@ -40,6 +41,9 @@ def test_the_families_have_distinct_colours():
     families = [palette.BEST_RQ, palette.LATENT_RQ, palette.FBANK, palette.RANDOM_INIT, palette.KMEANS, palette.RVQ, palette.PQ,
                 palette.RPQ, palette.CONTINUOUS]
     assert len(set(families)) == len(families)
+    # every Latent-RQ arm its own colour, none a family's (the ranked-best arm is the family's own)
+    arms = [c for key, c in palette.LATENT_ARMS if key != "ranked best"] + [palette.REFERENCE_BEST_RQ, palette.REFERENCE_LATENT_RQ]
+    assert len(set(arms)) == len(arms) and not set(arms) & set(families)
 
 
 def test_shades_run_light_to_dark_around_the_colour():

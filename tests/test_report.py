@@ -151,14 +151,21 @@ def test_latent_rows_every_cell(rows):
         src + " (stage_gains)"]
     seen.add((claim, src + " (stage_gains)"))
     claim = "middle layers of θ make the best targets (Table 2)"
-    middle = next(a for n, a in s["arms"].items() if "(middle" in n)["pr"]
     best = s["arms"][s["best_arm"]]["pr"]
-    # the middle layers against the ranked-best ones, paired by seed: a comparison on its own (p ≤ 0.05, no family)
-    mean, lo, hi, p = paired(middle["per_seed"], best["per_seed"])
-    assert rows[claim, src] == ["Latent-RQ", claim, f"PR with middle layers {s['middle_layers']}: {middle['mean']:.2f} ± {middle['std']:.2f}; "
-                                f"with {s['best_layers']}: {best['mean']:.2f} ± {best['std']:.2f}",
-                                interval(mean, lo, hi, len(set(middle["per_seed"]) & set(best["per_seed"]))), f"**{CLAIM[decide(mean, p)]}**",
-                                src]
+    if middle := next((a for n, a in s["arms"].items() if "(middle" in n), None):
+        # the middle layers against the ranked-best ones, one branch each, paired by seed: a comparison on its own
+        mean, lo, hi, p = paired(middle["pr"]["per_seed"], best["per_seed"])
+        middle = middle["pr"]
+        assert rows[claim, src] == ["Latent-RQ", claim, f"PR with middle layers {s['middle_layers']}: {middle['mean']:.2f} ± "
+                                    f"{middle['std']:.2f}; with {s['best_layers']}: {best['mean']:.2f} ± {best['std']:.2f}",
+                                    interval(mean, lo, hi, len(set(middle["per_seed"]) & set(best["per_seed"]))),
+                                    f"**{CLAIM[decide(mean, p)]}**", src]
+    else:
+        # the middle layers run only in the paper's design (another schedule): shown, not judged
+        design = s["arms"][s["paper_arm"]]["pr"]
+        assert rows[claim, src] == ["Latent-RQ", claim, f"not compared at one schedule: PR {design['mean']:.2f} ± {design['std']:.2f} "
+                                    f"for {s['paper_arm']}, {best['mean']:.2f} ± {best['std']:.2f} for {s['best_arm']} (the arms "
+                                    "differ in layers and schedule)", "-", "**not measured**", src]
     seen.add((claim, src))
     claim = "Latent-RQ reaches BEST-RQ's quality in fewer steps (section 4.2)"
     per = s["convergence"]["per_seed"]

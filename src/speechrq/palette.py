@@ -24,7 +24,8 @@ CONTINUOUS = "#000000"  # black: continuous features, the ceiling of discrete un
 
 # the Latent-RQ arms of the seeded study (substring of the arm's name -> colour), checked in this order
 LATENT_ARMS = [
-    ("paper schedule", "#882255"),  # wine
+    ("paper's design", "#882255"),  # wine: the paper's middle layers on its 20/50/80% schedule
+    ("paper schedule", "#DDCC77"),  # sand: that schedule on the ranked-best layers (an ablation of earlier studies)
     ("lr continues", "#44AA99"),  # teal
     ("no standardisation", "#999933"),  # olive
     ("middle", "#AA4499"),  # purple

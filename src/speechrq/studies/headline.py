@@ -53,11 +53,13 @@ def latent_rows(study: dict) -> list[dict]:
 
     arm, pairs = study["paper_arm"], []
     if arm:
-        what = "the paper's design" if PAPER_ARM in arm else "an ablation: the paper's schedule on the ranked-best layers, not its middle layers"
-        pairs.append((arm, "BEST-RQ", f"Latent-RQ ({arm}; {what}) beats BEST-RQ at {study['steps']} steps"))
+        # the arm's name says "paper's design" where it is; an older study's arm was the schedule on other layers
+        what = "" if PAPER_ARM in arm else "; an ablation: the paper's schedule on the ranked-best layers, not its middle layers"
+        pairs.append((arm, "BEST-RQ", f"Latent-RQ ({arm}{what}) beats BEST-RQ at {study['steps']} steps"))
     strong = next((a for a in study["arms"] if a.startswith("reference") and "Latent-RQ" in a), None)
     if strong:
-        pairs.append((strong, study["base"][strong], "with a strong θ (the 4000-step reference continued), Latent-RQ "
+        more = f" for {study['reference_steps']} steps" if study.get("reference_steps") else ""  # older studies: not recorded
+        pairs.append((strong, study["base"][strong], f"with a strong θ (the 4000-step reference continued{more}), Latent-RQ "
                       "targets beat Mel targets"))
     for arm, base, claim in pairs:
         for task, metric in (("pr", "PER ↓ (phone probe; the paper reports ASR WER)"), ("sid", "SID accuracy ↑")):

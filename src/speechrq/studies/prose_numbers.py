@@ -17,8 +17,9 @@ An unknown key is an error naming it (the build stops), never an empty string. K
 - ``latent.ARM.TASK`` (``latent_study.json``): ``"mean ± std"``; ``.mean``, ``.std``; ``.d`` the difference to the
   arm's base (positive = better), ``.dci`` with its 95% interval, ``.ci``, ``.abs`` (its size), ``.verdict``,
   ``.p`` (Holm's p), ``.seed.S`` (one pre-training seed's score). ARM is one of :data:`LATENT_ARMS`, TASK ``pr``,
-  ``sid``, ``er``, ``ft``. ``latent.gain.STEP`` the paper schedule's PR gain at a stage end; ``latent.conv.S.arm`` /
-  ``.base`` the convergence points; ``latent.rank.SOURCE.S.phones`` (SOURCE ``mel``, ``layer-1``, ``layer0``, ...; S a
+  ``sid``, ``er``, ``ft``. ``latent.gain.STEP`` the paper's design's PR gain at a stage end;
+  ``latent.reference_steps`` the steps the strong-θ pair continues the reference; ``latent.conv.S.arm`` / ``.base``
+  the convergence points; ``latent.rank.SOURCE.S.phones`` (SOURCE ``mel``, ``layer-1``, ``layer0``, ...; S a
   seed or ``ref``) and ``latent.rank.corr.S`` (κ against phones, Spearman); ``latent.pr.auto_minus_best``.
 - ``mel.ROW`` and ``ml.ROW`` (``rpq_tables_mel.json``, ``ml_tables.json``): ``"cer ± std"``; ``.cer``, ``.wer``,
   ``.wer_pm``, ``.bits``; ``.vs.OTHER`` the CER difference to another row with its interval (``.d``, ``.abs``,
@@ -58,7 +59,8 @@ LATENT_ARMS = {
     "best": r"ranked best",
     "lr": r"lr continues",
     "nostd": r"no standardisation",
-    "paper": r"paper schedule",
+    "paper": r"paper's design",  # the paper's middle layers on its 20/50/80% schedule (the headline arm)
+    "bestsched": r"paper schedule",  # an ablation of studies before issue 35: that schedule on the ranked-best layers
     "middle": r"middle",
     "auto": r"layers auto",
     "refbest": r"^reference \+ \d+ BEST-RQ",
@@ -123,6 +125,8 @@ def _difference(out: dict, key: str, d: dict, verdict: str | None = None, p=None
 
 def _latent(d: dict) -> dict[str, str]:
     out: dict[str, str] = {"latent.steps": str(d["steps"]), "latent.seeds": str(len(d["seeds"]))}
+    if d.get("reference_steps"):
+        out["latent.reference_steps"] = str(d["reference_steps"])
     names = {}
     for key, pattern in LATENT_ARMS.items():
         hits = [n for n in d["arms"] if re.search(pattern, n)]
