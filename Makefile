@@ -188,6 +188,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_asr_step.py --threads 1
 	$(BIN)/python benchmarks/bench_asr_step.py --threads 2
+	$(BIN)/speechrq bench pretrain --preset tiny --num-codebooks 8 --codebook-size 4096 --gemm-ceiling
 	$(BIN)/speechrq bench pretrain --preset tiny --latent
 	$(BIN)/speechrq bench pretrain --preset small --latent --steps 5
 	$(BIN)/python benchmarks/bench_units.py kmeans --n 50000 --dim 768 --k 500

@@ -12,10 +12,27 @@ def cmd_bench_pretrain(args) -> None:
 
     from ..pretrain.bench import bench_pretrain, format_bench
 
+    import math
+
+    import torch
+
+    if args.steps < 1:
+        raise SpeechrqError(f"--steps: must be >= 1, got {args.steps}")
+    if args.warmup < 0:
+        raise SpeechrqError(f"--warmup: must be >= 0, got {args.warmup}")
+    if args.batch_seconds is not None and not (args.batch_seconds > 0 and math.isfinite(args.batch_seconds)):
+        raise SpeechrqError(f"--batch-seconds: must be a finite number of seconds > 0, got {args.batch_seconds}")
+    for flag, n in (("--num-codebooks", args.num_codebooks), ("--codebook-size", args.codebook_size)):
+        if n < 1:
+            raise SpeechrqError(f"{flag}: must be >= 1, got {n}")
+    if args.layers and not args.latent:
+        raise SpeechrqError("--layers: the Latent-RQ target layers, read only with --latent")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SpeechrqError("--device cuda: no CUDA device here (torch.cuda.is_available() is False); use --device cpu or auto")
     result = bench_pretrain(args.preset, steps=args.steps, warmup=args.warmup, batch_seconds=args.batch_seconds,
                             device=args.device, precision=args.precision, num_codebooks=args.num_codebooks,
                             codebook_size=args.codebook_size, latent=args.latent,
-                            layers=[int(x) for x in args.layers.split(",")] if args.layers else None)
+                            layers=int_list(args.layers, "--layers") if args.layers else None, gemm_ceiling=args.gemm_ceiling)
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
 
 
@@ -117,6 +134,8 @@ def add_commands(sub) -> None:
     bp.add_argument("--latent", action="store_true", help="also time Latent-RQ without and with a warm target cache, "
                     "interleaved with BEST-RQ on the same batch, and print the ratios and the compute floor")
     bp.add_argument("--layers", help="Latent-RQ target layers, e.g. 5,6,7,8,9,10 (default: the preset's)")
+    bp.add_argument("--gemm-ceiling", action="store_true", help="also time every matrix product of one step alone and "
+                    "print their share of the step and the MFU ceiling: the MFU if nothing but the GEMMs took time")
     bp.add_argument("--json", action="store_true", help="print JSON")
     bp.set_defaults(func=cmd_bench_pretrain)
     bq = bsub.add_parser("quality", help="pre-train for a budget, probe every N steps against random init and filterbanks",
@@ -138,8 +157,9 @@ def add_commands(sub) -> None:
     bq.set_defaults(func=cmd_bench_quality)
     bl = bsub.add_parser("latent", help="Latent-RQ arms against BEST-RQ at equal steps over pre-training seeds",
                          description="For each pre-training seed, train a BEST-RQ parent for --steps, branch every Latent-RQ arm "
-                         "from it (middle layers, ranked-best layers, auto, the paper's 20/50/80% schedule, lr continuing, no "
-                         "standardisation) to the same step, optionally continue --reference with Mel and with latent targets, "
+                         "from it (by default every arm: the paper's design, middle layers refreshed at 20/50/80%; middle, ranked-best "
+                         "and auto layers with one branch; the paper's schedule on the ranked-best layers; lr continuing; no "
+                         "standardisation; --arms picks some) to the same step, optionally continue --reference with Mel and with latent targets, "
                          "probe every final encoder, and tabulate mean ± std over seeds with paired 95% t-intervals over the seeds (Holm's "
                          "rule over the arms): "
                          "OUT/study.json, OUT/study.md. Finished runs and probes are reused.")

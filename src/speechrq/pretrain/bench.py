@@ -6,6 +6,13 @@ on one real step (forward and backward of the same batch), so MFU is
 as the best of several large matmuls in the step's compute dtype, so the ratio
 is honest on a noisy or throttled machine.
 
+With ``gemm_ceiling=True`` every matrix product of one step (``mm``, ``addmm``, ``bmm``, ``baddbmm``, forward and
+backward: shapes and dtypes recorded by a dispatch mode) is timed alone, each at its own shape and dtype (the best
+of three windows): ``gemm_peak_share`` is how fast the step's GEMMs run by themselves against the peak,
+``gemm_time_share`` their share of the step's time, and ``mfu_ceiling`` the MFU the step would reach if its GEMMs
+took their time alone, every other counted FLOP (the convolutions) ran at the peak and nothing else took time.
+An MFU goal above that ceiling cannot be met by removing overhead; below it, the non-GEMM work bounds MFU.
+
 With ``latent=True`` three variants run on the same preset and batch:
 BEST-RQ (Mel targets), Latent-RQ computing its targets with θ, and Latent-RQ
 reading them from a warm cache. Their steps are interleaved round by round and
@@ -21,8 +28,10 @@ import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..config import config_from_dict
+from ..errors import SpeechrqError
 from ..features import FeatureStats, LogMel
 from ..frames import SAMPLE_RATE
 from ..models.conformer import trim_to_frames
@@ -131,9 +140,69 @@ class _Variant:
         return counter.get_total_flops()
 
 
+GEMMS = ("mm", "addmm", "bmm", "baddbmm")  # the matrix products; addmm and baddbmm take (bias, A, B)
+
+
+class GemmRecorder(TorchDispatchMode):
+    """A dispatch mode that counts every matrix product run under it, by ``(op, A's shape, B's shape, dtype)``
+    (the backward's too: the autograd engine carries the mode into it, as it does ``FlopCounterMode``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: dict[tuple, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        op = func.overloadpacket.__name__
+        if op in GEMMS:
+            a, b = args[1:3] if op in ("addmm", "baddbmm") else args[:2]
+            key = (op, tuple(a.shape), tuple(b.shape), a.dtype)
+            self.found[key] = self.found.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def step_gemms(variant: _Variant, i: int) -> dict[tuple, int]:
+    """The matrix products of step ``i`` of ``variant``: ``{(op, shape of A, shape of B, dtype): count}``."""
+    with GemmRecorder() as recorder:
+        variant.step(i)
+    return recorder.found
+
+
+def gemm_flops(op: str, a: tuple, b: tuple) -> int:
+    """FLOPs of one product: ``2 m k n``, times the batch for ``bmm`` and ``baddbmm`` (their bias add not counted, as
+    ``torch.utils.flop_counter`` counts it)."""
+    return 2 * a[-2] * a[-1] * b[-1] * (a[0] if op in ("bmm", "baddbmm") else 1)
+
+
+def time_gemms(gemms: dict[tuple, int], device: torch.device, seconds: float = 0.05, windows: int = 3) -> tuple[int, float]:
+    """``(FLOPs, seconds)`` of every product in ``gemms`` run alone in its own dtype, each shape's time the best of
+    ``windows`` windows of at least ``seconds / windows`` (the peak is a best time too)."""
+    flops, total = 0, 0.0
+    for (op, a, b, dtype), count in gemms.items():
+        x, y = torch.randn(*a, device=device, dtype=dtype), torch.randn(*b, device=device, dtype=dtype)
+        run = torch.bmm if op in ("bmm", "baddbmm") else torch.mm
+        for _ in range(2):
+            run(x, y)
+        best = float("inf")
+        for _ in range(windows):
+            reps = 0
+            _sync(device)
+            t0 = time.perf_counter()
+            while True:
+                for _ in range(4):
+                    run(x, y)
+                reps += 4
+                _sync(device)
+                if (elapsed := time.perf_counter() - t0) >= seconds / windows:
+                    break
+            best = min(best, elapsed / reps)
+        flops += count * gemm_flops(op, a, b)
+        total += count * best
+    return flops, total
+
+
 def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch_seconds: float | None = None, device: str = "auto",
                    precision: str = "auto", num_codebooks: int = 18, codebook_size: int = 4096, latent: bool = False,
-                   layers: list[int] | None = None) -> dict:
+                   layers: list[int] | None = None, gemm_ceiling: bool = False) -> dict:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     batch_seconds = batch_seconds or DEFAULT_BATCH_SECONDS.get(preset, 60.0)
     base = {
@@ -182,6 +251,17 @@ def bench_pretrain(preset: str = "tiny", steps: int = 10, warmup: int = 2, batch
         "peak_tflops": peak / 1e12,
         "mfu": flops / s_per_step / peak,
     }
+    if gemm_ceiling:
+        gemms = step_gemms(variants[0], warmup)
+        if not gemms:
+            raise SpeechrqError("bench pretrain --gemm-ceiling: the step ran no matrix product to time")
+        g_flops, gemm_s = time_gemms(gemms, dev)
+        # the ceiling: every FLOP outside the GEMMs (the convolutions) at the peak, nothing else taking time
+        floor_s = gemm_s + max(flops - g_flops, 0) / peak
+        result |= {"gemm_shapes": len(gemms), "gemm_calls": sum(gemms.values()), "gemm_flops": g_flops,
+                   "gemm_flop_share": g_flops / flops, "gemm_s": gemm_s, "gemm_time_share": gemm_s / s_per_step,
+                   "gemm_peak_share": g_flops / gemm_s / peak, "mfu_ceiling": flops / floor_s / peak,
+                   "gemm_longer_than_step": gemm_s > s_per_step}
     if latent:
         theta = variants[1].target_encoder_flops()
         latent_flops = variants[1].flops(warmup)
@@ -207,6 +287,13 @@ def format_bench(r: dict) -> str:
             f"  BEST-RQ: {r['s_per_step']:.3f} s/step, {r['audio_s_per_s']:.0f} audio s/s, "
             f"{r['flops_per_step'] / 1e12:.3f} TFLOP/step -> {r['achieved_tflops']:.3f} TFLOP/s of a measured "
             f"{r['peak_tflops']:.3f} TFLOP/s matmul peak: MFU {100 * r['mfu']:.1f}%")
+    if "mfu_ceiling" in r:
+        text += (f"\n  GEMMs ({r['gemm_calls']} products, {r['gemm_shapes']} shapes, {100 * r['gemm_flop_share']:.0f}% of the FLOPs), each "
+                 f"timed alone: {r['gemm_s']:.3f} s = {100 * r['gemm_time_share']:.0f}% of the step, at "
+                 f"{100 * r['gemm_peak_share']:.0f}% of the peak; MFU ceiling (the other FLOPs at the peak, nothing "
+                 f"else taking time): {100 * r['mfu_ceiling']:.0f}%")
+        if r["gemm_longer_than_step"]:
+            text += "\n  (the GEMMs alone took longer than the whole step: other work shared the cores; run it again on idle ones)"
     if "ratio_latent" in r:
         text += (f"\n  Latent-RQ (layers {r['target_layers']}): {r['latent_s_per_step']:.3f} s/step = "
                  f"{r['ratio_latent']:.3f}x BEST-RQ (compute floor {r['compute_floor']:.3f}x, "
