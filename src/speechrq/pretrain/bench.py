@@ -7,8 +7,8 @@ as the best of several large matmuls in the step's compute dtype, so the ratio
 is honest on a noisy or throttled machine.
 
 With ``gemm_ceiling=True`` every matrix product of one step (``mm``, ``addmm``, ``bmm``, ``baddbmm``, forward and
-backward: shapes and dtypes recorded by a dispatch mode) is timed alone, each at its own shape and dtype (the best
-of three windows): ``gemm_peak_share`` is how fast the step's GEMMs run by themselves against the peak,
+backward: shapes and dtypes recorded by a dispatch mode) is timed alone, each at its own shape and dtype (its best
+time): ``gemm_peak_share`` is how fast the step's GEMMs run by themselves against the peak,
 ``gemm_time_share`` their share of the step's time, and ``mfu_ceiling`` the MFU the step would reach if its GEMMs
 took their time alone, every other counted FLOP (the convolutions) ran at the peak and nothing else took time.
 An MFU goal above that ceiling cannot be met by removing overhead; below it, the non-GEMM work bounds MFU.
@@ -50,21 +50,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_call_seconds(run, device: torch.device, seconds: float) -> float:
+    """The best time of one call of ``run()`` over windows of 4 calls, windows repeated for about ``seconds`` in all
+    (after one untimed call): a best time, as noise only ever adds to a time."""
+    run()
+    _sync(device)
+    best, start = float("inf"), time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(4):
+            run()
+        _sync(device)
+        now = time.perf_counter()
+        best = min(best, (now - t0) / 4)
+        if now - start >= seconds:
+            return best
+
+
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
     """Best observed FLOP/s of square matmuls of ``dtype`` on ``device``."""
     n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        _sync(device)
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
-    return best
+    return 2 * n**3 / best_call_seconds(lambda: a @ b, device, seconds)
 
 
 def synthetic_batch(batch_seconds: float, device: torch.device, seed: int = 0, utterance_seconds: float = 12.0):
@@ -173,30 +181,15 @@ def gemm_flops(op: str, a: tuple, b: tuple) -> int:
     return 2 * a[-2] * a[-1] * b[-1] * (a[0] if op in ("bmm", "baddbmm") else 1)
 
 
-def time_gemms(gemms: dict[tuple, int], device: torch.device, seconds: float = 0.05, windows: int = 3) -> tuple[int, float]:
-    """``(FLOPs, seconds)`` of every product in ``gemms`` run alone in its own dtype, each shape's time the best of
-    ``windows`` windows of at least ``seconds / windows`` (the peak is a best time too)."""
+def time_gemms(gemms: dict[tuple, int], device: torch.device, seconds: float = 0.05) -> tuple[int, float]:
+    """``(FLOPs, seconds)`` of every product in ``gemms`` run alone in its own dtype, each shape's time its best
+    (:func:`best_call_seconds` over about ``seconds``, as the peak is measured)."""
     flops, total = 0, 0.0
     for (op, a, b, dtype), count in gemms.items():
         x, y = torch.randn(*a, device=device, dtype=dtype), torch.randn(*b, device=device, dtype=dtype)
         run = torch.bmm if op in ("bmm", "baddbmm") else torch.mm
-        for _ in range(2):
-            run(x, y)
-        best = float("inf")
-        for _ in range(windows):
-            reps = 0
-            _sync(device)
-            t0 = time.perf_counter()
-            while True:
-                for _ in range(4):
-                    run(x, y)
-                reps += 4
-                _sync(device)
-                if (elapsed := time.perf_counter() - t0) >= seconds / windows:
-                    break
-            best = min(best, elapsed / reps)
         flops += count * gemm_flops(op, a, b)
-        total += count * best
+        total += count * best_call_seconds(lambda: run(x, y), device, seconds)  # noqa: B023 (called before the next)
     return flops, total
 
 

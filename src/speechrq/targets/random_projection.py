@@ -87,10 +87,10 @@ def first_argmax(scores: torch.Tensor) -> torch.Tensor:
     In two levels: the maximum of each group of ``G`` consecutive scores (``amax``, vectorised), the first group
     holding the largest, then the first maximum inside that group. On a CPU ``argmax`` over 4096 codewords is not
     vectorised: at 8 x 4096 codewords it was 13% of a tiny-preset BEST-RQ step, and this is 6x faster
-    (``benchmarks/bench_peer.py``). ``V`` without a divisor ``G`` in 16..128 falls back to ``argmax``.
+    (``benchmarks/bench_peer.py``). Other devices, and ``V`` without a divisor ``G`` in 16..128, take ``argmax``.
     """
     v = scores.shape[-1]
-    group = next((g for g in (64, 128, 32, 16) if v % g == 0 and v >= 4 * g), None)
+    group = next((g for g in (64, 128, 32, 16) if v % g == 0 and v >= 4 * g), None) if scores.device.type == "cpu" else None
     if group is None:
         return scores.argmax(-1)
     lead = scores.shape[:-1]
